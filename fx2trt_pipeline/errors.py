@@ -1,0 +1,78 @@
+"""One exception family for the whole pipeline.
+
+Every message says what went wrong, where (node, layer, file) and how to fix it.
+Catch :class:`Fx2TrtError` to handle anything the pipeline raises on purpose;
+:class:`InternalError` marks a bug in fx2trt-pipeline itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Fx2TrtError(Exception):
+    """Base class of every error fx2trt-pipeline raises on purpose."""
+
+
+class ConfigError(Fx2TrtError, ValueError):
+    """A configuration value, key or calibrator name is not valid."""
+
+
+class CaptureError(Fx2TrtError):
+    """The model cannot be captured with torch.fx (or its example inputs do not fit it)."""
+
+
+class CalibrationError(Fx2TrtError):
+    """Calibration data is missing or invalid (empty, NaN/Inf, wrong shape)."""
+
+
+class UnsupportedOpsError(Fx2TrtError):
+    """The graph has nodes no converter (or exporter) accepts; lists every one of them."""
+
+    def __init__(self, rows: list[tuple[str, str, str, str]], what: str = "TensorRT converter") -> None:
+        self.rows = rows
+        lines = [f"{len(rows)} node(s) have no {what}:"]
+        for name, target, reason, where in rows:
+            lines.append(f"  - {name} ({target}): {reason}" + (f"  [{where}]" if where else ""))
+        lines.append(
+            "Remedy: keep these modules out of the quantized graph (QuantConfig.skip), rewrite them with "
+            "supported ops, or register a converter for the target."
+        )
+        super().__init__("\n".join(lines))
+
+
+class ConversionError(Fx2TrtError):
+    """A converter failed on a node it accepted."""
+
+
+class EngineBuildError(Fx2TrtError):
+    """The TensorRT builder refused the network or the engine could not be written."""
+
+
+class EngineLoadError(Fx2TrtError):
+    """An engine file is missing, truncated, corrupt or built by another library version."""
+
+
+class TensorRTUnavailableError(Fx2TrtError, ImportError):
+    """Neither TensorRT nor TensorRT-RTX can be imported."""
+
+
+class AccuracyGateError(Fx2TrtError):
+    """An accuracy gate failed (engine vs simulated, or INT8 vs FP32 budget)."""
+
+
+class ExportError(Fx2TrtError):
+    """The quantized model cannot be exported (e.g. to QDQ ONNX)."""
+
+
+class InternalError(Fx2TrtError, RuntimeError):
+    """A bug in fx2trt-pipeline; please report it with the message."""
+
+
+def node_location(node: Any) -> str:
+    """Return the innermost user source line of an FX node (``file:line``) or ``""``."""
+    trace = getattr(node, "stack_trace", None) or node.meta.get("stack_trace") if hasattr(node, "meta") else None
+    if not trace:
+        return ""
+    lines = [ln.strip() for ln in trace.strip().splitlines() if ln.strip().startswith("File ")]
+    return lines[-1] if lines else ""

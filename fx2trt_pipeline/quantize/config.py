@@ -1,0 +1,143 @@
+"""Typed quantization configuration: what to quantize, how to calibrate, what to skip.
+
+Example:
+    >>> import fx2trt_pipeline as ftp
+    >>> cfg = ftp.QuantConfig(calibrator="percentile", percentile=99.99, skip=("head.*",))
+    >>> cfg2 = ftp.QuantConfig.from_dict(cfg.to_dict())
+    >>> cfg2 == cfg
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from fx2trt_pipeline.errors import ConfigError
+
+CALIBRATORS = ("minmax", "percentile", "entropy", "mse")
+PERCENTILES = (99.9, 99.99, 99.999)
+#: Op kinds whose *inputs* are quantized (TensorRT placement rule 1 and 5).
+QUANTIZABLE_OPS = ("conv", "conv_transpose", "linear", "matmul", "avgpool", "add")
+#: TensorRT's rule for IDeconvolutionLayer kernels; see fx2trt_pipeline/quantize/placement.py.
+DEFAULT_DECONV_WEIGHT_AXIS = 0
+
+
+@dataclass(frozen=True)
+class LayerOverride:
+    """Per-layer settings that replace the global ones for matching layers."""
+
+    calibrator: Optional[str] = None
+    percentile: Optional[float] = None
+    skip: bool = False
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Everything :func:`fx2trt_pipeline.quantize` needs besides the model and data.
+
+    Attributes:
+        calibrator: ``"minmax" | "percentile" | "entropy" | "mse"`` for activation scales.
+        percentile: percentile of |x| used by the ``"percentile"`` calibrator.
+        quantize_ops: op kinds whose inputs get Q/DQ (subset of :data:`QUANTIZABLE_OPS`).
+        skip: glob patterns of node / module names kept in float (no Q/DQ on their inputs
+            or weights).
+        module_type_overrides: ``{"ConvTranspose2d": LayerOverride(...)}`` by module class name.
+        name_overrides: ``{"layer4.*": LayerOverride(...)}`` by glob over node / module names;
+            these win over type overrides.
+        deconv_weight_axis: per-channel axis of ConvTranspose weights (0 or 1).
+        per_channel_weights: per-output-channel weight scales (else one scale per weight).
+        leaf_modules: module class names (or qualified names) the tracer must not enter.
+        train_mode: ``"warn"`` switches a model left in train mode to eval and warns;
+            ``"error"`` refuses it.
+        show_progress: tqdm progress bar during calibration.
+    """
+
+    calibrator: str = "entropy"
+    percentile: float = 99.99
+    quantize_ops: tuple[str, ...] = ("conv", "conv_transpose", "linear", "matmul", "avgpool", "add")
+    skip: tuple[str, ...] = ()
+    module_type_overrides: Mapping[str, LayerOverride] = field(default_factory=dict)
+    name_overrides: Mapping[str, LayerOverride] = field(default_factory=dict)
+    deconv_weight_axis: int = DEFAULT_DECONV_WEIGHT_AXIS
+    per_channel_weights: bool = True
+    leaf_modules: tuple[str, ...] = ()
+    train_mode: str = "warn"
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        _check_calibrator(self.calibrator, self.percentile, "QuantConfig")
+        bad = [op for op in self.quantize_ops if op not in QUANTIZABLE_OPS]
+        if bad:
+            raise ConfigError(f"QuantConfig.quantize_ops has unknown op kinds {bad}; choose from {QUANTIZABLE_OPS}")
+        if self.deconv_weight_axis not in (0, 1):
+            raise ConfigError(f"QuantConfig.deconv_weight_axis must be 0 or 1, got {self.deconv_weight_axis!r}")
+        if self.train_mode not in ("warn", "error"):
+            raise ConfigError(f"QuantConfig.train_mode must be 'warn' or 'error', got {self.train_mode!r}")
+        for where, table in (("module_type_overrides", self.module_type_overrides),
+                             ("name_overrides", self.name_overrides)):
+            for key, ov in table.items():
+                if not isinstance(ov, LayerOverride):
+                    raise ConfigError(f"QuantConfig.{where}[{key!r}] must be a LayerOverride, got {type(ov).__name__}")
+                if ov.calibrator is not None:
+                    _check_calibrator(ov.calibrator, ov.percentile or self.percentile, f"{where}[{key!r}]")
+        object.__setattr__(self, "quantize_ops", tuple(self.quantize_ops))
+        object.__setattr__(self, "skip", tuple(self.skip))
+        object.__setattr__(self, "leaf_modules", tuple(self.leaf_modules))
+
+    def resolve(self, name: str, module_type: Optional[str] = None) -> LayerOverride:
+        """The effective calibrator, percentile and skip flag for one layer.
+
+        Name overrides win over module-type overrides, which win over the global settings.
+        """
+        calibrator, percentile, skip = self.calibrator, self.percentile, False
+        if any(fnmatch.fnmatchcase(name, pat) for pat in self.skip):
+            skip = True
+        layers = []
+        if module_type is not None and module_type in self.module_type_overrides:
+            layers.append(self.module_type_overrides[module_type])
+        layers += [ov for pat, ov in self.name_overrides.items() if fnmatch.fnmatchcase(name, pat)]
+        for ov in layers:
+            calibrator = ov.calibrator or calibrator
+            percentile = ov.percentile or percentile
+            skip = skip or ov.skip
+        return LayerOverride(calibrator=calibrator, percentile=percentile, skip=skip)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict; :meth:`from_dict` inverts it."""
+        out = dataclasses.asdict(self)
+        for key in ("quantize_ops", "skip", "leaf_modules"):
+            out[key] = list(out[key])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "QuantConfig":
+        """Build a config from a dict (e.g. parsed TOML/JSON); unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"Unknown QuantConfig key(s) {unknown}; valid keys are {sorted(known)}")
+        kwargs = dict(data)
+        for key in ("module_type_overrides", "name_overrides"):
+            if key in kwargs:
+                kwargs[key] = {k: _override_from(v, f"{key}[{k!r}]") for k, v in kwargs[key].items()}
+        return cls(**kwargs)
+
+
+def _override_from(value: Any, where: str) -> LayerOverride:
+    if isinstance(value, LayerOverride):
+        return value
+    known = {f.name for f in dataclasses.fields(LayerOverride)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ConfigError(f"Unknown key(s) {unknown} in {where}; valid keys are {sorted(known)}")
+    return LayerOverride(**value)
+
+
+def _check_calibrator(name: str, percentile: float, where: str) -> None:
+    if name not in CALIBRATORS:
+        raise ConfigError(f"{where}: unknown calibrator {name!r}; choose one of {CALIBRATORS}")
+    if not 0.0 < float(percentile) < 100.0:
+        raise ConfigError(f"{where}: percentile must be in (0, 100), got {percentile!r}")

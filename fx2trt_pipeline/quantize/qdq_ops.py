@@ -1,0 +1,89 @@
+"""Quantize / dequantize as stable custom ops that carry TensorRT's exact semantics.
+
+``torch.ops.fx2trt.quantize(x, scale, axis)`` returns a real ``torch.int8`` tensor:
+``saturate(round_half_to_even(x / scale))`` to [-128, 127], which is what TensorRT's
+IQuantizeLayer computes. ``torch.ops.fx2trt.dequantize(q, scale, axis)`` returns
+``q * scale`` in float32. ``axis`` is ``None`` for per-tensor scales (0-d ``scale``) and the
+channel axis for per-channel scales (1-d ``scale``). Symmetric only: the zero point is 0.
+
+These ops replace torch's deprecated ``qint8`` tensor types in every graph we build, so a
+quantized GraphModule is plain float/int8 tensors that run on CPU and CUDA.
+
+Example:
+    >>> import torch
+    >>> from fx2trt_pipeline.quantize import qdq_ops
+    >>> q = qdq_ops.quantize(torch.tensor([0.25, 1.0, -9.0]), torch.tensor(0.5))
+    >>> q.tolist(), q.dtype
+    ([0, 2, -18], torch.int8)
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+QMIN, QMAX = -128, 127
+#: Weights use the narrow range so that -w and w quantize symmetrically (TensorRT, ModelOpt).
+WEIGHT_QMAX = 127
+
+
+def _broadcast_scale(scale: torch.Tensor, x: torch.Tensor, axis: Optional[int]) -> torch.Tensor:
+    if axis is None:
+        return scale
+    shape = [1] * x.dim()
+    shape[axis] = -1
+    return scale.reshape(shape)
+
+
+@torch.library.custom_op("fx2trt::quantize", mutates_args=())
+def _quantize(x: torch.Tensor, scale: torch.Tensor, axis: Optional[int] = None) -> torch.Tensor:
+    s = _broadcast_scale(scale.to(torch.float32), x, axis)
+    # torch.round is round-half-to-even, like TensorRT.
+    return torch.clamp(torch.round(x.to(torch.float32) / s), QMIN, QMAX).to(torch.int8)
+
+
+@_quantize.register_fake
+def _quantize_fake(x: torch.Tensor, scale: torch.Tensor, axis: Optional[int] = None) -> torch.Tensor:
+    return torch.empty_like(x, dtype=torch.int8)
+
+
+@torch.library.custom_op("fx2trt::dequantize", mutates_args=())
+def _dequantize(q: torch.Tensor, scale: torch.Tensor, axis: Optional[int] = None) -> torch.Tensor:
+    s = _broadcast_scale(scale.to(torch.float32), q, axis)
+    return q.to(torch.float32) * s
+
+
+@_dequantize.register_fake
+def _dequantize_fake(q: torch.Tensor, scale: torch.Tensor, axis: Optional[int] = None) -> torch.Tensor:
+    return torch.empty_like(q, dtype=torch.float32)
+
+
+#: The OpOverloads that appear as ``call_function`` targets in quantized graphs.
+QUANTIZE = torch.ops.fx2trt.quantize.default
+DEQUANTIZE = torch.ops.fx2trt.dequantize.default
+
+
+def quantize(x: torch.Tensor, scale: torch.Tensor, axis: Optional[int] = None) -> torch.Tensor:
+    """Quantize ``x`` to int8 with TensorRT semantics (see module docstring)."""
+    return QUANTIZE(x, scale, axis)
+
+
+def dequantize(q: torch.Tensor, scale: torch.Tensor, axis: Optional[int] = None) -> torch.Tensor:
+    """Dequantize an int8 tensor to float32 (see module docstring)."""
+    return DEQUANTIZE(q, scale, axis)
+
+
+def fake_quantize(x: torch.Tensor, scale: torch.Tensor, axis: Optional[int] = None) -> torch.Tensor:
+    """``dequantize(quantize(x))``: the value TensorRT sees after a Q/DQ pair."""
+    return dequantize(quantize(x, scale, axis), scale, axis)
+
+
+def is_quantize(node: torch.fx.Node) -> bool:
+    """True for an FX node calling our quantize op."""
+    return node.op == "call_function" and node.target is QUANTIZE
+
+
+def is_dequantize(node: torch.fx.Node) -> bool:
+    """True for an FX node calling our dequantize op."""
+    return node.op == "call_function" and node.target is DEQUANTIZE
