@@ -1,0 +1,48 @@
+"""fx2trt-pipeline: PyTorch -> torch.fx INT8 quantization -> strongly typed TensorRT engine, with proof.
+
+Example:
+    >>> import torch, torchvision
+    >>> import fx2trt_pipeline as ftp
+    >>> model = torchvision.models.resnet18().eval()
+    >>> x = torch.randn(2, 3, 64, 64)
+    >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+    >>> tuple(qgm(x).shape)
+    (2, 1000)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from fx2trt_pipeline import errors
+
+__version__ = "0.1.0"
+
+# Entry points load on first use so `import fx2trt_pipeline` stays fast and works on machines without
+# TensorRT or ONNX.
+_LAZY = {
+    **{name: "fx2trt_pipeline.quantize.api" for name in
+       ("prepare", "calibrate", "convert", "quantize", "rebuild_quantized")},
+    **{name: "fx2trt_pipeline.quantize.state" for name in
+       ("QuantState", "get_quant_state", "load_quant_state", "save_quant_state")},
+    "QuantConfig": "fx2trt_pipeline.quantize.config",
+    "LayerOverride": "fx2trt_pipeline.quantize.config",
+    "InputSpec": "fx2trt_pipeline.convert.inputs",
+    "build_engine": "fx2trt_pipeline.build.engine_builder",
+    "BuildOptions": "fx2trt_pipeline.build.options",
+    "EngineArtifact": "fx2trt_pipeline.build.artifact",
+    "Engine": "fx2trt_pipeline.build.runtime",
+    "network_from_graph_module": "fx2trt_pipeline.convert.network",
+    "NetworkExecutor": "fx2trt_pipeline.validate.network_executor",
+    "export_qdq_onnx": "fx2trt_pipeline.validate.onnx_export",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fx2trt_pipeline' has no attribute {name!r}")
+
+
+__all__ = ["errors", *_LAZY]

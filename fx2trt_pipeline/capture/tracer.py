@@ -1,0 +1,127 @@
+"""Capture an ``nn.Module`` as a ``torch.fx.GraphModule`` (symbolic tracing).
+
+Example:
+    >>> import torch, torchvision
+    >>> from fx2trt_pipeline.capture import capture
+    >>> gm = capture(torchvision.models.resnet18().eval())
+    >>> any(n.target == "conv1" for n in gm.graph.nodes)
+    True
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any, Iterable, Optional, Sequence
+
+import torch
+from torch import nn
+from torch.fx import GraphModule, Tracer
+
+from fx2trt_pipeline.errors import CaptureError
+
+
+class LeafTracer(Tracer):
+    """A tracer that treats user-chosen modules (by class name or qualified name) as leaves."""
+
+    def __init__(self, leaf_modules: Iterable[str | type] = ()) -> None:
+        super().__init__()
+        self._leaf_types = tuple(m for m in leaf_modules if isinstance(m, type))
+        self._leaf_names = {m for m in leaf_modules if isinstance(m, str)}
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if isinstance(m, self._leaf_types) if self._leaf_types else False:
+            return True
+        if type(m).__name__ in self._leaf_names or module_qualified_name in self._leaf_names:
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+
+def capture(model: nn.Module, leaf_modules: Sequence[str | type] = (),
+            concrete_args: Optional[dict[str, Any]] = None) -> GraphModule:
+    """Trace ``model`` with torch.fx into a GraphModule whose node names follow module paths.
+
+    Args:
+        model: the float model (eval mode).
+        leaf_modules: module classes, class names or qualified names the tracer must not enter.
+        concrete_args: arguments to fix while tracing (e.g. flags that drive Python control flow).
+
+    Returns:
+        The traced GraphModule (shares parameters with ``model``).
+
+    Raises:
+        CaptureError: the model does not trace; the message names the innermost module being traced,
+            the source line, and suggests what to mark as a leaf or make concrete.
+    """
+    tracer = LeafTracer(leaf_modules)
+    scope: list[str] = []
+    original_call_module = tracer.call_module
+
+    def call_module(m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
+        scope.append(tracer.path_of_module(m) or "<root>")
+        try:
+            return original_call_module(m, forward, args, kwargs)
+        finally:
+            scope.pop()
+
+    tracer.call_module = call_module  # type: ignore[method-assign]
+    try:
+        graph = tracer.trace(model, concrete_args=concrete_args)
+    except Exception as exc:  # tracing failures come as many exception types
+        module = scope[-1] if scope else "<root>"
+        frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                  if "torch/fx" not in f.filename.replace("\\", "/") and "fx2trt_pipeline" not in f.filename]
+        where = f"{frames[-1].filename}:{frames[-1].lineno} ({frames[-1].line})" if frames else "unknown location"
+        module_type = type(model.get_submodule(module)).__name__ if module != "<root>" else type(model).__name__
+        raise CaptureError(
+            f"torch.fx could not trace module '{module}' ({module_type}) at {where}: "
+            f"{exc.__class__.__name__}: {exc}\nRemedy: mark it as a leaf (QuantConfig(leaf_modules=("
+            f"'{module_type}',)) or leaf_modules=['{module}']) so it is kept as one call and left in float, "
+            "or pass concrete_args for arguments that drive Python control flow."
+        ) from exc
+    name = type(model).__name__
+    return GraphModule(tracer.root, graph, name)
+
+
+def check_example_inputs(gm: GraphModule, example_inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Run the captured graph once on ``example_inputs`` and return its outputs as a flat list.
+
+    Raises:
+        CaptureError: the inputs do not fit the model (wrong count, shape or dtype); names the node.
+    """
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(example_inputs) > len(placeholders):
+        raise CaptureError(f"Got {len(example_inputs)} example inputs but the model takes {len(placeholders)} "
+                           f"({', '.join(p.name for p in placeholders)})")
+    interp = _NamingInterpreter(gm)
+    try:
+        out = interp.run(*example_inputs)
+    except Exception as exc:
+        node = interp.current
+        shapes = [tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor)]
+        raise CaptureError(
+            f"Example inputs with shapes {shapes} do not fit the model: node '{node.name if node else '?'}' "
+            f"({node.format_node() if node else ''}) failed with {exc.__class__.__name__}: {exc}. "
+            "Remedy: pass example inputs shaped like real data (batch, channels, height, width)."
+        ) from exc
+    return flatten_outputs(out)
+
+
+def flatten_outputs(out: Any) -> list[torch.Tensor]:
+    """Flatten a model output (tensor, tuple, list or dict of tensors) in a stable order."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for k in out for t in flatten_outputs(out[k])]
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in flatten_outputs(o)]
+    return []
+
+
+class _NamingInterpreter(torch.fx.Interpreter):
+    """An interpreter that remembers the node it is executing (for error messages)."""
+
+    current: Optional[torch.fx.Node] = None
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        self.current = n
+        return super().run_node(n)

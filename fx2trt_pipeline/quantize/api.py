@@ -1,0 +1,206 @@
+"""The quantizer's public entry points: prepare -> calibrate -> convert, or quantize() in one call.
+
+Example:
+    >>> import torch, torchvision
+    >>> import fx2trt_pipeline as ftp
+    >>> model = torchvision.models.resnet18().eval()
+    >>> x = torch.randn(2, 3, 64, 64)
+    >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(calibrator="minmax",
+    ...                    show_progress=False))
+    >>> qgm(x).shape
+    torch.Size([2, 1000])
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional, Sequence
+
+import torch
+from torch import nn
+from torch.fx import GraphModule
+
+from fx2trt_pipeline.capture import capture, check_example_inputs
+from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.quantize.calibrators import compute_amax
+from fx2trt_pipeline.quantize.config import QuantConfig
+from fx2trt_pipeline.quantize.fold_bn import fold_batchnorm
+from fx2trt_pipeline.quantize.observe import flat_inputs, insert_observers, remove_observers, run_calibration
+from fx2trt_pipeline.quantize.placement import Placement, place_qdq
+from fx2trt_pipeline.quantize.reference import build_reference
+from fx2trt_pipeline.quantize.state import STATE_ATTR, QuantState
+from fx2trt_pipeline.quantize.statistics import TensorStats
+
+PREPARED_ATTR = "fx2trt_prepared"
+
+
+@dataclass
+class PreparedInfo:
+    """What :func:`prepare` attaches to the observed GraphModule."""
+
+    config: QuantConfig
+    placement: Placement
+    stats: dict[str, TensorStats]
+    batches_seen: int = 0
+
+
+def _float_graph(model: nn.Module, config: QuantConfig, example_inputs: Optional[Sequence[Any]],
+                 concrete_args: Optional[dict[str, Any]]) -> GraphModule:
+    """Copy ``model`` (the caller's stays untouched), check eval mode, capture it and fold BN."""
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"quantize() needs a torch.nn.Module, got {type(model).__name__}")
+    if model.training:
+        if config.train_mode == "error":
+            raise ConfigError(f"{type(model).__name__} is in train mode; call model.eval() before quantizing "
+                              "(BatchNorm folding and calibration need eval-mode statistics).")
+        warnings.warn(f"{type(model).__name__} is in train mode; quantizing an eval-mode copy (BatchNorm uses "
+                      "running statistics, dropout is off). Call model.eval() to silence this.", stacklevel=3)
+    model = copy.deepcopy(model).eval()
+    gm = capture(model, leaf_modules=config.leaf_modules, concrete_args=concrete_args)
+    fold_batchnorm(gm)
+    if example_inputs is not None:
+        with torch.no_grad():
+            check_example_inputs(gm, flat_inputs(example_inputs))
+    return gm
+
+
+def prepare(model: nn.Module, example_inputs: Optional[Sequence[Any]] = None,
+            config: Optional[QuantConfig] = None, concrete_args: Optional[dict[str, Any]] = None) -> GraphModule:
+    """Capture, fold BatchNorm, place Q/DQ and insert statistics observers.
+
+    Args:
+        model: float model; a deep copy is quantized, ``model`` itself is not modified.
+        example_inputs: inputs shaped like real data; checked against the model when given.
+        config: quantization settings (defaults to ``QuantConfig()``).
+        concrete_args: forwarded to torch.fx tracing.
+
+    Returns:
+        The observed GraphModule; run data through it with :func:`calibrate`.
+
+    Example:
+        >>> import torch, torchvision, fx2trt_pipeline as ftp
+        >>> prepared = ftp.prepare(torchvision.models.resnet18().eval(), (torch.randn(1, 3, 32, 32),))
+        >>> prepared = ftp.calibrate(prepared, [torch.randn(2, 3, 32, 32)], show_progress=False)
+        >>> qgm = ftp.convert(prepared)
+    """
+    config = config or QuantConfig()
+    gm = _float_graph(model, config, example_inputs, concrete_args)
+    placement = place_qdq(gm, config)
+    stats = insert_observers(gm, placement)
+    setattr(gm, PREPARED_ATTR, PreparedInfo(config, placement, stats))
+    return gm
+
+
+def _prepared_info(prepared: GraphModule) -> PreparedInfo:
+    info = getattr(prepared, PREPARED_ATTR, None)
+    if info is None:
+        raise ConfigError("Expected the GraphModule returned by fx2trt_pipeline.prepare(); got a module without "
+                          "observers.")
+    return info
+
+
+def calibrate(prepared: GraphModule, batches: Iterable[Any], show_progress: Optional[bool] = None) -> GraphModule:
+    """Run calibration batches through the observers (one pass); returns ``prepared``.
+
+    Calling it again adds more data: statistics accumulate exactly.
+    """
+    info = _prepared_info(prepared)
+    progress = info.config.show_progress if show_progress is None else show_progress
+    info.batches_seen += run_calibration(prepared, batches, info.stats, progress)
+    return prepared
+
+
+def convert(prepared: GraphModule, config: Optional[QuantConfig] = None) -> GraphModule:
+    """Derive scales from the collected statistics and build the reference-quantized GraphModule.
+
+    Args:
+        prepared: a calibrated module from :func:`prepare` + :func:`calibrate`.
+        config: optionally a different calibrator / percentile / overrides to derive scales with
+            (placement-changing fields must match the prepared config). Statistics are reused; the
+            model is not run again.
+    """
+    info = _prepared_info(prepared)
+    if info.batches_seen == 0:
+        raise ConfigError("convert() needs calibration first: call fx2trt_pipeline.calibrate(prepared, batches)")
+    placement = info.placement
+    if config is not None and config != info.config:
+        placement = _rescored_placement(prepared, info, config)
+    amax = {key: compute_amax(info.stats[key], g.calibrator, g.percentile) for key, g in placement.groups.items()}
+    qgm = copy.deepcopy(prepared)
+    delattr(qgm, PREPARED_ATTR)
+    remove_observers(qgm)
+    device = next((p.device for p in qgm.parameters()), torch.device("cpu"))
+    weight_scales = build_reference(qgm, placement, amax)
+    qgm.to(device)
+    setattr(qgm, STATE_ATTR, QuantState(config or info.config, placement, amax, weight_scales,
+                                        {k: copy.deepcopy(s) for k, s in info.stats.items()}))
+    return qgm
+
+
+def _rescored_placement(prepared: GraphModule, info: PreparedInfo, config: QuantConfig) -> Placement:
+    """Placement for ``config``; only calibrator settings may differ from the prepared one."""
+    plain = copy.deepcopy(prepared)
+    delattr(plain, PREPARED_ATTR)
+    remove_observers(plain)
+    placement = place_qdq(plain, config)
+    if [(p.tensor, p.group, p.uses) for p in placement.points.values()] != \
+            [(p.tensor, p.group, p.uses) for p in info.placement.points.values()] or \
+            placement.weights != info.placement.weights:
+        raise ConfigError("convert(config=...) may change calibrators and percentiles only; this config moves "
+                          "Q/DQ pairs (quantize_ops / skip / axis changed): call prepare() with it instead.")
+    return placement
+
+
+def quantize(model: nn.Module, calib_batches: Iterable[Any], example_inputs: Optional[Sequence[Any]] = None,
+             config: Optional[QuantConfig] = None, concrete_args: Optional[dict[str, Any]] = None) -> GraphModule:
+    """Post-training INT8 quantization in one call: prepare, calibrate, convert.
+
+    Args:
+        model: float ``nn.Module`` (eval mode; see ``QuantConfig.train_mode``).
+        calib_batches: iterable of input batches (tensors, tuples of tensors, or dicts of tensors).
+        example_inputs: inputs shaped like real data (checked against the model).
+        config: :class:`QuantConfig`; defaults to entropy calibration with TensorRT placement rules.
+        concrete_args: forwarded to torch.fx tracing.
+
+    Returns:
+        The reference-quantized GraphModule: runs the simulated INT8 model on CPU or CUDA and carries
+        its :class:`QuantState` (see :func:`save_quant_state`).
+
+    Raises:
+        CaptureError: the model does not trace or the example inputs do not fit it.
+        CalibrationError: empty calibration data, or NaN/Inf seen by an observer.
+        ConfigError: invalid configuration.
+    """
+    prepared = prepare(model, example_inputs, config, concrete_args)
+    calibrate(prepared, calib_batches)
+    return convert(prepared)
+
+
+def rebuild_quantized(model: nn.Module, state: QuantState, example_inputs: Optional[Sequence[Any]] = None,
+                      concrete_args: Optional[dict[str, Any]] = None) -> GraphModule:
+    """Rebuild the reference-quantized GraphModule from the float model and a saved state.
+
+    No calibration runs. The placement is recomputed from the model and must equal the saved one, and
+    the recomputed weight scales must equal the saved ones: otherwise the model is not the one the
+    state was made for, and a :class:`ConfigError` names the first difference.
+    """
+    gm = _float_graph(model, state.config, example_inputs, concrete_args)
+    placement = place_qdq(gm, state.config)
+    if placement.to_dict() != state.placement.to_dict():
+        saved, now = set(state.placement.points), set(placement.points)
+        raise ConfigError("The model's Q/DQ placement differs from the saved state (its graph changed): "
+                          f"only in state {sorted(saved - now)[:5]}, only in model {sorted(now - saved)[:5]}. "
+                          "Quantize this model again.")
+    device = next((p.device for p in gm.parameters()), torch.device("cpu"))
+    weight_scales = build_reference(gm, placement, state.amax)
+    gm.to(device)
+    for layer, scales in weight_scales.items():
+        saved = torch.tensor(state.weight_scales.get(layer, []))
+        if saved.shape != torch.Size([len(scales)]) or not torch.allclose(saved, torch.tensor(scales), rtol=1e-6,
+                                                                            atol=0.0):
+            raise ConfigError(f"Weights of layer '{layer}' differ from the ones the quantization state was made "
+                              "for; load the same float weights or quantize again.")
+    setattr(gm, STATE_ATTR, state)
+    return gm

@@ -1,0 +1,241 @@
+"""Decide where Q/DQ pairs go, following TensorRT's placement rules (DESIGN.md).
+
+1. Inputs of conv / deconv / linear / matmul / avgpool are quantized (activations per tensor).
+2. Outputs of weighted ops are not quantized (TensorRT fuses the next layer's Q into them).
+3. BatchNorm is folded before placement (see ``fold_bn``).
+4. Residual add: the input produced by a single-use conv/deconv/linear is left in float so that
+   conv + add fuse; the other (residual) input is quantized. An add with no such input stays float.
+5. MaxPool and Concat are *transparent*: a request to quantize their output quantizes their inputs
+   instead, all with one shared scale (a scale group), so the op runs on int8 data.
+6. A tensor gets at most one Q/DQ pair, shared by every quantized consumer.
+
+Placement is a pure function of the folded graph and the config, so it can be recomputed from the
+float model when a saved quantization state is loaded, and checked against the saved one.
+
+Example:
+    >>> import torchvision
+    >>> from fx2trt_pipeline.capture import capture
+    >>> from fx2trt_pipeline.quantize.config import QuantConfig
+    >>> from fx2trt_pipeline.quantize.fold_bn import fold_batchnorm
+    >>> gm = capture(torchvision.models.resnet18().eval()); _ = fold_batchnorm(gm)
+    >>> p = place_qdq(gm, QuantConfig())
+    >>> len(p.weights), len(p.points)
+    (21, 22)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional, Union
+
+import torch
+from torch import nn
+from torch.fx import GraphModule, Node
+
+from fx2trt_pipeline.quantize.config import QuantConfig
+from fx2trt_pipeline.quantize.op_rules import DECONV_AXIS, FUSABLE_KINDS, OpRule, rule_for_node
+
+#: A use of a tensor: (consumer node name, argument path). The path indexes ``node.args`` and, for
+#: list arguments such as ``torch.cat``'s, the position inside the list.
+Use = tuple[str, tuple[int, ...]]
+
+
+@dataclass
+class QuantPoint:
+    """One Q/DQ pair placed right after the node ``tensor`` and feeding ``uses``."""
+
+    tensor: str
+    group: str
+    uses: list[Use] = field(default_factory=list)
+
+
+@dataclass
+class ScaleGroup:
+    """Tensors sharing one activation scale, with the calibrator chosen for them."""
+
+    key: str
+    members: list[str]
+    calibrator: str
+    percentile: float
+    owner: str  # the first quantized layer that asked for this group (drives overrides)
+
+
+@dataclass
+class WeightPoint:
+    """A weighted module whose weight is quantized (per channel on ``axis``, or per tensor)."""
+
+    layer: str
+    module: str
+    kind: str
+    axis: Optional[int]
+
+
+@dataclass
+class Placement:
+    """Where every Q/DQ goes; JSON-serialisable via :meth:`to_dict`."""
+
+    points: dict[str, QuantPoint]
+    groups: dict[str, ScaleGroup]
+    weights: dict[str, WeightPoint]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"points": [asdict(p) for p in self.points.values()],
+                "groups": [asdict(g) for g in self.groups.values()],
+                "weights": [asdict(w) for w in self.weights.values()]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Placement":
+        """Inverse of :meth:`to_dict`."""
+        points = {}
+        for p in data["points"]:
+            points[p["tensor"]] = QuantPoint(p["tensor"], p["group"], [(u[0], tuple(u[1])) for u in p["uses"]])
+        return cls(points, {g["key"]: ScaleGroup(**g) for g in data["groups"]},
+                   {w["layer"]: WeightPoint(**w) for w in data["weights"]})
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+
+
+def layer_name(node: Node) -> str:
+    """The name patterns match against: the module path for modules, else the node name."""
+    return str(node.target) if node.op == "call_module" else node.name
+
+
+class _Placer:
+    def __init__(self, gm: GraphModule, config: QuantConfig) -> None:
+        self.gm, self.config = gm, config
+        self.modules = dict(gm.named_modules())
+        self.order = {n.name: i for i, n in enumerate(gm.graph.nodes)}
+        self.uses: dict[str, list[Use]] = {}
+        self.owner: dict[str, Node] = {}
+        self.uf = _UnionFind()
+
+    def settings(self, node: Node):
+        mtype = type(self.modules[node.target]).__name__ if node.op == "call_module" else None
+        by_path = self.config.resolve(layer_name(node), mtype)
+        by_node = self.config.resolve(node.name, mtype)
+        return by_path if by_path.skip or not by_node.skip else by_node
+
+    def rule(self, node: Node) -> Optional[OpRule]:
+        return rule_for_node(node, self.modules)
+
+    def quantized(self, node: Node, rule: Optional[OpRule]) -> bool:
+        return rule is not None and rule.kind in self.config.quantize_ops and not self.settings(node).skip
+
+    def request(self, arg: Any, consumer: Node, path: tuple[int, ...], owner: Node) -> list[str]:
+        """Ask for ``arg`` (an input of ``consumer`` at ``path``) to be quantized; returns leaf tensors."""
+        if not isinstance(arg, Node):
+            return []
+        rule = self.rule(arg)
+        if rule is not None and rule.transparent and not self.settings(arg).skip:
+            leaves = []
+            if isinstance(arg.args[0], (list, tuple)):  # torch.cat([...])
+                for i, inp in enumerate(arg.args[0]):
+                    leaves += self.request(inp, arg, (0, i), owner)
+            else:
+                leaves += self.request(arg.args[0], arg, (0,), owner)
+            for leaf in leaves[1:]:
+                self.uf.union(leaves[0], leaf)
+            return leaves
+        use = (consumer.name, path)
+        uses = self.uses.setdefault(arg.name, [])
+        if use not in uses:
+            uses.append(use)
+        self.owner.setdefault(arg.name, owner)
+        self.uf.find(arg.name)
+        return [arg.name]
+
+    def fusable(self, producer: Any) -> bool:
+        if not isinstance(producer, Node) or len(producer.users) != 1:
+            return False
+        rule = self.rule(producer)
+        return rule is not None and rule.kind in FUSABLE_KINDS and self.quantized(producer, rule)
+
+    def run(self) -> Placement:
+        weights: dict[str, WeightPoint] = {}
+        for node in self.gm.graph.nodes:
+            rule = self.rule(node)
+            if rule is None or rule.transparent or not self.quantized(node, rule):
+                continue
+            if rule.kind == "add":
+                a, b = node.args[0], node.args[1] if len(node.args) > 1 else None
+                if not (isinstance(a, Node) and isinstance(b, Node)):
+                    continue
+                if self.fusable(a):
+                    self.request(b, node, (1,), node)
+                elif self.fusable(b):
+                    self.request(a, node, (0,), node)
+                continue
+            for idx in rule.act_args:
+                if idx < len(node.args):
+                    self.request(node.args[idx], node, (idx,), node)
+            if rule.weight_axis is not None and node.op == "call_module":
+                axis: Optional[int] = self.config.deconv_weight_axis if rule.weight_axis == DECONV_AXIS \
+                    else rule.weight_axis
+                weights[node.name] = WeightPoint(node.name, str(node.target), rule.kind,
+                                                 axis if self.config.per_channel_weights else None)
+        return self.finish(weights)
+
+    def finish(self, weights: dict[str, WeightPoint]) -> Placement:
+        tensors = sorted(self.uses, key=self.order.__getitem__)
+        members: dict[str, list[str]] = {}
+        for t in tensors:
+            members.setdefault(self.uf.find(t), []).append(t)
+        groups, key_of = {}, {}
+        for root, names in members.items():
+            key = names[0]
+            owner = min((self.owner[n] for n in names), key=lambda o: self.order[o.name])
+            s = self.settings(owner)
+            groups[key] = ScaleGroup(key, names, s.calibrator or self.config.calibrator,
+                                     float(s.percentile or self.config.percentile), owner.name)
+            for n in names:
+                key_of[n] = key
+        points = {t: QuantPoint(t, key_of[t], self.uses[t]) for t in tensors}
+        return Placement(points, groups, weights)
+
+
+def place_qdq(gm: GraphModule, config: QuantConfig) -> Placement:
+    """Compute the Q/DQ placement of a captured, BN-folded graph (see module docstring)."""
+    return _Placer(gm, config).run()
+
+
+def set_use(node: Node, path: tuple[int, ...], value: Union[Node, Any]) -> None:
+    """Replace the argument of ``node`` at ``path`` (see :data:`Use`) with ``value``."""
+    args = list(node.args)
+    if len(path) == 1:
+        args[path[0]] = value
+    else:
+        inner = list(args[path[0]])
+        inner[path[1]] = value
+        args[path[0]] = type(node.args[path[0]])(inner)
+    node.args = tuple(args)
+
+
+def get_use(node: Node, path: tuple[int, ...]) -> Any:
+    """The argument of ``node`` at ``path``."""
+    value = node.args[path[0]]
+    return value[path[1]] if len(path) > 1 else value
+
+
+def module_of(gm: GraphModule, node: Node) -> nn.Module:
+    """The module a ``call_module`` node calls."""
+    return gm.get_submodule(str(node.target))
+
+
+__all__ = ["Placement", "QuantPoint", "ScaleGroup", "WeightPoint", "place_qdq", "set_use", "get_use",
+           "layer_name", "module_of", "torch"]
