@@ -128,9 +128,7 @@ def convert(prepared: GraphModule, config: Optional[QuantConfig] = None) -> Grap
     if config is not None and config != info.config:
         placement = _rescored_placement(prepared, info, config)
     amax = {key: compute_amax(info.stats[key], g.calibrator, g.percentile) for key, g in placement.groups.items()}
-    qgm = copy.deepcopy(prepared)
-    delattr(qgm, PREPARED_ATTR)
-    remove_observers(qgm)
+    qgm = _without_observers(prepared)
     device = next((p.device for p in qgm.parameters()), torch.device("cpu"))
     weight_scales = build_reference(qgm, placement, amax)
     qgm.to(device)
@@ -139,12 +137,18 @@ def convert(prepared: GraphModule, config: Optional[QuantConfig] = None) -> Grap
     return qgm
 
 
+def _without_observers(prepared: GraphModule) -> GraphModule:
+    """A copy of the prepared graph with the observers removed (GraphModule copies drop custom attributes)."""
+    plain = copy.deepcopy(prepared)
+    if hasattr(plain, PREPARED_ATTR):
+        delattr(plain, PREPARED_ATTR)
+    remove_observers(plain)
+    return plain
+
+
 def _rescored_placement(prepared: GraphModule, info: PreparedInfo, config: QuantConfig) -> Placement:
     """Placement for ``config``; only calibrator settings may differ from the prepared one."""
-    plain = copy.deepcopy(prepared)
-    delattr(plain, PREPARED_ATTR)
-    remove_observers(plain)
-    placement = place_qdq(plain, config)
+    placement = place_qdq(_without_observers(prepared), config)
     if [(p.tensor, p.group, p.uses) for p in placement.points.values()] != \
             [(p.tensor, p.group, p.uses) for p in info.placement.points.values()] or \
             placement.weights != info.placement.weights:

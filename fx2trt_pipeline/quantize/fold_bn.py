@@ -66,7 +66,7 @@ def fold_pair(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> nn.Modul
         if isinstance(fused, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
             # weight is (in, out/groups, *k): output channel c = g * (out/groups) + j lives on axis 1.
             g = fused.groups
-            shape = (g, w.shape[0] // g, w.shape[1]) + (1,) * (w.dim() - 2)
+            shape = (g, 1, w.shape[1]) + (1,) * (w.dim() - 2)
             w = (w.reshape(g, w.shape[0] // g, *w.shape[1:]) * factor.reshape(shape)).reshape(w.shape)
         else:
             w = w * factor.reshape((-1,) + (1,) * (w.dim() - 1))

@@ -128,9 +128,6 @@ def _lower_weighted(gm: GraphModule, node: Node, axis: Optional[int]) -> list[fl
                     module.dilation)
         else:
             args = (x, wdq, bias, module.stride, module.padding, module.dilation, module.groups)
-        new = graph.create_node("call_function", rule.functional, args, name=f"{prefix}_lowered")
-    new.meta.update({k: v for k, v in node.meta.items() if k != "nn_module_stack"})
-    node.replace_all_uses_with(new)
-    graph.erase_node(node)
-    new._rename(prefix)
+    # Rewrite the node in place so that it keeps its name, meta and users.
+    node.op, node.target, node.args, node.kwargs = "call_function", rule.functional, args, {}
     return [float(v) for v in scale.reshape(-1).tolist()]
