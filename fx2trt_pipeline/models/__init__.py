@@ -1,0 +1,34 @@
+"""Reference models for tests, benchmarks and accuracy gates.
+
+* :func:`load_demo_detector` -- small CenterNet trained here on real MNIST digit scenes
+  (``fx2trt_pipeline.calib_data.load_mnist_detection``); real labels, so mAP means something.
+* :func:`centernet_resnet18` -- full-size CenterNet on torchvision ResNet-18, random weights
+  (converter / quantizer coverage).
+* :func:`decode` -- CenterNet outputs to boxes, scores, classes.
+"""
+
+from .centernet import (
+    DEMO_CONFIG,
+    DEMO_WEIGHTS,
+    OUTPUT_NAMES,
+    BasicBlock,
+    CenterNet,
+    centernet_resnet18,
+    decode,
+    demo_centernet,
+    load_demo_detector,
+    small_resnet,
+)
+
+__all__ = [
+    "BasicBlock",
+    "CenterNet",
+    "DEMO_CONFIG",
+    "DEMO_WEIGHTS",
+    "OUTPUT_NAMES",
+    "centernet_resnet18",
+    "decode",
+    "demo_centernet",
+    "load_demo_detector",
+    "small_resnet",
+]
