@@ -1,0 +1,350 @@
+"""Build a serialized TensorRT engine from a network and write it with its metadata, in small steps.
+
+::
+
+    network_from_graph_module(qgm, inputs)         (fx2trt_pipeline.convert.network)
+        -> engine_bytes_from_network(builder, network, inputs, options)   one profile, options, build
+        -> save_engine(engine_bytes, path, metadata)                      engine + <engine>.json, atomic
+    build_engine(qgm, inputs, path, ...) chains the three and returns an EngineArtifact.
+
+Networks are STRONGLY_TYPED: TensorRT 11 and TensorRT-RTX have no INT8/FP16 builder flags, the
+precision of every layer comes from the explicit Q/DQ and cast layers in the network.
+
+Example:
+    >>> from fx2trt_pipeline.build.engine_builder import build_engine
+    >>> from fx2trt_pipeline.convert.inputs import InputSpec
+    >>> spec = InputSpec.dynamic_batch("x", (3, 224, 224), 1, 8, 32)
+    >>> art = build_engine(quantized_gm, [spec], "resnet18_int8.plan")   # doctest: +SKIP
+    >>> art.size_bytes, art.metadata["build"]["build_seconds"]            # doctest: +SKIP
+    (12004448, 3.1)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+import warnings
+from importlib import metadata as _pkg_metadata
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import torch
+
+from fx2trt_pipeline import trt_api
+from fx2trt_pipeline.build.artifact import (EngineArtifact, check_engine_header, engine_metadata, hash_quant_state,
+                                            sidecar_path, trt_dtype_name)
+from fx2trt_pipeline.build.atomic import atomic_open, atomic_write_bytes
+from fx2trt_pipeline.build.options import BuildOptions, apply_build_options
+from fx2trt_pipeline.convert.inputs import InputSpec
+from fx2trt_pipeline.errors import ConfigError, EngineBuildError, EngineLoadError
+
+_LOG = logging.getLogger("fx2trt_pipeline.tensorrt")
+#: Messages that say nothing about the network being built. The second one appears whenever two
+#: builders coexist; measured: each builder's own messages still reach its own logger.
+_BENIGN = ("Thread context has not been set", "differs from one already registered")
+#: On a machine without a GPU every TensorRT-RTX call logs this CUDA error; the AOT builder needs no GPU.
+_NO_GPU_NOISE = "cudaError 35"
+_PY_LEVELS = {"INTERNAL_ERROR": logging.CRITICAL, "ERROR": logging.ERROR, "WARNING": logging.WARNING,
+              "INFO": logging.INFO, "VERBOSE": logging.DEBUG}
+
+
+@functools.lru_cache(maxsize=None)
+def _logger_class() -> type:
+    # Defined on first use: subclassing trt.ILogger needs the library, and importing this module must not.
+    trt = trt_api.get_trt()
+
+    class CapturingLogger(trt.ILogger):  # type: ignore[misc, name-defined]
+        """A TensorRT logger that keeps every message (for error reports) and forwards it to ``logging``."""
+
+        def __init__(self, min_severity: str = "INFO") -> None:
+            trt.ILogger.__init__(self)
+            self.min_level = int(getattr(trt.ILogger.Severity, min_severity))
+            self.messages: list[tuple[str, str]] = []
+            self.no_gpu = not torch.cuda.is_available()
+
+        def log(self, severity: Any, msg: str) -> None:
+            if int(severity) > self.min_level:
+                return
+            name = str(severity).split(".")[-1]
+            self.messages.append((name, msg))
+            level = _PY_LEVELS.get(name, logging.INFO)
+            if any(b in msg for b in _BENIGN) or (self.no_gpu and _NO_GPU_NOISE in msg):
+                level = logging.DEBUG  # noise, not a problem of the user's network
+            _LOG.log(level, "%s", msg)
+
+        def errors(self, since: int = 0) -> list[str]:
+            """Error-severity messages logged after index ``since`` (known noise removed)."""
+            return [m for sev, m in self.messages[since:] if sev in ("ERROR", "INTERNAL_ERROR")
+                    and not any(b in m for b in _BENIGN) and not (self.no_gpu and _NO_GPU_NOISE in m)]
+
+    return CapturingLogger
+
+
+def make_logger(min_severity: str = "INFO") -> Any:
+    """A ``trt.ILogger`` that records messages (``.messages``, ``.errors()``) and forwards them to logging.
+
+    Pass it to ``trt.Builder(logger)`` so that :func:`engine_bytes_from_network` can put TensorRT's own
+    error messages into the :class:`EngineBuildError` it raises.
+
+    Example:
+        >>> from fx2trt_pipeline import trt_api
+        >>> builder = trt_api.get_trt().Builder(make_logger())   # doctest: +SKIP
+    """
+    return _logger_class()(min_severity)
+
+
+def create_builder(logger: Optional[Any] = None) -> Any:
+    """A ``trt.Builder`` with a capturing logger (see :func:`make_logger`)."""
+    return trt_api.get_trt().Builder(logger if logger is not None else make_logger())
+
+
+def _is_strongly_typed(network: Any, trt: Any) -> bool:
+    flag = trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED
+    if hasattr(network, "get_flag"):
+        return bool(network.get_flag(flag))
+    return bool(int(getattr(network, "flags", 0)) & (1 << int(flag)))
+
+
+def _check_inputs(network: Any, inputs: Sequence[InputSpec]) -> dict[str, InputSpec]:
+    """Match InputSpecs to network inputs by name; every mismatch is reported at once."""
+    specs = {spec.name: spec for spec in inputs}
+    problems: list[str] = []
+    net_names = []
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        net_names.append(tensor.name)
+        shape = tuple(int(d) for d in tensor.shape)
+        spec = specs.get(tensor.name)
+        if spec is None:
+            if -1 in shape:
+                problems.append(f"network input {tensor.name!r} has dynamic shape {shape} but no InputSpec gives "
+                                "its min/opt/max shapes")
+            continue
+        if len(shape) != len(spec.shape) or any(n != -1 and n != s for n, s in zip(shape, spec.shape)):
+            problems.append(f"input {tensor.name!r}: network shape {shape} does not match InputSpec {spec.shape}")
+        elif -1 in shape and not spec.is_dynamic:
+            problems.append(f"input {tensor.name!r}: network shape {shape} is dynamic but the InputSpec is static "
+                            f"{spec.shape}; give min/opt/max shapes (InputSpec.dynamic_batch)")
+        dtype = trt_dtype_name(tensor.dtype)
+        if dtype != str(spec.dtype).replace("torch.", ""):
+            problems.append(f"input {tensor.name!r}: network dtype {dtype} but InputSpec dtype {spec.dtype}")
+    for name in specs:
+        if name not in net_names:
+            problems.append(f"InputSpec {name!r} names no network input (network inputs: {net_names})")
+    if problems:
+        raise EngineBuildError("Network inputs and InputSpecs disagree:\n  - " + "\n  - ".join(problems))
+    return specs
+
+
+def _add_profile(builder: Any, network: Any, config: Any, specs: Mapping[str, InputSpec]) -> None:
+    # One profile covering every dynamic input, like trtexec --minShapes/--optShapes/--maxShapes.
+    dynamic = [network.get_input(i) for i in range(network.num_inputs) if -1 in tuple(network.get_input(i).shape)]
+    if not dynamic:
+        return
+    profile = builder.create_optimization_profile()
+    for tensor in dynamic:
+        spec = specs[tensor.name]
+        profile.set_shape(tensor.name, spec.min_shape, spec.opt_shape, spec.max_shape)
+    if config.add_optimization_profile(profile) < 0:
+        raise EngineBuildError(f"TensorRT rejected the optimization profile for {[t.name for t in dynamic]}")
+
+
+def _load_timing_cache(config: Any, path: Optional[Path]) -> None:
+    blob = path.read_bytes() if path is not None and path.is_file() else b""
+    with warnings.catch_warnings():
+        # TensorRT-RTX deprecates the timing cache as a no-op; the file still round-trips.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        cache = config.create_timing_cache(blob)
+        if not config.set_timing_cache(cache, False):
+            _LOG.warning("Timing cache %s does not match this TensorRT version/GPU; starting a new one", path)
+            config.set_timing_cache(config.create_timing_cache(b""), False)
+
+
+def _save_timing_cache(config: Any, path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        cache = config.get_timing_cache()
+        blob = bytes(cache.serialize()) if cache is not None else b""
+    if blob:
+        atomic_write_bytes(path, blob)
+
+
+def engine_bytes_from_network(builder: Any, network: Any, inputs: Sequence[InputSpec],
+                              options: Optional[BuildOptions] = None) -> bytes:
+    """Build a serialized engine from a STRONGLY_TYPED network.
+
+    Adds one optimization profile for the dynamic inputs (from the InputSpecs' min/opt/max shapes),
+    applies ``options`` and, when ``options.timing_cache_path`` is set, loads and re-saves the cache.
+
+    Args:
+        builder: the ``trt.Builder`` that created ``network`` (ideally with :func:`make_logger`).
+        network: a strongly typed ``INetworkDefinition`` with its outputs marked.
+        inputs: one InputSpec per dynamic network input (static ones are optional and checked if given).
+        options: build settings; ``None`` means TensorRT's defaults.
+
+    Returns:
+        The serialized engine.
+
+    Raises:
+        EngineBuildError: the network is not strongly typed, has no outputs, disagrees with ``inputs``,
+            or TensorRT refused it (the message carries TensorRT's error messages).
+        ConfigError: an option is not available in the library in use.
+
+    Example:
+        >>> builder = create_builder()                                           # doctest: +SKIP
+        >>> network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+        >>> ...                                                                  # doctest: +SKIP
+        >>> data = engine_bytes_from_network(builder, network, [InputSpec("x", (1, 3, 8, 8))])  # doctest: +SKIP
+    """
+    trt = trt_api.get_trt()
+    options = options if options is not None else BuildOptions()
+    if not _is_strongly_typed(network, trt):
+        raise EngineBuildError("The network is not STRONGLY_TYPED. Create it with "
+                               "builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)); "
+                               "INT8 comes from explicit Q/DQ layers, there are no INT8/FP16 builder flags.")
+    if network.num_outputs == 0:
+        raise EngineBuildError("The network has no outputs; mark them with network.mark_output(tensor).")
+    specs = _check_inputs(network, inputs)
+    config = builder.create_builder_config()
+    apply_build_options(options, config, trt)
+    _add_profile(builder, network, config, specs)
+    if options.timing_cache_path is not None:
+        _load_timing_cache(config, options.timing_cache_path)
+    logger = getattr(builder, "logger", None)
+    since = len(getattr(logger, "messages", []))
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        errors = logger.errors(since) if hasattr(logger, "errors") else []
+        detail = ("\n  - " + "\n  - ".join(errors)) if errors else (
+            " (create the builder with fx2trt_pipeline.build.engine_builder.create_builder() to see TensorRT's "
+            "messages here; they were logged to the builder's own logger)")
+        raise EngineBuildError(f"TensorRT ({trt_api.library_name()} {trt_api.library_version()}) could not build "
+                               f"the network ({network.num_layers} layers); TensorRT said:{detail}")
+    if options.timing_cache_path is not None:
+        _save_timing_cache(config, options.timing_cache_path)
+    return bytes(memoryview(serialized))
+
+
+def network_io_metadata(network: Any, inputs: Sequence[InputSpec]) -> dict[str, Any]:
+    """The ``inputs``/``outputs``/``num_layers`` part of the sidecar, read from the network itself."""
+    specs = {s.name: s for s in inputs}
+    ins = []
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        spec = specs.get(tensor.name) or InputSpec(tensor.name, tuple(tensor.shape), _torch_dtype(tensor.dtype))
+        ins.append(spec.to_dict())
+    outs = [{"name": t.name, "dtype": trt_dtype_name(t.dtype), "shape": [int(d) for d in t.shape]}
+            for t in (network.get_output(i) for i in range(network.num_outputs))]
+    return {"inputs": ins, "outputs": outs, "num_layers": int(network.num_layers)}
+
+
+def _torch_dtype(trt_dtype: Any) -> torch.dtype:
+    return getattr(torch, trt_dtype_name(trt_dtype))
+
+
+def _producer() -> dict[str, str]:
+    try:
+        version = _pkg_metadata.version("fx2trt-pipeline")
+    except _pkg_metadata.PackageNotFoundError:
+        version = "unknown"
+    return {"fx2trt_pipeline": version, "torch": torch.__version__}
+
+
+def save_engine(engine_bytes: bytes, path: Union[str, Path],
+                metadata: Optional[Mapping[str, Any]] = None) -> EngineArtifact:
+    """Write an engine and its ``<path>.json`` sidecar atomically and return the artifact.
+
+    Integrity and library fields (size, sha256, header, library version, timestamp) are computed from
+    ``engine_bytes``; ``metadata`` adds the rest (see :func:`network_io_metadata`). Both files are fully
+    written to temporary files before either replaces an existing one, so a failure leaves no partial
+    file; the bytes are checked to be an engine of the library in use before anything is written.
+
+    Raises:
+        EngineBuildError: ``engine_bytes`` is not an engine of the library in use, or writing failed.
+
+    Example:
+        >>> art = save_engine(data, "out/model.plan", {"quant_state_hash": "sha256:..."})   # doctest: +SKIP
+        >>> art.metadata_path.name                                                       # doctest: +SKIP
+        'model.plan.json'
+    """
+    path = Path(path)
+    data = bytes(engine_bytes)
+    try:
+        check_engine_header(data, "The bytes given to save_engine")
+    except EngineLoadError as exc:
+        raise EngineBuildError(str(exc)) from None
+    meta = engine_metadata(data, {"producer": _producer(), **dict(metadata or {})})
+    text = json.dumps(meta, indent=2, sort_keys=True) + "\n"  # serialise first: a TypeError writes nothing
+    try:
+        with atomic_open(path) as engine_file, atomic_open(sidecar_path(path)) as meta_file:
+            engine_file.write(data)
+            meta_file.write(text.encode("utf-8"))
+    except OSError as exc:
+        raise EngineBuildError(f"Could not write engine {path} and its sidecar: {exc}") from exc
+    return EngineArtifact.from_metadata(path, meta)
+
+
+def _quant_state_hash(qgm: torch.fx.GraphModule, given: Optional[str]) -> tuple[str, str]:
+    # Prefer the quantizer's own digest (config, placement, amax): it names the quantized model the way
+    # save_quant_state does; a hand-made graph falls back to its buffers (scales and int8 weights).
+    if given is not None:
+        return given, "caller"
+    try:
+        from fx2trt_pipeline.quantize.state import get_quant_state
+
+        return "sha256:" + get_quant_state(qgm).digest(), "QuantState.digest"
+    except (ImportError, ConfigError):  # no quantizer state attached to this graph
+        return hash_quant_state(qgm.state_dict()), "state_dict"
+
+
+def build_engine(qgm: torch.fx.GraphModule, inputs: Sequence[InputSpec], path: Union[str, Path], *,
+                 options: Optional[BuildOptions] = None, output_names: Optional[Sequence[str]] = None,
+                 quant_state_hash: Optional[str] = None) -> EngineArtifact:
+    """Convert a quantized GraphModule, build the engine and write it with its metadata.
+
+    Args:
+        qgm: the reference-quantized GraphModule (``fx2trt_pipeline.quantize`` output).
+        inputs: one InputSpec per graph input, in placeholder order (dynamic ones get a profile).
+        path: engine file to write; the sidecar goes to ``<path>.json``.
+        options: build settings (``None``: TensorRT defaults).
+        output_names: names for the engine outputs, in graph output order (``None``: the converter's).
+        quant_state_hash: digest of the quantization state; ``None`` takes the quantizer's
+            ``QuantState.digest()`` attached to ``qgm``, or else hashes ``qgm.state_dict()`` (scales and
+            int8 weights) with :func:`hash_quant_state`.
+
+    Returns:
+        The written :class:`EngineArtifact` (metadata records network and build seconds, engine size).
+
+    Raises:
+        UnsupportedOpsError / ConversionError: from the converters.
+        EngineBuildError: TensorRT refused the network or the files could not be written.
+
+    Example:
+        >>> art = build_engine(qgm, [InputSpec("x", (1, 3, 224, 224))], "model.plan",
+        ...                    options=BuildOptions(builder_optimization_level=3))   # doctest: +SKIP
+    """
+    from fx2trt_pipeline.convert.network import network_from_graph_module  # heavy: converters register on import
+
+    options = options if options is not None else BuildOptions()
+    start = time.perf_counter()
+    # Our builder, so that a refused build quotes TensorRT's own messages (see make_logger).
+    builder, network, ctx = network_from_graph_module(
+        qgm, inputs, builder=create_builder(),
+        output_names=list(output_names) if output_names is not None else None)
+    network_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    data = engine_bytes_from_network(builder, network, inputs, options)
+    build_seconds = time.perf_counter() - start
+    meta = network_io_metadata(network, inputs)
+    del ctx  # the converter context keeps weight arrays alive until the build has copied them
+    state_hash, source = _quant_state_hash(qgm, quant_state_hash)
+    meta.update({
+        "quant_state_hash": state_hash,
+        "quant_state_hash_source": source,
+        "build_options": options.to_dict(),
+        "build": {"network_seconds": round(network_seconds, 4), "build_seconds": round(build_seconds, 4),
+                  "engine_bytes": len(data)},
+    })
+    return save_engine(data, path, meta)
