@@ -81,8 +81,12 @@ class EngineHeader:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form for the sidecar."""
-        return {"magic": self.magic.decode("latin-1"), "plan_size": self.plan_size, "version": self.version,
-                "compute_capability_mask": self.compute_capability_mask}
+        return {
+            "magic": self.magic.decode("latin-1"),
+            "plan_size": self.plan_size,
+            "version": self.version,
+            "compute_capability_mask": self.compute_capability_mask,
+        }
 
 
 def parse_rtx_header(data: bytes) -> Optional[EngineHeader]:
@@ -100,8 +104,9 @@ def parse_rtx_header(data: bytes) -> Optional[EngineHeader]:
     return EngineHeader(RTX_MAGIC, int(plan_size), version, int(mask))
 
 
-def check_engine_header(data: bytes, where: str, library: Optional[str] = None,
-                        version: Optional[str] = None) -> Optional[EngineHeader]:
+def check_engine_header(
+    data: bytes, where: str, library: Optional[str] = None, version: Optional[str] = None
+) -> Optional[EngineHeader]:
     """Verify that ``data`` is a complete plan of the given library version (default: the one in use).
 
     Returns the parsed header for TensorRT-RTX, ``None`` for datacenter TensorRT (layout unknown here).
@@ -116,24 +121,39 @@ def check_engine_header(data: bytes, where: str, library: Optional[str] = None,
         return None
     header = parse_rtx_header(data)
     if header is None:
-        raise EngineLoadError(f"{where} is not a TensorRT-RTX engine: its first bytes are {data[:8]!r}, expected "
-                              f"the magic {RTX_MAGIC!r} (at offsets 0 and 28). Rebuild the engine with "
-                              "fx2trt_pipeline.build.build_engine.")
+        raise EngineLoadError(
+            f"{where} is not a TensorRT-RTX engine: its first bytes are {data[:8]!r}, expected "
+            f"the magic {RTX_MAGIC!r} (at offsets 0 and 28). Rebuild the engine with "
+            "fx2trt_pipeline.build.build_engine."
+        )
     if header.plan_size != len(data):
-        raise EngineLoadError(f"{where} is truncated or padded: its header says {header.plan_size} bytes, the "
-                              f"file has {len(data)}. Rebuild the engine.")
+        raise EngineLoadError(
+            f"{where} is truncated or padded: its header says {header.plan_size} bytes, the "
+            f"file has {len(data)}. Rebuild the engine."
+        )
     wanted = ".".join(version.split(".")[:4])
     if header.version != wanted:
-        raise EngineLoadError(f"{where} was built by TensorRT-RTX {header.version} (engine header), but "
-                              f"TensorRT-RTX {version} is in use; engines only load in the exact version that "
-                              "built them. Rebuild the engine or install the matching version.")
+        raise EngineLoadError(
+            f"{where} was built by TensorRT-RTX {header.version} (engine header), but "
+            f"TensorRT-RTX {version} is in use; engines only load in the exact version that "
+            "built them. Rebuild the engine or install the matching version."
+        )
     return header
 
 
-# -- dtypes ---------------------------------------------------------------------------------------------------
+# -- dtypes ----------------------------------------------------------------------------------------
 
-_TRT_DTYPE_NAMES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",
-                    "INT64": "int64", "BOOL": "bool", "UINT8": "uint8", "FP8": "float8_e4m3fn"}
+_TRT_DTYPE_NAMES = {
+    "FLOAT": "float32",
+    "HALF": "float16",
+    "BF16": "bfloat16",
+    "INT8": "int8",
+    "INT32": "int32",
+    "INT64": "int64",
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "FP8": "float8_e4m3fn",
+}
 
 
 def trt_dtype_name(dtype: Any) -> str:
@@ -150,7 +170,8 @@ def torch_dtype(name: str) -> torch.dtype:
     return dtype
 
 
-# -- quantization state hash ----------------------------------------------------------------------------------
+# -- quantization state hash -----------------------------------------------------------------------
+
 
 def _canonical(value: Any) -> Any:
     # Tensors go in by dtype, shape and a digest of their bytes, not as nested lists: exact, and cheap
@@ -184,14 +205,16 @@ def hash_quant_state(state: Mapping[str, Any]) -> str:
     Example:
         >>> import torch
         >>> h = hash_quant_state({"conv1_input_scale": torch.tensor(0.02), "axis": 0})
-        >>> h.startswith("sha256:"), h == hash_quant_state({"axis": 0, "conv1_input_scale": torch.tensor(0.02)})
+        >>> same = hash_quant_state({"axis": 0, "conv1_input_scale": torch.tensor(0.02)})
+        >>> h.startswith("sha256:"), h == same
         (True, True)
     """
     text = json.dumps(_canonical(dict(state)), sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-# -- metadata and artifact ------------------------------------------------------------------------------------
+# -- metadata and artifact -------------------------------------------------------------------------
+
 
 def engine_metadata(engine_bytes: bytes, extra: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """The sidecar content for ``engine_bytes``: integrity and library fields computed here, plus ``extra``.
@@ -203,16 +226,27 @@ def engine_metadata(engine_bytes: bytes, extra: Optional[Mapping[str, Any]] = No
     data = bytes(engine_bytes)
     library, version = trt_api.library_name(), trt_api.library_version()
     header = parse_rtx_header(data) if library == "tensorrt_rtx" else None
-    meta: dict[str, Any] = {"inputs": [], "outputs": [], "num_layers": None, "quant_state_hash": None,
-                            "build_options": {}, "target_compute_capabilities": None}
+    meta: dict[str, Any] = {
+        "inputs": [],
+        "outputs": [],
+        "num_layers": None,
+        "quant_state_hash": None,
+        "build_options": {},
+        "target_compute_capabilities": None,
+    }
     meta.update(dict(extra or {}))
-    meta.update({
-        "format_version": METADATA_FORMAT_VERSION,
-        "library": {"name": library, "version": version},
-        "engine": {"size_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                   "header": header.to_dict() if header else {"first_bytes_hex": data[:32].hex()}},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    })
+    meta.update(
+        {
+            "format_version": METADATA_FORMAT_VERSION,
+            "library": {"name": library, "version": version},
+            "engine": {
+                "size_bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "header": header.to_dict() if header else {"first_bytes_hex": data[:32].hex()},
+            },
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
     if header is not None:  # what the engine really targets, not what was asked for
         meta["target_compute_capabilities"] = header.compute_capabilities
     return meta
@@ -238,8 +272,13 @@ class EngineArtifact:
     def from_metadata(cls, engine_path: PathLike, metadata: Mapping[str, Any]) -> "EngineArtifact":
         """Wrap an engine path and its (already verified) metadata."""
         engine = metadata["engine"]
-        return cls(Path(engine_path), sidecar_path(engine_path), int(engine["size_bytes"]), str(engine["sha256"]),
-                   dict(metadata))
+        return cls(
+            Path(engine_path),
+            sidecar_path(engine_path),
+            int(engine["size_bytes"]),
+            str(engine["sha256"]),
+            dict(metadata),
+        )
 
     @classmethod
     def open(cls, engine_path: PathLike) -> "EngineArtifact":
@@ -266,21 +305,29 @@ class EngineArtifact:
 def _read_sidecar(engine: Path) -> dict[str, Any]:
     meta_path = sidecar_path(engine)
     if not meta_path.is_file():
-        raise EngineLoadError(f"Engine {engine} has no metadata sidecar {meta_path.name} next to it, so it cannot "
-                              "be checked before loading. Rebuild it with fx2trt_pipeline.build.build_engine "
-                              "(which writes both files), or save it with save_engine.")
+        raise EngineLoadError(
+            f"Engine {engine} has no metadata sidecar {meta_path.name} next to it, so it cannot "
+            "be checked before loading. Rebuild it with fx2trt_pipeline.build.build_engine "
+            "(which writes both files), or save it with save_engine."
+        )
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EngineLoadError(f"Metadata sidecar {meta_path} is unreadable or not JSON ({exc}); it was probably "
-                              "cut short or edited. Rebuild the engine.") from exc
+        raise EngineLoadError(
+            f"Metadata sidecar {meta_path} is unreadable or not JSON ({exc}); it was probably "
+            "cut short or edited. Rebuild the engine."
+        ) from exc
     if not isinstance(meta, dict) or not isinstance(meta.get("engine"), dict) or "library" not in meta:
-        raise EngineLoadError(f"Metadata sidecar {meta_path} lacks the 'engine'/'library' sections; it is not an "
-                              "fx2trt-pipeline sidecar. Rebuild the engine.")
+        raise EngineLoadError(
+            f"Metadata sidecar {meta_path} lacks the 'engine'/'library' sections; it is not an "
+            "fx2trt-pipeline sidecar. Rebuild the engine."
+        )
     fmt = meta.get("format_version")
     if not isinstance(fmt, int) or fmt > METADATA_FORMAT_VERSION:
-        raise EngineLoadError(f"Metadata sidecar {meta_path} has format_version {fmt!r}; this fx2trt-pipeline "
-                              f"reads up to {METADATA_FORMAT_VERSION}. Upgrade fx2trt-pipeline or rebuild.")
+        raise EngineLoadError(
+            f"Metadata sidecar {meta_path} has format_version {fmt!r}; this fx2trt-pipeline "
+            f"reads up to {METADATA_FORMAT_VERSION}. Upgrade fx2trt-pipeline or rebuild."
+        )
     return meta
 
 
@@ -307,25 +354,33 @@ def load_engine_bytes(path: PathLike) -> tuple[bytes, dict[str, Any]]:
     """
     engine = Path(path)
     if not engine.is_file():
-        raise EngineLoadError(f"Engine file {engine} does not exist (or is not a file). Build it with "
-                              "fx2trt_pipeline.build.build_engine or check the path.")
+        raise EngineLoadError(
+            f"Engine file {engine} does not exist (or is not a file). Build it with "
+            "fx2trt_pipeline.build.build_engine or check the path."
+        )
     meta = _read_sidecar(engine)
     data = engine.read_bytes()
     recorded = meta["engine"]
     if len(data) != recorded.get("size_bytes"):
-        raise EngineLoadError(f"Engine file {engine} has {len(data)} bytes but its sidecar records "
-                              f"{recorded.get('size_bytes')}: the file is truncated or was replaced. Rebuild the "
-                              "engine (or copy both files again).")
+        raise EngineLoadError(
+            f"Engine file {engine} has {len(data)} bytes but its sidecar records "
+            f"{recorded.get('size_bytes')}: the file is truncated or was replaced. Rebuild the "
+            "engine (or copy both files again)."
+        )
     digest = hashlib.sha256(data).hexdigest()
     if digest != recorded.get("sha256"):
-        raise EngineLoadError(f"Engine file {engine} is corrupt: its sha256 is {digest}, the sidecar records "
-                              f"{recorded.get('sha256')}. Rebuild the engine (or copy both files again).")
+        raise EngineLoadError(
+            f"Engine file {engine} is corrupt: its sha256 is {digest}, the sidecar records "
+            f"{recorded.get('sha256')}. Rebuild the engine (or copy both files again)."
+        )
     library = meta["library"] if isinstance(meta["library"], dict) else {}
     name, version = trt_api.library_name(), trt_api.library_version()
     if library.get("name") != name or library.get("version") != version:
-        raise EngineLoadError(f"Engine file {engine} was built with {library.get('name')} {library.get('version')}"
-                              f" but {name} {version} is in use; TensorRT engines only load in the exact library "
-                              "version that built them. Rebuild the engine with this version, or install "
-                              f"{library.get('name')}=={library.get('version')}.")
+        raise EngineLoadError(
+            f"Engine file {engine} was built with {library.get('name')} {library.get('version')}"
+            f" but {name} {version} is in use; TensorRT engines only load in the exact library "
+            "version that built them. Rebuild the engine with this version, or install "
+            f"{library.get('name')}=={library.get('version')}."
+        )
     check_engine_header(data, f"Engine file {engine}", name, version)
     return data, meta

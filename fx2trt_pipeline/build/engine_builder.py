@@ -33,8 +33,14 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 
 from fx2trt_pipeline import trt_api
-from fx2trt_pipeline.build.artifact import (EngineArtifact, check_engine_header, engine_metadata, hash_quant_state,
-                                            sidecar_path, trt_dtype_name)
+from fx2trt_pipeline.build.artifact import (
+    EngineArtifact,
+    check_engine_header,
+    engine_metadata,
+    hash_quant_state,
+    sidecar_path,
+    trt_dtype_name,
+)
 from fx2trt_pipeline.build.atomic import atomic_open, atomic_write_bytes
 from fx2trt_pipeline.build.options import BuildOptions, apply_build_options
 from fx2trt_pipeline.convert.inputs import InputSpec
@@ -46,8 +52,13 @@ _LOG = logging.getLogger("fx2trt_pipeline.tensorrt")
 _BENIGN = ("Thread context has not been set", "differs from one already registered")
 #: On a machine without a GPU every TensorRT-RTX call logs this CUDA error; the AOT builder needs no GPU.
 _NO_GPU_NOISE = "cudaError 35"
-_PY_LEVELS = {"INTERNAL_ERROR": logging.CRITICAL, "ERROR": logging.ERROR, "WARNING": logging.WARNING,
-              "INFO": logging.INFO, "VERBOSE": logging.DEBUG}
+_PY_LEVELS = {
+    "INTERNAL_ERROR": logging.CRITICAL,
+    "ERROR": logging.ERROR,
+    "WARNING": logging.WARNING,
+    "INFO": logging.INFO,
+    "VERBOSE": logging.DEBUG,
+}
 
 
 @functools.lru_cache(maxsize=None)
@@ -76,8 +87,13 @@ def _logger_class() -> type:
 
         def errors(self, since: int = 0) -> list[str]:
             """Error-severity messages logged after index ``since`` (known noise removed)."""
-            return [m for sev, m in self.messages[since:] if sev in ("ERROR", "INTERNAL_ERROR")
-                    and not any(b in m for b in _BENIGN) and not (self.no_gpu and _NO_GPU_NOISE in m)]
+            return [
+                m
+                for sev, m in self.messages[since:]
+                if sev in ("ERROR", "INTERNAL_ERROR")
+                and not any(b in m for b in _BENIGN)
+                and not (self.no_gpu and _NO_GPU_NOISE in m)
+            ]
 
     return CapturingLogger
 
@@ -119,14 +135,20 @@ def _check_inputs(network: Any, inputs: Sequence[InputSpec]) -> dict[str, InputS
         spec = specs.get(tensor.name)
         if spec is None:
             if -1 in shape:
-                problems.append(f"network input {tensor.name!r} has dynamic shape {shape} but no InputSpec gives "
-                                "its min/opt/max shapes")
+                problems.append(
+                    f"network input {tensor.name!r} has dynamic shape {shape} but no InputSpec gives "
+                    "its min/opt/max shapes"
+                )
             continue
         if len(shape) != len(spec.shape) or any(n != -1 and n != s for n, s in zip(shape, spec.shape)):
-            problems.append(f"input {tensor.name!r}: network shape {shape} does not match InputSpec {spec.shape}")
+            problems.append(
+                f"input {tensor.name!r}: network shape {shape} does not match InputSpec {spec.shape}"
+            )
         elif -1 in shape and not spec.is_dynamic:
-            problems.append(f"input {tensor.name!r}: network shape {shape} is dynamic but the InputSpec is static "
-                            f"{spec.shape}; give min/opt/max shapes (InputSpec.dynamic_batch)")
+            problems.append(
+                f"input {tensor.name!r}: network shape {shape} is dynamic but the InputSpec is static "
+                f"{spec.shape}; give min/opt/max shapes (InputSpec.dynamic_batch)"
+            )
         dtype = trt_dtype_name(tensor.dtype)
         if dtype != str(spec.dtype).replace("torch.", ""):
             problems.append(f"input {tensor.name!r}: network dtype {dtype} but InputSpec dtype {spec.dtype}")
@@ -140,7 +162,9 @@ def _check_inputs(network: Any, inputs: Sequence[InputSpec]) -> dict[str, InputS
 
 def _add_profile(builder: Any, network: Any, config: Any, specs: Mapping[str, InputSpec]) -> None:
     # One profile covering every dynamic input, like trtexec --minShapes/--optShapes/--maxShapes.
-    dynamic = [network.get_input(i) for i in range(network.num_inputs) if -1 in tuple(network.get_input(i).shape)]
+    dynamic = [
+        network.get_input(i) for i in range(network.num_inputs) if -1 in tuple(network.get_input(i).shape)
+    ]
     if not dynamic:
         return
     profile = builder.create_optimization_profile()
@@ -171,8 +195,9 @@ def _save_timing_cache(config: Any, path: Path) -> None:
         atomic_write_bytes(path, blob)
 
 
-def engine_bytes_from_network(builder: Any, network: Any, inputs: Sequence[InputSpec],
-                              options: Optional[BuildOptions] = None) -> bytes:
+def engine_bytes_from_network(
+    builder: Any, network: Any, inputs: Sequence[InputSpec], options: Optional[BuildOptions] = None
+) -> bytes:
     """Build a serialized engine from a STRONGLY_TYPED network.
 
     Adds one optimization profile for the dynamic inputs (from the InputSpecs' min/opt/max shapes),
@@ -196,14 +221,17 @@ def engine_bytes_from_network(builder: Any, network: Any, inputs: Sequence[Input
         >>> builder = create_builder()                                           # doctest: +SKIP
         >>> network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
         >>> ...                                                                  # doctest: +SKIP
-        >>> data = engine_bytes_from_network(builder, network, [InputSpec("x", (1, 3, 8, 8))])  # doctest: +SKIP
+        >>> specs = [InputSpec("x", (1, 3, 8, 8))]                                # doctest: +SKIP
+        >>> data = engine_bytes_from_network(builder, network, specs)           # doctest: +SKIP
     """
     trt = trt_api.get_trt()
     options = options if options is not None else BuildOptions()
     if not _is_strongly_typed(network, trt):
-        raise EngineBuildError("The network is not STRONGLY_TYPED. Create it with "
-                               "builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)); "
-                               "INT8 comes from explicit Q/DQ layers, there are no INT8/FP16 builder flags.")
+        raise EngineBuildError(
+            "The network is not STRONGLY_TYPED. Create it with "
+            "builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)); "
+            "INT8 comes from explicit Q/DQ layers, there are no INT8/FP16 builder flags."
+        )
     if network.num_outputs == 0:
         raise EngineBuildError("The network has no outputs; mark them with network.mark_output(tensor).")
     specs = _check_inputs(network, inputs)
@@ -217,11 +245,18 @@ def engine_bytes_from_network(builder: Any, network: Any, inputs: Sequence[Input
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         errors = logger.errors(since) if hasattr(logger, "errors") else []
-        detail = ("\n  - " + "\n  - ".join(errors)) if errors else (
-            " (create the builder with fx2trt_pipeline.build.engine_builder.create_builder() to see TensorRT's "
-            "messages here; they were logged to the builder's own logger)")
-        raise EngineBuildError(f"TensorRT ({trt_api.library_name()} {trt_api.library_version()}) could not build "
-                               f"the network ({network.num_layers} layers); TensorRT said:{detail}")
+        detail = (
+            ("\n  - " + "\n  - ".join(errors))
+            if errors
+            else (
+                " (create the builder with fx2trt_pipeline.build.engine_builder.create_builder() to see "
+                "TensorRT's messages here; they were logged to the builder's own logger)"
+            )
+        )
+        raise EngineBuildError(
+            f"TensorRT ({trt_api.library_name()} {trt_api.library_version()}) could not build "
+            f"the network ({network.num_layers} layers); TensorRT said:{detail}"
+        )
     if options.timing_cache_path is not None:
         _save_timing_cache(config, options.timing_cache_path)
     return bytes(memoryview(serialized))
@@ -233,10 +268,14 @@ def network_io_metadata(network: Any, inputs: Sequence[InputSpec]) -> dict[str, 
     ins = []
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
-        spec = specs.get(tensor.name) or InputSpec(tensor.name, tuple(tensor.shape), _torch_dtype(tensor.dtype))
+        spec = specs.get(tensor.name) or InputSpec(
+            tensor.name, tuple(tensor.shape), _torch_dtype(tensor.dtype)
+        )
         ins.append(spec.to_dict())
-    outs = [{"name": t.name, "dtype": trt_dtype_name(t.dtype), "shape": [int(d) for d in t.shape]}
-            for t in (network.get_output(i) for i in range(network.num_outputs))]
+    outs = [
+        {"name": t.name, "dtype": trt_dtype_name(t.dtype), "shape": [int(d) for d in t.shape]}
+        for t in (network.get_output(i) for i in range(network.num_outputs))
+    ]
     return {"inputs": ins, "outputs": outs, "num_layers": int(network.num_layers)}
 
 
@@ -252,8 +291,9 @@ def _producer() -> dict[str, str]:
     return {"fx2trt_pipeline": version, "torch": torch.__version__}
 
 
-def save_engine(engine_bytes: bytes, path: Union[str, Path],
-                metadata: Optional[Mapping[str, Any]] = None) -> EngineArtifact:
+def save_engine(
+    engine_bytes: bytes, path: Union[str, Path], metadata: Optional[Mapping[str, Any]] = None
+) -> EngineArtifact:
     """Write an engine and its ``<path>.json`` sidecar atomically and return the artifact.
 
     Integrity and library fields (size, sha256, header, library version, timestamp) are computed from
@@ -299,9 +339,15 @@ def _quant_state_hash(qgm: torch.fx.GraphModule, given: Optional[str]) -> tuple[
         return hash_quant_state(qgm.state_dict()), "state_dict"
 
 
-def build_engine(qgm: torch.fx.GraphModule, inputs: Sequence[InputSpec], path: Union[str, Path], *,
-                 options: Optional[BuildOptions] = None, output_names: Optional[Sequence[str]] = None,
-                 quant_state_hash: Optional[str] = None) -> EngineArtifact:
+def build_engine(
+    qgm: torch.fx.GraphModule,
+    inputs: Sequence[InputSpec],
+    path: Union[str, Path],
+    *,
+    options: Optional[BuildOptions] = None,
+    output_names: Optional[Sequence[str]] = None,
+    quant_state_hash: Optional[str] = None,
+) -> EngineArtifact:
     """Convert a quantized GraphModule, build the engine and write it with its metadata.
 
     Args:
@@ -325,14 +371,19 @@ def build_engine(qgm: torch.fx.GraphModule, inputs: Sequence[InputSpec], path: U
         >>> art = build_engine(qgm, [InputSpec("x", (1, 3, 224, 224))], "model.plan",
         ...                    options=BuildOptions(builder_optimization_level=3))   # doctest: +SKIP
     """
-    from fx2trt_pipeline.convert.network import network_from_graph_module  # heavy: converters register on import
+    from fx2trt_pipeline.convert.network import (
+        network_from_graph_module,
+    )  # heavy: converters register on import
 
     options = options if options is not None else BuildOptions()
     start = time.perf_counter()
     # Our builder, so that a refused build quotes TensorRT's own messages (see make_logger).
     builder, network, ctx = network_from_graph_module(
-        qgm, inputs, builder=create_builder(),
-        output_names=list(output_names) if output_names is not None else None)
+        qgm,
+        inputs,
+        builder=create_builder(),
+        output_names=list(output_names) if output_names is not None else None,
+    )
     network_seconds = time.perf_counter() - start
     start = time.perf_counter()
     data = engine_bytes_from_network(builder, network, inputs, options)
@@ -340,11 +391,16 @@ def build_engine(qgm: torch.fx.GraphModule, inputs: Sequence[InputSpec], path: U
     meta = network_io_metadata(network, inputs)
     del ctx  # the converter context keeps weight arrays alive until the build has copied them
     state_hash, source = _quant_state_hash(qgm, quant_state_hash)
-    meta.update({
-        "quant_state_hash": state_hash,
-        "quant_state_hash_source": source,
-        "build_options": options.to_dict(),
-        "build": {"network_seconds": round(network_seconds, 4), "build_seconds": round(build_seconds, 4),
-                  "engine_bytes": len(data)},
-    })
+    meta.update(
+        {
+            "quant_state_hash": state_hash,
+            "quant_state_hash_source": source,
+            "build_options": options.to_dict(),
+            "build": {
+                "network_seconds": round(network_seconds, 4),
+                "build_seconds": round(build_seconds, 4),
+                "engine_bytes": len(data),
+            },
+        }
+    )
     return save_engine(data, path, meta)

@@ -52,8 +52,10 @@ def normalize_compute_capability(value: Union[str, int, float]) -> str:
         return text
     match = re.fullmatch(r"(?:SM)?(\d{1,2})\.(\d)|(?:SM)?(\d{2,3})", text)
     if not match:
-        raise ConfigError(f"Compute capability {value!r} is not valid; write it as '8.6', 86 or 'SM86' "
-                          "(or 'CURRENT' for the GPU in this machine)")
+        raise ConfigError(
+            f"Compute capability {value!r} is not valid; write it as '8.6', 86 or 'SM86' "
+            "(or 'CURRENT' for the GPU in this machine)"
+        )
     digits = match.group(1) + match.group(2) if match.group(1) else match.group(3)
     return f"SM{int(digits)}"
 
@@ -84,7 +86,9 @@ class BuildOptions:
     def __post_init__(self) -> None:
         # Normalise here so equal settings compare (and hash into metadata) equal.
         if self.workspace_bytes is not None and int(self.workspace_bytes) <= 0:
-            raise ConfigError(f"workspace_bytes must be a positive number of bytes, got {self.workspace_bytes}")
+            raise ConfigError(
+                f"workspace_bytes must be a positive number of bytes, got {self.workspace_bytes}"
+            )
         level = self.builder_optimization_level
         if level is not None and not 0 <= int(level) <= _MAX_OPT_LEVEL:
             raise ConfigError(f"builder_optimization_level must be 0..{_MAX_OPT_LEVEL}, got {level}")
@@ -95,11 +99,15 @@ class BuildOptions:
             ccs = (ccs,)
         normalized = tuple(dict.fromkeys(normalize_compute_capability(c) for c in ccs))
         if "CURRENT" in normalized and len(normalized) > 1:
-            raise ConfigError("compute_capabilities: 'CURRENT' (the GPU of this machine) cannot be combined "
-                              f"with other targets, got {normalized}")
+            raise ConfigError(
+                "compute_capabilities: 'CURRENT' (the GPU of this machine) cannot be combined "
+                f"with other targets, got {normalized}"
+            )
         object.__setattr__(self, "compute_capabilities", normalized)
-        for name, allowed in (("hardware_compatibility_level", _HW_COMPAT), ("profiling_verbosity",
-                                                                             _PROFILING_VERBOSITY)):
+        for name, allowed in (
+            ("hardware_compatibility_level", _HW_COMPAT),
+            ("profiling_verbosity", _PROFILING_VERBOSITY),
+        ):
             value = getattr(self, name)
             if value is not None:
                 value = str(value).split(".")[-1].upper()  # also accept the enum or its repr
@@ -107,8 +115,10 @@ class BuildOptions:
                     raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
                 object.__setattr__(self, name, value)
         if self.compute_capabilities and self.hardware_compatibility_level not in (None, "NONE"):
-            raise ConfigError("Give either compute_capabilities (TensorRT-RTX) or hardware_compatibility_level "
-                              "(datacenter TensorRT), not both")
+            raise ConfigError(
+                "Give either compute_capabilities (TensorRT-RTX) or hardware_compatibility_level "
+                "(datacenter TensorRT), not both"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (for the engine metadata sidecar)."""
@@ -174,12 +184,14 @@ def _set_compute_capabilities(names: tuple[str, ...], config: Any, trt: Any) -> 
         raise ConfigError(
             f"compute_capabilities={list(names)} needs TensorRT-RTX; {_library()} has no "
             "per-compute-capability targets. Use hardware_compatibility_level='AMPERE_PLUS' for a portable "
-            "engine, or build on the target GPU.")
+            "engine, or build on the target GPU."
+        )
     available = [n for n in enum.__members__ if n != "NONE"]
     missing = [n for n in names if n not in enum.__members__ or n == "NONE"]
     if missing:
-        raise ConfigError(f"Compute capability {missing} is not a target of {_library()}; "
-                          f"available: {available}")
+        raise ConfigError(
+            f"Compute capability {missing} is not a target of {_library()}; available: {available}"
+        )
     config.num_compute_capabilities = len(names)
     for index, name in enumerate(names):
         if not config.set_compute_capability(getattr(enum, name), index):
@@ -197,4 +209,5 @@ def _set_hardware_compatibility(level: str, config: Any, trt: Any) -> None:
         raise ConfigError(
             f"hardware_compatibility_level={level!r} is not supported by {_library()}. "
             "With TensorRT-RTX choose target GPUs with compute_capabilities=('SM86', 'SM89', ...) instead; "
-            "its engines run on Ampere and later by default.")
+            "its engines run on Ampere and later by default."
+        )

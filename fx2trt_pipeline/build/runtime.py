@@ -71,9 +71,11 @@ def gpu_unavailable_reason(metadata: Optional[Mapping[str, Any]] = None) -> Opti
         return None
     device = torch.cuda.get_device_name()
     hopper = " TensorRT-RTX does not support Hopper (9.0) at all." if major == 9 else ""
-    return (f"the CUDA device ({device}) has compute capability {major}.{minor}, which the TensorRT-RTX engine "
-            f"does not target (targets: {targets}).{hopper} Run on an Ampere/Ada/Blackwell GPU, or rebuild with "
-            "BuildOptions(compute_capabilities=...) naming this GPU.")
+    return (
+        f"the CUDA device ({device}) has compute capability {major}.{minor}, which the TensorRT-RTX engine "
+        f"does not target (targets: {targets}).{hopper} Run on an Ampere/Ada/Blackwell GPU, or rebuild with "
+        "BuildOptions(compute_capabilities=...) naming this GPU."
+    )
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,16 @@ class TensorBinding:
         out = []
         for d in metadata.get("inputs", []):
             lo, hi = d.get("min_shape"), d.get("max_shape")
-            out.append(cls(d["name"], True, torch_dtype(d["dtype"]), tuple(d["shape"]),
-                           tuple(lo) if lo else None, tuple(hi) if hi else None))
+            out.append(
+                cls(
+                    d["name"],
+                    True,
+                    torch_dtype(d["dtype"]),
+                    tuple(d["shape"]),
+                    tuple(lo) if lo else None,
+                    tuple(hi) if hi else None,
+                )
+            )
         for d in metadata.get("outputs", []):
             out.append(cls(d["name"], False, torch_dtype(d["dtype"]), tuple(d["shape"])))
         return out
@@ -119,23 +129,32 @@ def check_input(binding: TensorBinding, tensor: Any, device: Optional[torch.devi
     if not isinstance(tensor, torch.Tensor):
         raise EngineInputError(f"{where}: expected a torch.Tensor, got {type(tensor).__name__}")
     if device is not None and tensor.device != device:
-        raise EngineInputError(f"{where} is on {tensor.device}, the engine runs on {device}; move it with "
-                               f".to('{device}') (the engine reads device memory directly)")
+        raise EngineInputError(
+            f"{where} is on {tensor.device}, the engine runs on {device}; move it with "
+            f".to('{device}') (the engine reads device memory directly)"
+        )
     if tensor.dtype != binding.dtype:
-        raise EngineInputError(f"{where} must be {binding.dtype}, got {tensor.dtype}; cast it explicitly "
-                               "(the engine does not convert dtypes)")
+        raise EngineInputError(
+            f"{where} must be {binding.dtype}, got {tensor.dtype}; cast it explicitly "
+            "(the engine does not convert dtypes)"
+        )
     shape = tuple(tensor.shape)
     if len(shape) != len(binding.shape):
-        raise EngineInputError(f"{where} must have {len(binding.shape)} dims {binding.shape}, got shape {shape}")
+        raise EngineInputError(
+            f"{where} must have {len(binding.shape)} dims {binding.shape}, got shape {shape}"
+        )
     for axis, (got, want) in enumerate(zip(shape, binding.shape)):
         if want != -1 and got != want:
-            raise EngineInputError(f"{where}: dim {axis} must be {want} (engine shape {binding.shape}), got shape "
-                                   f"{shape}")
+            raise EngineInputError(
+                f"{where}: dim {axis} must be {want} (engine shape {binding.shape}), got shape {shape}"
+            )
     if binding.is_dynamic and binding.min_shape and binding.max_shape:
         if any(not lo <= got <= hi for got, lo, hi in zip(shape, binding.min_shape, binding.max_shape)):
-            raise EngineInputError(f"{where}: shape {shape} is outside the engine's optimization profile "
-                                   f"min {binding.min_shape} .. max {binding.max_shape}; rebuild with a wider "
-                                   "InputSpec range to accept it")
+            raise EngineInputError(
+                f"{where}: shape {shape} is outside the engine's optimization profile "
+                f"min {binding.min_shape} .. max {binding.max_shape}; rebuild with a wider "
+                "InputSpec range to accept it"
+            )
 
 
 def _validity_diagnostics(runtime: Any, data: bytes, trt: Any) -> str:
@@ -147,7 +166,9 @@ def _validity_diagnostics(runtime: Any, data: bytes, trt: Any) -> str:
     except Exception:  # a diagnostic must never hide the real error
         return ""
     names = [n for n, v in trt.EngineInvalidityDiagnostics.__members__.items() if int(flags) & int(v)]
-    return f" TensorRT's engine validity check: {str(validity).split('.')[-1]}" + (f" {names}." if names else ".")
+    return f" TensorRT's engine validity check: {str(validity).split('.')[-1]}" + (
+        f" {names}." if names else "."
+    )
 
 
 class Engine:
@@ -156,9 +177,15 @@ class Engine:
     Not thread-safe: one call at a time per Engine (create one Engine per thread or stream).
     """
 
-    def __init__(self, cuda_engine: Any, metadata: Optional[Mapping[str, Any]] = None,
-                 path: Optional[Path] = None, device: Optional[torch.device] = None,
-                 runtime: Any = None, logger: Any = None) -> None:
+    def __init__(
+        self,
+        cuda_engine: Any,
+        metadata: Optional[Mapping[str, Any]] = None,
+        path: Optional[Path] = None,
+        device: Optional[torch.device] = None,
+        runtime: Any = None,
+        logger: Any = None,
+    ) -> None:
         self._engine = cuda_engine
         self._runtime, self._logger = runtime, logger  # the engine must not outlive its runtime
         self.metadata = dict(metadata or {})
@@ -169,8 +196,10 @@ class Engine:
         with torch.cuda.device(self.device):
             self._context = cuda_engine.create_execution_context()
         if self._context is None:
-            raise EngineLoadError(f"TensorRT could not create an execution context for {path or 'the engine'} "
-                                  "(usually: not enough free GPU memory for its activations)")
+            raise EngineLoadError(
+                f"TensorRT could not create an execution context for {path or 'the engine'} "
+                "(usually: not enough free GPU memory for its activations)"
+            )
 
     def _binding(self, index: int, trt: Any) -> TensorBinding:
         engine, name = self._engine, self._engine.get_tensor_name(index)
@@ -179,11 +208,16 @@ class Engine:
         lo = hi = None
         if is_input and -1 in shape:
             lo, _, hi = (tuple(int(d) for d in s) for s in engine.get_tensor_profile_shape(name, 0))
-        if hasattr(engine, "get_tensor_location") and engine.get_tensor_location(name) == trt.TensorLocation.HOST:
-            raise EngineLoadError(f"Engine tensor {name!r} is a host (shape) tensor; Engine supports device tensors "
-                                  "only")
-        return TensorBinding(name, is_input, torch_dtype(trt_dtype_name(engine.get_tensor_dtype(name))), shape,
-                             lo, hi)
+        if (
+            hasattr(engine, "get_tensor_location")
+            and engine.get_tensor_location(name) == trt.TensorLocation.HOST
+        ):
+            raise EngineLoadError(
+                f"Engine tensor {name!r} is a host (shape) tensor; Engine supports device tensors only"
+            )
+        return TensorBinding(
+            name, is_input, torch_dtype(trt_dtype_name(engine.get_tensor_dtype(name))), shape, lo, hi
+        )
 
     @classmethod
     def load(cls, path: Union[str, Path], *, device: Union[int, str, torch.device, None] = None) -> "Engine":
@@ -200,8 +234,15 @@ class Engine:
         return cls.from_bytes(data, metadata, where=f"engine file {path}", device=device, path=Path(path))
 
     @classmethod
-    def from_bytes(cls, data: bytes, metadata: Optional[Mapping[str, Any]] = None, *, where: str = "the engine",
-                   device: Union[int, str, torch.device, None] = None, path: Optional[Path] = None) -> "Engine":
+    def from_bytes(
+        cls,
+        data: bytes,
+        metadata: Optional[Mapping[str, Any]] = None,
+        *,
+        where: str = "the engine",
+        device: Union[int, str, torch.device, None] = None,
+        path: Optional[Path] = None,
+    ) -> "Engine":
         """Deserialize engine bytes (prefer :meth:`load`, which checks them first)."""
         trt = trt_api.get_trt()
         logger = make_logger("WARNING")
@@ -219,14 +260,16 @@ class Engine:
         if cuda_engine is None:
             reason = gpu_unavailable_reason(metadata)
             errors = logger.errors()
+            library = f"{trt_api.library_name()} {trt_api.library_version()}"
             raise EngineLoadError(
-                f"TensorRT ({trt_api.library_name()} {trt_api.library_version()}) could not deserialize {where}. "
+                f"TensorRT ({library}) could not deserialize {where}. "
                 + (f"Cause: {reason}. " if reason else "")
-                + "Usual causes: no CUDA GPU/driver in this process; a GPU whose compute capability the engine "
-                "does not target (TensorRT-RTX refuses Hopper sm_90: H100/H200); a TensorRT version other than "
-                "the one that built it."
+                + "Usual causes: no CUDA GPU/driver in this process; a GPU whose compute capability the "
+                "engine does not target (TensorRT-RTX refuses Hopper sm_90: H100/H200); a TensorRT version "
+                "other than the one that built it."
                 + _validity_diagnostics(runtime, data, trt)
-                + (" TensorRT said: " + " | ".join(errors) if errors else ""))
+                + (" TensorRT said: " + " | ".join(errors) if errors else "")
+            )
         return cls(cuda_engine, metadata, path, dev, runtime, logger)
 
     @property
@@ -240,7 +283,8 @@ class Engine:
         return [b.name for b in self.bindings if not b.is_input]
 
     def __repr__(self) -> str:
-        return f"Engine({self.path or 'bytes'}, inputs={self.input_names}, outputs={self.output_names}, {self.device})"
+        where = self.path or "bytes"
+        return f"Engine({where}, inputs={self.input_names}, outputs={self.output_names}, {self.device})"
 
     def _feeds(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         names = self.input_names
@@ -284,7 +328,9 @@ class Engine:
                 tensor = feeds[b.name].contiguous()
                 kept.append(tensor)
                 if b.is_dynamic and not ctx.set_input_shape(b.name, tuple(tensor.shape)):
-                    raise EngineRuntimeError(f"TensorRT refused shape {tuple(tensor.shape)} for input {b.name!r}")
+                    raise EngineRuntimeError(
+                        f"TensorRT refused shape {tuple(tensor.shape)} for input {b.name!r}"
+                    )
                 ctx.set_tensor_address(b.name, tensor.data_ptr())
             outputs: dict[str, torch.Tensor] = {}
             for b in self.bindings:
@@ -292,13 +338,16 @@ class Engine:
                     continue
                 shape = tuple(int(d) for d in ctx.get_tensor_shape(b.name))
                 if any(d < 0 for d in shape):
-                    raise EngineRuntimeError(f"Output {b.name!r} has a data-dependent shape {shape}; Engine does "
-                                             "not support outputs that need an IOutputAllocator")
+                    raise EngineRuntimeError(
+                        f"Output {b.name!r} has a data-dependent shape {shape}; Engine does "
+                        "not support outputs that need an IOutputAllocator"
+                    )
                 outputs[b.name] = torch.empty(shape, dtype=b.dtype, device=self.device)
                 ctx.set_tensor_address(b.name, outputs[b.name].data_ptr())
             since = len(self._logger.messages) if self._logger is not None else 0
             if not ctx.execute_async_v3(stream.cuda_stream):
                 errors = self._logger.errors(since) if self._logger is not None else []
-                raise EngineRuntimeError("TensorRT failed to enqueue the engine" +
-                                         (": " + " | ".join(errors) if errors else ""))
+                raise EngineRuntimeError(
+                    "TensorRT failed to enqueue the engine" + (": " + " | ".join(errors) if errors else "")
+                )
         return outputs

@@ -70,7 +70,10 @@ def reference_output(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     # float64 on CPU: an independent reference, free of TF32 convolutions on the GPU.
     w_int8, w_scale, bias = (torch.from_numpy(a).double() for a in qdq_conv_weights(seed))
     x64 = x.detach().cpu().double()
-    xq = torch.clamp(torch.round(x64 / torch.tensor(X_SCALE, dtype=torch.float32).double()), -128, 127) * X_SCALE
+    xq = (
+        torch.clamp(torch.round(x64 / torch.tensor(X_SCALE, dtype=torch.float32).double()), -128, 127)
+        * X_SCALE
+    )
     w = w_int8 * w_scale.view(-1, 1, 1, 1)
     return torch.relu(torch.nn.functional.conv2d(xq, w, bias, padding=1)).float()
 
@@ -100,7 +103,11 @@ def qdq_network() -> Callable[..., tuple[Any, Any, list[Any]]]:
 @pytest.fixture
 def built_engine(tmp_path: Path, qdq_network: Callable[..., Any], static_spec: InputSpec) -> Path:
     """A real static-shape INT8 engine + sidecar written with save_engine; returns the engine path."""
-    from fx2trt_pipeline.build.engine_builder import engine_bytes_from_network, network_io_metadata, save_engine
+    from fx2trt_pipeline.build.engine_builder import (
+        engine_bytes_from_network,
+        network_io_metadata,
+        save_engine,
+    )
 
     builder, net, _keep = qdq_network(1)
     data = engine_bytes_from_network(builder, net, [static_spec])

@@ -11,8 +11,14 @@ import pytest
 import torch
 
 from fx2trt_pipeline import trt_api
-from fx2trt_pipeline.build.artifact import (EngineArtifact, check_engine_header, hash_quant_state, load_engine_bytes,
-                                            parse_rtx_header, sidecar_path)
+from fx2trt_pipeline.build.artifact import (
+    EngineArtifact,
+    check_engine_header,
+    hash_quant_state,
+    load_engine_bytes,
+    parse_rtx_header,
+    sidecar_path,
+)
 from fx2trt_pipeline.errors import EngineLoadError
 
 RTX = trt_api.library_name() == "tensorrt_rtx"
@@ -45,14 +51,18 @@ def test_missing_engine_file(tmp_path: Path) -> None:
 
 def test_missing_sidecar(built_engine: Path) -> None:
     sidecar_path(built_engine).unlink()
-    with pytest.raises(EngineLoadError, match=f"Engine {built_engine} has no metadata sidecar conv.plan.json"):
+    with pytest.raises(
+        EngineLoadError, match=f"Engine {built_engine} has no metadata sidecar conv.plan.json"
+    ):
         load_engine_bytes(built_engine)
 
 
 def test_unparsable_sidecar(built_engine: Path) -> None:
     text = sidecar_path(built_engine).read_text()
     sidecar_path(built_engine).write_text(text[: len(text) // 2])
-    with pytest.raises(EngineLoadError, match=f"sidecar {sidecar_path(built_engine)} is unreadable or not JSON"):
+    with pytest.raises(
+        EngineLoadError, match=f"sidecar {sidecar_path(built_engine)} is unreadable or not JSON"
+    ):
         load_engine_bytes(built_engine)
 
 
@@ -65,8 +75,11 @@ def test_newer_sidecar_format_is_refused(built_engine: Path) -> None:
 def test_truncated_engine(built_engine: Path) -> None:
     data = built_engine.read_bytes()
     built_engine.write_bytes(data[: len(data) - 1000])
-    with pytest.raises(EngineLoadError, match=rf"{built_engine} has {len(data) - 1000} bytes but its sidecar "
-                                              rf"records {len(data)}: the file is truncated.*Rebuild"):
+    with pytest.raises(
+        EngineLoadError,
+        match=rf"{built_engine} has {len(data) - 1000} bytes but its sidecar "
+        rf"records {len(data)}: the file is truncated.*Rebuild",
+    ):
         load_engine_bytes(built_engine)
 
 
@@ -81,8 +94,11 @@ def test_flipped_byte(built_engine: Path) -> None:
 def test_other_library_version_in_sidecar(built_engine: Path) -> None:
     _rewrite_sidecar(built_engine, library__version="1.6.0.40")
     name, version = trt_api.library_name(), trt_api.library_version()
-    with pytest.raises(EngineLoadError, match=rf"{built_engine} was built with {name} 1\.6\.0\.40 but {name} "
-                                              rf"{version} is in use"):
+    with pytest.raises(
+        EngineLoadError,
+        match=rf"{built_engine} was built with {name} 1\.6\.0\.40 but {name} "
+        rf"{version} is in use",
+    ):
         load_engine_bytes(built_engine)
 
 
@@ -115,7 +131,9 @@ def test_header_version_mismatch_is_caught_even_with_a_consistent_sidecar(built_
 @needs_rtx
 def test_header_catches_truncation_without_sidecar(built_engine: Path) -> None:
     data = built_engine.read_bytes()
-    with pytest.raises(EngineLoadError, match=rf"x.plan is truncated or padded: its header says {len(data)} bytes"):
+    with pytest.raises(
+        EngineLoadError, match=rf"x.plan is truncated or padded: its header says {len(data)} bytes"
+    ):
         check_engine_header(data[:-7], "x.plan")
 
 
@@ -139,8 +157,12 @@ def test_unknown_mask_bits_are_reported() -> None:
 
 def test_hash_quant_state_is_canonical_and_sensitive() -> None:
     w = torch.arange(-8, 8, dtype=torch.int8).reshape(4, 4)
-    state = {"conv_weight_int8": w, "conv_weight_scale": torch.tensor([0.1, 0.2, 0.3, 0.4]),
-             "x_input_scale": torch.tensor(0.05), "config": {"axis": 0, "method": "entropy", "pct": 99.99}}
+    state = {
+        "conv_weight_int8": w,
+        "conv_weight_scale": torch.tensor([0.1, 0.2, 0.3, 0.4]),
+        "x_input_scale": torch.tensor(0.05),
+        "config": {"axis": 0, "method": "entropy", "pct": 99.99},
+    }
     h = hash_quant_state(state)
     assert h.startswith("sha256:") and len(h) == 7 + 64
     assert hash_quant_state(dict(reversed(list(state.items())))) == h  # key order does not matter
@@ -149,6 +171,7 @@ def test_hash_quant_state_is_canonical_and_sensitive() -> None:
     assert hash_quant_state({**state, "conv_weight_int8": w.to(torch.int32)}) != h  # dtype matters
     assert hash_quant_state({**state, "conv_weight_int8": w.reshape(2, 8)}) != h  # shape matters
     assert hash_quant_state({**state, "arr": np.ones(3, np.float32)}) == hash_quant_state(
-        {**state, "arr": torch.ones(3)})
+        {**state, "arr": torch.ones(3)}
+    )
     with pytest.raises(TypeError, match="cannot hash a object"):
         hash_quant_state({"x": object()})

@@ -29,7 +29,9 @@ def make_qdq_conv_relu() -> torch.fx.GraphModule:
     g = torch.Generator().manual_seed(0)
     root = torch.nn.Module()
     root.register_buffer("x_input_scale", torch.tensor(0.05))
-    root.register_buffer("conv_weight_int8", torch.randint(-127, 128, (8, 3, 3, 3), generator=g, dtype=torch.int8))
+    root.register_buffer(
+        "conv_weight_int8", torch.randint(-127, 128, (8, 3, 3, 3), generator=g, dtype=torch.int8)
+    )
     root.register_buffer("conv_weight_scale", torch.rand(8, generator=g) * 0.02 + 0.001)
     root.register_buffer("conv_bias", torch.randn(8, generator=g))
     graph = torch.fx.Graph()
@@ -39,9 +41,14 @@ def make_qdq_conv_relu() -> torch.fx.GraphModule:
 
     x = graph.placeholder("x")
     x_scale = graph.get_attr("x_input_scale")
-    x_dq = call(qdq_ops.DEQUANTIZE, (call(qdq_ops.QUANTIZE, (x, x_scale, None), "x_q"), x_scale, None), "x_dq")
-    w = call(qdq_ops.DEQUANTIZE, (graph.get_attr("conv_weight_int8"), graph.get_attr("conv_weight_scale"), 0),
-             "conv_weight_dq")
+    x_dq = call(
+        qdq_ops.DEQUANTIZE, (call(qdq_ops.QUANTIZE, (x, x_scale, None), "x_q"), x_scale, None), "x_dq"
+    )
+    w = call(
+        qdq_ops.DEQUANTIZE,
+        (graph.get_attr("conv_weight_int8"), graph.get_attr("conv_weight_scale"), 0),
+        "conv_weight_dq",
+    )
     conv = call(F.conv2d, (x_dq, w, graph.get_attr("conv_bias"), (1, 1), (1, 1), (1, 1), 1), "conv")
     graph.output(call(F.relu, (conv,), "relu"))
     return torch.fx.GraphModule(root, graph)
@@ -80,8 +87,9 @@ def test_build_engine_dynamic_batch_and_caller_hash(tmp_path: Path, qgm: torch.f
     assert meta["quant_state_hash"] == "sha256:abc" and meta["quant_state_hash_source"] == "caller"
 
 
-def test_build_engine_failure_leaves_no_file(tmp_path: Path, qgm: torch.fx.GraphModule,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_build_engine_failure_leaves_no_file(
+    tmp_path: Path, qgm: torch.fx.GraphModule, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from fx2trt_pipeline.build import engine_builder
 
     def refuse(*args: Any, **kwargs: Any) -> bytes:

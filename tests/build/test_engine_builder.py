@@ -1,4 +1,4 @@
-"""Real INT8 engine builds on CPU with TensorRT-RTX: profiles, options, timing cache, failures, atomic saves."""
+"""Real INT8 engine builds on CPU (TensorRT-RTX): profiles, options, timing cache, failures, atomic saves."""
 
 from __future__ import annotations
 
@@ -13,8 +13,12 @@ import pytest
 from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.build import atomic, engine_builder
 from fx2trt_pipeline.build.artifact import load_engine_bytes, parse_rtx_header, sidecar_path
-from fx2trt_pipeline.build.engine_builder import (create_builder, engine_bytes_from_network, network_io_metadata,
-                                                  save_engine)
+from fx2trt_pipeline.build.engine_builder import (
+    create_builder,
+    engine_bytes_from_network,
+    network_io_metadata,
+    save_engine,
+)
 from fx2trt_pipeline.build.options import BuildOptions
 from fx2trt_pipeline.convert.inputs import InputSpec
 from fx2trt_pipeline.errors import EngineBuildError
@@ -23,8 +27,9 @@ RTX = trt_api.library_name() == "tensorrt_rtx"
 needs_rtx = pytest.mark.skipif(not RTX, reason="engine header layout measured for TensorRT-RTX only")
 
 
-def test_static_qdq_conv_builds_and_saves(tmp_path: Path, qdq_network: Callable[..., Any],
-                                          static_spec: InputSpec) -> None:
+def test_static_qdq_conv_builds_and_saves(
+    tmp_path: Path, qdq_network: Callable[..., Any], static_spec: InputSpec
+) -> None:
     builder, net, _keep = qdq_network(1)
     data = engine_bytes_from_network(builder, net, [static_spec])
     art = save_engine(data, tmp_path / "out" / "conv.plan", network_io_metadata(net, [static_spec]))
@@ -42,8 +47,9 @@ def test_static_qdq_conv_builds_and_saves(tmp_path: Path, qdq_network: Callable[
     assert load_engine_bytes(art.engine_path)[0] == data
 
 
-def test_dynamic_batch_profile_round_trips(tmp_path: Path, qdq_network: Callable[..., Any],
-                                           dynamic_spec: InputSpec) -> None:
+def test_dynamic_batch_profile_round_trips(
+    tmp_path: Path, qdq_network: Callable[..., Any], dynamic_spec: InputSpec
+) -> None:
     builder, net, _keep = qdq_network(None)
     data = engine_bytes_from_network(builder, net, [dynamic_spec])
     art = save_engine(data, tmp_path / "dyn.plan", network_io_metadata(net, [dynamic_spec]))
@@ -53,7 +59,9 @@ def test_dynamic_batch_profile_round_trips(tmp_path: Path, qdq_network: Callable
     assert meta["outputs"][0]["shape"] == [-1, 8, 12, 12]
 
 
-def test_dynamic_input_without_spec_is_refused(qdq_network: Callable[..., Any], static_spec: InputSpec) -> None:
+def test_dynamic_input_without_spec_is_refused(
+    qdq_network: Callable[..., Any], static_spec: InputSpec
+) -> None:
     builder, net, _keep = qdq_network(None)
     with pytest.raises(EngineBuildError, match=r"'x'.*dynamic but the InputSpec is static"):
         engine_bytes_from_network(builder, net, [static_spec])
@@ -108,8 +116,9 @@ def test_network_without_outputs_is_refused() -> None:
         engine_bytes_from_network(builder, net, [])
 
 
-def test_timing_cache_created_and_reused(tmp_path: Path, qdq_network: Callable[..., Any],
-                                         static_spec: InputSpec, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_timing_cache_created_and_reused(
+    tmp_path: Path, qdq_network: Callable[..., Any], static_spec: InputSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cache = tmp_path / "caches" / "timing.cache"
     opts = BuildOptions(timing_cache_path=cache)
     builder, net, _keep = qdq_network(1)
@@ -130,8 +139,9 @@ def test_timing_cache_created_and_reused(tmp_path: Path, qdq_network: Callable[.
     assert [p.name for p in cache.parent.iterdir()] == ["timing.cache"]  # no temp files left
 
 
-def test_corrupt_timing_cache_is_replaced(tmp_path: Path, qdq_network: Callable[..., Any],
-                                         static_spec: InputSpec) -> None:
+def test_corrupt_timing_cache_is_replaced(
+    tmp_path: Path, qdq_network: Callable[..., Any], static_spec: InputSpec
+) -> None:
     cache = tmp_path / "timing.cache"
     cache.write_bytes(b"garbage" * 10)
     builder, net, _keep = qdq_network(1)
@@ -140,12 +150,22 @@ def test_corrupt_timing_cache_is_replaced(tmp_path: Path, qdq_network: Callable[
 
 
 @needs_rtx
-@pytest.mark.parametrize("targets, mask, names", [(("8.6",), 0x04, ["SM86"]),
-                                                  (("7.5", "8.9"), 0x09, ["SM75", "SM89"]),
-                                                  (("12.0", "12.1"), 0x30, ["SM120", "SM121"])])
-def test_compute_capabilities_land_in_header_and_metadata(tmp_path: Path, qdq_network: Callable[..., Any],
-                                                          static_spec: InputSpec, targets: tuple[str, ...],
-                                                          mask: int, names: list[str]) -> None:
+@pytest.mark.parametrize(
+    "targets, mask, names",
+    [
+        (("8.6",), 0x04, ["SM86"]),
+        (("7.5", "8.9"), 0x09, ["SM75", "SM89"]),
+        (("12.0", "12.1"), 0x30, ["SM120", "SM121"]),
+    ],
+)
+def test_compute_capabilities_land_in_header_and_metadata(
+    tmp_path: Path,
+    qdq_network: Callable[..., Any],
+    static_spec: InputSpec,
+    targets: tuple[str, ...],
+    mask: int,
+    names: list[str],
+) -> None:
     builder, net, _keep = qdq_network(1)
     opts = BuildOptions(compute_capabilities=targets, builder_optimization_level=0, workspace_bytes=1 << 26)
     data = engine_bytes_from_network(builder, net, [static_spec], opts)
@@ -163,10 +183,13 @@ def test_save_engine_refuses_bytes_that_are_not_an_engine(tmp_path: Path) -> Non
     assert list(tmp_path.iterdir()) == []
 
 
-def test_failure_mid_save_leaves_previous_artifact_intact(tmp_path: Path, built_engine: Path,
-                                                          qdq_network: Callable[..., Any],
-                                                          static_spec: InputSpec,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_mid_save_leaves_previous_artifact_intact(
+    tmp_path: Path,
+    built_engine: Path,
+    qdq_network: Callable[..., Any],
+    static_spec: InputSpec,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     old_engine, old_meta = built_engine.read_bytes(), sidecar_path(built_engine).read_text()
     builder, net, _keep = qdq_network(1, seed=1)
     new = engine_bytes_from_network(builder, net, [static_spec])
@@ -202,9 +225,9 @@ def test_failure_mid_save_leaves_previous_artifact_intact(tmp_path: Path, built_
     load_engine_bytes(built_engine)
 
 
-def test_failed_build_does_not_touch_existing_artifact(tmp_path: Path, built_engine: Path,
-                                                       qdq_network: Callable[..., Any],
-                                                       static_spec: InputSpec) -> None:
+def test_failed_build_does_not_touch_existing_artifact(
+    tmp_path: Path, built_engine: Path, qdq_network: Callable[..., Any], static_spec: InputSpec
+) -> None:
     before = built_engine.read_bytes()
     builder, net, _keep = qdq_network(None)
     with pytest.raises(EngineBuildError):

@@ -11,8 +11,13 @@ import torch
 
 from fx2trt_pipeline.build.artifact import sidecar_path
 from fx2trt_pipeline.build.engine_builder import engine_bytes_from_network, network_io_metadata, save_engine
-from fx2trt_pipeline.build.runtime import (Engine, EngineInputError, TensorBinding, check_input,
-                                           gpu_unavailable_reason)
+from fx2trt_pipeline.build.runtime import (
+    Engine,
+    EngineInputError,
+    TensorBinding,
+    check_input,
+    gpu_unavailable_reason,
+)
 from fx2trt_pipeline.convert.inputs import InputSpec
 from fx2trt_pipeline.errors import EngineLoadError
 
@@ -48,19 +53,28 @@ def test_bindings_from_metadata(built_engine: Path) -> None:
     meta = json.loads(sidecar_path(built_engine).read_text())
     bindings = TensorBinding.from_metadata(meta)
     assert [(b.name, b.is_input, b.dtype, b.shape) for b in bindings] == [
-        ("x", True, torch.float32, (1, 3, 12, 12)), ("y", False, torch.float32, (1, 8, 12, 12))]
+        ("x", True, torch.float32, (1, 3, 12, 12)),
+        ("y", False, torch.float32, (1, 8, 12, 12)),
+    ]
 
 
-@pytest.mark.parametrize("tensor, message", [
-    (torch.zeros(4, 3, 12, 12, dtype=torch.float16), "must be torch.float32, got torch.float16"),
-    (torch.zeros(4, 3, 12), r"must have 4 dims \(-1, 3, 12, 12\), got shape \(4, 3, 12\)"),
-    (torch.zeros(4, 3, 12, 11), r"dim 3 must be 12 .*got shape \(4, 3, 12, 11\)"),
-    (torch.zeros(9, 3, 12, 12), r"outside the engine's optimization profile min \(1, 3, 12, 12\) .. max \(8, 3"),
-    ([1.0, 2.0], "expected a torch.Tensor, got list"),
-])
+@pytest.mark.parametrize(
+    "tensor, message",
+    [
+        (torch.zeros(4, 3, 12, 12, dtype=torch.float16), "must be torch.float32, got torch.float16"),
+        (torch.zeros(4, 3, 12), r"must have 4 dims \(-1, 3, 12, 12\), got shape \(4, 3, 12\)"),
+        (torch.zeros(4, 3, 12, 11), r"dim 3 must be 12 .*got shape \(4, 3, 12, 11\)"),
+        (
+            torch.zeros(9, 3, 12, 12),
+            r"outside the engine's optimization profile min \(1, 3, 12, 12\) .. max \(8, 3",
+        ),
+        ([1.0, 2.0], "expected a torch.Tensor, got list"),
+    ],
+)
 def test_check_input_errors(dynamic_spec: InputSpec, tensor: Any, message: str) -> None:
-    binding = TensorBinding("x", True, torch.float32, dynamic_spec.shape, dynamic_spec.min_shape,
-                            dynamic_spec.max_shape)
+    binding = TensorBinding(
+        "x", True, torch.float32, dynamic_spec.shape, dynamic_spec.min_shape, dynamic_spec.max_shape
+    )
     check_input(binding, torch.zeros(8, 3, 12, 12))
     with pytest.raises(EngineInputError, match=message):
         check_input(binding, tensor)
@@ -68,7 +82,9 @@ def test_check_input_errors(dynamic_spec: InputSpec, tensor: Any, message: str) 
 
 def test_check_input_device() -> None:
     binding = TensorBinding("x", True, torch.float32, (2,))
-    with pytest.raises(EngineInputError, match=r"is on cpu, the engine runs on cuda:0; move it with .to\('cuda:0'\)"):
+    with pytest.raises(
+        EngineInputError, match=r"is on cpu, the engine runs on cuda:0; move it with .to\('cuda:0'\)"
+    ):
         check_input(binding, torch.zeros(2), torch.device("cuda", 0))
 
 
@@ -79,8 +95,9 @@ def test_gpu_unavailable_reason_is_precise() -> None:
 
 
 @pytest.mark.gpu
-def test_static_engine_matches_torch_reference(built_engine: Path,
-                                               qdq_reference: Callable[..., torch.Tensor]) -> None:
+def test_static_engine_matches_torch_reference(
+    built_engine: Path, qdq_reference: Callable[..., torch.Tensor]
+) -> None:
     engine = _engine_or_skip(built_engine)
     assert engine.input_names == ["x"] and engine.output_names == ["y"]
     x = torch.randn(1, 3, 12, 12, device=engine.device) * 2
@@ -96,9 +113,12 @@ def test_static_engine_matches_torch_reference(built_engine: Path,
 
 
 @pytest.mark.gpu
-def test_dynamic_engine_runs_every_batch_in_profile(tmp_path: Path, qdq_network: Callable[..., Any],
-                                                    dynamic_spec: InputSpec,
-                                                    qdq_reference: Callable[..., torch.Tensor]) -> None:
+def test_dynamic_engine_runs_every_batch_in_profile(
+    tmp_path: Path,
+    qdq_network: Callable[..., Any],
+    dynamic_spec: InputSpec,
+    qdq_reference: Callable[..., torch.Tensor],
+) -> None:
     builder, net, _keep = qdq_network(None)
     data = engine_bytes_from_network(builder, net, [dynamic_spec])
     art = save_engine(data, tmp_path / "dyn.plan", network_io_metadata(net, [dynamic_spec]))
