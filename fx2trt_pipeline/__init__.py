@@ -17,17 +17,17 @@ from typing import Any
 
 from fx2trt_pipeline import errors
 
+# Imported eagerly: the function ``quantize`` must shadow the subpackage of the same name, which it
+# does only when bound after the subpackage has been imported.
+from fx2trt_pipeline.quantize.api import calibrate, convert, prepare, quantize, rebuild_quantized
+from fx2trt_pipeline.quantize.config import LayerOverride, QuantConfig
+from fx2trt_pipeline.quantize.state import QuantState, get_quant_state, load_quant_state, save_quant_state
+
 __version__ = "0.1.0"
 
-# Entry points load on first use so `import fx2trt_pipeline` stays fast and works on machines without
+# The other entry points load on first use so `import fx2trt_pipeline` stays fast and works on machines without
 # TensorRT or ONNX.
 _LAZY = {
-    **{name: "fx2trt_pipeline.quantize.api" for name in
-       ("prepare", "calibrate", "convert", "quantize", "rebuild_quantized")},
-    **{name: "fx2trt_pipeline.quantize.state" for name in
-       ("QuantState", "get_quant_state", "load_quant_state", "save_quant_state")},
-    "QuantConfig": "fx2trt_pipeline.quantize.config",
-    "LayerOverride": "fx2trt_pipeline.quantize.config",
     "InputSpec": "fx2trt_pipeline.convert.inputs",
     "build_engine": "fx2trt_pipeline.build.engine_builder",
     "BuildOptions": "fx2trt_pipeline.build.options",
@@ -45,4 +45,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'fx2trt_pipeline' has no attribute {name!r}")
 
 
-__all__ = ["errors", *_LAZY]
+__all__ = ["LayerOverride", "QuantConfig", "QuantState", "calibrate", "convert", "errors", "get_quant_state",
+           "load_quant_state", "prepare", "quantize", "rebuild_quantized", "save_quant_state", *_LAZY]

@@ -54,12 +54,17 @@ def capture(model: nn.Module, leaf_modules: Sequence[str | type] = (),
     """
     tracer = LeafTracer(leaf_modules)
     scope: list[str] = []
+    failed_in: list[str] = []  # innermost module on the stack when tracing failed
     original_call_module = tracer.call_module
 
     def call_module(m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
         scope.append(tracer.path_of_module(m) or "<root>")
         try:
             return original_call_module(m, forward, args, kwargs)
+        except Exception:
+            if not failed_in:
+                failed_in.append(scope[-1])
+            raise
         finally:
             scope.pop()
 
@@ -67,7 +72,7 @@ def capture(model: nn.Module, leaf_modules: Sequence[str | type] = (),
     try:
         graph = tracer.trace(model, concrete_args=concrete_args)
     except Exception as exc:  # tracing failures come as many exception types
-        module = scope[-1] if scope else "<root>"
+        module = failed_in[0] if failed_in else "<root>"
         frames = [f for f in traceback.extract_tb(exc.__traceback__)
                   if "torch/fx" not in f.filename.replace("\\", "/") and "fx2trt_pipeline" not in f.filename]
         where = f"{frames[-1].filename}:{frames[-1].lineno} ({frames[-1].line})" if frames else "unknown location"
