@@ -218,11 +218,15 @@ def engine_bytes_from_network(
         ConfigError: an option is not available in the library in use.
 
     Example:
-        >>> builder = create_builder()                                           # doctest: +SKIP
+        >>> from fx2trt_pipeline import trt_api
+        >>> trt = trt_api.get_trt()
+        >>> builder = create_builder()
         >>> network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-        >>> ...                                                                  # doctest: +SKIP
-        >>> specs = [InputSpec("x", (1, 3, 8, 8))]                                # doctest: +SKIP
-        >>> data = engine_bytes_from_network(builder, network, specs)           # doctest: +SKIP
+        >>> x = network.add_input("x", trt.float32, (1, 4))
+        >>> network.mark_output(network.add_activation(x, trt.ActivationType.RELU).get_output(0))
+        >>> data = engine_bytes_from_network(builder, network, [InputSpec("x", (1, 4))])
+        >>> len(data) > 1000
+        True
     """
     trt = trt_api.get_trt()
     options = options if options is not None else BuildOptions()

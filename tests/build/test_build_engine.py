@@ -99,3 +99,27 @@ def test_build_engine_failure_leaves_no_file(
     with pytest.raises(EngineBuildError):
         build_engine(qgm, [InputSpec("images", (1, 3, 16, 16))], tmp_path / "x.plan")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_build_engine_records_the_quantizers_state_digest(tmp_path: Path) -> None:
+    import fx2trt_pipeline as ftp
+    from fx2trt_pipeline.quantize.state import get_quant_state
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 4, 1),
+    ).eval()
+    batches = [torch.randn(2, 3, 16, 16) for _ in range(2)]
+    qgm = ftp.quantize(
+        model,
+        batches,
+        example_inputs=(batches[0],),
+        config=ftp.QuantConfig(calibrator="minmax", show_progress=False),
+    )
+    art = build_engine(qgm, [InputSpec("x", (2, 3, 16, 16))], tmp_path / "seq.plan")
+    assert art.metadata["quant_state_hash"] == "sha256:" + get_quant_state(qgm).digest()
+    assert art.metadata["quant_state_hash_source"] == "QuantState.digest"
+    assert art.output_names == ["output0"] and art.metadata["outputs"][0]["shape"] == [2, 4, 16, 16]
