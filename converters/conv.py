@@ -1,0 +1,156 @@
+"""Convolution and transposed-convolution converters (1-d and 2-d): functional, nn modules, torch.ao
+reference modules and torch.ao's fused ConvReLU modules.
+
+The deconvolution weight's per-channel axis is whatever the graph's dequantize says (0 or 1 on the
+``(C_in, C_out/groups, *k)`` layout); the converter does not re-decide it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.ao.nn import intrinsic as nni
+from torch.ao.nn.quantized import reference as nnqr
+from torch.fx import Node
+
+from fx2trt_pipeline.convert.context import ConversionContext, ITensor
+from fx2trt_pipeline.convert.layer_builders import activation, ints
+from fx2trt_pipeline.convert.weight_builders import conv_nd, dequantized_weight, quantize_weight
+from fx2trt_pipeline.converters.common import arg, module_of, node_arg
+from fx2trt_pipeline.converters.registry import register
+from fx2trt_pipeline.quantize.qdq_ops import DEQUANTIZE
+
+_FUNCTIONAL_CONV = {F.conv1d: 1, F.conv2d: 2}
+_FUNCTIONAL_DECONV = {F.conv_transpose1d: 1, F.conv_transpose2d: 2}
+_FLOAT_MODULES = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)
+_REFERENCE_MODULES = (nnqr.Conv1d, nnqr.Conv2d, nnqr.ConvTranspose1d, nnqr.ConvTranspose2d)
+_FUSED_RELU = (nni.ConvReLU1d, nni.ConvReLU2d)
+
+
+def constant_weight_reason(weight: Any) -> Optional[str]:
+    """None when a weight node is a constant or a dequantized constant (TensorRT kernels are constants)."""
+    if isinstance(weight, Node) and weight.op == "call_function" and weight.target is DEQUANTIZE:
+        weight = weight.args[0]
+    if isinstance(weight, Node) and weight.op == "get_attr":
+        return None
+    return f"the weight must be a constant (get_attr) or a dequantized int8 constant, got {weight}"
+
+
+def check_functional_conv(node: Node) -> Optional[str]:
+    """Accept F.conv*/conv_transpose* whose weight is constant."""
+    reason = constant_weight_reason(node_arg(node, 1, "weight"))
+    if reason is None and node.target in _FUNCTIONAL_DECONV:
+        padding = node_arg(node, 4, "padding", 0)
+        output_padding = node_arg(node, 5, "output_padding", 0)
+        reason = _output_padding_reason(padding, output_padding, _FUNCTIONAL_DECONV[node.target])
+    return reason
+
+
+def _output_padding_reason(padding: Any, output_padding: Any, spatial: int) -> Optional[str]:
+    if isinstance(padding, str):
+        return None
+    if any(op > p for p, op in zip(ints(padding, spatial), ints(output_padding, spatial))):
+        return f"output_padding {output_padding} larger than padding {padding} is not supported"
+    return None
+
+
+def _conv_args(args: tuple, kwargs: dict, transposed: bool) -> dict[str, Any]:
+    if transposed:
+        names = ("input", "weight", "bias", "stride", "padding", "output_padding", "groups", "dilation")
+        defaults = (None, None, None, 1, 0, 0, 1, 1)
+    else:
+        names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+        defaults = (None, None, None, 1, 0, 1, 1)
+    return {n: arg(args, kwargs, i, n, d) for i, (n, d) in enumerate(zip(names, defaults))}
+
+
+@register(*_FUNCTIONAL_CONV, *_FUNCTIONAL_DECONV, can_convert=check_functional_conv)
+def convert_functional_conv(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> ITensor:
+    """``F.conv1d/conv2d/conv_transpose1d/conv_transpose2d(x, w, b, ...)`` -> (de)convolution layer."""
+    transposed = node.target in _FUNCTIONAL_DECONV
+    spatial = (_FUNCTIONAL_DECONV if transposed else _FUNCTIONAL_CONV)[node.target]
+    a = _conv_args(args, kwargs, transposed)
+    padding = a["padding"] if isinstance(a["padding"], str) else ints(a["padding"], spatial)
+    return conv_nd(ctx, ctx.name(node), ctx.as_tensor(a["input"], ctx.name(node, "input")), a["weight"],
+                   a["bias"], ints(a["stride"], spatial), padding, ints(a["dilation"], spatial), int(a["groups"]),
+                   transposed=transposed, output_padding=ints(a["output_padding"], spatial) if transposed else ())
+
+
+def _conv_module_reason(module: nn.Module) -> Optional[str]:
+    if module.padding_mode != "zeros":
+        return f"padding_mode={module.padding_mode!r} is not supported (only 'zeros')"
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return _output_padding_reason(module.padding, module.output_padding, len(module.kernel_size))
+    return None
+
+
+def reference_weight_reason(module: nn.Module) -> Optional[str]:
+    """None when a torch.ao reference module's weight is float or symmetric qint8, else the reason."""
+    if module.weight_qscheme is None or module.weight_dtype in (torch.float32, torch.float16):
+        return None  # reference module with a float weight
+    if module.weight_dtype != torch.qint8:
+        return f"weights must be torch.qint8 for TensorRT, got {module.weight_dtype}"
+    if module.weight_qscheme not in (torch.per_tensor_affine, torch.per_channel_affine):
+        return f"weight qscheme {module.weight_qscheme} is not supported"
+    if bool(module.weight_zero_point.ne(0).any()):
+        return "TensorRT weights are symmetric: weight zero points must be 0 (use a *_symmetric qscheme)"
+    return None
+
+
+def check_conv_module(node: Node) -> Optional[str]:
+    """Accept conv modules with zero padding; reference modules need symmetric qint8 weights."""
+    module = module_of(node)
+    if isinstance(module, _FUSED_RELU):
+        module = module[0]
+    reason = _conv_module_reason(module)
+    if reason is None and isinstance(module, _REFERENCE_MODULES):
+        reason = reference_weight_reason(module)
+    return reason
+
+
+def module_weight(ctx: ConversionContext, name: str, module: nn.Module) -> Any:
+    """The kernel of a conv / linear module: a dequantized int8 ITensor for quantized reference modules,
+    else the float weight tensor."""
+    if not isinstance(module, _REFERENCE_MODULES + (nnqr.Linear,)) or _reference_is_float(module):
+        return module.weight
+    per_channel = module.weight_qscheme == torch.per_channel_affine
+    axis = int(module.weight_axis_int) if per_channel else None
+    scale = module.weight_scale.detach().to(torch.float32)
+    qmin = module.weight_quant_min if module.weight_quant_min is not None else -128
+    qmax = module.weight_quant_max if module.weight_quant_max is not None else 127
+    q = quantize_weight(module.weight, scale, axis, int(qmin), int(qmax))
+    return dequantized_weight(ctx, ctx.name(name, "weight"), q, scale, axis)
+
+
+def _reference_is_float(module: nn.Module) -> bool:
+    return module.weight_qscheme is None or module.weight_dtype in (torch.float32, torch.float16)
+
+
+def conv_module(ctx: ConversionContext, name: str, x: Any, module: nn.Module) -> ITensor:
+    """A conv / deconv module (float or torch.ao reference) through :func:`conv_nd`."""
+    transposed = isinstance(module, nn.modules.conv._ConvTransposeNd)
+    spatial = len(module.kernel_size)
+    bias = module.bias.detach() if module.bias is not None else None
+    padding = module.padding if isinstance(module.padding, str) else ints(module.padding, spatial)
+    return conv_nd(ctx, name, ctx.as_tensor(x, ctx.name(name, "input")), module_weight(ctx, name, module), bias,
+                   ints(module.stride, spatial), padding, ints(module.dilation, spatial), module.groups,
+                   transposed=transposed,
+                   output_padding=ints(module.output_padding, spatial) if transposed else ())
+
+
+@register(*_FLOAT_MODULES, *_REFERENCE_MODULES, can_convert=check_conv_module)
+def convert_conv_module(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> ITensor:
+    """nn.Conv*/ConvTranspose* (float) and torch.ao reference conv modules -> (de)convolution layer."""
+    return conv_module(ctx, ctx.name(node), arg(args, kwargs, 0, "input"), ctx.module(node))
+
+
+@register(*_FUSED_RELU, can_convert=check_conv_module)
+def convert_conv_relu(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> ITensor:
+    """torch.ao ConvReLU1d/2d (conv then ReLU) -> convolution + ReLU activation."""
+    fused = ctx.module(node)
+    y = conv_module(ctx, ctx.name(node, "conv"), arg(args, kwargs, 0, "input"), fused[0])
+    return activation(ctx, ctx.name(node), y, "RELU")
+
