@@ -1,0 +1,189 @@
+"""Calibrate on several processes: each rank observes its shard, the statistics are merged exactly.
+
+::
+
+    rank r: prepare(model) -> observe shard r (fresh statistics) --+
+                                                                   +-> all_reduce_stats -> add to the
+    rank s: prepare(model) -> observe shard s (fresh statistics) --+    prepared model's statistics
+                                                                        (identical on every rank)
+
+Because the statistics merge exactly (power-of-two |x| histograms, see ``statistics.py``), every rank
+ends with the statistics one process would have collected from the union of the shards, and
+:func:`fx2trt_pipeline.convert` derives bit-identical scales on every rank, for every calibrator.
+
+Under ``torchrun`` (one process per GPU, or several CPU processes with gloo)::
+
+    # calibrate.py  --  torchrun --nproc-per-node 4 calibrate.py
+    import torch.distributed as dist
+    import fx2trt_pipeline as ftp
+    from fx2trt_pipeline.quantize.distributed_calibration import calibrate_distributed, shard_for_rank
+
+    dist.init_process_group("nccl")            # "gloo" on CPU; torchrun sets RANK / WORLD_SIZE
+    torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    prepared = ftp.prepare(model.cuda(), (example.cuda(),), ftp.QuantConfig(calibrator="entropy"))
+    calibrate_distributed(prepared, shard_for_rank(all_batches))
+    qgm = ftp.convert(prepared)                # same scales on every rank
+    if dist.get_rank() == 0:
+        ftp.save_quant_state(qgm, "model.quant.json")
+    dist.destroy_process_group()
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterable, Sequence
+from typing import Any, Optional, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch.fx import GraphModule
+
+from fx2trt_pipeline.errors import CalibrationError, ConfigError
+from fx2trt_pipeline.quantize.api import PREPARED_ATTR, PreparedInfo
+from fx2trt_pipeline.quantize.distributed import all_reduce_stats
+from fx2trt_pipeline.quantize.observe import StatsObserver, iterate_batches
+from fx2trt_pipeline.quantize.statistics import TensorStats
+
+T = TypeVar("T")
+
+
+def shard_for_rank(items: Sequence[T], rank: Optional[int] = None, world_size: Optional[int] = None) -> list[T]:
+    """Every ``world_size``-th item starting at ``rank`` (defaults: this process's rank and world size).
+
+    Round-robin keeps the shards within one item of each other in size; the union of all shards is
+    ``items``, each item exactly once.
+
+    Example:
+        >>> shard_for_rank(list(range(7)), rank=1, world_size=3)
+        [1, 4]
+    """
+    if rank is None or world_size is None:
+        if not (dist.is_available() and dist.is_initialized()):
+            raise CalibrationError("shard_for_rank needs rank and world_size, or an initialised torch.distributed "
+                                   "process group (torchrun sets one up with dist.init_process_group()).")
+        rank = dist.get_rank() if rank is None else rank
+        world_size = dist.get_world_size() if world_size is None else world_size
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ConfigError(f"shard_for_rank: rank {rank} is not in [0, world_size={world_size})")
+    return list(items[rank::world_size])
+
+
+def _info(prepared: GraphModule) -> PreparedInfo:
+    info = getattr(prepared, PREPARED_ATTR, None)
+    if not isinstance(info, PreparedInfo):
+        raise ConfigError("calibrate_distributed expects the GraphModule returned by fx2trt_pipeline.prepare(); "
+                          "this module has no observers.")
+    return info
+
+
+def _observers_by_group(prepared: GraphModule, info: PreparedInfo) -> dict[str, list[StatsObserver]]:
+    # Observers of one scale group share one TensorStats object; identity maps them back to the group.
+    group_of = {id(stats): key for key, stats in info.stats.items()}
+    out: dict[str, list[StatsObserver]] = {key: [] for key in info.stats}
+    for module in prepared.modules():
+        if isinstance(module, StatsObserver) and id(module.stats) in group_of:
+            out[group_of[id(module.stats)]].append(module)
+    return out
+
+
+def _point_observers(observers: dict[str, list[StatsObserver]], stats: dict[str, TensorStats]) -> None:
+    for key, modules in observers.items():
+        for module in modules:
+            module.stats = stats[key]
+
+
+def _observe_shard(prepared: GraphModule, batches: Iterable[Any], show_progress: bool) -> int:
+    device = next((p.device for p in prepared.parameters()), torch.device("cpu"))
+    seen = 0
+    with torch.no_grad():
+        for args in iterate_batches(batches, device, show_progress, desc="calibrating shard"):
+            if len(args) == 1 and isinstance(args[0], dict):
+                prepared(**args[0])
+            else:
+                prepared(*args)
+            seen += 1
+    return seen
+
+
+def calibrate_distributed(prepared: GraphModule, shard_batches: Iterable[Any],
+                          group: Optional[dist.ProcessGroup] = None,
+                          show_progress: Optional[bool] = None) -> GraphModule:
+    """Calibrate this rank's shard, then merge every rank's statistics exactly; returns ``prepared``.
+
+    Collective: every rank of ``group`` calls it with the same prepared model (same architecture,
+    weights and config) and its own shard. A rank may get no batches at all. Afterwards every rank
+    holds the statistics of all shards together, so :func:`fx2trt_pipeline.convert` gives identical
+    scales everywhere. Calling it again adds more data exactly, like :func:`fx2trt_pipeline.calibrate`.
+
+    Args:
+        prepared: the module returned by :func:`fx2trt_pipeline.prepare` on this rank.
+        shard_batches: this rank's calibration batches (see :func:`shard_for_rank`).
+        group: process group (default: the world).
+        show_progress: tqdm bar (default: the prepared config's ``show_progress``).
+
+    Returns:
+        ``prepared``, its statistics now those of every rank's data.
+
+    Raises:
+        CalibrationError: torch.distributed is not initialised; a rank failed during its shard (every
+            rank raises, naming it, so none waits forever); the shards held no batch at all; or a
+            scale group saw no data on any rank. The statistics are unchanged in these cases.
+        ConfigError: ``prepared`` is not a prepared module.
+
+    Example (on every rank, after ``dist.init_process_group``)::
+
+        prepared = ftp.prepare(model, (example,))
+        calibrate_distributed(prepared, shard_for_rank(batches))
+        qgm = ftp.convert(prepared)
+    """
+    info = _info(prepared)
+    if not (dist.is_available() and dist.is_initialized()):
+        raise CalibrationError("calibrate_distributed needs torch.distributed: call "
+                               "torch.distributed.init_process_group(...) on every rank first (torchrun sets the "
+                               "environment for it), or use fx2trt_pipeline.calibrate in a single process.")
+    observers = _observers_by_group(prepared, info)
+    # Fresh statistics for this pass: merging the ranks' *new* data only, then adding it to what the
+    # model already holds, keeps repeated calls exact (old data is never counted once per rank).
+    fresh = {key: TensorStats(stats.num_bins) for key, stats in info.stats.items()}
+    _point_observers(observers, fresh)
+    error: Optional[str] = None
+    seen = 0
+    try:
+        seen = _observe_shard(prepared, shard_batches,
+                              info.config.show_progress if show_progress is None else show_progress)
+    except Exception as exc:  # reported to every rank below, so no rank blocks in the collectives
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        local_exc: Optional[BaseException] = exc
+        local_tb = traceback.format_exc()
+    else:
+        local_exc, local_tb = None, ""
+    finally:
+        _point_observers(observers, info.stats)
+
+    outcomes: list[Optional[tuple[Optional[str], int]]] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(outcomes, (error, seen), group=group)
+    failed = [(rank, out[0]) for rank, out in enumerate(outcomes) if out is not None and out[0] is not None]
+    if failed:
+        detail = "; ".join(f"rank {rank}: {msg}" for rank, msg in failed)
+        raise CalibrationError(f"Distributed calibration failed on {len(failed)} rank(s): {detail}. The "
+                               "statistics were left unchanged." + (f"\nThis rank's traceback:\n{local_tb}"
+                                                                    if local_tb else "")) from local_exc
+    total = sum(out[1] for out in outcomes if out is not None)
+    if total == 0:
+        raise CalibrationError("The calibration shards of all ranks are empty: give at least one rank one batch "
+                               "of real inputs (e.g. shard_for_rank(batches) over 4-32 batches).")
+
+    merged = all_reduce_stats(fresh, group)
+    combined = {key: info.stats[key].clone().merge(merged[key]) for key in info.stats}
+    empty = [key for key, stats in combined.items() if stats.count == 0]
+    if empty:
+        raise CalibrationError(f"Scale group(s) {empty} saw no data on any rank; the branches that produce them "
+                               "never ran. Calibrate with data that exercises them or skip them.")
+    info.stats.clear()
+    info.stats.update(combined)
+    _point_observers(observers, info.stats)
+    info.batches_seen += total
+    return prepared
+
+
+__all__ = ["calibrate_distributed", "shard_for_rank"]
