@@ -94,8 +94,12 @@ def run_convolution(layer: Any, inputs: Inputs) -> torch.Tensor:
     weight, bias = _kernel_and_bias(layer, inputs, x, (maps, x.shape[1] // groups, *ks))
     stride, dilation = dims(layer.stride_nd), dims(layer.dilation_nd)
     pre, post, overflow = _forward_pads(layer, x.shape[-n:], _effective_kernel(ks, dilation), stride)
-    x = _pad_spatial(x, pre, [p + o for p, o in zip(post, overflow)])
-    return _CONV[n](x, weight, bias, stride, 0, dilation, groups)
+    post = [p + o for p, o in zip(post, overflow)]
+    if pre == post and min(pre) >= 0:
+        # Symmetric padding goes to the convolution itself: the same kernel path (and float summation
+        # order) as the eager model, so that no int8 rounding downstream flips on a 1e-7 difference.
+        return _CONV[n](x, weight, bias, stride, pre, dilation, groups)
+    return _CONV[n](_pad_spatial(x, pre, post), weight, bias, stride, 0, dilation, groups)
 
 
 @layer_handler("DECONVOLUTION", "IDeconvolutionLayer")
@@ -110,14 +114,19 @@ def run_deconvolution(layer: Any, inputs: Inputs) -> torch.Tensor:
     groups, maps = int(layer.num_groups), int(layer.num_output_maps)
     weight, bias = _kernel_and_bias(layer, inputs, x, (x.shape[1], maps // groups, *ks))
     stride, dilation = dims(layer.stride_nd), dims(layer.dilation_nd)
-    full = _DECONV[n](x, weight, None, stride, 0, 0, groups, dilation)
     mode = layer.padding_mode.name
     if mode in ("SAME_UPPER", "SAME_LOWER"):
-        totals = [f - i * s for f, i, s in zip(full.shape[-n:], x.shape[-n:], stride)]
+        full_sizes = [(i - 1) * s + (k - 1) * d + 1 for i, s, k, d in zip(x.shape[-n:], stride, ks, dilation)]
+        totals = [f - i * s for f, i, s in zip(full_sizes, x.shape[-n:], stride)]
         pre = [t // 2 if mode == "SAME_UPPER" else t - t // 2 for t in totals]
         post = [t - p for t, p in zip(totals, pre)]
     else:
         pre, post = list(dims(layer.pre_padding)), list(dims(layer.post_padding))
+    extra = [a - b for a, b in zip(pre, post)]  # PyTorch's output_padding
+    if min(pre) >= 0 and all(0 <= e < max(s, d) for e, s, d in zip(extra, stride, dilation)):
+        # Expressible as PyTorch padding/output_padding: the eager model's own kernel path (see conv).
+        return _DECONV[n](x, weight, bias, stride, pre, extra, groups, dilation)
+    full = _DECONV[n](x, weight, None, stride, 0, 0, groups, dilation)
     out = _pad_spatial(full, [-p for p in pre], [-p for p in post])
     if bias is not None:
         out = out + bias.reshape(1, -1, *([1] * n))

@@ -1,0 +1,350 @@
+"""Per-layer reports: converter parity and quantization error, layer by layer.
+
+(a) :func:`layer_parity` runs the simulated INT8 GraphModule and the network executor on the same
+    inputs and compares every network output and every intermediate value whose TensorRT layer is
+    named after an FX node (``<node>`` or ``<node>.<suffix>``). Both sides compute the same INT8
+    network, so anything below cosine 0.9999 is a converter (or executor) bug, and the first layer
+    that diverges is where to look.
+(b) :func:`quant_error_table` measures, for every layer with quantized inputs or weights, how much
+    error quantization adds: the layer alone (float input, INT8 layer vs FP32 layer), accumulated
+    (INT8 model up to the layer vs FP32 model at the same node) and the weight quantization error.
+    It needs the BN-folded float graph with the quantizer's node names (built from the float model
+    here); values are captured by node name with a :class:`torch.fx.Interpreter` subclass.
+
+Example:
+    >>> from fx2trt_pipeline.validate.layer_report import layer_parity, quant_error_table
+    >>> print(layer_parity(qgm, network, (x,)))            # doctest: +SKIP
+    >>> table = quant_error_table(model, qgm, (x,))        # doctest: +SKIP
+    >>> print(table)                                       # worst layers first  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections import ChainMap
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch.fx import GraphModule, Interpreter, Node
+from torch.fx.node import map_arg
+
+from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.quantize import qdq_ops
+from fx2trt_pipeline.validate.compare import (
+    ComparisonResult,
+    Tolerance,
+    compare_outputs,
+    cosine_similarity,
+    format_table,
+    sqnr_db,
+)
+from fx2trt_pipeline.validate.network_executor import NetworkExecutor
+from fx2trt_pipeline.validate.runners import flatten_outputs
+
+#: Both sides compute the same INT8 network: only float summation order (and the rare Q rounding
+#: flip it causes) may differ, which stays far above 30 dB.
+PARITY_TOLERANCE = Tolerance(min_cosine=0.9999, min_sqnr_db=30.0)
+
+
+class _ValueCapture(Interpreter):
+    """Runs a GraphModule and keeps the tensor value of each (wanted) node by node name."""
+
+    def __init__(self, gm: GraphModule, names: set[str] | None = None) -> None:
+        super().__init__(gm, garbage_collect_values=True)
+        self.names = names
+        self.values: dict[str, torch.Tensor] = {}
+
+    def run_node(self, n: Node) -> Any:
+        result = super().run_node(n)
+        if isinstance(result, torch.Tensor) and (self.names is None or n.name in self.names):
+            # A copy: a later in-place op (ReLU(inplace=True), `out += identity`) would change it.
+            self.values[n.name] = result.detach().clone()
+        return result
+
+
+def capture_node_values(gm: GraphModule, inputs: Sequence[torch.Tensor], names: set[str] | None = None
+                        ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    """Run ``gm`` on ``inputs``; return ``({node name: tensor}, flattened outputs)``.
+
+    Example:
+        >>> gm = torch.fx.symbolic_trace(torch.nn.Sequential(torch.nn.ReLU()))
+        >>> values, outs = capture_node_values(gm, [torch.tensor([-1.0, 2.0])])
+        >>> values["_0"].tolist(), outs[0].tolist()
+        ([0.0, 2.0], [0.0, 2.0])
+    """
+    interpreter = _ValueCapture(gm, names)
+    with torch.no_grad():
+        result = interpreter.run(*inputs)
+    return interpreter.values, flatten_outputs(result)
+
+
+# ------------------------------------------------------------------------------------- (a) parity
+
+
+@dataclass
+class ParityReport:
+    """Simulated GraphModule vs network executor; truthy when outputs and intermediates all pass.
+
+    Attributes:
+        outputs: comparison of the network outputs (in graph-output order).
+        layers: comparison of intermediate values, keyed by FX node name, in graph order.
+        layer_of: the TensorRT layer compared for each node.
+    """
+
+    outputs: ComparisonResult
+    layers: ComparisonResult
+    layer_of: dict[str, str]
+
+    def __bool__(self) -> bool:
+        return bool(self.outputs) and bool(self.layers)
+
+    def first_divergence(self) -> str | None:
+        """The first node (graph order) whose layer fails its tolerance, or ``None``."""
+        return next((s.name for s in self.layers if not s.passed), None)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """Both comparisons and the node -> layer map as JSON."""
+        return json.dumps({"passed": bool(self), "outputs": self.outputs.to_dict(), "layers": self.layers.to_dict(),
+                           "layer_of": self.layer_of, "first_divergence": self.first_divergence()}, indent=indent)
+
+    def __str__(self) -> str:
+        first = self.first_divergence()
+        tail = f"\nfirst diverging layer: {first} (TensorRT layer {self.layer_of[first]!r})" if first else ""
+        return f"{self.outputs}\n\nintermediate layers ({len(self.layers.outputs)}):\n{self.layers}{tail}"
+
+
+def _match_layers(node_values: Mapping[str, torch.Tensor], captured: Mapping[str, torch.Tensor],
+                  layer_names: Sequence[str]) -> dict[str, str]:
+    """Node name -> the layer holding its value: the last layer named ``node`` or ``node.*`` (network
+    order) whose output has the node's shape (a converter's final layer produces the node's value)."""
+    by_node: dict[str, list[str]] = {}
+    for name in layer_names:
+        by_node.setdefault(name.split(".", 1)[0], []).append(name)
+    matched = {}
+    for node, value in node_values.items():
+        fits = [la for la in by_node.get(node, []) if tuple(captured[la].shape) == tuple(value.shape)]
+        if fits:
+            matched[node] = fits[-1]
+    return matched
+
+
+def _feeds(executor: NetworkExecutor, inputs: Sequence[torch.Tensor] | Mapping[str, torch.Tensor]
+           ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    if isinstance(inputs, Mapping):
+        return dict(inputs), [inputs[n] for n in executor.input_names]
+    if len(inputs) != len(executor.input_names):
+        raise ConfigError(f"{len(inputs)} inputs given; the network has {executor.input_names}")
+    return dict(zip(executor.input_names, inputs)), list(inputs)
+
+
+def layer_parity(qgm: GraphModule, network: Any, inputs: Sequence[torch.Tensor] | Mapping[str, torch.Tensor],
+                 tolerance: Tolerance | None = None) -> ParityReport:
+    """Compare the simulated GraphModule with the network executor, outputs and layer by layer.
+
+    Args:
+        qgm: the reference-quantized GraphModule the network was converted from.
+        network: its ``INetworkDefinition`` (or a :class:`NetworkExecutor` over it).
+        inputs: positional inputs (network input order) or feeds by network input name.
+        tolerance: applied to outputs and intermediates. Default: cosine >= 0.9999 and SQNR >= 30 dB
+            (cosine alone is blind to a wrong scale, e.g. a weight dequantized with 1.5x its scale).
+
+    Returns:
+        A :class:`ParityReport`, truthy when everything passes.
+
+    Example:
+        >>> report = layer_parity(qgm, network, (torch.randn(2, 3, 224, 224),))  # doctest: +SKIP
+        >>> assert report, str(report)                                       # doctest: +SKIP
+    """
+    executor = network if isinstance(network, NetworkExecutor) else NetworkExecutor(network)
+    feeds, positional = _feeds(executor, inputs)
+    values, sim_outputs = capture_node_values(qgm, positional)
+    outputs, captured = executor.run(feeds, capture="all")
+    if len(sim_outputs) != len(executor.output_names):
+        raise ConfigError(f"The GraphModule returns {len(sim_outputs)} tensors but the network has "
+                          f"{len(executor.output_names)} outputs")
+    tol = tolerance or PARITY_TOLERANCE
+    out_result = compare_outputs(dict(zip(executor.output_names, sim_outputs)), outputs, tol,
+                                 ref_name="simulated", test_name="network_executor")
+    computed = {k: v for k, v in values.items() if k in {n.name for n in qgm.graph.nodes if n.op != "get_attr"}}
+    layer_of = _match_layers(computed, captured, [name for name, _ in executor.layers])
+    layer_result = compare_outputs({n: computed[n] for n in computed if n in layer_of},
+                                   {n: captured[layer] for n, layer in layer_of.items()}, tol,
+                                   ref_name="simulated", test_name="network_executor")
+    return ParityReport(out_result, layer_result, layer_of)
+
+
+# ------------------------------------------------------------------------ (b) quantization errors
+
+
+@dataclass(frozen=True)
+class LayerErrorRow:
+    """Quantization error of one layer with quantized inputs or weights (SQNR in dB, cosine).
+
+    ``activation_*``: the layer alone (float inputs quantized by its own Q/DQ, INT8 weights) vs the
+    FP32 layer on the same float inputs. ``accumulated_*``: the INT8 model vs the FP32 model at this
+    node. ``weight_*``: dequantized vs float (BN-folded) weight; ``None`` without a quantized weight.
+    """
+
+    layer: str
+    op: str
+    activation_sqnr_db: float
+    activation_cosine: float
+    accumulated_sqnr_db: float
+    accumulated_cosine: float
+    weight_sqnr_db: float | None = None
+    weight_cosine: float | None = None
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+class LayerErrorTable(list[LayerErrorRow]):
+    """The rows of :func:`quant_error_table` in graph order; prints worst first."""
+
+    def worst_first(self) -> list[LayerErrorRow]:
+        """Rows by ascending layer-alone SQNR (the layer that adds the most error first)."""
+        return sorted(self, key=lambda r: (r.activation_sqnr_db, r.accumulated_sqnr_db))
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """Rows (graph order) as a JSON list; infinite SQNR is written as ``Infinity``."""
+        return json.dumps([asdict(r) for r in self], indent=indent)
+
+    def __str__(self) -> str:
+        header = ("layer", "op", "alone SQNR dB", "alone cos", "accum SQNR dB", "accum cos", "weight SQNR dB",
+                  "weight cos")
+        rows = [(r.layer, r.op, _fmt(r.activation_sqnr_db, 2), _fmt(r.activation_cosine, 5),
+                 _fmt(r.accumulated_sqnr_db, 2), _fmt(r.accumulated_cosine, 5), _fmt(r.weight_sqnr_db, 2),
+                 _fmt(r.weight_cosine, 5)) for r in self.worst_first()]
+        return format_table(header, rows)
+
+
+def float_reference_graph(model: torch.nn.Module, qgm: GraphModule,
+                          concrete_args: dict[str, Any] | None = None) -> GraphModule:
+    """The captured, BN-folded float graph of ``model`` with the quantizer's node names.
+
+    Built on a copy of ``model`` (folding never touches the caller's model) with the leaf modules
+    of the quantization config attached to ``qgm``.
+    """
+    from fx2trt_pipeline.capture import capture
+    from fx2trt_pipeline.quantize.fold_bn import fold_batchnorm
+    from fx2trt_pipeline.quantize.state import get_quant_state
+
+    config = get_quant_state(qgm).config
+    gm = capture(copy.deepcopy(model).eval(), leaf_modules=config.leaf_modules, concrete_args=concrete_args)
+    fold_batchnorm(gm)
+    return gm
+
+
+def _op_label(gm: GraphModule, node: Node) -> str:
+    if node.op == "call_module":
+        return type(gm.get_submodule(str(node.target))).__name__
+    target = node.target
+    return target if isinstance(target, str) else getattr(target, "__name__", str(target))
+
+
+def _quantized_args(node: Node) -> tuple[list[Node], list[tuple[int, Node]]]:
+    """Activation DQ inputs (DQ of a Q) and ``(arg position, weight DQ)`` inputs of ``node``."""
+    acts, weights = [], []
+    for pos, arg in enumerate(node.args):
+        if isinstance(arg, Node) and qdq_ops.is_dequantize(arg):
+            source = arg.args[0]
+            if isinstance(source, Node) and qdq_ops.is_quantize(source):
+                acts.append(arg)
+            else:
+                weights.append((pos, arg))
+    for arg in node.all_input_nodes:  # list args, e.g. torch.cat([a_dq, b_dq])
+        if qdq_ops.is_dequantize(arg) and arg not in acts and arg not in [w for _, w in weights]:
+            source = arg.args[0]
+            if isinstance(source, Node) and qdq_ops.is_quantize(source):
+                acts.append(arg)
+    return acts, weights
+
+
+def _run_alone(qgm: GraphModule, node: Node, env: Mapping[str, torch.Tensor]) -> Any:
+    """Execute one node of ``qgm`` with argument values from ``env`` (by node name)."""
+    # Copies, so that an in-place node (operator.iadd, inplace ReLU) cannot change the shared values.
+    args = map_arg(node.args, lambda n: env[n.name].clone())
+    kwargs = map_arg(node.kwargs, lambda n: env[n.name].clone())
+    if node.op == "call_module":
+        return qgm.get_submodule(str(node.target))(*args, **kwargs)
+    if node.op == "call_method":
+        return getattr(args[0], str(node.target))(*args[1:], **kwargs)
+    return node.target(*args, **kwargs)
+
+
+def _float_weight(float_gm: GraphModule, float_node: Node, position: int,
+                  float_values: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+    if float_node.op == "call_module":
+        weight = getattr(float_gm.get_submodule(str(float_node.target)), "weight", None)
+        return weight.detach() if isinstance(weight, torch.Tensor) else None
+    arg = float_node.args[position] if position < len(float_node.args) else None
+    return float_values.get(arg.name) if isinstance(arg, Node) else None
+
+
+def quant_error_table(float_model: torch.nn.Module, qgm: GraphModule, inputs: Sequence[torch.Tensor],
+                      concrete_args: dict[str, Any] | None = None) -> LayerErrorTable:
+    """Quantization error of every layer with quantized inputs or weights.
+
+    Args:
+        float_model: the float model that was quantized, or its BN-folded float GraphModule with the
+            quantizer's node names (used as is).
+        qgm: the reference-quantized GraphModule.
+        inputs: one batch of positional inputs.
+        concrete_args: forwarded to tracing when ``float_model`` is not a GraphModule.
+
+    Returns:
+        A :class:`LayerErrorTable` (list of :class:`LayerErrorRow`, graph order) with ``to_json()``;
+        ``print(table)`` shows the worst layers first.
+
+    Example:
+        >>> table = quant_error_table(model, qgm, (x,))          # doctest: +SKIP
+        >>> table.worst_first()[0].layer                          # doctest: +SKIP
+        'layer4_1_conv2'
+    """
+    float_gm = float_model if isinstance(float_model, GraphModule) else float_reference_graph(
+        float_model, qgm, concrete_args)
+    float_nodes = {n.name: n for n in float_gm.graph.nodes}
+    float_values, _ = capture_node_values(float_gm, inputs)
+    quant_values, _ = capture_node_values(qgm, inputs)
+    # Inputs a layer sees when run alone: float values where the float model has the node (an
+    # unquantized residual input, say), else the quantized graph's own values (biases, scales).
+    base = ChainMap({k: v for k, v in float_values.items() if float_nodes[k].op != "get_attr"}, quant_values)
+    rows = LayerErrorTable()
+    for node in qgm.graph.nodes:
+        if node.op not in ("call_function", "call_module", "call_method") or qdq_ops.is_quantize(node) \
+                or qdq_ops.is_dequantize(node):
+            continue
+        acts, weights = _quantized_args(node)
+        if not (acts or weights) or node.name not in float_values or node.name not in quant_values:
+            continue
+        env: dict[str, torch.Tensor] = {}  # this layer's inputs, over the shared base values
+        for dq in acts:  # the float input, through this layer's own Q/DQ
+            q = dq.args[0]
+            source, scale, axis = q.args[0], quant_values[q.args[1].name], q.args[2]
+            x = float_values.get(source.name, quant_values.get(source.name))
+            env[dq.name] = qdq_ops.fake_quantize(x, scale, axis)
+        for _, wdq in weights:
+            env[wdq.name] = quant_values[wdq.name]
+        with torch.no_grad():
+            alone = _run_alone(qgm, node, ChainMap(env, base))
+        ref = float_values[node.name]
+        w_sqnr = w_cos = None
+        if weights:
+            pos, wdq = weights[0]
+            w_float = _float_weight(float_gm, float_nodes[node.name], pos, float_values) \
+                if node.name in float_nodes else None
+            if w_float is not None and w_float.shape == quant_values[wdq.name].shape:
+                w_sqnr = sqnr_db(w_float, quant_values[wdq.name])
+                w_cos = cosine_similarity(w_float, quant_values[wdq.name])
+        accumulated = quant_values[node.name]
+        same = tuple(accumulated.shape) == tuple(ref.shape)
+        rows.append(LayerErrorRow(
+            node.name, _op_label(qgm, node), sqnr_db(ref, alone), cosine_similarity(ref, alone),
+            sqnr_db(ref, accumulated) if same else math.nan, cosine_similarity(ref, accumulated) if same else math.nan,
+            w_sqnr, w_cos))
+    return rows

@@ -1,0 +1,226 @@
+"""Export a quantized GraphModule to QDQ ONNX (QuantizeLinear / DequantizeLinear, int8 zero point 0).
+
+Route: the torch.export-based ONNX exporter (``torch.onnx.export(..., dynamo=True)``) with a
+``custom_translation_table`` that maps our ``fx2trt::quantize`` / ``fx2trt::dequantize`` custom ops to
+``QuantizeLinear`` / ``DequantizeLinear``. Why this route: the TorchScript exporter is deprecated
+(slated for removal) and its constant folding would turn ``DequantizeLinear(int8 weight)`` into a
+float weight, silently dropping the weight quantization TensorRT needs; the dynamo exporter keeps
+int8 weight initializers with their DequantizeLinear. The zero point is an int8 constant shaped like
+the scale (ONNX requires that, and makes QuantizeLinear produce int8 rather than uint8); per-channel
+Q/DQ carry ``axis``. The result is checked with ``onnx.checker`` (full check), the number of Q/DQ
+nodes is verified, and the file is written atomically.
+
+ONNX Runtime runs the model on CPU and TensorRT's ``OnnxParser`` parses and builds it, so the
+exported file is both a portable artifact and a second, independent CPU reference.
+
+Example:
+    >>> from fx2trt_pipeline.validate.onnx_export import export_qdq_onnx
+    >>> path = export_qdq_onnx(qgm, (torch.randn(1, 3, 224, 224),), "resnet18_qdq.onnx",
+    ...                        input_names=["images"], output_names=["logits"], dynamic_batch=True)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fx2trt_pipeline.build.atomic import atomic_write_bytes
+from fx2trt_pipeline.errors import ExportError, node_location
+from fx2trt_pipeline.quantize import qdq_ops
+
+#: Namespaces whose ops the ONNX exporter translates (``fx2trt`` through our translation table).
+_EXPORTABLE_NAMESPACES = ("aten", "prims", "fx2trt")
+
+
+def _zero_point(scale: Any) -> Any:
+    """An int8 zero-point constant shaped like ``scale`` (0-d per-tensor, 1-d per-channel)."""
+    import numpy as np
+    from onnxscript import ir
+    from onnxscript import opset18 as op
+
+    return op.Constant(value=ir.tensor(np.zeros(tuple(scale.shape), dtype=np.int8)))
+
+
+def _quantize_linear(x: Any, scale: Any, axis: int | None = None) -> Any:
+    from onnxscript import opset18 as op
+
+    if axis is None:
+        return op.QuantizeLinear(x, scale, _zero_point(scale))
+    return op.QuantizeLinear(x, scale, _zero_point(scale), axis=axis)
+
+
+def _dequantize_linear(q: Any, scale: Any, axis: int | None = None) -> Any:
+    from onnxscript import opset18 as op
+
+    if axis is None:
+        return op.DequantizeLinear(q, scale, _zero_point(scale))
+    return op.DequantizeLinear(q, scale, _zero_point(scale), axis=axis)
+
+
+def _target_label(node: torch.fx.Node) -> str:
+    target = node.target
+    return target if isinstance(target, str) else getattr(target, "__name__", repr(target))
+
+
+def _is_torch_ao_quant(node: torch.fx.Node) -> bool:
+    """``torch.quantize_per_tensor/_channel(...)`` or ``Tensor.dequantize()`` calls."""
+    if node.op == "call_method":
+        return node.target == "dequantize"
+    return node.op == "call_function" and node.target in (torch.quantize_per_tensor, torch.quantize_per_channel)
+
+
+def unexportable_nodes(gm: torch.fx.GraphModule) -> list[tuple[str, str, str, str]]:
+    """``(node, target, reason, source line)`` for nodes the ONNX exporter cannot translate.
+
+    Catches what we can know before exporting: torch.ao quantized-tensor calls and custom ops of
+    namespaces without an ONNX translation. Anything else the exporter refuses is reported by
+    :func:`export_qdq_onnx` with the exporter's message.
+    """
+    rows = []
+    for node in gm.graph.nodes:
+        if _is_torch_ao_quant(node):
+            reason = ("torch.ao quantized (qint8) tensors have no ONNX translation; quantize with "
+                      "ftp.quantize(), whose Q/DQ ops export")
+            rows.append((node.name, _target_label(node), reason, node_location(node)))
+            continue
+        namespace = getattr(node.target, "namespace", None)
+        if node.op == "call_function" and namespace is not None and namespace not in _EXPORTABLE_NAMESPACES:
+            reason = f"custom op of namespace {namespace!r} has no ONNX translation"
+            rows.append((node.name, str(node.target), reason, node_location(node)))
+    return rows
+
+
+def _raise_unexportable(rows: list[tuple[str, str, str, str]], detail: str = "") -> None:
+    lines = [f"{len(rows)} node(s) cannot be exported to ONNX:"]
+    lines += [f"  - {n} ({t}): {r}" + (f"  [{w}]" if w else "") for n, t, r, w in rows]
+    if detail:
+        lines.append(detail)
+    raise ExportError("\n".join(lines))
+
+
+@contextlib.contextmanager
+def _quiet_eval(gm: torch.nn.Module) -> Iterator[None]:
+    """Export in eval mode (restoring the caller's mode) without the exporter's chatter."""
+    was_training = gm.training
+    gm.eval()
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(None):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        gm.train(was_training)
+
+
+def _dynamic_shapes(gm: torch.fx.GraphModule, n_inputs: int) -> tuple[dict[int, Any], ...]:
+    # One shared Dim: every input's dim 0 is the same batch. Dim.DYNAMIC (unlike a named Dim) does
+    # not fail when the example batch is 1.
+    del gm
+    return tuple({0: torch.export.Dim.DYNAMIC} for _ in range(n_inputs))
+
+
+def _count_qdq(model: Any) -> tuple[int, int]:
+    ops = [n.op_type for n in model.graph.node]
+    return ops.count("QuantizeLinear"), ops.count("DequantizeLinear")
+
+
+def export_qdq_onnx(qgm: torch.fx.GraphModule, example_inputs: Sequence[torch.Tensor], path: str | Path,
+                    input_names: Sequence[str] | None = None, output_names: Sequence[str] | None = None,
+                    dynamic_batch: bool = False, opset: int = 17) -> Path:
+    """Export a quantized GraphModule to a QDQ ONNX file that ONNX Runtime and TensorRT accept.
+
+    Args:
+        qgm: the reference-quantized GraphModule (``ftp.quantize()``), or any exportable module.
+        example_inputs: positional example inputs (CPU tensors).
+        path: destination ``.onnx`` file; written atomically.
+        input_names: ONNX input names (default: the GraphModule's placeholder names).
+        output_names: ONNX output names (default: ``output_0, output_1, ...``).
+        dynamic_batch: make dim 0 of every input (and so the outputs) dynamic.
+        opset: ONNX opset of the written model (13 or later: per-channel Q/DQ needs ``axis``).
+
+    Returns:
+        The written path.
+
+    Raises:
+        ExportError: nodes without an ONNX translation (all named), an exporter failure, or a model
+            that fails ``onnx.checker``.
+
+    Example:
+        >>> export_qdq_onnx(qgm, (x,), "model.onnx", input_names=["images"], output_names=["logits"])  # doctest: +SKIP
+        PosixPath('model.onnx')
+    """
+    if opset < 13:
+        raise ExportError(f"opset {opset} is too old for per-channel QuantizeLinear/DequantizeLinear; use 13+")
+    rows = unexportable_nodes(qgm)
+    if rows:
+        _raise_unexportable(rows)
+    onnx = importlib.import_module("onnx")
+    example = tuple(example_inputs)
+    placeholders = [n.name for n in qgm.graph.nodes if n.op == "placeholder"]
+    names_in = list(input_names) if input_names is not None else placeholders[:len(example)]
+    table = {qdq_ops.QUANTIZE: _quantize_linear, qdq_ops.DEQUANTIZE: _dequantize_linear}
+    try:
+        with _quiet_eval(qgm):
+            program = torch.onnx.export(
+                qgm, example, dynamo=True, opset_version=opset, input_names=names_in,
+                output_names=list(output_names) if output_names is not None else None,
+                dynamic_shapes=_dynamic_shapes(qgm, len(example)) if dynamic_batch else None,
+                custom_translation_table=table, verbose=False, report=False)
+    except Exception as exc:  # the exporter raises many types; name the graph nodes it mentions
+        message = f"{exc.__class__.__name__}: {exc}"
+        mentioned = [(n.name, _target_label(n), "named in the exporter's error", node_location(n))
+                     for n in qgm.graph.nodes if n.op.startswith("call") and _target_label(n) in message]
+        if mentioned:
+            _raise_unexportable(mentioned, f"ONNX export failed: {message[:2000]}")
+        raise ExportError(f"ONNX export failed: {message[:2000]}") from exc
+    model = program.model_proto
+    if dynamic_batch:
+        _name_batch_dim(model)
+    if output_names is None:
+        for i, out in enumerate(model.graph.output):
+            _rename_value(model, out.name, f"output_{i}")
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        raise ExportError(f"The exported ONNX model fails onnx.checker: {exc}") from exc
+    want_q = sum(qdq_ops.is_quantize(n) for n in qgm.graph.nodes)
+    want_dq = sum(qdq_ops.is_dequantize(n) for n in qgm.graph.nodes)
+    got_q, got_dq = _count_qdq(model)
+    if got_q < want_q or got_dq < want_dq:
+        raise ExportError(f"The exporter dropped Q/DQ nodes ({got_q}/{want_q} QuantizeLinear, {got_dq}/{want_dq} "
+                          "DequantizeLinear): the ONNX model would not be quantized like the GraphModule")
+    return atomic_write_bytes(Path(path), model.SerializeToString())
+
+
+def _rename_value(model: Any, old: str, new: str) -> None:
+    """Rename a value everywhere in a ModelProto's main graph."""
+    if old == new:
+        return
+    for node in model.graph.node:
+        node.input[:] = [new if v == old else v for v in node.input]
+        node.output[:] = [new if v == old else v for v in node.output]
+    for value in (*model.graph.output, *model.graph.value_info):
+        if value.name == old:
+            value.name = new
+
+
+def _name_batch_dim(model: Any) -> None:
+    """Call the exporter's symbol for dim 0 of the inputs ``batch`` (it picks names like ``s77``)."""
+    symbols = {i.type.tensor_type.shape.dim[0].dim_param for i in model.graph.input
+               if i.type.tensor_type.shape.dim and i.type.tensor_type.shape.dim[0].dim_param}
+    for value in (*model.graph.input, *model.graph.output, *model.graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in symbols:
+                dim.dim_param = "batch"

@@ -1,0 +1,192 @@
+"""Runners: one interface, ``run(feeds) -> {output name: tensor}``, over every way to run a model.
+
+* :class:`TorchRunner`: the float model or the simulated INT8 GraphModule (any ``nn.Module``).
+* :class:`NetworkExecutorRunner`: the TensorRT network definition, executed in torch on CPU/CUDA.
+* :class:`OnnxRuntimeRunner`: an exported QDQ ONNX model in ONNX Runtime.
+* :class:`TensorRTEngineRunner`: a serialized engine through :class:`fx2trt_pipeline.build.runtime.Engine`
+  (needs a GPU the TensorRT library supports).
+
+Feeds are named like the network inputs; outputs are named like the network outputs, so any two
+runners compare with :func:`compare_runners` (Polygraphy's ``Comparator.run`` + ``compare_accuracy``).
+
+Example:
+    >>> from fx2trt_pipeline.validate.runners import NetworkExecutorRunner, TorchRunner, compare_runners
+    >>> executor = NetworkExecutorRunner(network)                                        # doctest: +SKIP
+    >>> simulated = TorchRunner(qgm, executor.input_names, executor.output_names, name="simulated")  # doctest: +SKIP
+    >>> result = compare_runners(simulated, executor, {"images": x})                     # doctest: +SKIP
+    >>> print(result)                                                                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.validate.compare import ComparisonResult, Tolerance, compare_outputs
+from fx2trt_pipeline.validate.network_executor import NetworkExecutor
+
+Feeds = Mapping[str, torch.Tensor]
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """Anything with a ``name`` and ``run(feeds) -> dict[str, Tensor]``."""
+
+    name: str
+
+    def run(self, feeds: Feeds) -> dict[str, torch.Tensor]:
+        """Outputs by name for inputs by name."""
+        ...
+
+
+def flatten_outputs(result: Any) -> list[torch.Tensor]:
+    """Tensors of a module's return value in order (nested tuples/lists/dicts flattened)."""
+    if isinstance(result, torch.Tensor):
+        return [result]
+    if isinstance(result, Mapping):
+        return [t for v in result.values() for t in flatten_outputs(v)]
+    if isinstance(result, (tuple, list)):
+        return [t for v in result for t in flatten_outputs(v)]
+    return []
+
+
+class TorchRunner:
+    """Runs an ``nn.Module`` (float model or simulated INT8 GraphModule) under ``torch.no_grad``.
+
+    Args:
+        module: called as ``module(*[feeds[n] for n in input_names])``.
+        input_names: the feed names in the module's positional order.
+        output_names: names for the flattened outputs; defaults to the keys of a dict output,
+            else ``output_0, output_1, ...``.
+        name: label used in comparison tables.
+    """
+
+    def __init__(self, module: torch.nn.Module, input_names: Sequence[str],
+                 output_names: Sequence[str] | None = None, name: str = "torch") -> None:
+        self.module = module
+        self.input_names = list(input_names)
+        self.output_names = list(output_names) if output_names is not None else None
+        self.name = name
+
+    def run(self, feeds: Feeds) -> dict[str, torch.Tensor]:
+        """Outputs of the module by name."""
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise ConfigError(f"{self.name}: feeds lack inputs {missing} (expects {self.input_names})")
+        with torch.no_grad():
+            result = self.module(*[feeds[n] for n in self.input_names])
+        tensors = flatten_outputs(result)
+        names = self.output_names
+        if names is None:
+            names = list(result) if isinstance(result, Mapping) and len(result) == len(tensors) else [
+                f"output_{i}" for i in range(len(tensors))]
+        if len(names) != len(tensors):
+            raise ConfigError(f"{self.name}: the module returned {len(tensors)} tensors but {len(names)} output "
+                              f"names were given ({names})")
+        return dict(zip(names, tensors))
+
+
+class NetworkExecutorRunner:
+    """Runs a TensorRT network definition with :class:`NetworkExecutor` (CPU or CUDA feeds)."""
+
+    def __init__(self, network: Any, name: str = "network_executor") -> None:
+        self.executor = network if isinstance(network, NetworkExecutor) else NetworkExecutor(network)
+        self.name = name
+
+    @property
+    def input_names(self) -> list[str]:
+        """Network input names."""
+        return self.executor.input_names
+
+    @property
+    def output_names(self) -> list[str]:
+        """Network output names."""
+        return self.executor.output_names
+
+    def run(self, feeds: Feeds) -> dict[str, torch.Tensor]:
+        """Network outputs by tensor name."""
+        return self.executor.run(feeds)[0]
+
+
+class OnnxRuntimeRunner:
+    """Runs an ONNX model (path or serialized bytes) in ONNX Runtime; returns CPU tensors.
+
+    Args:
+        model: path of an ``.onnx`` file or its bytes.
+        providers: ONNX Runtime execution providers, CPU by default.
+    """
+
+    def __init__(self, model: str | Path | bytes, providers: Sequence[str] = ("CPUExecutionProvider",),
+                 name: str = "onnxruntime") -> None:
+        ort = importlib.import_module("onnxruntime")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # warnings about unused initializers are noise here
+        source = model if isinstance(model, bytes) else str(model)
+        self.session = ort.InferenceSession(source, sess_options=options, providers=list(providers))
+        self.name = name
+
+    @property
+    def input_names(self) -> list[str]:
+        """Graph input names."""
+        return [i.name for i in self.session.get_inputs()]
+
+    @property
+    def output_names(self) -> list[str]:
+        """Graph output names."""
+        return [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds: Feeds) -> dict[str, torch.Tensor]:
+        """Outputs by graph output name."""
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise ConfigError(f"{self.name}: feeds lack inputs {missing} (expects {self.input_names})")
+        arrays = {n: feeds[n].detach().cpu().numpy() for n in self.input_names}
+        values = self.session.run(None, arrays)
+        return {n: torch.from_numpy(v) for n, v in zip(self.output_names, values)}
+
+
+class TensorRTEngineRunner:
+    """Runs a serialized engine with :class:`fx2trt_pipeline.build.runtime.Engine` (imported lazily).
+
+    Feeds are moved to the engine's CUDA device; outputs stay there.
+
+    Args:
+        engine: an ``Engine``, or the path of an engine file (loaded with ``Engine.load``).
+        device: CUDA device for ``Engine.load`` and the feeds.
+    """
+
+    def __init__(self, engine: Any, device: str | torch.device | None = None, name: str = "tensorrt") -> None:
+        runtime = importlib.import_module("fx2trt_pipeline.build.runtime")
+        self.engine = runtime.Engine.load(engine, device=device) if isinstance(engine, (str, Path)) else engine
+        self.device = torch.device(device) if device is not None else torch.device("cuda")
+        self.name = name
+
+    @property
+    def input_names(self) -> list[str]:
+        """Engine input names."""
+        return list(self.engine.input_names)
+
+    @property
+    def output_names(self) -> list[str]:
+        """Engine output names."""
+        return list(self.engine.output_names)
+
+    def run(self, feeds: Feeds) -> dict[str, torch.Tensor]:
+        """Engine outputs by name (CUDA tensors)."""
+        return dict(self.engine(**{n: t.to(self.device).contiguous() for n, t in feeds.items()}))
+
+
+def compare_runners(ref: Runner, test: Runner, feeds: Feeds,
+                    tolerances: Tolerance | Mapping[str, Tolerance] | None = None) -> ComparisonResult:
+    """Run both runners on ``feeds`` and compare their outputs by name.
+
+    Example:
+        >>> result = compare_runners(TorchRunner(qgm, ["x"], ["y"]), NetworkExecutorRunner(net), {"x": x})  # doctest: +SKIP
+        >>> assert result, str(result)  # doctest: +SKIP
+    """
+    return compare_outputs(ref.run(feeds), test.run(feeds), tolerances, ref_name=ref.name, test_name=test.name)
