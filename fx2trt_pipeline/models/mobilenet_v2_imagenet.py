@@ -57,7 +57,8 @@ def _photos() -> list[torch.Tensor]:
 
     out = []
     for name in PHOTOS:
-        img = np.asarray(getattr(skimage.data, name)())
+        img = getattr(skimage.data, name)()
+        img = np.asarray(img[0] if isinstance(img, tuple) else img)  # stereo_motorcycle: (left, right, disp)
         if img.ndim == 2:
             img = np.stack([img] * 3, -1)
         out.append(torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1).float() / 255.0)
