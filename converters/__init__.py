@@ -15,12 +15,34 @@ Example:
 
 from __future__ import annotations
 
-from fx2trt_pipeline.converters import (activation, conv, elementwise, linear, misc, normalization,  # noqa: F401
-                                        pooling, qdq, reduce, resize, shape)
+from fx2trt_pipeline.converters import (  # noqa: F401
+    activation,
+    conv,
+    elementwise,
+    linear,
+    misc,
+    normalization,
+    pooling,
+    qdq,
+    reduce,
+    resize,
+    shape,
+)
 from fx2trt_pipeline.converters.registry import REGISTRY, Converter, describe_key, register
 
-FAMILIES = ("qdq", "conv", "linear", "activation", "pooling", "elementwise", "shape", "resize", "reduce",
-            "normalization", "misc")
+FAMILIES = (
+    "qdq",
+    "conv",
+    "linear",
+    "activation",
+    "pooling",
+    "elementwise",
+    "shape",
+    "resize",
+    "reduce",
+    "normalization",
+    "misc",
+)
 
 
 def supported_ops() -> list[tuple[str, str]]:

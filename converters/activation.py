@@ -7,13 +7,13 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
+from fx2trt_pipeline.converters.common import arg, module_of, node_arg
+from fx2trt_pipeline.converters.registry import method, register
 from torch import nn
 from torch.fx import Node
 
 from fx2trt_pipeline.convert.context import ConversionContext, ITensor
 from fx2trt_pipeline.convert.layer_builders import activation, gated, prelu, softmax
-from fx2trt_pipeline.converters.common import arg, module_of, node_arg
-from fx2trt_pipeline.converters.registry import method, register
 
 
 def _input(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> ITensor:
@@ -66,7 +66,9 @@ def check_prelu(node: Node) -> Optional[str]:
 @register(nn.PReLU, torch.prelu, can_convert=check_prelu)
 def convert_prelu(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> ITensor:
     """PReLU -> IParametricReLULayer with the slope broadcast on the channel dim."""
-    slope: Any = ctx.module(node).weight.detach() if node.op == "call_module" else arg(args, kwargs, 1, "weight")
+    slope: Any = (
+        ctx.module(node).weight.detach() if node.op == "call_module" else arg(args, kwargs, 1, "weight")
+    )
     return prelu(ctx, ctx.name(node), _input(ctx, node, args, kwargs), slope)
 
 
@@ -102,15 +104,20 @@ def convert_hardsigmoid(ctx: ConversionContext, node: Node, args: tuple, kwargs:
 
 def check_gelu(node: Node) -> Optional[str]:
     """Accept GELU with approximate 'none' or 'tanh'."""
-    approximate = module_of(node).approximate if node.op == "call_module" else node_arg(node, 1, "approximate", "none")
+    approximate = (
+        module_of(node).approximate if node.op == "call_module" else node_arg(node, 1, "approximate", "none")
+    )
     return None if approximate in ("none", "tanh") else f"approximate={approximate!r} is not supported"
 
 
 @register(nn.GELU, F.gelu, can_convert=check_gelu)
 def convert_gelu(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> ITensor:
     """GELU -> GELU_ERF (exact) or GELU_TANH (approximate='tanh') activation."""
-    approximate = ctx.module(node).approximate if node.op == "call_module" else arg(args, kwargs, 1, "approximate",
-                                                                                     "none")
+    approximate = (
+        ctx.module(node).approximate
+        if node.op == "call_module"
+        else arg(args, kwargs, 1, "approximate", "none")
+    )
     kind = "GELU_TANH" if approximate == "tanh" else "GELU_ERF"
     return activation(ctx, ctx.name(node), _input(ctx, node, args, kwargs), kind)
 

@@ -11,6 +11,8 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
+from fx2trt_pipeline.converters.common import arg, module_of, node_arg
+from fx2trt_pipeline.converters.registry import register
 from torch import nn
 from torch.ao.nn import intrinsic as nni
 from torch.ao.nn.quantized import reference as nnqr
@@ -19,8 +21,6 @@ from torch.fx import Node
 from fx2trt_pipeline.convert.context import ConversionContext, ITensor
 from fx2trt_pipeline.convert.layer_builders import activation, ints
 from fx2trt_pipeline.convert.weight_builders import conv_nd, dequantized_weight, quantize_weight
-from fx2trt_pipeline.converters.common import arg, module_of, node_arg
-from fx2trt_pipeline.converters.registry import register
 from fx2trt_pipeline.quantize.qdq_ops import DEQUANTIZE
 
 _FUNCTIONAL_CONV = {F.conv1d: 1, F.conv2d: 2}
@@ -74,9 +74,19 @@ def convert_functional_conv(ctx: ConversionContext, node: Node, args: tuple, kwa
     spatial = (_FUNCTIONAL_DECONV if transposed else _FUNCTIONAL_CONV)[node.target]
     a = _conv_args(args, kwargs, transposed)
     padding = a["padding"] if isinstance(a["padding"], str) else ints(a["padding"], spatial)
-    return conv_nd(ctx, ctx.name(node), ctx.as_tensor(a["input"], ctx.name(node, "input")), a["weight"],
-                   a["bias"], ints(a["stride"], spatial), padding, ints(a["dilation"], spatial), int(a["groups"]),
-                   transposed=transposed, output_padding=ints(a["output_padding"], spatial) if transposed else ())
+    return conv_nd(
+        ctx,
+        ctx.name(node),
+        ctx.as_tensor(a["input"], ctx.name(node, "input")),
+        a["weight"],
+        a["bias"],
+        ints(a["stride"], spatial),
+        padding,
+        ints(a["dilation"], spatial),
+        int(a["groups"]),
+        transposed=transposed,
+        output_padding=ints(a["output_padding"], spatial) if transposed else (),
+    )
 
 
 def _conv_module_reason(module: nn.Module) -> Optional[str]:
@@ -135,10 +145,19 @@ def conv_module(ctx: ConversionContext, name: str, x: Any, module: nn.Module) ->
     spatial = len(module.kernel_size)
     bias = module.bias.detach() if module.bias is not None else None
     padding = module.padding if isinstance(module.padding, str) else ints(module.padding, spatial)
-    return conv_nd(ctx, name, ctx.as_tensor(x, ctx.name(name, "input")), module_weight(ctx, name, module), bias,
-                   ints(module.stride, spatial), padding, ints(module.dilation, spatial), module.groups,
-                   transposed=transposed,
-                   output_padding=ints(module.output_padding, spatial) if transposed else ())
+    return conv_nd(
+        ctx,
+        name,
+        ctx.as_tensor(x, ctx.name(name, "input")),
+        module_weight(ctx, name, module),
+        bias,
+        ints(module.stride, spatial),
+        padding,
+        ints(module.dilation, spatial),
+        module.groups,
+        transposed=transposed,
+        output_padding=ints(module.output_padding, spatial) if transposed else (),
+    )
 
 
 @register(*_FLOAT_MODULES, *_REFERENCE_MODULES, can_convert=check_conv_module)
@@ -153,4 +172,3 @@ def convert_conv_relu(ctx: ConversionContext, node: Node, args: tuple, kwargs: d
     fused = ctx.module(node)
     y = conv_module(ctx, ctx.name(node, "conv"), arg(args, kwargs, 0, "input"), fused[0])
     return activation(ctx, ctx.name(node), y, "RELU")
-

@@ -11,16 +11,20 @@ import operator
 from typing import Any, Callable, Optional
 
 import torch
+from fx2trt_pipeline.converters.common import arg, node_arg
+from fx2trt_pipeline.converters.registry import method, register
 from torch.fx import Node
 
 from fx2trt_pipeline.convert.context import ConversionContext
 from fx2trt_pipeline.convert.layer_builders import elementwise
-from fx2trt_pipeline.converters.common import arg, node_arg
-from fx2trt_pipeline.converters.registry import method, register
 
 _PYTHON_OPS: dict[str, Callable[[Any, Any], Any]] = {
-    "add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.truediv,
-    "floordiv": operator.floordiv}
+    "add": operator.add,
+    "sub": operator.sub,
+    "mul": operator.mul,
+    "div": operator.truediv,
+    "floordiv": operator.floordiv,
+}
 
 
 def _binary(ctx: ConversionContext, node: Node, a: Any, b: Any, op: str) -> Any:
@@ -71,7 +75,9 @@ def check_div(node: Node) -> Optional[str]:
     return None if mode in (None, "floor") else f"rounding_mode={mode!r} is not supported"
 
 
-@register(operator.truediv, operator.itruediv, torch.div, method("div"), method("div_"), can_convert=check_div)
+@register(
+    operator.truediv, operator.itruediv, torch.div, method("div"), method("div_"), can_convert=check_div
+)
 def convert_div(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> Any:
     """``a / b`` -> DIV (``rounding_mode='floor'`` -> FLOOR_DIV)."""
     floor = arg(args, kwargs, 2, "rounding_mode", None) == "floor"

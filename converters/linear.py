@@ -8,6 +8,9 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from fx2trt_pipeline.converters.common import arg, module_of, node_arg
+from fx2trt_pipeline.converters.conv import constant_weight_reason, module_weight, reference_weight_reason
+from fx2trt_pipeline.converters.registry import method, register
 from torch import nn
 from torch.ao.nn import intrinsic as nni
 from torch.ao.nn.quantized import reference as nnqr
@@ -17,9 +20,6 @@ from fx2trt_pipeline.convert.context import ConversionContext, ITensor
 from fx2trt_pipeline.convert.layer_builders import activation, elementwise
 from fx2trt_pipeline.convert.shape_builders import rank
 from fx2trt_pipeline.convert.weight_builders import linear, matmul
-from fx2trt_pipeline.converters.common import arg, module_of, node_arg
-from fx2trt_pipeline.converters.conv import reference_weight_reason, constant_weight_reason, module_weight
-from fx2trt_pipeline.converters.registry import method, register
 from fx2trt_pipeline.errors import ConversionError
 
 
@@ -46,7 +46,9 @@ def check_linear_module(node: Node) -> Optional[str]:
 def linear_module(ctx: ConversionContext, name: str, x: ITensor, module: nn.Module) -> ITensor:
     """An nn.Linear / reference Linear through :func:`linear`."""
     bias = module.bias.detach() if module.bias is not None else None
-    return linear(ctx, name, ctx.as_tensor(x, ctx.name(name, "input")), module_weight(ctx, name, module), bias)
+    return linear(
+        ctx, name, ctx.as_tensor(x, ctx.name(name, "input")), module_weight(ctx, name, module), bias
+    )
 
 
 @register(nn.Linear, nnqr.Linear, can_convert=check_linear_module)
@@ -86,12 +88,18 @@ def convert_addmm(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict)
     bias, a, b = (arg(args, kwargs, i, n) for i, n in enumerate(("input", "mat1", "mat2")))
     beta, alpha = float(kwargs.get("beta", 1)), float(kwargs.get("alpha", 1))
     name = ctx.name(node)
-    product = matmul(ctx, ctx.name(name, "matmul"), ctx.as_tensor(a, ctx.name(name, "mat1")),
-                     ctx.as_tensor(b, ctx.name(name, "mat2")))
+    product = matmul(
+        ctx,
+        ctx.name(name, "matmul"),
+        ctx.as_tensor(a, ctx.name(name, "mat1")),
+        ctx.as_tensor(b, ctx.name(name, "mat2")),
+    )
     if alpha != 1:
         product = elementwise(ctx, ctx.name(name, "alpha"), product, alpha, "mul")
     if beta == 0:
         return product
     if beta != 1:
-        bias = elementwise(ctx, ctx.name(name, "beta"), ctx.as_tensor(bias, ctx.name(name, "bias")), beta, "mul")
+        bias = elementwise(
+            ctx, ctx.name(name, "beta"), ctx.as_tensor(bias, ctx.name(name, "bias")), beta, "mul"
+        )
     return elementwise(ctx, name, product, bias, "add")

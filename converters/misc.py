@@ -6,13 +6,13 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
+from fx2trt_pipeline.converters.common import arg, module_of, node_arg
+from fx2trt_pipeline.converters.registry import register
 from torch import nn
 from torch.fx import Node
 
 from fx2trt_pipeline.convert.context import ConversionContext, ITensor
 from fx2trt_pipeline.convert.layer_builders import concat
-from fx2trt_pipeline.converters.common import arg, module_of, node_arg
-from fx2trt_pipeline.converters.registry import register
 
 
 @register(nn.Identity)
@@ -24,8 +24,9 @@ def convert_identity(ctx: ConversionContext, node: Node, args: tuple, kwargs: di
 def check_dropout(node: Node) -> Optional[str]:
     """Accept dropout only in eval mode (it is then the identity)."""
     training = module_of(node).training if node.op == "call_module" else node_arg(node, 2, "training", True)
-    return ("dropout in training mode is random; convert an eval-mode graph (model.eval())" if training
-            else None)
+    return (
+        "dropout in training mode is random; convert an eval-mode graph (model.eval())" if training else None
+    )
 
 
 @register(nn.Dropout, nn.Dropout1d, nn.Dropout2d, F.dropout, can_convert=check_dropout)

@@ -6,13 +6,13 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
+from fx2trt_pipeline.converters.common import arg, attr_value, is_constant, module_of, node_arg
+from fx2trt_pipeline.converters.registry import register
 from torch import nn
 from torch.fx import Node
 
 from fx2trt_pipeline.convert.context import ConversionContext, ITensor
 from fx2trt_pipeline.convert.layer_builders import channel_affine
-from fx2trt_pipeline.converters.common import arg, attr_value, is_constant, module_of, node_arg
-from fx2trt_pipeline.converters.registry import register
 
 
 def check_batch_norm(node: Node) -> Optional[str]:
@@ -35,8 +35,13 @@ def check_batch_norm(node: Node) -> Optional[str]:
     return None
 
 
-def batch_norm_affine(mean: torch.Tensor, var: torch.Tensor, weight: Optional[torch.Tensor],
-                      bias: Optional[torch.Tensor], eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_norm_affine(
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    weight: Optional[torch.Tensor],
+    bias: Optional[torch.Tensor],
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(scale, shift) with ``bn(x) == x * scale + shift`` per channel."""
     scale = torch.rsqrt(var.double() + eps)
     if weight is not None:
@@ -54,7 +59,7 @@ def _tensor(value: Any) -> Optional[torch.Tensor]:
 
 @register(nn.BatchNorm1d, nn.BatchNorm2d, F.batch_norm, can_convert=check_batch_norm)
 def convert_batch_norm(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> ITensor:
-    """Eval BatchNorm -> IScaleLayer (CHANNEL) with scale = gamma / sqrt(var + eps), shift = beta - mean * scale."""
+    """Eval BatchNorm -> IScaleLayer: scale = gamma / sqrt(var + eps), shift = beta - mean * scale."""
     x = ctx.as_tensor(arg(args, kwargs, 0, "input"), ctx.name(node, "input"))
     if node.op == "call_module":
         m = ctx.module(node)
@@ -62,7 +67,13 @@ def convert_batch_norm(ctx: ConversionContext, node: Node, args: tuple, kwargs: 
         bias = m.bias.detach() if m.bias is not None else None
         scale, shift = batch_norm_affine(m.running_mean, m.running_var, weight, bias, m.eps)
     else:
-        mean, var = _tensor(arg(args, kwargs, 1, "running_mean")), _tensor(arg(args, kwargs, 2, "running_var"))
-        weight, bias = _tensor(arg(args, kwargs, 3, "weight", None)), _tensor(arg(args, kwargs, 4, "bias", None))
+        mean, var = (
+            _tensor(arg(args, kwargs, 1, "running_mean")),
+            _tensor(arg(args, kwargs, 2, "running_var")),
+        )
+        weight, bias = (
+            _tensor(arg(args, kwargs, 3, "weight", None)),
+            _tensor(arg(args, kwargs, 4, "bias", None)),
+        )
         scale, shift = batch_norm_affine(mean, var, weight, bias, float(arg(args, kwargs, 7, "eps", 1e-5)))
     return channel_affine(ctx, ctx.name(node), x, scale, shift)

@@ -12,26 +12,44 @@ from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from fx2trt_pipeline.converters.common import arg, module_of
+from fx2trt_pipeline.converters.registry import register
 from torch import nn
 from torch.fx import Node
 
 from fx2trt_pipeline.convert.context import ConversionContext, ITensor
 from fx2trt_pipeline.convert.layer_builders import ints, pooling, reduce, static_spatial
-from fx2trt_pipeline.converters.common import arg, module_of
-from fx2trt_pipeline.converters.registry import register
 from fx2trt_pipeline.errors import ConversionError
 
 
 def _pool_params(node: Node, args: tuple, kwargs: dict, module: Optional[nn.Module]) -> dict[str, Any]:
     if module is not None:
-        keys = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override",
-                "dilation", "return_indices")
+        keys = (
+            "kernel_size",
+            "stride",
+            "padding",
+            "ceil_mode",
+            "count_include_pad",
+            "divisor_override",
+            "dilation",
+            "return_indices",
+        )
         return {k: getattr(module, k, None) for k in keys}
     is_max = node.target in (F.max_pool2d, torch.max_pool2d)
-    names = (("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices") if is_max else
-             ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"))
-    defaults = {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False, "return_indices": False,
-                "count_include_pad": True, "divisor_override": None}
+    names = (
+        ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+        if is_max
+        else ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
+    )
+    defaults = {
+        "stride": None,
+        "padding": 0,
+        "dilation": 1,
+        "ceil_mode": False,
+        "return_indices": False,
+        "count_include_pad": True,
+        "divisor_override": None,
+    }
     return {n: arg(args, kwargs, i + 1, n, defaults.get(n)) for i, n in enumerate(names)}
 
 
@@ -56,8 +74,9 @@ def torch_pool_size(size: int, kernel: int, stride: int, pad: int, ceil_mode: bo
     return out
 
 
-def _rounding(name: str, spatial: Sequence[int], k: Sequence[int], s: Sequence[int], p: Sequence[int],
-              ceil_mode: bool) -> bool:
+def _rounding(
+    name: str, spatial: Sequence[int], k: Sequence[int], s: Sequence[int], p: Sequence[int], ceil_mode: bool
+) -> bool:
     """True when TensorRT must round up to reproduce torch's output size on every spatial dim."""
     if not ceil_mode:
         return False
@@ -68,8 +87,10 @@ def _rounding(name: str, spatial: Sequence[int], k: Sequence[int], s: Sequence[i
         return False
     if wanted == up:
         return True
-    raise ConversionError(f"{name}: ceil_mode output size {wanted} matches neither TensorRT rounding "
-                          f"({down} / {up}); pad the input explicitly")
+    raise ConversionError(
+        f"{name}: ceil_mode output size {wanted} matches neither TensorRT rounding "
+        f"({down} / {up}); pad the input explicitly"
+    )
 
 
 @register(nn.MaxPool2d, F.max_pool2d, torch.max_pool2d, nn.AvgPool2d, F.avg_pool2d, can_convert=check_pool)
@@ -87,10 +108,21 @@ def convert_pool(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) 
     round_up = _rounding(name, static_spatial(x, 2, name), k, s, pad, ceil_mode) if ceil_mode else False
     count_include_pad = bool(p.get("count_include_pad", True))
     if round_up and not is_max and count_include_pad and any(pad):
-        raise ConversionError(f"{name}: avg pooling with ceil_mode, padding and count_include_pad=True "
-                              "divides edge windows differently in TensorRT; use count_include_pad=False")
-    return pooling(ctx, name, x, "MAX" if is_max else "AVERAGE", k, s, pad, ceil_mode=round_up,
-                   exclude_padding=not count_include_pad)
+        raise ConversionError(
+            f"{name}: avg pooling with ceil_mode, padding and count_include_pad=True "
+            "divides edge windows differently in TensorRT; use count_include_pad=False"
+        )
+    return pooling(
+        ctx,
+        name,
+        x,
+        "MAX" if is_max else "AVERAGE",
+        k,
+        s,
+        pad,
+        ceil_mode=round_up,
+        exclude_padding=not count_include_pad,
+    )
 
 
 def _adaptive_output(node: Node, args: Any, kwargs: Any) -> Any:
@@ -111,8 +143,9 @@ def convert_adaptive_avg_pool(ctx: ConversionContext, node: Node, args: tuple, k
     spatial = static_spatial(x, 2, name)
     out = [n if o is None else int(o) for o, n in zip(out, spatial)]
     if any(n % o for n, o in zip(spatial, out)):
-        raise ConversionError(f"{name}: adaptive pooling from {list(spatial)} to {out} needs the output size "
-                              "to divide the input size (or be 1)")
+        raise ConversionError(
+            f"{name}: adaptive pooling from {list(spatial)} to {out} needs the output size "
+            "to divide the input size (or be 1)"
+        )
     k = [n // o for n, o in zip(spatial, out)]
     return pooling(ctx, name, x, "AVERAGE", k, k, [0, 0])
-

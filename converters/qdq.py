@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
+from fx2trt_pipeline.converters.common import arg, attr_value, is_constant, node_arg
+from fx2trt_pipeline.converters.registry import method, register
 from torch.fx import Node
 
 from fx2trt_pipeline.convert.context import ConversionContext, QuantizedTensor
 from fx2trt_pipeline.convert.layer_builders import dequantize, quantize, scale_constant
-from fx2trt_pipeline.converters.common import arg, attr_value, is_constant, node_arg
-from fx2trt_pipeline.converters.registry import method, register
 from fx2trt_pipeline.errors import ConversionError
 from fx2trt_pipeline.quantize.qdq_ops import DEQUANTIZE, QUANTIZE
 
@@ -23,8 +23,10 @@ _AO_QUANTIZE = (torch.quantize_per_tensor, torch.quantize_per_channel)
 
 def _scale_reason(scale: Any, axis: Any) -> Optional[str]:
     if not is_constant(scale):
-        return (f"the scale must be a build-time constant (a get_attr buffer), got node {scale} "
-                f"({getattr(scale, 'op', type(scale).__name__)})")
+        return (
+            f"the scale must be a build-time constant (a get_attr buffer), got node {scale} "
+            f"({getattr(scale, 'op', type(scale).__name__)})"
+        )
     if axis is not None and not isinstance(axis, int):
         return f"axis must be an int or None, got {axis!r}"
     value = attr_value(scale)
@@ -48,15 +50,23 @@ def check_fx2trt_qdq(node: Node) -> Optional[str]:
 @register(QUANTIZE, torch.ops.fx2trt.quantize, can_convert=check_fx2trt_qdq)
 def convert_quantize(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> Any:
     """``fx2trt.quantize(x, scale, axis)`` -> IQuantizeLayer to int8."""
-    x, scale, axis = arg(args, kwargs, 0, "x"), arg(args, kwargs, 1, "scale"), arg(args, kwargs, 2, "axis", None)
+    x, scale, axis = (
+        arg(args, kwargs, 0, "x"),
+        arg(args, kwargs, 1, "scale"),
+        arg(args, kwargs, 2, "axis", None),
+    )
     s = scale_constant(ctx, ctx.name(node, "scale"), scale, axis)
     return quantize(ctx, ctx.name(node), ctx.as_tensor(x, ctx.name(node, "input")), s, axis)
 
 
 @register(DEQUANTIZE, torch.ops.fx2trt.dequantize, can_convert=check_fx2trt_qdq)
 def convert_dequantize(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> Any:
-    """``fx2trt.dequantize(q, scale, axis)`` -> IDequantizeLayer to float32 (int8 weights become constants)."""
-    q, scale, axis = arg(args, kwargs, 0, "q"), arg(args, kwargs, 1, "scale"), arg(args, kwargs, 2, "axis", None)
+    """``fx2trt.dequantize(q, scale, axis)`` -> IDequantizeLayer to float32 (int8 get_attr -> constant)."""
+    q, scale, axis = (
+        arg(args, kwargs, 0, "q"),
+        arg(args, kwargs, 1, "scale"),
+        arg(args, kwargs, 2, "axis", None),
+    )
     s = scale_constant(ctx, ctx.name(node, "scale"), scale, axis)
     q_t = ctx.as_tensor(q, ctx.name(node, "int8"))
     if q_t.dtype != ctx.trt.int8:
@@ -69,8 +79,10 @@ def _zero_point_reason(zero_point: Any) -> Optional[str]:
         return f"the zero point must be a build-time constant, got node {zero_point}"
     value = attr_value(zero_point)
     if bool(torch.as_tensor(value).ne(0).any()):
-        return ("TensorRT quantization is symmetric: zero points must be 0 (use a symmetric qconfig, e.g. "
-                "torch.ao's get_tensorrt_backend_config with qint8 per_tensor_symmetric activations)")
+        return (
+            "TensorRT quantization is symmetric: zero points must be 0 (use a symmetric qconfig, e.g. "
+            "torch.ao's get_tensorrt_backend_config with qint8 per_tensor_symmetric activations)"
+        )
     return None
 
 
@@ -88,7 +100,7 @@ def check_ao_quantize(node: Node) -> Optional[str]:
 
 @register(*_AO_QUANTIZE, can_convert=check_ao_quantize)
 def convert_ao_quantize(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> QuantizedTensor:
-    """``torch.quantize_per_tensor / per_channel`` -> IQuantizeLayer; the scale travels to ``dequantize()``."""
+    """``torch.quantize_per_tensor / per_channel`` -> IQuantizeLayer (its scale goes to ``dequantize()``)."""
     per_channel = node.target is torch.quantize_per_channel
     x = arg(args, kwargs, 0, "input")
     scale = arg(args, kwargs, 1, "scales" if per_channel else "scale")
@@ -103,8 +115,10 @@ def check_ao_dequantize(node: Node) -> Optional[str]:
     source = node_arg(node, 0, "input")
     if isinstance(source, Node) and source.op == "call_function" and source.target in _AO_QUANTIZE:
         return None
-    return ("dequantize() needs the output of torch.quantize_per_tensor / quantize_per_channel in the same "
-            f"graph (its scale), got {source}")
+    return (
+        "dequantize() needs the output of torch.quantize_per_tensor / quantize_per_channel in the same "
+        f"graph (its scale), got {source}"
+    )
 
 
 @register(method("dequantize"), torch.dequantize, can_convert=check_ao_dequantize)

@@ -65,12 +65,19 @@ def key_of(node: Node) -> Optional[Hashable]:
     return None
 
 
-_NAMESPACES = (("torch.nn.functional", "torch.nn.functional"), ("torch", "torch"), ("operator", "operator"),
-               ("builtins", "builtins"))
+_NAMESPACES = (
+    ("torch.nn.functional", "torch.nn.functional"),
+    ("torch", "torch"),
+    ("operator", "operator"),
+    ("builtins", "builtins"),
+)
 
 
-_CLASS_NAMESPACES = (("torch.nn", "torch.nn"), ("torch.ao.nn.quantized.reference", "torch.ao.nn.quantized.reference"),
-                     ("torch.ao.nn.intrinsic", "torch.ao.nn.intrinsic"))
+_CLASS_NAMESPACES = (
+    ("torch.nn", "torch.nn"),
+    ("torch.ao.nn.quantized.reference", "torch.ao.nn.quantized.reference"),
+    ("torch.ao.nn.intrinsic", "torch.ao.nn.intrinsic"),
+)
 
 
 def _public_name(obj: Any, namespaces: tuple[tuple[str, str], ...] = _NAMESPACES) -> Optional[str]:
@@ -96,14 +103,22 @@ def describe_key(key: Hashable) -> str:
     return _public_name(key) or getattr(key, "__qualname__", None) or str(key)
 
 
+def _same_source(a: ConverterFn, b: ConverterFn) -> bool:
+    """True when ``b`` is ``a`` defined again by re-executing the same module (reload, doctest import)."""
+    code_a, code_b = getattr(a, "__code__", None), getattr(b, "__code__", None)
+    return (code_a is not None and code_b is not None and code_a.co_filename == code_b.co_filename
+            and code_a.co_firstlineno == code_b.co_firstlineno)
+
+
 class Registry:
     """Exact-target converter registry; registering a key twice is an error."""
 
     def __init__(self) -> None:
         self._table: dict[Hashable, Converter] = {}
 
-    def register(self, target: Hashable, *more_targets: Hashable,
-                 can_convert: Optional[CanConvert] = None) -> Callable[[ConverterFn], ConverterFn]:
+    def register(
+        self, target: Hashable, *more_targets: Hashable, can_convert: Optional[CanConvert] = None
+    ) -> Callable[[ConverterFn], ConverterFn]:
         """Decorator registering a converter for one or more exact targets.
 
         The family is the converter's module name (``conv`` for ``converters/conv.py``).
@@ -115,9 +130,11 @@ class Registry:
         def decorate(fn: ConverterFn) -> ConverterFn:
             family = fn.__module__.rsplit(".", 1)[-1]
             for key in (target, *more_targets):
-                if key in self._table:
-                    raise InternalError(f"Converter for {describe_key(key)} registered twice: "
-                                        f"{self._table[key].fn.__qualname__} and {fn.__qualname__}")
+                if key in self._table and not _same_source(self._table[key].fn, fn):
+                    raise InternalError(
+                        f"Converter for {describe_key(key)} registered twice: "
+                        f"{self._table[key].fn.__qualname__} and {fn.__qualname__}"
+                    )
                 self._table[key] = Converter(key, fn, family, can_convert)
             return fn
 

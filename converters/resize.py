@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch.nn.functional as F
+from fx2trt_pipeline.converters.common import arg, module_of
+from fx2trt_pipeline.converters.registry import register
 from torch import nn
 from torch.fx import Node
 
 from fx2trt_pipeline.convert.context import ConversionContext, ITensor
 from fx2trt_pipeline.convert.layer_builders import resize
 from fx2trt_pipeline.convert.shape_builders import dim_size, dims_of, rank, shape_vector
-from fx2trt_pipeline.converters.common import arg, module_of
-from fx2trt_pipeline.converters.registry import register
 from fx2trt_pipeline.errors import ConversionError
 
 _MODES = ("nearest", "bilinear")
@@ -22,9 +22,14 @@ def _params(node: Node, args: Any, kwargs: Any) -> dict[str, Any]:
     if node.op == "call_module":
         module = module_of(node)
         align = True if isinstance(module, nn.UpsamplingBilinear2d) else module.align_corners
-        return {"size": module.size, "scale_factor": module.scale_factor, "mode": module.mode,
-                "align_corners": align, "recompute_scale_factor": getattr(module, "recompute_scale_factor", None),
-                "antialias": False}
+        return {
+            "size": module.size,
+            "scale_factor": module.scale_factor,
+            "mode": module.mode,
+            "align_corners": align,
+            "recompute_scale_factor": getattr(module, "recompute_scale_factor", None),
+            "antialias": False,
+        }
     names = ("size", "scale_factor", "mode", "align_corners", "recompute_scale_factor", "antialias")
     defaults = (None, None, "nearest", None, None, False)
     return {n: arg(args, kwargs, i + 1, n, d) for i, (n, d) in enumerate(zip(names, defaults))}
@@ -48,7 +53,9 @@ def _pair(value: Any, count: int) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value] * count
 
 
-@register(F.interpolate, nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d, can_convert=check_resize)
+@register(
+    F.interpolate, nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d, can_convert=check_resize
+)
 def convert_interpolate(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> ITensor:
     """interpolate / Upsample -> IResizeLayer with torch's coordinate transformation and rounding."""
     p = _params(node, args, kwargs)

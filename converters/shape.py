@@ -13,15 +13,26 @@ import operator
 from typing import Any, Optional
 
 import torch
+from fx2trt_pipeline.converters.common import arg, is_trt_tensor, node_arg
+from fx2trt_pipeline.converters.registry import method, register
 from torch import nn
 from torch.fx import Node
 
 from fx2trt_pipeline.convert.context import ConversionContext, ITensor
-from fx2trt_pipeline.convert.shape_builders import (dim_size, dims_of, flatten, index_tensor, normalize_dim,
-                                                    permute, rank, reshape, sizes, slice_tensor, squeeze,
-                                                    unsqueeze)
-from fx2trt_pipeline.converters.common import arg, is_trt_tensor, node_arg
-from fx2trt_pipeline.converters.registry import method, register
+from fx2trt_pipeline.convert.shape_builders import (
+    dim_size,
+    dims_of,
+    flatten,
+    index_tensor,
+    normalize_dim,
+    permute,
+    rank,
+    reshape,
+    sizes,
+    slice_tensor,
+    squeeze,
+    unsqueeze,
+)
 from fx2trt_pipeline.errors import ConversionError
 
 
@@ -60,7 +71,9 @@ def convert_reshape(ctx: ConversionContext, node: Node, args: tuple, kwargs: dic
 @register(torch.permute, method("permute"))
 def convert_permute(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> ITensor:
     """``permute(dims)`` -> IShuffleLayer transpose."""
-    return permute(ctx, ctx.name(node), _input(ctx, node, args, kwargs), [int(d) for d in _varargs(args, kwargs, "dims")])
+    return permute(
+        ctx, ctx.name(node), _input(ctx, node, args, kwargs), [int(d) for d in _varargs(args, kwargs, "dims")]
+    )
 
 
 @register(torch.transpose, method("transpose"))
@@ -80,8 +93,14 @@ def convert_squeeze(ctx: ConversionContext, node: Node, args: tuple, kwargs: dic
     x = _input(ctx, node, args, kwargs)
     dim = arg(args, kwargs, 1, "dim", None)
     shape = dims_of(x)
-    wanted = range(rank(x)) if dim is None else [normalize_dim(int(d), rank(x), node.name)
-                                                  for d in (dim if isinstance(dim, (list, tuple)) else [dim])]
+    wanted = (
+        range(rank(x))
+        if dim is None
+        else [
+            normalize_dim(int(d), rank(x), node.name)
+            for d in (dim if isinstance(dim, (list, tuple)) else [dim])
+        ]
+    )
     if dim is None and any(d < 0 for d in shape):
         raise ConversionError("squeeze() without dim on a tensor with dynamic dims is ambiguous; pass dim")
     axes = [d for d in wanted if shape[d] == 1]
@@ -109,7 +128,9 @@ def _split_lengths(node: Node, size: int, sections: Any, chunks: Optional[int]) 
     return [int(s) for s in sections]
 
 
-def _split(ctx: ConversionContext, node: Node, x: ITensor, lengths: list[int], dim: int) -> tuple[ITensor, ...]:
+def _split(
+    ctx: ConversionContext, node: Node, x: ITensor, lengths: list[int], dim: int
+) -> tuple[ITensor, ...]:
     dim = normalize_dim(dim, rank(x), node.name)
     full = sizes(ctx, ctx.name(node, "sizes"), x) if any(d < 0 for d in dims_of(x)) else list(dims_of(x))
     outputs, start = [], 0

@@ -28,9 +28,16 @@ from fx2trt_pipeline.errors import ConversionError, InternalError
 
 ITensor = Any  # trt.ITensor; typed loosely because the TensorRT module is resolved at run time
 
-_TORCH_TO_TRT = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16",
-                 torch.int8: "int8", torch.int32: "int32", torch.int64: "int64", torch.bool: "bool",
-                 torch.uint8: "uint8"}
+_TORCH_TO_TRT = {
+    torch.float32: "float32",
+    torch.float16: "float16",
+    torch.bfloat16: "bfloat16",
+    torch.int8: "int8",
+    torch.int32: "int32",
+    torch.int64: "int64",
+    torch.bool: "bool",
+    torch.uint8: "uint8",
+}
 
 
 @dataclass(frozen=True)
@@ -162,8 +169,13 @@ class ConversionContext:
             return self.trt.Weights(self.trt_dtype(dtype))
         return self.trt.Weights(self.keep(_to_numpy(tensor, dtype)))
 
-    def constant(self, value: Union[torch.Tensor, np.ndarray, float, int], name: str,
-                 dtype: Optional[torch.dtype] = None, shape: Optional[Sequence[int]] = None) -> ITensor:
+    def constant(
+        self,
+        value: Union[torch.Tensor, np.ndarray, float, int],
+        name: str,
+        dtype: Optional[torch.dtype] = None,
+        shape: Optional[Sequence[int]] = None,
+    ) -> ITensor:
         """An IConstantLayer output holding ``value`` (optionally cast to ``dtype`` / reshaped)."""
         tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
         if dtype is None:

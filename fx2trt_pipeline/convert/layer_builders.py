@@ -25,13 +25,22 @@ from fx2trt_pipeline.errors import ConversionError
 Operand = Union[ITensor, torch.Tensor, float, int, bool]
 
 #: Our op names -> TensorRT ElementWiseOperation names.
-ELEMENTWISE_OPS = {"add": "SUM", "sub": "SUB", "mul": "PROD", "div": "DIV", "floordiv": "FLOOR_DIV",
-                   "max": "MAX", "min": "MIN", "pow": "POW"}
+ELEMENTWISE_OPS = {
+    "add": "SUM",
+    "sub": "SUB",
+    "mul": "PROD",
+    "div": "DIV",
+    "floordiv": "FLOOR_DIV",
+    "max": "MAX",
+    "min": "MIN",
+    "pow": "POW",
+}
 #: Promotion order for mixed-dtype operands (torch's type promotion for the cases we meet).
 _PROMOTION = ["bool", "int8", "int32", "int64", "float16", "float32"]
 
 
 # ---- quantize / dequantize ------------------------------------------------------------------------
+
 
 def quantize(ctx: ConversionContext, name: str, x: ITensor, scale: ITensor, axis: Optional[int]) -> ITensor:
     """IQuantizeLayer to int8 (round half to even, saturate); per channel on ``axis`` when given."""
@@ -49,13 +58,16 @@ def dequantize(ctx: ConversionContext, name: str, q: ITensor, scale: ITensor, ax
     return ctx.add(layer, name, "dequantize").get_output(0)
 
 
-def scale_constant(ctx: ConversionContext, name: str, scale: Union[torch.Tensor, float],
-                   axis: Optional[int]) -> ITensor:
+def scale_constant(
+    ctx: ConversionContext, name: str, scale: Union[torch.Tensor, float], axis: Optional[int]
+) -> ITensor:
     """A Q/DQ scale as a build-time constant: 0-d for per-tensor, 1-d for per-channel."""
     tensor = torch.as_tensor(scale, dtype=torch.float32)
     if axis is None:
         if tensor.numel() != 1:
-            raise ConversionError(f"{name}: per-tensor scale must hold one value, got shape {tuple(tensor.shape)}")
+            raise ConversionError(
+                f"{name}: per-tensor scale must hold one value, got shape {tuple(tensor.shape)}"
+            )
         if tensor.dim() == 0 and isinstance(scale, torch.Tensor):
             return ctx.as_tensor(scale, name, torch.float32)
         return ctx.constant(tensor.reshape(()), name)
@@ -66,6 +78,7 @@ def scale_constant(ctx: ConversionContext, name: str, scale: Union[torch.Tensor,
 
 # ---- elementwise ----------------------------------------------------------------------------------
 
+
 def cast(ctx: ConversionContext, name: str, x: ITensor, dtype: torch.dtype) -> ITensor:
     """ICastLayer to ``dtype`` (no layer when ``x`` already has it)."""
     trt_dtype = ctx.trt_dtype(dtype)
@@ -75,8 +88,16 @@ def cast(ctx: ConversionContext, name: str, x: ITensor, dtype: torch.dtype) -> I
 
 
 def _torch_dtype_of(x: ITensor) -> torch.dtype:
-    table = {"FLOAT": torch.float32, "HALF": torch.float16, "INT8": torch.int8, "INT32": torch.int32,
-             "INT64": torch.int64, "BOOL": torch.bool, "BF16": torch.bfloat16, "UINT8": torch.uint8}
+    table = {
+        "FLOAT": torch.float32,
+        "HALF": torch.float16,
+        "INT8": torch.int8,
+        "INT32": torch.int32,
+        "INT64": torch.int64,
+        "BOOL": torch.bool,
+        "BF16": torch.bfloat16,
+        "UINT8": torch.uint8,
+    }
     return table[x.dtype.name]
 
 
@@ -99,8 +120,12 @@ def elementwise(ctx: ConversionContext, name: str, a: Operand, b: Operand, op: s
     tensors = [v for v in (a, b) if not isinstance(v, (int, float, bool))]
     if not tensors:
         raise ConversionError(f"{name}: elementwise {op} needs at least one tensor operand")
-    dtypes = [_torch_dtype_of(t) if not isinstance(t, torch.Tensor) else
-              (torch.float32 if t.dtype == torch.float64 else t.dtype) for t in tensors]
+    dtypes = [
+        _torch_dtype_of(t)
+        if not isinstance(t, torch.Tensor)
+        else (torch.float32 if t.dtype == torch.float64 else t.dtype)
+        for t in tensors
+    ]
     if any(isinstance(v, float) for v in (a, b)) and not any(d.is_floating_point for d in dtypes):
         dtypes.append(torch.float32)  # int tensor * 0.5 is a float tensor in torch
     if op == "div" and not any(d.is_floating_point for d in dtypes):
@@ -117,15 +142,23 @@ def elementwise(ctx: ConversionContext, name: str, a: Operand, b: Operand, op: s
         tensor = ctx.as_tensor(value, part)
         tensor = cast(ctx, part, tensor, dtype)
         operands.append(expand_rank(ctx, ctx.name(part, "rank"), tensor, out_rank))
-    layer = ctx.network.add_elementwise(operands[0], operands[1],
-                                        getattr(ctx.trt.ElementWiseOperation, ELEMENTWISE_OPS[op]))
+    layer = ctx.network.add_elementwise(
+        operands[0], operands[1], getattr(ctx.trt.ElementWiseOperation, ELEMENTWISE_OPS[op])
+    )
     return ctx.add(layer, name, f"elementwise {op}").get_output(0)
 
 
 # ---- activations ----------------------------------------------------------------------------------
 
-def activation(ctx: ConversionContext, name: str, x: ITensor, kind: str,
-               alpha: Optional[float] = None, beta: Optional[float] = None) -> ITensor:
+
+def activation(
+    ctx: ConversionContext,
+    name: str,
+    x: ITensor,
+    kind: str,
+    alpha: Optional[float] = None,
+    beta: Optional[float] = None,
+) -> ITensor:
     """IActivationLayer of ``ActivationType.<kind>`` with optional alpha / beta."""
     layer = ctx.network.add_activation(x, getattr(ctx.trt.ActivationType, kind))
     if layer is not None:
@@ -136,8 +169,14 @@ def activation(ctx: ConversionContext, name: str, x: ITensor, kind: str,
     return ctx.add(layer, name, f"{kind.lower()} activation").get_output(0)
 
 
-def gated(ctx: ConversionContext, name: str, x: ITensor, kind: str, alpha: Optional[float] = None,
-          beta: Optional[float] = None) -> ITensor:
+def gated(
+    ctx: ConversionContext,
+    name: str,
+    x: ITensor,
+    kind: str,
+    alpha: Optional[float] = None,
+    beta: Optional[float] = None,
+) -> ITensor:
     """``x * act(x)`` (SiLU with SIGMOID, hardswish with HARD_SIGMOID): activation then product."""
     gate = activation(ctx, ctx.name(name, "gate"), x, kind, alpha, beta)
     return elementwise(ctx, name, x, gate, "mul")
@@ -154,7 +193,9 @@ def prelu(ctx: ConversionContext, name: str, x: ITensor, slope: Operand) -> ITen
             shape[1] = count
         slope_t = ctx.constant(slope.reshape(shape), ctx.name(name, "slope"), torch.float32)
     else:
-        slope_t = expand_rank(ctx, ctx.name(name, "slope_rank"), ctx.as_tensor(slope, ctx.name(name, "slope")), rank(x))
+        slope_t = expand_rank(
+            ctx, ctx.name(name, "slope_rank"), ctx.as_tensor(slope, ctx.name(name, "slope")), rank(x)
+        )
     return ctx.add(ctx.network.add_parametric_relu(x, slope_t), name, "parametric relu").get_output(0)
 
 
@@ -166,35 +207,48 @@ def softmax(ctx: ConversionContext, name: str, x: ITensor, dim: int) -> ITensor:
     return ctx.add(layer, name, "softmax").get_output(0)
 
 
-def channel_affine(ctx: ConversionContext, name: str, x: ITensor, scale: torch.Tensor,
-                   shift: torch.Tensor) -> ITensor:
+def channel_affine(
+    ctx: ConversionContext, name: str, x: ITensor, scale: torch.Tensor, shift: torch.Tensor
+) -> ITensor:
     """``x * scale + shift`` per channel (dim 1) as one IScaleLayer (unfused BatchNorm)."""
     if rank(x) < 2:
         raise ConversionError(f"{name}: per-channel scale needs an input with a channel dim (dim 1)")
-    layer = ctx.network.add_scale_nd(x, ctx.trt.ScaleMode.CHANNEL, ctx.weights(shift), ctx.weights(scale),
-                                     ctx.weights(None), 1)
+    layer = ctx.network.add_scale_nd(
+        x, ctx.trt.ScaleMode.CHANNEL, ctx.weights(shift), ctx.weights(scale), ctx.weights(None), 1
+    )
     return ctx.add(layer, name, "scale").get_output(0)
 
 
 # ---- pooling, reduce, resize, concat ----------------------------------------------------------------
 
-def pooling(ctx: ConversionContext, name: str, x: ITensor, kind: str, kernel: Sequence[int],
-            stride: Sequence[int], padding: Sequence[int], ceil_mode: bool = False,
-            exclude_padding: bool = False) -> ITensor:
+
+def pooling(
+    ctx: ConversionContext,
+    name: str,
+    x: ITensor,
+    kind: str,
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    ceil_mode: bool = False,
+    exclude_padding: bool = False,
+) -> ITensor:
     """IPoolingLayer (``kind`` ``"MAX"`` or ``"AVERAGE"``) with explicit symmetric padding."""
     layer = ctx.network.add_pooling_nd(x, getattr(ctx.trt.PoolingType, kind), tuple(kernel))
     if layer is not None:
         layer.stride_nd = tuple(stride)
         layer.padding_nd = tuple(padding)
-        layer.padding_mode = (ctx.trt.PaddingMode.EXPLICIT_ROUND_UP if ceil_mode
-                              else ctx.trt.PaddingMode.EXPLICIT_ROUND_DOWN)
+        layer.padding_mode = (
+            ctx.trt.PaddingMode.EXPLICIT_ROUND_UP if ceil_mode else ctx.trt.PaddingMode.EXPLICIT_ROUND_DOWN
+        )
         if kind == "AVERAGE":
             layer.average_count_excludes_padding = bool(exclude_padding)
     return ctx.add(layer, name, f"{kind.lower()} pooling").get_output(0)
 
 
-def reduce(ctx: ConversionContext, name: str, x: ITensor, op: str, dims: Sequence[int],
-           keepdim: bool) -> ITensor:
+def reduce(
+    ctx: ConversionContext, name: str, x: ITensor, op: str, dims: Sequence[int], keepdim: bool
+) -> ITensor:
     """IReduceLayer (``op`` ``"AVG"`` / ``"SUM"`` / ``"MAX"``...) over ``dims``."""
     ndim = rank(x)
     axes = 0
@@ -204,9 +258,16 @@ def reduce(ctx: ConversionContext, name: str, x: ITensor, op: str, dims: Sequenc
     return ctx.add(layer, name, f"reduce {op.lower()}").get_output(0)
 
 
-def resize(ctx: ConversionContext, name: str, x: ITensor, mode: str, *,
-           scales: Optional[Sequence[float]] = None, shape: Optional[Any] = None,
-           align_corners: bool = False) -> ITensor:
+def resize(
+    ctx: ConversionContext,
+    name: str,
+    x: ITensor,
+    mode: str,
+    *,
+    scales: Optional[Sequence[float]] = None,
+    shape: Optional[Any] = None,
+    align_corners: bool = False,
+) -> ITensor:
     """IResizeLayer with torch's ``interpolate`` coordinate rules.
 
     ``mode`` is ``"nearest"`` (torch: floor of asymmetric source coordinate) or ``"bilinear"``
@@ -222,8 +283,11 @@ def resize(ctx: ConversionContext, name: str, x: ITensor, mode: str, *,
             layer.nearest_rounding = trt.ResizeRoundMode.FLOOR
         elif mode == "bilinear":
             layer.resize_mode = trt.InterpolationMode.LINEAR
-            layer.coordinate_transformation = (trt.ResizeCoordinateTransformation.ALIGN_CORNERS if align_corners
-                                               else trt.ResizeCoordinateTransformation.HALF_PIXEL)
+            layer.coordinate_transformation = (
+                trt.ResizeCoordinateTransformation.ALIGN_CORNERS
+                if align_corners
+                else trt.ResizeCoordinateTransformation.HALF_PIXEL
+            )
             layer.selector_for_single_pixel = trt.ResizeSelector.FORMULA
         else:
             raise ConversionError(f"{name}: interpolation mode {mode!r} is not supported")
@@ -257,7 +321,9 @@ def static_spatial(x: ITensor, count: int, name: str) -> tuple[int, ...]:
     """The last ``count`` dims of ``x``, which must be static (pooling / resize arithmetic needs them)."""
     dims = dims_of(x)[-count:]
     if any(d < 0 for d in dims):
-        raise ConversionError(f"{name}: needs static spatial dims, got {dims_of(x)}; make only the batch dynamic")
+        raise ConversionError(
+            f"{name}: needs static spatial dims, got {dims_of(x)}; make only the batch dynamic"
+        )
     return dims
 
 

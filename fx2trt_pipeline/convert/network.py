@@ -19,8 +19,10 @@ Example:
 from __future__ import annotations
 
 import operator
+import os
 from typing import Any, Optional, Sequence
 
+import torch
 from torch.fx import GraphModule, Node
 from torch.fx.node import map_aggregate
 
@@ -46,6 +48,22 @@ def _target_text(node: Node) -> str:
 
     key = key_of(node)
     return describe_key(key) if key is not None else str(node.target)
+
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
+
+
+def source_line(node: Node) -> str:
+    """The innermost *user* frame (``File "...", line N, in f``) of a node's stack trace, or ``""``.
+
+    torch 2.14 appends FX's own tracing frames after the user's, so frames inside torch are skipped.
+    """
+    trace = node.stack_trace or node.meta.get("stack_trace")
+    if not trace:
+        return ""
+    frames = [ln.strip() for ln in trace.splitlines() if ln.strip().startswith("File ")]
+    user = [f for f in frames if _TORCH_DIR not in f]
+    return user[-1] if user else node_location(node)
 
 
 def find_unsupported(gm: GraphModule) -> list[UnsupportedRow]:
@@ -74,7 +92,7 @@ def find_unsupported(gm: GraphModule) -> list[UnsupportedRow]:
                 reason = f"check failed: {exc.__class__.__name__}: {exc}"
             if reason is None:
                 continue
-        rows.append((node.name, _target_text(node), reason, node_location(node)))
+        rows.append((node.name, _target_text(node), reason, source_line(node)))
     return rows
 
 
@@ -129,13 +147,16 @@ def _convert_node(ctx: ConversionContext, node: Node, registry: Any) -> None:
 def _add_inputs(ctx: ConversionContext, gm: GraphModule, inputs: Sequence[InputSpec]) -> None:
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != len(inputs):
-        raise ConfigError(f"The graph has {len(placeholders)} input(s) {[p.name for p in placeholders]} but "
-                          f"{len(inputs)} InputSpec(s) were given; pass one InputSpec per forward() argument")
+        raise ConfigError(
+            f"The graph has {len(placeholders)} input(s) {[p.name for p in placeholders]} but "
+            f"{len(inputs)} InputSpec(s) were given; pass one InputSpec per forward() argument"
+        )
     for node, spec in zip(placeholders, inputs):
         tensor = ctx.network.add_input(spec.name, ctx.trt_dtype(spec.dtype), tuple(spec.shape))
         if tensor is None:
-            raise ConversionError(f"TensorRT refused input {spec.name!r} {spec.shape}: "
-                                  + "; ".join(ctx.recorded_errors[-3:]))
+            raise ConversionError(
+                f"TensorRT refused input {spec.name!r} {spec.shape}: " + "; ".join(ctx.recorded_errors[-3:])
+            )
         ctx.values[node] = tensor
 
 
@@ -150,8 +171,10 @@ def _mark_outputs(ctx: ConversionContext, gm: GraphModule, output_names: Optiona
         name = output_names[i] if output_names is not None else f"output{i}"
         tensor = ctx.values.get(leaf) if isinstance(leaf, Node) else None
         if tensor is None or not hasattr(tensor, "is_network_input"):
-            raise ConversionError(f"Graph output {i} ({leaf}) is not a tensor computed by the network; "
-                                  "only tensor outputs can become engine outputs")
+            raise ConversionError(
+                f"Graph output {i} ({leaf}) is not a tensor computed by the network; "
+                "only tensor outputs can become engine outputs"
+            )
         if tensor.is_network_input or tensor.is_network_output or tensor.name in seen:
             # An output must be a distinct tensor: give inputs / repeated outputs their own copy.
             tensor = identity(ctx, ctx.name(out_node, f"identity{i}"), tensor)
@@ -160,9 +183,13 @@ def _mark_outputs(ctx: ConversionContext, gm: GraphModule, output_names: Optiona
         ctx.network.mark_output(tensor)
 
 
-def network_from_graph_module(gm: GraphModule, inputs: Sequence[InputSpec], *, builder: Optional[Any] = None,
-                              output_names: Optional[Sequence[str]] = None
-                              ) -> tuple[Any, Any, ConversionContext]:
+def network_from_graph_module(
+    gm: GraphModule,
+    inputs: Sequence[InputSpec],
+    *,
+    builder: Optional[Any] = None,
+    output_names: Optional[Sequence[str]] = None,
+) -> tuple[Any, Any, ConversionContext]:
     """Convert a (quantized) GraphModule into a strongly typed TensorRT network.
 
     Args:
@@ -202,8 +229,9 @@ def network_from_graph_module(gm: GraphModule, inputs: Sequence[InputSpec], *, b
     flag = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flag)
     options = ConversionOptions(output_names=tuple(output_names) if output_names is not None else None)
-    ctx = ConversionContext(trt=trt, network=network, gm=gm, options=options, recorded_errors=errors,
-                            logger=logger)
+    ctx = ConversionContext(
+        trt=trt, network=network, gm=gm, options=options, recorded_errors=errors, logger=logger
+    )
     _add_inputs(ctx, gm, inputs)
     registry = _registry()
     for node in gm.graph.nodes:
@@ -218,11 +246,14 @@ def network_from_graph_module(gm: GraphModule, inputs: Sequence[InputSpec], *, b
 
 
 def _wrap(exc: Exception, node: Node) -> ConversionError:
-    where = node_location(node)
-    message = (f"Converting node {node.name!r} failed: {exc.__class__.__name__}: {exc}\n"
-               f"  node: {node.format_node()}" + (f"\n  source: {where}" if where else "") +
-               "\nRemedy: keep this layer out of the converted graph (QuantConfig.skip), rewrite it with "
-               "supported ops, or report the failure with this message.")
+    where = source_line(node)
+    message = (
+        f"Converting node {node.name!r} failed: {exc.__class__.__name__}: {exc}\n"
+        f"  node: {node.format_node()}"
+        + (f"\n  source: {where}" if where else "")
+        + "\nRemedy: keep this layer out of the converted graph (QuantConfig.skip), rewrite it with "
+        "supported ops, or report the failure with this message."
+    )
     wrapped = ConversionError(message)
     wrapped.node_name = node.name  # type: ignore[attr-defined]
     return wrapped

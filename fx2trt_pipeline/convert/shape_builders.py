@@ -1,8 +1,8 @@
 """Typed builders for shape work: sizes, reshape, (un)squeeze, permute and slicing, dynamic-shape safe.
 
 A dimension is a Python ``int`` when TensorRT knows it at build time and a 1-element int64 ITensor
-(gathered from an IShapeLayer) when it is dynamic (``-1`` in ``ITensor.shape``). Builders take lists mixing both,
-so ``x.view(x.size(0), -1)`` works with a dynamic batch: all-static targets become ``reshape_dims``,
+(gathered from an IShapeLayer) when it is dynamic (``-1`` in ``ITensor.shape``). Builders take lists mixing
+both, so ``x.view(x.size(0), -1)`` works with a dynamic batch: all-static targets become ``reshape_dims``,
 anything else a shape tensor fed to ``IShuffleLayer`` input 1.
 
 Example:
@@ -71,7 +71,9 @@ def shape_vector(ctx: ConversionContext, name: str, parts: Sequence[Dim]) -> ITe
 
     def flush() -> None:
         if pending:
-            pieces.append(ctx.constant(np.array(pending, dtype=np.int64), ctx.name(name, f"dims{len(pieces)}")))
+            pieces.append(
+                ctx.constant(np.array(pending, dtype=np.int64), ctx.name(name, f"dims{len(pieces)}"))
+            )
             pending.clear()
 
     for part in parts:
@@ -82,7 +84,9 @@ def shape_vector(ctx: ConversionContext, name: str, parts: Sequence[Dim]) -> ITe
         if rank(part) == 0:
             part = unsqueeze(ctx, ctx.name(name, f"dims{len(pieces)}"), part, [0])
         if part.dtype != ctx.trt.int64:
-            part = ctx.add(ctx.network.add_cast(part, ctx.trt.int64), ctx.name(name, f"dims{len(pieces)}_i64")).get_output(0)
+            part = ctx.add(
+                ctx.network.add_cast(part, ctx.trt.int64), ctx.name(name, f"dims{len(pieces)}_i64")
+            ).get_output(0)
         pieces.append(part)
     flush()
     if len(pieces) == 1:
@@ -107,9 +111,9 @@ def flatten_dims(shape: Sequence[int], start: int, end: int) -> list[int]:
     """Static reshape target of ``flatten(start, end)`` when only the flattened span may be dynamic."""
     ndim = len(shape)
     start, end = start % ndim if ndim else 0, end % ndim if ndim else 0
-    span = shape[start:end + 1]
+    span = shape[start : end + 1]
     merged = -1 if any(d < 0 for d in span) else int(np.prod(span, dtype=np.int64))
-    return [*shape[:start], merged, *shape[end + 1:]]
+    return [*shape[:start], merged, *shape[end + 1 :]]
 
 
 def flatten(ctx: ConversionContext, name: str, x: ITensor, start: int = 0, end: int = -1) -> ITensor:
@@ -121,14 +125,17 @@ def flatten(ctx: ConversionContext, name: str, x: ITensor, start: int = 0, end: 
     if start > end:
         raise ConversionError(f"{name}: flatten start_dim {start} > end_dim {end}")
     shape = dims_of(x)
-    outside = [*shape[:start], *shape[end + 1:]]
+    outside = [*shape[:start], *shape[end + 1 :]]
     if all(d >= 0 for d in outside):
         target: list[Dim] = flatten_dims(shape, start, end)
     else:
-        span = shape[start:end + 1]
+        span = shape[start : end + 1]
         merged: Dim = -1 if any(d < 0 for d in span) else int(np.prod(span, dtype=np.int64))
-        target = [*(dim_size(ctx, name, x, i) for i in range(start)), merged,
-                  *(dim_size(ctx, name, x, i) for i in range(end + 1, ndim))]
+        target = [
+            *(dim_size(ctx, name, x, i) for i in range(start)),
+            merged,
+            *(dim_size(ctx, name, x, i) for i in range(end + 1, ndim)),
+        ]
     return reshape(ctx, name, x, target)
 
 
@@ -165,11 +172,19 @@ def expand_rank(ctx: ConversionContext, name: str, x: ITensor, target_rank: int)
     return x if missing <= 0 else unsqueeze(ctx, name, x, list(range(missing)))
 
 
-def slice_tensor(ctx: ConversionContext, name: str, x: ITensor, starts: Sequence[int],
-                 lengths: Sequence[Dim], steps: Sequence[int]) -> ITensor:
+def slice_tensor(
+    ctx: ConversionContext,
+    name: str,
+    x: ITensor,
+    starts: Sequence[int],
+    lengths: Sequence[Dim],
+    steps: Sequence[int],
+) -> ITensor:
     """An ISliceLayer; ``lengths`` may contain dynamic (ITensor) sizes."""
     static = all(isinstance(n, (int, np.integer)) for n in lengths)
-    layer = ctx.network.add_slice(x, tuple(starts), tuple(int(n) if static else 1 for n in lengths), tuple(steps))
+    layer = ctx.network.add_slice(
+        x, tuple(starts), tuple(int(n) if static else 1 for n in lengths), tuple(steps)
+    )
     if layer is not None and not static:
         layer.set_input(2, shape_vector(ctx, name, lengths))
     return ctx.add(layer, name, "slice").get_output(0)
@@ -198,7 +213,7 @@ def index_tensor(ctx: ConversionContext, name: str, x: ITensor, index: Any) -> I
         raise ConversionError(f"{name}: an index can hold at most one Ellipsis")
     if Ellipsis in items:
         at = items.index(Ellipsis)
-        items[at:at + 1] = [slice(None)] * max(0, rank(x) - used)
+        items[at : at + 1] = [slice(None)] * max(0, rank(x) - used)
     return _apply_index(ctx, name, x, items)
 
 
@@ -226,7 +241,11 @@ def _apply_index(ctx: ConversionContext, name: str, x: ITensor, items: list[Any]
                 start = item % size
             starts.append(start), lengths.append(1), steps.append(1), drop.append(dim)
         elif is_full_slice(item):
-            starts.append(0), lengths.append(size if size >= 0 else dim_size(ctx, name, x, dim)), steps.append(1)
+            (
+                starts.append(0),
+                lengths.append(size if size >= 0 else dim_size(ctx, name, x, dim)),
+                steps.append(1),
+            )
             out_pos += 1
         else:
             if size < 0:
@@ -240,10 +259,18 @@ def _apply_index(ctx: ConversionContext, name: str, x: ITensor, items: list[Any]
         starts.append(0), lengths.append(size if size >= 0 else dim_size(ctx, name, x, dim)), steps.append(1)
         dim += 1
         out_pos += 1
-    trivial = all(s == 0 for s in starts) and all(st == 1 for st in steps) and all(
-        isinstance(n, int) and n == d for n, d in zip(lengths, shape))
-    out = x if trivial else slice_tensor(ctx, ctx.name(name, "slice") if (drop or new_axes) else name,
-                                         x, starts, lengths, steps)
+    trivial = (
+        all(s == 0 for s in starts)
+        and all(st == 1 for st in steps)
+        and all(isinstance(n, int) and n == d for n, d in zip(lengths, shape))
+    )
+    out = (
+        x
+        if trivial
+        else slice_tensor(
+            ctx, ctx.name(name, "slice") if (drop or new_axes) else name, x, starts, lengths, steps
+        )
+    )
     if drop:
         out = squeeze(ctx, ctx.name(name, "squeeze") if new_axes else name, out, drop)
     if new_axes:

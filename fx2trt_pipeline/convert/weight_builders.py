@@ -27,8 +27,9 @@ from fx2trt_pipeline.errors import ConversionError
 Kernel = Union[ITensor, torch.Tensor]
 
 
-def dequantized_weight(ctx: ConversionContext, name: str, weight_int8: torch.Tensor,
-                       scale: torch.Tensor, axis: Optional[int]) -> ITensor:
+def dequantized_weight(
+    ctx: ConversionContext, name: str, weight_int8: torch.Tensor, scale: torch.Tensor, axis: Optional[int]
+) -> ITensor:
     """The shared weight path: int8 constant -> IDequantizeLayer (per channel on ``axis``).
 
     Layers: ``<name>.int8`` (constant), ``<name>.scale`` (constant), ``<name>`` (dequantize).
@@ -40,8 +41,9 @@ def dequantized_weight(ctx: ConversionContext, name: str, weight_int8: torch.Ten
     return dequantize(ctx, name, q, s, axis)
 
 
-def quantize_weight(weight: torch.Tensor, scale: torch.Tensor, axis: Optional[int],
-                    qmin: int = -128, qmax: int = 127) -> torch.Tensor:
+def quantize_weight(
+    weight: torch.Tensor, scale: torch.Tensor, axis: Optional[int], qmin: int = -128, qmax: int = 127
+) -> torch.Tensor:
     """``round_half_even(w / scale)`` saturated to int8 (what torch.ao's reference modules simulate)."""
     w = weight.detach().to(torch.float32)
     s = scale.detach().to(torch.float32)
@@ -68,9 +70,20 @@ def _lift_1d(ctx: ConversionContext, name: str, kernel: Kernel) -> Kernel:
     return unsqueeze(ctx, ctx.name(name, "kernel_2d"), kernel, [rank(kernel)])
 
 
-def conv_nd(ctx: ConversionContext, name: str, x: ITensor, kernel: Kernel, bias: Optional[Kernel],
-            stride: Sequence[int], padding: Union[Sequence[int], str], dilation: Sequence[int], groups: int,
-            *, transposed: bool = False, output_padding: Sequence[int] = ()) -> ITensor:
+def conv_nd(
+    ctx: ConversionContext,
+    name: str,
+    x: ITensor,
+    kernel: Kernel,
+    bias: Optional[Kernel],
+    stride: Sequence[int],
+    padding: Union[Sequence[int], str],
+    dilation: Sequence[int],
+    groups: int,
+    *,
+    transposed: bool = False,
+    output_padding: Sequence[int] = (),
+) -> ITensor:
     """IConvolutionLayer / IDeconvolutionLayer with torch's weight layouts and padding rules.
 
     Args:
@@ -88,8 +101,10 @@ def conv_nd(ctx: ConversionContext, name: str, x: ITensor, kernel: Kernel, bias:
     if spatial not in (1, 2, 3):
         raise ConversionError(f"{name}: {len(kshape)}-d kernels are not supported")
     if rank(x) != spatial + 2:
-        raise ConversionError(f"{name}: input rank {rank(x)} does not match a {spatial}-d kernel "
-                              "(unbatched inputs are not supported)")
+        raise ConversionError(
+            f"{name}: input rank {rank(x)} does not match a {spatial}-d kernel "
+            "(unbatched inputs are not supported)"
+        )
     k = list(kshape[2:])
     stride, dilation = list(stride), list(dilation)
     if isinstance(padding, str):
@@ -105,8 +120,10 @@ def conv_nd(ctx: ConversionContext, name: str, x: ITensor, kernel: Kernel, bias:
     if transposed:
         post = [p - op for p, op in zip(post, out_pad)]
         if any(p < 0 for p in post):
-            raise ConversionError(f"{name}: output_padding {out_pad} larger than padding {list(padding)} "
-                                  "is not supported by the deconvolution converter")
+            raise ConversionError(
+                f"{name}: output_padding {out_pad} larger than padding {list(padding)} "
+                "is not supported by the deconvolution converter"
+            )
     lifted = spatial == 1
     if lifted:  # TensorRT convolutions are 2-d or 3-d: run a 1-d one on a trailing size-1 dim
         x = unsqueeze(ctx, ctx.name(name, "input_2d"), x, [3])

@@ -21,7 +21,17 @@ CALIBRATORS = ("minmax", "percentile", "entropy", "mse")
 PERCENTILES = (99.9, 99.99, 99.999)
 #: Op kinds whose *inputs* are quantized (TensorRT placement rule 1 and 5).
 QUANTIZABLE_OPS = ("conv", "conv_transpose", "linear", "matmul", "avgpool", "add")
-#: TensorRT's rule for IDeconvolutionLayer kernels; see fx2trt_pipeline/quantize/placement.py.
+#: Per-channel axis of ConvTranspose weights: 0, TensorRT's rule for IDeconvolutionLayer kernels.
+#: TensorRT lays deconvolution kernels out as CKRS, C = input channels, K = output maps (NvInfer.h,
+#: IDeconvolutionLayer::setKernelWeights), which is torch's ConvTranspose weight layout
+#: (C_in, C_out/groups, *k). TensorRT maintainers: "the kernels assume per-input-channel quant for
+#: ConvTranspose" and "We don't support per-output-channel quant for ConvTranspose"
+#: (https://github.com/NVIDIA/TensorRT/issues/2380, 2022-12-02), after the toolkit/TensorRT mismatch of
+#: https://github.com/NVIDIA/TensorRT/issues/1694 ("try quant axis 0 for deconv"); NVIDIA's
+#: pytorch-quantization (tensor_quant.QUANT_DESC_8BIT_CONVTRANSPOSE2D_WEIGHT_PER_CHANNEL) defaults to axis 0
+#: since. No deconvolution-specific sentence was found in the Developer Guide's "Explicit Quantization"
+#: chapter. ORT, PPQ and ExecuTorch use axis 1 for their own kernels; TensorRT-RTX's CPU builder accepts
+#: both, hence configurable.
 DEFAULT_DECONV_WEIGHT_AXIS = 0
 
 

@@ -36,7 +36,9 @@ def _attr(gm: GraphModule, name: str, value: torch.Tensor) -> str:
     return name
 
 
-def _insert_qdq_after(gm: GraphModule, node: Node, scale: float, users: Optional[Iterable[Node]] = None) -> Node:
+def _insert_qdq_after(
+    gm: GraphModule, node: Node, scale: float, users: Optional[Iterable[Node]] = None
+) -> Node:
     """``quantize -> dequantize`` pair after ``node``, used by ``users`` (all users when None)."""
     targets = list(users) if users is not None else [u for u in node.users]
     scale_name = _attr(gm, f"{node.name}_input_scale", torch.tensor(scale, dtype=torch.float32))
@@ -82,8 +84,9 @@ def quantize_weighted_inputs(gm: GraphModule, example: tuple[torch.Tensor, ...])
     amax = amax_of(gm, example)
     producers: dict[Node, list[Node]] = {}
     for node in gm.graph.nodes:
-        weighted = (node.op == "call_module" and isinstance(gm.get_submodule(node.target), WEIGHTED_MODULES)) or \
-                   (node.op == "call_function" and node.target in WEIGHTED_FUNCTIONS)
+        weighted = (
+            node.op == "call_module" and isinstance(gm.get_submodule(node.target), WEIGHTED_MODULES)
+        ) or (node.op == "call_function" and node.target in WEIGHTED_FUNCTIONS)
         if weighted and isinstance(node.args[0], Node):
             producers.setdefault(node.args[0], []).append(node)
     for producer, users in producers.items():
@@ -97,8 +100,12 @@ def lower_weights(gm: GraphModule, deconv_axis: int = 0) -> GraphModule:
     for node in list(gm.graph.nodes):
         if node.op == "call_module" and type(gm.get_submodule(node.target)) in WEIGHTED_MODULES:
             _lower_module(gm, node, deconv_axis)
-        elif node.op == "call_function" and node.target in WEIGHTED_FUNCTIONS and \
-                isinstance(node.args[1], Node) and node.args[1].op == "get_attr":
+        elif (
+            node.op == "call_function"
+            and node.target in WEIGHTED_FUNCTIONS
+            and isinstance(node.args[1], Node)
+            and node.args[1].op == "get_attr"
+        ):
             _lower_functional_weight(gm, node, deconv_axis)
     gm.graph.lint()
     gm.recompile()
@@ -130,7 +137,16 @@ def _lower_module(gm: GraphModule, node: Node, deconv_axis: int) -> None:
         target, args = F.linear, (x, dq, bias)
     elif transposed:
         target = F.conv_transpose1d if isinstance(module, nn.ConvTranspose1d) else F.conv_transpose2d
-        args = (x, dq, bias, module.stride, module.padding, module.output_padding, module.groups, module.dilation)
+        args = (
+            x,
+            dq,
+            bias,
+            module.stride,
+            module.padding,
+            module.output_padding,
+            module.groups,
+            module.dilation,
+        )
     else:
         target = F.conv1d if isinstance(module, nn.Conv1d) else F.conv2d
         args = (x, dq, bias, module.stride, module.padding, module.dilation, module.groups)
@@ -154,10 +170,20 @@ def _lower_functional_weight(gm: GraphModule, node: Node, deconv_axis: int) -> N
 
 def qdq_node_counts(gm: GraphModule) -> tuple[int, int]:
     """(quantize, dequantize) node counts, torch.ao flavour included."""
-    q = sum(1 for n in gm.graph.nodes if n.op == "call_function" and
-            n.target in (QUANTIZE, torch.quantize_per_tensor, torch.quantize_per_channel))
-    dq = sum(1 for n in gm.graph.nodes if (n.op == "call_function" and n.target in (DEQUANTIZE, torch.dequantize))
-             or (n.op == "call_method" and n.target == "dequantize"))
+    q = sum(
+        1
+        for n in gm.graph.nodes
+        if n.op == "call_function"
+        and n.target
+        in (QUANTIZE, torch.ops.fx2trt.quantize, torch.quantize_per_tensor, torch.quantize_per_channel)
+    )
+    dq_targets = (DEQUANTIZE, torch.ops.fx2trt.dequantize, torch.dequantize)
+    dq = sum(
+        1
+        for n in gm.graph.nodes
+        if (n.op == "call_function" and n.target in dq_targets)
+        or (n.op == "call_method" and n.target == "dequantize")
+    )
     return q, dq
 
 
@@ -174,7 +200,9 @@ class Fn(nn.Module):
         return self.fn(self, *inputs)
 
 
-def ao_reference(model: nn.Module, example: tuple[torch.Tensor, ...], per_channel: bool = True) -> GraphModule:
+def ao_reference(
+    model: nn.Module, example: tuple[torch.Tensor, ...], per_channel: bool = True
+) -> GraphModule:
     """torch.ao reference graph (prepare_fx + convert_to_reference_fx, TensorRT backend config),
     symmetric qint8; ConvTranspose weights per tensor (torch.ao's per-channel observer asserts on them)."""
     import warnings
@@ -186,7 +214,9 @@ def ao_reference(model: nn.Module, example: tuple[torch.Tensor, ...], per_channe
     act = tq.MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
     w_tensor = tq.MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
     w_channel = tq.PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
-    mapping = tq.QConfigMapping().set_global(tq.QConfig(activation=act, weight=w_channel if per_channel else w_tensor))
+    mapping = tq.QConfigMapping().set_global(
+        tq.QConfig(activation=act, weight=w_channel if per_channel else w_tensor)
+    )
     for cls in (nn.ConvTranspose1d, nn.ConvTranspose2d):
         mapping = mapping.set_object_type(cls, tq.QConfig(activation=act, weight=w_tensor))
     backend = get_tensorrt_backend_config()

@@ -31,48 +31,122 @@ def _w(*shape: int) -> torch.Tensor:
 
 def _reference(model: nn.Module, shapes: tuple) -> OpCase:
     example = tuple(torch.randn(s, generator=torch.Generator().manual_seed(0)) for s in shapes)
-    return dict(make=lambda: model, inputs=lambda: example, trace=lambda m: ao_reference(m, example),
-                atol=0.05, rtol=0.05)
+    return dict(
+        make=lambda: model,
+        inputs=lambda: example,
+        trace=lambda m: ao_reference(m, example),
+        atol=0.05,
+        rtol=0.05,
+    )
 
 
 CASES = [
-    OpCase("conv2d_module_groups_dilation", lambda: nn.Conv2d(4, 6, 3, padding=2, dilation=2, groups=2),
-           layers={"CONVOLUTION": 1}),
-    OpCase("conv2d_module_same_even_kernel", lambda: nn.Conv2d(4, 3, 4, padding="same", bias=False),
-           layers={"CONVOLUTION": 1}),
-    OpCase("conv2d_module_stride_dynamic_batch", lambda: nn.Conv2d(4, 8, 3, stride=2, padding=1),
-           dynamic_batch=True, layers={"CONVOLUTION": 1}),
-    OpCase("conv1d_module", lambda: nn.Conv1d(4, 6, 3, padding=1, stride=2), inputs=((2, 4, 16),),
-           layers={"CONVOLUTION": 1, "UNSQUEEZE": 1, "SQUEEZE": 1}),
-    OpCase("conv_transpose2d_module", lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1,
-                                                                   groups=2), layers={"DECONVOLUTION": 1}),
-    OpCase("conv_transpose1d_module", lambda: nn.ConvTranspose1d(4, 5, 4, stride=2, padding=1),
-           inputs=((2, 4, 10),), layers={"DECONVOLUTION": 1}),
-    OpCase("conv2d_quantized_module", lambda: nn.Conv2d(4, 8, 3, padding=1), quantize=True, dynamic_batch=True,
-           layers={"CONVOLUTION": 1, "QUANTIZE": 1, "DEQUANTIZE": 2}, atol=1e-3),
-    OpCase("conv2d_functional_int8", lambda: Fn(lambda m, x: F.conv2d(x, m.w, m.b, 1, 1), w=_w(6, 4, 3, 3),
-                                                   b=torch.ones(6)), quantize=True, atol=1e-3,
-           layers={"CONVOLUTION": 1, "DEQUANTIZE": 2, "CONSTANT": 3}),
-    OpCase("conv2d_functional_same_string", lambda: Fn(lambda m, x: F.conv2d(x, m.w, padding="same"),
-                                                          w=_w(6, 4, 3, 3)), layers={"CONVOLUTION": 1}),
-    OpCase("conv1d_functional_int8", lambda: Fn(lambda m, x: F.conv1d(x, m.w, None, 1, 1), w=_w(6, 4, 3)),
-           inputs=((2, 4, 12),), quantize=True, atol=1e-3, layers={"CONVOLUTION": 1}),
-    OpCase("conv_transpose2d_functional_int8_axis0", lambda: Fn(
-        lambda m, x: F.conv_transpose2d(x, m.w, m.b, 2, 1, 1), w=_w(4, 6, 3, 3), b=torch.zeros(6)),
-        quantize=True, deconv_axis=0, atol=1e-3, layers={"DECONVOLUTION": 1}),
-    OpCase("conv_transpose2d_functional_int8_axis1", lambda: Fn(
-        lambda m, x: F.conv_transpose2d(x, m.w, None, 2), w=_w(4, 6, 2, 2)),
-        quantize=True, deconv_axis=1, atol=1e-3, layers={"DECONVOLUTION": 1}),
-    OpCase("conv_transpose1d_functional_int8", lambda: Fn(lambda m, x: F.conv_transpose1d(x, m.w, None, 2),
-                                                             w=_w(4, 3, 3)),
-           inputs=((2, 4, 7),), quantize=True, atol=1e-3, layers={"DECONVOLUTION": 1}),
-    OpCase("reference_conv2d_relu_and_conv2d", **_reference(
-        nn.Sequential(ConvRelu(nn.Conv2d(4, 8, 3, padding=1)), nn.Conv2d(8, 4, 1)), ((2, 4, 8, 8),))),
-    OpCase("reference_conv1d_relu_and_conv1d", **_reference(
-        nn.Sequential(ConvRelu(nn.Conv1d(4, 8, 3, padding=1)), nn.Conv1d(8, 4, 1)), ((2, 4, 10),))),
-    OpCase("reference_conv_transpose", **_reference(
-        nn.Sequential(nn.ConvTranspose2d(4, 6, 2, stride=2), nn.Flatten(2), nn.ConvTranspose1d(6, 3, 4, stride=2)),
-        ((1, 4, 8, 8),))),
+    OpCase(
+        "conv2d_module_groups_dilation",
+        lambda: nn.Conv2d(4, 6, 3, padding=2, dilation=2, groups=2),
+        layers={"CONVOLUTION": 1},
+    ),
+    OpCase(
+        "conv2d_module_same_even_kernel",
+        lambda: nn.Conv2d(4, 3, 4, padding="same", bias=False),
+        layers={"CONVOLUTION": 1},
+    ),
+    OpCase(
+        "conv2d_module_stride_dynamic_batch",
+        lambda: nn.Conv2d(4, 8, 3, stride=2, padding=1),
+        dynamic_batch=True,
+        layers={"CONVOLUTION": 1},
+    ),
+    OpCase(
+        "conv1d_module",
+        lambda: nn.Conv1d(4, 6, 3, padding=1, stride=2),
+        inputs=((2, 4, 16),),
+        layers={"CONVOLUTION": 1, "UNSQUEEZE": 1, "SQUEEZE": 1},
+    ),
+    OpCase(
+        "conv_transpose2d_module",
+        lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2),
+        layers={"DECONVOLUTION": 1},
+    ),
+    OpCase(
+        "conv_transpose1d_module",
+        lambda: nn.ConvTranspose1d(4, 5, 4, stride=2, padding=1),
+        inputs=((2, 4, 10),),
+        layers={"DECONVOLUTION": 1},
+    ),
+    OpCase(
+        "conv2d_quantized_module",
+        lambda: nn.Conv2d(4, 8, 3, padding=1),
+        quantize=True,
+        dynamic_batch=True,
+        layers={"CONVOLUTION": 1, "QUANTIZE": 1, "DEQUANTIZE": 2},
+        atol=1e-3,
+    ),
+    OpCase(
+        "conv2d_functional_int8",
+        lambda: Fn(lambda m, x: F.conv2d(x, m.w, m.b, 1, 1), w=_w(6, 4, 3, 3), b=torch.ones(6)),
+        quantize=True,
+        atol=1e-3,
+        layers={"CONVOLUTION": 1, "DEQUANTIZE": 2, "CONSTANT": 3},
+    ),
+    OpCase(
+        "conv2d_functional_same_string",
+        lambda: Fn(lambda m, x: F.conv2d(x, m.w, padding="same"), w=_w(6, 4, 3, 3)),
+        layers={"CONVOLUTION": 1},
+    ),
+    OpCase(
+        "conv1d_functional_int8",
+        lambda: Fn(lambda m, x: F.conv1d(x, m.w, None, 1, 1), w=_w(6, 4, 3)),
+        inputs=((2, 4, 12),),
+        quantize=True,
+        atol=1e-3,
+        layers={"CONVOLUTION": 1},
+    ),
+    OpCase(
+        "conv_transpose2d_functional_int8_axis0",
+        lambda: Fn(lambda m, x: F.conv_transpose2d(x, m.w, m.b, 2, 1, 1), w=_w(4, 6, 3, 3), b=torch.zeros(6)),
+        quantize=True,
+        deconv_axis=0,
+        atol=1e-3,
+        layers={"DECONVOLUTION": 1},
+    ),
+    OpCase(
+        "conv_transpose2d_functional_int8_axis1",
+        lambda: Fn(lambda m, x: F.conv_transpose2d(x, m.w, None, 2), w=_w(4, 6, 2, 2)),
+        quantize=True,
+        deconv_axis=1,
+        atol=1e-3,
+        layers={"DECONVOLUTION": 1},
+    ),
+    OpCase(
+        "conv_transpose1d_functional_int8",
+        lambda: Fn(lambda m, x: F.conv_transpose1d(x, m.w, None, 2), w=_w(4, 3, 3)),
+        inputs=((2, 4, 7),),
+        quantize=True,
+        atol=1e-3,
+        layers={"DECONVOLUTION": 1},
+    ),
+    OpCase(
+        "reference_conv2d_relu_and_conv2d",
+        **_reference(
+            nn.Sequential(ConvRelu(nn.Conv2d(4, 8, 3, padding=1)), nn.Conv2d(8, 4, 1)), ((2, 4, 8, 8),)
+        ),
+    ),
+    OpCase(
+        "reference_conv1d_relu_and_conv1d",
+        **_reference(
+            nn.Sequential(ConvRelu(nn.Conv1d(4, 8, 3, padding=1)), nn.Conv1d(8, 4, 1)), ((2, 4, 10),)
+        ),
+    ),
+    OpCase(
+        "reference_conv_transpose",
+        **_reference(
+            nn.Sequential(
+                nn.ConvTranspose2d(4, 6, 2, stride=2), nn.Flatten(2), nn.ConvTranspose1d(6, 3, 4, stride=2)
+            ),
+            ((1, 4, 8, 8),),
+        ),
+    ),
 ]
 
 
@@ -84,7 +158,9 @@ def test_conv_case(case: OpCase) -> None:
 def test_deconv_kernel_axis_follows_the_graph() -> None:
     """The weight DQ axis in the network is the graph's dequantize axis, for both conventions."""
     for axis in (0, 1):
-        case = OpCase("deconv", lambda: nn.ConvTranspose2d(4, 6, 3), quantize=True, deconv_axis=axis, atol=1e-3)
+        case = OpCase(
+            "deconv", lambda: nn.ConvTranspose2d(4, 6, 3), quantize=True, deconv_axis=axis, atol=1e-3
+        )
         converted = run_case(case)
         (deconv,) = converted.layers_of("DECONVOLUTION")
         dq = kernel_source(converted.network, deconv)
