@@ -216,3 +216,39 @@ def test_padding_pads_and_crops(net, close):
     x = torch.randn(1, 2, 5, 5)
     layer = net.network.add_padding_nd(net.input("x", x.shape), (1, -1), (2, 0))
     close(net.run1({"x": x}, layer.get_output(0)), F.pad(x, (-1, 0, 1, 2)))
+
+
+def test_average_pool_ceil_mode_with_padding_counts_like_torch(net, close):
+    x = torch.randn(1, 2, 8, 8)
+    layer = net.network.add_pooling_nd(net.input("x", x.shape), net.trt.PoolingType.AVERAGE, (3, 3))
+    layer.stride_nd, layer.padding_nd = (2, 2), (1, 1)
+    layer.padding_mode, layer.average_count_excludes_padding = net.trt.PaddingMode.EXPLICIT_ROUND_UP, False
+    expected = F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=True)
+    close(net.run1({"x": x}, layer.get_output(0)), expected)
+
+
+def test_resize_to_the_shape_of_another_tensor(net, close):
+    """The converter pattern for ``F.interpolate(x, size=skip.shape[2:])``: a shape tensor as input 1."""
+    x, skip = torch.randn(2, 3, 4, 5), torch.randn(2, 7, 9, 11)
+    ix, iskip = net.input("x", (-1, 3, 4, 5)), net.input("skip", (-1, 7, -1, -1))
+    x_shape = net.network.add_slice(net.network.add_shape(ix).get_output(0), (0,), (2,), (1,))
+    skip_hw = net.network.add_slice(net.network.add_shape(iskip).get_output(0), (2,), (2,), (1,))
+    size = net.network.add_concatenation([x_shape.get_output(0), skip_hw.get_output(0)])
+    layer = net.network.add_resize(ix)
+    layer.set_input(1, size.get_output(0))
+    layer.resize_mode = net.trt.InterpolationMode.LINEAR
+    layer.coordinate_transformation = net.trt.ResizeCoordinateTransformation.HALF_PIXEL
+    out = net.run1({"x": x, "skip": skip}, layer.get_output(0))
+    close(out, F.interpolate(x, size=(9, 11), mode="bilinear", align_corners=False))
+
+
+def test_resize_single_pixel_selector_upper(net, close):
+    x = torch.randn(1, 1, 4, 6)
+    layer = net.network.add_resize(net.input("x", x.shape))
+    layer.shape = (1, 1, 1, 3)
+    layer.resize_mode = net.trt.InterpolationMode.LINEAR
+    layer.coordinate_transformation = net.trt.ResizeCoordinateTransformation.HALF_PIXEL
+    layer.selector_for_single_pixel = net.trt.ResizeSelector.UPPER
+    out = net.run1({"x": x}, layer.get_output(0))
+    # Rows: the one output row takes input row 0; columns: half-pixel linear 6 -> 3.
+    close(out, F.interpolate(x[:, :, :1], size=(1, 3), mode="bilinear", align_corners=False))
