@@ -68,11 +68,6 @@ def dims_arg(value: Any) -> Optional[list[int]]:
     return [int(value)]
 
 
-def first_tensor_rank(value: Any) -> Optional[int]:
-    """Rank of an ITensor value, or ``None`` for Python values."""
-    return len(value.shape) if hasattr(value, "shape") and not isinstance(value, torch.Tensor) else None
-
-
 def is_trt_tensor(value: Any) -> bool:
     """True for a TensorRT ITensor (not a torch tensor, not a Python value)."""
     return hasattr(value, "is_network_input")

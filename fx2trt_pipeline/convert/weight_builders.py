@@ -21,7 +21,7 @@ import torch
 
 from fx2trt_pipeline.convert.context import ConversionContext, ITensor
 from fx2trt_pipeline.convert.layer_builders import dequantize, elementwise, scale_constant
-from fx2trt_pipeline.convert.shape_builders import dims_of, expand_rank, rank, reshape, squeeze, unsqueeze
+from fx2trt_pipeline.convert.shape_builders import dims_of, expand_rank, rank, squeeze, unsqueeze
 from fx2trt_pipeline.errors import ConversionError
 
 Kernel = Union[ITensor, torch.Tensor]
@@ -179,13 +179,3 @@ def linear(ctx: ConversionContext, name: str, x: ITensor, weight: Kernel, bias: 
         return matmul(ctx, name, x, w, transpose_b=True)
     y = matmul(ctx, ctx.name(name, "matmul"), x, w, transpose_b=True)
     return elementwise(ctx, name, y, bias, "add")
-
-
-def scaled(ctx: ConversionContext, name: str, x: ITensor, factor: float) -> ITensor:
-    """``x * factor`` (no layer when ``factor == 1``)."""
-    return x if factor == 1 else elementwise(ctx, name, x, float(factor), "mul")
-
-
-def flatten_kernel(ctx: ConversionContext, name: str, kernel: ITensor, shape: Sequence[int]) -> ITensor:
-    """Reshape a kernel ITensor (e.g. a dequantized weight) to ``shape``."""
-    return reshape(ctx, name, kernel, list(shape))

@@ -62,3 +62,38 @@ def test_torch_ao_reference_resnet18() -> None:
     types = converted.layer_types()
     assert types["CONVOLUTION"] == 20 and types["QUANTIZE"] > 20
     compare_with_eager(converted, atol=None, min_cosine=0.999)
+
+
+class Mixed(torch.nn.Module):
+    """conv + BN + ReLU, residual add, deconv, concat, avg pool and linear: every quantizable kind."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.up = torch.nn.ConvTranspose2d(8, 4, 2, stride=2)
+        self.pool = torch.nn.AvgPool2d(2)
+        self.fc = torch.nn.Linear(12 * 8 * 8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.conv(x)))
+        y = y + self.conv2(y)
+        z = self.pool(self.up(y))
+        return self.fc(torch.flatten(torch.cat([y, z], 1), 1))
+
+
+@pytest.mark.parametrize("deconv_axis", [0, 1])
+def test_real_quantizer_output_converts(deconv_axis: int) -> None:
+    """The quantizer's reference GraphModule (the graph contract) converts, builds and matches in the executor."""
+    quantize = pytest.importorskip("fx2trt_pipeline.quantize.api").quantize
+    from fx2trt_pipeline.quantize.config import QuantConfig
+
+    torch.manual_seed(0)
+    batches = [torch.randn(2, 3, 8, 8) for _ in range(2)]
+    config = QuantConfig(calibrator="minmax", deconv_weight_axis=deconv_axis, show_progress=False)
+    qgm = quantize(Mixed().eval(), batches, config=config)
+    converted = convert_gm(qgm, (batches[0],), dynamic_batch=True)
+    types = converted.layer_types()
+    assert types["CONVOLUTION"] == 2 and types["DECONVOLUTION"] == 1 and types["MATRIX_MULTIPLY"] == 1
+    compare_with_eager(converted, atol=1e-3, rtol=1e-3)
