@@ -46,6 +46,7 @@ def sample(kind: str, n: int, seed: int) -> torch.Tensor:
 def reference_kl(hist: np.ndarray, levels: int = 128, eps: float = ENTROPY_EPSILON) -> np.ndarray:
     """Slow, literal per-candidate KL(P || Q) loop (Migacz, GTC 2017), one candidate at a time."""
     h = hist.astype(np.float64)
+    h[0] = h[1]  # the documented zero-spike rule
     out = []
     for i in range(levels, len(h) + 1):
         p = h[:i].copy()
@@ -99,9 +100,21 @@ def test_entropy_matches_slow_reference(kind: str, num_bins: int) -> None:
     ref = reference_kl(s.hist.numpy())
     assert i.tolist() == list(range(128, num_bins + 1))
     np.testing.assert_allclose(kl.numpy(), ref, rtol=1e-7, atol=1e-12)
-    best_i = 128 + int(np.argmin(ref))
-    assert int(i[int(torch.argmin(kl))]) == best_i
+    # Ties (within 1e-9 relative) go to the smallest candidate, in both.
+    best_i = 128 + int(np.flatnonzero(ref <= ref.min() + 1e-9 * abs(ref.min()))[0])
     assert amax_entropy(s) == min(best_i * s.bin_width, s.amax)
+
+
+def test_entropy_is_not_pinned_by_the_relu_zero_spike() -> None:
+    # Half the values are exact zeros. Left in, they would make i = 128 (one bin per level) win
+    # for every post-ReLU tensor; the threshold must instead sit in the tail like percentile's.
+    s = stats_of(sample("relu", 200_000, 8))
+    i, kl = entropy_divergences(s)
+    assert int(i[int(torch.argmin(kl))]) > 128
+    assert 0.6 * compute_amax(s, "percentile", 99.9) < compute_amax(s, "entropy") <= s.amax
+    # The rule looks at bin 0 only: scaling the zero count changes nothing.
+    more_zeros = stats_of(torch.cat((sample("relu", 200_000, 8), torch.zeros(500_000))))
+    assert compute_amax(more_zeros, "entropy") == compute_amax(s, "entropy")
 
 
 def test_entropy_candidate_with_empty_range_is_infinite() -> None:
@@ -138,16 +151,18 @@ def test_mse_model_and_choice_against_raw_samples(kind: str) -> None:
     thresholds, errors = mse_errors(s)
     k_best = int(torch.argmin(errors))
     # The histogram model predicts the raw-sample error of every nearby candidate closely.
-    window = list(range(max(0, k_best - 40), min(len(thresholds), k_best + 41), 4)) + [k_best]
+    window = list(range(max(0, k_best - 30), min(len(thresholds), k_best + 31)))
     raw = np.array([raw_quant_error(x, float(thresholds[k])) for k in window])
     np.testing.assert_allclose(errors[window].numpy(), raw, rtol=0.01)
-    # And a handful of far candidates too (clipping-dominated and rounding-dominated).
+    # The choice is within a couple of bins of the raw-sample optimum, and as good to 0.1%
+    # (the curve is flat there: the raw argmin itself moves a few bins with the sample).
+    k_raw = window[int(np.argmin(raw))]
+    assert abs(k_best - k_raw) <= 2, (k_best, k_raw)
+    assert raw[window.index(k_best)] <= raw.min() * 1.001
+    # Far candidates (clipping-dominated and rounding-dominated) are worse in model and raw.
     for k in (k_best // 4, k_best // 2, min(len(thresholds) - 1, 2 * k_best)):
         assert errors[k] > errors[k_best]
-        assert raw_quant_error(x, float(thresholds[k])) > raw[-1]
-    # The choice: its raw-sample error is within 0.1% of the best raw error in the window
-    # (the curve is flat there, so the raw argmin itself can move a few bins with the sample).
-    assert raw[-1] <= raw.min() * 1.001
+        assert raw_quant_error(x, float(thresholds[k])) > raw.min()
     assert compute_amax(s, "mse") == min(float(thresholds[k_best]), s.amax)
 
 

@@ -53,7 +53,7 @@ DATA = {
 
 
 @pytest.mark.parametrize("kind", sorted(DATA))
-@pytest.mark.parametrize("num_bins", [64, 2048, 1000])
+@pytest.mark.parametrize("num_bins", [64, 2048, 1000, 5000])
 def test_counts_match_numpy_reference(kind: str, num_bins: int) -> None:
     x = DATA[kind](torch.Generator().manual_seed(1))
     s = stats_of(x, num_bins=num_bins)
