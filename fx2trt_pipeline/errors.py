@@ -70,9 +70,18 @@ class InternalError(Fx2TrtError, RuntimeError):
 
 
 def node_location(node: Any) -> str:
-    """Return the innermost user source line of an FX node (``file:line``) or ``""``."""
-    trace = getattr(node, "stack_trace", None) or node.meta.get("stack_trace") if hasattr(node, "meta") else None
+    """The innermost *user* frame (``File "...", line N, in f``) of an FX node's stack trace, or ``""``.
+
+    torch appends its own tracing frames after the user's, so frames inside torch are skipped.
+    """
+    import os
+
+    import torch
+
+    trace = getattr(node, "stack_trace", None) or getattr(node, "meta", {}).get("stack_trace")
     if not trace:
         return ""
-    lines = [ln.strip() for ln in trace.strip().splitlines() if ln.strip().startswith("File ")]
-    return lines[-1] if lines else ""
+    torch_dir = os.path.dirname(torch.__file__)
+    frames = [ln.strip() for ln in trace.splitlines() if ln.strip().startswith("File ")]
+    user = [f for f in frames if torch_dir not in f]
+    return user[-1] if user else (frames[-1] if frames else "")

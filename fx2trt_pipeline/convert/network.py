@@ -19,10 +19,8 @@ Example:
 from __future__ import annotations
 
 import operator
-import os
 from typing import Any, Optional, Sequence
 
-import torch
 from torch.fx import GraphModule, Node
 from torch.fx.node import map_aggregate
 
@@ -50,20 +48,9 @@ def _target_text(node: Node) -> str:
     return describe_key(key) if key is not None else str(node.target)
 
 
-_TORCH_DIR = os.path.dirname(torch.__file__)
-
-
 def source_line(node: Node) -> str:
-    """The innermost *user* frame (``File "...", line N, in f``) of a node's stack trace, or ``""``.
-
-    torch 2.14 appends FX's own tracing frames after the user's, so frames inside torch are skipped.
-    """
-    trace = node.stack_trace or node.meta.get("stack_trace")
-    if not trace:
-        return ""
-    frames = [ln.strip() for ln in trace.splitlines() if ln.strip().startswith("File ")]
-    user = [f for f in frames if _TORCH_DIR not in f]
-    return user[-1] if user else node_location(node)
+    """The innermost user source line of a node (see :func:`fx2trt_pipeline.errors.node_location`)."""
+    return node_location(node)
 
 
 def find_unsupported(gm: GraphModule) -> list[UnsupportedRow]:
