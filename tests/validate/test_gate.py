@@ -1,0 +1,100 @@
+"""The CI accuracy gate on a real validation result (demo detector, val subset, MSE calibration)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from fx2trt_pipeline.errors import AccuracyGateError, ConfigError
+from fx2trt_pipeline.validate.accuracy import AccuracyResult, BackendRun
+from fx2trt_pipeline.validate.gate import (
+    EXIT_ERROR,
+    EXIT_FAIL,
+    EXIT_PASS,
+    check_parity,
+    enforce_parity,
+    main,
+    run_gate,
+)
+from tests.validate.test_accuracy import TEST_INT8_BUDGET, cached_result
+
+SANE = {"engine_tolerance": 0.002, "int8_budget": TEST_INT8_BUDGET}
+
+
+@pytest.fixture(scope="module")
+def result() -> AccuracyResult:
+    return cached_result()
+
+
+def _with_engine_metric(result: AccuracyResult, value: float) -> AccuracyResult:
+    """The real result with the engine backend's mAP replaced (a diverging engine)."""
+    runs = dict(result.runs)
+    backend = result.engine_backend or "network_executor"
+    runs[backend] = BackendRun(backend, {**result.runs["simulated"].metrics, "mAP": value}, 0.0)
+    return dataclasses.replace(result, runs=runs, engine_backend=backend)
+
+
+def test_gate_passes_with_sane_thresholds(result: AccuracyResult) -> None:
+    gate = check_parity(result, **SANE)
+    assert gate, gate.reason
+    assert gate.reason.startswith("PASS mAP") and "\n" not in gate.reason
+    assert gate.fp32 == result.fp32 and gate.simulated == result.simulated and gate.engine == result.engine
+    out = io.StringIO()
+    assert run_gate(result, **SANE, stream=out) == EXIT_PASS
+    assert out.getvalue().count("\n") == 1 and out.getvalue().startswith("PASS")
+    assert enforce_parity(result, **SANE) == gate
+
+
+def test_gate_fails_with_impossible_budget_naming_numbers(result: AccuracyResult) -> None:
+    gate = check_parity(result, engine_tolerance=0.002, int8_budget=-1.0)
+    assert not gate
+    line = gate.reason
+    assert "\n" not in line and line.startswith("FAIL mAP")
+    assert f"{result.fp32:.4f}" in line and f"{result.simulated:.4f}" in line and "-1.0000" in line
+    assert "engine" not in line  # parity itself passed: only the failed check is named
+    out = io.StringIO()
+    assert run_gate(result, engine_tolerance=0.002, int8_budget=-1.0, stream=out) == EXIT_FAIL
+    assert out.getvalue().strip() == line
+    with pytest.raises(AccuracyGateError, match="budget -1.0000"):
+        enforce_parity(result, engine_tolerance=0.002, int8_budget=-1.0)
+
+
+def test_gate_names_both_failures_in_one_line(result: AccuracyResult) -> None:
+    diverged = _with_engine_metric(result, result.simulated - 0.05)
+    gate = check_parity(diverged, engine_tolerance=0.0, int8_budget=-1.0)
+    assert not gate and "\n" not in gate.reason
+    assert f"|delta| {0.05:.4f} > tolerance 0.0000" in gate.reason and "budget -1.0000" in gate.reason
+    assert gate.engine_delta == pytest.approx(0.05)
+
+
+def test_gate_without_engine_backend(result: AccuracyResult) -> None:
+    no_engine = dataclasses.replace(result, engine_backend=None, engine_reason="no GPU and no TensorRT")
+    gate = check_parity(no_engine, **SANE)
+    assert not gate and "no engine backend ran (no GPU and no TensorRT)" in gate.reason
+    assert check_parity(no_engine, **SANE, require_engine=False)
+
+
+def test_gate_rejects_bad_thresholds(result: AccuracyResult) -> None:
+    with pytest.raises(ConfigError, match="engine_tolerance"):
+        check_parity(result, engine_tolerance=-0.1)
+    with pytest.raises(ConfigError, match="int8_budget"):
+        check_parity(result, int8_budget=float("nan"))
+    with pytest.raises(ConfigError, match="top1"):
+        check_parity(result, metric="top1")
+
+
+def test_main_on_saved_result(result: AccuracyResult, tmp_path: Path) -> None:
+    path = tmp_path / "accuracy.json"
+    path.write_text(json.dumps(result.to_dict()))
+    out = io.StringIO()
+    assert main([str(path), "--int8-budget", str(TEST_INT8_BUDGET)], stream=out) == EXIT_PASS
+    assert main([str(path), "--int8-budget", "-1"], stream=out) == EXIT_FAIL
+    assert main([str(tmp_path / "missing.json")], stream=out) == EXIT_ERROR
+    assert main([], stream=out) == EXIT_ERROR
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("PASS") and lines[1].startswith("FAIL") and lines[2].startswith("ERROR")
+    assert "missing.json" in lines[2]
