@@ -14,12 +14,12 @@ from fx2trt_pipeline.models.mobilenet_v2_imagenet import mobilenet_v2_imagenet, 
 
 # (calibrator, percentile) -> (min top-1 agreement with FP32, min mean cosine of the logits)
 FLOORS = {
-    ("minmax", 99.99): (0.70, 0.90),
-    ("percentile", 99.9): (0.75, 0.94),
-    ("percentile", 99.99): (0.75, 0.93),
-    ("percentile", 99.999): (0.70, 0.90),
-    ("entropy", 99.99): (0.75, 0.93),
-    ("mse", 99.99): (0.70, 0.92),
+    ("minmax", 99.99): (0.65, 0.91),
+    ("percentile", 99.9): (0.68, 0.95),
+    ("percentile", 99.99): (0.68, 0.94),
+    ("percentile", 99.999): (0.65, 0.92),
+    ("entropy", 99.99): (0.68, 0.95),
+    ("mse", 99.99): (0.65, 0.93),
 }
 
 
