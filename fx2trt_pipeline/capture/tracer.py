@@ -87,28 +87,41 @@ def capture(model: nn.Module, leaf_modules: Sequence[str | type] = (),
     return GraphModule(tracer.root, graph, name)
 
 
-def check_example_inputs(gm: GraphModule, example_inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """Run the captured graph once on ``example_inputs`` and return its outputs as a flat list.
+def check_example_inputs(gm: GraphModule, example_inputs: Sequence[torch.Tensor]) -> None:
+    """Check that ``example_inputs`` fit the captured graph (count, shapes, dtypes).
+
+    Shapes are propagated with fake tensors, so the check costs no real compute; when fake
+    propagation fails the graph runs for real, so an op without a fake kernel never causes a false alarm.
 
     Raises:
-        CaptureError: the inputs do not fit the model (wrong count, shape or dtype); names the node.
+        CaptureError: the inputs do not fit the model; names the node that rejects them.
     """
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(example_inputs) > len(placeholders):
         raise CaptureError(f"Got {len(example_inputs)} example inputs but the model takes {len(placeholders)} "
                            f"({', '.join(p.name for p in placeholders)})")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    try:
+        mode = FakeTensorMode(allow_non_fake_inputs=True)
+        with mode:
+            _NamingInterpreter(gm).run(*[mode.from_tensor(t) if isinstance(t, torch.Tensor) else t
+                                         for t in example_inputs])
+        return
+    except Exception:  # fall through to a real run, which decides
+        pass
     interp = _NamingInterpreter(gm)
     try:
-        out = interp.run(*example_inputs)
+        interp.run(*example_inputs)
     except Exception as exc:
         node = interp.current
         shapes = [tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor)]
         raise CaptureError(
             f"Example inputs with shapes {shapes} do not fit the model: node '{node.name if node else '?'}' "
-            f"({node.format_node() if node else ''}) failed with {exc.__class__.__name__}: {exc}. "
-            "Remedy: pass example inputs shaped like real data (batch, channels, height, width)."
+            f"({node.format_node() if node else ''}) failed with {exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0]}. Remedy: pass example inputs shaped like real data "
+            "(batch, channels, height, width)."
         ) from exc
-    return flatten_outputs(out)
 
 
 def flatten_outputs(out: Any) -> list[torch.Tensor]:
