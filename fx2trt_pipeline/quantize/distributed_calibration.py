@@ -47,7 +47,9 @@ from fx2trt_pipeline.quantize.statistics import TensorStats
 T = TypeVar("T")
 
 
-def shard_for_rank(items: Sequence[T], rank: Optional[int] = None, world_size: Optional[int] = None) -> list[T]:
+def shard_for_rank(
+    items: Sequence[T], rank: Optional[int] = None, world_size: Optional[int] = None
+) -> list[T]:
     """Every ``world_size``-th item starting at ``rank`` (defaults: this process's rank and world size).
 
     Round-robin keeps the shards within one item of each other in size; the union of all shards is
@@ -59,8 +61,10 @@ def shard_for_rank(items: Sequence[T], rank: Optional[int] = None, world_size: O
     """
     if rank is None or world_size is None:
         if not (dist.is_available() and dist.is_initialized()):
-            raise CalibrationError("shard_for_rank needs rank and world_size, or an initialised torch.distributed "
-                                   "process group (torchrun sets one up with dist.init_process_group()).")
+            raise CalibrationError(
+                "shard_for_rank needs rank and world_size, or an initialised torch.distributed "
+                "process group (torchrun sets one up with dist.init_process_group())."
+            )
         rank = dist.get_rank() if rank is None else rank
         world_size = dist.get_world_size() if world_size is None else world_size
     if world_size < 1 or not 0 <= rank < world_size:
@@ -71,8 +75,10 @@ def shard_for_rank(items: Sequence[T], rank: Optional[int] = None, world_size: O
 def _info(prepared: GraphModule) -> PreparedInfo:
     info = getattr(prepared, PREPARED_ATTR, None)
     if not isinstance(info, PreparedInfo):
-        raise ConfigError("calibrate_distributed expects the GraphModule returned by fx2trt_pipeline.prepare(); "
-                          "this module has no observers.")
+        raise ConfigError(
+            "calibrate_distributed expects the GraphModule returned by fx2trt_pipeline.prepare(); "
+            "this module has no observers."
+        )
     return info
 
 
@@ -105,9 +111,12 @@ def _observe_shard(prepared: GraphModule, batches: Iterable[Any], show_progress:
     return seen
 
 
-def calibrate_distributed(prepared: GraphModule, shard_batches: Iterable[Any],
-                          group: Optional[dist.ProcessGroup] = None,
-                          show_progress: Optional[bool] = None) -> GraphModule:
+def calibrate_distributed(
+    prepared: GraphModule,
+    shard_batches: Iterable[Any],
+    group: Optional[dist.ProcessGroup] = None,
+    show_progress: Optional[bool] = None,
+) -> GraphModule:
     """Calibrate this rank's shard, then merge every rank's statistics exactly; returns ``prepared``.
 
     Collective: every rank of ``group`` calls it with the same prepared model (same architecture,
@@ -138,9 +147,11 @@ def calibrate_distributed(prepared: GraphModule, shard_batches: Iterable[Any],
     """
     info = _info(prepared)
     if not (dist.is_available() and dist.is_initialized()):
-        raise CalibrationError("calibrate_distributed needs torch.distributed: call "
-                               "torch.distributed.init_process_group(...) on every rank first (torchrun sets the "
-                               "environment for it), or use fx2trt_pipeline.calibrate in a single process.")
+        raise CalibrationError(
+            "calibrate_distributed needs torch.distributed: call "
+            "torch.distributed.init_process_group(...) on every rank first (torchrun sets the "
+            "environment for it), or use fx2trt_pipeline.calibrate in a single process."
+        )
     observers = _observers_by_group(prepared, info)
     # Fresh statistics for this pass: merging the ranks' *new* data only, then adding it to what the
     # model already holds, keeps repeated calls exact (old data is never counted once per rank).
@@ -149,8 +160,9 @@ def calibrate_distributed(prepared: GraphModule, shard_batches: Iterable[Any],
     error: Optional[str] = None
     seen = 0
     try:
-        seen = _observe_shard(prepared, shard_batches,
-                              info.config.show_progress if show_progress is None else show_progress)
+        seen = _observe_shard(
+            prepared, shard_batches, info.config.show_progress if show_progress is None else show_progress
+        )
     except Exception as exc:  # reported to every rank below, so no rank blocks in the collectives
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         local_exc: Optional[BaseException] = exc
@@ -165,20 +177,25 @@ def calibrate_distributed(prepared: GraphModule, shard_batches: Iterable[Any],
     failed = [(rank, out[0]) for rank, out in enumerate(outcomes) if out is not None and out[0] is not None]
     if failed:
         detail = "; ".join(f"rank {rank}: {msg}" for rank, msg in failed)
-        raise CalibrationError(f"Distributed calibration failed on {len(failed)} rank(s): {detail}. The "
-                               "statistics were left unchanged." + (f"\nThis rank's traceback:\n{local_tb}"
-                                                                    if local_tb else "")) from local_exc
+        raise CalibrationError(
+            f"Distributed calibration failed on {len(failed)} rank(s): {detail}. The "
+            "statistics were left unchanged." + (f"\nThis rank's traceback:\n{local_tb}" if local_tb else "")
+        ) from local_exc
     total = sum(out[1] for out in outcomes if out is not None)
     if total == 0:
-        raise CalibrationError("The calibration shards of all ranks are empty: give at least one rank one batch "
-                               "of real inputs (e.g. shard_for_rank(batches) over 4-32 batches).")
+        raise CalibrationError(
+            "The calibration shards of all ranks are empty: give at least one rank one batch "
+            "of real inputs (e.g. shard_for_rank(batches) over 4-32 batches)."
+        )
 
     merged = all_reduce_stats(fresh, group)
     combined = {key: info.stats[key].clone().merge(merged[key]) for key in info.stats}
     empty = [key for key, stats in combined.items() if stats.count == 0]
     if empty:
-        raise CalibrationError(f"Scale group(s) {empty} saw no data on any rank; the branches that produce them "
-                               "never ran. Calibrate with data that exercises them or skip them.")
+        raise CalibrationError(
+            f"Scale group(s) {empty} saw no data on any rank; the branches that produce them "
+            "never ran. Calibrate with data that exercises them or skip them."
+        )
     info.stats.clear()
     info.stats.update(combined)
     _point_observers(observers, info.stats)

@@ -17,6 +17,9 @@ from torch import nn
 
 import fx2trt_pipeline as ftp
 from fx2trt_pipeline.errors import CalibrationError, ConfigError
+
+# Imported from the module: `fx2trt_pipeline.convert` is also a subpackage, which can shadow ftp.convert.
+from fx2trt_pipeline.quantize.api import calibrate, convert, prepare
 from fx2trt_pipeline.quantize.config import CALIBRATORS, PERCENTILES
 from fx2trt_pipeline.quantize.distributed_calibration import calibrate_distributed, shard_for_rank
 
@@ -63,8 +66,9 @@ def _configs() -> dict[str, ftp.QuantConfig]:
     out = {}
     for calibrator in CALIBRATORS:
         for percentile in PERCENTILES if calibrator == "percentile" else (99.99,):
-            out[f"{calibrator}-{percentile}"] = ftp.QuantConfig(calibrator=calibrator, percentile=percentile,
-                                                               show_progress=False)
+            out[f"{calibrator}-{percentile}"] = ftp.QuantConfig(
+                calibrator=calibrator, percentile=percentile, show_progress=False
+            )
     return out
 
 
@@ -72,9 +76,9 @@ def _scales(prepared: torch.fx.GraphModule) -> dict[str, Any]:
     """amax per group for every calibrator, plus the merged statistics (to compare exactly)."""
     result: dict[str, Any] = {}
     for name, cfg in _configs().items():
-        qgm = ftp.convert(prepared, cfg)
+        qgm = convert(prepared, cfg)
         result[name] = ftp.get_quant_state(qgm).amax
-    state = ftp.get_quant_state(ftp.convert(prepared))
+    state = ftp.get_quant_state(convert(prepared))
     result["stats"] = {k: s.to_dict() for k, s in (state.stats or {}).items()}
     return result
 
@@ -82,11 +86,16 @@ def _scales(prepared: torch.fx.GraphModule) -> dict[str, Any]:
 def _worker(rank: int, init_file: str, out_dir: str, mode: str) -> None:
     torch.set_num_threads(1)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # this child only: the ranks talk over loopback
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=120))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=WORLD,
+        timeout=datetime.timedelta(seconds=120),
+    )
     try:
         batches = _batches()
-        prepared = ftp.prepare(_model(), (batches[0],), ftp.QuantConfig(show_progress=False))
+        prepared = prepare(_model(), (batches[0],), ftp.QuantConfig(show_progress=False))
         shard = shard_for_rank(batches)
         if mode == "nan" and rank == 1:
             shard = [shard[0].clone().fill_(float("nan"))]
@@ -114,8 +123,8 @@ def _spawn(tmp_path: Path, mode: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def single_process() -> dict[str, Any]:
     batches = _batches()
-    prepared = ftp.prepare(_model(), (batches[0],), ftp.QuantConfig(show_progress=False))
-    ftp.calibrate(prepared, batches)
+    prepared = prepare(_model(), (batches[0],), ftp.QuantConfig(show_progress=False))
+    calibrate(prepared, batches)
     return json.loads(json.dumps(_scales(prepared)))  # same float round trip as the workers' files
 
 
@@ -129,8 +138,8 @@ def test_two_ranks_match_single_process_for_every_calibrator(tmp_path: Path, sin
     assert ranks[0]["stats"] == single_process["stats"]
     # Not vacuous: one shard alone gives other scales than the union.
     batches = _batches()
-    alone = ftp.prepare(_model(), (batches[0],), ftp.QuantConfig(show_progress=False))
-    ftp.calibrate(alone, shard_for_rank(batches, 0, WORLD))
+    alone = prepare(_model(), (batches[0],), ftp.QuantConfig(show_progress=False))
+    calibrate(alone, shard_for_rank(batches, 0, WORLD))
     assert json.loads(json.dumps(_scales(alone)))["entropy-99.99"] != single_process["entropy-99.99"]
 
 
@@ -150,7 +159,7 @@ def test_a_failing_rank_makes_every_rank_raise(tmp_path: Path) -> None:
 
 def test_needs_an_initialised_process_group() -> None:
     x = torch.randn(2, 3, 16, 16)
-    prepared = ftp.prepare(_model(), (x,), ftp.QuantConfig(show_progress=False))
+    prepared = prepare(_model(), (x,), ftp.QuantConfig(show_progress=False))
     with pytest.raises(CalibrationError, match="init_process_group"):
         calibrate_distributed(prepared, [x])
 
@@ -170,4 +179,3 @@ def test_shard_for_rank_covers_every_item_once() -> None:
     if not dist.is_initialized():
         with pytest.raises(CalibrationError, match="rank and world_size"):
             shard_for_rank(items)
-

@@ -1,0 +1,424 @@
+"""``fx2trt build``: one run from a model to a validated engine and everything that goes with it.
+
+::
+
+    capture        load model + data, torch.fx capture, fold BN, place Q/DQ      (ftp.prepare)
+    quantize       one calibration pass, scales, quantization state JSON        (ftp.calibrate/convert)
+    build network  strongly typed INetworkDefinition + graph.svg / graph.dot     (network_from_graph_module)
+    build engine   engine + sidecar, Triton model repository                     (ftp.build_engine)
+    export onnx    QDQ ONNX                                                      (ftp.export_qdq_onnx)
+    validate       FP32 / simulated / engine-side accuracy, parity gate, per-layer error
+    report         fx2trt_run.json manifest + report.html
+
+Everything is written into a staging directory next to ``--output`` and published by one rename
+(:func:`fx2trt_pipeline.deploy.steps.staged_output`); a failed step leaves nothing behind.
+
+Example:
+    >>> from fx2trt_pipeline.deploy.config import RunConfig
+    >>> outcome = run_build(RunConfig.from_sources(None), Path("out/demo"))   # doctest: +SKIP
+    >>> outcome.passed, sorted(p.name for p in outcome.output.iterdir())[:3]    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import importlib
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, TextIO
+
+import torch
+
+import fx2trt_pipeline as ftp
+from fx2trt_pipeline import trt_api
+from fx2trt_pipeline.build.atomic import atomic_write_text
+from fx2trt_pipeline.convert.inputs import InputSpec
+from fx2trt_pipeline.deploy import analysis
+from fx2trt_pipeline.deploy.config import RunConfig
+from fx2trt_pipeline.deploy.evaluation import ChunkedRunner, Evaluation, evaluate_backends
+from fx2trt_pipeline.deploy.graph_svg import graph_view, render_svg, to_dot
+from fx2trt_pipeline.deploy.sources import (
+    calib_batches,
+    eval_batches,
+    load_dataset,
+    load_model,
+    resolve_callable,
+    task_of,
+)
+from fx2trt_pipeline.deploy.steps import MANIFEST_NAME, Steps, staged_output
+from fx2trt_pipeline.deploy.triton import triton_model_name, write_triton_repository
+from fx2trt_pipeline.errors import ConfigError
+
+# From the module: the subpackage fx2trt_pipeline.convert shadows the name ftp.convert once imported.
+from fx2trt_pipeline.quantize.api import PREPARED_ATTR, calibrate, convert, prepare
+from fx2trt_pipeline.validate.runners import (
+    NetworkExecutorRunner,
+    OnnxRuntimeRunner,
+    TensorRTEngineRunner,
+    TorchRunner,
+)
+
+STEP_NAMES = ["capture", "quantize", "build network", "build engine", "export onnx", "validate", "report"]
+ENGINE_FILE, STATE_FILE, ONNX_FILE = "model.plan", "model.quant.json", "model.qdq.onnx"
+GRAPH_SVG, GRAPH_DOT, REPORT_FILE, TRITON_DIR = "graph.svg", "graph.dot", "report.html", "triton"
+PARITY_BATCH = 16  # images compared output by output between backends
+LAYER_BATCH = 8  # images for the per-layer error table
+
+
+@dataclass
+class BuildOutcome:
+    """A finished run: the published directory, its manifest and the gate verdict."""
+
+    output: Path
+    manifest: dict[str, Any]
+    passed: bool
+
+
+@dataclass
+class _Run:
+    """State handed from step to step (one object, passed explicitly)."""
+
+    config: RunConfig
+    stage: Path
+    steps: Steps
+    facts: dict[str, Any] = field(default_factory=dict)
+    model: Any = None
+    batches: list[torch.Tensor] = field(default_factory=list)
+    eval_ds: Any = None
+    inputs: list[InputSpec] = field(default_factory=list)
+    prepared: Any = None
+    qgm: Any = None
+    network: Any = None
+    keep_alive: list[Any] = field(default_factory=list)  # conversion context: weights the network points at
+    artifact: Any = None
+    evaluation: Optional[Evaluation] = None
+
+
+def _derive_inputs(run: _Run) -> list[InputSpec]:
+    """InputSpecs from the config, or a dynamic batch 1..max(32, batch) named after forward()'s argument."""
+    example = run.batches[0]
+    if run.config.inputs is not None:
+        specs = list(run.config.inputs)
+        if len(specs) == 1 and tuple(specs[0].shape[1:]) != tuple(example.shape[1:]):
+            raise ConfigError(
+                f"Input {specs[0].name!r} has shape {specs[0].shape} but the calibration data gives "
+                f"{tuple(example.shape)}: make [preprocess] and [[inputs]] agree"
+            )
+        return specs
+    names = [n.name for n in run.prepared.graph.nodes if n.op == "placeholder"]
+    batch = int(example.shape[0])
+    return [
+        InputSpec.dynamic_batch(
+            names[0] if names else "input", tuple(example.shape[1:]), 1, batch, max(32, batch)
+        )
+    ]
+
+
+def _step_capture(run: _Run) -> None:
+    cfg, steps = run.config, run.steps
+    run.model = load_model(cfg.model)
+    params = sum(p.numel() for p in run.model.parameters())
+    steps.note(
+        f"model {cfg.model.display_name} ({type(run.model).__name__}, {params / 1e6:.2f} M parameters)"
+    )
+    calib_ds = load_dataset(cfg.calibration, cfg.preprocess, "calibration")
+    run.batches = calib_batches(cfg.calibration, calib_ds)
+    items = sum(int(b.shape[0]) for b in run.batches)
+    steps.note(f"calibration data: {items} items in {len(run.batches)} batches from {cfg.calibration.source}")
+    if cfg.evaluation is not None:
+        run.eval_ds = load_dataset(cfg.evaluation, cfg.preprocess, "evaluation")
+    run.prepared = prepare(run.model, (run.batches[0],), cfg.quant)
+    run.inputs = _derive_inputs(run)
+    placement = getattr(run.prepared, PREPARED_ATTR).placement
+    steps.note(
+        f"captured {len(run.prepared.graph.nodes)} FX nodes; {len(placement.groups)} activation scale "
+        f"groups, {len(placement.weights)} INT8 weight layers"
+    )
+
+
+def _step_quantize(run: _Run) -> None:
+    cfg = run.config
+    calibrate(run.prepared, run.batches, show_progress=False)
+    run.qgm = convert(run.prepared)
+    digest = ftp.save_quant_state(run.qgm, run.stage / STATE_FILE)
+    pct = f" {cfg.quant.percentile}" if cfg.quant.calibrator == "percentile" else ""
+    run.steps.note(f"calibrator {cfg.quant.calibrator}{pct}; state {STATE_FILE} (sha256 {digest[:12]})")
+
+
+def _step_network(run: _Run) -> None:
+    from fx2trt_pipeline.build.engine_builder import create_builder
+    from fx2trt_pipeline.convert.network import network_from_graph_module
+
+    names = list(run.config.model.output_names) if run.config.model.output_names else None
+    builder, run.network, ctx = network_from_graph_module(
+        run.qgm, run.inputs, builder=create_builder(), output_names=names
+    )
+    run.keep_alive += [builder, ctx]
+    view = graph_view(run.qgm)
+    atomic_write_text(
+        run.stage / GRAPH_SVG, render_svg(view, f"{run.config.model.display_name}: quantized graph")
+    )
+    atomic_write_text(run.stage / GRAPH_DOT, to_dot(view))
+    run.facts["network"] = analysis.network_figures(run.network)
+    run.steps.note(
+        f"{run.network.num_layers} TensorRT layers ({run.facts['network']['quantize_layers']} quantize, "
+        f"{run.facts['network']['dequantize_layers']} dequantize); graph drawn to {GRAPH_SVG}"
+    )
+
+
+def _step_engine(run: _Run) -> None:
+    cfg = run.config
+    names = list(cfg.model.output_names) if cfg.model.output_names else None
+    run.artifact = ftp.build_engine(
+        run.qgm, run.inputs, run.stage / ENGINE_FILE, options=cfg.build, output_names=names
+    )
+    meta = run.artifact.metadata
+    run.steps.note(
+        f"{ENGINE_FILE}: {run.artifact.size_bytes / 1e6:.2f} MB, built in "
+        f"{meta['build']['build_seconds']:.1f} s with {meta['library']['name']} "
+        f"{meta['library']['version']}"
+    )
+    name = triton_model_name(cfg.model.display_name)
+    model_dir = write_triton_repository(
+        run.stage / TRITON_DIR,
+        name,
+        (run.stage / ENGINE_FILE).read_bytes(),
+        meta,
+        cfg.triton.max_queue_delay_microseconds,
+        cfg.triton.instance_count,
+    )
+    run.facts["triton_model"] = model_dir.name
+    run.steps.note(f"Triton repository: {TRITON_DIR}/{model_dir.name}/config.pbtxt + 1/model.plan")
+
+
+def _step_onnx(run: _Run) -> None:
+    cfg = run.config
+    if not cfg.export.onnx:
+        run.steps.note("skipped (export.onnx = false)")
+        return
+    try:
+        importlib.import_module("onnx")
+    except ImportError:
+        run.steps.note("skipped: onnx is not installed (pip install 'fx2trt-pipeline[onnx]')")
+        return
+    example = run.batches[0][:2]  # batch 2: a batch of 1 would let torch.export specialise the dimension
+    ftp.export_qdq_onnx(
+        run.qgm,
+        (example,),
+        run.stage / ONNX_FILE,
+        input_names=[s.name for s in run.inputs],
+        output_names=run.artifact.output_names,
+        dynamic_batch=any(s.is_dynamic for s in run.inputs),
+        opset=cfg.export.opset,
+    )
+    run.steps.note(
+        f"{ONNX_FILE}: {(run.stage / ONNX_FILE).stat().st_size / 1e6:.2f} MB (QuantizeLinear / "
+        "DequantizeLinear, opset " + str(cfg.export.opset) + ")"
+    )
+
+
+def max_batch_of(inputs: list[InputSpec]) -> int:
+    """The largest batch every input's profile (or static shape) accepts."""
+    return min((s.max_shape[0] if s.is_dynamic and s.max_shape else s.shape[0]) for s in inputs)
+
+
+def engine_side_runners(
+    inputs: list[InputSpec],
+    network: Any,
+    engine_path: Optional[Path],
+    onnx_path: Optional[Path],
+    metadata: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, str], str]:
+    """The engine-side runners that can run here, the skipped ones with reasons, and the engine reason."""
+    from fx2trt_pipeline.build.runtime import gpu_unavailable_reason
+
+    limit = max_batch_of(inputs)
+    runners: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    gpu_reason = gpu_unavailable_reason(metadata) if engine_path is not None else "no engine file"
+    if gpu_reason is None and engine_path is not None:
+        runners["tensorrt"] = ChunkedRunner(TensorRTEngineRunner(engine_path, name="tensorrt"), limit)
+        reason = f"the engine ran on {torch.cuda.get_device_name()}"
+    else:
+        skipped["tensorrt"] = str(gpu_reason)
+        reason = f"the TensorRT engine cannot run here ({gpu_reason})"
+    if network is not None:
+        runners["network_executor"] = ChunkedRunner(NetworkExecutorRunner(network), limit)
+        if "tensorrt" not in runners:
+            reason += "; the network executor runs the built network definition instead"
+    if onnx_path is not None and onnx_path.is_file():
+        try:
+            runners["onnxruntime"] = ChunkedRunner(OnnxRuntimeRunner(onnx_path), limit)
+        except ImportError:
+            skipped["onnxruntime"] = "onnxruntime is not installed"
+    return runners, skipped, reason
+
+
+def decode_fn_for(run_config: RunConfig, model: Any, task: str) -> Any:
+    """The detector decoder: ``model.decode`` from the config, CenterNet's built-in one, or an error."""
+    if task != "detection":
+        return None
+    if run_config.model.decode:
+        return resolve_callable(run_config.model.decode, "Detector decode function")
+    from fx2trt_pipeline.models.centernet import CenterNet
+
+    if isinstance(model, CenterNet):
+        return None  # evaluate_detector's default is the CenterNet decoder
+    raise ConfigError(
+        "Detection mAP needs a decoder for this model's outputs: set [model] decode = "
+        "'package.module:function' (outputs -> boxes, scores, classes), or task = 'none'"
+    )
+
+
+def _step_validate(run: _Run) -> None:
+    cfg, steps = run.config, run.steps
+    names = run.artifact.output_names
+    in_names = [s.name for s in run.inputs]
+    runners: dict[str, Any] = {
+        "fp32": TorchRunner(run.model, in_names, names, name="fp32"),
+        "simulated": TorchRunner(run.qgm, in_names, names, name="simulated"),
+    }
+    onnx_path = run.stage / ONNX_FILE
+    side, skipped, reason = engine_side_runners(
+        run.inputs, run.network, run.stage / ENGINE_FILE, onnx_path, run.artifact.metadata
+    )
+    runners.update(side)
+    spec = cfg.evaluation
+    task = task_of(spec, run.eval_ds) if spec is not None else "none"
+    batches = eval_batches(spec, run.eval_ds) if spec is not None and task != "detection" else []
+    if task == "detection":  # the parity batch: the first evaluation images (else calibration data)
+        first = torch.stack([run.eval_ds[i][0] for i in range(min(PARITY_BATCH, len(run.eval_ds)))]).float()
+    else:
+        first = batches[0][0] if batches else run.batches[0]
+    steps.note(
+        f"task: {task}; engine side: {', '.join(side) or 'none'}"
+        + "".join(f"; {key} skipped: {why}" for key, why in skipped.items())
+    )
+    run.evaluation = evaluate_backends(
+        runners,
+        task=task,
+        feeds={in_names[0]: first[:PARITY_BATCH]},
+        gate=cfg.gate,
+        engine_reason=reason,
+        dataset=run.eval_ds,
+        batches=batches,
+        max_images=spec.max_images if spec else None,
+        batch_size=spec.batch_size if spec else 8,
+        decode_fn=decode_fn_for(cfg, run.model, task),
+        skipped=skipped,
+        progress=steps.note,
+    )
+    for line in run.evaluation.gate_lines:
+        steps.note(line)
+    try:
+        run.facts["layers"] = analysis.layer_errors(run.model, run.qgm, (run.batches[0][:LAYER_BATCH],))
+    except ftp.errors.Fx2TrtError as exc:  # the report says so; accuracy above is unaffected
+        run.facts["layers"], run.facts["layers_error"] = [], str(exc).splitlines()[0]
+        steps.note(f"per-layer error table unavailable: {run.facts['layers_error']}")
+    run.facts["histograms"] = analysis.worst_layer_histograms(run.qgm, run.facts["layers"])
+    run.facts["kept_in_float"] = analysis.kept_in_float(run.qgm)
+
+
+def _file_entries(stage: Path) -> list[dict[str, Any]]:
+    out = []
+    for path in sorted(p for p in stage.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        out.append(
+            {
+                "path": path.relative_to(stage).as_posix(),
+                "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        )
+    return out
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "fx2trt_pipeline": ftp.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "tensorrt_library": f"{trt_api.library_name()} {trt_api.library_version()}",
+    }
+
+
+def _step_report(run: _Run) -> dict[str, Any]:
+    from fx2trt_pipeline.deploy.report import render_report
+
+    record = run.steps.records["report"]  # the manifest is written from inside this step: time it so far
+    record.status, record.seconds = "ok", time.perf_counter() - record.started
+    manifest = {
+        "format": "fx2trt.run/1",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "config": run.config.to_dict(),
+        "inputs": [s.to_dict() for s in run.inputs],
+        "model": analysis.model_summary(run.model, run.qgm),
+        "engine": run.artifact.metadata,
+        "triton_model": run.facts.get("triton_model"),
+        "network": run.facts.get("network", {}),
+        "evaluation": run.evaluation.to_dict() if run.evaluation else None,
+        "layers": run.facts.get("layers", []),
+        "layers_error": run.facts.get("layers_error"),
+        "histograms": run.facts.get("histograms", []),
+        "kept_in_float": run.facts.get("kept_in_float", []),
+        "steps": run.steps.to_list(),
+        "passed": bool(run.evaluation and run.evaluation.passed),
+    }
+    manifest["artifacts"] = _file_entries(run.stage)  # the report lists them; itself and the manifest follow
+    html = render_report(manifest, (run.stage / GRAPH_SVG).read_text(encoding="utf-8"))
+    atomic_write_text(run.stage / REPORT_FILE, html)
+    manifest["artifacts"] = _file_entries(run.stage)
+    atomic_write_text(run.stage / MANIFEST_NAME, json.dumps(manifest, indent=1, allow_nan=False) + "\n")
+    return manifest
+
+
+def run_build(
+    config: RunConfig,
+    output: Path,
+    *,
+    force: bool = False,
+    stream: Optional[TextIO] = None,
+    quiet: bool = False,
+) -> BuildOutcome:
+    """Run every step into a staging directory and publish it as ``output``.
+
+    Args:
+        config: the run configuration (:meth:`RunConfig.from_sources`).
+        output: directory to create (or replace, when it is a previous run's or ``force`` is set).
+        force: replace a non-empty ``output`` that no fx2trt run wrote.
+        stream, quiet: where progress lines go / print nothing.
+
+    Returns:
+        The :class:`BuildOutcome` (``passed``: the accuracy gate verdict; the build itself succeeded).
+
+    Raises:
+        StepFailed: a step raised; its message is the one line to print, ``output`` is unchanged.
+        ConfigError: ``output`` cannot be used (checked before any step runs).
+    """
+    steps = Steps(STEP_NAMES, stream=stream, quiet=quiet)
+    output = Path(output)
+    with staged_output(output, force) as stage:
+        run = _Run(config, stage, steps)
+        with steps.step("capture", "load the model and data, trace, fold BatchNorm, place Q/DQ"):
+            _step_capture(run)
+        with steps.step("quantize", "calibrate (one pass) and derive scales"):
+            _step_quantize(run)
+        with steps.step("build network", "convert to a strongly typed TensorRT network"):
+            _step_network(run)
+        with steps.step("build engine", "serialize the engine, write the Triton repository"):
+            _step_engine(run)
+        with steps.step("export onnx", "QDQ ONNX for ONNX Runtime / other runtimes"):
+            _step_onnx(run)
+        with steps.step("validate", "accuracy of FP32, simulated INT8 and the engine side; per-layer error"):
+            _step_validate(run)
+        with steps.step("report", f"{MANIFEST_NAME} and {REPORT_FILE}"):
+            manifest = _step_report(run)
+    return BuildOutcome(output, manifest, bool(manifest["passed"]))
+
+
+__all__ = ["BuildOutcome", "STEP_NAMES", "decode_fn_for", "engine_side_runners", "max_batch_of", "run_build"]

@@ -1,0 +1,207 @@
+"""Turn a :class:`~fx2trt_pipeline.deploy.config.RunConfig` into a model, datasets and batches.
+
+* models: ``"package.module:factory"`` (called with ``kwargs``) or a torchvision model name
+  (random weights unless ``weights`` is given); weights load with ``torch.load(weights_only=True)``.
+* data: ``mnist_det:<split>``, an image folder (class subfolders give labels for top-1), ``.npy``/``.npz``
+  arrays, or a COCO set (image folder or ``.npz`` plus an annotations JSON), all through
+  ``fx2trt_pipeline.calib_data``.
+
+Example:
+    >>> from fx2trt_pipeline.deploy.config import RunConfig
+    >>> cfg = RunConfig.from_sources(None)
+    >>> model = load_model(cfg.model)  # the bundled demo detector    # doctest: +SKIP
+    >>> ds = load_dataset(cfg.calibration, cfg.preprocess, role="calibration")
+    >>> len(ds)
+    200
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from fx2trt_pipeline.calib_data import (
+    CocoDetectionDataset,
+    ImageFolderDataset,
+    NumpyDataset,
+    PreprocessSpec,
+    calibration_batches,
+    load_mnist_detection,
+)
+from fx2trt_pipeline.deploy.config import DataSpec, ModelSpec
+from fx2trt_pipeline.errors import CalibrationError, ConfigError, Fx2TrtError
+
+
+def resolve_callable(spec: str, what: str) -> Callable[..., Any]:
+    """Import ``"package.module:attribute"`` (dots after the colon walk attributes).
+
+    Example:
+        >>> resolve_callable("fx2trt_pipeline.models.centernet:decode", "decoder").__name__
+        'decode'
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"{what} {spec!r} must be written 'package.module:function'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{what} {spec!r}: cannot import module {module_name!r} ({exc})") from exc
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"{what} {spec!r}: module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"{what} {spec!r} is not callable")
+    return obj
+
+
+def _factory(source: str) -> Callable[..., Any]:
+    if ":" in source:
+        return resolve_callable(source, "Model factory")
+    import torchvision
+
+    try:
+        return torchvision.models.get_model_builder(source)
+    except ValueError as exc:
+        raise ConfigError(
+            f"Model {source!r} is neither 'package.module:factory' nor a torchvision model name "
+            "(e.g. resnet18, mobilenet_v2; see torchvision.models.list_models())"
+        ) from exc
+
+
+def _state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ConfigError(f"Weights file not found: {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling refuses objects other than tensors and containers
+        raise ConfigError(
+            f"Cannot load weights {path} with torch.load(weights_only=True): "
+            f"{str(exc).splitlines()[0]}. Save a plain state dict (torch.save(model.state_dict()))."
+        ) from exc
+    for key in ("state_dict", "model_state_dict", "model"):  # common checkpoint layouts
+        if isinstance(blob, dict) and isinstance(blob.get(key), dict):
+            blob = blob[key]
+            break
+    if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
+        raise ConfigError(f"Weights file {path} does not hold a state dict of tensors")
+    return blob
+
+
+def load_model(spec: ModelSpec) -> nn.Module:
+    """Build the model of ``spec`` (eval mode, CPU) and load its weights.
+
+    Raises:
+        ConfigError: the factory cannot be found, does not return an ``nn.Module``, or the weights
+            do not fit the model (the first mismatching keys are named).
+    """
+    factory = _factory(spec.source)
+    try:
+        model = factory(**dict(spec.kwargs))
+    except Fx2TrtError:
+        raise
+    except TypeError as exc:
+        raise ConfigError(f"Model factory {spec.source!r} refused kwargs {dict(spec.kwargs)}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise ConfigError(
+            f"Model factory {spec.source!r} returned {type(model).__name__}, not a torch.nn.Module"
+        )
+    if spec.weights is not None:
+        state = _state_dict(Path(spec.weights))
+        result = model.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise ConfigError(
+                f"Weights {spec.weights} do not fit {spec.source}: missing {result.missing_keys[:5]}, "
+                f"unexpected {result.unexpected_keys[:5]}"
+            )
+    return model.eval()
+
+
+def _spec_or_error(preprocess: Optional[PreprocessSpec], source: str) -> PreprocessSpec:
+    if preprocess is None:
+        raise ConfigError(
+            f"Data {source!r} holds raw images: give a [preprocess] section (size, mean, std, "
+            "channels) so they are prepared exactly like inference inputs"
+        )
+    return preprocess
+
+
+def load_dataset(spec: DataSpec, preprocess: Optional[PreprocessSpec], role: str) -> Any:
+    """The dataset a :class:`DataSpec` names (``role`` is ``"calibration"`` or ``"evaluation"``).
+
+    Raises:
+        CalibrationError / ConfigError: missing files, unreadable data, or images without a
+            preprocessing spec.
+    """
+    source = spec.source
+    if source.startswith("mnist_det:"):
+        return load_mnist_detection(source.split(":", 1)[1], preprocess)
+    path = Path(source)
+    if spec.annotations is not None:
+        return CocoDetectionDataset(path, spec.annotations, _spec_or_error(preprocess, source))
+    if path.is_dir():
+        labelled = (
+            role == "evaluation" and spec.task in ("auto", "classification") and _has_class_folders(path)
+        )
+        if spec.task == "classification" and not labelled:
+            raise ConfigError(f"Top-1 evaluation needs {path} laid out as <class>/<image> subfolders")
+        return ImageFolderDataset(path, _spec_or_error(preprocess, source), with_labels=labelled)
+    if path.suffix.lower() in (".npy", ".npz"):
+        # uint8 arrays are raw images (preprocessed here); float arrays are network inputs already.
+        dataset = NumpyDataset(path, None, key=spec.key)
+        if dataset.array.dtype == "uint8":
+            dataset = NumpyDataset(path, _spec_or_error(preprocess, source), key=spec.key)
+        return dataset
+    raise CalibrationError(
+        f"{role.capitalize()} data {source!r} not found or not understood: give an image "
+        "folder, a .npy/.npz file, a COCO set (with annotations) or mnist_det:<split>"
+    )
+
+
+def _has_class_folders(path: Path) -> bool:
+    subdirs = [p for p in path.iterdir() if p.is_dir()]
+    loose = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
+    return bool(subdirs) and not loose
+
+
+def task_of(spec: DataSpec, dataset: Any) -> str:
+    """The task: ``detection`` for COCO sets, ``classification`` for labelled folders, else ``none``."""
+    if spec.task != "auto":
+        return spec.task
+    if isinstance(dataset, CocoDetectionDataset):
+        return "detection"
+    if isinstance(dataset, ImageFolderDataset) and dataset.with_labels:
+        return "classification"
+    return "none"
+
+
+def calib_batches(spec: DataSpec, dataset: Any) -> list[torch.Tensor]:
+    """The calibration batches (seeded subset), materialised once: prepare, calibrate, export reuse them."""
+    return list(
+        calibration_batches(dataset, spec.num_samples, int(spec.batch_size), spec.seed, show_progress=False)
+    )
+
+
+def eval_batches(spec: DataSpec, dataset: Any) -> list[tuple[torch.Tensor, Optional[torch.Tensor]]]:
+    """Evaluation batches in dataset order: ``(inputs, labels or None)`` (first ``max_images`` items)."""
+    n = len(dataset) if spec.max_images is None else min(int(spec.max_images), len(dataset))
+    if n == 0:
+        raise CalibrationError(f"Evaluation data {spec.source!r} is empty")
+    out = []
+    for start in range(0, n, int(spec.batch_size)):
+        items = [dataset[i] for i in range(start, min(start + int(spec.batch_size), n))]
+        if isinstance(items[0], (tuple, list)):
+            x = torch.stack([torch.as_tensor(it[0]) for it in items]).float()
+            labels = torch.tensor([int(it[1]) for it in items])
+        else:
+            x, labels = torch.stack([torch.as_tensor(it) for it in items]).float(), None
+        out.append((x, labels))
+    return out
+
+
+__all__ = ["calib_batches", "eval_batches", "load_dataset", "load_model", "resolve_callable", "task_of"]

@@ -1,0 +1,215 @@
+"""Failures print one line, exit non-zero and leave no partial output; user models via a config file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fx2trt_pipeline.deploy import pipeline
+from fx2trt_pipeline.errors import ConversionError
+
+from .conftest import run_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = "tests.deploy.models:tiny_classifier"
+
+
+def _calib(tmp_path: Path, nan: bool = False) -> Path:
+    data = np.random.default_rng(0).normal(size=(16, 3, 16, 16)).astype(np.float32)
+    if nan:
+        data[0, 0, 0, 0] = np.nan
+    path = tmp_path / ("calib_nan.npy" if nan else "calib.npy")
+    np.save(path, data)
+    return path
+
+
+def _tiny_args(tmp_path: Path, output: Path, *extra: str) -> list[str]:
+    return [
+        "build",
+        "--model",
+        TINY,
+        "--calib-data",
+        str(_calib(tmp_path)),
+        "--no-onnx",
+        "--output",
+        str(output),
+        *extra,
+    ]
+
+
+def _leftovers(parent: Path) -> list[str]:
+    return [p.name for p in parent.iterdir() if p.name.startswith(".tmp-")]
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+def test_failed_step_prints_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    """The real command line, in a fresh process: stderr holds exactly the one error line."""
+    output = tmp_path / "out" / "tiny"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "build_engine.py"),
+            "--model",
+            TINY,
+            "--calib-data",
+            str(_calib(tmp_path, nan=True)),
+            "--no-onnx",
+            "--output",
+            str(output),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    lines = _error_lines(proc.stderr)
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("fx2trt build: error: step 1/7 'capture' failed: CalibrationError: ")
+    assert "NaN" in lines[0] and "[at " in lines[0] and "sampling.py" in lines[0]
+    assert "[1/7] capture" in proc.stdout and "[2/7]" not in proc.stdout
+    assert not output.exists() and _leftovers(output.parent) == []
+
+
+def test_late_failure_keeps_the_previous_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    output = tmp_path / "tiny"
+    code, stdout, stderr = run_cli(_tiny_args(tmp_path, output))
+    assert code == 0, stderr
+    before = {p.relative_to(output): p.read_bytes() for p in output.rglob("*") if p.is_file()}
+    assert Path("model.plan") in before and Path("report.html") in before
+
+    def explode(run: object) -> None:
+        raise ConversionError("the validator exploded\nsecond line that must not be printed")
+
+    monkeypatch.setattr(pipeline, "_step_validate", explode)
+    code, stdout, stderr = run_cli(_tiny_args(tmp_path, output))
+    assert code == 1
+    lines = _error_lines(stderr)
+    prefix = "fx2trt build: error: step 6/7 'validate' failed: ConversionError: the validator exploded"
+    assert len(lines) == 1 and lines[0].startswith(prefix), stderr
+    assert len(lines) == 1 and "second line" not in stderr
+    after = {p.relative_to(output): p.read_bytes() for p in output.rglob("*") if p.is_file()}
+    assert after == before  # the previous run, untouched
+    assert _leftovers(tmp_path) == []
+
+
+def test_factory_error_names_the_step(tmp_path: Path) -> None:
+    code, _, stderr = run_cli(
+        [
+            "build",
+            "--model",
+            "tests.deploy.models:broken_factory",
+            "--calib-data",
+            str(_calib(tmp_path)),
+            "--output",
+            str(tmp_path / "x"),
+        ]
+    )
+    assert code == 1
+    assert _error_lines(stderr) == [ln for ln in _error_lines(stderr) if "weights server" in ln]
+    assert (
+        "step 1/7 'capture' failed: RuntimeError: the model factory cannot reach its weights server" in stderr
+    )
+    assert not (tmp_path / "x").exists()
+
+
+def test_config_errors_exit_2_before_any_step(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[quant]\ncalibrater = "entropy"\n')
+    code, stdout, stderr = run_cli(["build", "--config", str(bad), "--output", str(tmp_path / "o")])
+    assert code == 2 and stdout == ""
+    assert len(_error_lines(stderr)) == 1 and "calibrater" in stderr and "ConfigError" in stderr
+    code, _, stderr = run_cli(["build", "--model", TINY, "--output", str(tmp_path / "o")])
+    assert code == 2 and "no calibration data" in stderr
+
+
+def test_refuses_to_replace_a_foreign_directory(tmp_path: Path) -> None:
+    output = tmp_path / "mine"
+    output.mkdir()
+    (output / "notes.txt").write_text("precious")
+    code, _, stderr = run_cli(_tiny_args(tmp_path, output))
+    assert code == 2 and "--force" in stderr
+    assert (output / "notes.txt").read_text() == "precious"
+    code, _, stderr = run_cli(_tiny_args(tmp_path, output, "--force"))
+    assert code == 0, stderr
+    assert not (output / "notes.txt").exists() and (output / "fx2trt_run.json").is_file()
+
+
+def _image_folder(root: Path, classes: int = 3, per_class: int = 4) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, size=(20, 24, 3), dtype=np.uint8)).save(
+                root / f"class{c}" / f"{i}.png"
+            )
+    return root
+
+
+def test_user_model_from_a_config_file(tmp_path: Path) -> None:
+    """Relative paths in the file, [[inputs]] with a dynamic batch, [preprocess], top-1 on class folders."""
+    _image_folder(tmp_path / "data" / "val")
+    _image_folder(tmp_path / "data" / "calib")
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text("""
+[model]
+source = "tests.deploy.models:tiny_classifier"
+kwargs = { num_classes = 3 }
+name = "tiny cls"
+output_names = ["logits"]
+
+[[inputs]]
+name = "pixels"
+shape = [-1, 3, 16, 16]
+min_shape = [1, 3, 16, 16]
+opt_shape = [4, 3, 16, 16]
+max_shape = [6, 3, 16, 16]
+
+[preprocess]
+size = [16, 16]
+mean = [0.5]
+std = [0.25]
+channels = 3
+
+[calibration]
+source = "data/calib"
+batch_size = 4
+
+[evaluation]
+source = "data/val"
+batch_size = 5
+
+[quant]
+calibrator = "percentile"
+percentile = 99.9
+
+[gate]
+int8_budget = 1.0
+engine_tolerance = 1.0
+""")
+    output = tmp_path / "out"
+    code, stdout, stderr = run_cli(["build", "--config", str(cfg), "--output", str(output), "--no-onnx"])
+    assert code == 0, stderr
+    manifest = json.loads((output / "fx2trt_run.json").read_text())
+    ev = manifest["evaluation"]
+    assert ev["task"] == "classification" and ev["metric"] == "top1" and ev["num_samples"] == 12
+    assert manifest["passed"] and manifest["model"]["calibrator"] == "percentile"
+    assert manifest["engine"]["inputs"][0]["name"] == "pixels"
+    pbtxt = (output / "triton" / "tiny_cls" / "config.pbtxt").read_text()
+    assert (
+        "max_batch_size: 6" in pbtxt and "dims: [ 3 ]" in pbtxt and "preferred_batch_size: [ 4, 6 ]" in pbtxt
+    )
+    assert "INT8 TensorRT network" in (output / "report.html").read_text()
