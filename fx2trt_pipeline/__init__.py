@@ -34,6 +34,11 @@ _LAZY = {
     "EngineArtifact": "fx2trt_pipeline.build.artifact",
     "Engine": "fx2trt_pipeline.build.runtime",
     "network_from_graph_module": "fx2trt_pipeline.convert.network",
+    "find_unsupported": "fx2trt_pipeline.convert.network",
+    "supported_ops": "fx2trt_pipeline.converters",
+    "compare_outputs": "fx2trt_pipeline.validate.compare",
+    "layer_parity": "fx2trt_pipeline.validate.layer_report",
+    "quant_error_table": "fx2trt_pipeline.validate.layer_report",
     "NetworkExecutor": "fx2trt_pipeline.validate.network_executor",
     "export_qdq_onnx": "fx2trt_pipeline.validate.onnx_export",
 }
