@@ -43,7 +43,7 @@ def sqnr_color(db: float) -> str:
     """
     if math.isnan(db):
         return "#adb5bd"
-    return next(color for limit, color in SQNR_BANDS if db < limit)
+    return next((color for limit, color in SQNR_BANDS if db < limit), SQNR_BANDS[-1][1])
 
 
 def _fmt_db(db: float) -> str:

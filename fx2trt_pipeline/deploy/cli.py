@@ -55,7 +55,9 @@ def _add_build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-annotations", type=Path, help="COCO annotations JSON of --eval-data")
     p.add_argument("--task", choices=("auto", "detection", "classification", "none"), help="evaluation task")
     p.add_argument(
-        "--calibrator", choices=("minmax", "percentile", "entropy", "mse"), help="activation calibrator"
+        "--calibrator",
+        choices=("minmax", "percentile", "entropy", "mse", "auto"),
+        help="activation calibrator; auto scores every one on the evaluation data and keeps the best",
     )
     p.add_argument("--percentile", type=float, help="percentile of the percentile calibrator (e.g. 99.99)")
     p.add_argument("--num-calib-samples", type=int, help="calibration items drawn (seeded; default all)")

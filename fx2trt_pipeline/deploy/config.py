@@ -35,7 +35,7 @@ Unknown sections or keys are errors (a typo must not silently fall back to a def
     max_images = 500
 
     [quant]                              # QuantConfig fields
-    calibrator = "entropy"
+    calibrator = "entropy"               # or "auto": score every calibrator on [evaluation], keep the best
 
     [build]                              # BuildOptions fields
     builder_optimization_level = 3
@@ -201,6 +201,8 @@ class RunConfig:
     gate: GateSpec = field(default_factory=GateSpec)
     triton: TritonSpec = field(default_factory=TritonSpec)
     export: ExportSpec = field(default_factory=ExportSpec)
+    #: ``[quant] calibrator = "auto"``: score every calibrator on the evaluation data, keep the best.
+    search_calibrator: bool = False
 
     @property
     def is_demo(self) -> bool:
@@ -240,6 +242,8 @@ class RunConfig:
         out["inputs"] = [spec.to_dict() for spec in self.inputs] if self.inputs is not None else None
         out["preprocess"] = self.preprocess.to_dict() if self.preprocess is not None else None
         out["quant"] = self.quant.to_dict()
+        if self.search_calibrator:
+            out["quant"]["calibrator"] = "auto"
         out["build"] = self.build.to_dict()
         return out
 
@@ -384,6 +388,9 @@ def _build(data: Mapping[str, Any], base: Path, cli: Mapping[str, Any], where: s
     for key in ("calibrator", "percentile"):
         if key in cli:
             quant[key] = cli[key]
+    search = quant.get("calibrator") == "auto"
+    if search:  # the prepared model needs some calibrator; the search replaces it from the same statistics
+        quant["calibrator"] = QuantConfig().calibrator
     build = _section(data, "build", where)
     if build.get("timing_cache_path") is not None:
         build["timing_cache_path"] = _path(build["timing_cache_path"], base)
@@ -401,6 +408,7 @@ def _build(data: Mapping[str, Any], base: Path, cli: Mapping[str, Any], where: s
         gate=GateSpec(**_checked(GateSpec, _section(data, "gate", where), f"{where} [gate]")),
         triton=TritonSpec(**_checked(TritonSpec, _section(data, "triton", where), f"{where} [triton]")),
         export=ExportSpec(**export),
+        search_calibrator=search,
     )
 
 

@@ -108,7 +108,7 @@ def _min_stat(result: Any, attr: str) -> Optional[float]:
     return _finite(min(values)) if values else None
 
 
-def _score(
+def score_task(
     task: str,
     runner: Runner,
     input_name: str,
@@ -118,6 +118,7 @@ def _score(
     batch_size: int,
     decode_fn: Any,
 ) -> dict[str, float]:
+    """Task metrics of one runner: COCO mAP (detection), top-k (classification), nothing for ``none``."""
     if task == "detection":
         return evaluate_detector(
             lambda x: runner.run({input_name: x}),
@@ -187,7 +188,7 @@ def evaluate_backends(
         start = time.perf_counter()
         row.metrics = {
             k: float(v)
-            for k, v in _score(
+            for k, v in score_task(
                 task, runner, input_name, dataset, batches, max_images, batch_size, decode_fn
             ).items()
         }
@@ -264,4 +265,12 @@ def _verdict(
     return Evaluation(task, metric, rows, engine, engine_reason, num_samples, lines, passed)
 
 
-__all__ = ["BACKEND_LABELS", "BackendRow", "ChunkedRunner", "ENGINE_SIDE", "Evaluation", "evaluate_backends"]
+__all__ = [
+    "BACKEND_LABELS",
+    "BackendRow",
+    "ChunkedRunner",
+    "ENGINE_SIDE",
+    "Evaluation",
+    "evaluate_backends",
+    "score_task",
+]

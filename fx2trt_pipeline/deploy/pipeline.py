@@ -39,7 +39,7 @@ from fx2trt_pipeline.build.atomic import atomic_write_text
 from fx2trt_pipeline.convert.inputs import InputSpec
 from fx2trt_pipeline.deploy import analysis
 from fx2trt_pipeline.deploy.config import RunConfig
-from fx2trt_pipeline.deploy.evaluation import ChunkedRunner, Evaluation, evaluate_backends
+from fx2trt_pipeline.deploy.evaluation import ChunkedRunner, Evaluation, evaluate_backends, score_task
 from fx2trt_pipeline.deploy.graph_svg import graph_view, render_svg, to_dot
 from fx2trt_pipeline.deploy.sources import (
     calib_batches,
@@ -55,6 +55,7 @@ from fx2trt_pipeline.errors import ConfigError
 
 # From the module: the subpackage fx2trt_pipeline.convert shadows the name ftp.convert once imported.
 from fx2trt_pipeline.quantize.api import PREPARED_ATTR, calibrate, convert, prepare
+from fx2trt_pipeline.quantize.state import get_quant_state
 from fx2trt_pipeline.validate.runners import (
     NetworkExecutorRunner,
     OnnxRuntimeRunner,
@@ -140,13 +141,44 @@ def _step_capture(run: _Run) -> None:
     )
 
 
+def _search_calibrator(run: _Run) -> Any:
+    """Convert with every calibrator from the one set of statistics, score each, keep the best."""
+    from fx2trt_pipeline.validate.calibrator_search import compare_calibrators
+
+    cfg, spec = run.config, run.config.evaluation
+    task = task_of(spec, run.eval_ds) if spec is not None else "none"
+    if task == "none":
+        raise ConfigError(
+            "calibrator = 'auto' picks the calibrator by mAP or top-1: give labelled evaluation "
+            "data (--eval-data with class subfolders or a COCO set)"
+        )
+    name, decode_fn = run.inputs[0].name, decode_fn_for(cfg, run.model, task)
+    batches = eval_batches(spec, run.eval_ds) if task == "classification" else []
+
+    def evaluate(model: Any) -> dict[str, float]:
+        runner = TorchRunner(model, [name], None, name="candidate")
+        return score_task(
+            task, runner, name, run.eval_ds, batches, spec.max_images, spec.batch_size, decode_fn
+        )
+
+    metric = "mAP" if task == "detection" else "top1"
+    table = compare_calibrators(
+        run.prepared, evaluate, metric=metric, base_config=cfg.quant, fp32_metrics=evaluate(run.model)
+    )
+    for row in table.rows:
+        run.steps.note(f"{row.choice.label:<16} {metric} {row.metrics[metric]:.4f} ({row.seconds:.1f} s)")
+    run.facts["calibrator_search"] = table.to_dict()
+    return convert(run.prepared, table.best.config(cfg.quant))
+
+
 def _step_quantize(run: _Run) -> None:
-    cfg = run.config
     calibrate(run.prepared, run.batches, show_progress=False)
-    run.qgm = convert(run.prepared)
+    run.qgm = _search_calibrator(run) if run.config.search_calibrator else convert(run.prepared)
     digest = ftp.save_quant_state(run.qgm, run.stage / STATE_FILE)
-    pct = f" {cfg.quant.percentile}" if cfg.quant.calibrator == "percentile" else ""
-    run.steps.note(f"calibrator {cfg.quant.calibrator}{pct}; state {STATE_FILE} (sha256 {digest[:12]})")
+    quant = get_quant_state(run.qgm).config
+    pct = f" {quant.percentile}" if quant.calibrator == "percentile" else ""
+    how = " (best of the search)" if run.config.search_calibrator else ""
+    run.steps.note(f"calibrator {quant.calibrator}{pct}{how}; state {STATE_FILE} (sha256 {digest[:12]})")
 
 
 def _step_network(run: _Run) -> None:
@@ -366,6 +398,7 @@ def _step_report(run: _Run) -> dict[str, Any]:
         "layers_error": run.facts.get("layers_error"),
         "histograms": run.facts.get("histograms", []),
         "kept_in_float": run.facts.get("kept_in_float", []),
+        "calibrator_search": run.facts.get("calibrator_search"),
         "steps": run.steps.to_list(),
         "passed": bool(run.evaluation and run.evaluation.passed),
     }

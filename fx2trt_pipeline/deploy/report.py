@@ -142,6 +142,26 @@ def _hist_views(hists: list[Mapping[str, Any]]) -> list[dict[str, str]]:
     return out
 
 
+def _search_view(search: Optional[Mapping[str, Any]]) -> Optional[dict[str, Any]]:
+    if not search:
+        return None
+    metric, fp32 = search["metric"], (search.get("fp32") or {}).get(search["metric"])
+    rows = []
+    for r in search["rows"]:
+        value = r["metrics"].get(metric)
+        delta = "-" if value is None or fp32 is None else f"{100 * (value - fp32):+.2f}"
+        rows.append(
+            {
+                "label": r["label"],
+                "value": _pts(value),
+                "delta": delta,
+                "seconds": f"{r['seconds']:.1f}",
+                "chosen": r["label"] == search["best"],
+            }
+        )
+    return {"metric": metric, "fp32": None if fp32 is None else _pts(fp32), "rows": rows}
+
+
 def _model_rows(m: Mapping[str, Any]) -> list[tuple[str, str]]:
     model, scheme = m.get("model", {}), m.get("model", {}).get("scheme", {})
     inputs = "; ".join(
@@ -251,6 +271,7 @@ def render_report(manifest: Mapping[str, Any], graph_svg: str = "", output_hint:
             {"path": a["path"], "size": _size(a["bytes"]), "sha": a["sha256"][:12]}
             for a in manifest.get("artifacts", [])
         ],
+        "search": _search_view(manifest.get("calibrator_search")),
         "graph_svg": graph_svg,
         "output_hint": output_hint,
     }

@@ -38,6 +38,7 @@ th { color:var(--muted); font-weight:600; font-size:12px; background:#f8f9fa; }
 td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
 tr.skipped td { color:var(--muted); }
 tr.failed td { background:#fff5f5; }
+tr.chosen td { background:#ebfbee; font-weight:600; }
 .gate { list-style:none; padding:0; margin:12px 0 0; }
 .gate li { padding:6px 10px; border-radius:6px; margin-bottom:6px; font-family:ui-monospace, Menlo, monospace;
            font-size:12.5px; word-break:break-word; }
@@ -84,6 +85,19 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:24px;
   </table>
   <ul class="gate">{% for g in gate %}<li class="{{ g.cls }}">{{ g.text }}</li>{% endfor %}</ul>
 </section>
+
+{% if search %}<section id="calibrators">
+  <h2>Calibrator search</h2>
+  <p class="lead">Every calibrator derived from the one calibration pass (no extra forward passes) and scored on the
+    evaluation images with the simulated INT8 model; the best is kept, ties going to the simpler one. It was chosen
+    on the images it is reported on: confirm it on a held-out split before quoting the number.</p>
+  <table><tr><th>calibrator</th><th class="num">{{ search.metric }}</th><th class="num">Δ vs FP32 (points)</th>
+    <th class="num">seconds</th><th></th></tr>
+  {% if search.fp32 is not none %}<tr><td>FP32</td><td class="num">{{ search.fp32 }}</td><td></td><td></td><td></td></tr>{% endif %}
+  {% for r in search.rows %}<tr class="{{ 'chosen' if r.chosen else '' }}"><td>{{ r.label }}</td><td class="num">{{ r.value }}</td>
+    <td class="num">{{ r.delta }}</td><td class="num">{{ r.seconds }}</td><td>{{ '← chosen' if r.chosen else '' }}</td></tr>{% endfor %}
+  </table>
+</section>{% endif %}
 
 <section id="layers">
   <h2>Per-layer quantization error</h2>

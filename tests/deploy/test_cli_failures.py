@@ -213,3 +213,51 @@ engine_tolerance = 1.0
         "max_batch_size: 6" in pbtxt and "dims: [ 3 ]" in pbtxt and "preferred_batch_size: [ 4, 6 ]" in pbtxt
     )
     assert "INT8 TensorRT network" in (output / "report.html").read_text()
+
+
+def test_calibrator_auto_keeps_the_best_of_every_calibrator(tmp_path: Path) -> None:
+    _image_folder(tmp_path / "val")
+    output = tmp_path / "auto"
+    args = [
+        "build",
+        "--model",
+        TINY,
+        "--calib-data",
+        str(_calib(tmp_path)),
+        "--eval-data",
+        str(tmp_path / "val"),
+        "--calibrator",
+        "auto",
+        "--no-onnx",
+        "--output",
+        str(output),
+    ]
+    cfg = tmp_path / "pre.toml"
+    cfg.write_text(
+        "[preprocess]\nsize = [16, 16]\nchannels = 3\n[gate]\nint8_budget = 1.0\nengine_tolerance = 1.0\n"
+    )
+    code, stdout, stderr = run_cli([*args, "--config", str(cfg)])
+    assert code == 0, stderr
+    manifest = json.loads((output / "fx2trt_run.json").read_text())
+    search = manifest["calibrator_search"]
+    labels = [r["label"] for r in search["rows"]]
+    assert labels[0] == "minmax" and "entropy" in labels and len(labels) == 6 and search["metric"] == "top1"
+    best = next(r for r in search["rows"] if r["label"] == search["best"])
+    assert manifest["model"]["calibrator"] == best["calibrator"]
+    assert manifest["config"]["quant"]["calibrator"] == "auto"
+    assert "(best of the search)" in stdout and "Calibrator search" in (output / "report.html").read_text()
+    code, _, stderr = run_cli(
+        [
+            "build",
+            "--model",
+            TINY,
+            "--calib-data",
+            str(_calib(tmp_path)),
+            "--calibrator",
+            "auto",
+            "--no-onnx",
+            "--output",
+            str(tmp_path / "none"),
+        ]
+    )
+    assert code == 1 and "step 2/7 'quantize' failed: ConfigError" in stderr and "labelled" in stderr
