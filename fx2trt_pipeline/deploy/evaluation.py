@@ -99,8 +99,30 @@ class Evaluation:
         }
 
 
+#: Stands for an infinite SQNR (identical outputs) in JSON, which has no Infinity; the report shows it as ∞.
+SQNR_EXACT = 999.0
+
+
 def _finite(value: float) -> Optional[float]:
-    return None if value is None or math.isnan(value) else float(value)
+    if value is None or math.isnan(value):
+        return None
+    return SQNR_EXACT if math.isinf(value) and value > 0 else float(value)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN / infinite float replaced by ``None`` (strict JSON has neither).
+
+    Example:
+        >>> json_safe({"a": [1.0, float("nan")], "b": float("inf")})
+        {'a': [1.0, None], 'b': None}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def _min_stat(result: Any, attr: str) -> Optional[float]:
@@ -266,6 +288,8 @@ def _verdict(
 
 
 __all__ = [
+    "SQNR_EXACT",
+    "json_safe",
     "BACKEND_LABELS",
     "BackendRow",
     "ChunkedRunner",

@@ -39,7 +39,13 @@ from fx2trt_pipeline.build.atomic import atomic_write_text
 from fx2trt_pipeline.convert.inputs import InputSpec
 from fx2trt_pipeline.deploy import analysis
 from fx2trt_pipeline.deploy.config import RunConfig
-from fx2trt_pipeline.deploy.evaluation import ChunkedRunner, Evaluation, evaluate_backends, score_task
+from fx2trt_pipeline.deploy.evaluation import (
+    ChunkedRunner,
+    Evaluation,
+    evaluate_backends,
+    json_safe,
+    score_task,
+)
 from fx2trt_pipeline.deploy.graph_svg import graph_view, render_svg, to_dot
 from fx2trt_pipeline.deploy.sources import (
     calib_batches,
@@ -406,7 +412,9 @@ def _step_report(run: _Run) -> dict[str, Any]:
     html = render_report(manifest, (run.stage / GRAPH_SVG).read_text(encoding="utf-8"))
     atomic_write_text(run.stage / REPORT_FILE, html)
     manifest["artifacts"] = _file_entries(run.stage)
-    atomic_write_text(run.stage / MANIFEST_NAME, json.dumps(manifest, indent=1, allow_nan=False) + "\n")
+    atomic_write_text(
+        run.stage / MANIFEST_NAME, json.dumps(json_safe(manifest), indent=1, allow_nan=False) + "\n"
+    )
     return manifest
 
 

@@ -28,7 +28,7 @@ import torch
 
 import fx2trt_pipeline as ftp
 from fx2trt_pipeline.deploy.config import DataSpec, RunConfig
-from fx2trt_pipeline.deploy.evaluation import ENGINE_SIDE, ChunkedRunner, evaluate_backends
+from fx2trt_pipeline.deploy.evaluation import ENGINE_SIDE, ChunkedRunner, evaluate_backends, json_safe
 from fx2trt_pipeline.deploy.pipeline import (
     ENGINE_FILE,
     ONNX_FILE,
@@ -177,7 +177,8 @@ def validate_run_dir(
         from fx2trt_pipeline.build.atomic import atomic_write_text
 
         atomic_write_text(
-            json_out, json.dumps({"passed": passed, "lines": lines, **evaluation.to_dict()}, indent=1)
+            json_out,
+            json.dumps(json_safe({"passed": passed, "lines": lines, **evaluation.to_dict()}), indent=1),
         )
     return EXIT_PASS if passed else EXIT_FAIL
 
