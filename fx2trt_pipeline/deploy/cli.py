@@ -184,7 +184,8 @@ def run_build_command(
         return 130
     verdict = "passed" if outcome.passed else "FAILED (see report.html; `fx2trt validate` gates CI)"
     print(
-        f"wrote {outcome.output}/ (report.html, model.plan, triton/); accuracy gate {verdict}",
+        f"wrote {outcome.output}/ in {outcome.seconds:.1f} s (report.html, model.plan, triton/); "
+        f"accuracy gate {verdict}",
         file=out,
         flush=True,
     )

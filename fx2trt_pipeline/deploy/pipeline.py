@@ -83,6 +83,7 @@ class BuildOutcome:
     output: Path
     manifest: dict[str, Any]
     passed: bool
+    seconds: float = 0.0
 
 
 @dataclass
@@ -178,7 +179,7 @@ def _search_calibrator(run: _Run) -> Any:
 
 
 def _step_quantize(run: _Run) -> None:
-    calibrate(run.prepared, run.batches, show_progress=False)
+    calibrate(run.prepared, run.batches, show_progress=run.steps.interactive)
     run.qgm = _search_calibrator(run) if run.config.search_calibrator else convert(run.prepared)
     digest = ftp.save_quant_state(run.qgm, run.stage / STATE_FILE)
     quant = get_quant_state(run.qgm).config
@@ -459,7 +460,7 @@ def run_build(
             _step_validate(run)
         with steps.step("report", f"{MANIFEST_NAME} and {REPORT_FILE}"):
             manifest = _step_report(run)
-    return BuildOutcome(output, manifest, bool(manifest["passed"]))
+    return BuildOutcome(output, manifest, bool(manifest["passed"]), steps.total_seconds)
 
 
 __all__ = ["BuildOutcome", "STEP_NAMES", "decode_fn_for", "engine_side_runners", "max_batch_of", "run_build"]

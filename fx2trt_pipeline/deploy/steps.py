@@ -107,6 +107,8 @@ class Steps:
         self.records = {name: StepRecord(name) for name in names}
         self.stream = stream if stream is not None else sys.stdout
         self.quiet = quiet
+        #: Progress bars (calibration) only when a person watches a terminal.
+        self.interactive = not quiet and hasattr(self.stream, "isatty") and self.stream.isatty()
         self._current: Optional[StepRecord] = None
 
     def _print(self, text: str) -> None:
@@ -140,6 +142,11 @@ class Steps:
             self._current = None
         record.status, record.seconds = "ok", time.perf_counter() - start
         self._print(f"      done in {record.seconds:.1f} s")
+
+    @property
+    def total_seconds(self) -> float:
+        """Seconds of all finished steps."""
+        return sum(r.seconds for r in self.records.values())
 
     def to_list(self) -> list[dict[str, object]]:
         """Records as JSON-friendly dicts, in step order."""
@@ -179,29 +186,36 @@ def _fsync_dir(path: Path) -> None:
 def staged_output(output: Path, force: bool = False) -> Iterator[Path]:
     """Yield a staging directory next to ``output``; publish it as ``output`` only if the block succeeds.
 
-    On any exception (KeyboardInterrupt included) the staging directory is removed and ``output`` is
-    left as it was. On success a previous ``output`` is moved aside, the staging directory renamed into
-    place, and the old one deleted, so ``output`` is always either the old run or the new one.
+    On any exception (KeyboardInterrupt included) the staging directory and any parent directories
+    created for it are removed, and ``output`` is left as it was. On success a previous ``output`` is
+    moved aside, the staging directory renamed into place, and the old one deleted: a reader sees the
+    old run or the new one (or, for the instant between the two renames, no directory), never a mix.
     """
     output = Path(output)
     check_output_dir(output, force)
+    created = [p for p in reversed(output.parents) if not p.exists()]
     output.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{output.name}-", dir=output.parent))
+    old: Optional[Path] = None
     try:
         yield stage
         os.chmod(stage, 0o755)  # mkdtemp makes it 0o700; the published directory is an ordinary one
-        old: Optional[Path] = None
         if output.exists():
             old = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}old-{output.name}-", dir=output.parent))
             old.rmdir()
             os.replace(output, old)
         os.replace(stage, output)
-        _fsync_dir(output.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
+        if old is not None and not output.exists():
+            os.replace(old, output)  # the publishing rename failed: put the previous run back
         shutil.rmtree(stage, ignore_errors=True)
+        for parent in reversed(created):
+            with contextlib.suppress(OSError):
+                parent.rmdir()  # only if still empty
         raise
+    _fsync_dir(output.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 __all__ = [
