@@ -15,11 +15,11 @@ from .preprocess import PreprocessSpec, TransformParams, read_image
 from .sampling import calibration_batches
 
 __all__ = [
-    "CocoDetectionDataset",
-    "ImageFolderDataset",
     "MNIST_DET_DIR",
     "MNIST_DET_SPEC",
     "MNIST_DET_SPLITS",
+    "CocoDetectionDataset",
+    "ImageFolderDataset",
     "NumpyDataset",
     "PreprocessSpec",
     "TransformParams",

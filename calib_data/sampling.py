@@ -40,6 +40,8 @@ def calibration_batches(
             different shapes, or items with NaN/Inf (names the offending item index).
 
     Example:
+        >>> import numpy as np
+        >>> from fx2trt_pipeline.calib_data import NumpyDataset
         >>> ds = NumpyDataset(np.zeros((10, 3, 8, 8), np.float32))
         >>> [b.shape[0] for b in calibration_batches(ds, 5, batch_size=2, show_progress=False)]
         [2, 2, 1]

@@ -2,7 +2,7 @@
 """Train the demo CenterNet on the shipped MNIST detection set (CPU, a few minutes, fixed seed).
 
 Loss as in CenterNet: penalty-reduced focal loss on the class heatmap (Gaussian peaks at box
-centres), L1 on box size (x0.1) and centre offset at the centre cells. Augmentation: random
+centres), L1 on box size (x``--wh-weight``) and centre offset at the centre cells. Augmentation: random
 translations that keep every digit inside the image. Prints val mAP and writes the fp32
 checkpoint atomically to ``fx2trt_pipeline/models/weights/demo_centernet.pt``.
 
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from fx2trt_pipeline.calib_data import MNIST_DET_SPEC, load_mnist_detection
+
 from fx2trt_pipeline.models.centernet import DEMO_CONFIG, DEMO_WEIGHTS, CenterNet, demo_centernet
 from fx2trt_pipeline.validate.metrics import evaluate_detector
 
@@ -77,7 +77,7 @@ def make_targets(boxes: list[np.ndarray], classes: list[np.ndarray], num_classes
             np.maximum(hm[i, c], g, out=hm[i, c])
             wh[i, j], reg[i, j] = (x1 - x0, y1 - y0), (cx - ix, cy - iy)
             ind[i, j], mask[i, j] = iy * ow + ix, 1.0
-    return {k: torch.from_numpy(v) for k, v in dict(hm=hm, wh=wh, reg=reg, ind=ind, mask=mask).items()}
+    return {k: torch.from_numpy(v) for k, v in {"hm": hm, "wh": wh, "reg": reg, "ind": ind, "mask": mask}.items()}
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -96,7 +96,7 @@ def masked_l1(pred: torch.Tensor, ind: torch.Tensor, mask: torch.Tensor, target:
     return (F.l1_loss(gathered, target, reduction="none") * mask[..., None]).sum() / (2 * mask.sum()).clamp(min=1)
 
 
-def train(epochs: int, batch_size: int, lr: float, seed: int) -> tuple[CenterNet, float]:
+def train(epochs: int, batch_size: int, lr: float, seed: int, wh_weight: float) -> tuple[CenterNet, float]:
     """Train a fresh demo CenterNet; returns the model (eval mode) and the seconds it took."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -117,7 +117,7 @@ def train(epochs: int, batch_size: int, lr: float, seed: int) -> tuple[CenterNet
             x = torch.stack([im for im, _ in shifted])
             t = make_targets([bx for _, bx in shifted], [classes[i] for i in idx], model.num_classes, out_hw, stride)
             hm, wh, reg = model(x)
-            losses = (focal_loss(hm, t["hm"]), 0.1 * masked_l1(wh, t["ind"], t["mask"], t["wh"]),
+            losses = (focal_loss(hm, t["hm"]), wh_weight * masked_l1(wh, t["ind"], t["mask"], t["wh"]),
                       masked_l1(reg, t["ind"], t["mask"], t["reg"]))
             opt.zero_grad(set_to_none=True)
             sum(losses).backward()
@@ -153,20 +153,22 @@ def save_checkpoint(model: CenterNet, path: Path, metrics: dict[str, float], met
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Train the demo CenterNet on MNIST detection scenes.")
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=70)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--wh-weight", type=float, default=0.5, help="L1 weight of the box-size loss")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the CI hosts are shared)")
     parser.add_argument("--out", type=Path, default=DEMO_WEIGHTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model, seconds = train(args.epochs, args.batch_size, args.lr, args.seed)
+    model, seconds = train(args.epochs, args.batch_size, args.lr, args.seed, args.wh_weight)
     metrics = evaluate_detector(model, load_mnist_detection("val"))
     print(f"val ({int(metrics['num_images'])} images): mAP {metrics['mAP']:.4f}  AP50 {metrics['AP50']:.4f}  "
           f"AP75 {metrics['AP75']:.4f}  (trained {seconds:.0f}s, {args.threads} thread(s))")
     save_checkpoint(model, args.out, metrics, {"epochs": args.epochs, "seed": args.seed, "seconds": round(seconds, 1),
-                                               "batch_size": args.batch_size, "lr": args.lr})
+                                               "batch_size": args.batch_size, "lr": args.lr,
+                                               "wh_weight": args.wh_weight})
     print(f"wrote {args.out}")
 
 

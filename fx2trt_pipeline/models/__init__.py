@@ -21,11 +21,11 @@ from .centernet import (
 )
 
 __all__ = [
-    "BasicBlock",
-    "CenterNet",
     "DEMO_CONFIG",
     "DEMO_WEIGHTS",
     "OUTPUT_NAMES",
+    "BasicBlock",
+    "CenterNet",
     "centernet_resnet18",
     "decode",
     "demo_centernet",

@@ -74,6 +74,7 @@ def coco_map(predictions: Sequence[Mapping[str, Any]], coco_gt: Any,
         ConfigError: a prediction names an image that is not in the ground truth.
 
     Example:
+        >>> from fx2trt_pipeline.calib_data import load_mnist_detection
         >>> gt = load_mnist_detection("val").coco
         >>> preds = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
         ...           "score": 1.0} for a in gt.dataset["annotations"]]
@@ -201,8 +202,9 @@ def evaluate_detector(model_fn: Callable[[torch.Tensor], Any], dataset: Any, dec
         :func:`coco_map`'s dict (``mAP``, ``AP50``, ...) plus ``num_images``.
 
     Example:
-        >>> model = load_demo_detector()
-        >>> evaluate_detector(model, load_mnist_detection("val"))["AP50"] > 0.9
+        >>> from fx2trt_pipeline.calib_data import load_mnist_detection
+        >>> from fx2trt_pipeline.models import load_demo_detector
+        >>> evaluate_detector(load_demo_detector(), load_mnist_detection("val"))["AP50"] > 0.9
         True
     """
     n = len(dataset) if max_images is None else min(max_images, len(dataset))

@@ -8,8 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from fx2trt_pipeline.calib_data import (
     CocoDetectionDataset,
     ImageFolderDataset,
@@ -17,6 +15,8 @@ from fx2trt_pipeline.calib_data import (
     PreprocessSpec,
     calibration_batches,
 )
+from PIL import Image
+
 from fx2trt_pipeline.errors import CalibrationError
 
 SPEC = PreprocessSpec(size=(16, 16), channels=3)
@@ -128,7 +128,7 @@ def test_calibration_batches_deterministic_subset() -> None:
     other = [b.flatten().tolist() for b in calibration_batches(ds, 7, batch_size=3, seed=1, show_progress=False)]
     assert first == again != other
     assert [len(b) for b in first] == [3, 3, 1]
-    assert len(set(sum(first, []))) == 7  # no item twice
+    assert len({v for batch in first for v in batch}) == 7  # no item twice
     every = torch.cat(list(calibration_batches(ds, None, batch_size=8, show_progress=False)))
     assert every.flatten().tolist() == list(range(20)) and every.dtype == torch.float32
 
