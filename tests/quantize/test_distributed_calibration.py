@@ -110,6 +110,9 @@ def _worker(rank: int, init_file: str, out_dir: str, mode: str) -> None:
                 return
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(_scales(prepared)))
     finally:
+        # Every rank reaches this point before any tears its sockets down: a rank that exits while a peer
+        # still flushes the last collective makes gloo abort that peer ("terminate called ...").
+        dist.barrier()
         dist.destroy_process_group()
 
 
