@@ -3,8 +3,8 @@
 ::
 
     float model ───────────────┐
-    simulated INT8 GraphModule ├─ runners (validate/runners.py) ─> detector: COCO mAP / AP50 (pycocotools)
-    engine backend ────────────┘                                   classifier: top-1 / top-5
+    simulated INT8 GraphModule ├─ runners ─> detector: COCO mAP / AP50 (pycocotools)
+    engine backend ────────────┘             classifier: top-1 / top-5
 
 The engine backend is the TensorRT engine where a GPU the library supports is present; otherwise the
 converted network definition itself, executed layer by layer (:class:`NetworkExecutor`), and/or ONNX
@@ -128,8 +128,8 @@ class AccuracyResult:
             ConfigError: keys are missing or the runs lack ``fp32`` / ``simulated``.
         """
         try:
-            runs = {k: BackendRun(k, {m: float(v) for m, v in r["metrics"].items()}, float(r.get("seconds", 0.0)))
-                    for k, r in data["runs"].items()}
+            runs = {k: BackendRun(k, {m: float(v) for m, v in r["metrics"].items()},
+                                  float(r.get("seconds", 0.0))) for k, r in data["runs"].items()}
             result = cls(str(data["task"]), str(data["metric"]), runs, data.get("engine_backend"),
                          str(data.get("engine_reason", "")), int(data.get("num_samples", 0)))
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
@@ -141,7 +141,8 @@ class AccuracyResult:
         return result
 
     def __str__(self) -> str:
-        names = [n for n in ("mAP", "AP50", "top1", "top5") if any(n in r.metrics for r in self.runs.values())]
+        names = [n for n in ("mAP", "AP50", "top1", "top5")
+                 if any(n in r.metrics for r in self.runs.values())]
         rows = []
         for key, run in self.runs.items():
             label = key + (" (engine)" if key == self.engine_backend else "")
@@ -187,12 +188,13 @@ def choose_engine_backends(requested: str | Sequence[str] = "auto") -> tuple[lis
                                           "executor runs the converted network definition instead")
         if _onnx_available():
             return ["onnxruntime"], f"no TensorRT library ({gpu_reason}); ONNX Runtime runs the QDQ ONNX"
-        raise ConfigError(f"No engine backend can run here: {gpu_reason}, and ONNX Runtime / the QDQ exporter is "
-                          "missing. Install fx2trt-pipeline[rtx] or onnxruntime.")
+        raise ConfigError(f"No engine backend can run here: {gpu_reason}, and ONNX Runtime / the QDQ "
+                          "exporter is missing. Install fx2trt-pipeline[rtx] or onnxruntime.")
     names = list(requested)
     unknown = [n for n in names if n not in ENGINE_BACKENDS]
     if unknown or not names:
-        raise ConfigError(f"Unknown engine backend(s) {unknown or names}; choose from {ENGINE_BACKENDS} or 'auto'.")
+        raise ConfigError(f"Unknown engine backend(s) {unknown or names}; choose from {ENGINE_BACKENDS} "
+                          "or 'auto'.")
     if "tensorrt" in names and gpu_reason is not None:
         raise ConfigError(f"Backend 'tensorrt' was requested but engines cannot run here: {gpu_reason}. "
                           "Ask for 'network_executor' / 'onnxruntime' or use 'auto'.")
@@ -276,7 +278,8 @@ def detection_evaluator(dataset: Any, *, max_images: int | None = None, batch_si
         >>> evaluate(load_demo_detector())["mAP"]                                       # doctest: +SKIP
     """
     def evaluate(model: Any) -> dict[str, float]:
-        return evaluate_detector(model, dataset, decode_fn=decode_fn, batch_size=batch_size, max_images=max_images)
+        return evaluate_detector(model, dataset, decode_fn=decode_fn, batch_size=batch_size,
+                                 max_images=max_images)
 
     return evaluate
 
@@ -312,8 +315,8 @@ def validate_detector(model: nn.Module, qgm: torch.fx.GraphModule, dataset: Any,
         ConfigError: no engine backend can run, or a requested one cannot.
 
     Example:
-        >>> result = validate_detector(model, qgm, load_mnist_detection("val"), max_images=100)  # doctest: +SKIP
-        >>> result.engine_backend, round(result.int8_drop, 4)                                  # doctest: +SKIP
+        >>> result = validate_detector(model, qgm, load_mnist_detection("val"))  # doctest: +SKIP
+        >>> result.engine_backend, round(result.int8_drop, 4)                    # doctest: +SKIP
         ('network_executor', 0.0012)
     """
     names, reason = choose_engine_backends(backends)
@@ -328,8 +331,9 @@ def validate_detector(model: nn.Module, qgm: torch.fx.GraphModule, dataset: Any,
     return AccuracyResult("detection", "mAP", runs, names[0], reason, count)
 
 
-def validate_classifier(model: nn.Module, qgm: torch.fx.GraphModule, data: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                        *, backends: str | Sequence[str] = "auto", engine: Any = None, input_name: str = "images",
+def validate_classifier(model: nn.Module, qgm: torch.fx.GraphModule,
+                        data: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
+                        backends: str | Sequence[str] = "auto", engine: Any = None, input_name: str = "images",
                         output_name: str = "logits", max_batch: int | None = None,
                         ks: Sequence[int] = (1, 5)) -> AccuracyResult:
     """Top-k accuracy of the FP32 model, the simulated INT8 model and the engine backend(s).
@@ -349,8 +353,8 @@ def validate_classifier(model: nn.Module, qgm: torch.fx.GraphModule, data: Itera
         >>> print(validate_classifier(model, qgm, batches))                 # doctest: +SKIP
     """
     if iter(data) is data:
-        raise ConfigError("validate_classifier needs re-iterable data (a list or a DataLoader), not an iterator: "
-                          "every backend reads it once.")
+        raise ConfigError("validate_classifier needs re-iterable data (a list or a DataLoader), not an "
+                          "iterator: every backend reads it once.")
     first = next(iter(data), None)
     if first is None:
         raise ConfigError("validate_classifier got no batches.")
@@ -360,8 +364,8 @@ def validate_classifier(model: nn.Module, qgm: torch.fx.GraphModule, data: Itera
         logits, labels = [], []
         for x, y in data:
             out = runner.run({input_name: x.float()})
-            logits.append(torch.as_tensor(out[output_name] if output_name in out else next(iter(out.values())))
-                          .detach().float().cpu())
+            value = out[output_name] if output_name in out else next(iter(out.values()))
+            logits.append(torch.as_tensor(value).detach().float().cpu())
             labels.append(torch.as_tensor(y).reshape(-1))
         stacked = torch.cat(logits)
         wanted = tuple(k for k in ks if k <= stacked.shape[1]) or (1,)
@@ -386,7 +390,8 @@ class DemoSetup:
     calib_batches: list[torch.Tensor] = field(default_factory=list)
 
 
-def demo_setup(calib_images: int | None = None, batch_size: int = 50, weights: str | Path | None = None) -> DemoSetup:
+def demo_setup(calib_images: int | None = None, batch_size: int = 50,
+               weights: str | Path | None = None) -> DemoSetup:
     """Load the demo detector, prepare it and calibrate ONCE on the ``calib`` split.
 
     Args:
@@ -404,14 +409,16 @@ def demo_setup(calib_images: int | None = None, batch_size: int = 50, weights: s
     from fx2trt_pipeline.quantize.config import QuantConfig
 
     model = load_demo_detector(weights)
-    batches = list(calibration_batches(load_mnist_detection("calib"), calib_images, batch_size, show_progress=False))
+    calib = load_mnist_detection("calib")
+    batches = list(calibration_batches(calib, calib_images, batch_size, show_progress=False))
     prepared = prepare(model, (batches[0][:1],), QuantConfig(show_progress=False))
     calibrate(prepared, batches, show_progress=False)
     return DemoSetup(model, prepared, load_mnist_detection("val"), batches)
 
 
-def validate_demo_detector(calibrator: str = "mse", percentile: float = 99.99, *, max_images: int | None = None,
-                           backends: str | Sequence[str] = "auto", setup: DemoSetup | None = None) -> AccuracyResult:
+def validate_demo_detector(calibrator: str = "mse", percentile: float = 99.99, *,
+                           max_images: int | None = None, backends: str | Sequence[str] = "auto",
+                           setup: DemoSetup | None = None) -> AccuracyResult:
     """Quantize the shipped demo detector with one calibrator and validate it on the ``val`` split.
 
     Example:
@@ -421,5 +428,6 @@ def validate_demo_detector(calibrator: str = "mse", percentile: float = 99.99, *
     from fx2trt_pipeline.quantize.config import QuantConfig
 
     setup = setup or demo_setup()
-    qgm = convert(setup.prepared, QuantConfig(calibrator=calibrator, percentile=percentile, show_progress=False))
+    config = QuantConfig(calibrator=calibrator, percentile=percentile, show_progress=False)
+    qgm = convert(setup.prepared, config)
     return validate_detector(setup.model, qgm, setup.val, backends=backends, max_images=max_images)

@@ -15,8 +15,8 @@ choice and the claim when one exists.
 Example:
     >>> from fx2trt_pipeline.validate.accuracy import demo_setup, detection_evaluator
     >>> setup = demo_setup()                                                              # doctest: +SKIP
-    >>> qgm, table = best_calibrator(setup.prepared, detection_evaluator(setup.val),
-    ...                              fp32_metrics=detection_evaluator(setup.val)(setup.model))  # doctest: +SKIP
+    >>> evaluate = detection_evaluator(setup.val)                                          # doctest: +SKIP
+    >>> qgm, table = best_calibrator(setup.prepared, evaluate)                            # doctest: +SKIP
     >>> print(table)                                                                      # doctest: +SKIP
 """
 
@@ -53,8 +53,8 @@ class CalibratorChoice:
 
     def config(self, base: QuantConfig) -> QuantConfig:
         """``base`` with this calibrator (placement settings untouched, so the statistics are reused)."""
-        return dataclasses.replace(base, calibrator=self.calibrator,
-                                   percentile=self.percentile if self.percentile is not None else base.percentile)
+        percentile = self.percentile if self.percentile is not None else base.percentile
+        return dataclasses.replace(base, calibrator=self.calibrator, percentile=percentile)
 
 
 #: Candidates, simplest first (a tie goes to the earlier one): minmax has no parameter, percentile
@@ -112,19 +112,21 @@ class CalibratorTable:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
-        return {"metric": self.metric, "best": self.best.label, "fp32": self.fp32, "tie_tolerance": self.tie_tolerance,
-                "rows": [{"calibrator": r.choice.calibrator, "percentile": r.choice.percentile, "label": r.choice.label,
-                          "metrics": r.metrics, "seconds": r.seconds} for r in self.rows]}
+        rows = [{"calibrator": r.choice.calibrator, "percentile": r.choice.percentile,
+                 "label": r.choice.label, "metrics": r.metrics, "seconds": r.seconds} for r in self.rows]
+        return {"metric": self.metric, "best": self.best.label, "fp32": self.fp32,
+                "tie_tolerance": self.tie_tolerance, "rows": rows}
 
     def __str__(self) -> str:
         extra = [n for n in ("AP50", "top5") if any(n in r.metrics for r in self.rows) and n != self.metric]
-        header = ("calibrator", self.metric, *extra) + (("drop vs fp32",) if self.fp32 else ()) + ("seconds", "")
+        header = ("calibrator", self.metric, *extra, *(("drop vs fp32",) if self.fp32 else ()), "seconds", "")
         rows = []
         for r in self.rows:
             value = r.metrics.get(self.metric, math.nan)
             drop = (f"{100 * (self.fp32[self.metric] - value):+.2f}",) if self.fp32 else ()
-            rows.append((r.choice.label, f"{100 * value:.2f}", *[f"{100 * r.metrics.get(n, math.nan):.2f}"
-                         for n in extra], *drop, f"{r.seconds:.1f}", "<- best" if r.choice == self.best else ""))
+            others = [f"{100 * r.metrics.get(n, math.nan):.2f}" for n in extra]
+            rows.append((r.choice.label, f"{100 * value:.2f}", *others, *drop, f"{r.seconds:.1f}",
+                         "<- best" if r.choice == self.best else ""))
         if self.fp32:
             rows.insert(0, ("fp32", f"{100 * self.fp32[self.metric]:.2f}",
                             *[f"{100 * self.fp32.get(n, math.nan):.2f}" for n in extra], "", "", ""))
@@ -146,20 +148,23 @@ def pick_best(rows: Sequence[CalibratorRow], metric: str, tie_tolerance: float =
     scored = [(r.metrics.get(metric, math.nan), r) for r in rows]
     finite = [v for v, _ in scored if not math.isnan(v)]
     if not finite:
-        raise ConfigError(f"No calibrator produced a finite {metric!r}; rows: {[r.choice.label for r in rows]}")
+        raise ConfigError(f"No calibrator produced a finite {metric!r}; candidates: "
+                          f"{[r.choice.label for r in rows]}")
     top = max(finite)
     return next(r.choice for v, r in scored if not math.isnan(v) and v >= top - tie_tolerance)
 
 
 def compare_calibrators(prepared: torch.fx.GraphModule, evaluate: Evaluator, *, metric: str = "mAP",
-                        choices: Sequence[CalibratorChoice] = DEFAULT_CHOICES, base_config: QuantConfig | None = None,
+                        choices: Sequence[CalibratorChoice] = DEFAULT_CHOICES,
+                        base_config: QuantConfig | None = None,
                         fp32_metrics: Mapping[str, float] | None = None,
                         tie_tolerance: float = DEFAULT_TIE_TOLERANCE) -> CalibratorTable:
     """Convert a calibrated prepared model with every candidate calibrator and score each.
 
     Args:
         prepared: from ``ftp.prepare`` + ``ftp.calibrate`` (calibrated once; not run again here).
-        evaluate: ``evaluate(model) -> metrics`` (e.g. :func:`~fx2trt_pipeline.validate.accuracy.detection_evaluator`).
+        evaluate: ``evaluate(model) -> metrics``, e.g.
+            :func:`~fx2trt_pipeline.validate.accuracy.detection_evaluator`.
         metric: the metric to maximise (``"mAP"``, ``"top1"``...).
         choices: candidates, simplest first.
         base_config: config the candidates vary (default: the prepared one).
@@ -191,7 +196,8 @@ def compare_calibrators(prepared: torch.fx.GraphModule, evaluate: Evaluator, *, 
         metrics = dict(evaluate(convert(prepared, choice.config(base))))
         if metric not in metrics:
             raise ConfigError(f"evaluate() returned {sorted(metrics)}, without the metric {metric!r}.")
-        rows.append(CalibratorRow(choice, {k: float(v) for k, v in metrics.items()}, time.perf_counter() - start))
+        seconds = time.perf_counter() - start
+        rows.append(CalibratorRow(choice, {k: float(v) for k, v in metrics.items()}, seconds))
     fp32 = {k: float(v) for k, v in fp32_metrics.items()} if fp32_metrics is not None else None
     return CalibratorTable(metric, rows, pick_best(rows, metric, tie_tolerance), fp32, tie_tolerance)
 

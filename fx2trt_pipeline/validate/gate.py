@@ -134,13 +134,15 @@ def check_parity(result: AccuracyResult, engine_tolerance: float = DEFAULT_ENGIN
         failures.append(f"engine ({backend}) {name} {engine:.4f} vs simulated {sim:.4f}: |delta| {delta:.4f} "
                         f"> tolerance {tol:.4f}")
     if not drop <= budget + 1e-12:
-        failures.append(f"INT8 {name} drop fp32 {fp32:.4f} - simulated {sim:.4f} = {drop:.4f} > budget {budget:.4f}")
+        failures.append(f"INT8 {name} drop fp32 {fp32:.4f} - simulated {sim:.4f} = {drop:.4f} "
+                        f"> budget {budget:.4f}")
     if failures:
         reason = f"FAIL {name}: " + "; ".join(failures)
     else:
         parity = "engine not checked" if engine is None else \
             f"engine ({backend}) {engine:.4f} vs simulated {sim:.4f} (|delta| {delta:.4f} <= {tol:.4f})"
-        reason = f"PASS {name}: {parity}; fp32 {fp32:.4f} - simulated {sim:.4f} = {drop:.4f} <= budget {budget:.4f}"
+        reason = (f"PASS {name}: {parity}; fp32 {fp32:.4f} - simulated {sim:.4f} = {drop:.4f} "
+                  f"<= budget {budget:.4f}")
     return GateResult(not failures, reason, name, fp32, sim, engine, backend, delta, drop, tol, budget)
 
 
@@ -206,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("result", nargs="?", help="JSON written by AccuracyResult.to_dict() (omit with --demo)")
     p.add_argument("--demo", action="store_true", help="validate the shipped demo detector now")
     p.add_argument("--calibrator", default="mse", help="--demo: calibrator (minmax/percentile/entropy/mse)")
-    p.add_argument("--percentile", type=float, default=99.99, help="--demo: percentile of the percentile calibrator")
+    p.add_argument("--percentile", type=float, default=99.99, help="--demo: its percentile")
     p.add_argument("--max-images", type=int, default=None, help="--demo: score only the first N val images")
     p.add_argument("--backend", action="append", default=None, help="--demo: engine backend(s); default auto")
     p.add_argument("--save-result", default=None, help="--demo: also write the AccuracyResult JSON here")

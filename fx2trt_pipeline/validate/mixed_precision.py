@@ -1,22 +1,19 @@
 """Layer sensitivity and automatic mixed precision: keep the fewest layers in float to meet a budget.
 
-Sensitivity is measured two ways, cheap first:
+Sensitivity, cheapest first. Proxies (no labels): a layer's own quantization SQNR
+(:func:`layer_sqnr_proxy`, from ``layer_report``; one pass) and the network-output noise removed by
+keeping that layer alone in float (:func:`output_gain_proxy`; one pass per layer), which ranks by
+default because the own SQNR ignores what happens downstream (on the demo detector its rank
+correlation with the mAP effect was ~0, the output proxy's ~0.5). Metric: *leave-one-out* (everything
+quantized but that layer, via ``QuantConfig.skip``) for the proxy's top few. Leave-one-out rather
+than "only that layer quantized" because it measures what the search decides: how much of the INT8
+loss floating this layer gives back, with every other quantized layer's error present.
 
-* **proxy** (one forward pass): each quantized layer's own quantization error, the SQNR of the
-  layer run alone on float inputs through its own Q/DQ and INT8 weights vs the FP32 layer
-  (:func:`~fx2trt_pipeline.validate.layer_report.quant_error_table`). A transparent op (max-pool)
-  carries the Q/DQ of the layer it feeds, so its error is charged to that layer.
-* **metric** (one evaluation per layer, only for the worst few by proxy): *leave-one-out*, i.e.
-  everything quantized except that layer (``QuantConfig.skip``). We chose leave-one-out over
-  "only that layer quantized" because it measures exactly what the search decides: how much of the
-  INT8 loss keeping this layer in float gives back, starting from the full INT8 model, with the
-  interactions of all other quantized layers present.
-
-The search then adds layers to the float set greedily (largest measured recovery first, then the
-rest in proxy order), keeps a layer only if it raises the metric, and stops as soon as the drop vs
-FP32 is within budget. Float layers get no Q/DQ at all. Scales come from the one calibration pass
-whenever the remaining Q/DQ placement is a subset of the calibrated one; a skip that creates a new
-Q/DQ point (e.g. a residual add whose conv input is now float) re-prepares and re-calibrates.
+The search adds layers to the float set greedily (largest measured recovery first, then proxy order),
+keeps a layer only if the metric rises, and stops once the drop vs FP32 is within budget. Float layers
+get no Q/DQ. Scales come from the one calibration pass while the remaining Q/DQ placement is a subset
+of the calibrated one; a skip that creates a Q/DQ point (a residual add whose conv input turns float)
+re-prepares and re-calibrates.
 
 Example:
     >>> from fx2trt_pipeline.validate.accuracy import demo_setup, detection_evaluator
@@ -48,8 +45,9 @@ from fx2trt_pipeline.quantize.op_rules import rule_for_node
 from fx2trt_pipeline.quantize.placement import place_qdq
 from fx2trt_pipeline.quantize.reference import build_reference
 from fx2trt_pipeline.quantize.state import STATE_ATTR, QuantState
-from fx2trt_pipeline.validate.compare import format_table
+from fx2trt_pipeline.validate.compare import format_table, sqnr_db
 from fx2trt_pipeline.validate.layer_report import quant_error_table
+from fx2trt_pipeline.validate.runners import flatten_outputs
 
 Evaluator = Callable[[Any], Mapping[str, float]]
 
@@ -106,7 +104,8 @@ def convert_with_skip(prepared: GraphModule, skip: Sequence[str], config: QuantC
     old = info.placement.groups
     if any(key not in old or old[key].members != group.members for key, group in placement.groups.items()):
         return None
-    amax = {key: compute_amax(info.stats[key], g.calibrator, g.percentile) for key, g in placement.groups.items()}
+    amax = {key: compute_amax(info.stats[key], g.calibrator, g.percentile)
+            for key, g in placement.groups.items()}
     device = next((p.device for p in plain.parameters()), torch.device("cpu"))
     weight_scales = build_reference(plain, placement, amax)
     plain.to(device)
@@ -115,16 +114,33 @@ def convert_with_skip(prepared: GraphModule, skip: Sequence[str], config: QuantC
     return plain
 
 
-def proxy_sensitivity(model: nn.Module, qgm: GraphModule, prepared: GraphModule, inputs: Sequence[torch.Tensor]
-                      ) -> dict[str, float]:
-    """Proxy SQNR (dB, lower = more sensitive) of every quantized layer, from one forward pass.
+def quantize_with_skip(model: nn.Module, prepared: GraphModule, skip: Sequence[str], config: QuantConfig,
+                       calib_batches: Sequence[Any] | None = None) -> GraphModule | None:
+    """:func:`convert_with_skip`, else (new Q/DQ points) re-prepare and calibrate on ``calib_batches``.
 
-    The SQNR of the layer alone (its own Q/DQ and INT8 weights on float inputs); the Q/DQ in front of
-    a transparent op (max-pool) is charged to the quantized layer that op feeds.
+    Returns ``None`` only when re-calibration is needed and no ``calib_batches`` were given.
+    """
+    qgm = convert_with_skip(prepared, skip, config)
+    if qgm is not None or calib_batches is None:
+        return qgm
+    cfg = dataclasses.replace(config, skip=tuple(dict.fromkeys((*config.skip, *skip))))
+    first = next(iter(calib_batches))
+    fresh = prepare(model, tuple(first) if isinstance(first, (tuple, list)) else (first,), cfg)
+    calibrate(fresh, calib_batches, show_progress=False)
+    return convert(fresh)
+
+
+def layer_sqnr_proxy(model: nn.Module, qgm: GraphModule, prepared: GraphModule,
+                     inputs: Sequence[torch.Tensor]) -> dict[str, float]:
+    """Each quantized layer's own quantization SQNR (dB; lower = noisier), from one forward pass.
+
+    The layer alone on float inputs through its own Q/DQ and INT8 weights vs the FP32 layer
+    (:func:`~fx2trt_pipeline.validate.layer_report.quant_error_table`); the Q/DQ in front of a
+    transparent op (max-pool) is charged to the quantized layer that op feeds.
 
     Example:
-        >>> sorted(proxy_sensitivity(model, qgm, prepared, (x,)).items(), key=lambda kv: kv[1])[0]  # doctest: +SKIP
-        ('backbone_4_0_conv1', 23.85)
+        >>> proxy = layer_sqnr_proxy(model, qgm, prepared, (x,))   # doctest: +SKIP
+        >>> min(proxy, key=proxy.get)                               # doctest: +SKIP
     """
     layers = quantized_layers(prepared)
     table = {row.layer: row.activation_sqnr_db for row in quant_error_table(model, qgm, tuple(inputs))}
@@ -150,21 +166,62 @@ def _fed_layers(node: torch.fx.Node, layers: set[str], modules: dict[str, nn.Mod
     return found
 
 
+def _relative_noise(reference: Sequence[torch.Tensor], module: nn.Module,
+                    inputs: Sequence[torch.Tensor]) -> float:
+    """Sum over outputs of ``|ref - out|^2 / |ref|^2``, so every output weighs the same whatever its scale."""
+    with torch.no_grad():
+        outputs = flatten_outputs(module(*inputs))
+    return sum(10.0 ** (-sqnr_db(r, o) / 10.0) for r, o in zip(reference, outputs))
+
+
+def output_gain_proxy(model: nn.Module, prepared: GraphModule, inputs: Sequence[torch.Tensor],
+                      config: QuantConfig, calib_batches: Sequence[Any] | None = None) -> dict[str, float]:
+    """Network-output noise removed by keeping each layer alone in float, in dB (higher = more sensitive).
+
+    Leave-one-out at the outputs: ``10 log10(noise(full INT8) / noise(INT8 with this layer float))``,
+    noise summed over outputs relative to their power, on one batch. One convert (from the collected
+    statistics) and one forward pass per layer; a layer whose float version moves a Q/DQ point is
+    re-calibrated on ``calib_batches`` (NaN without them).
+
+    Example:
+        >>> gains = output_gain_proxy(model, prepared, (x,), QuantConfig(calibrator="mse"))   # doctest: +SKIP
+        >>> max(gains, key=gains.get)                                                        # doctest: +SKIP
+    """
+    with torch.no_grad():
+        reference = flatten_outputs(model(*inputs))
+    base = convert_with_skip(prepared, [], config)
+    if base is None:
+        raise ConfigError("The config changes the prepared Q/DQ placement; vary only calibrators here.")
+    full = _relative_noise(reference, base, inputs)
+    gains = {}
+    for layer in quantized_layers(prepared):
+        qgm = quantize_with_skip(model, prepared, [layer], config, calib_batches)
+        noise = math.nan if qgm is None else _relative_noise(reference, qgm, inputs)
+        gains[layer] = 10.0 * math.log10(full / max(noise, 1e-30)) if not math.isnan(noise) else math.nan
+    return gains
+
+
+PROXIES = ("output", "layer")
+
+
 @dataclass
 class LayerSensitivity:
     """Sensitivity of one quantized layer.
 
     Attributes:
         layer: node name (the name ``QuantConfig.skip`` takes).
-        proxy_sqnr_db: the layer's own quantization SQNR; lower = noisier.
-        proxy_rank: 0 for the lowest SQNR.
+        sqnr_db: the layer's own quantization SQNR (:func:`layer_sqnr_proxy`; lower = noisier).
+        output_gain_db: output noise removed by floating it alone (:func:`output_gain_proxy`); NaN if
+            not computed.
+        proxy_rank: rank by the search's proxy, 0 = most sensitive.
         metric_if_float: the metric with only this layer in float (``None``: not measured).
         recovered: ``metric_if_float - metric(full INT8)``; ``None``: not measured.
     """
 
     layer: str
-    proxy_sqnr_db: float
-    proxy_rank: int
+    sqnr_db: float
+    output_gain_db: float
+    proxy_rank: int = 0
     metric_if_float: float | None = None
     recovered: float | None = None
 
@@ -189,10 +246,11 @@ class MixedPrecisionResult:
         met_budget: ``fp32 - final <= budget``.
         config: the QuantConfig reproducing the chosen model (``skip`` lists the float layers).
         model: the chosen quantized GraphModule.
-        sensitivity: every quantized layer, by proxy rank, with measured values where measured.
+        sensitivity: every quantized layer by proxy rank, with the metric where it was measured.
         steps: every float set tried after the leave-one-out measurements.
         evaluations: how many times the metric was evaluated (FP32 and full INT8 included).
-        note: why the search stopped.
+        proxy: the proxy that ranked the layers.
+        note: why the search stopped when that was not the budget.
     """
 
     metric: str
@@ -207,14 +265,15 @@ class MixedPrecisionResult:
     sensitivity: list[LayerSensitivity] = field(default_factory=list)
     steps: list[SearchStep] = field(default_factory=list)
     evaluations: int = 0
+    proxy: str = "output"
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (without the model)."""
         return {"metric": self.metric, "budget": self.budget, "fp32": self.fp32, "int8": self.int8,
                 "final": self.final, "float_layers": self.float_layers, "met_budget": self.met_budget,
-                "skip": list(self.config.skip), "evaluations": self.evaluations, "note": self.note,
-                "sensitivity": [dataclasses.asdict(s) for s in self.sensitivity],
+                "skip": list(self.config.skip), "evaluations": self.evaluations, "proxy": self.proxy,
+                "note": self.note, "sensitivity": [dataclasses.asdict(s) for s in self.sensitivity],
                 "steps": [dataclasses.asdict(s) for s in self.steps]}
 
     def __str__(self) -> str:
@@ -222,59 +281,59 @@ class MixedPrecisionResult:
             return "-" if v is None else f"{100 * v:{sign}.2f}"
 
         by_layer = {s.layer: s for s in self.sensitivity}
-        head = (f"mixed precision: {self.metric} drop budget {pts(self.budget)} points vs fp32 {pts(self.fp32)}\n"
-                f"full INT8 {pts(self.int8)} (drop {pts(self.fp32 - self.int8)}) -> {len(self.float_layers)} "
-                f"layer(s) in float: {pts(self.final)} (drop {pts(self.fp32 - self.final)}): "
-                f"{'budget met' if self.met_budget else 'budget NOT met'}; {self.evaluations} evaluations\n")
-        why = "".join(f"  float {n}: proxy SQNR {by_layer[n].proxy_sqnr_db:.2f} dB (rank {by_layer[n].proxy_rank}), "
-                      f"alone in float recovers {pts(by_layer[n].recovered, '+')} points\n"
-                      for n in self.float_layers if n in by_layer)
-        rows = [(s.layer, str(s.proxy_rank), f"{s.proxy_sqnr_db:.2f}", pts(s.metric_if_float), pts(s.recovered, "+"),
-                 "float" if s.layer in self.float_layers else "") for s in self.sensitivity]
-        table = format_table(("layer", "proxy rank", "SQNR dB", f"{self.metric} if float", "recovered", ""), rows)
-        return head + why + (f"  {self.note}\n" if self.note else "") + table
+        head = (f"mixed precision: {self.metric} drop budget {pts(self.budget)} points vs fp32 "
+                f"{pts(self.fp32)}\nfull INT8 {pts(self.int8)} (drop {pts(self.fp32 - self.int8)}) -> "
+                f"{len(self.float_layers)} layer(s) in float: {pts(self.final)} (drop "
+                f"{pts(self.fp32 - self.final)}): {'budget met' if self.met_budget else 'budget NOT met'}; "
+                f"{self.evaluations} evaluations; layers ranked by the {self.proxy} proxy\n")
+        why = "".join(f"  float {n}: output gain {b.output_gain_db:.2f} dB, own SQNR {b.sqnr_db:.2f} dB "
+                      f"(rank {b.proxy_rank}), alone in float recovers {pts(b.recovered, '+')} points\n"
+                      for n in self.float_layers for b in [by_layer.get(n)] if b is not None)
+        rows = [(s.layer, str(s.proxy_rank), f"{s.output_gain_db:.3f}", f"{s.sqnr_db:.2f}",
+                 pts(s.metric_if_float), pts(s.recovered, "+"), "float" * (s.layer in self.float_layers))
+                for s in self.sensitivity]
+        header = ("layer", "rank", "output gain dB", "own SQNR dB", f"{self.metric} if float", "recovered",
+                  "")
+        return head + why + (f"  {self.note}\n" if self.note else "") + format_table(header, rows)
 
 
-class _Search:
-    """Evaluates float sets once each (cached), re-preparing only when the statistics do not fit."""
+def layer_sensitivity(model: nn.Module, prepared: GraphModule, inputs: Sequence[torch.Tensor], *,
+                      config: QuantConfig | None = None, calib_batches: Sequence[Any] | None = None,
+                      proxy: str = "output") -> list[LayerSensitivity]:
+    """Every quantized layer with both proxies, most sensitive first by ``proxy``.
 
-    def __init__(self, model: nn.Module, prepared: GraphModule, evaluate: Evaluator, metric: str,
-                 config: QuantConfig, calib_batches: Sequence[Any] | None) -> None:
-        self.model, self.prepared, self.evaluate, self.metric = model, prepared, evaluate, metric
-        self.config, self.calib_batches = config, calib_batches
-        self.cache: dict[frozenset[str], tuple[float, GraphModule | None]] = {}
-        self.evaluations = 0
+    Args:
+        model, prepared: the float model and its calibrated prepared module.
+        inputs: one batch of positional inputs.
+        config: calibrator settings (default: the prepared config).
+        calib_batches: for layers whose float version needs re-calibration (output proxy).
+        proxy: ``"output"`` (default: :func:`output_gain_proxy`, one forward pass per layer) or
+            ``"layer"`` (:func:`layer_sqnr_proxy`, one pass in all; on the demo detector it did not
+            predict the mAP effect, see docs/benchmarks.md).
 
-    def score(self, module: Any) -> float:
-        self.evaluations += 1
-        metrics = self.evaluate(module)
-        if self.metric not in metrics:
-            raise ConfigError(f"evaluate() returned {sorted(metrics)}, without the metric {self.metric!r}.")
-        return float(metrics[self.metric])
-
-    def build(self, skip: Sequence[str]) -> GraphModule | None:
-        qgm = convert_with_skip(self.prepared, skip, self.config)
-        if qgm is not None or self.calib_batches is None:
-            return qgm
-        cfg = dataclasses.replace(self.config, skip=tuple(dict.fromkeys((*self.config.skip, *skip))))
-        first = next(iter(self.calib_batches))
-        example = first if isinstance(first, (tuple, list)) else (first,)
-        fresh = prepare(self.model, example, cfg)
-        calibrate(fresh, self.calib_batches, show_progress=False)
-        return convert(fresh)
-
-    def metric_with(self, skip: Sequence[str]) -> tuple[float, GraphModule | None]:
-        """Metric of the model with ``skip`` in float (NaN when it needs data that was not given)."""
-        key = frozenset(skip)
-        if key not in self.cache:
-            qgm = self.build(list(skip))
-            self.cache[key] = (math.nan if qgm is None else self.score(qgm), qgm)
-        return self.cache[key]
+    Example:
+        >>> [s.layer for s in layer_sensitivity(model, prepared, (x,))][:3]   # doctest: +SKIP
+    """
+    if proxy not in PROXIES:
+        raise ConfigError(f"Unknown sensitivity proxy {proxy!r}; choose from {PROXIES}.")
+    config = config or _info(prepared).config
+    base = convert_with_skip(prepared, [], config)
+    if base is None:
+        raise ConfigError("The config changes the prepared Q/DQ placement; vary only calibrators here.")
+    sqnr = layer_sqnr_proxy(model, base, prepared, inputs)
+    gain = output_gain_proxy(model, prepared, inputs, config, calib_batches) if proxy == "output" else \
+        {layer: math.nan for layer in sqnr}
+    # NaN gains (not computable) rank last; the own-SQNR ranking breaks ties.
+    key = (lambda n: (-gain[n] if not math.isnan(gain[n]) else math.inf, sqnr[n])) if proxy == "output" \
+        else (lambda n: sqnr[n])
+    ranked = sorted(sqnr, key=key)
+    return [LayerSensitivity(n, sqnr[n], gain[n], rank) for rank, n in enumerate(ranked)]
 
 
 def mixed_precision_search(model: nn.Module, prepared: GraphModule, evaluate: Evaluator, budget: float, *,
                            metric: str = "mAP", config: QuantConfig | None = None,
-                           calib_batches: Sequence[Any] | None = None, proxy_inputs: Sequence[torch.Tensor] | None = None,
+                           calib_batches: Sequence[Any] | None = None,
+                           proxy_inputs: Sequence[torch.Tensor] | None = None, proxy: str = "output",
                            max_verify: int = 4, max_float_layers: int | None = None,
                            max_evaluations: int | None = None, fp32_metric: float | None = None
                            ) -> MixedPrecisionResult:
@@ -287,13 +346,13 @@ def mixed_precision_search(model: nn.Module, prepared: GraphModule, evaluate: Ev
         budget: the allowed drop in metric units (0.003 = 0.3 mAP points).
         metric: the metric key of ``evaluate``'s result.
         config: calibrator settings (default: the prepared config; e.g. ``table.best.config(...)``).
-        calib_batches: re-iterable calibration data, needed only when a skip moves a Q/DQ point and the
-            statistics must be collected again; its first batch also feeds the proxy.
-        proxy_inputs: one batch of positional inputs for the proxy (default: the first calib batch).
-        max_verify: how many of the worst layers by proxy get a leave-one-out evaluation.
+        calib_batches: re-iterable calibration data, needed when a skip moves a Q/DQ point and the
+            statistics must be collected again; its first batch also feeds the proxies.
+        proxy_inputs: one batch of positional inputs for the proxies (default: the first calib batch).
+        proxy: ``"output"`` or ``"layer"`` (see :func:`layer_sensitivity`).
+        max_verify: how many of the most sensitive layers by proxy get a leave-one-out evaluation.
         max_float_layers: stop after this many float layers (default: no limit).
-        max_evaluations: stop before evaluating the metric more often than this (default: no limit);
-            the leave-one-out checks count.
+        max_evaluations: never evaluate the metric more often than this (default: no limit).
         fp32_metric: the float model's metric if already known (saves one evaluation).
 
     Returns:
@@ -307,63 +366,76 @@ def mixed_precision_search(model: nn.Module, prepared: GraphModule, evaluate: Ev
         >>> result = mixed_precision_search(model, prepared, detection_evaluator(val), budget=0.003,
         ...                                 calib_batches=batches)                 # doctest: +SKIP
         >>> result.met_budget, result.float_layers                                 # doctest: +SKIP
-        (True, ['deconv_6'])
+        (True, ['wh_2'])
     """
-    info = _info(prepared)
-    config = config or info.config
-    search = _Search(model, prepared, evaluate, metric, config, calib_batches)
-    fp32 = float(fp32_metric) if fp32_metric is not None else search.score(model)
-    int8, base = search.metric_with(())
+    config = config or _info(prepared).config
+    cache: dict[frozenset[str], tuple[float, GraphModule | None]] = {}
+    evaluations = 0
+
+    def score(module: Any) -> float:
+        nonlocal evaluations
+        evaluations += 1
+        metrics = evaluate(module)
+        if metric not in metrics:
+            raise ConfigError(f"evaluate() returned {sorted(metrics)}, without the metric {metric!r}.")
+        return float(metrics[metric])
+
+    def metric_with(skip: Sequence[str]) -> tuple[float, GraphModule | None]:
+        """Metric with ``skip`` in float, each set evaluated once (NaN: needs calib_batches)."""
+        if frozenset(skip) not in cache:
+            qgm = quantize_with_skip(model, prepared, list(skip), config, calib_batches)
+            cache[frozenset(skip)] = (math.nan if qgm is None else score(qgm), qgm)
+        return cache[frozenset(skip)]
+
+    fp32 = float(fp32_metric) if fp32_metric is not None else score(model)
+    int8, base = metric_with(())
     if base is None:
-        raise ConfigError("The prepared placement does not match the config; pass the config prepare() used, "
-                          "varying only calibrators.")
+        raise ConfigError("The config changes the prepared Q/DQ placement; vary only calibrators here.")
 
     def done(final: float, layers: list[str], qgm: GraphModule, sens: list[LayerSensitivity],
              steps: list[SearchStep], note: str) -> MixedPrecisionResult:
         cfg = dataclasses.replace(config, skip=tuple(dict.fromkeys((*config.skip, *layers))))
         return MixedPrecisionResult(metric, budget, fp32, int8, final, layers, fp32 - final <= budget + 1e-12,
-                                    cfg, qgm, sens, steps, search.evaluations, note)
+                                    cfg, qgm, sens, steps, evaluations, proxy, note)
 
+    def budget_left() -> bool:
+        return max_evaluations is None or evaluations < max_evaluations
+
+    if fp32 - int8 <= budget + 1e-12:  # nothing to recover: skip the proxies too
+        return done(int8, [], base, [], [], "full INT8 already meets the budget")
     if proxy_inputs is None:
         if calib_batches is None:
-            raise ConfigError("mixed_precision_search needs proxy_inputs or calib_batches for the proxy ranking.")
+            raise ConfigError("mixed_precision_search needs proxy_inputs or calib_batches for the proxies.")
         first = next(iter(calib_batches))
         proxy_inputs = tuple(first) if isinstance(first, (tuple, list)) else (first,)
-    proxy = proxy_sensitivity(model, base, prepared, proxy_inputs)
-    ranked = sorted(proxy, key=lambda name: proxy[name])
-    sens = [LayerSensitivity(name, proxy[name], rank) for rank, name in enumerate(ranked)]
-    if fp32 - int8 <= budget + 1e-12:
-        return done(int8, [], base, sens, [], "full INT8 already meets the budget")
-    budget_left = (lambda: True) if max_evaluations is None else (lambda: search.evaluations < max_evaluations)
-    for s in sens[:max_verify]:  # leave-one-out on the proxy's worst few
+    sens = layer_sensitivity(model, prepared, proxy_inputs, config=config, calib_batches=calib_batches,
+                             proxy=proxy)
+    for s in sens[:max_verify]:  # leave-one-out with the real metric on the proxy's top few
         if not budget_left():
             break
-        value, _ = search.metric_with((s.layer,))
+        value, _ = metric_with((s.layer,))
         if not math.isnan(value):
             s.metric_if_float, s.recovered = value, value - int8
-    measured = sorted((s for s in sens if s.recovered is not None and s.recovered > 0), key=lambda s: -s.recovered)
+    measured = sorted((s for s in sens if s.recovered is not None and s.recovered > 0),
+                      key=lambda s: -(s.recovered or 0.0))
     order = [s.layer for s in measured] + [s.layer for s in sens if s.recovered is None] + \
-            [s.layer for s in sens if s.recovered is not None and s.recovered <= 0]
+        [s.layer for s in sens if s.recovered is not None and s.recovered <= 0]
     chosen: list[str] = []
     current, current_model, steps = int8, base, []
     limit = max_float_layers if max_float_layers is not None else len(order)
     for layer in order:
         if len(chosen) >= limit:
             return done(current, chosen, current_model, sens, steps, f"stopped at max_float_layers={limit}")
-        if frozenset((*chosen, layer)) not in search.cache and not budget_left():
+        if frozenset((*chosen, layer)) not in cache and not budget_left():
             return done(current, chosen, current_model, sens, steps,
                         f"stopped at max_evaluations={max_evaluations}")
-        value, qgm = search.metric_with((*chosen, layer))
-        if math.isnan(value):
-            steps.append(SearchStep((*chosen, layer), value, False))
-            continue
-        accepted = value > current
+        value, qgm = metric_with((*chosen, layer))
+        accepted = not math.isnan(value) and value > current and qgm is not None
         steps.append(SearchStep((*chosen, layer), value, accepted))
-        if accepted and qgm is not None:
+        if accepted:
             chosen, current, current_model = [*chosen, layer], value, qgm
             if fp32 - current <= budget + 1e-12:
                 return done(current, chosen, current_model, sens, steps, "")
-    untried = [s for s in steps if math.isnan(s.metric)]
-    note = "every layer was tried" + (f"; {len(untried)} needed re-calibration: pass calib_batches"
-                                      if untried else "")
+    untried = sum(math.isnan(s.metric) for s in steps)
+    note = "every layer was tried" + (f"; {untried} needed calib_batches to re-calibrate" if untried else "")
     return done(current, chosen, current_model, sens, steps, note)

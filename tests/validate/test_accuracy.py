@@ -14,9 +14,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from fx2trt_pipeline.calib_data import MNIST_DET_DIR
 
 from fx2trt_pipeline.build.runtime import gpu_unavailable_reason
-from fx2trt_pipeline.calib_data import MNIST_DET_DIR
 from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.models import centernet
 from fx2trt_pipeline.quantize.api import convert
@@ -51,7 +51,8 @@ SIM_CONFIG = QuantConfig(calibrator="mse", show_progress=False)
 def cached_setup() -> DemoSetup:
     """The demo detector calibrated once per test session (shared by the validate test modules)."""
     if not centernet.DEMO_WEIGHTS.is_file():
-        pytest.skip(f"demo detector weights not shipped ({centernet.DEMO_WEIGHTS}); run scripts/train_demo_detector.py")
+        pytest.skip(f"demo detector weights not shipped ({centernet.DEMO_WEIGHTS}); "
+                    "run scripts/train_demo_detector.py")
     return demo_setup(calib_images=CALIB_IMAGES)
 
 
@@ -90,7 +91,8 @@ def _direct_coco_map(model: torch.nn.Module, n_images: int) -> dict[str, float]:
         for (x0, y0, x1, y1), s, c in zip(boxes[b].tolist(), scores[b].tolist(), classes[b].tolist()):
             # COCO result-file precision: 1e-3 px boxes, 1e-5 scores
             box = [round(x0, 3), round(y0, 3), round(x1 - x0, 3), round(y1 - y0, 3)]
-            detections.append({"image_id": image_id, "category_id": int(c), "bbox": box, "score": round(s, 5)})
+            detections.append({"image_id": image_id, "category_id": int(c), "bbox": box,
+                               "score": round(s, 5)})
     gt = COCO(str(MNIST_DET_DIR / "val.json"))
     ev = COCOeval(gt, gt.loadRes(detections), iouType="bbox")
     ev.params.imgIds = ids
@@ -211,6 +213,7 @@ def test_validate_classifier_top1_on_real_digits() -> None:
     assert res.value("fp32", "top5") == pytest.approx(float(top5), abs=1e-12)
     assert res.fp32 > 0.85 and res.num_samples == 597
     assert abs(res.int8_drop) <= 0.01
-    assert res.engine_delta is not None and res.engine_delta <= (1e-9 if res.engine_backend != "tensorrt" else 0.01)
+    tolerance = 0.01 if res.engine_backend == "tensorrt" else 1e-9
+    assert res.engine_delta is not None and res.engine_delta <= tolerance
     with pytest.raises(ConfigError, match="re-iterable"):
         validate_classifier(model, qgm, iter(data))
