@@ -40,21 +40,21 @@ def _operands(args: tuple, kwargs: dict) -> tuple[Any, Any]:
 @register(operator.add, operator.iadd, torch.add, method("add"), method("add_"))
 def convert_add(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> Any:
     """``a + b`` (``alpha`` scales ``b`` as torch.add does) -> SUM."""
-    a, b = _operands(args, kwargs)
-    alpha = kwargs.get("alpha", 1)
-    if alpha != 1:
-        b = _scale(ctx, node, b, alpha)
-    return _binary(ctx, node, a, b, "add")
+    return _with_alpha(ctx, node, args, kwargs, "add")
 
 
 @register(operator.sub, operator.isub, torch.sub, method("sub"), method("sub_"))
 def convert_sub(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> Any:
     """``a - b`` (``alpha`` scales ``b``) -> SUB."""
+    return _with_alpha(ctx, node, args, kwargs, "sub")
+
+
+def _with_alpha(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict, op: str) -> Any:
     a, b = _operands(args, kwargs)
     alpha = kwargs.get("alpha", 1)
     if alpha != 1:
         b = _scale(ctx, node, b, alpha)
-    return _binary(ctx, node, a, b, "sub")
+    return _binary(ctx, node, a, b, op)
 
 
 def _scale(ctx: ConversionContext, node: Node, value: Any, alpha: Any) -> Any:
