@@ -93,6 +93,7 @@ class _Run:
     config: RunConfig
     stage: Path
     steps: Steps
+    output: Path = Path(".")  # where the stage is published (named in the report)
     facts: dict[str, Any] = field(default_factory=dict)
     model: Any = None
     batches: list[torch.Tensor] = field(default_factory=list)
@@ -410,7 +411,7 @@ def _step_report(run: _Run) -> dict[str, Any]:
         "passed": bool(run.evaluation and run.evaluation.passed),
     }
     manifest["artifacts"] = _file_entries(run.stage)  # the report lists them; itself and the manifest follow
-    html = render_report(manifest, (run.stage / GRAPH_SVG).read_text(encoding="utf-8"))
+    html = render_report(manifest, (run.stage / GRAPH_SVG).read_text(encoding="utf-8"), str(run.output))
     atomic_write_text(run.stage / REPORT_FILE, html)
     manifest["artifacts"] = _file_entries(run.stage)
     atomic_write_text(
@@ -445,7 +446,7 @@ def run_build(
     steps = Steps(STEP_NAMES, stream=stream, quiet=quiet)
     output = Path(output)
     with staged_output(output, force) as stage:
-        run = _Run(config, stage, steps)
+        run = _Run(config, stage, steps, output)
         with steps.step("capture", "load the model and data, trace, fold BatchNorm, place Q/DQ"):
             _step_capture(run)
         with steps.step("quantize", "calibrate (one pass) and derive scales"):

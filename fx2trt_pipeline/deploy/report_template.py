@@ -28,14 +28,16 @@ header .sub { color:var(--muted); width:100%; margin-top:-8px; }
 .tile .k { color:var(--muted); font-size:12.5px; font-weight:600; }
 .tile .v { font-size:22px; font-weight:700; margin-top:2px; white-space:nowrap; }
 .tile .d { color:var(--muted); font-size:12px; }
-section { background:var(--card); border-radius:10px; padding:16px 20px; margin-bottom:16px;
+.tile .v.long { font-size:18px; padding-top:3px; }
+section { background:var(--card); border-radius:10px; padding:16px 20px; margin-bottom:16px; overflow-x:auto;
           box-shadow:0 1px 2px rgba(0,0,0,.07); }
 section h2 { font-size:17px; margin:0 0 4px; }
 section p.lead { color:var(--muted); margin:0 0 12px; }
 table { border-collapse:collapse; width:100%; font-size:13px; }
-th, td { text-align:left; padding:6px 10px; border-bottom:1px solid var(--line); vertical-align:top; }
+th, td { text-align:left; padding:6px 10px; border-bottom:1px solid var(--line); vertical-align:top; overflow-wrap:anywhere; }
 th { color:var(--muted); font-weight:600; font-size:12px; background:#f8f9fa; }
 td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
+td.num { white-space:nowrap; }
 tr.skipped td { color:var(--muted); }
 tr.failed td { background:#fff5f5; }
 tr.chosen td { background:#ebfbee; font-weight:600; }
@@ -65,7 +67,7 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:24px;
 </header>
 
 <div class="tiles">
-{% for t in tiles %}  <div class="tile"><div class="k">{{ t.k }}</div><div class="v">{{ t.v }}</div><div class="d">{{ t.d }}</div></div>
+{% for t in tiles %}  <div class="tile"><div class="k">{{ t.k }}</div><div class="v{{ ' long' if t.v | length > 9 else '' }}">{{ t.v }}</div><div class="d">{{ t.d }}</div></div>
 {% endfor %}</div>
 
 <section id="accuracy">
