@@ -117,6 +117,7 @@ def validate_run_dir(
         f"{'PASS' if state_ok else 'FAIL'} engine built from quantization state {STATE_FILE}"
         + ("" if state_ok else f" (engine says {built_from})")
     )
+    _print(lines, out)  # before the (slower) evaluation, which prints one line per backend
     model = load_model(cfg.model)
     inputs = artifact.input_specs
     example = torch.zeros(inputs[0].example_shape(), dtype=inputs[0].dtype)
@@ -155,6 +156,7 @@ def validate_run_dir(
             (PARITY_BATCH, *inputs[0].example_shape()[1:]), generator=torch.Generator().manual_seed(0)
         )
         lines.append("note: no evaluation data in the run; outputs compared on seeded random inputs")
+        _print(lines[-1:], out)
     evaluation = evaluate_backends(
         runners,
         task=task,
@@ -171,8 +173,9 @@ def validate_run_dir(
     )
     del keep
     passed = evaluation.passed and state_ok
-    lines += evaluation.gate_lines + [f"{'PASS' if passed else 'FAIL'} {run_dir}"]
-    _print(lines, out)
+    verdict = evaluation.gate_lines + [f"{'PASS' if passed else 'FAIL'} {run_dir}"]
+    lines += verdict
+    _print(verdict, out)
     if json_out is not None:
         from fx2trt_pipeline.build.atomic import atomic_write_text
 
