@@ -268,8 +268,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
                 yaml = importlib.import_module("yaml")
             except ImportError as exc:
                 raise ConfigError(
-                    f"{path}: YAML config files need PyYAML (pip install 'fx2trt-pipeline[yaml]'); or write the "
-                    "same keys as TOML"
+                    f"{path}: YAML config files need PyYAML (pip install 'fx2trt-pipeline[yaml]'); "
+                    "or write the same keys as TOML"
                 ) from exc
             with open(path, encoding="utf-8") as f:
                 data = yaml.safe_load(f) or {}
