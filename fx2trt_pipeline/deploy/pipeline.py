@@ -38,9 +38,9 @@ from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.build.atomic import atomic_write_text
 from fx2trt_pipeline.convert.inputs import InputSpec
 from fx2trt_pipeline.deploy import analysis
+from fx2trt_pipeline.deploy.backends import decode_fn_for, engine_side_runners, parity_inputs
 from fx2trt_pipeline.deploy.config import RunConfig
 from fx2trt_pipeline.deploy.evaluation import (
-    ChunkedRunner,
     Evaluation,
     evaluate_backends,
     json_safe,
@@ -52,7 +52,6 @@ from fx2trt_pipeline.deploy.sources import (
     eval_batches,
     load_dataset,
     load_model,
-    resolve_callable,
     task_of,
 )
 from fx2trt_pipeline.deploy.steps import MANIFEST_NAME, Steps, staged_output
@@ -63,16 +62,12 @@ from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.quantize.api import PREPARED_ATTR, calibrate, convert, prepare
 from fx2trt_pipeline.quantize.state import get_quant_state
 from fx2trt_pipeline.validate.runners import (
-    NetworkExecutorRunner,
-    OnnxRuntimeRunner,
-    TensorRTEngineRunner,
     TorchRunner,
 )
 
 STEP_NAMES = ["capture", "quantize", "build network", "build engine", "export onnx", "validate", "report"]
 ENGINE_FILE, STATE_FILE, ONNX_FILE = "model.plan", "model.quant.json", "model.qdq.onnx"
 GRAPH_SVG, GRAPH_DOT, REPORT_FILE, TRITON_DIR = "graph.svg", "graph.dot", "report.html", "triton"
-PARITY_BATCH = 16  # images compared output by output between backends
 LAYER_BATCH = 8  # images for the per-layer error table
 
 
@@ -261,59 +256,6 @@ def _step_onnx(run: _Run) -> None:
     )
 
 
-def max_batch_of(inputs: list[InputSpec]) -> int:
-    """The largest batch every input's profile (or static shape) accepts."""
-    return min((s.max_shape[0] if s.is_dynamic and s.max_shape else s.shape[0]) for s in inputs)
-
-
-def engine_side_runners(
-    inputs: list[InputSpec],
-    network: Any,
-    engine_path: Optional[Path],
-    onnx_path: Optional[Path],
-    metadata: dict[str, Any],
-) -> tuple[dict[str, Any], dict[str, str], str]:
-    """The engine-side runners that can run here, the skipped ones with reasons, and the engine reason."""
-    from fx2trt_pipeline.build.runtime import gpu_unavailable_reason
-
-    limit = max_batch_of(inputs)
-    runners: dict[str, Any] = {}
-    skipped: dict[str, str] = {}
-    gpu_reason = gpu_unavailable_reason(metadata) if engine_path is not None else "no engine file"
-    if gpu_reason is None and engine_path is not None:
-        runners["tensorrt"] = ChunkedRunner(TensorRTEngineRunner(engine_path, name="tensorrt"), limit)
-        reason = f"the engine ran on {torch.cuda.get_device_name()}"
-    else:
-        skipped["tensorrt"] = str(gpu_reason)
-        reason = f"the TensorRT engine cannot run here ({gpu_reason})"
-    if network is not None:
-        runners["network_executor"] = ChunkedRunner(NetworkExecutorRunner(network), limit)
-        if "tensorrt" not in runners:
-            reason += "; the network executor runs the built network definition instead"
-    if onnx_path is not None and onnx_path.is_file():
-        try:
-            runners["onnxruntime"] = ChunkedRunner(OnnxRuntimeRunner(onnx_path), limit)
-        except ImportError:
-            skipped["onnxruntime"] = "onnxruntime is not installed"
-    return runners, skipped, reason
-
-
-def decode_fn_for(run_config: RunConfig, model: Any, task: str) -> Any:
-    """The detector decoder: ``model.decode`` from the config, CenterNet's built-in one, or an error."""
-    if task != "detection":
-        return None
-    if run_config.model.decode:
-        return resolve_callable(run_config.model.decode, "Detector decode function")
-    from fx2trt_pipeline.models.centernet import CenterNet
-
-    if isinstance(model, CenterNet):
-        return None  # evaluate_detector's default is the CenterNet decoder
-    raise ConfigError(
-        "Detection mAP needs a decoder for this model's outputs: set [model] decode = "
-        "'package.module:function' (outputs -> boxes, scores, classes), or task = 'none'"
-    )
-
-
 def _step_validate(run: _Run) -> None:
     cfg, steps = run.config, run.steps
     names = run.artifact.output_names
@@ -330,10 +272,7 @@ def _step_validate(run: _Run) -> None:
     spec = cfg.evaluation
     task = task_of(spec, run.eval_ds) if spec is not None else "none"
     batches = eval_batches(spec, run.eval_ds) if spec is not None and task != "detection" else []
-    if task == "detection":  # the parity batch: the first evaluation images (else calibration data)
-        first = torch.stack([run.eval_ds[i][0] for i in range(min(PARITY_BATCH, len(run.eval_ds)))]).float()
-    else:
-        first = batches[0][0] if batches else run.batches[0]
+    first = parity_inputs(task, run.eval_ds, batches, run.batches[0])
     steps.note(
         f"task: {task}; engine side: {', '.join(side) or 'none'}"
         + "".join(f"; {key} skipped: {why}" for key, why in skipped.items())
@@ -341,7 +280,7 @@ def _step_validate(run: _Run) -> None:
     run.evaluation = evaluate_backends(
         runners,
         task=task,
-        feeds={in_names[0]: first[:PARITY_BATCH]},
+        feeds={in_names[0]: first},
         gate=cfg.gate,
         engine_reason=reason,
         dataset=run.eval_ds,
@@ -464,4 +403,4 @@ def run_build(
     return BuildOutcome(output, manifest, bool(manifest["passed"]), steps.total_seconds)
 
 
-__all__ = ["BuildOutcome", "STEP_NAMES", "decode_fn_for", "engine_side_runners", "max_batch_of", "run_build"]
+__all__ = ["BuildOutcome", "STEP_NAMES", "run_build"]

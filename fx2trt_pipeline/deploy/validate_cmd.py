@@ -27,17 +27,16 @@ from typing import Any, Mapping, Optional, TextIO
 import torch
 
 import fx2trt_pipeline as ftp
-from fx2trt_pipeline.deploy.config import DataSpec, RunConfig
-from fx2trt_pipeline.deploy.evaluation import ENGINE_SIDE, ChunkedRunner, evaluate_backends, json_safe
-from fx2trt_pipeline.deploy.pipeline import (
-    ENGINE_FILE,
-    ONNX_FILE,
+from fx2trt_pipeline.deploy.backends import (
     PARITY_BATCH,
-    STATE_FILE,
     decode_fn_for,
     engine_side_runners,
     max_batch_of,
+    parity_inputs,
 )
+from fx2trt_pipeline.deploy.config import DataSpec, RunConfig
+from fx2trt_pipeline.deploy.evaluation import ENGINE_SIDE, ChunkedRunner, evaluate_backends, json_safe
+from fx2trt_pipeline.deploy.pipeline import ENGINE_FILE, ONNX_FILE, STATE_FILE
 from fx2trt_pipeline.deploy.sources import eval_batches, load_dataset, load_model, task_of
 from fx2trt_pipeline.deploy.steps import MANIFEST_NAME
 from fx2trt_pipeline.errors import ConfigError, Fx2TrtError
@@ -147,20 +146,17 @@ def validate_run_dir(
     dataset = load_dataset(spec, cfg.preprocess, "evaluation") if spec is not None else None
     task = task_of(spec, dataset) if spec is not None else "none"
     batches = eval_batches(spec, dataset) if spec is not None and task != "detection" else []
-    if task == "detection":
-        first = torch.stack([dataset[i][0] for i in range(min(PARITY_BATCH, len(dataset)))]).float()
-    elif batches:
-        first = batches[0][0]
-    else:
-        first = torch.randn(
-            (PARITY_BATCH, *inputs[0].example_shape()[1:]), generator=torch.Generator().manual_seed(0)
-        )
+    fallback = torch.randn(
+        (PARITY_BATCH, *inputs[0].example_shape()[1:]), generator=torch.Generator().manual_seed(0)
+    )
+    if spec is None:
         lines.append("note: no evaluation data in the run; outputs compared on seeded random inputs")
         _print(lines[-1:], out)
+    first = parity_inputs(task, dataset, batches, fallback)
     evaluation = evaluate_backends(
         runners,
         task=task,
-        feeds={in_name: first[:PARITY_BATCH]},
+        feeds={in_name: first},
         gate=cfg.gate,
         engine_reason=reason,
         dataset=dataset,

@@ -12,7 +12,8 @@ import torch
 import fx2trt_pipeline as ftp
 from fx2trt_pipeline.deploy.analysis import kept_in_float
 from fx2trt_pipeline.deploy.charts import display_bins, histogram, sqnr_bars, step_bars
-from fx2trt_pipeline.deploy.config import DEMO_MODEL, RunConfig, load_config_file
+from fx2trt_pipeline.deploy.config import DEMO_MODEL, RunConfig
+from fx2trt_pipeline.deploy.config_loader import load_config_file
 from fx2trt_pipeline.deploy.graph_svg import graph_view, render_svg, to_dot
 from fx2trt_pipeline.deploy.steps import MANIFEST_NAME, StepFailed, Steps, staged_output
 from fx2trt_pipeline.errors import ConfigError

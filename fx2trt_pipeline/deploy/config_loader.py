@@ -1,0 +1,230 @@
+"""Read a :class:`~fx2trt_pipeline.deploy.config.RunConfig` from a config file and command-line flags.
+
+::
+
+    load_config_file(path)  .toml (tomllib) | .yaml/.yml (PyYAML) -> {section: table}; unknown sections fail
+    build_run_config(data, base, flags)  defaults (the demo, when no model is named) <- file <- flags
+                                         -> RunConfig; relative paths: the file's for file values, the
+                                         working directory's for flags
+
+Example:
+    >>> from pathlib import Path
+    >>> cfg = build_run_config({"quant": {"calibrator": "minmax"}}, Path("."), {}, "example")
+    >>> cfg.quant.calibrator, cfg.calibration.source
+    ('minmax', 'mnist_det:calib')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from fx2trt_pipeline.build.options import BuildOptions
+from fx2trt_pipeline.calib_data import PreprocessSpec
+from fx2trt_pipeline.convert.inputs import InputSpec
+from fx2trt_pipeline.deploy.config import (
+    _SECTIONS,
+    DEMO_CALIBRATOR,
+    DEMO_MODEL,
+    DataSpec,
+    ExportSpec,
+    GateSpec,
+    ModelSpec,
+    RunConfig,
+    TritonSpec,
+)
+from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.quantize.config import QuantConfig
+
+
+def _checked(cls: type, data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(known)}")
+    return dict(data)
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Parse a ``.toml`` (tomllib) or ``.yaml``/``.yml`` (PyYAML, when installed) config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        elif suffix in (".yaml", ".yml"):
+            try:
+                yaml = importlib.import_module("yaml")
+            except ImportError as exc:
+                raise ConfigError(
+                    f"{path}: YAML config files need PyYAML (pip install 'fx2trt-pipeline[yaml]'); "
+                    "or write the same keys as TOML"
+                ) from exc
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f) or {}
+        else:
+            raise ConfigError(f"{path}: config files must end in .toml, .yaml or .yml")
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except Exception as exc:
+        if type(exc).__module__.startswith("yaml"):
+            raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
+        raise
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a table of sections {list(_SECTIONS)}")
+    unknown = sorted(set(data) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {unknown}; valid sections are {list(_SECTIONS)}")
+    return data
+
+
+def _path(value: Any, base: Path) -> Optional[Path]:
+    if value is None:
+        return None
+    p = Path(str(value)).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _source(value: str, base: Path) -> str:
+    # "mnist_det:calib" and other "name:split" sources are not paths; everything else is.
+    if value.startswith("mnist_det:") or Path(value).is_absolute():
+        return value
+    return str(base / value)
+
+
+def _data(section: Mapping[str, Any], base: Path, where: str) -> DataSpec:
+    d = _checked(DataSpec, section, where)
+    if "source" not in d:
+        raise ConfigError(
+            f"{where}: 'source' is required (an image folder, .npy/.npz file or mnist_det:<split>)"
+        )
+    d["source"] = _source(str(d["source"]), base)
+    d["annotations"] = _path(d.get("annotations"), base)
+    return DataSpec(**d)
+
+
+def _section(data: Mapping[str, Any], name: str, where: str) -> dict[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: [{name}] must be a table, got {type(value).__name__}")
+    return dict(value)
+
+
+def build_run_config(data: Mapping[str, Any], base: Path, cli: Mapping[str, Any], where: str) -> RunConfig:
+    """Defaults, then the parsed file ``data`` (paths relative to ``base``), then flat CLI flags ``cli``.
+
+    Raises:
+        ConfigError: unknown keys, missing calibration data, invalid values (names the file and key).
+    """
+    cwd = Path.cwd()
+    model = _checked(ModelSpec, _section(data, "model", where), f"{where} [model]")
+    model["weights"] = _path(model.get("weights"), base)
+    if "model" in cli:
+        model["source"] = str(cli["model"])
+    if "weights" in cli:
+        model["weights"] = _path(cli["weights"], cwd)
+    if "name" in cli:
+        model["name"] = str(cli["name"])
+    if model.get("output_names") is not None:
+        model["output_names"] = tuple(model["output_names"])
+    model_spec = ModelSpec(**model)
+    demo = model_spec.source == DEMO_MODEL and model_spec.weights is None
+
+    calib = _section(data, "calibration", where)
+    evaluation = _section(data, "evaluation", where)
+    for section, prefix in ((calib, "calib"), (evaluation, "eval")):
+        # Paths given on the command line are relative to the working directory, not to the file.
+        if f"{prefix}_data" in cli:
+            section["source"] = _source(str(cli[f"{prefix}_data"]), cwd)
+        if f"{prefix}_annotations" in cli:
+            section["annotations"] = str(_path(cli[f"{prefix}_annotations"], cwd))
+    if "num_calib_samples" in cli:
+        calib["num_samples"] = int(cli["num_calib_samples"])
+    if "calib_batch_size" in cli:
+        calib["batch_size"] = int(cli["calib_batch_size"])
+    if "max_eval_images" in cli:
+        evaluation["max_images"] = int(cli["max_eval_images"])
+    if "task" in cli:
+        evaluation["task"] = str(cli["task"])
+
+    if demo:  # the bundled default: shipped MNIST-detection splits, named I/O, dynamic batch 1..32
+        calib.setdefault("source", "mnist_det:calib")
+        calib.setdefault("batch_size", 8)
+        evaluation.setdefault("source", "mnist_det:val")
+        evaluation.setdefault("task", "detection")
+        evaluation.setdefault("batch_size", 50)
+        if model_spec.output_names is None:
+            model_spec = dataclasses.replace(model_spec, output_names=("hm", "wh", "reg"))
+    calib_spec = _data(calib, base, f"{where} [calibration]") if calib else None
+    eval_spec = _data(evaluation, base, f"{where} [evaluation]") if evaluation else None
+    if calib_spec is None:
+        raise ConfigError(
+            f"{where}: no calibration data; give --calib-data (an image folder, .npy/.npz file or "
+            "COCO set) or a [calibration] section with 'source'"
+        )
+
+    inputs_data = data.get("inputs")
+    if inputs_data is None and demo:
+        inputs_data = [InputSpec.dynamic_batch("images", (1, 96, 96), 1, 8, 32).to_dict()]
+    inputs = None
+    if inputs_data is not None:
+        if not isinstance(inputs_data, list):
+            raise ConfigError(f"{where}: [[inputs]] must be an array of tables")
+        inputs = tuple(InputSpec.from_dict(_checked_input(d, f"{where} [[inputs]]")) for d in inputs_data)
+
+    preprocess = (
+        PreprocessSpec.from_dict(_section(data, "preprocess", where)) if data.get("preprocess") else None
+    )
+
+    quant = {"show_progress": False, **_section(data, "quant", where)}
+    if demo:  # the calibrator the demo's accuracy gate is tuned for (entropy clips its stem activations hard)
+        quant.setdefault("calibrator", DEMO_CALIBRATOR)
+    for key in ("calibrator", "percentile"):
+        if key in cli:
+            quant[key] = cli[key]
+    search = quant.get("calibrator") == "auto"
+    if search:  # the prepared model needs some calibrator; the search replaces it from the same statistics
+        quant["calibrator"] = QuantConfig().calibrator
+    build = _section(data, "build", where)
+    if build.get("timing_cache_path") is not None:
+        build["timing_cache_path"] = _path(build["timing_cache_path"], base)
+    export = _checked(ExportSpec, _section(data, "export", where), f"{where} [export]")
+    if "onnx" in cli:
+        export["onnx"] = bool(cli["onnx"])
+    return RunConfig(
+        model=model_spec,
+        inputs=inputs,
+        preprocess=preprocess,
+        calibration=calib_spec,
+        evaluation=eval_spec,
+        quant=QuantConfig.from_dict(quant),
+        build=BuildOptions.from_dict(build),
+        gate=GateSpec(**_checked(GateSpec, _section(data, "gate", where), f"{where} [gate]")),
+        triton=TritonSpec(**_checked(TritonSpec, _section(data, "triton", where), f"{where} [triton]")),
+        export=ExportSpec(**export),
+        search_calibrator=search,
+    )
+
+
+def _checked_input(d: Any, where: str) -> dict[str, Any]:
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"{where}: each input must be a table with name and shape")
+    allowed = {"name", "shape", "dtype", "min_shape", "opt_shape", "max_shape"}
+    unknown = sorted(set(d) - allowed)
+    if unknown or "name" not in d or "shape" not in d:
+        raise ConfigError(
+            f"{where}: each input needs 'name' and 'shape' (and min/opt/max_shape for -1 dims); "
+            f"unknown keys {unknown}"
+            if unknown
+            else f"{where}: each input needs 'name' and 'shape'"
+        )
+    return dict(d)
+
+
+__all__ = ["build_run_config", "load_config_file"]
