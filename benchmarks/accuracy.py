@@ -109,11 +109,13 @@ def main() -> int:
         proxy_seconds = time.perf_counter() - start
         int8 = evaluate(convert(setup.prepared, demo_cfg))["mAP"]
         for s in sens:
-            floated = quantize_with_skip(setup.model, setup.prepared, [s.layer], demo_cfg, setup.calib_batches)
+            floated = quantize_with_skip(setup.model, setup.prepared, [s.layer], demo_cfg,
+                                         setup.calib_batches)
             s.recovered = evaluate(floated)["mAP"] - int8
         sens.sort(key=lambda s: -(s.recovered or 0.0))
+        eval_seconds = time.perf_counter() - start - proxy_seconds
         print(f"\nleave-one-out sensitivity of every layer ({label}, full INT8 {100 * int8:.2f}; proxies "
-              f"{proxy_seconds:.0f} s, {len(sens) + 1} evaluations {time.perf_counter() - start:.0f} s):")
+              f"{proxy_seconds:.0f} s, {len(sens) + 1} evaluations {eval_seconds:.0f} s):")
         print(f"  {'layer':28s} {'output gain dB':>14s} {'own SQNR dB':>11s} {'recovered pts':>13s}")
         for s in sens:
             gain = 100 * (s.recovered or 0.0)
@@ -123,6 +125,12 @@ def main() -> int:
         rho_own = spearman([-s.sqnr_db for s in sens], recovered)
         print(f"Spearman rank correlation with the recovered mAP: output gain {rho_out:.2f}, "
               f"own SQNR (lower = more sensitive) {rho_own:.2f}")
+        k = 4  # mixed_precision_search verifies the proxy's top 4 by default
+        truth = {s.layer for s in sens[:k]}
+        by_out = {s.layer for s in sorted(sens, key=lambda s: -s.output_gain_db)[:k]}
+        by_own = {s.layer for s in sorted(sens, key=lambda s: s.sqnr_db)[:k]}
+        print(f"of the {k} layers recovering the most: {len(truth & by_out)} in the output proxy's top {k}, "
+              f"{len(truth & by_own)} in the own-SQNR proxy's top {k}")
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -232,12 +232,12 @@ def engine_runners(qgm: torch.fx.GraphModule, example: torch.Tensor, backends: S
     """
     from fx2trt_pipeline.convert.inputs import InputSpec
 
-    spec = InputSpec.dynamic_batch(input_name, tuple(example.shape[1:]), 1, min(max_batch, example.shape[0]),
-                                   max_batch)
+    # opt = max: the evaluation batches are full except the last one
+    spec = InputSpec.dynamic_batch(input_name, tuple(example.shape[1:]), 1, max_batch, max_batch)
     outs = list(output_names) if output_names is not None else None
     with tempfile.TemporaryDirectory(prefix="fx2trt_accuracy_") as tmp:
         runners: list[Runner] = []
-        keep: list[Any] = []  # the conversion context holds the weights the network points at
+        keep: list[Any] = []  # conversion contexts hold the weights the networks point at, until exit
         for name in backends:
             if name == "network_executor":
                 from fx2trt_pipeline.convert.network import network_from_graph_module
@@ -255,12 +255,12 @@ def engine_runners(qgm: torch.fx.GraphModule, example: torch.Tensor, backends: S
                 if engine is None:
                     from fx2trt_pipeline.build.engine_builder import build_engine
 
-                    engine = build_engine(qgm, [spec], Path(tmp) / "model.engine", output_names=outs).path
+                    artifact = build_engine(qgm, [spec], Path(tmp) / "model.engine", output_names=outs)
+                    engine = artifact.engine_path
                 runners.append(TensorRTEngineRunner(engine, name=name))
             else:
                 raise ConfigError(f"Unknown engine backend {name!r}; choose from {ENGINE_BACKENDS}.")
         yield runners
-        del keep
 
 
 def _as_model_fn(runner: Runner, input_name: str) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
@@ -333,8 +333,8 @@ def validate_detector(model: nn.Module, qgm: torch.fx.GraphModule, dataset: Any,
 
 def validate_classifier(model: nn.Module, qgm: torch.fx.GraphModule,
                         data: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
-                        backends: str | Sequence[str] = "auto", engine: Any = None, input_name: str = "images",
-                        output_name: str = "logits", max_batch: int | None = None,
+                        backends: str | Sequence[str] = "auto", engine: Any = None,
+                        input_name: str = "images", output_name: str = "logits", max_batch: int | None = None,
                         ks: Sequence[int] = (1, 5)) -> AccuracyResult:
     """Top-k accuracy of the FP32 model, the simulated INT8 model and the engine backend(s).
 

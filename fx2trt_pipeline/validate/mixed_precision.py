@@ -3,14 +3,16 @@
 Sensitivity, cheapest first. Proxies (no labels): a layer's own quantization SQNR
 (:func:`layer_sqnr_proxy`, from ``layer_report``; one pass) and the network-output noise removed by
 keeping that layer alone in float (:func:`output_gain_proxy`; one pass per layer), which ranks by
-default because the own SQNR ignores what happens downstream (on the demo detector its rank
-correlation with the mAP effect was ~0, the output proxy's ~0.5). Metric: *leave-one-out* (everything
+default because the own SQNR ignores what happens downstream (demo detector, percentile 99.9: of the
+4 layers whose float version recovers the most mAP, the output proxy's top 4 held 3, the own SQNR's
+top 4 held 1; benchmarks/accuracy.py --full-sensitivity). Metric: *leave-one-out* (everything
 quantized but that layer, via ``QuantConfig.skip``) for the proxy's top few. Leave-one-out rather
 than "only that layer quantized" because it measures what the search decides: how much of the INT8
 loss floating this layer gives back, with every other quantized layer's error present.
 
 The search adds layers to the float set greedily (largest measured recovery first, then proxy order),
-keeps a layer only if the metric rises, and stops once the drop vs FP32 is within budget. Float layers
+keeps a layer only if the metric rises, stops once the drop vs FP32 is within budget, then drops the
+float layers the budget no longer needs (greedy picks interact). Float layers
 get no Q/DQ. Scales come from the one calibration pass while the remaining Q/DQ placement is a subset
 of the calibrated one; a skip that creates a Q/DQ point (a residual add whose conv input turns float)
 re-prepares and re-calibrates.
@@ -228,7 +230,7 @@ class LayerSensitivity:
 
 @dataclass
 class SearchStep:
-    """One tried float set and its metric; ``accepted`` when it raised the metric."""
+    """One tried float set and its metric; ``accepted`` when the search adopted it."""
 
     float_layers: tuple[str, ...]
     metric: float
@@ -247,7 +249,7 @@ class MixedPrecisionResult:
         config: the QuantConfig reproducing the chosen model (``skip`` lists the float layers).
         model: the chosen quantized GraphModule.
         sensitivity: every quantized layer by proxy rank, with the metric where it was measured.
-        steps: every float set tried after the leave-one-out measurements.
+        steps: every float set tried after the leave-one-out measurements (``accepted``: adopted).
         evaluations: how many times the metric was evaluated (FP32 and full INT8 included).
         proxy: the proxy that ranked the layers.
         note: why the search stopped when that was not the budget.
@@ -303,13 +305,10 @@ def layer_sensitivity(model: nn.Module, prepared: GraphModule, inputs: Sequence[
     """Every quantized layer with both proxies, most sensitive first by ``proxy``.
 
     Args:
-        model, prepared: the float model and its calibrated prepared module.
-        inputs: one batch of positional inputs.
+        model, prepared, inputs: the float model, its calibrated prepared module, one input batch.
         config: calibrator settings (default: the prepared config).
         calib_batches: for layers whose float version needs re-calibration (output proxy).
-        proxy: ``"output"`` (default: :func:`output_gain_proxy`, one forward pass per layer) or
-            ``"layer"`` (:func:`layer_sqnr_proxy`, one pass in all; on the demo detector it did not
-            predict the mAP effect, see docs/benchmarks.md).
+        proxy: ``"output"`` (:func:`output_gain_proxy`) or ``"layer"`` (:func:`layer_sqnr_proxy` only).
 
     Example:
         >>> [s.layer for s in layer_sensitivity(model, prepared, (x,))][:3]   # doctest: +SKIP
@@ -335,8 +334,8 @@ def mixed_precision_search(model: nn.Module, prepared: GraphModule, evaluate: Ev
                            calib_batches: Sequence[Any] | None = None,
                            proxy_inputs: Sequence[torch.Tensor] | None = None, proxy: str = "output",
                            max_verify: int = 4, max_float_layers: int | None = None,
-                           max_evaluations: int | None = None, fp32_metric: float | None = None
-                           ) -> MixedPrecisionResult:
+                           max_evaluations: int | None = None, prune: bool = True,
+                           fp32_metric: float | None = None) -> MixedPrecisionResult:
     """Keep the fewest layers in float so that ``metric(FP32) - metric(INT8) <= budget``.
 
     Args:
@@ -353,6 +352,8 @@ def mixed_precision_search(model: nn.Module, prepared: GraphModule, evaluate: Ev
         max_verify: how many of the most sensitive layers by proxy get a leave-one-out evaluation.
         max_float_layers: stop after this many float layers (default: no limit).
         max_evaluations: never evaluate the metric more often than this (default: no limit).
+        prune: once the budget is met, try dropping each float layer but the last added (one
+            evaluation each) and keep the drops that still meet the budget.
         fp32_metric: the float model's metric if already known (saves one evaluation).
 
     Returns:
@@ -369,7 +370,7 @@ def mixed_precision_search(model: nn.Module, prepared: GraphModule, evaluate: Ev
         (True, ['wh_2'])
     """
     config = config or _info(prepared).config
-    cache: dict[frozenset[str], tuple[float, GraphModule | None]] = {}
+    cache: dict[frozenset[str], float] = {}  # metrics only: models are rebuilt, large ones would pile up
     evaluations = 0
 
     def score(module: Any) -> float:
@@ -380,29 +381,31 @@ def mixed_precision_search(model: nn.Module, prepared: GraphModule, evaluate: Ev
             raise ConfigError(f"evaluate() returned {sorted(metrics)}, without the metric {metric!r}.")
         return float(metrics[metric])
 
-    def metric_with(skip: Sequence[str]) -> tuple[float, GraphModule | None]:
+    def metric_with(skip: Sequence[str]) -> float:
         """Metric with ``skip`` in float, each set evaluated once (NaN: needs calib_batches)."""
         if frozenset(skip) not in cache:
             qgm = quantize_with_skip(model, prepared, list(skip), config, calib_batches)
-            cache[frozenset(skip)] = (math.nan if qgm is None else score(qgm), qgm)
+            cache[frozenset(skip)] = math.nan if qgm is None else score(qgm)
         return cache[frozenset(skip)]
 
-    fp32 = float(fp32_metric) if fp32_metric is not None else score(model)
-    int8, base = metric_with(())
-    if base is None:
+    if convert_with_skip(prepared, [], config) is None:
         raise ConfigError("The config changes the prepared Q/DQ placement; vary only calibrators here.")
+    fp32 = float(fp32_metric) if fp32_metric is not None else score(model)
+    int8 = metric_with(())
 
-    def done(final: float, layers: list[str], qgm: GraphModule, sens: list[LayerSensitivity],
-             steps: list[SearchStep], note: str) -> MixedPrecisionResult:
+    def done(final: float, layers: list[str], sens: list[LayerSensitivity], steps: list[SearchStep],
+             note: str) -> MixedPrecisionResult:
         cfg = dataclasses.replace(config, skip=tuple(dict.fromkeys((*config.skip, *layers))))
+        # never None: the chosen set was built (and evaluated) before
+        qgm = quantize_with_skip(model, prepared, layers, config, calib_batches)
         return MixedPrecisionResult(metric, budget, fp32, int8, final, layers, fp32 - final <= budget + 1e-12,
-                                    cfg, qgm, sens, steps, evaluations, proxy, note)
+                                    cfg, qgm, sens, steps, evaluations, proxy, note)  # type: ignore[arg-type]
 
     def budget_left() -> bool:
         return max_evaluations is None or evaluations < max_evaluations
 
     if fp32 - int8 <= budget + 1e-12:  # nothing to recover: skip the proxies too
-        return done(int8, [], base, [], [], "full INT8 already meets the budget")
+        return done(int8, [], [], [], "full INT8 already meets the budget")
     if proxy_inputs is None:
         if calib_batches is None:
             raise ConfigError("mixed_precision_search needs proxy_inputs or calib_batches for the proxies.")
@@ -413,7 +416,7 @@ def mixed_precision_search(model: nn.Module, prepared: GraphModule, evaluate: Ev
     for s in sens[:max_verify]:  # leave-one-out with the real metric on the proxy's top few
         if not budget_left():
             break
-        value, _ = metric_with((s.layer,))
+        value = metric_with((s.layer,))
         if not math.isnan(value):
             s.metric_if_float, s.recovered = value, value - int8
     measured = sorted((s for s in sens if s.recovered is not None and s.recovered > 0),
@@ -421,21 +424,33 @@ def mixed_precision_search(model: nn.Module, prepared: GraphModule, evaluate: Ev
     order = [s.layer for s in measured] + [s.layer for s in sens if s.recovered is None] + \
         [s.layer for s in sens if s.recovered is not None and s.recovered <= 0]
     chosen: list[str] = []
-    current, current_model, steps = int8, base, []
+    current, steps = int8, []
     limit = max_float_layers if max_float_layers is not None else len(order)
     for layer in order:
         if len(chosen) >= limit:
-            return done(current, chosen, current_model, sens, steps, f"stopped at max_float_layers={limit}")
+            return done(current, chosen, sens, steps, f"stopped at max_float_layers={limit}")
         if frozenset((*chosen, layer)) not in cache and not budget_left():
-            return done(current, chosen, current_model, sens, steps,
-                        f"stopped at max_evaluations={max_evaluations}")
-        value, qgm = metric_with((*chosen, layer))
-        accepted = not math.isnan(value) and value > current and qgm is not None
+            return done(current, chosen, sens, steps, f"stopped at max_evaluations={max_evaluations}")
+        value = metric_with((*chosen, layer))
+        accepted = not math.isnan(value) and value > current
         steps.append(SearchStep((*chosen, layer), value, accepted))
         if accepted:
-            chosen, current, current_model = [*chosen, layer], value, qgm
+            chosen, current = [*chosen, layer], value
             if fp32 - current <= budget + 1e-12:
-                return done(current, chosen, current_model, sens, steps, "")
-    untried = sum(math.isnan(s.metric) for s in steps)
-    note = "every layer was tried" + (f"; {untried} needed calib_batches to re-calibrate" if untried else "")
-    return done(current, chosen, current_model, sens, steps, note)
+                break
+    else:
+        untried = sum(math.isnan(s.metric) for s in steps)
+        needs = f"; {untried} needed calib_batches to re-calibrate" if untried else ""
+        return done(current, chosen, sens, steps, "every layer was tried" + needs)
+    # Greedy additions interact: a layer that helped early may be redundant now. Drop any whose removal
+    # still meets the budget (latest first: the ordering put the least promising last).
+    for layer in reversed(chosen[:-1] if prune else []):
+        rest = [n for n in chosen if n != layer]
+        if frozenset(rest) not in cache and not budget_left():
+            break
+        value = metric_with(rest)
+        kept_out = not math.isnan(value) and fp32 - value <= budget + 1e-12
+        steps.append(SearchStep(tuple(rest), value, kept_out))
+        if kept_out:
+            chosen, current = rest, value
+    return done(current, chosen, sens, steps, "")
