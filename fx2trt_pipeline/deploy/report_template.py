@@ -34,7 +34,8 @@ section { background:var(--card); border-radius:10px; padding:16px 20px; margin-
 section h2 { font-size:17px; margin:0 0 4px; }
 section p.lead { color:var(--muted); margin:0 0 12px; }
 table { border-collapse:collapse; width:100%; font-size:13px; }
-th, td { text-align:left; padding:6px 10px; border-bottom:1px solid var(--line); vertical-align:top; overflow-wrap:anywhere; }
+th, td { text-align:left; padding:6px 10px; border-bottom:1px solid var(--line); vertical-align:top; }
+td { overflow-wrap:anywhere; }
 th { color:var(--muted); font-weight:600; font-size:12px; background:#f8f9fa; }
 td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
 td.num { white-space:nowrap; }
