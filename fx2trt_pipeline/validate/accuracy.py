@@ -203,6 +203,8 @@ def choose_engine_backends(requested: str | Sequence[str] = "auto") -> tuple[lis
                           "'fx2trt-pipeline[rtx]').")
     if "onnxruntime" in names and not _onnx_available():
         raise ConfigError("Backend 'onnxruntime' needs onnxruntime, onnx and the QDQ exporter installed.")
+    if gpu_reason is not None and "tensorrt" not in names:
+        return names, f"requested explicitly (the TensorRT engine cannot run here: {gpu_reason})"
     return names, "requested explicitly"
 
 

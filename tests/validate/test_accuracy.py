@@ -182,7 +182,7 @@ def test_pick_best_prefers_simpler_on_ties_and_ignores_nan() -> None:
 
 def _digits() -> tuple[torch.nn.Module, list[tuple[torch.Tensor, torch.Tensor]], list[torch.Tensor]]:
     """A least-squares linear classifier on scikit-learn's real handwritten digits (8x8)."""
-    from sklearn.datasets import load_digits
+    load_digits = pytest.importorskip("sklearn.datasets").load_digits  # installed with mlxtend ([data])
 
     x, y = load_digits(return_X_y=True)
     x = torch.tensor(x, dtype=torch.float32) / 16.0
