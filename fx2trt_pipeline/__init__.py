@@ -17,8 +17,10 @@ from typing import Any
 
 from fx2trt_pipeline import errors
 
-# Imported eagerly: the function ``quantize`` must shadow the subpackage of the same name, which it
-# does only when bound after the subpackage has been imported.
+# Imported eagerly: the functions ``quantize`` and ``convert`` share their names with subpackages, and
+# a function shadows a subpackage only when bound after that subpackage was imported (importing a
+# submodule later does not rebind an already imported package).
+import fx2trt_pipeline.convert  # noqa: F401  (must precede the binding of the function ``convert``)
 from fx2trt_pipeline.quantize.api import calibrate, convert, prepare, quantize, rebuild_quantized
 from fx2trt_pipeline.quantize.config import LayerOverride, QuantConfig
 from fx2trt_pipeline.quantize.state import QuantState, get_quant_state, load_quant_state, save_quant_state
@@ -39,6 +41,9 @@ _LAZY = {
     "compare_outputs": "fx2trt_pipeline.validate.compare",
     "layer_parity": "fx2trt_pipeline.validate.layer_report",
     "quant_error_table": "fx2trt_pipeline.validate.layer_report",
+    "calibrate_distributed": "fx2trt_pipeline.quantize.distributed_calibration",
+    "shard_for_rank": "fx2trt_pipeline.quantize.distributed_calibration",
+    "run_build": "fx2trt_pipeline.deploy.pipeline",
     "NetworkExecutor": "fx2trt_pipeline.validate.network_executor",
     "export_qdq_onnx": "fx2trt_pipeline.validate.onnx_export",
 }
