@@ -195,3 +195,14 @@ def test_quantize_has_no_warnings_on_eval_model() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ftp.quantize(Tiny().eval(), batches((2, 3, 8, 8), 1), config=ftp.QuantConfig(**QUIET))
+
+
+def test_public_functions_survive_submodule_imports() -> None:
+    """``ftp.quantize`` / ``ftp.convert`` stay functions although subpackages share their names."""
+    import importlib
+
+    for mod in ("fx2trt_pipeline.convert.network", "fx2trt_pipeline.quantize.observe",
+                "fx2trt_pipeline.convert.inputs"):
+        importlib.import_module(mod)
+    assert callable(ftp.convert) and ftp.convert.__module__ == "fx2trt_pipeline.quantize.api"
+    assert callable(ftp.quantize) and ftp.quantize.__module__ == "fx2trt_pipeline.quantize.api"
