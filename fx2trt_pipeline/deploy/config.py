@@ -35,7 +35,7 @@ Unknown sections or keys are errors (a typo must not silently fall back to a def
     max_images = 500
 
     [quant]                              # QuantConfig fields
-    calibrator = "entropy"               # or "auto": score every calibrator on [evaluation], keep the best
+    calibrator = "mse"                   # or "auto": score every calibrator on [evaluation], keep the best
 
     [build]                              # BuildOptions fields
     builder_optimization_level = 3

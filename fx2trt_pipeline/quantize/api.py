@@ -165,7 +165,7 @@ def quantize(model: nn.Module, calib_batches: Iterable[Any], example_inputs: Opt
         model: float ``nn.Module`` (eval mode; see ``QuantConfig.train_mode``).
         calib_batches: iterable of input batches (tensors, tuples of tensors, or dicts of tensors).
         example_inputs: inputs shaped like real data (checked against the model).
-        config: :class:`QuantConfig`; defaults to entropy calibration with TensorRT placement rules.
+        config: :class:`QuantConfig`; defaults to MSE calibration with TensorRT placement rules.
         concrete_args: forwarded to torch.fx tracing.
 
     Returns:
