@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torchvision
@@ -44,7 +44,7 @@ def quantize(model: torch.nn.Module, batch: int, size: int, calib_batches: int) 
     return qgm, time.perf_counter() - start
 
 
-def build_once(qgm: Any, spec: Any, path: Path, opt_level: Optional[int]) -> dict[str, float]:
+def build_once(qgm: Any, spec: Any, path: Path, opt_level: int | None) -> dict[str, float]:
     from fx2trt_pipeline.build.engine_builder import build_engine
     from fx2trt_pipeline.build.options import BuildOptions
 
@@ -60,7 +60,7 @@ def build_once(qgm: Any, spec: Any, path: Path, opt_level: Optional[int]) -> dic
     }
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

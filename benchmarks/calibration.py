@@ -13,7 +13,7 @@ import argparse
 import copy
 import time
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torchvision

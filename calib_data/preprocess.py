@@ -117,7 +117,8 @@ class PreprocessSpec:
         """
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ConfigError(f"Unknown PreprocessSpec keys {sorted(unknown)}; valid: {sorted(cls.__dataclass_fields__)}.")
+            valid = sorted(cls.__dataclass_fields__)
+            raise ConfigError(f"Unknown PreprocessSpec keys {sorted(unknown)}; valid: {valid}.")
         d = dict(d)
         if d.get("size") is not None:
             d["size"] = tuple(d["size"])

@@ -3,7 +3,7 @@ as nn modules, functionals, ``torch.*`` and Tensor methods (in-place variants in
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +53,7 @@ def convert_leaky_relu(ctx: ConversionContext, node: Node, args: tuple, kwargs: 
     return activation(ctx, ctx.name(node), _input(ctx, node, args, kwargs), "LEAKY_RELU", slope)
 
 
-def check_prelu(node: Node) -> Optional[str]:
+def check_prelu(node: Node) -> str | None:
     """Accept PReLU whose slope is a constant."""
     if node.op == "call_module":
         return None
@@ -102,7 +102,7 @@ def convert_hardsigmoid(ctx: ConversionContext, node: Node, args: tuple, kwargs:
     return activation(ctx, ctx.name(node), _input(ctx, node, args, kwargs), "HARD_SIGMOID", 1.0 / 6.0, 0.5)
 
 
-def check_gelu(node: Node) -> Optional[str]:
+def check_gelu(node: Node) -> str | None:
     """Accept GELU with approximate 'none' or 'tanh'."""
     approximate = (
         module_of(node).approximate if node.op == "call_module" else node_arg(node, 1, "approximate", "none")
@@ -128,7 +128,7 @@ def _softmax_dim(node: Node) -> Any:
     return node_arg(node, 1, "dim", None)
 
 
-def check_softmax(node: Node) -> Optional[str]:
+def check_softmax(node: Node) -> str | None:
     """Accept softmax with an explicit int dim and no dtype cast."""
     dim = _softmax_dim(node)
     if not isinstance(dim, int):

@@ -11,7 +11,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch.fx import Node
@@ -59,7 +60,7 @@ def module_of(node: Node) -> torch.nn.Module:
     return node.graph.owning_module.get_submodule(str(node.target))
 
 
-def dims_arg(value: Any) -> Optional[list[int]]:
+def dims_arg(value: Any) -> list[int] | None:
     """``dim`` arguments as a list of ints (``None`` stays ``None``)."""
     if value is None:
         return None

@@ -7,7 +7,7 @@ The deconvolution weight's per-channel axis is whatever the graph's dequantize s
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,7 @@ _REFERENCE_MODULES = (nnqr.Conv1d, nnqr.Conv2d, nnqr.ConvTranspose1d, nnqr.ConvT
 _FUSED_RELU = (nni.ConvReLU1d, nni.ConvReLU2d)
 
 
-def constant_weight_reason(weight: Any) -> Optional[str]:
+def constant_weight_reason(weight: Any) -> str | None:
     """None when a weight node is a constant or a dequantized constant (TensorRT kernels are constants)."""
     if isinstance(weight, Node) and weight.op == "call_function" and weight.target is DEQUANTIZE:
         weight = weight.args[0]
@@ -39,7 +39,7 @@ def constant_weight_reason(weight: Any) -> Optional[str]:
     return f"the weight must be a constant (get_attr) or a dequantized int8 constant, got {weight}"
 
 
-def check_functional_conv(node: Node) -> Optional[str]:
+def check_functional_conv(node: Node) -> str | None:
     """Accept F.conv*/conv_transpose* whose weight is constant."""
     reason = constant_weight_reason(node_arg(node, 1, "weight"))
     if reason is None and node.target in _FUNCTIONAL_DECONV:
@@ -49,7 +49,7 @@ def check_functional_conv(node: Node) -> Optional[str]:
     return reason
 
 
-def _output_padding_reason(padding: Any, output_padding: Any, spatial: int) -> Optional[str]:
+def _output_padding_reason(padding: Any, output_padding: Any, spatial: int) -> str | None:
     if isinstance(padding, str):
         return None
     if any(op > p for p, op in zip(ints(padding, spatial), ints(output_padding, spatial))):
@@ -89,7 +89,7 @@ def convert_functional_conv(ctx: ConversionContext, node: Node, args: tuple, kwa
     )
 
 
-def _conv_module_reason(module: nn.Module) -> Optional[str]:
+def _conv_module_reason(module: nn.Module) -> str | None:
     if module.padding_mode != "zeros":
         return f"padding_mode={module.padding_mode!r} is not supported (only 'zeros')"
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
@@ -97,7 +97,7 @@ def _conv_module_reason(module: nn.Module) -> Optional[str]:
     return None
 
 
-def reference_weight_reason(module: nn.Module) -> Optional[str]:
+def reference_weight_reason(module: nn.Module) -> str | None:
     """None when a torch.ao reference module's weight is float or symmetric qint8, else the reason."""
     if module.weight_qscheme is None or module.weight_dtype in (torch.float32, torch.float16):
         return None  # reference module with a float weight
@@ -110,7 +110,7 @@ def reference_weight_reason(module: nn.Module) -> Optional[str]:
     return None
 
 
-def check_conv_module(node: Node) -> Optional[str]:
+def check_conv_module(node: Node) -> str | None:
     """Accept conv modules with zero padding; reference modules need symmetric qint8 weights."""
     module = module_of(node)
     if isinstance(module, _FUSED_RELU):

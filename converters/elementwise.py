@@ -8,7 +8,8 @@ reach TensorRT.
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable, Optional
+from typing import Any
+from collections.abc import Callable
 
 import torch
 from fx2trt_pipeline.converters.common import arg, node_arg
@@ -69,7 +70,7 @@ def convert_mul(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -
     return _binary(ctx, node, *_operands(args, kwargs), "mul")
 
 
-def check_div(node: Node) -> Optional[str]:
+def check_div(node: Node) -> str | None:
     """Accept true division and floor rounding; refuse ``rounding_mode='trunc'``."""
     mode = node_arg(node, 2, "rounding_mode", None)
     return None if mode in (None, "floor") else f"rounding_mode={mode!r} is not supported"

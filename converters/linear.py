@@ -4,7 +4,6 @@ matmul (``@``), bmm and addmm."""
 from __future__ import annotations
 
 import operator
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +22,7 @@ from fx2trt_pipeline.convert.weight_builders import linear, matmul
 from fx2trt_pipeline.errors import ConversionError
 
 
-def check_functional_linear(node: Node) -> Optional[str]:
+def check_functional_linear(node: Node) -> str | None:
     """Accept F.linear with a constant (or dequantized int8 constant) weight."""
     return constant_weight_reason(node_arg(node, 1, "weight"))
 
@@ -35,7 +34,7 @@ def convert_functional_linear(ctx: ConversionContext, node: Node, args: tuple, k
     return linear(ctx, ctx.name(node), x, arg(args, kwargs, 1, "weight"), arg(args, kwargs, 2, "bias", None))
 
 
-def check_linear_module(node: Node) -> Optional[str]:
+def check_linear_module(node: Node) -> str | None:
     """Accept nn.Linear; reference modules need symmetric qint8 weights."""
     module = module_of(node)
     if isinstance(module, nni.LinearReLU):

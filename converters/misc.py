@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,7 @@ def convert_identity(ctx: ConversionContext, node: Node, args: tuple, kwargs: di
     return arg(args, kwargs, 0, "input")
 
 
-def check_dropout(node: Node) -> Optional[str]:
+def check_dropout(node: Node) -> str | None:
     """Accept dropout only in eval mode (it is then the identity)."""
     training = module_of(node).training if node.op == "call_module" else node_arg(node, 2, "training", True)
     return (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +15,7 @@ from fx2trt_pipeline.convert.context import ConversionContext, ITensor
 from fx2trt_pipeline.convert.layer_builders import channel_affine
 
 
-def check_batch_norm(node: Node) -> Optional[str]:
+def check_batch_norm(node: Node) -> str | None:
     """Accept eval-mode BatchNorm with running statistics and constant parameters."""
     if node.op == "call_module":
         module = module_of(node)
@@ -38,8 +38,8 @@ def check_batch_norm(node: Node) -> Optional[str]:
 def batch_norm_affine(
     mean: torch.Tensor,
     var: torch.Tensor,
-    weight: Optional[torch.Tensor],
-    bias: Optional[torch.Tensor],
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
     eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(scale, shift) with ``bn(x) == x * scale + shift`` per channel."""
@@ -52,7 +52,7 @@ def batch_norm_affine(
     return scale.float(), shift.float()
 
 
-def _tensor(value: Any) -> Optional[torch.Tensor]:
+def _tensor(value: Any) -> torch.Tensor | None:
     value = attr_value(value)
     return None if value is None else value.detach()
 

@@ -8,7 +8,8 @@ matches it exactly (or refuses).
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,7 @@ from fx2trt_pipeline.convert.layer_builders import ints, pooling, reduce, static
 from fx2trt_pipeline.errors import ConversionError
 
 
-def _pool_params(node: Node, args: tuple, kwargs: dict, module: Optional[nn.Module]) -> dict[str, Any]:
+def _pool_params(node: Node, args: tuple, kwargs: dict, module: nn.Module | None) -> dict[str, Any]:
     if module is not None:
         keys = (
             "kernel_size",
@@ -53,7 +54,7 @@ def _pool_params(node: Node, args: tuple, kwargs: dict, module: Optional[nn.Modu
     return {n: arg(args, kwargs, i + 1, n, defaults.get(n)) for i, n in enumerate(names)}
 
 
-def check_pool(node: Node) -> Optional[str]:
+def check_pool(node: Node) -> str | None:
     """Accept 2-d max / avg pooling without dilation, indices or divisor override."""
     module = module_of(node) if node.op == "call_module" else None
     raw = _pool_params(node, node.args, dict(node.kwargs), module)

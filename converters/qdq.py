@@ -6,7 +6,7 @@ with ``axis``); every check below enforces that before conversion starts.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from fx2trt_pipeline.converters.common import arg, attr_value, is_constant, node_arg
@@ -21,7 +21,7 @@ from fx2trt_pipeline.quantize.qdq_ops import DEQUANTIZE, QUANTIZE
 _AO_QUANTIZE = (torch.quantize_per_tensor, torch.quantize_per_channel)
 
 
-def _scale_reason(scale: Any, axis: Any) -> Optional[str]:
+def _scale_reason(scale: Any, axis: Any) -> str | None:
     if not is_constant(scale):
         return (
             f"the scale must be a build-time constant (a get_attr buffer), got node {scale} "
@@ -42,7 +42,7 @@ def _scale_reason(scale: Any, axis: Any) -> Optional[str]:
     return None
 
 
-def check_fx2trt_qdq(node: Node) -> Optional[str]:
+def check_fx2trt_qdq(node: Node) -> str | None:
     """Accept our Q/DQ ops when the scale is a constant of the right shape."""
     return _scale_reason(node_arg(node, 1, "scale"), node_arg(node, 2, "axis"))
 
@@ -74,7 +74,7 @@ def convert_dequantize(ctx: ConversionContext, node: Node, args: tuple, kwargs: 
     return dequantize(ctx, ctx.name(node), q_t, s, axis)
 
 
-def _zero_point_reason(zero_point: Any) -> Optional[str]:
+def _zero_point_reason(zero_point: Any) -> str | None:
     if not is_constant(zero_point):
         return f"the zero point must be a build-time constant, got node {zero_point}"
     value = attr_value(zero_point)
@@ -86,7 +86,7 @@ def _zero_point_reason(zero_point: Any) -> Optional[str]:
     return None
 
 
-def check_ao_quantize(node: Node) -> Optional[str]:
+def check_ao_quantize(node: Node) -> str | None:
     """Accept torch.quantize_per_tensor / per_channel with qint8, zero point 0 and constant scales."""
     per_channel = node.target is torch.quantize_per_channel
     scale = node_arg(node, 1, "scales" if per_channel else "scale")
@@ -110,7 +110,7 @@ def convert_ao_quantize(ctx: ConversionContext, node: Node, args: tuple, kwargs:
     return QuantizedTensor(q, s, axis)
 
 
-def check_ao_dequantize(node: Node) -> Optional[str]:
+def check_ao_dequantize(node: Node) -> str | None:
     """Accept ``.dequantize()`` of a tensor made by torch.quantize_per_tensor / per_channel."""
     source = node_arg(node, 0, "input")
     if isinstance(source, Node) and source.op == "call_function" and source.target in _AO_QUANTIZE:

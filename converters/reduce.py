@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 from fx2trt_pipeline.converters.common import arg, dims_arg, node_arg
@@ -14,7 +13,7 @@ from fx2trt_pipeline.convert.layer_builders import reduce
 from fx2trt_pipeline.convert.shape_builders import rank
 
 
-def check_reduce(node: Node) -> Optional[str]:
+def check_reduce(node: Node) -> str | None:
     """Accept mean / sum without a dtype cast."""
     dtype = node.kwargs.get("dtype")
     if dtype is None and len(node.args) > 1 and isinstance(node_arg(node, 1, "dim"), torch.dtype):

@@ -23,7 +23,8 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Iterator, Optional
+from typing import Any
+from collections.abc import Callable, Hashable, Iterator
 
 import torch
 from torch.fx import Node
@@ -31,7 +32,7 @@ from torch.fx import Node
 from fx2trt_pipeline.errors import InternalError
 
 #: ``can_convert(node) -> None`` when the converter accepts the node, else the reason it does not.
-CanConvert = Callable[[Node], Optional[str]]
+CanConvert = Callable[[Node], str | None]
 #: ``convert(ctx, node, args, kwargs) -> value``; args/kwargs hold converted values, not nodes.
 ConverterFn = Callable[..., Any]
 
@@ -43,7 +44,7 @@ class Converter:
     key: Hashable
     fn: ConverterFn
     family: str
-    can_convert: Optional[CanConvert] = None
+    can_convert: CanConvert | None = None
 
 
 def method(name: str) -> tuple[str, str]:
@@ -51,7 +52,7 @@ def method(name: str) -> tuple[str, str]:
     return ("call_method", name)
 
 
-def key_of(node: Node) -> Optional[Hashable]:
+def key_of(node: Node) -> Hashable | None:
     """The registry key of an FX node, or ``None`` for placeholder / get_attr / output."""
     if node.op == "call_function":
         return node.target
@@ -80,7 +81,7 @@ _CLASS_NAMESPACES = (
 )
 
 
-def _public_name(obj: Any, namespaces: tuple[tuple[str, str], ...] = _NAMESPACES) -> Optional[str]:
+def _public_name(obj: Any, namespaces: tuple[tuple[str, str], ...] = _NAMESPACES) -> str | None:
     """``namespace.attr`` of an object reachable from one of ``namespaces`` (first match wins)."""
     import importlib
 
@@ -117,7 +118,7 @@ class Registry:
         self._table: dict[Hashable, Converter] = {}
 
     def register(
-        self, target: Hashable, *more_targets: Hashable, can_convert: Optional[CanConvert] = None
+        self, target: Hashable, *more_targets: Hashable, can_convert: CanConvert | None = None
     ) -> Callable[[ConverterFn], ConverterFn]:
         """Decorator registering a converter for one or more exact targets.
 
@@ -140,14 +141,14 @@ class Registry:
 
         return decorate
 
-    def lookup_key(self, key: Hashable) -> Optional[Converter]:
+    def lookup_key(self, key: Hashable) -> Converter | None:
         """The registration for ``key`` or ``None``."""
         try:
             return self._table.get(key)
         except TypeError:  # unhashable target: nothing can be registered for it
             return None
 
-    def lookup(self, node: Node) -> Optional[Converter]:
+    def lookup(self, node: Node) -> Converter | None:
         """The registration for an FX node (exact target / exact module class) or ``None``."""
         key = key_of(node)
         return None if key is None else self.lookup_key(key)

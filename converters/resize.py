@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch.nn.functional as F
 from fx2trt_pipeline.converters.common import arg, module_of
@@ -35,7 +35,7 @@ def _params(node: Node, args: Any, kwargs: Any) -> dict[str, Any]:
     return {n: arg(args, kwargs, i + 1, n, d) for i, (n, d) in enumerate(zip(names, defaults))}
 
 
-def check_resize(node: Node) -> Optional[str]:
+def check_resize(node: Node) -> str | None:
     """Accept nearest / bilinear without antialiasing."""
     p = _params(node, node.args, dict(node.kwargs))
     if p["mode"] not in _MODES:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import math
 import operator
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from fx2trt_pipeline.converters.common import arg, is_trt_tensor, node_arg
@@ -115,7 +115,7 @@ def convert_unsqueeze(ctx: ConversionContext, node: Node, args: tuple, kwargs: d
     return unsqueeze(ctx, ctx.name(node), _input(ctx, node, args, kwargs), [int(arg(args, kwargs, 1, "dim"))])
 
 
-def _split_lengths(node: Node, size: int, sections: Any, chunks: Optional[int]) -> list[int]:
+def _split_lengths(node: Node, size: int, sections: Any, chunks: int | None) -> list[int]:
     if size < 0:
         raise ConversionError(f"{node.name}: cannot split a dynamic dim")
     if chunks is not None:
@@ -176,7 +176,7 @@ def convert_getitem(ctx: ConversionContext, node: Node, args: tuple, kwargs: dic
     return value[index]
 
 
-def _size(ctx: ConversionContext, node: Node, x: ITensor, dim: Optional[int]) -> Any:
+def _size(ctx: ConversionContext, node: Node, x: ITensor, dim: int | None) -> Any:
     if dim is not None:
         return dim_size(ctx, ctx.name(node), x, int(dim))
     return tuple(sizes(ctx, ctx.name(node), x))
@@ -188,7 +188,7 @@ def convert_size(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) 
     return _size(ctx, node, _input(ctx, node, args, kwargs), arg(args, kwargs, 1, "dim", None))
 
 
-def check_getattr(node: Node) -> Optional[str]:
+def check_getattr(node: Node) -> str | None:
     """Accept ``x.shape`` and ``x.ndim``."""
     name = node_arg(node, 1, "name")
     return None if name in ("shape", "ndim") else f"attribute {name!r} is not supported (only shape / ndim)"

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Optional
 
 from fx2trt_pipeline.errors import TensorRTUnavailableError
 
-_TRT: Optional[ModuleType] = None
-_NAME: Optional[str] = None
+_TRT: ModuleType | None = None
+_NAME: str | None = None
 _IMPORT_ERRORS: list[str] = []
 
 

@@ -38,7 +38,8 @@ import json
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Union
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -89,7 +90,7 @@ class EngineHeader:
         }
 
 
-def parse_rtx_header(data: bytes) -> Optional[EngineHeader]:
+def parse_rtx_header(data: bytes) -> EngineHeader | None:
     """Decode a TensorRT-RTX plan header; ``None`` when ``data`` does not start with one.
 
     Example:
@@ -105,8 +106,8 @@ def parse_rtx_header(data: bytes) -> Optional[EngineHeader]:
 
 
 def check_engine_header(
-    data: bytes, where: str, library: Optional[str] = None, version: Optional[str] = None
-) -> Optional[EngineHeader]:
+    data: bytes, where: str, library: str | None = None, version: str | None = None
+) -> EngineHeader | None:
     """Verify that ``data`` is a complete plan of the given library version (default: the one in use).
 
     Returns the parsed header for TensorRT-RTX, ``None`` for datacenter TensorRT (layout unknown here).
@@ -216,7 +217,7 @@ def hash_quant_state(state: Mapping[str, Any]) -> str:
 # -- metadata and artifact -------------------------------------------------------------------------
 
 
-def engine_metadata(engine_bytes: bytes, extra: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+def engine_metadata(engine_bytes: bytes, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The sidecar content for ``engine_bytes``: integrity and library fields computed here, plus ``extra``.
 
     ``extra`` carries what only the builder knows: ``inputs`` (``InputSpec.to_dict`` each), ``outputs``
@@ -269,7 +270,7 @@ class EngineArtifact:
     metadata: dict[str, Any] = field(repr=False)
 
     @classmethod
-    def from_metadata(cls, engine_path: PathLike, metadata: Mapping[str, Any]) -> "EngineArtifact":
+    def from_metadata(cls, engine_path: PathLike, metadata: Mapping[str, Any]) -> EngineArtifact:
         """Wrap an engine path and its (already verified) metadata."""
         engine = metadata["engine"]
         return cls(
@@ -281,7 +282,7 @@ class EngineArtifact:
         )
 
     @classmethod
-    def open(cls, engine_path: PathLike) -> "EngineArtifact":
+    def open(cls, engine_path: PathLike) -> EngineArtifact:
         """Verify an existing engine with :func:`load_engine_bytes` and wrap it."""
         _, metadata = load_engine_bytes(engine_path)
         return cls.from_metadata(engine_path, metadata)
@@ -297,7 +298,7 @@ class EngineArtifact:
         return [o["name"] for o in self.metadata.get("outputs", [])]
 
     @property
-    def build_seconds(self) -> Optional[float]:
+    def build_seconds(self) -> float | None:
         """Seconds ``build_serialized_network`` took (``None`` when not recorded)."""
         return self.metadata.get("build", {}).get("build_seconds")
 

@@ -21,7 +21,8 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Iterator, Union
+from typing import BinaryIO, Union
+from collections.abc import Iterator
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -82,7 +83,7 @@ def atomic_open(path: PathLike, mode: int = 0o644) -> Iterator[BinaryIO]:
     _fsync_directory(dest.parent)
 
 
-def atomic_write_bytes(path: PathLike, data: Union[bytes, bytearray, memoryview]) -> Path:
+def atomic_write_bytes(path: PathLike, data: bytes | bytearray | memoryview) -> Path:
     """Write ``data`` to ``path`` atomically and return the path.
 
     Example:

@@ -28,7 +28,8 @@ import time
 import warnings
 from importlib import metadata as _pkg_metadata
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -61,7 +62,7 @@ _PY_LEVELS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _logger_class() -> type:
     # Defined on first use: subclassing trt.ILogger needs the library, and importing this module must not.
     trt = trt_api.get_trt()
@@ -111,7 +112,7 @@ def make_logger(min_severity: str = "INFO") -> Any:
     return _logger_class()(min_severity)
 
 
-def create_builder(logger: Optional[Any] = None) -> Any:
+def create_builder(logger: Any | None = None) -> Any:
     """A ``trt.Builder`` with a capturing logger (see :func:`make_logger`)."""
     return trt_api.get_trt().Builder(logger if logger is not None else make_logger())
 
@@ -175,7 +176,7 @@ def _add_profile(builder: Any, network: Any, config: Any, specs: Mapping[str, In
         raise EngineBuildError(f"TensorRT rejected the optimization profile for {[t.name for t in dynamic]}")
 
 
-def _load_timing_cache(config: Any, path: Optional[Path]) -> None:
+def _load_timing_cache(config: Any, path: Path | None) -> None:
     blob = path.read_bytes() if path is not None and path.is_file() else b""
     with warnings.catch_warnings():
         # TensorRT-RTX deprecates the timing cache as a no-op; the file still round-trips.
@@ -196,7 +197,7 @@ def _save_timing_cache(config: Any, path: Path) -> None:
 
 
 def engine_bytes_from_network(
-    builder: Any, network: Any, inputs: Sequence[InputSpec], options: Optional[BuildOptions] = None
+    builder: Any, network: Any, inputs: Sequence[InputSpec], options: BuildOptions | None = None
 ) -> bytes:
     """Build a serialized engine from a STRONGLY_TYPED network.
 
@@ -296,7 +297,7 @@ def _producer() -> dict[str, str]:
 
 
 def save_engine(
-    engine_bytes: bytes, path: Union[str, Path], metadata: Optional[Mapping[str, Any]] = None
+    engine_bytes: bytes, path: str | Path, metadata: Mapping[str, Any] | None = None
 ) -> EngineArtifact:
     """Write an engine and its ``<path>.json`` sidecar atomically and return the artifact.
 
@@ -330,7 +331,7 @@ def save_engine(
     return EngineArtifact.from_metadata(path, meta)
 
 
-def _quant_state_hash(qgm: torch.fx.GraphModule, given: Optional[str]) -> tuple[str, str]:
+def _quant_state_hash(qgm: torch.fx.GraphModule, given: str | None) -> tuple[str, str]:
     # Prefer the quantizer's own digest (config, placement, amax): it names the quantized model the way
     # save_quant_state does; a hand-made graph falls back to its buffers (scales and int8 weights).
     if given is not None:
@@ -346,11 +347,11 @@ def _quant_state_hash(qgm: torch.fx.GraphModule, given: Optional[str]) -> tuple[
 def build_engine(
     qgm: torch.fx.GraphModule,
     inputs: Sequence[InputSpec],
-    path: Union[str, Path],
+    path: str | Path,
     *,
-    options: Optional[BuildOptions] = None,
-    output_names: Optional[Sequence[str]] = None,
-    quant_state_hash: Optional[str] = None,
+    options: BuildOptions | None = None,
+    output_names: Sequence[str] | None = None,
+    quant_state_hash: str | None = None,
 ) -> EngineArtifact:
     """Convert a quantized GraphModule, build the engine and write it with its metadata.
 

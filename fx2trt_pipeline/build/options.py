@@ -28,7 +28,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.errors import ConfigError
@@ -38,7 +39,7 @@ _HW_COMPAT = ("NONE", "AMPERE_PLUS", "SAME_COMPUTE_CAPABILITY")
 _MAX_OPT_LEVEL = 5  # TensorRT silently clamps higher values to 5; we refuse them instead
 
 
-def normalize_compute_capability(value: Union[str, int, float]) -> str:
+def normalize_compute_capability(value: str | int | float) -> str:
     """Spell a compute capability the way the TensorRT-RTX enum does (``"SM86"``, ``"CURRENT"``).
 
     Accepts ``"8.6"``, ``8.6``, ``86``, ``"86"``, ``"sm_86"``, ``"SM86"`` and ``"current"``.
@@ -76,12 +77,12 @@ class BuildOptions:
         profiling_verbosity: ``"LAYER_NAMES_ONLY"`` (TensorRT's default), ``"DETAILED"`` or ``"NONE"``.
     """
 
-    workspace_bytes: Optional[int] = None
-    builder_optimization_level: Optional[int] = None
-    timing_cache_path: Optional[Path] = None
+    workspace_bytes: int | None = None
+    builder_optimization_level: int | None = None
+    timing_cache_path: Path | None = None
     compute_capabilities: tuple[str, ...] = field(default=())
-    hardware_compatibility_level: Optional[str] = None
-    profiling_verbosity: Optional[str] = None
+    hardware_compatibility_level: str | None = None
+    profiling_verbosity: str | None = None
 
     def __post_init__(self) -> None:
         # Normalise here so equal settings compare (and hash into metadata) equal.
@@ -133,7 +134,7 @@ class BuildOptions:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "BuildOptions":
+    def from_dict(cls, data: Mapping[str, Any]) -> BuildOptions:
         """Inverse of :meth:`to_dict`; unknown keys are an error (a typo must not be ignored)."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)

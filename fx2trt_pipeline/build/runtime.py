@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -47,7 +48,7 @@ class EngineInputError(EngineRuntimeError, ValueError):
 _RTX_DEFAULT_TARGETS = ("SM80", "SM86", "SM89", "SM120", "SM121", "later")
 
 
-def gpu_unavailable_reason(metadata: Optional[Mapping[str, Any]] = None) -> Optional[str]:
+def gpu_unavailable_reason(metadata: Mapping[str, Any] | None = None) -> str | None:
     """Why engines cannot run in this process, or ``None`` when they should.
 
     Args:
@@ -86,8 +87,8 @@ class TensorBinding:
     is_input: bool
     dtype: torch.dtype
     shape: tuple[int, ...]
-    min_shape: Optional[tuple[int, ...]] = None
-    max_shape: Optional[tuple[int, ...]] = None
+    min_shape: tuple[int, ...] | None = None
+    max_shape: tuple[int, ...] | None = None
 
     @property
     def is_dynamic(self) -> bool:
@@ -95,7 +96,7 @@ class TensorBinding:
         return -1 in self.shape
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping[str, Any]) -> list["TensorBinding"]:
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> list[TensorBinding]:
         """Bindings as recorded in an engine sidecar (inputs first), e.g. to check inputs early."""
         out = []
         for d in metadata.get("inputs", []):
@@ -115,7 +116,7 @@ class TensorBinding:
         return out
 
 
-def check_input(binding: TensorBinding, tensor: Any, device: Optional[torch.device] = None) -> None:
+def check_input(binding: TensorBinding, tensor: Any, device: torch.device | None = None) -> None:
     """Raise :class:`EngineInputError` unless ``tensor`` fits the engine input ``binding``.
 
     Example:
@@ -180,9 +181,9 @@ class Engine:
     def __init__(
         self,
         cuda_engine: Any,
-        metadata: Optional[Mapping[str, Any]] = None,
-        path: Optional[Path] = None,
-        device: Optional[torch.device] = None,
+        metadata: Mapping[str, Any] | None = None,
+        path: Path | None = None,
+        device: torch.device | None = None,
         runtime: Any = None,
         logger: Any = None,
     ) -> None:
@@ -220,7 +221,7 @@ class Engine:
         )
 
     @classmethod
-    def load(cls, path: Union[str, Path], *, device: Union[int, str, torch.device, None] = None) -> "Engine":
+    def load(cls, path: str | Path, *, device: int | str | torch.device | None = None) -> Engine:
         """Verify and deserialize an engine file written by ``build_engine``/``save_engine``.
 
         Raises:
@@ -237,12 +238,12 @@ class Engine:
     def from_bytes(
         cls,
         data: bytes,
-        metadata: Optional[Mapping[str, Any]] = None,
+        metadata: Mapping[str, Any] | None = None,
         *,
         where: str = "the engine",
-        device: Union[int, str, torch.device, None] = None,
-        path: Optional[Path] = None,
-    ) -> "Engine":
+        device: int | str | torch.device | None = None,
+        path: Path | None = None,
+    ) -> Engine:
         """Deserialize engine bytes (prefer :meth:`load`, which checks them first)."""
         trt = trt_api.get_trt()
         logger = make_logger("WARNING")

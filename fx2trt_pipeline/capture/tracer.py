@@ -11,7 +11,8 @@ Example:
 from __future__ import annotations
 
 import traceback
-from typing import Any, Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,7 +38,7 @@ class LeafTracer(Tracer):
 
 
 def capture(model: nn.Module, leaf_modules: Sequence[str | type] = (),
-            concrete_args: Optional[dict[str, Any]] = None) -> GraphModule:
+            concrete_args: dict[str, Any] | None = None) -> GraphModule:
     """Trace ``model`` with torch.fx into a GraphModule whose node names follow module paths.
 
     Args:
@@ -138,7 +139,7 @@ def flatten_outputs(out: Any) -> list[torch.Tensor]:
 class _NamingInterpreter(torch.fx.Interpreter):
     """An interpreter that remembers the node it is executing (for error messages)."""
 
-    current: Optional[torch.fx.Node] = None
+    current: torch.fx.Node | None = None
 
     def run_node(self, n: torch.fx.Node) -> Any:
         self.current = n

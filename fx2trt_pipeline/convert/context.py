@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Optional, Sequence, Union
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ class ConversionOptions:
             when ``None``.
     """
 
-    output_names: Optional[tuple[str, ...]] = None
+    output_names: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class QuantizedTensor:
 
     tensor: ITensor
     scale: ITensor
-    axis: Optional[int]
+    axis: int | None
 
 
 def node_name_of_layer(layer_name: str) -> str:
@@ -106,7 +107,7 @@ class ConversionContext:
     # ---- naming ---------------------------------------------------------------------------------
 
     @staticmethod
-    def name(base: Union[Node, str], suffix: Optional[str] = None) -> str:
+    def name(base: Node | str, suffix: str | None = None) -> str:
         """The layer name for ``base`` (a node or a name already derived from one) and an optional suffix.
 
         Example: ``ctx.name(node)`` -> ``"layer1_0_conv1"``; ``ctx.name(node, "bias")`` ->
@@ -163,7 +164,7 @@ class ConversionContext:
         self._weights.append(array)
         return array
 
-    def weights(self, tensor: Optional[torch.Tensor], dtype: torch.dtype = torch.float32) -> Any:
+    def weights(self, tensor: torch.Tensor | None, dtype: torch.dtype = torch.float32) -> Any:
         """``trt.Weights`` holding ``tensor`` (empty Weights for ``None``), kept alive by the context."""
         if tensor is None:
             return self.trt.Weights(self.trt_dtype(dtype))
@@ -171,10 +172,10 @@ class ConversionContext:
 
     def constant(
         self,
-        value: Union[torch.Tensor, np.ndarray, float, int],
+        value: torch.Tensor | np.ndarray | float | int,
         name: str,
-        dtype: Optional[torch.dtype] = None,
-        shape: Optional[Sequence[int]] = None,
+        dtype: torch.dtype | None = None,
+        shape: Sequence[int] | None = None,
     ) -> ITensor:
         """An IConstantLayer output holding ``value`` (optionally cast to ``dtype`` / reshaped)."""
         tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
@@ -187,7 +188,7 @@ class ConversionContext:
         layer = self.network.add_constant(tuple(tensor.shape), self.trt.Weights(array))
         return self.add(layer, name, "constant").get_output(0)
 
-    def as_tensor(self, value: Any, name: str, dtype: Optional[torch.dtype] = None) -> ITensor:
+    def as_tensor(self, value: Any, name: str, dtype: torch.dtype | None = None) -> ITensor:
         """``value`` as an ITensor: ITensors pass through, torch tensors become (cached) constants.
 
         A get_attr tensor becomes one constant named after its get_attr node, shared by all users.

@@ -15,8 +15,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import torch
 
@@ -40,9 +41,9 @@ class InputSpec:
     name: str
     shape: tuple[int, ...]
     dtype: torch.dtype = torch.float32
-    min_shape: Optional[tuple[int, ...]] = None
-    opt_shape: Optional[tuple[int, ...]] = None
-    max_shape: Optional[tuple[int, ...]] = None
+    min_shape: tuple[int, ...] | None = None
+    opt_shape: tuple[int, ...] | None = None
+    max_shape: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
@@ -67,13 +68,13 @@ class InputSpec:
         return any(d == -1 for d in self.shape)
 
     @classmethod
-    def from_tensor(cls, name: str, tensor: torch.Tensor) -> "InputSpec":
+    def from_tensor(cls, name: str, tensor: torch.Tensor) -> InputSpec:
         """A static input shaped like ``tensor``."""
         return cls(name, tuple(tensor.shape), tensor.dtype)
 
     @classmethod
     def dynamic_batch(cls, name: str, sample_shape: Sequence[int], min_batch: int = 1, opt_batch: int = 1,
-                      max_batch: int = 1, dtype: torch.dtype = torch.float32) -> "InputSpec":
+                      max_batch: int = 1, dtype: torch.dtype = torch.float32) -> InputSpec:
         """An input whose leading (batch) dimension is dynamic."""
         rest = tuple(sample_shape)
         return cls(name, (-1, *rest), dtype, (min_batch, *rest), (opt_batch, *rest), (max_batch, *rest))
@@ -90,7 +91,7 @@ class InputSpec:
                 "max_shape": list(self.max_shape) if self.max_shape else None}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "InputSpec":
+    def from_dict(cls, data: dict[str, Any]) -> InputSpec:
         """Inverse of :meth:`to_dict`."""
         dtype = data.get("dtype", "float32")
         if dtype not in _DTYPES:

@@ -13,7 +13,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Union
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ _PROMOTION = ["bool", "int8", "int32", "int64", "float16", "float32"]
 # ---- quantize / dequantize ------------------------------------------------------------------------
 
 
-def quantize(ctx: ConversionContext, name: str, x: ITensor, scale: ITensor, axis: Optional[int]) -> ITensor:
+def quantize(ctx: ConversionContext, name: str, x: ITensor, scale: ITensor, axis: int | None) -> ITensor:
     """IQuantizeLayer to int8 (round half to even, saturate); per channel on ``axis`` when given."""
     layer = ctx.network.add_quantize(x, scale, ctx.trt.int8)
     if layer is not None and axis is not None:
@@ -50,7 +51,7 @@ def quantize(ctx: ConversionContext, name: str, x: ITensor, scale: ITensor, axis
     return ctx.add(layer, name, "quantize").get_output(0)
 
 
-def dequantize(ctx: ConversionContext, name: str, q: ITensor, scale: ITensor, axis: Optional[int]) -> ITensor:
+def dequantize(ctx: ConversionContext, name: str, q: ITensor, scale: ITensor, axis: int | None) -> ITensor:
     """IDequantizeLayer to float32; per channel on ``axis`` when given."""
     layer = ctx.network.add_dequantize(q, scale, ctx.trt.float32)
     if layer is not None and axis is not None:
@@ -59,7 +60,7 @@ def dequantize(ctx: ConversionContext, name: str, q: ITensor, scale: ITensor, ax
 
 
 def scale_constant(
-    ctx: ConversionContext, name: str, scale: Union[torch.Tensor, float], axis: Optional[int]
+    ctx: ConversionContext, name: str, scale: torch.Tensor | float, axis: int | None
 ) -> ITensor:
     """A Q/DQ scale as a build-time constant: 0-d for per-tensor, 1-d for per-channel."""
     tensor = torch.as_tensor(scale, dtype=torch.float32)
@@ -156,8 +157,8 @@ def activation(
     name: str,
     x: ITensor,
     kind: str,
-    alpha: Optional[float] = None,
-    beta: Optional[float] = None,
+    alpha: float | None = None,
+    beta: float | None = None,
 ) -> ITensor:
     """IActivationLayer of ``ActivationType.<kind>`` with optional alpha / beta."""
     layer = ctx.network.add_activation(x, getattr(ctx.trt.ActivationType, kind))
@@ -174,8 +175,8 @@ def gated(
     name: str,
     x: ITensor,
     kind: str,
-    alpha: Optional[float] = None,
-    beta: Optional[float] = None,
+    alpha: float | None = None,
+    beta: float | None = None,
 ) -> ITensor:
     """``x * act(x)`` (SiLU with SIGMOID, hardswish with HARD_SIGMOID): activation then product."""
     gate = activation(ctx, ctx.name(name, "gate"), x, kind, alpha, beta)
@@ -264,8 +265,8 @@ def resize(
     x: ITensor,
     mode: str,
     *,
-    scales: Optional[Sequence[float]] = None,
-    shape: Optional[Any] = None,
+    scales: Sequence[float] | None = None,
+    shape: Any | None = None,
     align_corners: bool = False,
 ) -> ITensor:
     """IResizeLayer with torch's ``interpolate`` coordinate rules.
@@ -327,7 +328,7 @@ def static_spatial(x: ITensor, count: int, name: str) -> tuple[int, ...]:
     return dims
 
 
-def ints(value: Union[int, Sequence[int]], count: int) -> tuple[int, ...]:
+def ints(value: int | Sequence[int], count: int) -> tuple[int, ...]:
     """``value`` repeated to ``count`` entries (torch's ``_pair`` / ``_single``)."""
     if isinstance(value, (int, np.integer)):
         return (int(value),) * count

@@ -19,7 +19,8 @@ Example:
 from __future__ import annotations
 
 import operator
-from typing import Any, Optional, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from torch.fx import GraphModule, Node
 from torch.fx.node import map_aggregate
@@ -147,7 +148,7 @@ def _add_inputs(ctx: ConversionContext, gm: GraphModule, inputs: Sequence[InputS
         ctx.values[node] = tensor
 
 
-def _mark_outputs(ctx: ConversionContext, gm: GraphModule, output_names: Optional[Sequence[str]]) -> None:
+def _mark_outputs(ctx: ConversionContext, gm: GraphModule, output_names: Sequence[str] | None) -> None:
     out_node = next(n for n in gm.graph.nodes if n.op == "output")
     leaves: list[Any] = []
     map_aggregate(out_node.args[0], lambda a: leaves.append(a))
@@ -174,8 +175,8 @@ def network_from_graph_module(
     gm: GraphModule,
     inputs: Sequence[InputSpec],
     *,
-    builder: Optional[Any] = None,
-    output_names: Optional[Sequence[str]] = None,
+    builder: Any | None = None,
+    output_names: Sequence[str] | None = None,
 ) -> tuple[Any, Any, ConversionContext]:
     """Convert a (quantized) GraphModule into a strongly typed TensorRT network.
 

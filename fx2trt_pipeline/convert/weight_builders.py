@@ -15,7 +15,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Union
+from collections.abc import Sequence
 
 import torch
 
@@ -28,7 +29,7 @@ Kernel = Union[ITensor, torch.Tensor]
 
 
 def dequantized_weight(
-    ctx: ConversionContext, name: str, weight_int8: torch.Tensor, scale: torch.Tensor, axis: Optional[int]
+    ctx: ConversionContext, name: str, weight_int8: torch.Tensor, scale: torch.Tensor, axis: int | None
 ) -> ITensor:
     """The shared weight path: int8 constant -> IDequantizeLayer (per channel on ``axis``).
 
@@ -42,7 +43,7 @@ def dequantized_weight(
 
 
 def quantize_weight(
-    weight: torch.Tensor, scale: torch.Tensor, axis: Optional[int], qmin: int = -128, qmax: int = 127
+    weight: torch.Tensor, scale: torch.Tensor, axis: int | None, qmin: int = -128, qmax: int = 127
 ) -> torch.Tensor:
     """``round_half_even(w / scale)`` saturated to int8 (what torch.ao's reference modules simulate)."""
     w = weight.detach().to(torch.float32)
@@ -75,9 +76,9 @@ def conv_nd(
     name: str,
     x: ITensor,
     kernel: Kernel,
-    bias: Optional[Kernel],
+    bias: Kernel | None,
     stride: Sequence[int],
-    padding: Union[Sequence[int], str],
+    padding: Sequence[int] | str,
     dilation: Sequence[int],
     groups: int,
     *,
@@ -170,7 +171,7 @@ def matmul(ctx: ConversionContext, name: str, a: ITensor, b: ITensor, transpose_
     return ctx.add(layer, name, "matrix multiply").get_output(0)
 
 
-def linear(ctx: ConversionContext, name: str, x: ITensor, weight: Kernel, bias: Optional[Kernel]) -> ITensor:
+def linear(ctx: ConversionContext, name: str, x: ITensor, weight: Kernel, bias: Kernel | None) -> ITensor:
     """``x @ weight.T + bias`` for a ``(out, in)`` weight (dequantized ITensor or float tensor)."""
     w = ctx.as_tensor(weight, ctx.name(name, "weight")) if isinstance(weight, torch.Tensor) else weight
     if rank(w) != 2:

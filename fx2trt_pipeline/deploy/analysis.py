@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, Optional, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -26,7 +27,7 @@ from fx2trt_pipeline.quantize.state import QuantState, get_quant_state
 from fx2trt_pipeline.validate.layer_report import quant_error_table
 
 
-def _num(value: Optional[float]) -> Optional[float]:
+def _num(value: float | None) -> float | None:
     # JSON has no NaN/Infinity in strict parsers: +inf SQNR (an exact layer) is stored as a large number.
     if value is None or math.isnan(value):
         return None

@@ -17,7 +17,8 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import torch
 
@@ -40,8 +41,8 @@ def max_batch_of(inputs: list[InputSpec]) -> int:
 def engine_side_runners(
     inputs: list[InputSpec],
     network: Any,
-    engine_path: Optional[Path],
-    onnx_path: Optional[Path],
+    engine_path: Path | None,
+    onnx_path: Path | None,
     metadata: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, str], str]:
     """The engine-side runners that can run here, the skipped ones with reasons, and the engine reason."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from html import escape
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 FONT = 'font-family="Helvetica, Arial, sans-serif" font-size="11"'
 
@@ -203,7 +203,7 @@ def display_bins(
     return merged, bin_width * factor
 
 
-def optional_float(value: Optional[float]) -> float:
+def optional_float(value: float | None) -> float:
     """``None`` as NaN (for charts fed from JSON)."""
     return math.nan if value is None else float(value)
 

@@ -20,7 +20,8 @@ import argparse
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence, TextIO
+from typing import TYPE_CHECKING, TextIO
+from collections.abc import Sequence
 
 from fx2trt_pipeline.errors import ConfigError, Fx2TrtError
 
@@ -145,7 +146,7 @@ def _report_failure(command: str, exc: BaseException, verbose: bool, stream: Tex
 
 
 def run_build_command(
-    args: argparse.Namespace, stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None
+    args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
     """``fx2trt build`` with parsed arguments; returns the exit code."""
     from fx2trt_pipeline.deploy.config import RunConfig
@@ -193,7 +194,7 @@ def run_build_command(
 
 
 def run_validate_command(
-    args: argparse.Namespace, stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None
+    args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
     """``fx2trt validate`` with parsed arguments; returns the exit code (0/1/2/3)."""
     from fx2trt_pipeline.deploy import validate_cmd
@@ -255,7 +256,7 @@ def run_validate_command(
         return validate_cmd.EXIT_ERROR
 
 
-def _run_eval_with_limit(run_dir: Path, max_images: int) -> Optional["DataSpec"]:
+def _run_eval_with_limit(run_dir: Path, max_images: int) -> DataSpec | None:
     """The run's own evaluation data, limited to ``max_images``."""
     import dataclasses
 
@@ -266,7 +267,7 @@ def _run_eval_with_limit(run_dir: Path, max_images: int) -> Optional["DataSpec"]
     return None if evaluation is None else dataclasses.replace(evaluation, max_images=max_images)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fx2trt`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
@@ -278,7 +279,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return EXIT_USAGE
 
 
-def build_main(argv: Optional[Sequence[str]] = None) -> int:
+def build_main(argv: Sequence[str] | None = None) -> int:
     """``scripts/build_engine.py``: the ``fx2trt build`` arguments without the subcommand."""
     parser = argparse.ArgumentParser(
         prog="build_engine.py",

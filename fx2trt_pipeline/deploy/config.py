@@ -56,7 +56,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
+from collections.abc import Mapping
 
 from fx2trt_pipeline.build.options import BuildOptions
 from fx2trt_pipeline.calib_data import PreprocessSpec
@@ -97,11 +98,11 @@ class ModelSpec:
     """
 
     source: str = DEMO_MODEL
-    weights: Optional[Path] = None
+    weights: Path | None = None
     kwargs: Mapping[str, Any] = field(default_factory=dict)
-    name: Optional[str] = None
-    output_names: Optional[tuple[str, ...]] = None
-    decode: Optional[str] = None
+    name: str | None = None
+    output_names: tuple[str, ...] | None = None
+    decode: str | None = None
 
     @property
     def display_name(self) -> str:
@@ -129,13 +130,13 @@ class DataSpec:
     """
 
     source: str
-    annotations: Optional[Path] = None
-    num_samples: Optional[int] = None
+    annotations: Path | None = None
+    num_samples: int | None = None
     batch_size: int = 8
     seed: int = 0
-    max_images: Optional[int] = None
+    max_images: int | None = None
     task: str = "auto"
-    key: Optional[str] = None
+    key: str | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -155,10 +156,10 @@ class GateSpec:
         min_metric: smallest acceptable task metric of the engine backend.
     """
 
-    min_cosine: Optional[float] = 0.999
+    min_cosine: float | None = 0.999
     engine_tolerance: float = DEFAULT_ENGINE_TOLERANCE
-    int8_budget: Optional[float] = DEFAULT_INT8_BUDGET
-    min_metric: Optional[float] = None
+    int8_budget: float | None = DEFAULT_INT8_BUDGET
+    min_metric: float | None = None
 
 
 @dataclass(frozen=True)
@@ -182,10 +183,10 @@ class RunConfig:
     """Everything one ``fx2trt build`` run needs (see the module docstring for the file format)."""
 
     model: ModelSpec = field(default_factory=ModelSpec)
-    inputs: Optional[tuple[InputSpec, ...]] = None
-    preprocess: Optional[PreprocessSpec] = None
-    calibration: Optional[DataSpec] = None
-    evaluation: Optional[DataSpec] = None
+    inputs: tuple[InputSpec, ...] | None = None
+    preprocess: PreprocessSpec | None = None
+    calibration: DataSpec | None = None
+    evaluation: DataSpec | None = None
     quant: QuantConfig = field(default_factory=lambda: QuantConfig(show_progress=False))
     build: BuildOptions = field(default_factory=BuildOptions)
     gate: GateSpec = field(default_factory=GateSpec)
@@ -200,7 +201,7 @@ class RunConfig:
         return self.model.source == DEMO_MODEL and self.model.weights is None
 
     @classmethod
-    def from_sources(cls, path: Optional[Path], overrides: Optional[Mapping[str, Any]] = None) -> "RunConfig":
+    def from_sources(cls, path: Path | None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
         """Defaults, then the config file at ``path`` (if any), then flat CLI ``overrides``.
 
         ``overrides`` keys: ``model``, ``weights``, ``calib_data``, ``calib_annotations``, ``eval_data``,
@@ -240,7 +241,7 @@ class RunConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
         """Inverse of :meth:`to_dict` (paths are taken as written)."""
         from fx2trt_pipeline.deploy.config_loader import build_run_config
 

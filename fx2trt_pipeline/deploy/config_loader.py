@@ -20,7 +20,8 @@ import dataclasses
 import importlib
 import tomllib
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
+from collections.abc import Mapping
 
 from fx2trt_pipeline.build.options import BuildOptions
 from fx2trt_pipeline.calib_data import PreprocessSpec
@@ -84,7 +85,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def _path(value: Any, base: Path) -> Optional[Path]:
+def _path(value: Any, base: Path) -> Path | None:
     if value is None:
         return None
     p = Path(str(value)).expanduser()

@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -71,9 +71,9 @@ class BackendRow:
     runs_on: str
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
-    cosine_vs_simulated: Optional[float] = None
-    sqnr_vs_fp32: Optional[float] = None
-    cosine_vs_fp32: Optional[float] = None
+    cosine_vs_simulated: float | None = None
+    sqnr_vs_fp32: float | None = None
+    cosine_vs_fp32: float | None = None
     status: str = "ok"
     note: str = ""
 
@@ -83,9 +83,9 @@ class Evaluation:
     """Everything the validate step found; ``passed`` is the gate verdict."""
 
     task: str
-    metric: Optional[str]
+    metric: str | None
     rows: list[BackendRow]
-    engine_backend: Optional[str]
+    engine_backend: str | None
     engine_reason: str
     num_samples: int
     gate_lines: list[str]
@@ -103,7 +103,7 @@ class Evaluation:
 SQNR_EXACT = 999.0
 
 
-def _finite(value: float) -> Optional[float]:
+def _finite(value: float) -> float | None:
     if value is None or math.isnan(value):
         return None
     return SQNR_EXACT if math.isinf(value) and value > 0 else float(value)
@@ -125,7 +125,7 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def _min_stat(result: Any, attr: str) -> Optional[float]:
+def _min_stat(result: Any, attr: str) -> float | None:
     values = [getattr(s, attr) for s in result.outputs]
     return _finite(min(values)) if values else None
 
@@ -136,7 +136,7 @@ def score_task(
     input_name: str,
     dataset: Any,
     batches: Sequence[Any],
-    max_images: Optional[int],
+    max_images: int | None,
     batch_size: int,
     decode_fn: Any,
 ) -> dict[str, float]:
@@ -170,11 +170,11 @@ def evaluate_backends(
     engine_reason: str,
     dataset: Any = None,
     batches: Sequence[Any] = (),
-    max_images: Optional[int] = None,
+    max_images: int | None = None,
     batch_size: int = 50,
     decode_fn: Any = None,
-    skipped: Optional[Mapping[str, str]] = None,
-    progress: Optional[Callable[[str], None]] = None,
+    skipped: Mapping[str, str] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Evaluation:
     """Score every runner on the task and compare every INT8 runner's outputs with the simulated model.
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from html import escape
-from typing import Optional
 
 from torch import nn
 from torch.fx import GraphModule, Node
@@ -79,7 +78,7 @@ def op_label(gm: GraphModule, node: Node) -> str:
     return target if isinstance(target, str) else getattr(target, "__name__", str(target))
 
 
-def _through_qdq(arg: Node) -> tuple[Optional[Node], str]:
+def _through_qdq(arg: Node) -> tuple[Node | None, str]:
     """The tensor behind a DQ input: ``(producer, "act")`` for Q/DQ, ``(None, "weight")`` for weights."""
     if qdq_ops.is_dequantize(arg):
         src = arg.args[0]

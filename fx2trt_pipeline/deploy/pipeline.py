@@ -29,7 +29,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, TextIO
+from typing import Any, TextIO
 
 import torch
 
@@ -99,7 +99,7 @@ class _Run:
     network: Any = None
     keep_alive: list[Any] = field(default_factory=list)  # conversion context: weights the network points at
     artifact: Any = None
-    evaluation: Optional[Evaluation] = None
+    evaluation: Evaluation | None = None
 
 
 def _derive_inputs(run: _Run) -> list[InputSpec]:
@@ -364,7 +364,7 @@ def run_build(
     output: Path,
     *,
     force: bool = False,
-    stream: Optional[TextIO] = None,
+    stream: TextIO | None = None,
     quiet: bool = False,
 ) -> BuildOutcome:
     """Run every step into a staging directory and publish it as ``output``.

@@ -17,7 +17,8 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Optional
+from typing import Any
+from collections.abc import Mapping
 
 import jinja2
 
@@ -29,7 +30,7 @@ CHART_LAYERS = 20
 METRIC_COLUMNS = ("mAP", "AP50", "top1", "top5")
 
 
-def _size(n: Optional[float]) -> str:
+def _size(n: float | None) -> str:
     if n is None:
         return "-"
     for unit in ("B", "KB", "MB", "GB"):
@@ -39,17 +40,17 @@ def _size(n: Optional[float]) -> str:
     return f"{n:.2f} GB"
 
 
-def _secs(value: Optional[float]) -> str:
+def _secs(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{1000 * value:.0f} ms" if value < 1.0 else f"{value:.1f} s"
 
 
-def _pts(value: Optional[float]) -> str:
+def _pts(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{100 * value:.2f}"
 
 
-def _db(value: Optional[float]) -> str:
+def _db(value: float | None) -> str:
     if value is None:
         return "-"
     return "∞" if value >= 999.0 else f"{value:.1f}"
@@ -142,7 +143,7 @@ def _hist_views(hists: list[Mapping[str, Any]]) -> list[dict[str, str]]:
     return out
 
 
-def _search_view(search: Optional[Mapping[str, Any]]) -> Optional[dict[str, Any]]:
+def _search_view(search: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not search:
         return None
     metric, fp32 = search["metric"], (search.get("fp32") or {}).get(search["metric"])

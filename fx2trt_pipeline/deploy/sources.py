@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -122,7 +122,7 @@ def load_model(spec: ModelSpec) -> nn.Module:
     return model.eval()
 
 
-def _spec_or_error(preprocess: Optional[PreprocessSpec], source: str) -> PreprocessSpec:
+def _spec_or_error(preprocess: PreprocessSpec | None, source: str) -> PreprocessSpec:
     if preprocess is None:
         raise ConfigError(
             f"Data {source!r} holds raw images: give a [preprocess] section (size, mean, std, "
@@ -131,7 +131,7 @@ def _spec_or_error(preprocess: Optional[PreprocessSpec], source: str) -> Preproc
     return preprocess
 
 
-def load_dataset(spec: DataSpec, preprocess: Optional[PreprocessSpec], role: str) -> Any:
+def load_dataset(spec: DataSpec, preprocess: PreprocessSpec | None, role: str) -> Any:
     """The dataset a :class:`DataSpec` names (``role`` is ``"calibration"`` or ``"evaluation"``).
 
     Raises:
@@ -187,7 +187,7 @@ def calib_batches(spec: DataSpec, dataset: Any) -> list[torch.Tensor]:
     )
 
 
-def eval_batches(spec: DataSpec, dataset: Any) -> list[tuple[torch.Tensor, Optional[torch.Tensor]]]:
+def eval_batches(spec: DataSpec, dataset: Any) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """Evaluation batches in dataset order: ``(inputs, labels or None)`` (first ``max_images`` items)."""
     n = len(dataset) if spec.max_images is None else min(int(spec.max_images), len(dataset))
     if n == 0:

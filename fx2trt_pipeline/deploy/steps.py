@@ -32,7 +32,8 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, TextIO
+from typing import TextIO
+from collections.abc import Iterator
 
 from fx2trt_pipeline.build.atomic import TEMP_PREFIX
 from fx2trt_pipeline.errors import ConfigError
@@ -102,14 +103,14 @@ class Steps:
         stream: where progress goes (default stdout); ``quiet`` prints nothing.
     """
 
-    def __init__(self, names: list[str], stream: Optional[TextIO] = None, quiet: bool = False) -> None:
+    def __init__(self, names: list[str], stream: TextIO | None = None, quiet: bool = False) -> None:
         self.names = list(names)
         self.records = {name: StepRecord(name) for name in names}
         self.stream = stream if stream is not None else sys.stdout
         self.quiet = quiet
         #: Progress bars (calibration) only when a person watches a terminal.
         self.interactive = not quiet and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._current: Optional[StepRecord] = None
+        self._current: StepRecord | None = None
 
     def _print(self, text: str) -> None:
         if not self.quiet:
@@ -196,7 +197,7 @@ def staged_output(output: Path, force: bool = False) -> Iterator[Path]:
     created = [p for p in reversed(output.parents) if not p.exists()]
     output.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{output.name}-", dir=output.parent))
-    old: Optional[Path] = None
+    old: Path | None = None
     try:
         yield stage
         os.chmod(stage, 0o755)  # mkdtemp makes it 0o700; the published directory is an ordinary one

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
+from collections.abc import Mapping
 
 from fx2trt_pipeline.build.atomic import atomic_write_bytes, atomic_write_text
 from fx2trt_pipeline.errors import ConfigError
@@ -70,7 +71,7 @@ def _dtype(value: str, tensor: str) -> str:
     return _Enum(TRITON_DTYPES[key])
 
 
-def _batching(inputs: list[Mapping[str, Any]], outputs: list[Mapping[str, Any]]) -> Optional[tuple[int, int]]:
+def _batching(inputs: list[Mapping[str, Any]], outputs: list[Mapping[str, Any]]) -> tuple[int, int] | None:
     """``(max batch, opt batch)`` when Triton may batch along dim 0, else ``None`` (see module docstring)."""
     if not inputs:
         return None

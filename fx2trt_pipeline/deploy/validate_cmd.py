@@ -22,7 +22,8 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Optional, TextIO
+from typing import Any, TextIO
+from collections.abc import Mapping
 
 import torch
 
@@ -83,12 +84,12 @@ def validate_run_dir(
     run_dir: Path,
     *,
     backend: str = "auto",
-    engine: Optional[Path] = None,
-    onnx: Optional[Path] = None,
-    data: Optional[DataSpec] = None,
-    gate_overrides: Optional[Mapping[str, Any]] = None,
-    stream: Optional[TextIO] = None,
-    json_out: Optional[Path] = None,
+    engine: Path | None = None,
+    onnx: Path | None = None,
+    data: DataSpec | None = None,
+    gate_overrides: Mapping[str, Any] | None = None,
+    stream: TextIO | None = None,
+    json_out: Path | None = None,
 ) -> int:
     """Validate a build output directory; prints one line per check and returns the exit code.
 
@@ -185,12 +186,12 @@ def validate_run_dir(
 def validate_artifact(
     data: DataSpec,
     *,
-    onnx: Optional[Path] = None,
-    engine: Optional[Path] = None,
-    min_metric: Optional[float] = None,
+    onnx: Path | None = None,
+    engine: Path | None = None,
+    min_metric: float | None = None,
     preprocess: Any = None,
-    decode: Optional[str] = None,
-    stream: Optional[TextIO] = None,
+    decode: str | None = None,
+    stream: TextIO | None = None,
 ) -> int:
     """Score a lone ONNX model or engine on labelled data and check ``min_metric``; returns the exit code."""
     out = stream or sys.stdout

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,8 +47,8 @@ class PreparedInfo:
     batches_seen: int = 0
 
 
-def _float_graph(model: nn.Module, config: QuantConfig, example_inputs: Optional[Sequence[Any]],
-                 concrete_args: Optional[dict[str, Any]]) -> GraphModule:
+def _float_graph(model: nn.Module, config: QuantConfig, example_inputs: Sequence[Any] | None,
+                 concrete_args: dict[str, Any] | None) -> GraphModule:
     """Copy ``model`` (the caller's stays untouched), check eval mode, capture it and fold BN."""
     if not isinstance(model, nn.Module):
         raise ConfigError(f"quantize() needs a torch.nn.Module, got {type(model).__name__}")
@@ -66,8 +67,8 @@ def _float_graph(model: nn.Module, config: QuantConfig, example_inputs: Optional
     return gm
 
 
-def prepare(model: nn.Module, example_inputs: Optional[Sequence[Any]] = None,
-            config: Optional[QuantConfig] = None, concrete_args: Optional[dict[str, Any]] = None) -> GraphModule:
+def prepare(model: nn.Module, example_inputs: Sequence[Any] | None = None,
+            config: QuantConfig | None = None, concrete_args: dict[str, Any] | None = None) -> GraphModule:
     """Capture, fold BatchNorm, place Q/DQ and insert statistics observers.
 
     Args:
@@ -101,7 +102,7 @@ def _prepared_info(prepared: GraphModule) -> PreparedInfo:
     return info
 
 
-def calibrate(prepared: GraphModule, batches: Iterable[Any], show_progress: Optional[bool] = None) -> GraphModule:
+def calibrate(prepared: GraphModule, batches: Iterable[Any], show_progress: bool | None = None) -> GraphModule:
     """Run calibration batches through the observers (one pass); returns ``prepared``.
 
     Calling it again adds more data: statistics accumulate exactly.
@@ -112,28 +113,36 @@ def calibrate(prepared: GraphModule, batches: Iterable[Any], show_progress: Opti
     return prepared
 
 
-def convert(prepared: GraphModule, config: Optional[QuantConfig] = None) -> GraphModule:
+def convert(prepared: GraphModule, config: QuantConfig | None = None) -> GraphModule:
     """Derive scales from the collected statistics and build the reference-quantized GraphModule.
 
     Args:
         prepared: a calibrated module from :func:`prepare` + :func:`calibrate`.
-        config: optionally a different calibrator / percentile / overrides to derive scales with
-            (placement-changing fields must match the prepared config). Statistics are reused; the
-            model is not run again.
+        config: optionally another config to derive the model with, from the same statistics (the
+            model is not run again): other calibrators, percentiles and overrides, and more layers
+            kept in float (``skip``), as long as every remaining scale group was observed as it is.
+
+    Raises:
+        ConfigError: no calibration yet, or ``config`` needs statistics of tensors that were never
+            observed (e.g. skipping the conv of a residual add moves the Q/DQ); prepare with it instead.
+
+    Example:
+        >>> qgm = ftp.convert(prepared, ftp.QuantConfig(calibrator="percentile", skip=("fc",)))  # doctest: +SKIP
     """
     info = _prepared_info(prepared)
     if info.batches_seen == 0:
         raise ConfigError("convert() needs calibration first: call fx2trt_pipeline.calibrate(prepared, batches)")
+    qgm = _without_observers(prepared)
     placement = info.placement
     if config is not None and config != info.config:
-        placement = _rescored_placement(prepared, info, config)
+        placement = place_qdq(qgm, config)
+        _check_observed(placement, info.placement)
     amax = {key: compute_amax(info.stats[key], g.calibrator, g.percentile) for key, g in placement.groups.items()}
-    qgm = _without_observers(prepared)
     device = next((p.device for p in qgm.parameters()), torch.device("cpu"))
     weight_scales = build_reference(qgm, placement, amax)
     qgm.to(device)
     setattr(qgm, STATE_ATTR, QuantState(config or info.config, placement, amax, weight_scales,
-                                        {k: copy.deepcopy(s) for k, s in info.stats.items()}))
+                                        {k: copy.deepcopy(info.stats[k]) for k in placement.groups}))
     return qgm
 
 
@@ -146,19 +155,18 @@ def _without_observers(prepared: GraphModule) -> GraphModule:
     return plain
 
 
-def _rescored_placement(prepared: GraphModule, info: PreparedInfo, config: QuantConfig) -> Placement:
-    """Placement for ``config``; only calibrator settings may differ from the prepared one."""
-    placement = place_qdq(_without_observers(prepared), config)
-    if [(p.tensor, p.group, p.uses) for p in placement.points.values()] != \
-            [(p.tensor, p.group, p.uses) for p in info.placement.points.values()] or \
-            placement.weights != info.placement.weights:
-        raise ConfigError("convert(config=...) may change calibrators and percentiles only; this config moves "
-                          "Q/DQ pairs (quantize_ops / skip / axis changed): call prepare() with it instead.")
-    return placement
+def _check_observed(placement: Placement, observed: Placement) -> None:
+    """Every scale group of ``placement`` must have been observed with exactly the same members."""
+    missing = [key for key, group in placement.groups.items()
+               if key not in observed.groups or observed.groups[key].members != group.members]
+    if missing:
+        raise ConfigError(f"convert(config=...) needs statistics of tensor(s) {missing[:5]} that were not observed "
+                          "as such during calibration (quantize_ops / skip / transparent ops changed the Q/DQ "
+                          "points); call prepare() and calibrate() with this config instead.")
 
 
-def quantize(model: nn.Module, calib_batches: Iterable[Any], example_inputs: Optional[Sequence[Any]] = None,
-             config: Optional[QuantConfig] = None, concrete_args: Optional[dict[str, Any]] = None) -> GraphModule:
+def quantize(model: nn.Module, calib_batches: Iterable[Any], example_inputs: Sequence[Any] | None = None,
+             config: QuantConfig | None = None, concrete_args: dict[str, Any] | None = None) -> GraphModule:
     """Post-training INT8 quantization in one call: prepare, calibrate, convert.
 
     Args:
@@ -182,8 +190,8 @@ def quantize(model: nn.Module, calib_batches: Iterable[Any], example_inputs: Opt
     return convert(prepared)
 
 
-def rebuild_quantized(model: nn.Module, state: QuantState, example_inputs: Optional[Sequence[Any]] = None,
-                      concrete_args: Optional[dict[str, Any]] = None) -> GraphModule:
+def rebuild_quantized(model: nn.Module, state: QuantState, example_inputs: Sequence[Any] | None = None,
+                      concrete_args: dict[str, Any] | None = None) -> GraphModule:
     """Rebuild the reference-quantized GraphModule from the float model and a saved state.
 
     No calibration runs. The placement is recomputed from the model and must equal the saved one, and

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from fx2trt_pipeline.errors import ConfigError
 
@@ -39,8 +40,8 @@ DEFAULT_DECONV_WEIGHT_AXIS = 0
 class LayerOverride:
     """Per-layer settings that replace the global ones for matching layers."""
 
-    calibrator: Optional[str] = None
-    percentile: Optional[float] = None
+    calibrator: str | None = None
+    percentile: float | None = None
     skip: bool = False
 
 
@@ -101,7 +102,7 @@ class QuantConfig:
         object.__setattr__(self, "skip", tuple(self.skip))
         object.__setattr__(self, "leaf_modules", tuple(self.leaf_modules))
 
-    def resolve(self, name: str, module_type: Optional[str] = None) -> LayerOverride:
+    def resolve(self, name: str, module_type: str | None = None) -> LayerOverride:
         """The effective calibrator, percentile and skip flag for one layer.
 
         Name overrides win over module-type overrides, which win over the global settings.
@@ -127,7 +128,7 @@ class QuantConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "QuantConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> QuantConfig:
         """Build a config from a dict (e.g. parsed TOML/JSON); unknown keys are an error."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Iterable, Sequence
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -48,7 +48,7 @@ T = TypeVar("T")
 
 
 def shard_for_rank(
-    items: Sequence[T], rank: Optional[int] = None, world_size: Optional[int] = None
+    items: Sequence[T], rank: int | None = None, world_size: int | None = None
 ) -> list[T]:
     """Every ``world_size``-th item starting at ``rank`` (defaults: this process's rank and world size).
 
@@ -114,8 +114,8 @@ def _observe_shard(prepared: GraphModule, batches: Iterable[Any], show_progress:
 def calibrate_distributed(
     prepared: GraphModule,
     shard_batches: Iterable[Any],
-    group: Optional[dist.ProcessGroup] = None,
-    show_progress: Optional[bool] = None,
+    group: dist.ProcessGroup | None = None,
+    show_progress: bool | None = None,
 ) -> GraphModule:
     """Calibrate this rank's shard, then merge every rank's statistics exactly; returns ``prepared``.
 
@@ -157,7 +157,7 @@ def calibrate_distributed(
     # model already holds, keeps repeated calls exact (old data is never counted once per rank).
     fresh = {key: TensorStats(stats.num_bins) for key, stats in info.stats.items()}
     _point_observers(observers, fresh)
-    error: Optional[str] = None
+    error: str | None = None
     seen = 0
     try:
         seen = _observe_shard(
@@ -165,14 +165,14 @@ def calibrate_distributed(
         )
     except Exception as exc:  # reported to every rank below, so no rank blocks in the collectives
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        local_exc: Optional[BaseException] = exc
+        local_exc: BaseException | None = exc
         local_tb = traceback.format_exc()
     else:
         local_exc, local_tb = None, ""
     finally:
         _point_observers(observers, info.stats)
 
-    outcomes: list[Optional[tuple[Optional[str], int]]] = [None] * dist.get_world_size(group)
+    outcomes: list[tuple[str | None, int] | None] = [None] * dist.get_world_size(group)
     dist.all_gather_object(outcomes, (error, seen), group=group)
     failed = [(rank, out[0]) for rank, out in enumerate(outcomes) if out is not None and out[0] is not None]
     if failed:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -37,9 +36,9 @@ class OpRule:
 
     kind: str
     act_args: tuple[int, ...] = (0,)
-    weight_axis: Optional[int] = None
+    weight_axis: int | None = None
     transparent: bool = False
-    functional: Optional[object] = None
+    functional: object | None = None
 
 
 DECONV_AXIS = -1
@@ -86,7 +85,7 @@ METHOD_RULES: dict[str, OpRule] = {"add": _ADD, "add_": _ADD, "matmul": _MATMUL}
 FUSABLE_KINDS = ("conv", "conv_transpose", "linear")
 
 
-def rule_for_module(module: nn.Module) -> Optional[OpRule]:
+def rule_for_module(module: nn.Module) -> OpRule | None:
     """The rule for a module instance (exact type match first, then subclasses)."""
     rule = MODULE_RULES.get(type(module))
     if rule is not None:
@@ -97,7 +96,7 @@ def rule_for_module(module: nn.Module) -> Optional[OpRule]:
     return None
 
 
-def rule_for_node(node: torch.fx.Node, modules: dict[str, nn.Module]) -> Optional[OpRule]:
+def rule_for_node(node: torch.fx.Node, modules: dict[str, nn.Module]) -> OpRule | None:
     """The rule for an FX node, or ``None`` when the op takes no part in quantization."""
     if node.op == "call_module":
         return rule_for_module(modules[node.target])

@@ -26,7 +26,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -67,7 +67,7 @@ class WeightPoint:
     layer: str
     module: str
     kind: str
-    axis: Optional[int]
+    axis: int | None
 
 
 @dataclass
@@ -85,7 +85,7 @@ class Placement:
                 "weights": [asdict(w) for w in self.weights.values()]}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Placement":
+    def from_dict(cls, data: dict[str, Any]) -> Placement:
         """Inverse of :meth:`to_dict`."""
         points = {}
         for p in data["points"]:
@@ -131,10 +131,10 @@ class _Placer:
         by_node = self.config.resolve(node.name, mtype)
         return by_path if by_path.skip or not by_node.skip else by_node
 
-    def rule(self, node: Node) -> Optional[OpRule]:
+    def rule(self, node: Node) -> OpRule | None:
         return rule_for_node(node, self.modules)
 
-    def quantized(self, node: Node, rule: Optional[OpRule]) -> bool:
+    def quantized(self, node: Node, rule: OpRule | None) -> bool:
         return rule is not None and rule.kind in self.config.quantize_ops and not self.settings(node).skip
 
     def request(self, arg: Any, consumer: Node, path: tuple[int, ...], owner: Node) -> list[str]:
@@ -185,7 +185,7 @@ class _Placer:
                 if idx < len(node.args):
                     self.request(node.args[idx], node, (idx,), node)
             if rule.weight_axis is not None and node.op == "call_module":
-                axis: Optional[int] = self.config.deconv_weight_axis if rule.weight_axis == DECONV_AXIS \
+                axis: int | None = self.config.deconv_weight_axis if rule.weight_axis == DECONV_AXIS \
                     else rule.weight_axis
                 weights[node.name] = WeightPoint(node.name, str(node.target), rule.kind,
                                                  axis if self.config.per_channel_weights else None)
@@ -214,7 +214,7 @@ def place_qdq(gm: GraphModule, config: QuantConfig) -> Placement:
     return _Placer(gm, config).run()
 
 
-def set_use(node: Node, path: tuple[int, ...], value: Union[Node, Any]) -> None:
+def set_use(node: Node, path: tuple[int, ...], value: Node | Any) -> None:
     """Replace the argument of ``node`` at ``path`` (see :data:`Use`) with ``value``."""
     args = list(node.args)
     if len(path) == 1:
@@ -237,5 +237,15 @@ def module_of(gm: GraphModule, node: Node) -> nn.Module:
     return gm.get_submodule(str(node.target))
 
 
-__all__ = ["Placement", "QuantPoint", "ScaleGroup", "WeightPoint", "place_qdq", "set_use", "get_use",
-           "layer_name", "module_of", "torch"]
+__all__ = [
+    "Placement",
+    "QuantPoint",
+    "ScaleGroup",
+    "WeightPoint",
+    "get_use",
+    "layer_name",
+    "module_of",
+    "place_qdq",
+    "set_use",
+    "torch",
+]

@@ -19,8 +19,6 @@ Example:
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 QMIN, QMAX = -128, 127
@@ -28,7 +26,7 @@ QMIN, QMAX = -128, 127
 WEIGHT_QMAX = 127
 
 
-def _broadcast_scale(scale: torch.Tensor, x: torch.Tensor, axis: Optional[int]) -> torch.Tensor:
+def _broadcast_scale(scale: torch.Tensor, x: torch.Tensor, axis: int | None) -> torch.Tensor:
     if axis is None:
         return scale
     shape = [1] * x.dim()
@@ -37,25 +35,25 @@ def _broadcast_scale(scale: torch.Tensor, x: torch.Tensor, axis: Optional[int]) 
 
 
 @torch.library.custom_op("fx2trt::quantize", mutates_args=())
-def _quantize(x: torch.Tensor, scale: torch.Tensor, axis: Optional[int] = None) -> torch.Tensor:
+def _quantize(x: torch.Tensor, scale: torch.Tensor, axis: int | None = None) -> torch.Tensor:
     s = _broadcast_scale(scale.to(torch.float32), x, axis)
     # torch.round is round-half-to-even, like TensorRT.
     return torch.clamp(torch.round(x.to(torch.float32) / s), QMIN, QMAX).to(torch.int8)
 
 
 @_quantize.register_fake
-def _quantize_fake(x: torch.Tensor, scale: torch.Tensor, axis: Optional[int] = None) -> torch.Tensor:
+def _quantize_fake(x: torch.Tensor, scale: torch.Tensor, axis: int | None = None) -> torch.Tensor:
     return torch.empty_like(x, dtype=torch.int8)
 
 
 @torch.library.custom_op("fx2trt::dequantize", mutates_args=())
-def _dequantize(q: torch.Tensor, scale: torch.Tensor, axis: Optional[int] = None) -> torch.Tensor:
+def _dequantize(q: torch.Tensor, scale: torch.Tensor, axis: int | None = None) -> torch.Tensor:
     s = _broadcast_scale(scale.to(torch.float32), q, axis)
     return q.to(torch.float32) * s
 
 
 @_dequantize.register_fake
-def _dequantize_fake(q: torch.Tensor, scale: torch.Tensor, axis: Optional[int] = None) -> torch.Tensor:
+def _dequantize_fake(q: torch.Tensor, scale: torch.Tensor, axis: int | None = None) -> torch.Tensor:
     return torch.empty_like(q, dtype=torch.float32)
 
 
@@ -64,17 +62,17 @@ QUANTIZE = torch.ops.fx2trt.quantize.default
 DEQUANTIZE = torch.ops.fx2trt.dequantize.default
 
 
-def quantize(x: torch.Tensor, scale: torch.Tensor, axis: Optional[int] = None) -> torch.Tensor:
+def quantize(x: torch.Tensor, scale: torch.Tensor, axis: int | None = None) -> torch.Tensor:
     """Quantize ``x`` to int8 with TensorRT semantics (see module docstring)."""
     return QUANTIZE(x, scale, axis)
 
 
-def dequantize(q: torch.Tensor, scale: torch.Tensor, axis: Optional[int] = None) -> torch.Tensor:
+def dequantize(q: torch.Tensor, scale: torch.Tensor, axis: int | None = None) -> torch.Tensor:
     """Dequantize an int8 tensor to float32 (see module docstring)."""
     return DEQUANTIZE(q, scale, axis)
 
 
-def fake_quantize(x: torch.Tensor, scale: torch.Tensor, axis: Optional[int] = None) -> torch.Tensor:
+def fake_quantize(x: torch.Tensor, scale: torch.Tensor, axis: int | None = None) -> torch.Tensor:
     """``dequantize(quantize(x))``: the value TensorRT sees after a Q/DQ pair."""
     return dequantize(quantize(x, scale, axis), scale, axis)
 

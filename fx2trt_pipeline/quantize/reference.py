@@ -14,8 +14,6 @@ Example:
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 from torch.fx import GraphModule, Node
@@ -23,7 +21,7 @@ from torch.fx import GraphModule, Node
 from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.quantize.op_rules import rule_for_module
 from fx2trt_pipeline.quantize.placement import Placement, set_use
-from fx2trt_pipeline.quantize.qdq_ops import DEQUANTIZE, QUANTIZE, QMAX, WEIGHT_QMAX
+from fx2trt_pipeline.quantize.qdq_ops import DEQUANTIZE, QMAX, QUANTIZE, WEIGHT_QMAX
 
 #: Smallest amax we turn into a scale; avoids division by zero for all-zero tensors or channels.
 MIN_AMAX = 2.0 ** -30
@@ -34,7 +32,7 @@ def activation_scale(amax: float) -> torch.Tensor:
     return torch.tensor(max(float(amax), MIN_AMAX) / QMAX, dtype=torch.float32)
 
 
-def quantize_weight(w: torch.Tensor, axis: Optional[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_weight(w: torch.Tensor, axis: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric narrow-range int8 weight quantization; per channel on ``axis`` or per tensor."""
     w = w.detach().to(torch.float32)
     if axis is None:
@@ -96,7 +94,7 @@ def _insert_activation_qdq(gm: GraphModule, placement: Placement, amax: dict[str
             set_use(nodes[consumer], path, dq)
 
 
-def _lower_weighted(gm: GraphModule, node: Node, axis: Optional[int]) -> list[float]:
+def _lower_weighted(gm: GraphModule, node: Node, axis: int | None) -> list[float]:
     """Replace ``call_module`` conv/deconv/linear by its functional form with an int8 weight."""
     module = gm.get_submodule(str(node.target))
     rule = rule_for_module(module)

@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any
 
 from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.quantize.config import QuantConfig
@@ -43,7 +43,7 @@ class QuantState:
     placement: Placement
     amax: dict[str, float]
     weight_scales: dict[str, list[float]] = field(default_factory=dict)
-    stats: Optional[dict[str, TensorStats]] = None
+    stats: dict[str, TensorStats] | None = None
 
     def to_dict(self, include_stats: bool = True) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -59,7 +59,7 @@ class QuantState:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "QuantState":
+    def from_dict(cls, data: dict[str, Any]) -> QuantState:
         """Inverse of :meth:`to_dict`; rejects unknown format versions."""
         version = data.get("format_version")
         if version != FORMAT_VERSION:
@@ -85,7 +85,7 @@ def get_quant_state(qgm: Any) -> QuantState:
     return state
 
 
-def save_quant_state(qgm_or_state: Union[Any, QuantState], path: Union[str, os.PathLike],
+def save_quant_state(qgm_or_state: Any | QuantState, path: str | os.PathLike,
                      include_stats: bool = True) -> str:
     """Write the quantization state as JSON (atomically); returns its digest."""
     from fx2trt_pipeline.build.atomic import atomic_write_bytes
@@ -96,7 +96,7 @@ def save_quant_state(qgm_or_state: Union[Any, QuantState], path: Union[str, os.P
     return state.digest()
 
 
-def load_quant_state(path: Union[str, os.PathLike]) -> QuantState:
+def load_quant_state(path: str | os.PathLike) -> QuantState:
     """Read a state written by :func:`save_quant_state`."""
     try:
         with open(path, "rb") as f:

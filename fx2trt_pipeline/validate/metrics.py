@@ -89,7 +89,8 @@ def coco_map(predictions: Sequence[Mapping[str, Any]], coco_gt: Any,
         return {name: 0.0 for name in COCO_STAT_NAMES}
     unknown = {int(p["image_id"]) for p in predictions} - set(gt.getImgIds())
     if unknown:
-        raise ConfigError(f"{len(unknown)} predicted image id(s) are not in the ground truth, e.g. {sorted(unknown)[:5]}.")
+        raise ConfigError(f"{len(unknown)} predicted image id(s) are not in the ground truth, "
+                          f"e.g. {sorted(unknown)[:5]}.")
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes([dict(p) for p in predictions])  # loadRes adds keys: keep callers' dicts intact
         ev = COCOeval(gt, dt, iouType="bbox")

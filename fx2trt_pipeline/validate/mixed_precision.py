@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -40,13 +39,8 @@ from torch.fx import GraphModule
 
 from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.quantize.api import PREPARED_ATTR, PreparedInfo, calibrate, convert, prepare
-from fx2trt_pipeline.quantize.calibrators import compute_amax
 from fx2trt_pipeline.quantize.config import QuantConfig
-from fx2trt_pipeline.quantize.observe import remove_observers
 from fx2trt_pipeline.quantize.op_rules import rule_for_node
-from fx2trt_pipeline.quantize.placement import place_qdq
-from fx2trt_pipeline.quantize.reference import build_reference
-from fx2trt_pipeline.quantize.state import STATE_ATTR, QuantState
 from fx2trt_pipeline.validate.compare import format_table, sqnr_db
 from fx2trt_pipeline.validate.layer_report import quant_error_table
 from fx2trt_pipeline.validate.runners import flatten_outputs
@@ -95,25 +89,11 @@ def convert_with_skip(prepared: GraphModule, skip: Sequence[str], config: QuantC
     Example:
         >>> qgm = convert_with_skip(prepared, ["deconv_6"])    # doctest: +SKIP
     """
-    info = _info(prepared)
-    base = config or info.config
-    cfg = dataclasses.replace(base, skip=tuple(dict.fromkeys((*base.skip, *skip))))
-    plain = copy.deepcopy(prepared)
-    if hasattr(plain, PREPARED_ATTR):
-        delattr(plain, PREPARED_ATTR)
-    remove_observers(plain)
-    placement = place_qdq(plain, cfg)
-    old = info.placement.groups
-    if any(key not in old or old[key].members != group.members for key, group in placement.groups.items()):
+    base = config or _info(prepared).config
+    try:
+        return convert(prepared, dataclasses.replace(base, skip=tuple(dict.fromkeys((*base.skip, *skip)))))
+    except ConfigError:
         return None
-    amax = {key: compute_amax(info.stats[key], g.calibrator, g.percentile)
-            for key, g in placement.groups.items()}
-    device = next((p.device for p in plain.parameters()), torch.device("cpu"))
-    weight_scales = build_reference(plain, placement, amax)
-    plain.to(device)
-    setattr(plain, STATE_ATTR, QuantState(cfg, placement, amax, weight_scales,
-                                          {k: copy.deepcopy(info.stats[k]) for k in placement.groups}))
-    return plain
 
 
 def quantize_with_skip(model: nn.Module, prepared: GraphModule, skip: Sequence[str], config: QuantConfig,
@@ -191,9 +171,7 @@ def output_gain_proxy(model: nn.Module, prepared: GraphModule, inputs: Sequence[
     """
     with torch.no_grad():
         reference = flatten_outputs(model(*inputs))
-    base = convert_with_skip(prepared, [], config)
-    if base is None:
-        raise ConfigError("The config changes the prepared Q/DQ placement; vary only calibrators here.")
+    base = convert(prepared, config)  # raises when the config needs statistics that were not collected
     full = _relative_noise(reference, base, inputs)
     gains = {}
     for layer in quantized_layers(prepared):
@@ -316,9 +294,7 @@ def layer_sensitivity(model: nn.Module, prepared: GraphModule, inputs: Sequence[
     if proxy not in PROXIES:
         raise ConfigError(f"Unknown sensitivity proxy {proxy!r}; choose from {PROXIES}.")
     config = config or _info(prepared).config
-    base = convert_with_skip(prepared, [], config)
-    if base is None:
-        raise ConfigError("The config changes the prepared Q/DQ placement; vary only calibrators here.")
+    base = convert(prepared, config)  # raises when the config needs statistics that were not collected
     sqnr = layer_sqnr_proxy(model, base, prepared, inputs)
     gain = output_gain_proxy(model, prepared, inputs, config, calib_batches) if proxy == "output" else \
         {layer: math.nan for layer in sqnr}
@@ -388,8 +364,7 @@ def mixed_precision_search(model: nn.Module, prepared: GraphModule, evaluate: Ev
             cache[frozenset(skip)] = math.nan if qgm is None else score(qgm)
         return cache[frozenset(skip)]
 
-    if convert_with_skip(prepared, [], config) is None:
-        raise ConfigError("The config changes the prepared Q/DQ placement; vary only calibrators here.")
+    convert(prepared, config)  # fail early when the config needs statistics that were not collected
     fp32 = float(fp32_metric) if fp32_metric is not None else score(model)
     int8 = metric_with(())
 

@@ -186,7 +186,8 @@ def compare_runners(ref: Runner, test: Runner, feeds: Feeds,
     """Run both runners on ``feeds`` and compare their outputs by name.
 
     Example:
-        >>> result = compare_runners(TorchRunner(qgm, ["x"], ["y"]), NetworkExecutorRunner(net), {"x": x})  # doctest: +SKIP
+        >>> ref, test = TorchRunner(qgm, ["x"], ["y"]), NetworkExecutorRunner(net)  # doctest: +SKIP
+        >>> result = compare_runners(ref, test, {"x": x})  # doctest: +SKIP
         >>> assert result, str(result)  # doctest: +SKIP
     """
     return compare_outputs(ref.run(feeds), test.run(feeds), tolerances, ref_name=ref.name, test_name=test.name)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ def qdq_conv_weights(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return w_int8, w_scale, bias
 
 
-def make_qdq_conv_network(builder: Any, batch: Optional[int] = 1, seed: int = 0) -> tuple[Any, list[Any]]:
+def make_qdq_conv_network(builder: Any, batch: int | None = 1, seed: int = 0) -> tuple[Any, list[Any]]:
     """x -> Q/DQ (per-tensor) -> conv3x3 with int8 weights DQ'd per channel -> relu -> "y".
 
     ``batch=None`` makes the batch dimension dynamic. Returns the network and the numpy arrays that
@@ -92,7 +93,7 @@ def dynamic_spec() -> InputSpec:
 def qdq_network() -> Callable[..., tuple[Any, Any, list[Any]]]:
     """Factory: ``qdq_network(batch=1 | None)`` -> (builder, network, keep-alive arrays)."""
 
-    def make(batch: Optional[int] = 1, seed: int = 0) -> tuple[Any, Any, list[Any]]:
+    def make(batch: int | None = 1, seed: int = 0) -> tuple[Any, Any, list[Any]]:
         builder = create_builder()
         net, keep = make_qdq_conv_network(builder, batch, seed)
         return builder, net, keep

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import torch
 from fx2trt_pipeline.converters.registry import key_of
@@ -58,7 +59,7 @@ class OpCase:
     layers: dict[str, int] = field(default_factory=dict)
     atol: float = 1e-4
     rtol: float = 1e-4
-    trace: Optional[Callable[[nn.Module], GraphModule]] = None
+    trace: Callable[[nn.Module], GraphModule] | None = None
 
 
 @dataclass
@@ -215,7 +216,7 @@ def producers(network: Any) -> dict[str, Any]:
     return out
 
 
-def kernel_source(network: Any, layer: Any) -> Optional[Any]:
+def kernel_source(network: Any, layer: Any) -> Any | None:
     """The layer feeding input 1 (the kernel) of a conv / deconv, looking through (un)squeeze reshapes."""
     made_by = producers(network)
     tensor = layer.get_input(1) if layer.num_inputs > 1 else None
@@ -260,8 +261,8 @@ def _flat_outputs(value: Any) -> list[torch.Tensor]:
 
 def compare_with_eager(
     converted: Converted,
-    atol: Optional[float] = 1e-4,
-    rtol: Optional[float] = 1e-4,
+    atol: float | None = 1e-4,
+    rtol: float | None = 1e-4,
     min_cosine: float = 0.9999,
 ) -> bool:
     """Executor outputs vs the GraphModule in eager torch; False when no executor is installed.

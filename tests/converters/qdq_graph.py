@@ -6,7 +6,8 @@ conv / deconv / linear weights as int8 get_attr constants dequantized per channe
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+from typing import Any
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +38,7 @@ def _attr(gm: GraphModule, name: str, value: torch.Tensor) -> str:
 
 
 def _insert_qdq_after(
-    gm: GraphModule, node: Node, scale: float, users: Optional[Iterable[Node]] = None
+    gm: GraphModule, node: Node, scale: float, users: Iterable[Node] | None = None
 ) -> Node:
     """``quantize -> dequantize`` pair after ``node``, used by ``users`` (all users when None)."""
     targets = list(users) if users is not None else [u for u in node.users]

@@ -77,8 +77,14 @@ def test_convert_with_other_calibrator_reuses_statistics() -> None:
         q = ftp.convert(prepared, ftp.QuantConfig(calibrator=method, **QUIET))
         state = ftp.get_quant_state(q)
         assert state.amax == {k: compute_amax(info.stats[k], method, 99.99) for k in info.stats}
-    with pytest.raises(ConfigError, match="prepare"):
-        ftp.convert(prepared, ftp.QuantConfig(skip=("fc",), **QUIET))
+    # keeping layers in float reuses the statistics when the remaining Q/DQ points were observed
+    skipped = ftp.convert(prepared, ftp.QuantConfig(skip=("fc",), **QUIET))
+    fresh = ftp.quantize(model, data, config=ftp.QuantConfig(skip=("fc",), **QUIET))
+    assert torch.equal(skipped(data[0]), fresh(data[0]))
+    assert "flatten" not in ftp.get_quant_state(skipped).placement.points
+    narrow = ftp.calibrate(ftp.prepare(model, (data[0],), ftp.QuantConfig(quantize_ops=("conv",), **QUIET)), data)
+    with pytest.raises(ConfigError, match="prepare"):  # linear/avgpool inputs were never observed
+        ftp.convert(narrow, ftp.QuantConfig(**QUIET))
 
 
 def test_merging_halves_equals_calibrating_on_the_whole() -> None:

@@ -86,7 +86,8 @@ def test_deconvolution_negative_post_padding_is_output_padding(net, close):
     close(net.run1({"x": x}, layer.get_output(0)), expected, atol=1e-4)
 
 
-@pytest.mark.parametrize("kind,window,stride,pad", [("MAX", (3, 3), (2, 2), (1, 1)), ("AVERAGE", (2, 2), (2, 2), (0, 0)),
+@pytest.mark.parametrize("kind,window,stride,pad", [("MAX", (3, 3), (2, 2), (1, 1)),
+                                                    ("AVERAGE", (2, 2), (2, 2), (0, 0)),
                                                     ("AVERAGE", (3, 3), (1, 2), (1, 1))])
 @pytest.mark.parametrize("exclude", [True, False])
 def test_pooling_matches_torch(net, close, kind, window, stride, pad, exclude):
