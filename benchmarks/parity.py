@@ -1,6 +1,6 @@
 """Parity of the simulated INT8 model with the exact TensorRT network and with ONNX Runtime.
 
-For each model: quantize (entropy), convert to a strongly typed TensorRT network, execute that network
+For each model: quantize (``--calibrator``, default mse), convert to a strongly typed TensorRT network, execute that network
 layer by layer on CPU (the network executor) and compare with the simulated GraphModule, export the QDQ
 ONNX and run it in ONNX Runtime, and print the five worst layers of the quantization-error table.
 
@@ -54,15 +54,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2", "centernet"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--calibrator", default="mse", choices=("minmax", "percentile", "entropy", "mse"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for name in args.models:
         model, calib, x, weights = model_and_data(name)
         start = time.perf_counter()
         qgm = ftp.quantize(model, calib, example_inputs=(calib[0],),
-                           config=ftp.QuantConfig(calibrator="entropy", show_progress=False))
+                           config=ftp.QuantConfig(calibrator=args.calibrator, show_progress=False))
         _, network, _ = network_from_graph_module(qgm, [ftp.InputSpec.from_tensor("x", x)])
-        print(f"{name} ({weights} weights), input {tuple(x.shape)}, {network.num_layers} network layers, "
+        print(f"{name} ({weights} weights, {args.calibrator}), input {tuple(x.shape)}, {network.num_layers} network layers, "
               f"quantize+convert {time.perf_counter() - start:.1f} s")
         with torch.no_grad():
             sim, fp32 = _flat(qgm(x)), _flat(model(x))
