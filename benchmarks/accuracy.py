@@ -21,7 +21,8 @@ import torch
 from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.quantize.api import convert
 from fx2trt_pipeline.quantize.config import QuantConfig
-from fx2trt_pipeline.validate.accuracy import demo_setup, detection_evaluator, validate_detector
+from fx2trt_pipeline.validate.accuracy import detection_evaluator, validate_detector
+from fx2trt_pipeline.validate.demo_detector import demo_setup
 from fx2trt_pipeline.validate.calibrator_search import best_calibrator
 from fx2trt_pipeline.validate.gate import DEFAULT_ENGINE_TOLERANCE, DEFAULT_INT8_BUDGET, check_parity
 from fx2trt_pipeline.validate.mixed_precision import (

@@ -1,8 +1,9 @@
 """Parity of the simulated INT8 model with the exact TensorRT network and with ONNX Runtime.
 
-For each model: quantize (``--calibrator``, default mse), convert to a strongly typed TensorRT network, execute that network
-layer by layer on CPU (the network executor) and compare with the simulated GraphModule, export the QDQ
-ONNX and run it in ONNX Runtime, and print the five worst layers of the quantization-error table.
+For each model: quantize (``--calibrator``, default mse), convert to a strongly typed TensorRT network,
+execute that network layer by layer on CPU (the network executor) and compare with the simulated
+GraphModule, export the QDQ ONNX and run it in ONNX Runtime, and print the five worst layers of the
+quantization-error table.
 
     python benchmarks/parity.py --models resnet18 mobilenet_v2 centernet
 """
@@ -63,8 +64,8 @@ def main() -> None:
         qgm = ftp.quantize(model, calib, example_inputs=(calib[0],),
                            config=ftp.QuantConfig(calibrator=args.calibrator, show_progress=False))
         _, network, _ = network_from_graph_module(qgm, [ftp.InputSpec.from_tensor("x", x)])
-        print(f"{name} ({weights} weights, {args.calibrator}), input {tuple(x.shape)}, {network.num_layers} network layers, "
-              f"quantize+convert {time.perf_counter() - start:.1f} s")
+        print(f"{name} ({weights} weights, {args.calibrator}), input {tuple(x.shape)}, "
+              f"{network.num_layers} network layers, quantize+convert {time.perf_counter() - start:.1f} s")
         with torch.no_grad():
             sim, fp32 = _flat(qgm(x)), _flat(model(x))
         report = layer_parity(qgm, network, (x,))

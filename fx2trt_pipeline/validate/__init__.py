@@ -9,6 +9,7 @@ layer_report.py   layer_parity (simulated vs executor per layer), quant_error_ta
 onnx_export.py    QDQ ONNX (QuantizeLinear/DequantizeLinear, per-channel axis) for ORT and TensorRT
 metrics.py        COCO mAP via pycocotools, top-k accuracy
 accuracy.py       FP32 / simulated / engine backend on real labels -> AccuracyResult
+demo_detector.py  the shipped detector as an accuracy fixture (calibrate once, any calibrator)
 gate.py           CI parity gate: |engine - simulated| and FP32 - INT8 budget -> exit code
 calibrator_search.py, mixed_precision.py   pick the calibrator; keep the fewest layers in float
 ```

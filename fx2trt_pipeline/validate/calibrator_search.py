@@ -13,7 +13,8 @@ Scoring on the data you later report on is optimistic; use a held-out labelled s
 choice and the claim when one exists.
 
 Example:
-    >>> from fx2trt_pipeline.validate.accuracy import demo_setup, detection_evaluator
+    >>> from fx2trt_pipeline.validate.accuracy import detection_evaluator
+    >>> from fx2trt_pipeline.validate.demo_detector import demo_setup
     >>> setup = demo_setup()                                                              # doctest: +SKIP
     >>> evaluate = detection_evaluator(setup.val)                                          # doctest: +SKIP
     >>> qgm, table = best_calibrator(setup.prepared, evaluate)                            # doctest: +SKIP

@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None, stream: TextIO | None = None) -> int
     source: Any = args.result
     if args.demo:
         from fx2trt_pipeline.build.atomic import atomic_write_bytes
-        from fx2trt_pipeline.validate.accuracy import validate_demo_detector
+        from fx2trt_pipeline.validate.demo_detector import validate_demo_detector
 
         try:
             source = validate_demo_detector(args.calibrator, args.percentile, max_images=args.max_images,

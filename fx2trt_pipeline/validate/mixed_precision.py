@@ -18,7 +18,8 @@ of the calibrated one; a skip that creates a Q/DQ point (a residual add whose co
 re-prepares and re-calibrates.
 
 Example:
-    >>> from fx2trt_pipeline.validate.accuracy import demo_setup, detection_evaluator
+    >>> from fx2trt_pipeline.validate.accuracy import detection_evaluator
+    >>> from fx2trt_pipeline.validate.demo_detector import demo_setup
     >>> setup = demo_setup()                                                              # doctest: +SKIP
     >>> result = mixed_precision_search(setup.model, setup.prepared, detection_evaluator(setup.val),
     ...                                 budget=0.003, calib_batches=setup.calib_batches)  # doctest: +SKIP

@@ -24,13 +24,12 @@ from fx2trt_pipeline.quantize.config import QuantConfig
 from fx2trt_pipeline.quantize.state import get_quant_state
 from fx2trt_pipeline.validate.accuracy import (
     AccuracyResult,
-    DemoSetup,
     choose_engine_backends,
-    demo_setup,
     detection_evaluator,
     validate_classifier,
     validate_detector,
 )
+from fx2trt_pipeline.validate.demo_detector import DemoSetup, demo_setup
 from fx2trt_pipeline.validate.calibrator_search import (
     DEFAULT_CHOICES,
     CalibratorChoice,

@@ -17,7 +17,8 @@ import torch
 from fx2trt_pipeline.quantize import qdq_ops
 from fx2trt_pipeline.quantize.api import calibrate, convert, prepare
 from fx2trt_pipeline.quantize.config import QuantConfig
-from fx2trt_pipeline.validate.accuracy import DemoSetup, detection_evaluator
+from fx2trt_pipeline.validate.accuracy import detection_evaluator
+from fx2trt_pipeline.validate.demo_detector import DemoSetup
 from fx2trt_pipeline.validate.compare import sqnr_db
 from fx2trt_pipeline.validate.layer_report import quant_error_table
 from fx2trt_pipeline.validate.mixed_precision import (
