@@ -60,7 +60,7 @@ def _float_graph(model: nn.Module, config: QuantConfig, example_inputs: Sequence
                       "running statistics, dropout is off). Call model.eval() to silence this.", stacklevel=3)
     model = copy.deepcopy(model).eval()
     gm = capture(model, leaf_modules=config.leaf_modules, concrete_args=concrete_args)
-    fold_batchnorm(gm)
+    fold_batchnorm(gm, copy_layers=False)  # the modules belong to our copy
     if example_inputs is not None:
         with torch.no_grad():
             check_example_inputs(gm, flat_inputs(example_inputs))
@@ -129,10 +129,15 @@ def convert(prepared: GraphModule, config: QuantConfig | None = None) -> GraphMo
     Example:
         >>> qgm = ftp.convert(prepared, ftp.QuantConfig(calibrator="percentile", skip=("fc",)))  # doctest: +SKIP
     """
+    return _convert(prepared, config, in_place=False)
+
+
+def _convert(prepared: GraphModule, config: QuantConfig | None, in_place: bool) -> GraphModule:
+    """:func:`convert`; ``in_place`` turns ``prepared`` itself into the result (no copy of the model)."""
     info = _prepared_info(prepared)
     if info.batches_seen == 0:
         raise ConfigError("convert() needs calibration first: call fx2trt_pipeline.calibrate(prepared, batches)")
-    qgm = _without_observers(prepared)
+    qgm = _without_observers(prepared, in_place)
     placement = info.placement
     if config is not None and config != info.config:
         placement = place_qdq(qgm, config)
@@ -146,9 +151,9 @@ def convert(prepared: GraphModule, config: QuantConfig | None = None) -> GraphMo
     return qgm
 
 
-def _without_observers(prepared: GraphModule) -> GraphModule:
-    """A copy of the prepared graph with the observers removed (GraphModule copies drop custom attributes)."""
-    plain = copy.deepcopy(prepared)
+def _without_observers(prepared: GraphModule, in_place: bool = False) -> GraphModule:
+    """The prepared graph (a copy, unless ``in_place``) with the observers removed."""
+    plain = prepared if in_place else copy.deepcopy(prepared)  # GraphModule copies drop custom attributes
     if hasattr(plain, PREPARED_ATTR):
         delattr(plain, PREPARED_ATTR)
     remove_observers(plain)
@@ -187,7 +192,7 @@ def quantize(model: nn.Module, calib_batches: Iterable[Any], example_inputs: Seq
     """
     prepared = prepare(model, example_inputs, config, concrete_args)
     calibrate(prepared, calib_batches)
-    return convert(prepared)
+    return _convert(prepared, None, in_place=True)  # nobody else holds this prepared module
 
 
 def rebuild_quantized(model: nn.Module, state: QuantState, example_inputs: Sequence[Any] | None = None,

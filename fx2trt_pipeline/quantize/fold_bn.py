@@ -23,12 +23,16 @@ WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspos
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def fold_batchnorm(gm: GraphModule) -> int:
+def fold_batchnorm(gm: GraphModule, copy_layers: bool = True) -> int:
     """Fold every ``weighted -> BatchNorm`` pair in place; returns how many were folded.
 
     A pair folds when the weighted layer's output feeds only the BatchNorm, both are ``call_module``
-    nodes, and the BatchNorm tracks running statistics. The weighted module is replaced by a folded
-    copy (the user's model is never modified) and the BatchNorm node disappears from the graph.
+    nodes, and the BatchNorm tracks running statistics. The BatchNorm node disappears from the graph.
+
+    Args:
+        gm: the captured graph; it shares its modules with the traced model.
+        copy_layers: replace each weighted module by a folded copy, so that the traced model is never
+            modified. ``False`` folds into the modules themselves: for graphs of a model copy you own.
     """
     modules = dict(gm.named_modules())
     folded = 0
@@ -41,7 +45,7 @@ def fold_batchnorm(gm: GraphModule) -> int:
         layer, bn = modules[src.target], modules[bn_node.target]
         if not isinstance(layer, WEIGHTED) or bn.running_mean is None or bn.running_var is None:
             continue
-        _set_submodule(gm, src.target, fold_pair(layer, bn))
+        _set_submodule(gm, src.target, fold_pair(layer, bn, copy_layer=copy_layers))
         bn_node.replace_all_uses_with(src)
         gm.graph.erase_node(bn_node)
         folded += 1
@@ -52,11 +56,11 @@ def fold_batchnorm(gm: GraphModule) -> int:
     return folded
 
 
-def fold_pair(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> nn.Module:
-    """Return a copy of ``layer`` with ``bn`` folded into its weight and bias."""
+def fold_pair(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm, copy_layer: bool = True) -> nn.Module:
+    """``layer`` with ``bn`` folded into its weight and bias: a copy, or ``layer`` itself updated."""
     import copy
 
-    fused = copy.deepcopy(layer)
+    fused = copy.deepcopy(layer) if copy_layer else layer
     with torch.no_grad():
         inv_std = torch.rsqrt(bn.running_var.double() + bn.eps)
         gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(inv_std)
