@@ -28,7 +28,8 @@ def main() -> None:
     depthwise = tuple(n for n, m in convs.items() if m.groups > 1)
     dense = tuple(n for n, m in convs.items() if m.groups == 1)
     int8_bytes = sum(m.weight.numel() for m in convs.values()) + model.classifier[1].weight.numel()
-    print(f"mobilenet_v2: {len(depthwise)} depthwise and {len(dense)} dense convs; int8 weights {int8_bytes / 1e6:.2f} MB")
+    print(f"mobilenet_v2: {len(depthwise)} depthwise and {len(dense)} dense convs; "
+          f"int8 weights {int8_bytes / 1e6:.2f} MB")
     cases = {"all INT8 (default)": (), "depthwise convs in float": depthwise,
              "dense convs in float": dense, "classifier in float": ("classifier.1",)}
     with tempfile.TemporaryDirectory() as tmp:
