@@ -19,6 +19,7 @@ import torch
 import torchvision
 
 import fx2trt_pipeline as ftp
+from fx2trt_pipeline.capture import flatten_outputs
 from fx2trt_pipeline.convert.network import network_from_graph_module
 from fx2trt_pipeline.validate.compare import cosine_similarity, max_abs_error, sqnr_db
 from fx2trt_pipeline.validate.layer_report import layer_parity, quant_error_table
@@ -67,7 +68,7 @@ def main() -> None:
         print(f"{name} ({weights} weights, {args.calibrator}), input {tuple(x.shape)}, "
               f"{network.num_layers} network layers, quantize+convert {time.perf_counter() - start:.1f} s")
         with torch.no_grad():
-            sim, fp32 = _flat(qgm(x)), _flat(model(x))
+            sim, fp32 = flatten_outputs(qgm(x)), flatten_outputs(model(x))
         report = layer_parity(qgm, network, (x,))
         print(f"  executor vs simulated: {'PASS' if report else 'FAIL'}, {len(report.layers.outputs)} "
               f"intermediate layers compared")
@@ -89,12 +90,6 @@ def _executor_outputs(network, x: torch.Tensor) -> list[torch.Tensor]:
 
     outputs, _ = NetworkExecutor(network).run({"x": x})
     return list(outputs.values())
-
-
-def _flat(out) -> list[torch.Tensor]:
-    from fx2trt_pipeline.capture import flatten_outputs
-
-    return flatten_outputs(out)
 
 
 if __name__ == "__main__":

@@ -49,11 +49,6 @@ def _target_text(node: Node) -> str:
     return describe_key(key) if key is not None else str(node.target)
 
 
-def source_line(node: Node) -> str:
-    """The innermost user source line of a node (see :func:`fx2trt_pipeline.errors.node_location`)."""
-    return node_location(node)
-
-
 def find_unsupported(gm: GraphModule) -> list[UnsupportedRow]:
     """Every node no converter accepts, in graph order, with the reason and its source line.
 
@@ -80,7 +75,7 @@ def find_unsupported(gm: GraphModule) -> list[UnsupportedRow]:
                 reason = f"check failed: {exc.__class__.__name__}: {exc}"
             if reason is None:
                 continue
-        rows.append((node.name, _target_text(node), reason, source_line(node)))
+        rows.append((node.name, _target_text(node), reason, node_location(node)))
     return rows
 
 
@@ -234,7 +229,7 @@ def network_from_graph_module(
 
 
 def _wrap(exc: Exception, node: Node) -> ConversionError:
-    where = source_line(node)
+    where = node_location(node)
     message = (
         f"Converting node {node.name!r} failed: {exc.__class__.__name__}: {exc}\n"
         f"  node: {node.format_node()}"

@@ -59,7 +59,7 @@ from fx2trt_pipeline.deploy.triton import triton_model_name, write_triton_reposi
 from fx2trt_pipeline.errors import ConfigError
 
 # From the module: the subpackage fx2trt_pipeline.convert shadows the name ftp.convert once imported.
-from fx2trt_pipeline.quantize.api import PREPARED_ATTR, calibrate, convert, prepare
+from fx2trt_pipeline.quantize.api import calibrate, convert, prepare, prepared_info
 from fx2trt_pipeline.quantize.state import get_quant_state
 from fx2trt_pipeline.validate.runners import (
     TorchRunner,
@@ -137,7 +137,7 @@ def _step_capture(run: _Run) -> None:
         run.eval_ds = load_dataset(cfg.evaluation, cfg.preprocess, "evaluation")
     run.prepared = prepare(run.model, (run.batches[0],), cfg.quant)
     run.inputs = _derive_inputs(run)
-    placement = getattr(run.prepared, PREPARED_ATTR).placement
+    placement = prepared_info(run.prepared).placement
     steps.note(
         f"captured {len(run.prepared.graph.nodes)} FX nodes; {len(placement.groups)} activation scale "
         f"groups, {len(placement.weights)} INT8 weight layers"

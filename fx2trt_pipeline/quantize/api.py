@@ -94,11 +94,19 @@ def prepare(model: nn.Module, example_inputs: Sequence[Any] | None = None,
     return gm
 
 
-def _prepared_info(prepared: GraphModule) -> PreparedInfo:
+def prepared_info(prepared: GraphModule, calibrated: bool = False) -> PreparedInfo:
+    """What :func:`prepare` attached to ``prepared`` (config, placement, statistics).
+
+    Raises:
+        ConfigError: ``prepared`` does not come from :func:`prepare`, or ``calibrated`` is asked for and
+            no batch went through :func:`calibrate` yet.
+    """
     info = getattr(prepared, PREPARED_ATTR, None)
-    if info is None:
+    if not isinstance(info, PreparedInfo):
         raise ConfigError("Expected the GraphModule returned by fx2trt_pipeline.prepare(); got a module without "
                           "observers.")
+    if calibrated and info.batches_seen == 0:
+        raise ConfigError("This needs calibration first: call fx2trt_pipeline.calibrate(prepared, batches).")
     return info
 
 
@@ -107,7 +115,7 @@ def calibrate(prepared: GraphModule, batches: Iterable[Any], show_progress: bool
 
     Calling it again adds more data: statistics accumulate exactly.
     """
-    info = _prepared_info(prepared)
+    info = prepared_info(prepared)
     progress = info.config.show_progress if show_progress is None else show_progress
     info.batches_seen += run_calibration(prepared, batches, info.stats, progress)
     return prepared
@@ -134,9 +142,7 @@ def convert(prepared: GraphModule, config: QuantConfig | None = None) -> GraphMo
 
 def _convert(prepared: GraphModule, config: QuantConfig | None, in_place: bool) -> GraphModule:
     """:func:`convert`; ``in_place`` turns ``prepared`` itself into the result (no copy of the model)."""
-    info = _prepared_info(prepared)
-    if info.batches_seen == 0:
-        raise ConfigError("convert() needs calibration first: call fx2trt_pipeline.calibrate(prepared, batches)")
+    info = prepared_info(prepared, calibrated=True)
     qgm = _without_observers(prepared, in_place)
     placement = info.placement
     if config is not None and config != info.config:

@@ -39,7 +39,7 @@ import torch.distributed as dist
 from torch.fx import GraphModule
 
 from fx2trt_pipeline.errors import CalibrationError, ConfigError
-from fx2trt_pipeline.quantize.api import PREPARED_ATTR, PreparedInfo
+from fx2trt_pipeline.quantize.api import PreparedInfo, prepared_info
 from fx2trt_pipeline.quantize.distributed import all_reduce_stats
 from fx2trt_pipeline.quantize.observe import StatsObserver, iterate_batches
 from fx2trt_pipeline.quantize.statistics import TensorStats
@@ -71,15 +71,6 @@ def shard_for_rank(
         raise ConfigError(f"shard_for_rank: rank {rank} is not in [0, world_size={world_size})")
     return list(items[rank::world_size])
 
-
-def _info(prepared: GraphModule) -> PreparedInfo:
-    info = getattr(prepared, PREPARED_ATTR, None)
-    if not isinstance(info, PreparedInfo):
-        raise ConfigError(
-            "calibrate_distributed expects the GraphModule returned by fx2trt_pipeline.prepare(); "
-            "this module has no observers."
-        )
-    return info
 
 
 def _observers_by_group(prepared: GraphModule, info: PreparedInfo) -> dict[str, list[StatsObserver]]:
@@ -145,7 +136,7 @@ def calibrate_distributed(
         calibrate_distributed(prepared, shard_for_rank(batches))
         qgm = ftp.convert(prepared)
     """
-    info = _info(prepared)
+    info = prepared_info(prepared)
     if not (dist.is_available() and dist.is_initialized()):
         raise CalibrationError(
             "calibrate_distributed needs torch.distributed: call "

@@ -28,8 +28,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
-from torch import nn
 from torch.fx import GraphModule, Node
 
 from fx2trt_pipeline.quantize.config import QuantConfig
@@ -226,26 +224,4 @@ def set_use(node: Node, path: tuple[int, ...], value: Node | Any) -> None:
     node.args = tuple(args)
 
 
-def get_use(node: Node, path: tuple[int, ...]) -> Any:
-    """The argument of ``node`` at ``path``."""
-    value = node.args[path[0]]
-    return value[path[1]] if len(path) > 1 else value
-
-
-def module_of(gm: GraphModule, node: Node) -> nn.Module:
-    """The module a ``call_module`` node calls."""
-    return gm.get_submodule(str(node.target))
-
-
-__all__ = [
-    "Placement",
-    "QuantPoint",
-    "ScaleGroup",
-    "WeightPoint",
-    "get_use",
-    "layer_name",
-    "module_of",
-    "place_qdq",
-    "set_use",
-    "torch",
-]
+__all__ = ["Placement", "QuantPoint", "ScaleGroup", "WeightPoint", "layer_name", "place_qdq", "set_use"]

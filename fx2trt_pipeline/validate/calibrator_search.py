@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from fx2trt_pipeline.errors import ConfigError
-from fx2trt_pipeline.quantize.api import PREPARED_ATTR, convert
+from fx2trt_pipeline.quantize.api import convert, prepared_info
 from fx2trt_pipeline.quantize.config import QuantConfig
 from fx2trt_pipeline.validate.compare import format_table
 
@@ -184,10 +184,7 @@ def compare_calibrators(prepared: torch.fx.GraphModule, evaluate: Evaluator, *, 
         >>> table.best.label                                                              # doctest: +SKIP
         'mse'
     """
-    info = getattr(prepared, PREPARED_ATTR, None)
-    if info is None:
-        raise ConfigError("compare_calibrators needs the module returned by fx2trt_pipeline.prepare() and "
-                          "calibrated with fx2trt_pipeline.calibrate().")
+    info = prepared_info(prepared, calibrated=True)
     if not choices:
         raise ConfigError("compare_calibrators needs at least one CalibratorChoice.")
     base = base_config or info.config
@@ -215,5 +212,5 @@ def best_calibrator(prepared: torch.fx.GraphModule, evaluate: Evaluator, **kwarg
         >>> print(table)                                                                   # doctest: +SKIP
     """
     table = compare_calibrators(prepared, evaluate, **kwargs)
-    base = kwargs.get("base_config") or getattr(prepared, PREPARED_ATTR).config
+    base = kwargs.get("base_config") or prepared_info(prepared).config
     return convert(prepared, table.best.config(base)), table

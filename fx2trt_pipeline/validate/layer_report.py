@@ -43,7 +43,7 @@ from fx2trt_pipeline.validate.compare import (
     sqnr_db,
 )
 from fx2trt_pipeline.validate.network_executor import NetworkExecutor
-from fx2trt_pipeline.validate.runners import flatten_outputs
+from fx2trt_pipeline.capture import flatten_outputs
 
 #: Both sides compute the same INT8 network: only float summation order (and the rare Q rounding
 #: flip it causes) may differ, which stays far above 30 dB.

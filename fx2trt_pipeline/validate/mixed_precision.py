@@ -39,22 +39,16 @@ from torch import nn
 from torch.fx import GraphModule
 
 from fx2trt_pipeline.errors import ConfigError
-from fx2trt_pipeline.quantize.api import PREPARED_ATTR, PreparedInfo, calibrate, convert, prepare
+from fx2trt_pipeline.quantize.api import calibrate, convert, prepare, prepared_info
 from fx2trt_pipeline.quantize.config import QuantConfig
+from fx2trt_pipeline.quantize.observe import StatsObserver
 from fx2trt_pipeline.quantize.op_rules import rule_for_node
 from fx2trt_pipeline.validate.compare import format_table, sqnr_db
 from fx2trt_pipeline.validate.layer_report import quant_error_table
-from fx2trt_pipeline.validate.runners import flatten_outputs
+from fx2trt_pipeline.capture import flatten_outputs
 
 Evaluator = Callable[[Any], Mapping[str, float]]
 
-
-def _info(prepared: GraphModule) -> PreparedInfo:
-    info = getattr(prepared, PREPARED_ATTR, None)
-    if info is None or info.batches_seen == 0:
-        raise ConfigError("Expected a module from fx2trt_pipeline.prepare() calibrated with "
-                          "fx2trt_pipeline.calibrate().")
-    return info
 
 
 def quantized_layers(prepared: GraphModule) -> list[str]:
@@ -66,7 +60,7 @@ def quantized_layers(prepared: GraphModule) -> list[str]:
         >>> quantized_layers(prepared)[:2]          # doctest: +SKIP
         ['backbone_0', 'backbone_4_0_conv1']
     """
-    placement = _info(prepared).placement
+    placement = prepared_info(prepared, calibrated=True).placement
     modules = dict(prepared.named_modules())
     nodes = {n.name: n for n in prepared.graph.nodes}
     names = set(placement.weights) | {consumer for p in placement.points.values() for consumer, _ in p.uses}
@@ -90,7 +84,7 @@ def convert_with_skip(prepared: GraphModule, skip: Sequence[str], config: QuantC
     Example:
         >>> qgm = convert_with_skip(prepared, ["deconv_6"])    # doctest: +SKIP
     """
-    base = config or _info(prepared).config
+    base = config or prepared_info(prepared, calibrated=True).config
     try:
         return convert(prepared, dataclasses.replace(base, skip=tuple(dict.fromkeys((*base.skip, *skip)))))
     except ConfigError:
@@ -144,7 +138,7 @@ def _fed_layers(node: torch.fx.Node, layers: set[str], modules: dict[str, nn.Mod
         user = stack.pop()
         if user.name in layers:
             found.append(user.name)
-        elif _transparent(user, modules) or (user.op == "call_module" and user.name.endswith("_observer")):
+        elif _transparent(user, modules) or isinstance(modules.get(str(user.target)), StatsObserver):
             stack.extend(user.users)
     return found
 
@@ -294,7 +288,7 @@ def layer_sensitivity(model: nn.Module, prepared: GraphModule, inputs: Sequence[
     """
     if proxy not in PROXIES:
         raise ConfigError(f"Unknown sensitivity proxy {proxy!r}; choose from {PROXIES}.")
-    config = config or _info(prepared).config
+    config = config or prepared_info(prepared, calibrated=True).config
     base = convert(prepared, config)  # raises when the config needs statistics that were not collected
     sqnr = layer_sqnr_proxy(model, base, prepared, inputs)
     gain = output_gain_proxy(model, prepared, inputs, config, calib_batches) if proxy == "output" else \
@@ -346,7 +340,7 @@ def mixed_precision_search(model: nn.Module, prepared: GraphModule, evaluate: Ev
         >>> result.met_budget, result.float_layers                                 # doctest: +SKIP
         (True, ['wh_2'])
     """
-    config = config or _info(prepared).config
+    config = config or prepared_info(prepared, calibrated=True).config
     cache: dict[frozenset[str], float] = {}  # metrics only: models are rebuilt, large ones would pile up
     evaluations = 0
 

@@ -26,6 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from fx2trt_pipeline.capture.tracer import flatten_outputs
 from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.validate.compare import ComparisonResult, Tolerance, compare_outputs
 from fx2trt_pipeline.validate.network_executor import NetworkExecutor
@@ -43,16 +44,6 @@ class Runner(Protocol):
         """Outputs by name for inputs by name."""
         ...
 
-
-def flatten_outputs(result: Any) -> list[torch.Tensor]:
-    """Tensors of a module's return value in order (nested tuples/lists/dicts flattened)."""
-    if isinstance(result, torch.Tensor):
-        return [result]
-    if isinstance(result, Mapping):
-        return [t for v in result.values() for t in flatten_outputs(v)]
-    if isinstance(result, (tuple, list)):
-        return [t for v in result for t in flatten_outputs(v)]
-    return []
 
 
 class TorchRunner:

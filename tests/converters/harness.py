@@ -18,6 +18,7 @@ from typing import Any
 from collections.abc import Callable, Sequence
 
 import torch
+from fx2trt_pipeline.capture import flatten_outputs
 from fx2trt_pipeline.converters.registry import key_of
 from torch import nn
 from torch.fx import GraphModule
@@ -253,12 +254,6 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
 
 
-def _flat_outputs(value: Any) -> list[torch.Tensor]:
-    leaves: list[torch.Tensor] = []
-    torch.fx.node.map_aggregate(value, lambda v: leaves.append(v) if isinstance(v, torch.Tensor) else None)
-    return leaves
-
-
 def compare_with_eager(
     converted: Converted,
     atol: float | None = 1e-4,
@@ -274,7 +269,7 @@ def compare_with_eager(
     feeds = {spec.name: t for spec, t in zip(converted.specs, converted.example)}
     outputs, _ = NetworkExecutor(converted.network).run(feeds)
     with torch.no_grad():
-        expected = _flat_outputs(converted.gm(*[t.clone() for t in converted.example]))
+        expected = flatten_outputs(converted.gm(*[t.clone() for t in converted.example]))
     got = [outputs[converted.network.get_output(i).name] for i in range(converted.network.num_outputs)]
     assert len(got) == len(expected)
     for i, (g, e) in enumerate(zip(got, expected)):
