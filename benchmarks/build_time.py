@@ -45,8 +45,8 @@ def quantize(model: torch.nn.Module, batch: int, size: int, calib_batches: int) 
 
 
 def build_once(qgm: Any, spec: Any, path: Path, opt_level: int | None) -> dict[str, float]:
-    from fx2trt_pipeline.build.engine_builder import build_engine
-    from fx2trt_pipeline.build.options import BuildOptions
+    from fx2trt_pipeline.engine.engine_builder import build_engine
+    from fx2trt_pipeline.engine.options import BuildOptions
 
     art = build_engine(
         qgm, [spec], path, options=BuildOptions(builder_optimization_level=opt_level), output_names=["logits"]
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
         ftp.quantize  # noqa: B018  (the quantizer may not be installed in a partial checkout)
         from fx2trt_pipeline import trt_api
-        from fx2trt_pipeline.convert.inputs import InputSpec
+        from fx2trt_pipeline.network.inputs import InputSpec
 
         trt_api.get_trt()
     except Exception as exc:  # report what is missing instead of a traceback

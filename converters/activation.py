@@ -12,8 +12,8 @@ from fx2trt_pipeline.converters.registry import method, register
 from torch import nn
 from torch.fx import Node
 
-from fx2trt_pipeline.convert.context import ConversionContext, ITensor
-from fx2trt_pipeline.convert.layer_builders import activation, gated, prelu, softmax
+from fx2trt_pipeline.network.context import ConversionContext, ITensor
+from fx2trt_pipeline.network.layer_builders import activation, gated, prelu, softmax
 
 
 def _input(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> ITensor:

@@ -18,9 +18,9 @@ from torch.ao.nn import intrinsic as nni
 from torch.ao.nn.quantized import reference as nnqr
 from torch.fx import Node
 
-from fx2trt_pipeline.convert.context import ConversionContext, ITensor
-from fx2trt_pipeline.convert.layer_builders import activation, ints
-from fx2trt_pipeline.convert.weight_builders import conv_nd, dequantized_weight, quantize_weight
+from fx2trt_pipeline.network.context import ConversionContext, ITensor
+from fx2trt_pipeline.network.layer_builders import activation, ints
+from fx2trt_pipeline.network.weight_builders import conv_nd, dequantized_weight, quantize_weight
 from fx2trt_pipeline.quantize.qdq_ops import DEQUANTIZE
 
 _FUNCTIONAL_CONV = {F.conv1d: 1, F.conv2d: 2}

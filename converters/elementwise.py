@@ -16,8 +16,8 @@ from fx2trt_pipeline.converters.common import arg, node_arg
 from fx2trt_pipeline.converters.registry import method, register
 from torch.fx import Node
 
-from fx2trt_pipeline.convert.context import ConversionContext
-from fx2trt_pipeline.convert.layer_builders import elementwise
+from fx2trt_pipeline.network.context import ConversionContext
+from fx2trt_pipeline.network.layer_builders import elementwise
 
 _PYTHON_OPS: dict[str, Callable[[Any, Any], Any]] = {
     "add": operator.add,

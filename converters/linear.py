@@ -15,10 +15,10 @@ from torch.ao.nn import intrinsic as nni
 from torch.ao.nn.quantized import reference as nnqr
 from torch.fx import Node
 
-from fx2trt_pipeline.convert.context import ConversionContext, ITensor
-from fx2trt_pipeline.convert.layer_builders import activation, elementwise
-from fx2trt_pipeline.convert.shape_builders import rank
-from fx2trt_pipeline.convert.weight_builders import linear, matmul
+from fx2trt_pipeline.network.context import ConversionContext, ITensor
+from fx2trt_pipeline.network.layer_builders import activation, elementwise
+from fx2trt_pipeline.network.shape_builders import rank
+from fx2trt_pipeline.network.weight_builders import linear, matmul
 from fx2trt_pipeline.errors import ConversionError
 
 

@@ -18,8 +18,8 @@ from fx2trt_pipeline.converters.registry import register
 from torch import nn
 from torch.fx import Node
 
-from fx2trt_pipeline.convert.context import ConversionContext, ITensor
-from fx2trt_pipeline.convert.layer_builders import ints, pooling, reduce, static_spatial
+from fx2trt_pipeline.network.context import ConversionContext, ITensor
+from fx2trt_pipeline.network.layer_builders import ints, pooling, reduce, static_spatial
 from fx2trt_pipeline.errors import ConversionError
 
 

@@ -13,8 +13,8 @@ from fx2trt_pipeline.converters.common import arg, attr_value, is_constant, node
 from fx2trt_pipeline.converters.registry import method, register
 from torch.fx import Node
 
-from fx2trt_pipeline.convert.context import ConversionContext, QuantizedTensor
-from fx2trt_pipeline.convert.layer_builders import dequantize, quantize, scale_constant
+from fx2trt_pipeline.network.context import ConversionContext, QuantizedTensor
+from fx2trt_pipeline.network.layer_builders import dequantize, quantize, scale_constant
 from fx2trt_pipeline.errors import ConversionError
 from fx2trt_pipeline.quantize.qdq_ops import DEQUANTIZE, QUANTIZE
 

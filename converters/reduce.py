@@ -8,9 +8,9 @@ from fx2trt_pipeline.converters.common import arg, dims_arg, node_arg
 from fx2trt_pipeline.converters.registry import method, register
 from torch.fx import Node
 
-from fx2trt_pipeline.convert.context import ConversionContext, ITensor
-from fx2trt_pipeline.convert.layer_builders import reduce
-from fx2trt_pipeline.convert.shape_builders import rank
+from fx2trt_pipeline.network.context import ConversionContext, ITensor
+from fx2trt_pipeline.network.layer_builders import reduce
+from fx2trt_pipeline.network.shape_builders import rank
 
 
 def check_reduce(node: Node) -> str | None:

@@ -10,9 +10,9 @@ from fx2trt_pipeline.converters.registry import register
 from torch import nn
 from torch.fx import Node
 
-from fx2trt_pipeline.convert.context import ConversionContext, ITensor
-from fx2trt_pipeline.convert.layer_builders import resize
-from fx2trt_pipeline.convert.shape_builders import dim_size, dims_of, rank, shape_vector
+from fx2trt_pipeline.network.context import ConversionContext, ITensor
+from fx2trt_pipeline.network.layer_builders import resize
+from fx2trt_pipeline.network.shape_builders import dim_size, dims_of, rank, shape_vector
 from fx2trt_pipeline.errors import ConversionError
 
 _MODES = ("nearest", "bilinear")

@@ -18,8 +18,8 @@ from fx2trt_pipeline.converters.registry import method, register
 from torch import nn
 from torch.fx import Node
 
-from fx2trt_pipeline.convert.context import ConversionContext, ITensor
-from fx2trt_pipeline.convert.shape_builders import (
+from fx2trt_pipeline.network.context import ConversionContext, ITensor
+from fx2trt_pipeline.network.shape_builders import (
     dim_size,
     dims_of,
     flatten,

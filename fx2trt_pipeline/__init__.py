@@ -8,52 +8,76 @@ Example:
     >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
     >>> tuple(qgm(x).shape)
     (2, 1000)
+
+The stages, in pipeline order: ``capture`` -> ``quantize`` -> ``network`` (converters) -> ``engine``
+-> ``validate`` -> ``tune`` -> ``deploy`` (CLI). Each public name below is importable from here.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fx2trt_pipeline import errors
-
-# Imported eagerly: the functions ``quantize`` and ``convert`` share their names with subpackages, and
-# a function shadows a subpackage only when bound after that subpackage was imported (importing a
-# submodule later does not rebind an already imported package).
-import fx2trt_pipeline.convert  # noqa: F401  (must precede the binding of the function ``convert``)
 from fx2trt_pipeline.quantize.api import calibrate, convert, prepare, quantize, rebuild_quantized
 from fx2trt_pipeline.quantize.config import LayerOverride, QuantConfig
 from fx2trt_pipeline.quantize.state import QuantState, get_quant_state, load_quant_state, save_quant_state
 
+if TYPE_CHECKING:  # the same names as _LAZY, so IDEs and type checkers see them
+    from fx2trt_pipeline.converters import supported_ops
+    from fx2trt_pipeline.engine.artifact import EngineArtifact
+    from fx2trt_pipeline.engine.engine_builder import build_engine
+    from fx2trt_pipeline.engine.options import BuildOptions
+    from fx2trt_pipeline.engine.runtime import Engine
+    from fx2trt_pipeline.network.inputs import InputSpec
+    from fx2trt_pipeline.network.network import find_unsupported, network_from_graph_module
+    from fx2trt_pipeline.quantize.distributed_calibration import calibrate_distributed, shard_for_rank
+    from fx2trt_pipeline.validate.compare import ComparisonResult, Tolerance, compare_outputs
+    from fx2trt_pipeline.validate.layer_report import layer_parity, quant_error_table
+    from fx2trt_pipeline.validate.network_executor import NetworkExecutor
+    from fx2trt_pipeline.validate.onnx_export import export_qdq_onnx
+
 __version__ = "0.1.0"
 
-# The other entry points load on first use so `import fx2trt_pipeline` stays fast and works on machines without
-# TensorRT or ONNX.
+# Loaded on first use so `import fx2trt_pipeline` stays fast and works on machines without TensorRT or
+# ONNX. Keep this table and the TYPE_CHECKING block above in step (tests/test_public_api.py checks it).
 _LAZY = {
-    "InputSpec": "fx2trt_pipeline.convert.inputs",
-    "build_engine": "fx2trt_pipeline.build.engine_builder",
-    "BuildOptions": "fx2trt_pipeline.build.options",
-    "EngineArtifact": "fx2trt_pipeline.build.artifact",
-    "Engine": "fx2trt_pipeline.build.runtime",
-    "network_from_graph_module": "fx2trt_pipeline.convert.network",
-    "find_unsupported": "fx2trt_pipeline.convert.network",
+    "InputSpec": "fx2trt_pipeline.network.inputs",
+    "network_from_graph_module": "fx2trt_pipeline.network.network",
+    "find_unsupported": "fx2trt_pipeline.network.network",
     "supported_ops": "fx2trt_pipeline.converters",
-    "compare_outputs": "fx2trt_pipeline.validate.compare",
-    "layer_parity": "fx2trt_pipeline.validate.layer_report",
-    "quant_error_table": "fx2trt_pipeline.validate.layer_report",
+    "build_engine": "fx2trt_pipeline.engine.engine_builder",
+    "BuildOptions": "fx2trt_pipeline.engine.options",
+    "EngineArtifact": "fx2trt_pipeline.engine.artifact",
+    "Engine": "fx2trt_pipeline.engine.runtime",
     "calibrate_distributed": "fx2trt_pipeline.quantize.distributed_calibration",
     "shard_for_rank": "fx2trt_pipeline.quantize.distributed_calibration",
-    "run_build": "fx2trt_pipeline.deploy.pipeline",
     "NetworkExecutor": "fx2trt_pipeline.validate.network_executor",
+    "compare_outputs": "fx2trt_pipeline.validate.compare",
+    "ComparisonResult": "fx2trt_pipeline.validate.compare",
+    "Tolerance": "fx2trt_pipeline.validate.compare",
+    "layer_parity": "fx2trt_pipeline.validate.layer_report",
+    "quant_error_table": "fx2trt_pipeline.validate.layer_report",
     "export_qdq_onnx": "fx2trt_pipeline.validate.onnx_export",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
     raise AttributeError(f"module 'fx2trt_pipeline' has no attribute {name!r}")
 
 
-__all__ = ["LayerOverride", "QuantConfig", "QuantState", "calibrate", "convert", "errors", "get_quant_state",
-           "load_quant_state", "prepare", "quantize", "rebuild_quantized", "save_quant_state", *_LAZY]
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+__all__ = [  # a literal list, so linters and IDEs read it; tests/test_public_api.py keeps it in step
+    "BuildOptions", "ComparisonResult", "Engine", "EngineArtifact", "InputSpec", "LayerOverride", "NetworkExecutor",
+    "QuantConfig", "QuantState", "Tolerance", "build_engine", "calibrate", "calibrate_distributed",
+    "compare_outputs", "convert", "errors", "export_qdq_onnx", "find_unsupported", "get_quant_state",
+    "layer_parity", "load_quant_state", "network_from_graph_module", "prepare", "quant_error_table", "quantize",
+    "rebuild_quantized", "save_quant_state", "shard_for_rank", "supported_ops",
+]

@@ -7,7 +7,17 @@ Catch :class:`Fx2TrtError` to handle anything the pipeline raises on purpose;
 
 from __future__ import annotations
 
+import enum
 from typing import Any
+
+
+class ExitCode(enum.IntEnum):
+    """The one exit-code table of ``fx2trt build`` and ``fx2trt validate`` (and their library entry points)."""
+
+    PASS = 0  #: everything ran and every gate passed
+    GATE_FAILED = 1  #: an accuracy or parity gate failed (artifacts are still written)
+    BAD_INPUT = 2  #: bad command line, config, model, data or file
+    BACKEND_UNAVAILABLE = 3  #: a requested backend cannot run on this machine
 
 
 class Fx2TrtError(Exception):
@@ -55,6 +65,26 @@ class EngineLoadError(Fx2TrtError):
 
 class TensorRTUnavailableError(Fx2TrtError, ImportError):
     """Neither TensorRT nor TensorRT-RTX can be imported."""
+
+
+class EngineRuntimeError(Fx2TrtError, RuntimeError):
+    """An engine could not be executed (TensorRT refused the shapes or the enqueue failed)."""
+
+
+class EngineInputError(EngineRuntimeError, ValueError):
+    """A tensor given to an engine has the wrong name, device, dtype or shape."""
+
+
+class BackendUnavailableError(Fx2TrtError):
+    """A requested backend (engine, ONNX Runtime, ...) cannot run on this machine (exit code 3)."""
+
+
+class StepFailedError(Fx2TrtError):
+    """A pipeline step raised; ``step`` names it and ``__cause__`` is the original exception."""
+
+    def __init__(self, step: str, index: int, total: int, cause: BaseException, message: str) -> None:
+        self.step, self.index, self.total, self.cause = step, index, total, cause
+        super().__init__(message)
 
 
 class AccuracyGateError(Fx2TrtError):

@@ -28,7 +28,7 @@ def render() -> str:
         "Targets are exact FX targets: functions for `call_function` nodes, `Tensor.<name>` for "
         "`call_method` nodes, module classes (exact class, not subclasses) for `call_module` nodes. "
         "A registered target can still refuse a node (e.g. a computed Q/DQ scale); "
-        "`fx2trt_pipeline.convert.network.find_unsupported(gm)` lists every refusal with its reason.",
+        "`fx2trt_pipeline.network.network.find_unsupported(gm)` lists every refusal with its reason.",
         "",
         f"{len(rows)} targets.",
         "",

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-from fx2trt_pipeline.convert.inputs import InputSpec
+from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.deploy.config import RunConfig
 from fx2trt_pipeline.deploy.evaluation import ChunkedRunner
 from fx2trt_pipeline.deploy.sources import resolve_callable
@@ -46,7 +46,7 @@ def engine_side_runners(
     metadata: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, str], str]:
     """The engine-side runners that can run here, the skipped ones with reasons, and the engine reason."""
-    from fx2trt_pipeline.build.runtime import gpu_unavailable_reason
+    from fx2trt_pipeline.engine.runtime import gpu_unavailable_reason
 
     limit = max_batch_of(inputs)
     runners: dict[str, Any] = {}

@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 from collections.abc import Sequence
 
-from fx2trt_pipeline.errors import ConfigError, Fx2TrtError
+from fx2trt_pipeline.errors import BackendUnavailableError, ConfigError, ExitCode, Fx2TrtError, StepFailedError
 
 if TYPE_CHECKING:
     from fx2trt_pipeline.deploy.config import DataSpec
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_OUTPUT = Path("out/demo")
 
 
@@ -135,13 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _report_failure(command: str, exc: BaseException, verbose: bool, stream: TextIO) -> None:
-    from fx2trt_pipeline.deploy.steps import StepFailed, error_line
+    from fx2trt_pipeline.deploy.steps import error_line
 
     if verbose:
         traceback.print_exception(
-            exc.__cause__ if isinstance(exc, StepFailed) and exc.__cause__ else exc, file=stream
+            exc.__cause__ if isinstance(exc, StepFailedError) and exc.__cause__ else exc, file=stream
         )
-    line = str(exc) if isinstance(exc, StepFailed) else error_line(exc)
+    line = str(exc) if isinstance(exc, StepFailedError) else error_line(exc)
     print(f"fx2trt {command}: error: {line}", file=stream, flush=True)
 
 
@@ -150,7 +149,6 @@ def run_build_command(
 ) -> int:
     """``fx2trt build`` with parsed arguments; returns the exit code."""
     from fx2trt_pipeline.deploy.config import RunConfig
-    from fx2trt_pipeline.deploy.steps import StepFailed
 
     out, err = stdout or sys.stdout, stderr or sys.stderr
     overrides = {
@@ -174,12 +172,12 @@ def run_build_command(
         from fx2trt_pipeline.deploy.pipeline import run_build
 
         outcome = run_build(config, args.output, force=args.force, stream=out, quiet=args.quiet)
-    except StepFailed as exc:
+    except StepFailedError as exc:
         _report_failure("build", exc, args.verbose, err)
-        return EXIT_FAILED
+        return ExitCode.GATE_FAILED
     except Fx2TrtError as exc:  # configuration problems found before any step ran
         _report_failure("build", exc, args.verbose, err)
-        return EXIT_USAGE
+        return ExitCode.BAD_INPUT
     except KeyboardInterrupt:
         print("fx2trt build: interrupted; nothing was written", file=err, flush=True)
         return 130
@@ -190,7 +188,7 @@ def run_build_command(
         file=out,
         flush=True,
     )
-    return EXIT_OK
+    return ExitCode.PASS
 
 
 def run_validate_command(
@@ -248,12 +246,12 @@ def run_validate_command(
             decode=args.decode,
             stream=out,
         )
-    except validate_cmd.BackendUnavailable as exc:
+    except BackendUnavailableError as exc:
         _report_failure("validate", exc, args.verbose, err)
-        return validate_cmd.EXIT_UNAVAILABLE
+        return ExitCode.BACKEND_UNAVAILABLE
     except Fx2TrtError as exc:
         _report_failure("validate", exc, args.verbose, err)
-        return validate_cmd.EXIT_ERROR
+        return ExitCode.BAD_INPUT
 
 
 def _run_eval_with_limit(run_dir: Path, max_images: int) -> DataSpec | None:
@@ -276,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "validate":
         return run_validate_command(args)
     parser.print_help()
-    return EXIT_USAGE
+    return ExitCode.BAD_INPUT
 
 
 def build_main(argv: Sequence[str] | None = None) -> int:

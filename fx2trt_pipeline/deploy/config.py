@@ -59,9 +59,9 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Mapping
 
-from fx2trt_pipeline.build.options import BuildOptions
+from fx2trt_pipeline.engine.options import BuildOptions
 from fx2trt_pipeline.calib_data import PreprocessSpec
-from fx2trt_pipeline.convert.inputs import InputSpec
+from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.quantize.config import QuantConfig
 from fx2trt_pipeline.validate.gate import DEFAULT_ENGINE_TOLERANCE, DEFAULT_INT8_BUDGET

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Mapping
 
-from fx2trt_pipeline.build.options import BuildOptions
+from fx2trt_pipeline.engine.options import BuildOptions
 from fx2trt_pipeline.calib_data import PreprocessSpec
-from fx2trt_pipeline.convert.inputs import InputSpec
+from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.deploy.config import (
     _SECTIONS,
     DEMO_CALIBRATOR,

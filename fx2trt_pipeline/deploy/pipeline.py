@@ -35,8 +35,8 @@ import torch
 
 import fx2trt_pipeline as ftp
 from fx2trt_pipeline import trt_api
-from fx2trt_pipeline.build.atomic import atomic_write_text
-from fx2trt_pipeline.convert.inputs import InputSpec
+from fx2trt_pipeline.atomic_io import atomic_write_text
+from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.deploy import analysis
 from fx2trt_pipeline.deploy.backends import decode_fn_for, engine_side_runners, parity_inputs
 from fx2trt_pipeline.deploy.config import RunConfig
@@ -58,7 +58,6 @@ from fx2trt_pipeline.deploy.steps import MANIFEST_NAME, Steps, staged_output
 from fx2trt_pipeline.deploy.triton import triton_model_name, write_triton_repository
 from fx2trt_pipeline.errors import ConfigError
 
-# From the module: the subpackage fx2trt_pipeline.convert shadows the name ftp.convert once imported.
 from fx2trt_pipeline.quantize.api import calibrate, convert, prepare, prepared_info
 from fx2trt_pipeline.quantize.state import get_quant_state
 from fx2trt_pipeline.validate.runners import (
@@ -146,7 +145,7 @@ def _step_capture(run: _Run) -> None:
 
 def _search_calibrator(run: _Run) -> Any:
     """Convert with every calibrator from the one set of statistics, score each, keep the best."""
-    from fx2trt_pipeline.validate.calibrator_search import compare_calibrators
+    from fx2trt_pipeline.tune.calibrator_search import compare_calibrators
 
     cfg, spec = run.config, run.config.evaluation
     task = task_of(spec, run.eval_ds) if spec is not None else "none"
@@ -185,8 +184,8 @@ def _step_quantize(run: _Run) -> None:
 
 
 def _step_network(run: _Run) -> None:
-    from fx2trt_pipeline.build.engine_builder import create_builder
-    from fx2trt_pipeline.convert.network import network_from_graph_module
+    from fx2trt_pipeline.engine.engine_builder import create_builder
+    from fx2trt_pipeline.network.network import network_from_graph_module
 
     names = list(run.config.model.output_names) if run.config.model.output_names else None
     builder, run.network, ctx = network_from_graph_module(
@@ -379,7 +378,7 @@ def run_build(
         The :class:`BuildOutcome` (``passed``: the accuracy gate verdict; the build itself succeeded).
 
     Raises:
-        StepFailed: a step raised; its message is the one line to print, ``output`` is unchanged.
+        StepFailedError: a step raised; its message is the one line to print, ``output`` is unchanged.
         ConfigError: ``output`` cannot be used (checked before any step runs).
     """
     steps = Steps(STEP_NAMES, stream=stream, quiet=quiet)

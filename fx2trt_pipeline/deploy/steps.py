@@ -5,7 +5,7 @@
     staged_output(out/demo)   ->  out/.tmp-demo-XXXX/ (every artifact written here, each file atomically)
         Steps.step("quantize") ...  prints "[2/7] quantize ..." then "      done in 2.1 s"
     success: out/.tmp-demo-XXXX/ renamed to out/demo (a previous run's out/demo is swapped out, then removed)
-    failure: out/.tmp-demo-XXXX/ removed; out/demo untouched; StepFailed carries the step and the cause
+    failure: out/.tmp-demo-XXXX/ removed; out/demo untouched; StepFailedError carries the step and the cause
 
 Why a staging directory rather than atomic files alone: the artifacts belong together (the engine, its
 sidecar, the quantization state and the report describe one run), so a reader must never see a new
@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import TextIO
 from collections.abc import Iterator
 
-from fx2trt_pipeline.build.atomic import TEMP_PREFIX
-from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.atomic_io import TEMP_PREFIX, fsync_directory
+from fx2trt_pipeline.errors import ConfigError, StepFailedError
 
 #: The run manifest; its presence marks a directory as an fx2trt output that a new run may replace.
 MANIFEST_NAME = "fx2trt_run.json"
@@ -51,14 +51,6 @@ class StepRecord:
     status: str = "pending"
     notes: list[str] = field(default_factory=list)
     started: float = 0.0  # time.perf_counter() when the step began
-
-
-class StepFailed(Exception):
-    """A step raised; ``step`` names it and ``__cause__`` is the original exception."""
-
-    def __init__(self, step: str, index: int, total: int, cause: BaseException) -> None:
-        self.step, self.index, self.total, self.cause = step, index, total, cause
-        super().__init__(failure_line(step, index, total, cause))
 
 
 def _where(exc: BaseException) -> str:
@@ -124,7 +116,7 @@ class Steps:
 
     @contextlib.contextmanager
     def step(self, name: str, description: str = "") -> Iterator[StepRecord]:
-        """Run one step: prints its header, its time on success, and raises :class:`StepFailed` on error."""
+        """Run one step: prints its header, its time on success, and raises :class:`StepFailedError` on error."""
         if name not in self.records:
             raise ConfigError(f"Unknown step {name!r}; steps are {self.names}")
         index = self.names.index(name) + 1
@@ -134,11 +126,12 @@ class Steps:
         record.started = start = time.perf_counter()
         try:
             yield record
-        except StepFailed:
+        except StepFailedError:
             raise
         except Exception as exc:
             record.status, record.seconds = "failed", time.perf_counter() - start
-            raise StepFailed(name, index, len(self.names), exc) from exc
+            total = len(self.names)
+            raise StepFailedError(name, index, total, exc, failure_line(name, index, total, exc)) from exc
         finally:
             self._current = None
         record.status, record.seconds = "ok", time.perf_counter() - start
@@ -174,15 +167,6 @@ def check_output_dir(output: Path, force: bool = False) -> None:
         )
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 @contextlib.contextmanager
 def staged_output(output: Path, force: bool = False) -> Iterator[Path]:
     """Yield a staging directory next to ``output``; publish it as ``output`` only if the block succeeds.
@@ -214,14 +198,13 @@ def staged_output(output: Path, force: bool = False) -> Iterator[Path]:
             with contextlib.suppress(OSError):
                 parent.rmdir()  # only if still empty
         raise
-    _fsync_dir(output.parent)
+    fsync_directory(output.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 
 __all__ = [
     "MANIFEST_NAME",
-    "StepFailed",
     "StepRecord",
     "Steps",
     "check_output_dir",

@@ -13,7 +13,7 @@ when the profile covers exactly that range. The plan must be deserialised by the
 library (and version) that built it; the config records which one in a comment.
 
 Example:
-    >>> from fx2trt_pipeline.convert.inputs import InputSpec
+    >>> from fx2trt_pipeline.network.inputs import InputSpec
     >>> meta = {"inputs": [InputSpec.dynamic_batch("images", (3, 8, 8), 1, 4, 16).to_dict()],
     ...         "outputs": [{"name": "logits", "dtype": "float32", "shape": [-1, 10]}]}
     >>> cfg = triton_model_config("resnet", meta)
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Mapping
 
-from fx2trt_pipeline.build.atomic import atomic_write_bytes, atomic_write_text
+from fx2trt_pipeline.atomic_io import atomic_write_bytes, atomic_write_text
 from fx2trt_pipeline.errors import ConfigError
 
 #: Engine tensor dtypes (as in the sidecar) -> Triton data types.

@@ -40,14 +40,9 @@ from fx2trt_pipeline.deploy.evaluation import ENGINE_SIDE, ChunkedRunner, evalua
 from fx2trt_pipeline.deploy.pipeline import ENGINE_FILE, ONNX_FILE, STATE_FILE
 from fx2trt_pipeline.deploy.sources import eval_batches, load_dataset, load_model, task_of
 from fx2trt_pipeline.deploy.steps import MANIFEST_NAME
-from fx2trt_pipeline.errors import ConfigError, Fx2TrtError
+from fx2trt_pipeline.errors import BackendUnavailableError, ConfigError, ExitCode
 from fx2trt_pipeline.validate.metrics import evaluate_detector, topk_accuracy
 
-EXIT_PASS, EXIT_FAIL, EXIT_ERROR, EXIT_UNAVAILABLE = 0, 1, 2, 3
-
-
-class BackendUnavailable(Fx2TrtError):
-    """The backend asked for cannot run on this machine (exit code 3)."""
 
 
 def _print(lines: list[str], stream: TextIO) -> None:
@@ -74,7 +69,7 @@ def _select(runners: dict[str, Any], skipped: dict[str, str], backend: str) -> d
     if backend not in ENGINE_SIDE:
         raise ConfigError(f"--backend must be auto or one of {ENGINE_SIDE}, got {backend!r}")
     if backend not in runners:
-        raise BackendUnavailable(
+        raise BackendUnavailableError(
             f"backend {backend!r} cannot run here: {skipped.get(backend, 'its artifact is missing')}"
         )
     return {backend: runners[backend]}
@@ -94,9 +89,9 @@ def validate_run_dir(
     """Validate a build output directory; prints one line per check and returns the exit code.
 
     Raises:
-        Fx2TrtError: bad input (the CLI maps it to exit code 2; :class:`BackendUnavailable` to 3).
+        Fx2TrtError: bad input (the CLI maps it to exit code 2; :class:`BackendUnavailableError` to 3).
     """
-    from fx2trt_pipeline.build.artifact import EngineArtifact
+    from fx2trt_pipeline.engine.artifact import EngineArtifact
 
     out = stream or sys.stdout
     run_dir = Path(run_dir)
@@ -124,7 +119,7 @@ def validate_run_dir(
     qgm = ftp.rebuild_quantized(model, state, example_inputs=(example,))
     network, keep = None, None
     if backend in ("auto", "network_executor"):
-        from fx2trt_pipeline.convert.network import network_from_graph_module
+        from fx2trt_pipeline.network.network import network_from_graph_module
 
         _, network, keep = network_from_graph_module(qgm, inputs, output_names=artifact.output_names)
     side, skipped, reason = engine_side_runners(
@@ -174,13 +169,13 @@ def validate_run_dir(
     lines += verdict
     _print(verdict, out)
     if json_out is not None:
-        from fx2trt_pipeline.build.atomic import atomic_write_text
+        from fx2trt_pipeline.atomic_io import atomic_write_text
 
         atomic_write_text(
             json_out,
             json.dumps(json_safe({"passed": passed, "lines": lines, **evaluation.to_dict()}), indent=1),
         )
-    return EXIT_PASS if passed else EXIT_FAIL
+    return ExitCode.PASS if passed else ExitCode.GATE_FAILED
 
 
 def validate_artifact(
@@ -201,20 +196,20 @@ def validate_artifact(
         raise ConfigError("without a build output directory there is no reference model: give --min-metric")
     if onnx is not None:
         if importlib.util.find_spec("onnxruntime") is None:
-            raise BackendUnavailable("onnxruntime is not installed (pip install 'fx2trt-pipeline[onnx]')")
+            raise BackendUnavailableError("onnxruntime is not installed (pip install 'fx2trt-pipeline[onnx]')")
         from fx2trt_pipeline.validate.runners import OnnxRuntimeRunner
 
         runner: Any = OnnxRuntimeRunner(Path(onnx))
         limit = 64
     else:
-        from fx2trt_pipeline.build.artifact import EngineArtifact
-        from fx2trt_pipeline.build.runtime import gpu_unavailable_reason
+        from fx2trt_pipeline.engine.artifact import EngineArtifact
+        from fx2trt_pipeline.engine.runtime import gpu_unavailable_reason
         from fx2trt_pipeline.validate.runners import TensorRTEngineRunner
 
         artifact = EngineArtifact.open(Path(engine))
         why = gpu_unavailable_reason(artifact.metadata)
         if why is not None:
-            raise BackendUnavailable(f"the engine cannot run here: {why}")
+            raise BackendUnavailableError(f"the engine cannot run here: {why}")
         runner, limit = TensorRTEngineRunner(Path(engine)), max_batch_of(artifact.input_specs)
     runner = ChunkedRunner(runner, limit)
     in_name = runner.runner.input_names[0]
@@ -254,15 +249,10 @@ def validate_artifact(
         ],
         out,
     )
-    return EXIT_PASS if ok else EXIT_FAIL
+    return ExitCode.PASS if ok else ExitCode.GATE_FAILED
 
 
 __all__ = [
-    "BackendUnavailable",
-    "EXIT_ERROR",
-    "EXIT_FAIL",
-    "EXIT_PASS",
-    "EXIT_UNAVAILABLE",
     "validate_artifact",
     "validate_run_dir",
 ]

@@ -9,7 +9,7 @@
 
 Because the statistics merge exactly (power-of-two |x| histograms, see ``statistics.py``), every rank
 ends with the statistics one process would have collected from the union of the shards, and
-:func:`fx2trt_pipeline.convert` derives bit-identical scales on every rank, for every calibrator.
+:func:`fx2trt_pipeline.network` derives bit-identical scales on every rank, for every calibrator.
 
 Under ``torchrun`` (one process per GPU, or several CPU processes with gloo)::
 
@@ -112,7 +112,7 @@ def calibrate_distributed(
 
     Collective: every rank of ``group`` calls it with the same prepared model (same architecture,
     weights and config) and its own shard. A rank may get no batches at all. Afterwards every rank
-    holds the statistics of all shards together, so :func:`fx2trt_pipeline.convert` gives identical
+    holds the statistics of all shards together, so :func:`fx2trt_pipeline.network` gives identical
     scales everywhere. Calling it again adds more data exactly, like :func:`fx2trt_pipeline.calibrate`.
 
     Args:

@@ -88,7 +88,7 @@ def get_quant_state(qgm: Any) -> QuantState:
 def save_quant_state(qgm_or_state: Any | QuantState, path: str | os.PathLike,
                      include_stats: bool = True) -> str:
     """Write the quantization state as JSON (atomically); returns its digest."""
-    from fx2trt_pipeline.build.atomic import atomic_write_bytes
+    from fx2trt_pipeline.atomic_io import atomic_write_bytes
 
     state = qgm_or_state if isinstance(qgm_or_state, QuantState) else get_quant_state(qgm_or_state)
     blob = json.dumps(state.to_dict(include_stats), indent=1, sort_keys=True).encode()

@@ -11,8 +11,8 @@ metrics.py        COCO mAP via pycocotools, top-k accuracy
 accuracy.py       FP32 / simulated / engine backend on real labels -> AccuracyResult
 demo_detector.py  the shipped detector as an accuracy fixture (calibrate once, any calibrator)
 gate.py           CI parity gate: |engine - simulated| and FP32 - INT8 budget -> exit code
-calibrator_search.py, mixed_precision.py   pick the calibrator; keep the fewest layers in float
 ```
 
+Calibrator search and mixed precision live in ``fx2trt_pipeline.tune``, which uses this package.
 Modules are imported on use; none is needed to quantize.
 """

@@ -175,7 +175,7 @@ def choose_engine_backends(requested: str | Sequence[str] = "auto") -> tuple[lis
         >>> backends[0] in ENGINE_BACKENDS and isinstance(why, str)
         True
     """
-    from fx2trt_pipeline.build.runtime import gpu_unavailable_reason
+    from fx2trt_pipeline.engine.runtime import gpu_unavailable_reason
 
     gpu_reason = gpu_unavailable_reason()
     if isinstance(requested, str) and requested != "auto":
@@ -229,10 +229,10 @@ def engine_runners(qgm: torch.fx.GraphModule, example: torch.Tensor, backends: S
         backends: names from :data:`ENGINE_BACKENDS`.
         input_name, output_names: network / ONNX tensor names.
         max_batch: largest batch the network, engine profile and ONNX model must accept.
-        engine: for ``"tensorrt"``: an :class:`~fx2trt_pipeline.build.runtime.Engine` or engine path;
+        engine: for ``"tensorrt"``: an :class:`~fx2trt_pipeline.engine.runtime.Engine` or engine path;
             ``None`` builds one from ``qgm`` into a temporary directory.
     """
-    from fx2trt_pipeline.convert.inputs import InputSpec
+    from fx2trt_pipeline.network.inputs import InputSpec
 
     # opt = max: the evaluation batches are full except the last one
     spec = InputSpec.dynamic_batch(input_name, tuple(example.shape[1:]), 1, max_batch, max_batch)
@@ -242,7 +242,7 @@ def engine_runners(qgm: torch.fx.GraphModule, example: torch.Tensor, backends: S
         keep: list[Any] = []  # conversion contexts hold the weights the networks point at, until exit
         for name in backends:
             if name == "network_executor":
-                from fx2trt_pipeline.convert.network import network_from_graph_module
+                from fx2trt_pipeline.network.network import network_from_graph_module
 
                 _, network, ctx = network_from_graph_module(qgm, [spec], output_names=outs)
                 keep.append(ctx)
@@ -255,7 +255,7 @@ def engine_runners(qgm: torch.fx.GraphModule, example: torch.Tensor, backends: S
                 runners.append(OnnxRuntimeRunner(path, name=name))
             elif name == "tensorrt":
                 if engine is None:
-                    from fx2trt_pipeline.build.engine_builder import build_engine
+                    from fx2trt_pipeline.engine.engine_builder import build_engine
 
                     artifact = build_engine(qgm, [spec], Path(tmp) / "model.engine", output_names=outs)
                     engine = artifact.engine_path

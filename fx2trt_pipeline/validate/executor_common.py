@@ -28,14 +28,6 @@ Inputs = list[torch.Tensor | None]
 HandlerResult = torch.Tensor | Sequence[torch.Tensor]
 HandlerFn = Callable[[Any, Inputs], HandlerResult]
 
-#: TensorRT DataType names -> torch dtypes (FP8 is E4M3 in TensorRT).
-TRT_TO_TORCH_DTYPE: dict[str, torch.dtype] = {
-    "FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT8": torch.int8,
-    "INT32": torch.int32, "INT64": torch.int64, "BOOL": torch.bool, "UINT8": torch.uint8,
-    "FP8": torch.float8_e4m3fn,
-}
-
-
 @dataclass(frozen=True)
 class LayerHandler:
     """A registered handler: the LayerType name it serves and the concrete layer class name."""
@@ -69,14 +61,6 @@ def lookup_handler(layer_type: str) -> LayerHandler | None:
 def supported_layer_types() -> list[str]:
     """Sorted LayerType names the executor implements."""
     return sorted(_HANDLERS)
-
-
-def torch_dtype(trt_dtype: Any) -> torch.dtype:
-    """Torch dtype of a TensorRT DataType (raises ConversionError for INT4/FP4/E8M0)."""
-    name = trt_dtype.name
-    if name not in TRT_TO_TORCH_DTYPE:
-        raise ConversionError(f"The network executor has no torch dtype for TensorRT DataType.{name}")
-    return TRT_TO_TORCH_DTYPE[name]
 
 
 def dims(value: Any) -> tuple[int, ...]:

@@ -19,8 +19,8 @@ from fx2trt_pipeline.validate.executor_common import (
     layer_handler,
     require,
     shape_values,
-    torch_dtype,
 )
+from fx2trt_pipeline.trt_types import torch_dtype
 
 _FP8_MAX = 448.0  # largest finite float8 e4m3fn value; TensorRT saturates FP8 quantization to it
 

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from fx2trt_pipeline.errors import AccuracyGateError, ConfigError, Fx2TrtError
+from fx2trt_pipeline.errors import AccuracyGateError, ConfigError, ExitCode, Fx2TrtError
 from fx2trt_pipeline.validate.accuracy import AccuracyResult
 
 #: A real engine may reorder float accumulations; 0.2 mAP points covers that, not a wrong layer.
@@ -38,7 +38,7 @@ DEFAULT_ENGINE_TOLERANCE = 0.002
 #: The project's INT8 target: at most 0.3 mAP points below FP32.
 DEFAULT_INT8_BUDGET = 0.003
 #: Exit codes of :func:`run_gate` / :func:`main`.
-EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+EXIT_PASS, EXIT_FAIL, EXIT_ERROR = ExitCode.PASS, ExitCode.GATE_FAILED, ExitCode.BAD_INPUT
 
 
 @dataclass(frozen=True)
@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None, stream: TextIO | None = None) -> int
         return EXIT_ERROR
     source: Any = args.result
     if args.demo:
-        from fx2trt_pipeline.build.atomic import atomic_write_bytes
+        from fx2trt_pipeline.atomic_io import atomic_write_bytes
         from fx2trt_pipeline.validate.demo_detector import validate_demo_detector
 
         try:

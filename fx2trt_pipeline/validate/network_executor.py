@@ -35,8 +35,8 @@ from fx2trt_pipeline.validate.executor_common import (
     LayerHandler,
     lookup_handler,
     supported_layer_types,
-    torch_dtype,
 )
+from fx2trt_pipeline.trt_types import torch_dtype
 
 Capture = Iterable[str] | str
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from fx2trt_pipeline.build.atomic import atomic_write_bytes
+from fx2trt_pipeline.atomic_io import atomic_write_bytes
 from fx2trt_pipeline.errors import ExportError, node_location
 from fx2trt_pipeline.quantize import qdq_ops
 

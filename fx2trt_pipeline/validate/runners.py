@@ -3,7 +3,7 @@
 * :class:`TorchRunner`: the float model or the simulated INT8 GraphModule (any ``nn.Module``).
 * :class:`NetworkExecutorRunner`: the TensorRT network definition, executed in torch on CPU/CUDA.
 * :class:`OnnxRuntimeRunner`: an exported QDQ ONNX model in ONNX Runtime.
-* :class:`TensorRTEngineRunner`: a serialized engine through :class:`fx2trt_pipeline.build.runtime.Engine`
+* :class:`TensorRTEngineRunner`: a serialized engine through :class:`fx2trt_pipeline.engine.runtime.Engine`
   (needs a GPU the TensorRT library supports).
 
 Feeds are named like the network inputs; outputs are named like the network outputs, so any two
@@ -142,7 +142,7 @@ class OnnxRuntimeRunner:
 
 
 class TensorRTEngineRunner:
-    """Runs a serialized engine with :class:`fx2trt_pipeline.build.runtime.Engine` (imported lazily).
+    """Runs a serialized engine with :class:`fx2trt_pipeline.engine.runtime.Engine` (imported lazily).
 
     Feeds are moved to the engine's CUDA device; outputs stay there.
 
@@ -152,7 +152,7 @@ class TensorRTEngineRunner:
     """
 
     def __init__(self, engine: Any, device: str | torch.device | None = None, name: str = "tensorrt") -> None:
-        runtime = importlib.import_module("fx2trt_pipeline.build.runtime")
+        runtime = importlib.import_module("fx2trt_pipeline.engine.runtime")
         self.engine = runtime.Engine.load(engine, device=device) if isinstance(engine, (str, Path)) else engine
         self.device = torch.device(device) if device is not None else torch.device("cuda")
         self.name = name

@@ -24,9 +24,9 @@ from torch import nn
 from torch.fx import GraphModule
 
 from fx2trt_pipeline import trt_api
-from fx2trt_pipeline.convert.context import ConversionContext, node_name_of_layer
-from fx2trt_pipeline.convert.inputs import InputSpec
-from fx2trt_pipeline.convert.network import network_from_graph_module
+from fx2trt_pipeline.network.context import ConversionContext, node_name_of_layer
+from fx2trt_pipeline.network.inputs import InputSpec
+from fx2trt_pipeline.network.network import network_from_graph_module
 from tests.converters.qdq_graph import lower_weights, qdq_node_counts, quantize_inputs
 
 try:  # the network executor gives the numeric check; without it the harness checks structure only
@@ -154,7 +154,7 @@ def input_specs(example: Sequence[torch.Tensor], dynamic_batch: bool) -> list[In
 
 def build_engine_bytes(converted_builder: Any, network: Any, specs: Sequence[InputSpec]) -> bytes:
     """Build with the real builder (an optimization profile for dynamic inputs); fails the test on None."""
-    from fx2trt_pipeline.build.engine_builder import engine_bytes_from_network
+    from fx2trt_pipeline.engine.engine_builder import engine_bytes_from_network
 
     data = engine_bytes_from_network(converted_builder, network, list(specs))
     assert data is not None and len(data) > 0

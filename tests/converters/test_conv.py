@@ -178,7 +178,7 @@ def test_int8_kernel_is_input_one_of_the_conv() -> None:
 
 
 def test_reflect_padding_is_refused_before_conversion() -> None:
-    from fx2trt_pipeline.convert.network import find_unsupported
+    from fx2trt_pipeline.network.network import find_unsupported
 
     gm = torch.fx.symbolic_trace(nn.Sequential(nn.Conv2d(3, 3, 3, padding=1, padding_mode="reflect")))
     ((name, _target, reason, _where),) = find_unsupported(gm)

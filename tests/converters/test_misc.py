@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fx2trt_pipeline import trt_api
-from fx2trt_pipeline.convert.network import find_unsupported
+from fx2trt_pipeline.network.network import find_unsupported
 from tests.converters.harness import OpCase, run_case, trace_module
 from tests.converters.qdq_graph import Fn
 

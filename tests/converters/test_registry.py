@@ -43,7 +43,7 @@ def test_keys_by_opcode() -> None:
 def test_module_lookup_uses_the_exact_class() -> None:
     """Subclasses do not inherit a converter: a torch.ao reference Conv2d subclasses nn.Conv2d, and treating
     an unknown subclass as its base would silently drop whatever the subclass changes."""
-    from fx2trt_pipeline.convert.network import find_unsupported
+    from fx2trt_pipeline.network.network import find_unsupported
 
     assert issubclass(nnqr.Conv2d, nn.Conv2d) and REGISTRY.lookup_key(nnqr.Conv2d) is not None
 

@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from fx2trt_pipeline.build.artifact import EngineArtifact, load_engine_bytes
+from fx2trt_pipeline.engine.artifact import EngineArtifact, load_engine_bytes
 from fx2trt_pipeline.quantize.state import load_quant_state
 
 from .conftest import EVAL_IMAGES, BuildRun

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fx2trt_pipeline.convert.inputs import InputSpec
+from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.deploy.triton import (
     render_pbtxt,
     triton_model_config,

@@ -15,7 +15,8 @@ from fx2trt_pipeline.deploy.charts import display_bins, histogram, sqnr_bars, st
 from fx2trt_pipeline.deploy.config import DEMO_MODEL, RunConfig
 from fx2trt_pipeline.deploy.config_loader import load_config_file
 from fx2trt_pipeline.deploy.graph_svg import graph_view, render_svg, to_dot
-from fx2trt_pipeline.deploy.steps import MANIFEST_NAME, StepFailed, Steps, staged_output
+from fx2trt_pipeline.deploy.steps import MANIFEST_NAME, Steps, staged_output
+from fx2trt_pipeline.errors import StepFailedError
 from fx2trt_pipeline.errors import ConfigError
 
 from .models import tiny_classifier
@@ -103,7 +104,7 @@ def test_steps_print_times_and_wrap_errors() -> None:
     steps = Steps(["a", "b"], stream=stream)
     with steps.step("a", "first"):
         steps.note("hello")
-    with pytest.raises(StepFailed) as info, steps.step("b"):
+    with pytest.raises(StepFailedError) as info, steps.step("b"):
         raise ValueError("broken\ndetail")
     assert str(info.value).startswith("step 2/2 'b' failed: ValueError: broken [at ")
     text = stream.getvalue()

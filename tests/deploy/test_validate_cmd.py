@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fx2trt_pipeline.build.runtime import gpu_unavailable_reason
+from fx2trt_pipeline.engine.runtime import gpu_unavailable_reason
 
 from .conftest import BuildRun, run_cli
 

@@ -204,11 +204,11 @@ def test_quantize_has_no_warnings_on_eval_model() -> None:
 
 
 def test_public_functions_survive_submodule_imports() -> None:
-    """``ftp.quantize`` / ``ftp.convert`` stay functions although subpackages share their names."""
+    """``ftp.quantize`` stays the function although the subpackage ``fx2trt_pipeline.quantize`` shares its name."""
     import importlib
 
-    for mod in ("fx2trt_pipeline.convert.network", "fx2trt_pipeline.quantize.observe",
-                "fx2trt_pipeline.convert.inputs"):
+    for mod in ("fx2trt_pipeline.network.network", "fx2trt_pipeline.quantize.observe",
+                "fx2trt_pipeline.network.inputs"):
         importlib.import_module(mod)
     assert callable(ftp.convert) and ftp.convert.__module__ == "fx2trt_pipeline.quantize.api"
     assert callable(ftp.quantize) and ftp.quantize.__module__ == "fx2trt_pipeline.quantize.api"

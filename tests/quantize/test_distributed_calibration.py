@@ -18,7 +18,7 @@ from torch import nn
 import fx2trt_pipeline as ftp
 from fx2trt_pipeline.errors import CalibrationError, ConfigError
 
-# Imported from the module: `fx2trt_pipeline.convert` is also a subpackage, which can shadow ftp.convert.
+# Imported from the module: `fx2trt_pipeline.network` is also a subpackage, which can shadow ftp.convert.
 from fx2trt_pipeline.quantize.api import calibrate, convert, prepare
 from fx2trt_pipeline.quantize.config import CALIBRATORS, PERCENTILES
 from fx2trt_pipeline.quantize.distributed_calibration import calibrate_distributed, shard_for_rank

@@ -16,7 +16,7 @@ import pytest
 import torch
 from fx2trt_pipeline.calib_data import MNIST_DET_DIR
 
-from fx2trt_pipeline.build.runtime import gpu_unavailable_reason
+from fx2trt_pipeline.engine.runtime import gpu_unavailable_reason
 from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.models import centernet
 from fx2trt_pipeline.quantize.api import convert
@@ -30,7 +30,7 @@ from fx2trt_pipeline.validate.accuracy import (
     validate_detector,
 )
 from fx2trt_pipeline.validate.demo_detector import DemoSetup, demo_setup
-from fx2trt_pipeline.validate.calibrator_search import (
+from fx2trt_pipeline.tune.calibrator_search import (
     DEFAULT_CHOICES,
     CalibratorChoice,
     CalibratorRow,

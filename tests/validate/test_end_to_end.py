@@ -12,7 +12,7 @@ import torch
 import torchvision
 
 import fx2trt_pipeline as ftp
-from fx2trt_pipeline.convert.inputs import InputSpec
+from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.validate.compare import Tolerance
 from fx2trt_pipeline.validate.layer_report import layer_parity
 from fx2trt_pipeline.validate.onnx_export import export_qdq_onnx
@@ -24,7 +24,7 @@ from fx2trt_pipeline.validate.runners import (
     compare_runners,
 )
 
-network_module = pytest.importorskip("fx2trt_pipeline.convert.network")
+network_module = pytest.importorskip("fx2trt_pipeline.network.network")
 
 PARITY = Tolerance(min_cosine=0.9999)
 
@@ -88,8 +88,8 @@ def test_centernet_qdq_onnx_matches_simulated_and_parses(tmp_path, trt):
 
 @pytest.mark.gpu
 def test_engine_matches_simulated(tmp_path, trt):
-    from fx2trt_pipeline.build.engine_builder import build_engine
-    from fx2trt_pipeline.build.runtime import gpu_unavailable_reason
+    from fx2trt_pipeline.engine.engine_builder import build_engine
+    from fx2trt_pipeline.engine.runtime import gpu_unavailable_reason
 
     reason = gpu_unavailable_reason()
     if reason:

@@ -18,11 +18,11 @@ from fx2trt_pipeline.validate.layer_report import (
     quant_error_table,
 )
 
-network_module = pytest.importorskip("fx2trt_pipeline.convert.network")
+network_module = pytest.importorskip("fx2trt_pipeline.network.network")
 
 
 def _convert(qgm, batch=-1):
-    from fx2trt_pipeline.convert.inputs import InputSpec
+    from fx2trt_pipeline.network.inputs import InputSpec
 
     spec = InputSpec.dynamic_batch("x", (3, 16, 16), 1, 2, 8) if batch == -1 else InputSpec("x", (batch, 3, 16, 16))
     return network_module.network_from_graph_module(qgm, [spec], output_names=["logits", "features"])

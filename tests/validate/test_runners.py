@@ -79,7 +79,7 @@ def test_engine_runner_delegates_to_engine_object():
 
 
 def test_engine_runner_loads_a_path_through_engine_load(tmp_path, monkeypatch):
-    from fx2trt_pipeline.build import runtime
+    from fx2trt_pipeline.engine import runtime
 
     calls = []
     monkeypatch.setattr(runtime.Engine, "load", classmethod(lambda cls, path, device=None: calls.append(

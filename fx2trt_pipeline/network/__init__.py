@@ -1,4 +1,4 @@
-"""Convert: reference-quantized GraphModule -> strongly typed TensorRT INetworkDefinition.
+"""Network: reference-quantized GraphModule -> strongly typed TensorRT INetworkDefinition.
 
 ```
 find_unsupported(gm)            every node no converter takes, before any TensorRT object exists
@@ -10,6 +10,6 @@ network_from_graph_module(gm, [InputSpec, ...])                                 
     dynamic-shape arithmetic (shape tensors) for view / reshape / flatten / size     shape_builders.py
 ```
 
-Nothing is imported here: ``import fx2trt_pipeline`` loads this package eagerly and must not need
-TensorRT (``fx2trt_pipeline.trt_api`` is the one module that imports it).
+Nothing is imported here so that the package loads without TensorRT (``fx2trt_pipeline.trt_api`` is
+the one module that imports it).
 """

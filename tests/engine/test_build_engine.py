@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fx2trt_pipeline.build.artifact import hash_quant_state, load_engine_bytes
-from fx2trt_pipeline.build.engine_builder import build_engine
-from fx2trt_pipeline.build.options import BuildOptions
-from fx2trt_pipeline.convert.inputs import InputSpec
+from fx2trt_pipeline.engine.artifact import hash_quant_state, load_engine_bytes
+from fx2trt_pipeline.engine.engine_builder import build_engine
+from fx2trt_pipeline.engine.options import BuildOptions
+from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.errors import EngineBuildError
 from fx2trt_pipeline.quantize import qdq_ops
 
@@ -90,7 +90,7 @@ def test_build_engine_dynamic_batch_and_caller_hash(tmp_path: Path, qgm: torch.f
 def test_build_engine_failure_leaves_no_file(
     tmp_path: Path, qgm: torch.fx.GraphModule, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fx2trt_pipeline.build import engine_builder
+    from fx2trt_pipeline.engine import engine_builder
 
     def refuse(*args: Any, **kwargs: Any) -> bytes:
         raise EngineBuildError("TensorRT could not build the network")

@@ -8,7 +8,7 @@ every artifact the pipeline writes (engines, metadata sidecars, timing caches, O
 
 Example:
     >>> import json, tempfile, pathlib
-    >>> from fx2trt_pipeline.build.atomic import atomic_write_bytes, atomic_write_text
+    >>> from fx2trt_pipeline.atomic_io import atomic_write_bytes, atomic_write_text
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> _ = atomic_write_bytes(d / "model.plan", b"engine bytes")
     >>> atomic_write_text(d / "model.plan.json", json.dumps({"ok": True})).read_text()
@@ -30,7 +30,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 TEMP_PREFIX = ".tmp-"
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a rename inside ``directory`` durable (best effort where directories cannot be opened)."""
     # Persist the rename; not every platform/file system allows opening a directory (Windows), and
     # there the rename is as durable as the OS makes it anyway.
     try:
@@ -80,7 +81,7 @@ def atomic_open(path: PathLike, mode: int = 0o644) -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    _fsync_directory(dest.parent)
+    fsync_directory(dest.parent)
 
 
 def atomic_write_bytes(path: PathLike, data: bytes | bytearray | memoryview) -> Path:

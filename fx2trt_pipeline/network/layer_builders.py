@@ -2,11 +2,11 @@
 
 Converters unpack FX node arguments and call these; each builder adds one or a few layers, names them
 through :meth:`ConversionContext.name` and returns the output ITensor. Weighted layers (conv, deconv,
-matmul, linear) and the int8 weight path live in :mod:`fx2trt_pipeline.convert.weight_builders`, shape
-work in :mod:`fx2trt_pipeline.convert.shape_builders`.
+matmul, linear) and the int8 weight path live in :mod:`fx2trt_pipeline.network.weight_builders`, shape
+work in :mod:`fx2trt_pipeline.network.shape_builders`.
 
 Example:
-    >>> from fx2trt_pipeline.convert.layer_builders import ELEMENTWISE_OPS
+    >>> from fx2trt_pipeline.network.layer_builders import ELEMENTWISE_OPS
     >>> sorted(ELEMENTWISE_OPS)[:3]
     ['add', 'div', 'floordiv']
 """
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from fx2trt_pipeline.convert.context import ConversionContext, ITensor
-from fx2trt_pipeline.convert.shape_builders import dims_of, expand_rank, normalize_dim, rank
+from fx2trt_pipeline.network.context import ConversionContext, ITensor
+from fx2trt_pipeline.network.shape_builders import dims_of, expand_rank, normalize_dim, rank
 from fx2trt_pipeline.errors import ConversionError
 
 Operand = Union[ITensor, torch.Tensor, float, int, bool]

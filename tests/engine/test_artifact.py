@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fx2trt_pipeline import trt_api
-from fx2trt_pipeline.build.artifact import (
+from fx2trt_pipeline.engine.artifact import (
     EngineArtifact,
     check_engine_header,
     hash_quant_state,

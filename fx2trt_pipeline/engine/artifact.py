@@ -24,7 +24,7 @@ Datacenter TensorRT plans use another magic and layout that cannot be measured h
 header is recorded but only the sidecar checks apply.
 
 Example:
-    >>> from fx2trt_pipeline.build.artifact import load_engine_bytes
+    >>> from fx2trt_pipeline.engine.artifact import load_engine_bytes
     >>> data, meta = load_engine_bytes("model.plan")   # doctest: +SKIP
     >>> meta["library"], meta["inputs"][0]["name"]     # doctest: +SKIP
     ({'name': 'tensorrt_rtx', 'version': '1.7.1.116'}, 'images')
@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from fx2trt_pipeline import trt_api
-from fx2trt_pipeline.convert.inputs import InputSpec
+from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.errors import EngineLoadError
 
 #: Bump when a field changes meaning; readers refuse sidecars with a newer version.
@@ -125,7 +125,7 @@ def check_engine_header(
         raise EngineLoadError(
             f"{where} is not a TensorRT-RTX engine: its first bytes are {data[:8]!r}, expected "
             f"the magic {RTX_MAGIC!r} (at offsets 0 and 28). Rebuild the engine with "
-            "fx2trt_pipeline.build.build_engine."
+            "fx2trt_pipeline.engine.build_engine."
         )
     if header.plan_size != len(data):
         raise EngineLoadError(
@@ -140,35 +140,6 @@ def check_engine_header(
             "built them. Rebuild the engine or install the matching version."
         )
     return header
-
-
-# -- dtypes ----------------------------------------------------------------------------------------
-
-_TRT_DTYPE_NAMES = {
-    "FLOAT": "float32",
-    "HALF": "float16",
-    "BF16": "bfloat16",
-    "INT8": "int8",
-    "INT32": "int32",
-    "INT64": "int64",
-    "BOOL": "bool",
-    "UINT8": "uint8",
-    "FP8": "float8_e4m3fn",
-}
-
-
-def trt_dtype_name(dtype: Any) -> str:
-    """torch-style name of a TensorRT ``DataType`` (``DataType.FLOAT`` -> ``"float32"``)."""
-    name = str(dtype).split(".")[-1]
-    return _TRT_DTYPE_NAMES.get(name, name.lower())
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    """torch dtype from its name (``"float32"`` -> ``torch.float32``)."""
-    dtype = getattr(torch, name, None)
-    if not isinstance(dtype, torch.dtype):
-        raise EngineLoadError(f"Engine tensor dtype {name!r} has no torch equivalent")
-    return dtype
 
 
 # -- quantization state hash -----------------------------------------------------------------------
@@ -308,7 +279,7 @@ def _read_sidecar(engine: Path) -> dict[str, Any]:
     if not meta_path.is_file():
         raise EngineLoadError(
             f"Engine {engine} has no metadata sidecar {meta_path.name} next to it, so it cannot "
-            "be checked before loading. Rebuild it with fx2trt_pipeline.build.build_engine "
+            "be checked before loading. Rebuild it with fx2trt_pipeline.engine.build_engine "
             "(which writes both files), or save it with save_engine."
         )
     try:
@@ -357,7 +328,7 @@ def load_engine_bytes(path: PathLike) -> tuple[bytes, dict[str, Any]]:
     if not engine.is_file():
         raise EngineLoadError(
             f"Engine file {engine} does not exist (or is not a file). Build it with "
-            "fx2trt_pipeline.build.build_engine or check the path."
+            "fx2trt_pipeline.engine.build_engine or check the path."
         )
     meta = _read_sidecar(engine)
     data = engine.read_bytes()

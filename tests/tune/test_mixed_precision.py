@@ -21,7 +21,7 @@ from fx2trt_pipeline.validate.accuracy import detection_evaluator
 from fx2trt_pipeline.validate.demo_detector import DemoSetup
 from fx2trt_pipeline.validate.compare import sqnr_db
 from fx2trt_pipeline.validate.layer_report import quant_error_table
-from fx2trt_pipeline.validate.mixed_precision import (
+from fx2trt_pipeline.tune.mixed_precision import (
     convert_with_skip,
     layer_sqnr_proxy,
     mixed_precision_search,

@@ -8,8 +8,8 @@
 
 Example:
     >>> import torch
-    >>> from fx2trt_pipeline.convert.inputs import InputSpec
-    >>> from fx2trt_pipeline.convert.network import network_from_graph_module
+    >>> from fx2trt_pipeline.network.inputs import InputSpec
+    >>> from fx2trt_pipeline.network.network import network_from_graph_module
     >>> gm = torch.fx.symbolic_trace(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()))
     >>> builder, network, ctx = network_from_graph_module(gm, [InputSpec("x", (1, 3, 16, 16))])
     >>> [network.get_layer(i).name for i in range(network.num_layers)]
@@ -26,17 +26,18 @@ from torch.fx import GraphModule, Node
 from torch.fx.node import map_aggregate
 
 from fx2trt_pipeline import trt_api
-from fx2trt_pipeline.convert.context import ConversionContext, ConversionOptions
-from fx2trt_pipeline.convert.inputs import InputSpec
-from fx2trt_pipeline.convert.layer_builders import identity
+from fx2trt_pipeline.network.context import ConversionContext, ConversionOptions
+from fx2trt_pipeline.network.inputs import InputSpec
+from fx2trt_pipeline.network.layer_builders import identity
 from fx2trt_pipeline.errors import ConfigError, ConversionError, UnsupportedOpsError, node_location
+from fx2trt_pipeline.trt_types import make_logger
 
 #: One row of :func:`find_unsupported`: (node name, target, reason, source line).
 UnsupportedRow = tuple[str, str, str, str]
 
 
 def _registry() -> Any:
-    # Imported lazily: the converter families import fx2trt_pipeline.convert builders themselves.
+    # Imported lazily: the converter families import fx2trt_pipeline.network builders themselves.
     from fx2trt_pipeline.converters import REGISTRY
 
     return REGISTRY
@@ -77,18 +78,6 @@ def find_unsupported(gm: GraphModule) -> list[UnsupportedRow]:
                 continue
         rows.append((node.name, _target_text(node), reason, node_location(node)))
     return rows
-
-
-def _make_logger(trt: Any, sink: list[str]) -> Any:
-    class RecordingLogger(trt.ILogger):  # keeps TensorRT's errors so ConversionError can quote them
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-
-        def log(self, severity: Any, msg: str) -> None:
-            if severity in (trt.ILogger.ERROR, trt.ILogger.INTERNAL_ERROR):
-                sink.append(msg)
-
-    return RecordingLogger()
 
 
 def _is_inplace(ctx: ConversionContext, node: Node) -> bool:
@@ -193,7 +182,7 @@ def network_from_graph_module(
 
     Example:
         >>> import torch
-        >>> from fx2trt_pipeline.convert.inputs import InputSpec
+        >>> from fx2trt_pipeline.network.inputs import InputSpec
         >>> gm = torch.fx.symbolic_trace(torch.nn.Flatten())
         >>> spec = InputSpec.dynamic_batch("x", (4, 2), min_batch=1, opt_batch=2, max_batch=8)
         >>> _, network, _ = network_from_graph_module(gm, [spec])
@@ -207,7 +196,7 @@ def network_from_graph_module(
     errors: list[str] = []
     logger = None
     if builder is None:
-        logger = _make_logger(trt, errors)
+        logger = make_logger("ERROR", error_sink=errors)
         builder = trt.Builder(logger)
     flag = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flag)

@@ -6,7 +6,7 @@ both, so ``x.view(x.size(0), -1)`` works with a dynamic batch: all-static target
 anything else a shape tensor fed to ``IShuffleLayer`` input 1.
 
 Example:
-    >>> from fx2trt_pipeline.convert.shape_builders import flatten_dims
+    >>> from fx2trt_pipeline.network.shape_builders import flatten_dims
     >>> flatten_dims((-1, 64, 7, 7), 1, -1)
     [-1, 3136]
 """
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fx2trt_pipeline.convert.context import ConversionContext, ITensor
+from fx2trt_pipeline.network.context import ConversionContext, ITensor
 from fx2trt_pipeline.errors import ConversionError
 
 Dim = Union[int, ITensor]

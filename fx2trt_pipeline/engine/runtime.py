@@ -1,6 +1,6 @@
 """Run a serialized engine on torch CUDA tensors.
 
-``Engine.load(path)`` verifies the file with :func:`~fx2trt_pipeline.build.artifact.load_engine_bytes`
+``Engine.load(path)`` verifies the file with :func:`~fx2trt_pipeline.engine.artifact.load_engine_bytes`
 (size, sha256, library version, header) before TensorRT sees a byte, then deserializes it.
 ``engine(x)`` or ``engine(images=x)`` binds torch CUDA tensors by address, sets the shapes of dynamic
 inputs, allocates the outputs at the shapes TensorRT infers, and enqueues the engine on
@@ -14,7 +14,7 @@ cannot run in this process, which is also what GPU tests skip with.
 
 Example:
     >>> import torch
-    >>> from fx2trt_pipeline.build.runtime import Engine
+    >>> from fx2trt_pipeline.engine.runtime import Engine
     >>> engine = Engine.load("resnet18_int8.plan")                # doctest: +SKIP
     >>> out = engine(torch.randn(8, 3, 224, 224, device="cuda"))  # doctest: +SKIP
     >>> out["logits"].shape                                       # doctest: +SKIP
@@ -31,17 +31,9 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from fx2trt_pipeline import trt_api
-from fx2trt_pipeline.build.artifact import load_engine_bytes, torch_dtype, trt_dtype_name
-from fx2trt_pipeline.build.engine_builder import make_logger
-from fx2trt_pipeline.errors import EngineLoadError, Fx2TrtError
-
-
-class EngineRuntimeError(Fx2TrtError, RuntimeError):
-    """An engine could not be executed (TensorRT refused the shapes or the enqueue failed)."""
-
-
-class EngineInputError(EngineRuntimeError, ValueError):
-    """A tensor given to an engine has the wrong name, device, dtype or shape."""
+from fx2trt_pipeline.engine.artifact import load_engine_bytes
+from fx2trt_pipeline.errors import EngineInputError, EngineLoadError, EngineRuntimeError
+from fx2trt_pipeline.trt_types import make_logger, torch_dtype, torch_dtype_from_name
 
 
 #: Compute capabilities a default TensorRT-RTX build targets (its header mask 0x7e).
@@ -105,14 +97,14 @@ class TensorBinding:
                 cls(
                     d["name"],
                     True,
-                    torch_dtype(d["dtype"]),
+                    torch_dtype_from_name(d["dtype"]),
                     tuple(d["shape"]),
                     tuple(lo) if lo else None,
                     tuple(hi) if hi else None,
                 )
             )
         for d in metadata.get("outputs", []):
-            out.append(cls(d["name"], False, torch_dtype(d["dtype"]), tuple(d["shape"])))
+            out.append(cls(d["name"], False, torch_dtype_from_name(d["dtype"]), tuple(d["shape"])))
         return out
 
 
@@ -217,7 +209,7 @@ class Engine:
                 f"Engine tensor {name!r} is a host (shape) tensor; Engine supports device tensors only"
             )
         return TensorBinding(
-            name, is_input, torch_dtype(trt_dtype_name(engine.get_tensor_dtype(name))), shape, lo, hi
+            name, is_input, torch_dtype(engine.get_tensor_dtype(name)), shape, lo, hi
         )
 
     @classmethod

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from fx2trt_pipeline import trt_api
-from fx2trt_pipeline.build.engine_builder import create_builder
-from fx2trt_pipeline.build.options import BuildOptions, apply_build_options, normalize_compute_capability
+from fx2trt_pipeline.engine.engine_builder import create_builder
+from fx2trt_pipeline.engine.options import BuildOptions, apply_build_options, normalize_compute_capability
 from fx2trt_pipeline.errors import ConfigError
 
 RTX = trt_api.library_name() == "tensorrt_rtx"

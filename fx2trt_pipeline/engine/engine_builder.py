@@ -2,7 +2,7 @@
 
 ::
 
-    network_from_graph_module(qgm, inputs)         (fx2trt_pipeline.convert.network)
+    network_from_graph_module(qgm, inputs)         (fx2trt_pipeline.network.network)
         -> engine_bytes_from_network(builder, network, inputs, options)   one profile, options, build
         -> save_engine(engine_bytes, path, metadata)                      engine + <engine>.json, atomic
     build_engine(qgm, inputs, path, ...) chains the three and returns an EngineArtifact.
@@ -11,8 +11,8 @@ Networks are STRONGLY_TYPED: TensorRT 11 and TensorRT-RTX have no INT8/FP16 buil
 precision of every layer comes from the explicit Q/DQ and cast layers in the network.
 
 Example:
-    >>> from fx2trt_pipeline.build.engine_builder import build_engine
-    >>> from fx2trt_pipeline.convert.inputs import InputSpec
+    >>> from fx2trt_pipeline.engine.engine_builder import build_engine
+    >>> from fx2trt_pipeline.network.inputs import InputSpec
     >>> spec = InputSpec.dynamic_batch("x", (3, 224, 224), 1, 8, 32)
     >>> art = build_engine(quantized_gm, [spec], "resnet18_int8.plan")   # doctest: +SKIP
     >>> art.size_bytes, art.metadata["build"]["build_seconds"]            # doctest: +SKIP
@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
@@ -34,83 +33,20 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from fx2trt_pipeline import trt_api
-from fx2trt_pipeline.build.artifact import (
+from fx2trt_pipeline.engine.artifact import (
     EngineArtifact,
     check_engine_header,
     engine_metadata,
     hash_quant_state,
     sidecar_path,
-    trt_dtype_name,
 )
-from fx2trt_pipeline.build.atomic import atomic_open, atomic_write_bytes
-from fx2trt_pipeline.build.options import BuildOptions, apply_build_options
-from fx2trt_pipeline.convert.inputs import InputSpec
+from fx2trt_pipeline.atomic_io import atomic_open, atomic_write_bytes
+from fx2trt_pipeline.engine.options import BuildOptions, apply_build_options
+from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.errors import ConfigError, EngineBuildError, EngineLoadError
+from fx2trt_pipeline.trt_types import make_logger, torch_dtype, trt_dtype_name
 
 _LOG = logging.getLogger("fx2trt_pipeline.tensorrt")
-#: Messages that say nothing about the network being built. The second one appears whenever two
-#: builders coexist; measured: each builder's own messages still reach its own logger.
-_BENIGN = ("Thread context has not been set", "differs from one already registered")
-#: On a machine without a GPU every TensorRT-RTX call logs this CUDA error; the AOT builder needs no GPU.
-_NO_GPU_NOISE = "cudaError 35"
-_PY_LEVELS = {
-    "INTERNAL_ERROR": logging.CRITICAL,
-    "ERROR": logging.ERROR,
-    "WARNING": logging.WARNING,
-    "INFO": logging.INFO,
-    "VERBOSE": logging.DEBUG,
-}
-
-
-@functools.cache
-def _logger_class() -> type:
-    # Defined on first use: subclassing trt.ILogger needs the library, and importing this module must not.
-    trt = trt_api.get_trt()
-
-    class CapturingLogger(trt.ILogger):  # type: ignore[misc, name-defined]
-        """A TensorRT logger that keeps every message (for error reports) and forwards it to ``logging``."""
-
-        def __init__(self, min_severity: str = "INFO") -> None:
-            trt.ILogger.__init__(self)
-            self.min_level = int(getattr(trt.ILogger.Severity, min_severity))
-            self.messages: list[tuple[str, str]] = []
-            self.no_gpu = not torch.cuda.is_available()
-
-        def log(self, severity: Any, msg: str) -> None:
-            if int(severity) > self.min_level:
-                return
-            name = str(severity).split(".")[-1]
-            self.messages.append((name, msg))
-            level = _PY_LEVELS.get(name, logging.INFO)
-            if any(b in msg for b in _BENIGN) or (self.no_gpu and _NO_GPU_NOISE in msg):
-                level = logging.DEBUG  # noise, not a problem of the user's network
-            _LOG.log(level, "%s", msg)
-
-        def errors(self, since: int = 0) -> list[str]:
-            """Error-severity messages logged after index ``since`` (known noise removed)."""
-            return [
-                m
-                for sev, m in self.messages[since:]
-                if sev in ("ERROR", "INTERNAL_ERROR")
-                and not any(b in m for b in _BENIGN)
-                and not (self.no_gpu and _NO_GPU_NOISE in m)
-            ]
-
-    return CapturingLogger
-
-
-def make_logger(min_severity: str = "INFO") -> Any:
-    """A ``trt.ILogger`` that records messages (``.messages``, ``.errors()``) and forwards them to logging.
-
-    Pass it to ``trt.Builder(logger)`` so that :func:`engine_bytes_from_network` can put TensorRT's own
-    error messages into the :class:`EngineBuildError` it raises.
-
-    Example:
-        >>> from fx2trt_pipeline import trt_api
-        >>> builder = trt_api.get_trt().Builder(make_logger())   # doctest: +SKIP
-    """
-    return _logger_class()(min_severity)
-
 
 def create_builder(logger: Any | None = None) -> Any:
     """A ``trt.Builder`` with a capturing logger (see :func:`make_logger`)."""
@@ -254,7 +190,7 @@ def engine_bytes_from_network(
             ("\n  - " + "\n  - ".join(errors))
             if errors
             else (
-                " (create the builder with fx2trt_pipeline.build.engine_builder.create_builder() to see "
+                " (create the builder with fx2trt_pipeline.engine.engine_builder.create_builder() to see "
                 "TensorRT's messages here; they were logged to the builder's own logger)"
             )
         )
@@ -274,7 +210,7 @@ def network_io_metadata(network: Any, inputs: Sequence[InputSpec]) -> dict[str, 
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
         spec = specs.get(tensor.name) or InputSpec(
-            tensor.name, tuple(tensor.shape), _torch_dtype(tensor.dtype)
+            tensor.name, tuple(tensor.shape), torch_dtype(tensor.dtype)
         )
         ins.append(spec.to_dict())
     outs = [
@@ -282,10 +218,6 @@ def network_io_metadata(network: Any, inputs: Sequence[InputSpec]) -> dict[str, 
         for t in (network.get_output(i) for i in range(network.num_outputs))
     ]
     return {"inputs": ins, "outputs": outs, "num_layers": int(network.num_layers)}
-
-
-def _torch_dtype(trt_dtype: Any) -> torch.dtype:
-    return getattr(torch, trt_dtype_name(trt_dtype))
 
 
 def _producer() -> dict[str, str]:
@@ -376,7 +308,7 @@ def build_engine(
         >>> art = build_engine(qgm, [InputSpec("x", (1, 3, 224, 224))], "model.plan",
         ...                    options=BuildOptions(builder_optimization_level=3))   # doctest: +SKIP
     """
-    from fx2trt_pipeline.convert.network import (
+    from fx2trt_pipeline.network.network import (
         network_from_graph_module,
     )  # heavy: converters register on import
 

@@ -8,7 +8,7 @@ A float kernel (layers kept in float) is passed as ``trt.Weights`` instead. 1-d 
 ones on a trailing size-1 dim because TensorRT convolution kernels are 2-d or 3-d.
 
 Example:
-    >>> from fx2trt_pipeline.convert.weight_builders import same_padding
+    >>> from fx2trt_pipeline.network.weight_builders import same_padding
     >>> same_padding(kernel=(3, 4), dilation=(1, 1))
     ((1, 1), (1, 2))
 """
@@ -20,9 +20,9 @@ from collections.abc import Sequence
 
 import torch
 
-from fx2trt_pipeline.convert.context import ConversionContext, ITensor
-from fx2trt_pipeline.convert.layer_builders import dequantize, elementwise, scale_constant
-from fx2trt_pipeline.convert.shape_builders import dims_of, expand_rank, rank, squeeze, unsqueeze
+from fx2trt_pipeline.network.context import ConversionContext, ITensor
+from fx2trt_pipeline.network.layer_builders import dequantize, elementwise, scale_constant
+from fx2trt_pipeline.network.shape_builders import dims_of, expand_rank, rank, squeeze, unsqueeze
 from fx2trt_pipeline.errors import ConversionError
 
 Kernel = Union[ITensor, torch.Tensor]

@@ -5,7 +5,7 @@ A dynamic dimension is ``-1`` in ``shape`` with its range given by ``min_shape``
 
 Example:
     >>> import torch
-    >>> from fx2trt_pipeline.convert.inputs import InputSpec
+    >>> from fx2trt_pipeline.network.inputs import InputSpec
     >>> spec = InputSpec.dynamic_batch("images", (3, 224, 224), min_batch=1, opt_batch=8, max_batch=32)
     >>> spec.shape, spec.max_shape
     ((-1, 3, 224, 224), (32, 3, 224, 224))
@@ -21,10 +21,9 @@ from typing import Any
 
 import torch
 
-from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.errors import ConfigError, ConversionError
+from fx2trt_pipeline.trt_types import dtype_name, torch_dtype_from_name
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int32": torch.int32, "int64": torch.int64,
-           "int8": torch.int8, "bool": torch.bool}
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ class InputSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (dtype as a string)."""
-        return {"name": self.name, "shape": list(self.shape), "dtype": str(self.dtype).replace("torch.", ""),
+        return {"name": self.name, "shape": list(self.shape), "dtype": dtype_name(self.dtype),
                 "min_shape": list(self.min_shape) if self.min_shape else None,
                 "opt_shape": list(self.opt_shape) if self.opt_shape else None,
                 "max_shape": list(self.max_shape) if self.max_shape else None}
@@ -93,8 +92,9 @@ class InputSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputSpec:
         """Inverse of :meth:`to_dict`."""
-        dtype = data.get("dtype", "float32")
-        if dtype not in _DTYPES:
-            raise ConfigError(f"Input {data.get('name')!r}: unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
-        return cls(data["name"], tuple(data["shape"]), _DTYPES[dtype],
+        try:
+            dtype = torch_dtype_from_name(data.get("dtype", "float32"))
+        except ConversionError as exc:
+            raise ConfigError(f"Input {data.get('name')!r}: {exc}") from None
+        return cls(data["name"], tuple(data["shape"]), dtype,
                    *(tuple(data[k]) if data.get(k) else None for k in ("min_shape", "opt_shape", "max_shape")))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fx2trt_pipeline.build import atomic
-from fx2trt_pipeline.build.atomic import TEMP_PREFIX, atomic_open, atomic_write_bytes, atomic_write_text
+from fx2trt_pipeline import atomic_io as atomic
+from fx2trt_pipeline.atomic_io import TEMP_PREFIX, atomic_open, atomic_write_bytes, atomic_write_text
 
 
 def _temps(directory: Path) -> list[Path]:

@@ -10,16 +10,16 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from fx2trt_pipeline.build.artifact import sidecar_path
-from fx2trt_pipeline.build.engine_builder import engine_bytes_from_network, network_io_metadata, save_engine
-from fx2trt_pipeline.build.runtime import (
+from fx2trt_pipeline.engine.artifact import sidecar_path
+from fx2trt_pipeline.engine.engine_builder import engine_bytes_from_network, network_io_metadata, save_engine
+from fx2trt_pipeline.engine.runtime import (
     Engine,
     EngineInputError,
     TensorBinding,
     check_input,
     gpu_unavailable_reason,
 )
-from fx2trt_pipeline.convert.inputs import InputSpec
+from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.errors import EngineLoadError
 
 

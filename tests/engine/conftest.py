@@ -15,8 +15,8 @@ from fx2trt_pipeline import trt_api
 if not trt_api.is_available():
     pytest.skip("no TensorRT library installed (pip install 'fx2trt-pipeline[rtx]')", allow_module_level=True)
 
-from fx2trt_pipeline.build.engine_builder import create_builder  # noqa: E402
-from fx2trt_pipeline.convert.inputs import InputSpec  # noqa: E402
+from fx2trt_pipeline.engine.engine_builder import create_builder  # noqa: E402
+from fx2trt_pipeline.network.inputs import InputSpec  # noqa: E402
 
 X_SCALE = 0.05
 CIN, COUT, HW = 3, 8, 12
@@ -104,7 +104,7 @@ def qdq_network() -> Callable[..., tuple[Any, Any, list[Any]]]:
 @pytest.fixture
 def built_engine(tmp_path: Path, qdq_network: Callable[..., Any], static_spec: InputSpec) -> Path:
     """A real static-shape INT8 engine + sidecar written with save_engine; returns the engine path."""
-    from fx2trt_pipeline.build.engine_builder import (
+    from fx2trt_pipeline.engine.engine_builder import (
         engine_bytes_from_network,
         network_io_metadata,
         save_engine,

@@ -9,7 +9,7 @@ Naming: every TensorRT layer is named after the FX node it implements, ``node.na
 can map every layer back to the graph with :func:`node_name_of_layer`.
 
 Example:
-    >>> from fx2trt_pipeline.convert.context import node_name_of_layer
+    >>> from fx2trt_pipeline.network.context import node_name_of_layer
     >>> node_name_of_layer("layer1_0_conv1.kernel_2d")
     'layer1_0_conv1'
 """
@@ -26,19 +26,10 @@ import torch
 from torch.fx import GraphModule, Node
 
 from fx2trt_pipeline.errors import ConversionError, InternalError
+from fx2trt_pipeline.trt_types import trt_dtype
 
 ITensor = Any  # trt.ITensor; typed loosely because the TensorRT module is resolved at run time
 
-_TORCH_TO_TRT = {
-    torch.float32: "float32",
-    torch.float16: "float16",
-    torch.bfloat16: "bfloat16",
-    torch.int8: "int8",
-    torch.int32: "int32",
-    torch.int64: "int64",
-    torch.bool: "bool",
-    torch.uint8: "uint8",
-}
 
 
 @dataclass(frozen=True)
@@ -154,9 +145,7 @@ class ConversionContext:
 
     def trt_dtype(self, dtype: torch.dtype) -> Any:
         """The TensorRT DataType of a torch dtype."""
-        if dtype not in _TORCH_TO_TRT:
-            raise ConversionError(f"TensorRT has no data type for torch {dtype}")
-        return getattr(self.trt, _TORCH_TO_TRT[dtype])
+        return trt_dtype(dtype)
 
     def keep(self, array: np.ndarray) -> np.ndarray:
         """Keep ``array`` alive until the engine is built (``trt.Weights`` does not copy)."""

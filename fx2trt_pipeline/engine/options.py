@@ -15,7 +15,7 @@ Both settings are checked by feature, not by library name, and asking for one th
 cannot honour is a :class:`~fx2trt_pipeline.errors.ConfigError` that says which one to use instead.
 
 Example:
-    >>> from fx2trt_pipeline.build.options import BuildOptions
+    >>> from fx2trt_pipeline.engine.options import BuildOptions
     >>> opts = BuildOptions(workspace_bytes=1 << 30, compute_capabilities=("8.6", "sm89"))
     >>> opts.compute_capabilities
     ('SM86', 'SM89')

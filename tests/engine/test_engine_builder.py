@@ -12,16 +12,17 @@ import numpy as np
 import pytest
 
 from fx2trt_pipeline import trt_api
-from fx2trt_pipeline.build import atomic, engine_builder
-from fx2trt_pipeline.build.artifact import load_engine_bytes, parse_rtx_header, sidecar_path
-from fx2trt_pipeline.build.engine_builder import (
+from fx2trt_pipeline import atomic_io as atomic
+from fx2trt_pipeline.engine import engine_builder
+from fx2trt_pipeline.engine.artifact import load_engine_bytes, parse_rtx_header, sidecar_path
+from fx2trt_pipeline.engine.engine_builder import (
     create_builder,
     engine_bytes_from_network,
     network_io_metadata,
     save_engine,
 )
-from fx2trt_pipeline.build.options import BuildOptions
-from fx2trt_pipeline.convert.inputs import InputSpec
+from fx2trt_pipeline.engine.options import BuildOptions
+from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.errors import EngineBuildError
 
 RTX = trt_api.library_name() == "tensorrt_rtx"

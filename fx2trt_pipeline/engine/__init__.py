@@ -1,0 +1,14 @@
+"""Engine: strongly typed network -> serialized engine + metadata sidecar -> verified load -> run.
+
+```
+network_from_graph_module(qgm, inputs)                      (fx2trt_pipeline.network)
+  -> engine_bytes_from_network(builder, network, inputs, options)     engine_builder.py
+  -> save_engine(bytes, path, metadata)  model.plan + model.plan.json, atomic (fx2trt_pipeline/atomic_io.py)
+  -> load_engine_bytes(path)   size, sha256, library version, engine header       artifact.py
+  -> Engine.load(path)(x_cuda) -> {"output": tensor}                              runtime.py
+build_engine(qgm, inputs, path, options=BuildOptions(...)) chains the first three.
+```
+
+Modules are imported on use (``from fx2trt_pipeline.engine.engine_builder import build_engine``);
+this package imports nothing so that ``fx2trt_pipeline.atomic_io`` stays usable without TensorRT.
+"""
