@@ -148,7 +148,7 @@ def run_build_command(
     args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
     """``fx2trt build`` with parsed arguments; returns the exit code."""
-    from fx2trt_pipeline.deploy.config import RunConfig
+    from fx2trt_pipeline.deploy.config_loader import run_config_from_sources
 
     out, err = stdout or sys.stdout, stderr or sys.stderr
     overrides = {
@@ -168,7 +168,7 @@ def run_build_command(
         "onnx": args.onnx,
     }
     try:
-        config = RunConfig.from_sources(args.config, overrides)
+        config = run_config_from_sources(args.config, overrides)
         from fx2trt_pipeline.deploy.pipeline import run_build
 
         outcome = run_build(config, args.output, force=args.force, stream=out, quiet=args.quiet)
@@ -258,10 +258,10 @@ def _run_eval_with_limit(run_dir: Path, max_images: int) -> DataSpec | None:
     """The run's own evaluation data, limited to ``max_images``."""
     import dataclasses
 
-    from fx2trt_pipeline.deploy.config import RunConfig
+    from fx2trt_pipeline.deploy.config_loader import run_config_from_dict
     from fx2trt_pipeline.deploy.validate_cmd import _load_manifest
 
-    evaluation = RunConfig.from_dict(_load_manifest(run_dir)["config"]).evaluation
+    evaluation = run_config_from_dict(_load_manifest(run_dir)["config"]).evaluation
     return None if evaluation is None else dataclasses.replace(evaluation, max_images=max_images)
 
 

@@ -45,8 +45,11 @@ Unknown sections or keys are errors (a typo must not silently fall back to a def
     engine_tolerance = 0.002             # |mAP(engine) - mAP(simulated)|
     int8_budget = 0.01                   # mAP(FP32) - mAP(simulated)
 
+Reading a file and flags is :func:`fx2trt_pipeline.deploy.config_loader.run_config_from_sources`.
+
 Example:
-    >>> cfg = RunConfig.from_sources(None, {"calibrator": "minmax"})
+    >>> from fx2trt_pipeline.deploy.config_loader import run_config_from_sources
+    >>> cfg = run_config_from_sources(None, {"calibrator": "minmax"})
     >>> cfg.model.source, cfg.quant.calibrator, cfg.calibration.source
     ('fx2trt_pipeline.models.centernet:load_demo_detector', 'minmax', 'mnist_det:calib')
 """
@@ -200,23 +203,8 @@ class RunConfig:
         """True when the bundled demo detector is the model."""
         return self.model.source == DEMO_MODEL and self.model.weights is None
 
-    @classmethod
-    def from_sources(cls, path: Path | None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
-        """Defaults, then the config file at ``path`` (if any), then flat CLI ``overrides``.
-
-        ``overrides`` keys: ``model``, ``weights``, ``calib_data``, ``calib_annotations``, ``eval_data``,
-        ``eval_annotations``, ``task``, ``calibrator``, ``percentile``, ``num_calib_samples``,
-        ``calib_batch_size``, ``max_eval_images``, ``name``, ``onnx`` (``None`` values are ignored).
-        """
-        from fx2trt_pipeline.deploy.config_loader import build_run_config, load_config_file
-
-        data = load_config_file(path) if path is not None else {}
-        base = path.resolve().parent if path is not None else Path.cwd()
-        overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-        return build_run_config(data, base, overrides, str(path) if path is not None else "defaults")
-
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (recorded in the run manifest; :meth:`from_dict` reads it back)."""
+        """JSON-serialisable form for the run manifest (``config_loader.run_config_from_dict`` reads it back)."""
 
         def plain(value: Any) -> Any:
             if dataclasses.is_dataclass(value):
@@ -239,15 +227,6 @@ class RunConfig:
             out["quant"]["calibrator"] = "auto"
         out["build"] = self.build.to_dict()
         return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
-        """Inverse of :meth:`to_dict` (paths are taken as written)."""
-        from fx2trt_pipeline.deploy.config_loader import build_run_config
-
-        return build_run_config(
-            {k: v for k, v in data.items() if v is not None}, Path.cwd(), {}, "run manifest"
-        )
 
 
 __all__ = [

@@ -2,6 +2,8 @@
 
 ::
 
+    run_config_from_sources(path, flags)  load_config_file + build_run_config (what ``fx2trt build`` reads)
+    run_config_from_dict(manifest)        the inverse of RunConfig.to_dict (a run manifest's "config")
     load_config_file(path)  .toml (tomllib) | .yaml/.yml (PyYAML) -> {section: table}; unknown sections fail
     build_run_config(data, base, flags)  defaults (the demo, when no model is named) <- file <- flags
                                          -> RunConfig; relative paths: the file's for file values, the
@@ -12,6 +14,8 @@ Example:
     >>> cfg = build_run_config({"quant": {"calibrator": "minmax"}}, Path("."), {}, "example")
     >>> cfg.quant.calibrator, cfg.calibration.source
     ('minmax', 'mnist_det:calib')
+    >>> run_config_from_dict(cfg.to_dict()) == cfg
+    True
 """
 
 from __future__ import annotations
@@ -115,6 +119,28 @@ def _section(data: Mapping[str, Any], name: str, where: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{where}: [{name}] must be a table, got {type(value).__name__}")
     return dict(value)
+
+
+def run_config_from_sources(path: Path | None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Defaults, then the config file at ``path`` (if any), then flat CLI ``overrides``.
+
+    ``overrides`` keys: ``model``, ``weights``, ``calib_data``, ``calib_annotations``, ``eval_data``,
+    ``eval_annotations``, ``task``, ``calibrator``, ``percentile``, ``num_calib_samples``,
+    ``calib_batch_size``, ``max_eval_images``, ``name``, ``onnx`` (``None`` values are ignored).
+
+    Example:
+        >>> run_config_from_sources(None, {"calibrator": "minmax", "name": None}).quant.calibrator
+        'minmax'
+    """
+    data = load_config_file(path) if path is not None else {}
+    base = path.resolve().parent if path is not None else Path.cwd()
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return build_run_config(data, base, overrides, str(path) if path is not None else "defaults")
+
+
+def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
+    """Inverse of :meth:`RunConfig.to_dict` (paths are taken as written)."""
+    return build_run_config({k: v for k, v in data.items() if v is not None}, Path.cwd(), {}, "run manifest")
 
 
 def build_run_config(data: Mapping[str, Any], base: Path, cli: Mapping[str, Any], where: str) -> RunConfig:
@@ -228,4 +254,4 @@ def _checked_input(d: Any, where: str) -> dict[str, Any]:
     return dict(d)
 
 
-__all__ = ["build_run_config", "load_config_file"]
+__all__ = ["build_run_config", "load_config_file", "run_config_from_dict", "run_config_from_sources"]

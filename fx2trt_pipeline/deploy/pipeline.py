@@ -14,8 +14,8 @@ Everything is written into a staging directory next to ``--output`` and publishe
 (:func:`fx2trt_pipeline.deploy.steps.staged_output`); a failed step leaves nothing behind.
 
 Example:
-    >>> from fx2trt_pipeline.deploy.config import RunConfig
-    >>> outcome = run_build(RunConfig.from_sources(None), Path("out/demo"))   # doctest: +SKIP
+    >>> from fx2trt_pipeline.deploy.config_loader import run_config_from_sources
+    >>> outcome = run_build(run_config_from_sources(None), Path("out/demo"))   # doctest: +SKIP
     >>> outcome.passed, sorted(p.name for p in outcome.output.iterdir())[:3]    # doctest: +SKIP
 """
 
@@ -369,7 +369,7 @@ def run_build(
     """Run every step into a staging directory and publish it as ``output``.
 
     Args:
-        config: the run configuration (:meth:`RunConfig.from_sources`).
+        config: the run configuration (``config_loader.run_config_from_sources``).
         output: directory to create (or replace, when it is a previous run's or ``force`` is set).
         force: replace a non-empty ``output`` that no fx2trt run wrote.
         stream, quiet: where progress lines go / print nothing.

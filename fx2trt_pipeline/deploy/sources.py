@@ -7,8 +7,8 @@
   ``fx2trt_pipeline.calib_data``.
 
 Example:
-    >>> from fx2trt_pipeline.deploy.config import RunConfig
-    >>> cfg = RunConfig.from_sources(None)
+    >>> from fx2trt_pipeline.deploy.config_loader import run_config_from_sources
+    >>> cfg = run_config_from_sources(None)
     >>> model = load_model(cfg.model)  # the bundled demo detector    # doctest: +SKIP
     >>> ds = load_dataset(cfg.calibration, cfg.preprocess, role="calibration")
     >>> len(ds)

@@ -35,7 +35,8 @@ from fx2trt_pipeline.deploy.backends import (
     max_batch_of,
     parity_inputs,
 )
-from fx2trt_pipeline.deploy.config import DataSpec, RunConfig
+from fx2trt_pipeline.deploy.config import DataSpec
+from fx2trt_pipeline.deploy.config_loader import run_config_from_dict
 from fx2trt_pipeline.deploy.evaluation import ENGINE_SIDE, ChunkedRunner, evaluate_backends, json_safe
 from fx2trt_pipeline.deploy.pipeline import ENGINE_FILE, ONNX_FILE, STATE_FILE
 from fx2trt_pipeline.deploy.sources import eval_batches, load_dataset, load_model, task_of
@@ -96,7 +97,7 @@ def validate_run_dir(
     out = stream or sys.stdout
     run_dir = Path(run_dir)
     manifest = _load_manifest(run_dir)
-    cfg = RunConfig.from_dict(manifest["config"])
+    cfg = run_config_from_dict(manifest["config"])
     cfg = dataclasses.replace(
         cfg,
         gate=dataclasses.replace(cfg.gate, **dict(gate_overrides or {})),

@@ -12,8 +12,8 @@ import torch
 import fx2trt_pipeline as ftp
 from fx2trt_pipeline.deploy.analysis import kept_in_float
 from fx2trt_pipeline.deploy.charts import display_bins, histogram, sqnr_bars, step_bars
-from fx2trt_pipeline.deploy.config import DEMO_MODEL, RunConfig
-from fx2trt_pipeline.deploy.config_loader import load_config_file
+from fx2trt_pipeline.deploy.config import DEMO_MODEL
+from fx2trt_pipeline.deploy.config_loader import load_config_file, run_config_from_dict, run_config_from_sources
 from fx2trt_pipeline.deploy.graph_svg import graph_view, render_svg, to_dot
 from fx2trt_pipeline.deploy.steps import MANIFEST_NAME, Steps, staged_output
 from fx2trt_pipeline.errors import StepFailedError
@@ -23,12 +23,12 @@ from .models import tiny_classifier
 
 
 def test_defaults_are_the_demo() -> None:
-    cfg = RunConfig.from_sources(None)
+    cfg = run_config_from_sources(None)
     assert cfg.model.source == DEMO_MODEL and cfg.is_demo
     assert cfg.calibration.source == "mnist_det:calib" and cfg.evaluation.source == "mnist_det:val"
     assert cfg.inputs[0].name == "images" and cfg.inputs[0].max_shape == (32, 1, 96, 96)
     assert cfg.model.output_names == ("hm", "wh", "reg") and cfg.quant.calibrator == "mse"
-    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    assert run_config_from_dict(cfg.to_dict()) == cfg
 
 
 def test_file_paths_are_relative_to_the_file_and_cli_wins(tmp_path: Path) -> None:
@@ -39,13 +39,13 @@ def test_file_paths_are_relative_to_the_file_and_cli_wins(tmp_path: Path) -> Non
         '[evaluation]\nsource = "val"\nannotations = "val.json"\n[quant]\ncalibrator = "minmax"\n'
         "[build]\nbuilder_optimization_level = 2\n[gate]\nint8_budget = 0.01\n"
     )
-    cfg = RunConfig.from_sources(cfg_file, {"percentile": None, "max_eval_images": 7})
+    cfg = run_config_from_sources(cfg_file, {"percentile": None, "max_eval_images": 7})
     assert cfg.model.weights == tmp_path / "conf" / "w" / "r18.pth"
     assert cfg.calibration.source == str(tmp_path / "conf" / "calib")
     assert cfg.evaluation.annotations == tmp_path / "conf" / "val.json" and cfg.evaluation.max_images == 7
     assert cfg.quant.calibrator == "minmax" and cfg.build.builder_optimization_level == 2
     assert cfg.gate.int8_budget == 0.01 and not cfg.is_demo
-    cli = RunConfig.from_sources(cfg_file, {"calibrator": "entropy", "calib_data": "other"})
+    cli = run_config_from_sources(cfg_file, {"calibrator": "entropy", "calib_data": "other"})
     assert cli.quant.calibrator == "entropy" and cli.calibration.source == str(Path.cwd() / "other")
 
 
@@ -64,7 +64,7 @@ def test_config_errors_name_the_problem(tmp_path: Path, text: str, match: str) -
     path = tmp_path / "c.toml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=match):
-        RunConfig.from_sources(path)
+        run_config_from_sources(path)
 
 
 def test_yaml_needs_pyyaml_or_parses(tmp_path: Path) -> None:
