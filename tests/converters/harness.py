@@ -27,12 +27,9 @@ from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.network.context import ConversionContext, node_name_of_layer
 from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.network.network import network_from_graph_module
+from fx2trt_pipeline.validate.network_executor import NetworkExecutor
 from tests.converters.qdq_graph import lower_weights, qdq_node_counts, quantize_inputs
 
-try:  # the network executor gives the numeric check; without it the harness checks structure only
-    from fx2trt_pipeline.validate.network_executor import NetworkExecutor
-except ImportError:  # pragma: no cover - depends on the validate stage being installed
-    NetworkExecutor = None  # type: ignore[assignment,misc]
 
 
 @dataclass
@@ -259,13 +256,11 @@ def compare_with_eager(
     atol: float | None = 1e-4,
     rtol: float | None = 1e-4,
     min_cosine: float = 0.9999,
-) -> bool:
-    """Executor outputs vs the GraphModule in eager torch; False when no executor is installed.
+) -> None:
+    """Assert the executor's outputs match the GraphModule run in eager torch.
 
     ``atol=None`` checks the cosine only (graphs whose eager simulation rounds differently, e.g. torch.ao's).
     """
-    if NetworkExecutor is None:
-        return False
     feeds = {spec.name: t for spec, t in zip(converted.specs, converted.example)}
     outputs, _ = NetworkExecutor(converted.network).run(feeds)
     with torch.no_grad():
@@ -278,7 +273,6 @@ def compare_with_eager(
         assert cosine(g, e) >= min_cosine, f"output {i}: cosine {cosine(g, e):.6f} < {min_cosine}"
         if atol is not None:
             torch.testing.assert_close(g, e, atol=atol, rtol=rtol, msg=lambda m, i=i: f"output {i}: {m}")
-    return True
 
 
 def registry_keys_in(gm: GraphModule) -> set[Any]:

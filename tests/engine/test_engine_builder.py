@@ -86,10 +86,16 @@ def test_spec_mismatches_are_reported_together(qdq_network: Callable[..., Any]) 
 
 def test_non_strongly_typed_network_is_refused(static_spec: InputSpec) -> None:
     trt = trt_api.get_trt()
-    fake = SimpleNamespace(get_flag=lambda flag: False, num_outputs=1)
-    with pytest.raises(EngineBuildError, match="not STRONGLY_TYPED.*no INT8/FP16 builder flags"):
-        engine_bytes_from_network(create_builder(), fake, [static_spec])
-    assert trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED is not None
+    strongly_typed = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    for untyped in (SimpleNamespace(get_flag=lambda f: False, num_outputs=1), SimpleNamespace(flags=0, num_outputs=1)):
+        with pytest.raises(EngineBuildError, match="not STRONGLY_TYPED.*no INT8/FP16 builder flags"):
+            engine_bytes_from_network(create_builder(), untyped, [static_spec])
+    # The same check passes once the flag is set (through get_flag or the flags bitmask): the next check speaks.
+    real = create_builder().create_network(strongly_typed)
+    assert real.get_flag(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    for typed in (real, SimpleNamespace(flags=strongly_typed, num_outputs=0)):
+        with pytest.raises(EngineBuildError, match="no outputs"):
+            engine_bytes_from_network(create_builder(), typed, [static_spec])
 
 
 def test_build_failure_carries_tensorrt_messages_and_writes_nothing(tmp_path: Path) -> None:

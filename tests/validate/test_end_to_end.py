@@ -13,6 +13,7 @@ import torchvision
 
 import fx2trt_pipeline as ftp
 from fx2trt_pipeline.network.inputs import InputSpec
+from fx2trt_pipeline.network.network import network_from_graph_module
 from fx2trt_pipeline.validate.compare import Tolerance
 from fx2trt_pipeline.validate.layer_report import layer_parity
 from fx2trt_pipeline.validate.onnx_export import export_qdq_onnx
@@ -23,8 +24,6 @@ from fx2trt_pipeline.validate.runners import (
     TorchRunner,
     compare_runners,
 )
-
-network_module = pytest.importorskip("fx2trt_pipeline.network.network")
 
 PARITY = Tolerance(min_cosine=0.9999)
 
@@ -57,7 +56,7 @@ def _quantized(name: str):
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_executor_matches_simulated_on_real_models(trt, name):
     qgm, spec, outputs = _quantized(name)
-    _, network, _ctx = network_module.network_from_graph_module(qgm, [spec], output_names=outputs)
+    _, network, _ctx = network_from_graph_module(qgm, [spec], output_names=outputs)
     executor = NetworkExecutorRunner(network)
     simulated = TorchRunner(qgm, ["images"], outputs, name="simulated")
     for batch in (1, 3):  # dynamic batch: shapes come from the feeds
