@@ -7,6 +7,7 @@ The deconvolution weight's per-channel axis is whatever the graph's dequantize s
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from torch.fx import Node
 
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
 from fx2trt_pipeline.network.layer_builders import activation, ints
-from fx2trt_pipeline.network.weight_builders import conv_nd, dequantized_weight, quantize_weight
+from fx2trt_pipeline.network.weight_builders import conv_nd, dequantized_weight
 from fx2trt_pipeline.quantize.qdq_ops import DEQUANTIZE
 
 _FUNCTIONAL_CONV = {F.conv1d: 1, F.conv2d: 2}
@@ -126,13 +127,23 @@ def module_weight(ctx: ConversionContext, name: str, module: nn.Module) -> Any:
     else the float weight tensor."""
     if not isinstance(module, _REFERENCE_MODULES + (nnqr.Linear,)) or _reference_is_float(module):
         return module.weight
-    per_channel = module.weight_qscheme == torch.per_channel_affine
+    per_channel = module.weight_qscheme in (torch.per_channel_affine, torch.per_channel_symmetric)
     axis = int(module.weight_axis_int) if per_channel else None
     scale = module.weight_scale.detach().to(torch.float32)
-    qmin = module.weight_quant_min if module.weight_quant_min is not None else -128
-    qmax = module.weight_quant_max if module.weight_quant_max is not None else 127
-    q = quantize_weight(module.weight, scale, axis, int(qmin), int(qmax))
-    return dequantized_weight(ctx, ctx.name(name, "weight"), q, scale, axis)
+    return dequantized_weight(ctx, ctx.name(name, "weight"), reference_int8_weight(module), scale, axis)
+
+
+def reference_int8_weight(module: nn.Module) -> torch.Tensor:
+    """The int8 values torch.ao itself computes for a reference module's weight.
+
+    Taken from the module's own ``get_quantized_weight()`` (``torch.quantize_per_channel``), never
+    re-rounded here: with scales of ``amax / 127.5`` every channel's extreme weight sits on a rounding
+    tie, and a different rounding of ``w / s`` would give int8 values torch.ao never simulated.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # qint8 tensors are deprecated; we only read their int values
+        q = module.get_quantized_weight()
+    return (q.int_repr() if q.is_quantized else q).detach().to(torch.int8)
 
 
 def _reference_is_float(module: nn.Module) -> bool:

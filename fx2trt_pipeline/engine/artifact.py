@@ -148,6 +148,13 @@ def check_engine_header(
 def _canonical(value: Any) -> Any:
     # Tensors go in by dtype, shape and a digest of their bytes, not as nested lists: exact, and cheap
     # for the megabytes of a real model's weights.
+    if isinstance(value, torch.Tensor) and value.is_quantized:
+        # torch.ao qint8 tensors: the int values plus the parameters that give them meaning.
+        per_tensor = value.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric)
+        params = ([value.q_scale(), value.q_zero_point()] if per_tensor else
+                  [value.q_per_channel_scales(), value.q_per_channel_zero_points(), value.q_per_channel_axis()])
+        return {"__quantized__": str(value.dtype), "int_repr": _canonical(value.int_repr()),
+                "qscheme": str(value.qscheme()), "params": _canonical(params)}
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().contiguous()
         raw = value.view(torch.uint8) if value.dim() else value.reshape(1).view(torch.uint8)
@@ -163,7 +170,7 @@ def _canonical(value: Any) -> Any:
         return repr(value)  # repr round-trips exactly; json would too, but NaN/inf would not be JSON
     if isinstance(value, (str, int, bool)) or value is None:
         return value
-    if isinstance(value, (torch.dtype, torch.device, Path)):
+    if isinstance(value, (torch.dtype, torch.device, torch.qscheme, Path)):  # qscheme: torch.ao reference modules
         return str(value)
     raise TypeError(f"hash_quant_state cannot hash a {type(value).__name__}: {value!r}")
 

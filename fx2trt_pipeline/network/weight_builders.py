@@ -42,19 +42,6 @@ def dequantized_weight(
     return dequantize(ctx, name, q, s, axis)
 
 
-def quantize_weight(
-    weight: torch.Tensor, scale: torch.Tensor, axis: int | None, qmin: int = -128, qmax: int = 127
-) -> torch.Tensor:
-    """``round_half_even(w / scale)`` saturated to int8 (what torch.ao's reference modules simulate)."""
-    w = weight.detach().to(torch.float32)
-    s = scale.detach().to(torch.float32)
-    if axis is not None and s.dim() == 1:
-        shape = [1] * w.dim()
-        shape[axis] = -1
-        s = s.reshape(shape)
-    return torch.clamp(torch.round(w / s), qmin, qmax).to(torch.int8)
-
-
 def same_padding(kernel: Sequence[int], dilation: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(pre, post) padding of torch's ``padding="same"``: the odd extra element goes at the end."""
     total = [d * (k - 1) for k, d in zip(kernel, dilation)]

@@ -85,3 +85,36 @@ def is_quantize(node: torch.fx.Node) -> bool:
 def is_dequantize(node: torch.fx.Node) -> bool:
     """True for an FX node calling our dequantize op."""
     return node.op == "call_function" and node.target is DEQUANTIZE
+
+
+#: torch.ao FX reference graphs quantize with these; PT2E graphs with ``quantized_decomposed`` ops, matched
+#: by name so that nothing here imports the module that registers them.
+_AO_QUANTIZE = (torch.quantize_per_tensor, torch.quantize_per_channel)
+_PT2E_QUANTIZE = ("quantized_decomposed.quantize_per_tensor.", "quantized_decomposed.quantize_per_channel.")
+_PT2E_DEQUANTIZE = ("quantized_decomposed.dequantize_per_tensor.", "quantized_decomposed.dequantize_per_channel.")
+
+
+def _is_op(node: torch.fx.Node, prefixes: tuple[str, ...]) -> bool:
+    return node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload) and \
+        str(node.target).startswith(prefixes)
+
+
+def is_any_quantize(node: torch.fx.Node) -> bool:
+    """True for a quantize node of any supported flavour: ours, torch.ao's or PT2E's.
+
+    Example:
+        >>> g = torch.fx.Graph()
+        >>> x = g.placeholder("x")
+        >>> is_any_quantize(g.call_function(torch.quantize_per_tensor, (x, 0.1, 0, torch.qint8)))
+        True
+    """
+    return is_quantize(node) or (node.op == "call_function" and node.target in _AO_QUANTIZE) or \
+        _is_op(node, _PT2E_QUANTIZE)
+
+
+def is_any_dequantize(node: torch.fx.Node) -> bool:
+    """True for a dequantize node of any supported flavour (ours, ``Tensor.dequantize``, PT2E's)."""
+    if node.op == "call_method":
+        return node.target == "dequantize"
+    return is_dequantize(node) or (node.op == "call_function" and node.target is torch.dequantize) or \
+        _is_op(node, _PT2E_DEQUANTIZE)

@@ -25,9 +25,14 @@ import torch
 from fx2trt_pipeline.errors import ConfigError
 
 
+def _flat64(t: torch.Tensor) -> torch.Tensor:
+    # A torch.ao qint8 tensor cannot be cast: compare the real values it stands for.
+    t = t.dequantize() if t.is_quantized else t
+    return t.detach().reshape(-1).to("cpu", torch.float64)
+
+
 def _pair(ref: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return (ref.detach().reshape(-1).to("cpu", torch.float64),
-            test.detach().reshape(-1).to("cpu", torch.float64))
+    return _flat64(ref), _flat64(test)
 
 
 def cosine_similarity(ref: torch.Tensor, test: torch.Tensor) -> float:

@@ -62,7 +62,8 @@ class _ValueCapture(Interpreter):
         result = super().run_node(n)
         if isinstance(result, torch.Tensor) and (self.names is None or n.name in self.names):
             # A copy: a later in-place op (ReLU(inplace=True), `out += identity`) would change it.
-            self.values[n.name] = result.detach().clone()
+            # torch.ao's qint8 tensors are kept as their int8 values, what TensorRT's Q layer outputs.
+            self.values[n.name] = (result.int_repr() if result.is_quantized else result).detach().clone()
         return result
 
 
@@ -240,6 +241,43 @@ def float_reference_graph(model: torch.nn.Module, qgm: GraphModule,
     return gm
 
 
+def _is_torch_ao_graph(gm: GraphModule) -> bool:
+    return any(n.op == "call_function" and n.target in (torch.quantize_per_tensor, torch.quantize_per_channel)
+               for n in gm.graph.nodes)
+
+
+def _reference_module(module: torch.nn.Module) -> torch.nn.Module | None:
+    """The torch.ao reference conv / linear in ``module`` (itself or the first of a fused pair)."""
+    inner = module[0] if isinstance(module, torch.nn.Sequential) and len(module) else module
+    return inner if hasattr(inner, "get_quantized_weight") else None
+
+
+def torch_ao_float_twin(qgm: GraphModule) -> GraphModule:
+    """The float graph of a torch.ao reference graph: same node names, Q/DQ removed, reference modules
+    computing with their float (BN-folded) weights. Built on a copy; ``qgm`` is unchanged."""
+    twin = copy.deepcopy(qgm)
+    for node in list(twin.graph.nodes):
+        if qdq_ops.is_any_quantize(node) or qdq_ops.is_any_dequantize(node):
+            node.replace_all_uses_with(node.args[0])
+            twin.graph.erase_node(node)
+    for module in twin.modules():
+        ref = _reference_module(module)
+        if ref is not None:  # the reference module's forward fake-quantizes through get_weight()
+            ref.get_weight = lambda ref=ref: ref.weight
+    twin.graph.eliminate_dead_code()
+    twin.recompile()
+    return twin
+
+
+def _reference_weight_error(module: torch.nn.Module) -> tuple[float | None, float | None]:
+    ref = _reference_module(module)
+    if ref is None or getattr(ref, "weight_qscheme", None) is None:
+        return None, None
+    with torch.no_grad():
+        w, w_q = ref.weight.detach(), ref.get_weight().detach()
+    return sqnr_db(w, w_q), cosine_similarity(w, w_q)
+
+
 def _op_label(gm: GraphModule, node: Node) -> str:
     if node.op == "call_module":
         return type(gm.get_submodule(str(node.target))).__name__
@@ -251,16 +289,16 @@ def _quantized_args(node: Node) -> tuple[list[Node], list[tuple[int, Node]]]:
     """Activation DQ inputs (DQ of a Q) and ``(arg position, weight DQ)`` inputs of ``node``."""
     acts, weights = [], []
     for pos, arg in enumerate(node.args):
-        if isinstance(arg, Node) and qdq_ops.is_dequantize(arg):
+        if isinstance(arg, Node) and qdq_ops.is_any_dequantize(arg):
             source = arg.args[0]
-            if isinstance(source, Node) and qdq_ops.is_quantize(source):
+            if isinstance(source, Node) and qdq_ops.is_any_quantize(source):
                 acts.append(arg)
             else:
                 weights.append((pos, arg))
     for arg in node.all_input_nodes:  # list args, e.g. torch.cat([a_dq, b_dq])
-        if qdq_ops.is_dequantize(arg) and arg not in acts and arg not in [w for _, w in weights]:
+        if qdq_ops.is_any_dequantize(arg) and arg not in acts and arg not in [w for _, w in weights]:
             source = arg.args[0]
-            if isinstance(source, Node) and qdq_ops.is_quantize(source):
+            if isinstance(source, Node) and qdq_ops.is_any_quantize(source):
                 acts.append(arg)
     return acts, weights
 
@@ -306,8 +344,12 @@ def quant_error_table(float_model: torch.nn.Module, qgm: GraphModule, inputs: Se
         >>> table.worst_first()[0].layer                          # doctest: +SKIP
         'layer4_1_conv2'
     """
-    float_gm = float_model if isinstance(float_model, GraphModule) else float_reference_graph(
-        float_model, qgm, concrete_args)
+    if isinstance(float_model, GraphModule):
+        float_gm = float_model
+    elif _is_torch_ao_graph(qgm):
+        float_gm = torch_ao_float_twin(qgm)
+    else:
+        float_gm = float_reference_graph(float_model, qgm, concrete_args)
     float_nodes = {n.name: n for n in float_gm.graph.nodes}
     float_values, _ = capture_node_values(float_gm, inputs)
     quant_values, _ = capture_node_values(qgm, inputs)
@@ -316,8 +358,8 @@ def quant_error_table(float_model: torch.nn.Module, qgm: GraphModule, inputs: Se
     base = ChainMap({k: v for k, v in float_values.items() if float_nodes[k].op != "get_attr"}, quant_values)
     rows = LayerErrorTable()
     for node in qgm.graph.nodes:
-        if node.op not in ("call_function", "call_module", "call_method") or qdq_ops.is_quantize(node) \
-                or qdq_ops.is_dequantize(node):
+        if node.op not in ("call_function", "call_module", "call_method") or qdq_ops.is_any_quantize(node) \
+                or qdq_ops.is_any_dequantize(node):
             continue
         acts, weights = _quantized_args(node)
         if not (acts or weights) or node.name not in float_values or node.name not in quant_values:
@@ -325,15 +367,19 @@ def quant_error_table(float_model: torch.nn.Module, qgm: GraphModule, inputs: Se
         env: dict[str, torch.Tensor] = {}  # this layer's inputs, over the shared base values
         for dq in acts:  # the float input, through this layer's own Q/DQ
             q = dq.args[0]
-            source, scale, axis = q.args[0], quant_values[q.args[1].name], q.args[2]
-            x = float_values.get(source.name, quant_values.get(source.name))
-            env[dq.name] = qdq_ops.fake_quantize(x, scale, axis)
+            x = float_values.get(q.args[0].name, quant_values.get(q.args[0].name))
+            # This layer's own Q then DQ nodes, run on the float value (any Q/DQ flavour).
+            q_value = _run_alone(qgm, q, ChainMap({q.args[0].name: x}, base))
+            env[dq.name] = _run_alone(qgm, dq, {q.name: q_value, **{a.name: base[a.name] for a in dq.all_input_nodes
+                                                                      if a is not q}})
         for _, wdq in weights:
             env[wdq.name] = quant_values[wdq.name]
         with torch.no_grad():
             alone = _run_alone(qgm, node, ChainMap(env, base))
         ref = float_values[node.name]
         w_sqnr = w_cos = None
+        if not weights and node.op == "call_module":
+            w_sqnr, w_cos = _reference_weight_error(qgm.get_submodule(str(node.target)))
         if weights:
             pos, wdq = weights[0]
             w_float = _float_weight(float_gm, float_nodes[node.name], pos, float_values) \
