@@ -79,6 +79,10 @@ class BackendUnavailableError(Fx2TrtError):
     """A requested backend (engine, ONNX Runtime, ...) cannot run on this machine (exit code 3)."""
 
 
+class EngineIncompatibleError(EngineLoadError, BackendUnavailableError):
+    """An intact engine that cannot run on this machine: no GPU, or a GPU it does not target (exit code 3)."""
+
+
 class StepFailedError(Fx2TrtError):
     """A pipeline step raised; ``step`` names it and ``__cause__`` is the original exception."""
 

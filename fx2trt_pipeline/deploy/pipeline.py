@@ -56,6 +56,7 @@ from fx2trt_pipeline.deploy.sources import (
 )
 from fx2trt_pipeline.deploy.steps import MANIFEST_NAME, Steps, staged_output
 from fx2trt_pipeline.deploy.triton import triton_model_name, write_triton_repository
+from fx2trt_pipeline.engine.compatibility import deployment_target
 from fx2trt_pipeline.errors import ConfigError
 
 from fx2trt_pipeline.quantize.api import calibrate, convert, prepare, prepared_info
@@ -216,6 +217,7 @@ def _step_engine(run: _Run) -> None:
         f"{meta['build']['build_seconds']:.1f} s with {meta['library']['name']} "
         f"{meta['library']['version']}"
     )
+    run.steps.note(f"deployment target: {deployment_target(meta)}")
     name = triton_model_name(cfg.model.display_name)
     model_dir = write_triton_repository(
         run.stage / TRITON_DIR,

@@ -24,6 +24,7 @@ import jinja2
 
 from fx2trt_pipeline.deploy.charts import histogram, optional_float, sqnr_bars, sqnr_color, step_bars
 from fx2trt_pipeline.deploy.report_template import TEMPLATE
+from fx2trt_pipeline.engine.compatibility import deployment_target
 
 #: Layers shown in the SQNR chart (worst first); the table below it lists all of them.
 CHART_LAYERS = 20
@@ -234,6 +235,7 @@ def render_report(manifest: Mapping[str, Any], graph_svg: str = "", output_hint:
         or manifest.get("triton_model")
         or "model",
         "passed": manifest.get("passed", False),
+        "deployment_target": deployment_target(manifest["engine"]) if manifest.get("engine") else "",
         "created": manifest.get("created", ""),
         "versions": manifest.get("versions", {}),
         "tiles": _tiles(manifest),

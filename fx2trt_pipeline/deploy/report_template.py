@@ -65,6 +65,7 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:24px;
   <span class="badge {{ 'pass' if passed else 'fail' }}">{{ 'GATE PASSED' if passed else 'GATE FAILED' }}</span>
   <div class="sub">{{ created }} · {{ versions.tensorrt_library }} · torch {{ versions.torch }} ·
     fx2trt-pipeline {{ versions.fx2trt_pipeline }}</div>
+  {% if deployment_target %}<div class="sub" id="deployment-target">{{ deployment_target }}</div>{% endif %}
 </header>
 
 <div class="tiles">

@@ -5,7 +5,10 @@ network_from_graph_module(qgm, inputs)                      (fx2trt_pipeline.net
   -> engine_bytes_from_network(builder, network, inputs, options)     engine_builder.py
   -> save_engine(bytes, path, metadata)  model.plan + model.plan.json, atomic (fx2trt_pipeline/atomic_io.py)
   -> load_engine_bytes(path)   size, sha256, library version, engine header       artifact.py
-  -> Engine.load(path)(x_cuda) -> {"output": tensor}                              runtime.py
+  -> Engine.load(path)   GPU targeted? (sidecar "compatibility")              compatibility.py
+       runtime config: kernel specialization, runtime cache                   runtime_config.py
+  -> engine(x_cuda) -> {"output": tensor}   checked, 256-byte aligned I/O      bindings.py
+       enqueued on the caller's stream or a private one ordered with it        streams.py, runtime.py
 build_engine(qgm, inputs, path, options=BuildOptions(...)) chains the first three.
 ```
 

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from fx2trt_pipeline import trt_api
+from fx2trt_pipeline.engine.compatibility import GpuInfo, compatibility_fields
 from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.errors import EngineLoadError
 
@@ -198,6 +199,9 @@ def hash_quant_state(state: Mapping[str, Any]) -> str:
 def engine_metadata(engine_bytes: bytes, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The sidecar content for ``engine_bytes``: integrity and library fields computed here, plus ``extra``.
 
+    ``compatibility`` (see :mod:`fx2trt_pipeline.engine.compatibility`) records the library, the hardware
+    compatibility level, the GPU of the building process (``None`` without one) and the compute
+    capabilities the engine runs on; ``Engine.load`` and the validator check it before deserializing.
     ``extra`` carries what only the builder knows: ``inputs`` (``InputSpec.to_dict`` each), ``outputs``
     (name, dtype, shape), ``num_layers``, ``quant_state_hash``, ``build_options``, ``build`` timings.
     Fields computed here always win over ``extra``, so a caller cannot record a wrong checksum.
@@ -228,6 +232,10 @@ def engine_metadata(engine_bytes: bytes, extra: Mapping[str, Any] | None = None)
     )
     if header is not None:  # what the engine really targets, not what was asked for
         meta["target_compute_capabilities"] = header.compute_capabilities
+    level = (meta.get("build_options") or {}).get("hardware_compatibility_level")
+    meta["compatibility"] = compatibility_fields(
+        library, version, meta["target_compute_capabilities"], level, GpuInfo.of()
+    )
     return meta
 
 

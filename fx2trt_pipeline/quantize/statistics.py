@@ -147,7 +147,7 @@ class TensorStats:
         width = log2_width_for(amax, self._num_bins)
         if self._log2_width is not None:
             width = max(width, self._log2_width)  # never narrower than the current width
-        counts = _bin_counts(flat, width, self._num_bins, signed=lo_f < 0.0)
+        counts = _bin_counts(flat, width, self._num_bins, lo_f < 0.0, max(-lo_f, hi_f))
         # Commit only now, so that a failure above leaves the statistics as they were.
         hist = self._hist.to(flat.device) if self._count == 0 else self._hist
         if self._log2_width is not None:
@@ -318,19 +318,42 @@ def _as_float(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.float64)
 
 
-def _bin_counts(flat: torch.Tensor, log2_width: int, num_bins: int, signed: bool) -> torch.Tensor:
-    """Exact int64 counts of floor(|flat| / 2**log2_width), all of which are < num_bins."""
+def counting_method(device_type: str, deterministic: bool) -> str:
+    """How :func:`_bin_counts` counts on a device: ``"lanes"``, ``"histc"`` or ``"bincount"``.
+
+    CPU: integer bincount over interleaved lanes (fastest there). CUDA and other devices: ``histc``,
+    which needs no host sync, except under ``torch.use_deterministic_algorithms(True)``, where CUDA's
+    ``histc`` raises (its atomic float adds are non-deterministic) and plain integer ``bincount``,
+    deterministic and exact, is used instead.
+
+    Example:
+        >>> counting_method("cpu", False), counting_method("cuda", False), counting_method("cuda", True)
+        ('lanes', 'histc', 'bincount')
+    """
+    if device_type == "cpu":
+        return "lanes"
+    return "bincount" if deterministic else "histc"
+
+
+def _bin_counts(
+    flat: torch.Tensor, log2_width: int, num_bins: int, signed: bool, batch_amax: float
+) -> torch.Tensor:
+    """Exact int64 counts of floor(|flat| / 2**log2_width), all of which must be < num_bins."""
+    # The range check is on the batch's exact max |x|, known on the host already: histc silently drops
+    # out-of-range values and the lane layout would spill them into the next lane, so a check of the
+    # counts afterwards could never fire. Scaling by a power of two is exact, so this is exact too.
+    if not math.ldexp(batch_amax, -log2_width) < num_bins:
+        raise InternalError(
+            f"max |x| = {batch_amax!r} falls beyond {num_bins} bins of width 2**{log2_width}; width rule violated"
+        )
     # Multiplying by a power of two is exact, so truncating the product is exactly floor(|x|/w).
     scaled = torch.mul(flat, math.ldexp(1.0, -log2_width))
-    if flat.device.type == "cpu":
-        counts = _counts_bincount(scaled, num_bins, signed)
-    else:
-        counts = _counts_histc(scaled, num_bins, signed)
-    if counts.numel() != num_bins:
-        raise InternalError(
-            f"bin index beyond {num_bins} bins (log2_width={log2_width}); width rule violated"
-        )
-    return counts
+    method = counting_method(flat.device.type, torch.are_deterministic_algorithms_enabled())
+    if method == "lanes":
+        return _counts_bincount(scaled, num_bins, signed)
+    if method == "bincount":
+        return _counts_plain_bincount(scaled, num_bins, signed)
+    return _counts_histc(scaled, num_bins, signed)
 
 
 def _counts_bincount(scaled: torch.Tensor, num_bins: int, signed: bool) -> torch.Tensor:
@@ -344,6 +367,18 @@ def _counts_bincount(scaled: torch.Tensor, num_bins: int, signed: bool) -> torch
     body = idx.numel() // _LANES * _LANES  # a ragged tail stays in lane 0
     idx[:body].view(-1, _LANES).add_(torch.arange(0, _LANES * num_bins, num_bins, dtype=idx.dtype))
     return torch.bincount(idx, minlength=_LANES * num_bins).view(_LANES, num_bins).sum(0)
+
+
+def _counts_plain_bincount(scaled: torch.Tensor, num_bins: int, signed: bool) -> torch.Tensor:
+    # Deterministic on CUDA (no weights), exact int64 counts; it syncs to size its output, which the
+    # deterministic mode accepts. A bin index >= num_bins would lengthen the output: checked, not sliced.
+    idx = scaled.to(torch.int64)
+    if signed:
+        idx.abs_()
+    counts = torch.bincount(idx, minlength=num_bins)
+    if counts.numel() != num_bins:
+        raise InternalError(f"bin index {counts.numel() - 1} beyond {num_bins} bins; width rule violated")
+    return counts
 
 
 def _counts_histc(scaled: torch.Tensor, num_bins: int, signed: bool) -> torch.Tensor:

@@ -144,18 +144,31 @@ class OnnxRuntimeRunner:
 class TensorRTEngineRunner:
     """Runs a serialized engine with :class:`fx2trt_pipeline.engine.runtime.Engine` (imported lazily).
 
-    Feeds are moved to the engine's CUDA device; outputs stay there.
+    Feeds are moved to the engine's CUDA device; outputs stay there. The engine runs every profile
+    shape once when the runner is made (``Engine.warm_up``), so TensorRT-RTX's just-in-time kernel
+    compilation is not part of any timing taken with the runner.
 
     Args:
         engine: an ``Engine``, or the path of an engine file (loaded with ``Engine.load``).
-        device: CUDA device for ``Engine.load`` and the feeds.
+        device: the CUDA device; ``None`` means the engine's own (for a path: the current CUDA device).
+            ``"cuda"`` without an index means the current device. A non-CUDA device such as ``"cpu"``,
+            or a device other than a given Engine's, is a :class:`ConfigError`, never a silent switch.
+        name: label used in comparison tables.
+        warm_up: run the warm-up (``warm_up_seconds`` records how long it took).
     """
 
-    def __init__(self, engine: Any, device: str | torch.device | None = None, name: str = "tensorrt") -> None:
+    def __init__(self, engine: Any, device: str | torch.device | None = None, name: str = "tensorrt",
+                 warm_up: bool = True) -> None:
         runtime = importlib.import_module("fx2trt_pipeline.engine.runtime")
-        self.engine = runtime.Engine.load(engine, device=device) if isinstance(engine, (str, Path)) else engine
-        self.device = torch.device(device) if device is not None else torch.device("cuda")
+        if isinstance(engine, (str, Path)):
+            engine = runtime.Engine.load(engine, device=device)
+        elif device is not None and runtime.resolve_device(device) != engine.device:
+            raise ConfigError(f"{name}: the engine runs on {engine.device}, not on the requested device {device}; "
+                              "load it with Engine.load(path, device=...) to run it elsewhere")
+        self.engine = engine
+        self.device: torch.device = engine.device
         self.name = name
+        self.warm_up_seconds = engine.warm_up() if warm_up else None
 
     @property
     def input_names(self) -> list[str]:
@@ -169,7 +182,8 @@ class TensorRTEngineRunner:
 
     def run(self, feeds: Feeds) -> dict[str, torch.Tensor]:
         """Engine outputs by name (CUDA tensors)."""
-        return dict(self.engine(**{n: t.to(self.device).contiguous() for n, t in feeds.items()}))
+        # Engine itself makes inputs contiguous and 256-byte aligned (copying only when needed).
+        return dict(self.engine(**{n: t.to(self.device) for n, t in feeds.items()}))
 
 
 def compare_runners(ref: Runner, test: Runner, feeds: Feeds,

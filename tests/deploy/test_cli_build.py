@@ -8,9 +8,11 @@ import re
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
+import markupsafe
 import pytest
 
 from fx2trt_pipeline.engine.artifact import EngineArtifact, load_engine_bytes
+from fx2trt_pipeline.engine.compatibility import deployment_target
 from fx2trt_pipeline.quantize.state import load_quant_state
 
 from .conftest import EVAL_IMAGES, BuildRun
@@ -42,6 +44,16 @@ def test_engine_and_sidecar(demo_build: BuildRun) -> None:
     state = load_quant_state(demo_build.output / "model.quant.json")
     assert meta["quant_state_hash"] == "sha256:" + state.digest()
     assert state.config.calibrator == "mse" and state.stats and set(state.amax) == set(state.stats)
+
+
+def test_deployment_target_in_output_sidecar_report_and_triton(demo_build: BuildRun) -> None:
+    meta = json.loads((demo_build.output / "model.plan.json").read_text())
+    target = deployment_target(meta)
+    assert meta["compatibility"]["library"] == meta["library"]["name"]
+    assert f"deployment target: {target}" in demo_build.stdout
+    assert str(markupsafe.escape(target)) in (demo_build.output / "report.html").read_text()  # as jinja2 escapes
+    pbtxt = (demo_build.output / "triton" / "demo_detector" / "config.pbtxt").read_text()
+    assert target in " ".join(line[2:] for line in pbtxt.splitlines() if line.startswith("# "))
 
 
 def test_qdq_onnx_loads_and_has_named_dynamic_io(demo_build: BuildRun) -> None:

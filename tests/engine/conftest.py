@@ -17,6 +17,7 @@ if not trt_api.is_available():
 
 from fx2trt_pipeline.engine.engine_builder import create_builder  # noqa: E402
 from fx2trt_pipeline.network.inputs import InputSpec  # noqa: E402
+from tests.engine.fakes import fake_cuda  # noqa: E402,F401  (fixture: torch.cuda patched for fake engines)
 
 X_SCALE = 0.05
 CIN, COUT, HW = 3, 8, 12

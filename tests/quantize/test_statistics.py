@@ -7,12 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from fx2trt_pipeline.errors import CalibrationError, ConfigError
+from fx2trt_pipeline.errors import CalibrationError, ConfigError, InternalError
 from fx2trt_pipeline.quantize.statistics import (
     AMAX_FLOOR,
     TensorStats,
+    _bin_counts,
     _counts_bincount,
     _counts_histc,
+    _counts_plain_bincount,
+    counting_method,
     log2_width_for,
     rebin,
 )
@@ -77,6 +80,45 @@ def test_histc_path_matches_bincount_path(signed: bool) -> None:
         a = _counts_bincount(scaled.clone(), num_bins, signed)
         b = _counts_histc(scaled.clone(), num_bins, signed)
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_deterministic_bincount_path_matches_reference(signed: bool) -> None:
+    # The counting CUDA uses under torch.use_deterministic_algorithms(True), run on CPU tensors.
+    x = _edge_values() if signed else _edge_values().abs()
+    for num_bins in (64, 100):
+        counts = _counts_plain_bincount(x * 8.0, num_bins, signed)
+        np.testing.assert_array_equal(counts.numpy(), reference_hist(x.numpy(), 1 / 8, num_bins))
+        torch.testing.assert_close(counts, _counts_histc(x * 8.0, num_bins, signed), rtol=0, atol=0)
+
+
+def test_counting_method_avoids_histc_in_deterministic_mode() -> None:
+    # CUDA's histc raises under torch.use_deterministic_algorithms(True); bincount does not.
+    assert counting_method("cuda", deterministic=True) == "bincount"
+    assert counting_method("cuda", deterministic=False) == "histc"
+    assert counting_method("cpu", deterministic=True) == counting_method("cpu", deterministic=False) == "lanes"
+    x = torch.randn(3000, generator=torch.Generator().manual_seed(3))
+    free = stats_of(x, num_bins=100)
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert stats_of(x, num_bins=100) == free
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+@pytest.mark.parametrize("counter", [_counts_bincount, _counts_histc, _counts_plain_bincount])
+def test_out_of_range_values_are_an_error_not_dropped(counter) -> None:
+    # 9.0 at w = 1 needs bin 9 of 8: histc would drop it and the lane layout would count it in the next
+    # lane; the guard checks the batch max before counting, on every device and method.
+    x = torch.tensor([1.0, 9.0])
+    with pytest.raises(InternalError, match=r"max \|x\| = 9.0 falls beyond 8 bins"):
+        _bin_counts(x, 0, 8, False, 9.0)
+    if counter is _counts_plain_bincount:
+        with pytest.raises(InternalError, match="beyond 8 bins"):
+            counter(x, 8, False)
+    else:  # what the guard protects against: histc loses 9.0, the lanes count it in bin 1 of lane 1
+        counts = counter(x, 8, False)
+        assert counts.numel() == 8 and (int(counts.sum()) == 1 or int(counts[1]) == 2)
 
 
 def test_more_than_2_pow_24_zeros_are_counted_exactly() -> None:
@@ -205,7 +247,23 @@ def test_bad_num_bins() -> None:
             TensorStats(bad)  # type: ignore[arg-type]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_counts_under_deterministic_algorithms() -> None:
+    # CUDA's histc raises in this mode; the statistics count with bincount instead, to the same integers.
+    x = torch.randn(4, 16, 33, 31, generator=torch.Generator().manual_seed(7)) * 5
+    cpu = stats_of(x)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with pytest.raises(RuntimeError, match="histc"):
+            torch.histc(x.cuda(), bins=8, min=0, max=8)
+        assert stats_of(x.cuda()) == cpu
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_update_equals_cpu_update() -> None:
     g = torch.Generator().manual_seed(6)
     xs = [torch.randn(8, 16, 32, 32, generator=g) * (10.0**k) for k in range(3)]

@@ -58,10 +58,16 @@ def test_simulated_vs_network_executor_runner(net, qdq_conv_gm):
 
 
 class _FakeEngine:
-    """Stands in for build.runtime.Engine: records what the runner passes."""
+    """Stands in for engine.runtime.Engine: records what the runner passes (runs on the CPU)."""
 
     input_names = ("images",)
     output_names = ("logits",)
+    device = torch.device("cpu")
+    warmed = 0
+
+    def warm_up(self, batch_sizes=()):
+        self.warmed += 1
+        return 0.25
 
     def __call__(self, **feeds):
         self.seen = feeds
@@ -70,12 +76,19 @@ class _FakeEngine:
 
 def test_engine_runner_delegates_to_engine_object():
     engine = _FakeEngine()
-    runner = TensorRTEngineRunner(engine, device="cpu")
-    x = torch.randn(2, 3, 4, 4).transpose(2, 3)  # non-contiguous: the runner makes it contiguous
+    runner = TensorRTEngineRunner(engine)
+    assert runner.device == engine.device  # the engine's own device, not a guessed "cuda"
+    assert engine.warmed == 1 and runner.warm_up_seconds == 0.25  # warmed up before anything is timed
+    x = torch.randn(2, 3, 4, 4).transpose(2, 3)  # non-contiguous: the Engine itself copies it aligned
     out = runner.run({"images": x})
-    assert engine.seen["images"].is_contiguous()
+    assert engine.seen["images"] is x
     assert torch.allclose(out["logits"], x.sum((1, 2, 3)))
     assert runner.input_names == ["images"] and runner.output_names == ["logits"]
+
+
+def test_engine_runner_refuses_a_cpu_device():
+    with pytest.raises(ConfigError, match="TensorRT engines run on CUDA devices only, got device='cpu'"):
+        TensorRTEngineRunner(_FakeEngine(), device="cpu")
 
 
 def test_engine_runner_loads_a_path_through_engine_load(tmp_path, monkeypatch):
@@ -84,6 +97,7 @@ def test_engine_runner_loads_a_path_through_engine_load(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(runtime.Engine, "load", classmethod(lambda cls, path, device=None: calls.append(
         (str(path), device)) or _FakeEngine()))
-    runner = TensorRTEngineRunner(tmp_path / "model.plan", device="cpu")
-    assert calls == [(str(tmp_path / "model.plan"), "cpu")]
+    runner = TensorRTEngineRunner(tmp_path / "model.plan", device="cuda:1", warm_up=False)
+    assert calls == [(str(tmp_path / "model.plan"), "cuda:1")]
+    assert runner.warm_up_seconds is None
     assert isinstance(runner.engine, _FakeEngine)
