@@ -22,11 +22,14 @@ from fx2trt_pipeline.converters import (  # noqa: F401
     linear,
     misc,
     normalization,
+    padding,
     pooling,
     qdq,
     reduce,
     resize,
     shape,
+    tensor_ops,
+    transformer,
 )
 from fx2trt_pipeline.converters.registry import REGISTRY, Converter, describe_key, register
 
@@ -41,6 +44,9 @@ FAMILIES = (
     "resize",
     "reduce",
     "normalization",
+    "transformer",
+    "padding",
+    "tensor_ops",
     "misc",
 )
 

@@ -12,12 +12,13 @@ from typing import Any
 from collections.abc import Callable
 
 import torch
-from fx2trt_pipeline.converters.common import arg, node_arg
+from fx2trt_pipeline.converters.common import arg, is_trt_tensor, node_arg
 from fx2trt_pipeline.converters.registry import method, register
 from torch.fx import Node
 
 from fx2trt_pipeline.network.context import ConversionContext
 from fx2trt_pipeline.network.layer_builders import elementwise
+from fx2trt_pipeline.errors import ConversionError
 
 _PYTHON_OPS: dict[str, Callable[[Any, Any], Any]] = {
     "add": operator.add,
@@ -25,6 +26,7 @@ _PYTHON_OPS: dict[str, Callable[[Any, Any], Any]] = {
     "mul": operator.mul,
     "div": operator.truediv,
     "floordiv": operator.floordiv,
+    "mod": operator.mod,
 }
 
 
@@ -89,3 +91,24 @@ def convert_div(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -
 def convert_floordiv(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> Any:
     """``a // b`` -> FLOOR_DIV (Python ints stay Python ints)."""
     return _binary(ctx, node, *_operands(args, kwargs), "floordiv")
+
+
+@register(operator.mod)
+def convert_mod(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> Any:
+    """``a % b`` on Python values (shape arithmetic such as window padding); tensors are refused."""
+    a, b = _operands(args, kwargs)
+    if not (isinstance(a, (int, float)) and isinstance(b, (int, float))):
+        raise ConversionError("tensor % is not supported; only Python values (static shapes)")
+    return a % b
+
+
+@register(operator.eq, operator.ne)
+def convert_compare(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> Any:
+    """``a == b`` / ``a != b``: Python values (shape checks) compare in Python; tensors ``==`` -> EQUAL."""
+    a, b = args[0], args[1]
+    compare = operator.eq if node.target is operator.eq else operator.ne
+    if not (is_trt_tensor(a) or is_trt_tensor(b) or isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor)):
+        return compare(a, b)
+    if compare is operator.ne:
+        raise ConversionError("tensor != tensor is not supported; compare with == and invert")
+    return elementwise(ctx, ctx.name(node), a, b, "eq")

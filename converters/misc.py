@@ -1,4 +1,5 @@
-"""Identity, dropout (eval: identity) and concatenation converters."""
+"""Identity, eval-mode identities (every dropout variant, torchvision's stochastic_depth), dropped runtime
+assertions (``torch._assert``) and concatenation converters."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torchvision.ops import stochastic_depth
 from fx2trt_pipeline.converters.common import arg, module_of, node_arg
 from fx2trt_pipeline.converters.registry import register
 from torch import nn
@@ -13,6 +15,7 @@ from torch.fx import Node
 
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
 from fx2trt_pipeline.network.layer_builders import concat
+from fx2trt_pipeline.errors import ConversionError
 
 
 @register(nn.Identity)
@@ -29,10 +32,35 @@ def check_dropout(node: Node) -> str | None:
     )
 
 
-@register(nn.Dropout, nn.Dropout1d, nn.Dropout2d, F.dropout, can_convert=check_dropout)
+_DROPOUT_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+_DROPOUT_FUNCTIONS = (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout)
+
+
+@register(*_DROPOUT_MODULES, *_DROPOUT_FUNCTIONS, can_convert=check_dropout)
 def convert_dropout(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> Any:
     """Eval-mode dropout is the identity: the value passes through without a layer."""
     return arg(args, kwargs, 0, "input")
+
+
+def check_stochastic_depth(node: Node) -> str | None:
+    """Accept ``stochastic_depth(x, p, mode, training=False)`` (the identity in eval mode)."""
+    return "stochastic_depth in training mode drops rows at random; convert an eval-mode graph" if node_arg(
+        node, 3, "training", True) else None
+
+
+@register(stochastic_depth, can_convert=check_stochastic_depth)
+def convert_stochastic_depth(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> Any:
+    """Eval-mode stochastic depth is the identity: the value passes through without a layer."""
+    return arg(args, kwargs, 0, "input")
+
+
+@register(torch._assert)
+def convert_assert(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> None:
+    """``torch._assert(cond, msg)`` adds no layer; a condition known False at build time is an error."""
+    condition = arg(args, kwargs, 0, "condition")
+    if isinstance(condition, bool) and not condition:
+        raise ConversionError(f"the model's assertion fails for these input shapes: {arg(args, kwargs, 1, 'message')}")
+    return None
 
 
 @register(torch.cat, torch.concat, torch.concatenate)

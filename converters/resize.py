@@ -1,11 +1,12 @@
-"""Resize converters: ``F.interpolate`` and the Upsample modules (nearest, bilinear with align_corners)."""
+"""Resize converters: ``F.interpolate`` and the Upsample modules (nearest, bilinear with align_corners), by
+scale factor or by size, including sizes read from tensor shapes (``size=x.shape[-2:]``, dynamic-shape safe)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch.nn.functional as F
-from fx2trt_pipeline.converters.common import arg, module_of
+from fx2trt_pipeline.converters.common import arg, is_trt_tensor, module_of
 from fx2trt_pipeline.converters.registry import register
 from torch import nn
 from torch.fx import Node
@@ -44,8 +45,8 @@ def check_resize(node: Node) -> str | None:
         return "antialias=True is not supported"
     if p["size"] is None and p["scale_factor"] is None:
         return "either size or scale_factor must be given"
-    if isinstance(p["size"], Node) or isinstance(p["scale_factor"], Node):
-        return "size / scale_factor must be Python values, not computed tensors"
+    if isinstance(p["scale_factor"], Node):
+        return "scale_factor must be a Python number (sizes may come from tensor shapes: use size=)"
     return None
 
 
@@ -67,14 +68,14 @@ def convert_interpolate(ctx: ConversionContext, node: Node, args: tuple, kwargs:
     if p["size"] is None and not p["recompute_scale_factor"]:
         scales = [1.0, 1.0, *(float(s) for s in _pair(p["scale_factor"], 2))]
         return resize(ctx, name, x, mode, scales=scales, align_corners=align)
-    if p["size"] is not None:
-        spatial = [int(s) for s in _pair(p["size"], 2)]
+    if p["size"] is not None:  # ints, or 1-element shape tensors when sizes come from dynamic dims
+        spatial = [s if is_trt_tensor(s) else int(s) for s in _pair(p["size"], 2)]
     else:
         in_hw = dims_of(x)[2:]
         if any(d < 0 for d in in_hw):
             raise ConversionError(f"{name}: recompute_scale_factor needs static spatial dims")
         spatial = [int(d * float(s)) for d, s in zip(in_hw, _pair(p["scale_factor"], 2))]
-    if all(d >= 0 for d in dims_of(x)[:2]):
+    if all(d >= 0 for d in dims_of(x)[:2]) and not any(is_trt_tensor(s) for s in spatial):
         return resize(ctx, name, x, mode, shape=(*dims_of(x)[:2], *spatial), align_corners=align)
     batch_channels = [dim_size(ctx, ctx.name(name, "sizes"), x, d) for d in (0, 1)]
     shape = shape_vector(ctx, ctx.name(name, "out"), [*batch_channels, *spatial])

@@ -34,6 +34,8 @@ from fx2trt_pipeline.network.shape_builders import (
     unsqueeze,
 )
 from fx2trt_pipeline.errors import ConversionError
+from fx2trt_pipeline.network.tensor_builders import broadcast_to
+from fx2trt_pipeline.trt_types import torch_dtype
 
 
 def _input(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> ITensor:
@@ -188,17 +190,46 @@ def convert_size(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) 
     return _size(ctx, node, _input(ctx, node, args, kwargs), arg(args, kwargs, 1, "dim", None))
 
 
+_ATTRIBUTES = ("shape", "ndim", "device", "dtype")
+
+
 def check_getattr(node: Node) -> str | None:
-    """Accept ``x.shape`` and ``x.ndim``."""
+    """Accept ``x.shape``, ``x.ndim``, ``x.device`` and ``x.dtype``."""
     name = node_arg(node, 1, "name")
-    return None if name in ("shape", "ndim") else f"attribute {name!r} is not supported (only shape / ndim)"
+    return None if name in _ATTRIBUTES else f"attribute {name!r} is not supported (only {', '.join(_ATTRIBUTES)})"
 
 
 @register(builtins.getattr, can_convert=check_getattr)
 def convert_getattr(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> Any:
-    """``x.shape`` (like ``x.size()``) and ``x.ndim`` (a Python int)."""
+    """``x.shape`` (like ``x.size()``), ``x.ndim`` (an int), ``x.dtype`` and ``x.device`` (Python values).
+
+    An engine has one device, so ``x.device`` is ``cpu`` for every tensor and ``.to(device)`` is a no-op.
+    """
     x = ctx.as_tensor(args[0], ctx.name(node, "input"))
+    if args[1] == "device":
+        return torch.device("cpu")
+    if args[1] == "dtype":
+        return torch_dtype(x.dtype)
     return rank(x) if args[1] == "ndim" else _size(ctx, node, x, None)
+
+
+@register(method("dim"), method("ndimension"))
+def convert_dim(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> int:
+    """``x.dim()``: the (static) rank as a Python int."""
+    return rank(_input(ctx, node, args, kwargs))
+
+
+@register(method("expand"))
+def convert_expand(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> ITensor:
+    """``x.expand(*sizes)`` (``-1`` keeps a dim; dynamic sizes allowed) -> ISliceLayer with stride 0."""
+    return broadcast_to(ctx, ctx.name(node), _input(ctx, node, args, kwargs), _varargs(args, kwargs, "size"))
+
+
+@register(method("expand_as"))
+def convert_expand_as(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> ITensor:
+    """``x.expand_as(other)`` -> ISliceLayer with stride 0 on the broadcast dims."""
+    other = ctx.as_tensor(arg(args, kwargs, 1, "other"), ctx.name(node, "other"))
+    return broadcast_to(ctx, ctx.name(node), _input(ctx, node, args, kwargs), sizes(ctx, ctx.name(node), other))
 
 
 @register(method("contiguous"))

@@ -35,6 +35,7 @@ ELEMENTWISE_OPS = {
     "max": "MAX",
     "min": "MIN",
     "pow": "POW",
+    "eq": "EQUAL",
 }
 #: Promotion order for mixed-dtype operands (torch's type promotion for the cases we meet).
 _PROMOTION = ["bool", "int8", "int32", "int64", "float16", "float32"]

@@ -106,6 +106,12 @@ CASES = [
     ),
     OpCase("floordiv_tensor", lambda: Fn(lambda m, a: operator.floordiv(a * 3, 2)), inputs=((2, 3),)),
 ]
+CASES += [
+    OpCase("eq_tensors_and_python_shape_check",
+           lambda: Fn(lambda m, x, y: (x == y).to(x.dtype) * (x.shape[1] == 3) + (x.shape[0] != 7)),
+           inputs=lambda: (torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[1.0, 0.0, 3.0]]))),
+    OpCase("mod_of_static_sizes", lambda: Fn(lambda m, x: x * (x.shape[-1] % 3)), inputs=((2, 5),)),
+]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

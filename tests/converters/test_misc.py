@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import StochasticDepth
 
 from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.network.network import find_unsupported
@@ -44,6 +45,19 @@ CASES = [
         lambda: Fn(lambda m, a: torch.concatenate([a, m.c], 0), c=torch.ones(1, 3, 4)),
         inputs=((2, 3, 4),),
     ),
+]
+# Eval-mode identities and dropped assertions: no layer of their own.
+CASES += [
+    OpCase("dropout3d_alpha_feature_alpha_modules",
+           lambda: nn.Sequential(nn.Dropout3d(), nn.AlphaDropout(0.2), nn.FeatureAlphaDropout(0.2), nn.ReLU()),
+           inputs=((2, 3, 2, 4, 4),), layers={"ACTIVATION": 1}),
+    OpCase("dropout_functional_variants", lambda: Fn(lambda m, x: F.relu(F.feature_alpha_dropout(F.alpha_dropout(
+        F.dropout3d(F.dropout2d(F.dropout1d(x, 0.1, m.training).unsqueeze(-1), 0.1, m.training).unsqueeze(-1), 0.1,
+                    m.training), 0.1, m.training), 0.1, m.training))), inputs=((2, 3, 4),)),
+    OpCase("stochastic_depth_eval", lambda: nn.Sequential(StochasticDepth(0.2, "row"), nn.ReLU()),
+           inputs=X, layers={"ACTIVATION": 1}),
+    OpCase("assert_on_static_rank_dropped", lambda: Fn(lambda m, x: (torch._assert(x.dim() == 4, "4-d"), x * 2)[1]),
+           inputs=X, dynamic_batch=True, layers={"ELEMENTWISE": 1}),
 ]
 
 

@@ -50,6 +50,15 @@ CASES = [
     OpCase("upsampling_nearest2d_module", lambda: nn.UpsamplingNearest2d(size=(10, 12)), inputs=X),
     OpCase("upsampling_bilinear2d_module", lambda: nn.UpsamplingBilinear2d(scale_factor=2), inputs=X),
 ]
+# Segmentation heads resize to a size read from another tensor's shape (static or dynamic).
+CASES += [
+    OpCase("interpolate_size_from_other_shape_dynamic_batch",
+           lambda: Fn(lambda m, x, y: F.interpolate(x, size=y.shape[-2:], mode="bilinear", align_corners=False) + y),
+           inputs=((2, 3, 5, 6), (2, 3, 9, 11)), dynamic_batch=True),
+    OpCase("interpolate_size_from_ints_of_shape",
+           lambda: Fn(lambda m, x: F.interpolate(x, size=(x.shape[2] * 2, x.shape[3] + 1), mode="nearest")),
+           inputs=X, dynamic_batch=True),
+]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -79,6 +79,28 @@ CASES = [
 ]
 
 
+class ClassToken(nn.Module):
+    """ViT's class token: a parameter broadcast to the (dynamic) batch and prepended to the sequence."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token = nn.Parameter(torch.randn(1, 1, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.token.expand(x.shape[0], -1, -1), x], dim=1)
+
+
+# Shape queries and broadcasting met in transformers and detector heads.
+CASES += [
+    OpCase("dim_ndimension", fn(lambda x: x.reshape(x.dim(), -1) * x.ndimension()), inputs=((2, 3, 4, 5),)),
+    OpCase("expand_class_token_dynamic_batch",
+           lambda: ClassToken(), inputs=((2, 3, 5),), dynamic_batch=True, layers={"SLICE": 1}),
+    OpCase("expand_new_leading_dims", fn(lambda x: x.expand(2, 3, 4, 5)), inputs=((4, 1),)),
+    OpCase("expand_as_other", lambda: Fn(lambda m, x: m.b.expand_as(x) + x, b=torch.randn(1, 3, 1, 1)),
+           inputs=X, dynamic_batch=True),
+]
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_shape_case(case: OpCase) -> None:
     run_case(case)
