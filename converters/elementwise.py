@@ -112,3 +112,15 @@ def convert_compare(ctx: ConversionContext, node: Node, args: tuple, kwargs: dic
     if compare is operator.ne:
         raise ConversionError("tensor != tensor is not supported; compare with == and invert")
     return elementwise(ctx, ctx.name(node), a, b, "eq")
+
+
+@register(torch.minimum)
+def convert_minimum(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> Any:
+    """``torch.minimum(a, b)`` -> MIN (e.g. the per-channel clamp bound of cross-layer equalization)."""
+    return _binary(ctx, node, *_operands(args, kwargs), "min")
+
+
+@register(torch.maximum)
+def convert_maximum(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> Any:
+    """``torch.maximum(a, b)`` -> MAX."""
+    return _binary(ctx, node, *_operands(args, kwargs), "max")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,14 +25,18 @@ from torch.fx import GraphModule
 
 from fx2trt_pipeline.capture import capture, check_example_inputs
 from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.quantize.bias_correction import ChannelMeanObserver
 from fx2trt_pipeline.quantize.calibrators import compute_amax
 from fx2trt_pipeline.quantize.config import QuantConfig
+from fx2trt_pipeline.quantize.equalization import EqualizedPair, apply_scales, equalize
 from fx2trt_pipeline.quantize.fold_bn import fold_batchnorm
-from fx2trt_pipeline.quantize.observe import flat_inputs, insert_observers, remove_observers, run_calibration
+from fx2trt_pipeline.quantize.observe import (flat_inputs, insert_channel_mean_observers, insert_observers,
+                                              remove_observers, run_calibration)
 from fx2trt_pipeline.quantize.placement import Placement, place_qdq
 from fx2trt_pipeline.quantize.reference import build_reference
 from fx2trt_pipeline.quantize.state import STATE_ATTR, QuantState
 from fx2trt_pipeline.quantize.statistics import TensorStats
+from fx2trt_pipeline.quantize.weight_edits import edit_weights, reapply_edits
 
 PREPARED_ATTR = "fx2trt_prepared"
 
@@ -45,6 +49,8 @@ class PreparedInfo:
     placement: Placement
     stats: dict[str, TensorStats]
     batches_seen: int = 0
+    equalized: list[EqualizedPair] = field(default_factory=list)
+    means: dict[str, ChannelMeanObserver] | None = None
 
 
 def _float_graph(model: nn.Module, config: QuantConfig, example_inputs: Sequence[Any] | None,
@@ -65,6 +71,17 @@ def _float_graph(model: nn.Module, config: QuantConfig, example_inputs: Sequence
         with torch.no_grad():
             check_example_inputs(gm, flat_inputs(example_inputs))
     return gm
+
+
+def _equalized_graph(gm: GraphModule, config: QuantConfig,
+                     saved: list[EqualizedPair] | None = None) -> list[EqualizedPair]:
+    """Cross-layer equalization when the config asks for it: fresh scales, or ``saved`` ones reapplied."""
+    if not config.equalization:
+        return []
+    if saved is None:
+        return equalize(gm)
+    apply_scales(gm, saved)
+    return saved
 
 
 def prepare(model: nn.Module, example_inputs: Sequence[Any] | None = None,
@@ -88,9 +105,11 @@ def prepare(model: nn.Module, example_inputs: Sequence[Any] | None = None,
     """
     config = config or QuantConfig()
     gm = _float_graph(model, config, example_inputs, concrete_args)
+    equalized = _equalized_graph(gm, config)
     placement = place_qdq(gm, config)
     stats = insert_observers(gm, placement)
-    setattr(gm, PREPARED_ATTR, PreparedInfo(config, placement, stats))
+    means = insert_channel_mean_observers(gm, placement) if config.bias_correction else None
+    setattr(gm, PREPARED_ATTR, PreparedInfo(config, placement, stats, equalized=equalized, means=means))
     return gm
 
 
@@ -146,14 +165,18 @@ def _convert(prepared: GraphModule, config: QuantConfig | None, in_place: bool) 
     qgm = _without_observers(prepared, in_place)
     placement = info.placement
     if config is not None and config != info.config:
+        _check_same_graph(config, info.config)
         placement = place_qdq(qgm, config)
         _check_observed(placement, info.placement)
     amax = {key: compute_amax(info.stats[key], g.calibrator, g.percentile) for key, g in placement.groups.items()}
+    final = config or info.config
+    edits = edit_weights(qgm, placement, info.means if final.bias_correction else None)
     device = next((p.device for p in qgm.parameters()), torch.device("cpu"))
     weight_scales = build_reference(qgm, placement, amax)
     qgm.to(device)
-    setattr(qgm, STATE_ATTR, QuantState(config or info.config, placement, amax, weight_scales,
-                                        {k: copy.deepcopy(info.stats[k]) for k in placement.groups}))
+    setattr(qgm, STATE_ATTR, QuantState(final, placement, amax, weight_scales,
+                                        {k: copy.deepcopy(info.stats[k]) for k in placement.groups},
+                                        equalized=list(info.equalized), edits=edits))
     return qgm
 
 
@@ -164,6 +187,18 @@ def _without_observers(prepared: GraphModule, in_place: bool = False) -> GraphMo
         delattr(plain, PREPARED_ATTR)
     remove_observers(plain)
     return plain
+
+
+def _check_same_graph(config: QuantConfig, prepared_with: QuantConfig) -> None:
+    """Settings that change the float graph before observation cannot change after calibration."""
+    if config.equalization != prepared_with.equalization:
+        raise ConfigError(f"convert(config=...) asks for equalization={config.equalization}, but the model was "
+                          f"prepared with equalization={prepared_with.equalization}; equalization rewrites the "
+                          "float weights before calibration: call prepare() and calibrate() with this config.")
+    if config.bias_correction and not prepared_with.bias_correction:
+        raise ConfigError("convert(config=...) asks for bias_correction, which needs the per-channel input means "
+                          "collected during calibration: call prepare() and calibrate() with "
+                          "QuantConfig(bias_correction=True).")
 
 
 def _check_observed(placement: Placement, observed: Placement) -> None:
@@ -210,12 +245,14 @@ def rebuild_quantized(model: nn.Module, state: QuantState, example_inputs: Seque
     state was made for, and a :class:`ConfigError` names the first difference.
     """
     gm = _float_graph(model, state.config, example_inputs, concrete_args)
+    _equalized_graph(gm, state.config, state.equalized)
     placement = place_qdq(gm, state.config)
     if placement.to_dict() != state.placement.to_dict():
         saved, now = set(state.placement.points), set(placement.points)
         raise ConfigError("The model's Q/DQ placement differs from the saved state (its graph changed): "
                           f"only in state {sorted(saved - now)[:5]}, only in model {sorted(now - saved)[:5]}. "
                           "Quantize this model again.")
+    reapply_edits(gm, placement, state.edits)
     device = next((p.device for p in gm.parameters()), torch.device("cpu"))
     weight_scales = build_reference(gm, placement, state.amax)
     gm.to(device)

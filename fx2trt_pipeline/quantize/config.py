@@ -68,6 +68,10 @@ class QuantConfig:
         train_mode: ``"warn"`` switches a model left in train mode to eval and warns;
             ``"error"`` refuses it.
         show_progress: tqdm progress bar during calibration.
+        equalization: cross-layer equalization of conv/linear pairs before calibration (see
+            ``quantize/equalization.py``; ReLU6 links become per-channel clamps).
+        bias_correction: fold the expected output shift of weight rounding, measured on the calibration
+            data, into each quantized conv / linear bias (``quantize/bias_correction.py``).
     """
 
     calibrator: str = "mse"
@@ -81,6 +85,8 @@ class QuantConfig:
     leaf_modules: tuple[str, ...] = ()
     train_mode: str = "warn"
     show_progress: bool = True
+    equalization: bool = False
+    bias_correction: bool = False
 
     def __post_init__(self) -> None:
         _check_calibrator(self.calibrator, self.percentile, "QuantConfig")

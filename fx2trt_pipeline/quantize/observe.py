@@ -20,6 +20,7 @@ from torch import nn
 from torch.fx import GraphModule
 
 from fx2trt_pipeline.errors import CalibrationError
+from fx2trt_pipeline.quantize.bias_correction import ChannelMeanObserver
 from fx2trt_pipeline.quantize.placement import Placement
 from fx2trt_pipeline.quantize.statistics import TensorStats
 
@@ -60,10 +61,30 @@ def insert_observers(gm: GraphModule, placement: Placement) -> dict[str, TensorS
     return stats
 
 
+def insert_channel_mean_observers(gm: GraphModule, placement: Placement) -> dict[str, ChannelMeanObserver]:
+    """Observe the per-channel input mean of every quantized conv / linear layer (bias correction)."""
+    means = {}
+    nodes = {n.name: n for n in gm.graph.nodes}
+    for wp in placement.weights.values():
+        layer = nodes[wp.layer]
+        if wp.kind not in ("conv", "linear") or not isinstance(layer.args[0], torch.fx.Node):
+            continue
+        obs = ChannelMeanObserver(wp.layer, channel_last=wp.kind == "linear")
+        name = wp.layer + "_mean" + OBSERVER_SUFFIX
+        gm.add_submodule(name, obs)
+        with gm.graph.inserting_before(layer):
+            layer.args = (gm.graph.call_module(name, (layer.args[0],)),) + tuple(layer.args[1:])
+        means[wp.layer] = obs
+    gm.graph.lint()
+    gm.recompile()
+    return means
+
+
 def remove_observers(gm: GraphModule) -> None:
     """Delete every observer node and module (in place)."""
     for node in list(gm.graph.nodes):
-        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), StatsObserver):
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target),
+                                                   (StatsObserver, ChannelMeanObserver)):
             node.replace_all_uses_with(node.args[0])
             gm.graph.erase_node(node)
     gm.delete_all_unused_submodules()

@@ -20,8 +20,10 @@ from typing import Any
 
 from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.quantize.config import QuantConfig
+from fx2trt_pipeline.quantize.equalization import EqualizedPair
 from fx2trt_pipeline.quantize.placement import Placement
 from fx2trt_pipeline.quantize.statistics import TensorStats
+from fx2trt_pipeline.quantize.weight_edits import WeightEdits
 
 FORMAT_VERSION = 1
 STATE_ATTR = "fx2trt_quant_state"
@@ -37,6 +39,8 @@ class QuantState:
         amax: calibrated |x| threshold per scale group (scale = amax / 127).
         weight_scales: per-layer weight scales (per channel, or one value).
         stats: the calibration statistics per group (lets users switch calibrators without re-running).
+        equalized: the cross-layer-equalized pairs with their channel scales (reapplied on rebuild).
+        edits: corrected biases and adaptively rounded weights (reapplied on rebuild).
     """
 
     config: QuantConfig
@@ -44,6 +48,8 @@ class QuantState:
     amax: dict[str, float]
     weight_scales: dict[str, list[float]] = field(default_factory=dict)
     stats: dict[str, TensorStats] | None = None
+    equalized: list[EqualizedPair] = field(default_factory=list)
+    edits: WeightEdits = field(default_factory=WeightEdits)
 
     def to_dict(self, include_stats: bool = True) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -54,6 +60,10 @@ class QuantState:
             "amax": dict(self.amax),
             "weight_scales": dict(self.weight_scales),
         }
+        if self.equalized:
+            data["equalized"] = [p.to_dict() for p in self.equalized]
+        if self.edits:
+            data["edits"] = self.edits.to_dict()
         if include_stats and self.stats is not None:
             data["stats"] = {k: s.to_dict() for k, s in self.stats.items()}
         return data
@@ -68,7 +78,9 @@ class QuantState:
         stats = {k: TensorStats.from_dict(v) for k, v in data["stats"].items()} if "stats" in data else None
         return cls(QuantConfig.from_dict(data["config"]), Placement.from_dict(data["placement"]),
                    {k: float(v) for k, v in data["amax"].items()},
-                   {k: [float(x) for x in v] for k, v in data["weight_scales"].items()}, stats)
+                   {k: [float(x) for x in v] for k, v in data["weight_scales"].items()}, stats,
+                   [EqualizedPair.from_dict(p) for p in data.get("equalized", [])],
+                   WeightEdits.from_dict(data.get("edits", {})))
 
     def digest(self) -> str:
         """sha256 of the canonical JSON (without statistics): identifies the quantized model."""

@@ -105,6 +105,11 @@ CASES = [
         dynamic_batch=True,
     ),
     OpCase("floordiv_tensor", lambda: Fn(lambda m, a: operator.floordiv(a * 3, 2)), inputs=((2, 3),)),
+    OpCase("minimum_channel_bound",  # the per-channel clamp bound left by cross-layer equalization
+           lambda: Fn(lambda m, a: torch.minimum(torch.relu(a), m.bound), bound=torch.rand(1, 3, 1, 1) + 0.2),
+           inputs=((2, 3, 4, 4),), layers={"ELEMENTWISE": 1}),
+    OpCase("maximum_tensors", lambda: Fn(lambda m, a, b: torch.maximum(a, b)), inputs=TWO,
+           layers={"ELEMENTWISE": 1}),
 ]
 CASES += [
     OpCase("eq_tensors_and_python_shape_check",

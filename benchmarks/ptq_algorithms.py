@@ -1,0 +1,89 @@
+"""Accuracy and cost of each post-training algorithm, off and on, side by side in one run.
+
+MobileNetV2 with its real ImageNet weights on scikit-image photo crops (calibration and evaluation
+crops are disjoint, as in tests/quantize/test_accuracy_mobilenet.py): mean cosine of the logits and
+top-1 agreement of the simulated INT8 model with FP32. The cost column is the whole quantize() time
+divided by the plain FP32 forwards over the same calibration batches.
+
+    python benchmarks/ptq_algorithms.py --threads 2 --calib-batches 3 --eval-batches 2
+    python benchmarks/ptq_algorithms.py --model resnet18 --settings base equalization
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import fx2trt_pipeline as ftp
+
+#: Named settings: QuantConfig keyword arguments on top of the calibrator given on the command line.
+SETTINGS: dict[str, dict] = {
+    "base": {},
+    "equalization": {"equalization": True},
+    "bias_correction": {"bias_correction": True},
+    "auto_calibrator": {"calibrator": "auto"},
+    "adaround": {"adaround": True},
+    "eq+bc": {"equalization": True, "bias_correction": True},
+    "eq+bc+auto": {"equalization": True, "bias_correction": True, "calibrator": "auto"},
+    "all": {"equalization": True, "bias_correction": True, "calibrator": "auto", "adaround": True},
+}
+
+
+def load(name: str, calib_batches: int, eval_batches: int, batch_size: int):
+    from fx2trt_pipeline.models.mobilenet_v2_imagenet import mobilenet_v2_imagenet, photo_batches
+
+    if name == "mobilenet_v2":
+        model = mobilenet_v2_imagenet()
+    else:  # random weights: the cosine still shows the quantization error, top-1 is less meaningful
+        import torchvision
+
+        torch.manual_seed(0)
+        model = getattr(torchvision.models, name)().eval()
+    calib = photo_batches(batch_size=batch_size, num_batches=calib_batches, seed=0)
+    evaluation = torch.cat(photo_batches(batch_size=16, num_batches=eval_batches, seed=1))
+    return model, calib, evaluation
+
+
+def plain_forwards(model: torch.nn.Module, batches: list[torch.Tensor]) -> float:
+    start = time.perf_counter()
+    with torch.no_grad():
+        for b in batches:
+            model(b)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="mobilenet_v2")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--calib-batches", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--eval-batches", type=int, default=2)
+    parser.add_argument("--calibrator", default="entropy")
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model, calib, evaluation = load(args.model, args.calib_batches, args.eval_batches, args.batch_size)
+    with torch.no_grad():
+        reference = model(evaluation)
+    plain_forwards(model, calib[:1])  # warm-up
+    base = plain_forwards(model, calib)
+    print(f"{args.model}, calibration {args.calib_batches}x{args.batch_size} crops, evaluation "
+          f"{len(evaluation)} crops, calibrator {args.calibrator}, {args.threads} threads")
+    print(f"{'setting':16s} {'cosine':>8s} {'top-1':>7s} {'quantize() x plain':>19s}")
+    for name in args.settings:
+        kwargs = {"calibrator": args.calibrator, "show_progress": False, **SETTINGS[name]}
+        start = time.perf_counter()
+        qgm = ftp.quantize(model, calib, example_inputs=(calib[0],), config=ftp.QuantConfig(**kwargs))
+        cost = (time.perf_counter() - start) / base
+        with torch.no_grad():
+            out = qgm(evaluation)
+        cos = torch.nn.functional.cosine_similarity(out, reference, dim=1).mean().item()
+        top1 = (out.argmax(1) == reference.argmax(1)).float().mean().item()
+        print(f"{name:16s} {cos:8.4f} {top1:7.3f} {cost:19.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Weight-side algorithms run at convert time: adaptive rounding, then bias correction.
+
+Both change only float tensors of the BN-folded graph before the reference model is built, so the
+Q/DQ graph and the converters stay as they are: AdaRound sets each weight to ``q * scale`` with its
+chosen integers ``q`` (round-to-nearest of that is ``q`` again), bias correction replaces the bias.
+What they changed is kept in :class:`WeightEdits` (saved in the quantization state), so that
+:func:`reapply_edits` reproduces the same model from the float weights without data.
+
+Example:
+    >>> edits = WeightEdits(biases={"fc": [0.5, -0.25]})
+    >>> WeightEdits.from_dict(edits.to_dict()) == edits
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.fx import GraphModule
+
+from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.quantize.bias_correction import ChannelMeanObserver, corrected_bias, set_bias
+from fx2trt_pipeline.quantize.placement import Placement, WeightPoint
+from fx2trt_pipeline.quantize.reference import quantize_weight
+
+#: ``(layer module, weight point, round-to-nearest int8, scale) -> chosen int8`` (AdaRound plugs in here).
+Rounder = Callable[[nn.Module, WeightPoint, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class WeightEdits:
+    """Float-weight changes made by the weight algorithms, per layer (node name).
+
+    Attributes:
+        biases: corrected biases (bias correction).
+        rounding: int8 weights chosen by adaptive rounding, as lists of the rounding offsets
+            ``q - floor(w / scale)`` (0 or 1) packed into bytes and hex-encoded.
+    """
+
+    biases: dict[str, list[float]] = field(default_factory=dict)
+    rounding: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON form."""
+        return {"biases": dict(self.biases), "rounding": dict(self.rounding)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> WeightEdits:
+        """Inverse of :meth:`to_dict`."""
+        return cls({k: [float(v) for v in b] for k, b in data.get("biases", {}).items()},
+                   dict(data.get("rounding", {})))
+
+    def __bool__(self) -> bool:
+        return bool(self.biases or self.rounding)
+
+
+def _broadcast(scale: torch.Tensor, w: torch.Tensor, axis: int | None) -> torch.Tensor:
+    shape = [1] * w.dim()
+    if axis is not None:
+        shape[axis] = -1
+    return scale.reshape(shape)
+
+
+def pack_offsets(q: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, axis: int | None) -> str:
+    """Hex of the packed bits ``q - floor(w / scale)`` (each 0 or 1)."""
+    offsets = (q.to(torch.int16) - torch.floor(w / _broadcast(scale, w, axis)).to(torch.int16)).reshape(-1)
+    if bool(((offsets < 0) | (offsets > 1)).any()):
+        raise ConfigError("Adaptive rounding chose an integer farther than one step from the weight")
+    bits = torch.cat((offsets.to(torch.uint8), torch.zeros((-offsets.numel()) % 8, dtype=torch.uint8)))
+    packed = (bits.reshape(-1, 8) << torch.arange(8, dtype=torch.uint8)).sum(1, dtype=torch.uint8)
+    return bytes(packed.tolist()).hex()
+
+
+def unpack_offsets(text: str, w: torch.Tensor, scale: torch.Tensor, axis: int | None) -> torch.Tensor:
+    """int8 weights ``floor(w / scale) + offsets`` from :func:`pack_offsets`' output."""
+    packed = torch.tensor(list(bytes.fromhex(text)), dtype=torch.uint8)
+    bits = ((packed[:, None] >> torch.arange(8, dtype=torch.uint8)) & 1).reshape(-1)[: w.numel()]
+    q = torch.floor(w / _broadcast(scale, w, axis)) + bits.reshape(w.shape).to(w.dtype)
+    return q.clamp(-127, 127).to(torch.int8)
+
+
+def _set_weight(layer: nn.Module, q: torch.Tensor, scale: torch.Tensor, axis: int | None) -> None:
+    with torch.no_grad():
+        layer.weight.copy_(q.to(layer.weight.dtype) * _broadcast(scale, layer.weight, axis))
+
+
+def edit_weights(gm: GraphModule, placement: Placement, means: dict[str, ChannelMeanObserver] | None,
+                 rounder: Rounder | None = None) -> WeightEdits:
+    """Run adaptive rounding (``rounder``) and bias correction (``means``) on every quantized layer, in place."""
+    edits = WeightEdits()
+    for wp in placement.weights.values():
+        if wp.kind not in ("conv", "linear"):
+            continue
+        layer = gm.get_submodule(wp.module)
+        w = layer.weight.detach().float()
+        q, scale = quantize_weight(w, wp.axis)
+        if rounder is not None:
+            q = rounder(layer, wp, q, scale)
+            edits.rounding[wp.layer] = pack_offsets(q, w, scale, wp.axis)
+        if means is not None and wp.layer in means:
+            bias = corrected_bias(layer, q.float() * _broadcast(scale, w, wp.axis), means[wp.layer].mean())
+            set_bias(layer, bias)
+            edits.biases[wp.layer] = [float(v) for v in bias.tolist()]
+        if rounder is not None:
+            _set_weight(layer, q, scale, wp.axis)
+    return edits
+
+
+def reapply_edits(gm: GraphModule, placement: Placement, edits: WeightEdits) -> None:
+    """Redo saved :class:`WeightEdits` on a freshly captured float graph (no data needed)."""
+    for wp in placement.weights.values():
+        if wp.layer not in edits.rounding and wp.layer not in edits.biases:
+            continue
+        layer = gm.get_submodule(wp.module)
+        if wp.layer in edits.rounding:
+            w = layer.weight.detach().float()
+            _, scale = quantize_weight(w, wp.axis)
+            _set_weight(layer, unpack_offsets(edits.rounding[wp.layer], w, scale, wp.axis), scale, wp.axis)
+        if wp.layer in edits.biases:
+            bias = torch.tensor(edits.biases[wp.layer], dtype=layer.weight.dtype)
+            if bias.numel() != layer.weight.shape[0]:
+                raise ConfigError(f"Saved corrected bias of layer '{wp.layer}' has {bias.numel()} values for "
+                                  f"{layer.weight.shape[0]} channels; quantize this model again.")
+            set_bias(layer, bias)
+
+
+__all__ = ["Rounder", "WeightEdits", "edit_weights", "pack_offsets", "reapply_edits", "unpack_offsets"]
