@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from fx2trt_pipeline import trt_api
-from fx2trt_pipeline.engine.artifact import load_engine_bytes
+from fx2trt_pipeline.engine.artifact import load_engine_bytes, parse_rtx_header
 from fx2trt_pipeline.engine.bindings import (
     TensorBinding,
     aligned_empty,
@@ -99,8 +99,13 @@ def _validity_diagnostics(runtime: Any, data: bytes, trt: Any) -> str:
     return f" TensorRT's engine validity check: {str(validity).split('.')[-1]}" + (f" {names}." if names else ".")
 
 
-def _default_metadata() -> dict[str, Any]:
-    return {"library": {"name": trt_api.library_name(), "version": trt_api.library_version()}}
+def _default_metadata(data: bytes | None = None) -> dict[str, Any]:
+    # Engine bytes without a sidecar: the library in use, and (TensorRT-RTX) the targets in the plan header.
+    meta: dict[str, Any] = {"library": {"name": trt_api.library_name(), "version": trt_api.library_version()}}
+    header = parse_rtx_header(bytes(data)) if data is not None and trt_api.library_name() == "tensorrt_rtx" else None
+    if header is not None:
+        meta["target_compute_capabilities"] = header.compute_capabilities
+    return meta
 
 
 def check_runs_here(metadata: Mapping[str, Any] | None, device: DeviceLike, where: str) -> torch.device:
@@ -215,7 +220,7 @@ class Engine:
         options: RuntimeOptions | None = None,
     ) -> Engine:
         """Deserialize engine bytes (prefer :meth:`load`, which checks them first)."""
-        dev = check_runs_here(metadata, device, where)
+        dev = check_runs_here(metadata or _default_metadata(data), device, where)
         trt = trt_api.get_trt()
         owner = _Owner(None, make_logger("WARNING"))
         owner.runtime = trt.Runtime(owner.logger)

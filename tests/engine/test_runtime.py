@@ -71,6 +71,23 @@ def test_load_on_an_unsupported_gpu_states_the_deployment_target(
     assert reason is not None and reason.startswith("NVIDIA H200 (compute capability 9.0, Hopper) is not a target")
 
 
+def test_bytes_without_sidecar_are_checked_against_their_header_targets(
+    built_engine: Path, monkeypatch: pytest.MonkeyPatch, fake_cuda: dict[str, Any]
+) -> None:
+    if trt_api.library_name() != "tensorrt_rtx":
+        pytest.skip("only TensorRT-RTX plan headers name their target GPUs")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(GpuInfo, "of", classmethod(lambda cls, device=None: GpuInfo("NVIDIA H200", 9, 0)))
+    data = built_engine.read_bytes()
+    with pytest.raises(EngineIncompatibleError, match=r"it runs on 8\.0, 8\.6, 8\.9, 12\.0, 12\.1 and later"):
+        Engine.from_bytes(data)
+    # On a GPU the engine targets, a failed deserialization is a load error, never "incompatible" (or a skip).
+    monkeypatch.setattr(GpuInfo, "of", classmethod(lambda cls, device=None: GpuInfo("NVIDIA RTX A6000", 8, 6)))
+    with pytest.raises(EngineLoadError, match="could not deserialize the engine on NVIDIA RTX A6000") as info:
+        Engine.from_bytes(data)
+    assert not isinstance(info.value, EngineIncompatibleError)
+
+
 def test_load_checks_file_before_deserializing(built_engine: Path) -> None:
     built_engine.write_bytes(built_engine.read_bytes()[:-1])
     with pytest.raises(EngineLoadError, match="truncated"):

@@ -7,6 +7,8 @@ or run error fails the test (tests/engine/gpu.py).
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable
@@ -22,8 +24,10 @@ from fx2trt_pipeline.engine.engine_builder import (
     network_io_metadata,
     save_engine,
 )
-from fx2trt_pipeline.engine.runtime import EngineInputError, RuntimeOptions
-from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.engine.artifact import sidecar_path
+from fx2trt_pipeline.engine.compatibility import deployment_target, gpu_unavailable_reason
+from fx2trt_pipeline.engine.runtime import Engine, EngineInputError, RuntimeOptions
+from fx2trt_pipeline.errors import ConfigError, EngineIncompatibleError
 from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.validate.compare import Tolerance
 from fx2trt_pipeline.validate.runners import TensorRTEngineRunner, TorchRunner, compare_runners
@@ -41,6 +45,17 @@ def dynamic_engine(tmp_path: Path, qdq_network: Callable[..., Any], dynamic_spec
     builder, net, _keep = qdq_network(None)
     data = engine_bytes_from_network(builder, net, [dynamic_spec])
     return save_engine(data, tmp_path / "dyn.plan", network_io_metadata(net, [dynamic_spec])).engine_path
+
+
+def test_a_gpu_the_engine_does_not_target_is_refused_before_deserializing(built_engine: Path) -> None:
+    # Runs where a CUDA GPU exists that the engine does not target (e.g. TensorRT-RTX on an H100/H200).
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    meta = json.loads(sidecar_path(built_engine).read_text())
+    if gpu_unavailable_reason(meta) is None:
+        pytest.skip(f"{torch.cuda.get_device_name()} is a target of this engine: the other GPU tests run it")
+    with pytest.raises(EngineIncompatibleError, match=f"It is a {re.escape(deployment_target(meta))}"):
+        Engine.load(built_engine)
 
 
 def test_static_engine_matches_torch_reference(built_engine: Path, qdq_reference: Callable[..., torch.Tensor]) -> None:
