@@ -1,13 +1,14 @@
 """fx2trt-pipeline: PyTorch -> torch.fx INT8 quantization -> strongly typed TensorRT engine, with proof.
 
 Example:
-    >>> import torch, torchvision
+    >>> import torch
     >>> import fx2trt_pipeline as ftp
-    >>> model = torchvision.models.resnet18().eval()
-    >>> x = torch.randn(2, 3, 64, 64)
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+    ...                             torch.nn.Flatten(), torch.nn.Linear(8 * 14 * 14, 10)).eval()
+    >>> x = torch.randn(2, 3, 16, 16)
     >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
     >>> tuple(qgm(x).shape)
-    (2, 1000)
+    (2, 10)
 
 The stages, in pipeline order: ``capture`` -> ``quantize`` -> ``network`` (converters) -> ``engine``
 -> ``validate`` -> ``tune`` -> ``deploy`` (CLI). Each public name below is importable from here.

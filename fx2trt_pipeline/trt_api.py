@@ -7,9 +7,9 @@ pipeline runs unchanged on either library.
 
 Example:
     >>> from fx2trt_pipeline import trt_api
-    >>> if trt_api.is_available():
+    >>> if trt_api.is_available():  # either library exposes the same API
     ...     trt = trt_api.get_trt()
-    ...     print(trt_api.library_name(), trt_api.library_version())
+    ...     assert trt_api.library_name() in ("tensorrt", "tensorrt_rtx") and trt_api.library_version()
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
 """The quantizer's public entry points: prepare -> calibrate -> convert, or quantize() in one call.
 
 Example:
-    >>> import torch, torchvision
+    >>> import torch
     >>> import fx2trt_pipeline as ftp
-    >>> model = torchvision.models.resnet18().eval()
-    >>> x = torch.randn(2, 3, 64, 64)
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+    ...                             torch.nn.Flatten(), torch.nn.Linear(8 * 14 * 14, 10)).eval()
+    >>> x = torch.randn(2, 3, 16, 16)
     >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(calibrator="minmax",
     ...                    show_progress=False))
     >>> qgm(x).shape
-    torch.Size([2, 1000])
+    torch.Size([2, 10])
 """
 
 from __future__ import annotations
@@ -98,10 +99,13 @@ def prepare(model: nn.Module, example_inputs: Sequence[Any] | None = None,
         The observed GraphModule; run data through it with :func:`calibrate`.
 
     Example:
-        >>> import torch, torchvision, fx2trt_pipeline as ftp
-        >>> prepared = ftp.prepare(torchvision.models.resnet18().eval(), (torch.randn(1, 3, 32, 32),))
-        >>> prepared = ftp.calibrate(prepared, [torch.randn(2, 3, 32, 32)], show_progress=False)
+        >>> import torch, fx2trt_pipeline as ftp
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).eval()
+        >>> prepared = ftp.prepare(model, (torch.randn(1, 3, 16, 16),))
+        >>> prepared = ftp.calibrate(prepared, [torch.randn(2, 3, 16, 16)], show_progress=False)
         >>> qgm = ftp.convert(prepared)
+        >>> sorted({str(n.target) for n in qgm.graph.nodes if "fx2trt" in str(n.target)})
+        ['fx2trt.dequantize.default', 'fx2trt.quantize.default']
     """
     config = config or QuantConfig()
     gm = _float_graph(model, config, example_inputs, concrete_args)

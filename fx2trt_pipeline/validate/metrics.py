@@ -205,8 +205,9 @@ def evaluate_detector(model_fn: Callable[[torch.Tensor], Any], dataset: Any, dec
     Example:
         >>> from fx2trt_pipeline.calib_data import load_mnist_detection
         >>> from fx2trt_pipeline.models import load_demo_detector
-        >>> evaluate_detector(load_demo_detector(), load_mnist_detection("val"))["AP50"] > 0.9
-        True
+        >>> scores = evaluate_detector(load_demo_detector(), load_mnist_detection("val"), max_images=32)
+        >>> scores["num_images"], scores["AP50"] > 0.9
+        (32.0, True)
     """
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
     category_ids = sorted(dataset.coco.getCatIds())
