@@ -51,10 +51,7 @@ class QuantConfig:
 
     Attributes:
         calibrator: ``"minmax" | "percentile" | "entropy" | "mse"`` for activation scales. The default,
-            ``"mse"``, was the most robust across the models measured here (docs/benchmarks.md):
-            best mAP on the demo detector, where TensorRT's entropy search clips early post-ReLU
-            activations to a tenth of their range; ``"entropy"`` remains available and did best on
-            MobileNetV2 photos.
+            ``"mse"``, is the most robust of the four on the models measured in docs/benchmarks.md.
         percentile: percentile of |x| used by the ``"percentile"`` calibrator.
         quantize_ops: op kinds whose inputs get Q/DQ (subset of :data:`QUANTIZABLE_OPS`).
         skip: glob patterns of node / module names kept in float (no Q/DQ on their inputs

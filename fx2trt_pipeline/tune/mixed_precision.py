@@ -3,9 +3,8 @@
 Sensitivity, cheapest first. Proxies (no labels): a layer's own quantization SQNR
 (:func:`layer_sqnr_proxy`, from ``layer_report``; one pass) and the network-output noise removed by
 keeping that layer alone in float (:func:`output_gain_proxy`; one pass per layer), which ranks by
-default because the own SQNR ignores what happens downstream (demo detector, percentile 99.9: of the
-4 layers whose float version recovers the most mAP, the output proxy's top 4 held 3, the own SQNR's
-top 4 held 1; benchmarks/accuracy.py --full-sensitivity). Metric: *leave-one-out* (everything
+default because the own SQNR ignores what happens downstream (how the two proxies compare is measured in
+docs/benchmarks.md). Metric: *leave-one-out* (everything
 quantized but that layer, via ``QuantConfig.skip``) for the proxy's top few. Leave-one-out rather
 than "only that layer quantized" because it measures what the search decides: how much of the INT8
 loss floating this layer gives back, with every other quantized layer's error present.
