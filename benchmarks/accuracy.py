@@ -22,7 +22,7 @@ from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.quantize.api import convert
 from fx2trt_pipeline.quantize.config import QuantConfig
 from fx2trt_pipeline.validate.accuracy import detection_evaluator, validate_detector
-from fx2trt_pipeline.validate.demo_detector import demo_setup
+from fx2trt_pipeline.validate.demo_detector import centernet_decode, demo_setup
 from fx2trt_pipeline.tune.calibrator_search import best_calibrator
 from fx2trt_pipeline.validate.gate import DEFAULT_ENGINE_TOLERANCE, DEFAULT_INT8_BUDGET, check_parity
 from fx2trt_pipeline.tune.mixed_precision import (
@@ -71,7 +71,7 @@ def main() -> int:
     setup = demo_setup(calib_images=args.calib_images, weights=args.weights)
     print(f"prepare + calibrate once: {time.perf_counter() - start:.1f} s "
           f"({sum(len(b) for b in setup.calib_batches)} calib scenes)")
-    evaluate = detection_evaluator(setup.val, max_images=args.max_images)
+    evaluate = detection_evaluator(setup.val, centernet_decode, max_images=args.max_images)
     fp32 = evaluate(setup.model)
     print(f"\nFP32: mAP {100 * fp32['mAP']:.2f}  AP50 {100 * fp32['AP50']:.2f}  "
           f"({int(fp32['num_images'])} val scenes)")
@@ -83,7 +83,8 @@ def main() -> int:
           f"(target <= {100 * args.budget:.2f}): {'met' if drop <= args.budget + 1e-12 else 'NOT met'}")
 
     backends = ["network_executor", "onnxruntime"] if args.onnx else "auto"
-    result = validate_detector(setup.model, qgm, setup.val, max_images=args.max_images, backends=backends)
+    result = validate_detector(setup.model, qgm, setup.val, max_images=args.max_images, backends=backends,
+                               decode_fn=centernet_decode)
     print(f"\nparity with {table.best.label}:\n{result}")
     print(check_parity(result, DEFAULT_ENGINE_TOLERANCE, args.budget).reason)
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from fx2trt_pipeline.calib_data import MNIST_DET_SPEC, load_mnist_detection
 
 from fx2trt_pipeline.models.centernet import DEMO_CONFIG, DEMO_WEIGHTS, CenterNet, demo_centernet
+from fx2trt_pipeline.validate.demo_detector import centernet_decode
 from fx2trt_pipeline.validate.metrics import evaluate_detector
 
 MAX_OBJECTS = 8  # scenes hold at most 5 digits
@@ -163,7 +164,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, seconds = train(args.epochs, args.batch_size, args.lr, args.seed, args.wh_weight)
-    metrics = evaluate_detector(model, load_mnist_detection("val"))
+    metrics = evaluate_detector(model, load_mnist_detection("val"), centernet_decode)
     print(f"val ({int(metrics['num_images'])} images): mAP {metrics['mAP']:.4f}  AP50 {metrics['AP50']:.4f}  "
           f"AP75 {metrics['AP75']:.4f}  (trained {seconds:.0f}s, {args.threads} thread(s))")
     save_checkpoint(model, args.out, metrics, {"epochs": args.epochs, "seed": args.seed, "seconds": round(seconds, 1),

@@ -5,6 +5,7 @@
     fx2trt build                                 # the bundled demo detector -> out/demo
     fx2trt build --model resnet18 --weights r18.pth --config resnet18.toml --output out/r18
     fx2trt validate out/demo                     # CI gate: 0 pass, 1 fail, 2 bad input, 3 unavailable
+    torchrun --nproc-per-node 4 -m fx2trt_pipeline.deploy.cli validate out/demo   # data sharded over ranks
 
 A failure prints one line (the error's first line, the step and the code location) on stderr and exits
 non-zero; ``--verbose`` adds the traceback. Nothing is left in the output directory by a failed build.
@@ -20,10 +21,17 @@ import argparse
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from collections.abc import Sequence
 
-from fx2trt_pipeline.errors import BackendUnavailableError, ConfigError, ExitCode, Fx2TrtError, StepFailedError
+from fx2trt_pipeline.errors import (
+    AccuracyGateError,
+    BackendUnavailableError,
+    ConfigError,
+    ExitCode,
+    Fx2TrtError,
+    StepFailedError,
+)
 
 if TYPE_CHECKING:
     from fx2trt_pipeline.deploy.config import DataSpec
@@ -31,7 +39,26 @@ if TYPE_CHECKING:
 DEFAULT_OUTPUT = Path("out/demo")
 
 
-def _add_build_arguments(p: argparse.ArgumentParser) -> None:
+def _floats(text: str) -> tuple[float, ...]:
+    """``"0.485,0.456,0.406"`` -> floats (argparse type of --mean / --std)."""
+    try:
+        return tuple(float(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``"224"`` or ``"224,160"`` (H,W) -> (H, W) (argparse type of --input-size)."""
+    try:
+        values = [int(v) for v in text.lower().replace("x", ",").split(",") if v]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected SIZE or H,W, got {text!r}") from exc
+    if len(values) not in (1, 2) or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected SIZE or H,W with positive values, got {text!r}")
+    return (values[0], values[-1])
+
+
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config",
         type=Path,
@@ -40,40 +67,71 @@ def _add_build_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--model",
-        help="torchvision model name (resnet18) or package.module:factory "
-        "(default: the bundled demo detector)",
+        help="torchvision model name (resnet18) or package.module:factory (default: the bundled demo detector)",
     )
     p.add_argument("--weights", type=Path, help="state dict loaded with torch.load(weights_only=True)")
     p.add_argument("--name", help="model name for the Triton repository and the report")
-    p.add_argument(
-        "--calib-data", help="calibration data: image folder, .npy/.npz, COCO set or mnist_det:<split>"
-    )
+
+
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calib-data", help="calibration data: image folder, .npy/.npz, COCO set or mnist_det:<split>")
     p.add_argument("--calib-annotations", type=Path, help="COCO annotations JSON of --calib-data")
     p.add_argument(
-        "--eval-data", help="evaluation data (same forms; class subfolders give top-1, COCO gives mAP)"
+        "--eval-data",
+        help="evaluation data (same forms): class subfolders named by class index (285/), WordNet id "
+        "(n02123045/) or --labels give top-1; COCO gives mAP; any folder gives agreement with FP32",
     )
     p.add_argument("--eval-annotations", type=Path, help="COCO annotations JSON of --eval-data")
-    p.add_argument("--task", choices=("auto", "detection", "classification", "none"), help="evaluation task")
     p.add_argument(
-        "--calibrator",
-        choices=("minmax", "percentile", "entropy", "mse", "auto"),
-        help="activation calibrator; auto scores every one on the evaluation data and keeps the best",
+        "--labels", type=Path, help="text file, one class per line in output order: maps class folders to outputs"
     )
-    p.add_argument("--percentile", type=float, help="percentile of the percentile calibrator (e.g. 99.99)")
+    p.add_argument("--task", choices=("auto", "detection", "classification", "none"), help="evaluation task")
     p.add_argument("--num-calib-samples", type=int, help="calibration items drawn (seeded; default all)")
     p.add_argument("--calib-batch-size", type=int, help="calibration batch size")
     p.add_argument("--max-eval-images", type=int, help="evaluate only the first N images")
-    p.add_argument(
-        "--no-onnx", dest="onnx", action="store_const", const=False, help="skip the QDQ ONNX export"
+
+
+def _add_preprocess_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "preprocessing", "how image files become inputs; defaults: the torchvision weights' transforms "
+        "when --model names a torchvision model, else a [preprocess] section"
     )
-    p.add_argument(
-        "--output", "-o", type=Path, default=DEFAULT_OUTPUT, help="output directory (default out/demo)"
+    g.add_argument("--input-size", type=_size, metavar="SIZE|H,W", help="network input size (the crop)")
+    g.add_argument("--resize", type=int, metavar="N", help="resize the shorter side to N, then centre-crop")
+    g.add_argument("--mean", type=_floats, metavar="M[,M,M]", help="per-channel mean in [0, 1] units")
+    g.add_argument("--std", type=_floats, metavar="S[,S,S]", help="per-channel std in [0, 1] units")
+    g.add_argument("--channels", type=int, choices=(1, 3), help="convert images to 1 or 3 channels")
+
+
+#: Quantization flags: argparse dest -> QuantConfig field (each sets ``[quant] <field>``).
+QUANT_FLAGS = {"calibrator": "calibrator", "percentile": "percentile"}
+
+
+def _add_quant_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("quantization", "QuantConfig fields (the [quant] section of --config)")
+    g.add_argument(
+        "--calibrator",
+        choices=("minmax", "percentile", "entropy", "mse", "auto"),
+        help="activation calibrator; auto scores every one on --eval-data (top-1/mAP, or agreement with "
+        "FP32 on unlabelled data) and keeps the best",
     )
-    p.add_argument(
-        "--force", action="store_true", help="replace a non-empty output directory not written by fx2trt"
-    )
+    g.add_argument("--percentile", type=float, help="percentile of the percentile calibrator (e.g. 99.99)")
+
+
+def _add_build_arguments(p: argparse.ArgumentParser) -> None:
+    _add_model_arguments(p)
+    _add_data_arguments(p)
+    _add_preprocess_arguments(p)
+    _add_quant_arguments(p)
+    p.add_argument("--no-onnx", dest="onnx", action="store_const", const=False, help="skip the QDQ ONNX export")
+    p.add_argument("--output", "-o", type=Path, default=DEFAULT_OUTPUT, help="output directory (default out/demo)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty output directory not written by fx2trt")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the result (or the error)")
     p.add_argument("--verbose", "-v", action="store_true", help="print the traceback of a failure")
+
+
+#: ``fx2trt validate`` threshold flags (GateSpec fields).
+GATE_FLAGS = ("min_cosine", "engine_tolerance", "int8_budget", "min_metric")
 
 
 def _add_validate_arguments(p: argparse.ArgumentParser) -> None:
@@ -90,6 +148,7 @@ def _add_validate_arguments(p: argparse.ArgumentParser) -> None:
         "--data", help="evaluation data (default: the run's); image folder, .npy/.npz, COCO, mnist_det:val"
     )
     p.add_argument("--annotations", type=Path, help="COCO annotations JSON of --data")
+    p.add_argument("--labels", type=Path, help="class list (one per line, output order) for class folders")
     p.add_argument("--task", default="auto", choices=("auto", "detection", "classification", "none"))
     p.add_argument("--max-images", type=int, help="evaluate only the first N images")
     p.add_argument("--batch-size", type=int, default=50, help="evaluation batch size")
@@ -144,114 +203,121 @@ def _report_failure(command: str, exc: BaseException, verbose: bool, stream: Tex
     print(f"fx2trt {command}: error: {line}", file=stream, flush=True)
 
 
+def exit_code_of(exc: BaseException) -> ExitCode:
+    """The exit code of a failure: 3 backend unavailable, 1 accuracy gate, 2 anything else (bad input).
+
+    A failed build step is judged by its cause: a wrong model name, missing preprocessing or an op no
+    converter takes are bad input (2), like a typo in the config file.
+
+    Example:
+        >>> int(exit_code_of(BackendUnavailableError("no GPU"))), int(exit_code_of(ConfigError("typo")))
+        (3, 2)
+    """
+    cause = exc.cause if isinstance(exc, StepFailedError) else exc
+    if isinstance(cause, BackendUnavailableError):
+        return ExitCode.BACKEND_UNAVAILABLE
+    if isinstance(cause, AccuracyGateError):
+        return ExitCode.GATE_FAILED
+    return ExitCode.BAD_INPUT
+
+
+#: ``fx2trt build`` flags that override one config value each: flag dest -> RunConfig.from_sources key.
+BUILD_OVERRIDES = (
+    "model", "weights", "name", "calib_data", "calib_annotations", "eval_data", "eval_annotations", "task",
+    "calibrator", "percentile", "num_calib_samples", "calib_batch_size", "max_eval_images", "onnx", "labels",
+    "input_size", "resize", "mean", "std", "channels",
+)
+
+
+def build_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The flat config overrides of parsed ``fx2trt build`` arguments (unset flags are left out)."""
+    keys = (*BUILD_OVERRIDES, *QUANT_FLAGS)
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def _print_outcome(outcome: Any, out: TextIO) -> None:
+    if outcome.passed:
+        verdict = "accuracy gate passed"
+    else:
+        verdict = (f"accuracy gate FAILED (exit code {int(ExitCode.GATE_FAILED)}): {outcome.failed_line}; "
+                   "the artifacts were written anyway, see report.html")
+    print(f"wrote {outcome.output}/ in {outcome.seconds:.1f} s (report.html, model.plan, triton/); {verdict}",
+          file=out, flush=True)
+
+
 def run_build_command(
     args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
-    """``fx2trt build`` with parsed arguments; returns the exit code."""
+    """``fx2trt build`` with parsed arguments; returns the exit code (:class:`ExitCode`)."""
     from fx2trt_pipeline.deploy.config_loader import run_config_from_sources
+    from fx2trt_pipeline.deploy.steps import sigterm_as_interrupt
 
     out, err = stdout or sys.stdout, stderr or sys.stderr
-    overrides = {
-        "model": args.model,
-        "weights": args.weights,
-        "name": args.name,
-        "calib_data": args.calib_data,
-        "calib_annotations": args.calib_annotations,
-        "eval_data": args.eval_data,
-        "eval_annotations": args.eval_annotations,
-        "task": args.task,
-        "calibrator": args.calibrator,
-        "percentile": args.percentile,
-        "num_calib_samples": args.num_calib_samples,
-        "calib_batch_size": args.calib_batch_size,
-        "max_eval_images": args.max_eval_images,
-        "onnx": args.onnx,
-    }
     try:
-        config = run_config_from_sources(args.config, overrides)
+        config = run_config_from_sources(args.config, build_overrides(args))
         from fx2trt_pipeline.deploy.pipeline import run_build
 
-        outcome = run_build(config, args.output, force=args.force, stream=out, quiet=args.quiet)
-    except StepFailedError as exc:
+        with sigterm_as_interrupt():
+            outcome = run_build(config, args.output, force=args.force, stream=out, quiet=args.quiet)
+    except Fx2TrtError as exc:  # a failed step (StepFailedError) or configuration found bad before any step
         _report_failure("build", exc, args.verbose, err)
-        return ExitCode.GATE_FAILED
-    except Fx2TrtError as exc:  # configuration problems found before any step ran
-        _report_failure("build", exc, args.verbose, err)
-        return ExitCode.BAD_INPUT
+        return exit_code_of(exc)
     except KeyboardInterrupt:
         print("fx2trt build: interrupted; nothing was written", file=err, flush=True)
         return 130
-    verdict = "passed" if outcome.passed else "FAILED (see report.html; `fx2trt validate` gates CI)"
-    print(
-        f"wrote {outcome.output}/ in {outcome.seconds:.1f} s (report.html, model.plan, triton/); "
-        f"accuracy gate {verdict}",
-        file=out,
-        flush=True,
-    )
-    return ExitCode.PASS
+    _print_outcome(outcome, out)
+    return ExitCode.PASS if outcome.passed else ExitCode.GATE_FAILED
+
+
+def _data_spec(args: argparse.Namespace) -> DataSpec | None:
+    from fx2trt_pipeline.deploy.config import DataSpec
+
+    if args.data is None:
+        return None
+    source = args.data if args.data.startswith("mnist_det:") else str(Path(args.data).resolve())
+    return DataSpec(source=source, annotations=args.annotations, max_images=args.max_images,
+                    batch_size=args.batch_size, task=args.task, labels=args.labels)
+
+
+def _validate_run_dir(args: argparse.Namespace, data: DataSpec | None, out: TextIO) -> int:
+    from fx2trt_pipeline.deploy.validate_cmd import RunDirCheck, validate_run_dir
+
+    gate = {k: getattr(args, k) for k in GATE_FLAGS if getattr(args, k) is not None}
+    if data is None and args.max_images is not None:
+        data = _run_eval_with_limit(args.run_dir, args.max_images)
+    check = RunDirCheck(args.run_dir, args.backend, args.engine, args.onnx, data, gate, args.json)
+    return validate_run_dir(check, stream=out)
+
+
+def _validate_artifact(args: argparse.Namespace, data: DataSpec | None, out: TextIO) -> int:
+    from fx2trt_pipeline.deploy.validate_cmd import ArtifactCheck, validate_artifact
+
+    if data is None:
+        raise ConfigError("give a build output directory, or --onnx/--engine with --data")
+    refs = [k for k in GATE_FLAGS if k != "min_metric" and getattr(args, k) is not None]
+    if refs:
+        raise ConfigError(
+            f"--{refs[0].replace('_', '-')} compares with the simulated model: give the build output directory"
+        )
+    check = ArtifactCheck(data, args.onnx, args.engine, args.min_metric, args.decode)
+    return validate_artifact(check, stream=out)
 
 
 def run_validate_command(
     args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
-    """``fx2trt validate`` with parsed arguments; returns the exit code (0/1/2/3)."""
-    from fx2trt_pipeline.deploy import validate_cmd
-    from fx2trt_pipeline.deploy.config import DataSpec
-
+    """``fx2trt validate`` with parsed arguments; returns the exit code (:class:`ExitCode`)."""
     out, err = stdout or sys.stdout, stderr or sys.stderr
     try:
-        data = None
-        if args.data is not None:
-            source = args.data if args.data.startswith("mnist_det:") else str(Path(args.data).resolve())
-            data = DataSpec(
-                source=source,
-                annotations=args.annotations,
-                max_images=args.max_images,
-                batch_size=args.batch_size,
-                task=args.task,
-            )
-        elif args.max_images is not None and args.run_dir is None:
+        data = _data_spec(args)
+        if data is None and args.max_images is not None and args.run_dir is None:
             raise ConfigError("--max-images needs --data or a build output directory")
         if args.run_dir is not None:
-            gate = {
-                k: getattr(args, k)
-                for k in ("min_cosine", "engine_tolerance", "int8_budget", "min_metric")
-                if getattr(args, k) is not None
-            }
-            if data is None and args.max_images is not None:
-                data = _run_eval_with_limit(args.run_dir, args.max_images)
-            return validate_cmd.validate_run_dir(
-                args.run_dir,
-                backend=args.backend,
-                engine=args.engine,
-                onnx=args.onnx,
-                data=data,
-                gate_overrides=gate,
-                stream=out,
-                json_out=args.json,
-            )
-        if data is None:
-            raise ConfigError("give a build output directory, or --onnx/--engine with --data")
-        refs = [k for k in ("min_cosine", "engine_tolerance", "int8_budget") if getattr(args, k) is not None]
-        if refs:
-            raise ConfigError(
-                f"--{refs[0].replace('_', '-')} compares with the simulated model: give the build "
-                "output directory"
-            )
-        return validate_cmd.validate_artifact(
-            data,
-            onnx=args.onnx,
-            engine=args.engine,
-            min_metric=args.min_metric,
-            decode=args.decode,
-            stream=out,
-        )
-    except BackendUnavailableError as exc:
-        _report_failure("validate", exc, args.verbose, err)
-        return ExitCode.BACKEND_UNAVAILABLE
+            return _validate_run_dir(args, data, out)
+        return _validate_artifact(args, data, out)
     except Fx2TrtError as exc:
         _report_failure("validate", exc, args.verbose, err)
-        return ExitCode.BAD_INPUT
+        return exit_code_of(exc)
 
 
 def _run_eval_with_limit(run_dir: Path, max_images: int) -> DataSpec | None:
@@ -259,9 +325,9 @@ def _run_eval_with_limit(run_dir: Path, max_images: int) -> DataSpec | None:
     import dataclasses
 
     from fx2trt_pipeline.deploy.config_loader import run_config_from_dict
-    from fx2trt_pipeline.deploy.validate_cmd import _load_manifest
+    from fx2trt_pipeline.deploy.validate_cmd import load_manifest
 
-    evaluation = run_config_from_dict(_load_manifest(run_dir)["config"]).evaluation
+    evaluation = run_config_from_dict(load_manifest(run_dir)["config"]).evaluation
     return None if evaluation is None else dataclasses.replace(evaluation, max_images=max_images)
 
 
@@ -290,3 +356,7 @@ def build_main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = ["build_main", "build_parser", "main", "run_build_command", "run_validate_command"]
+
+
+if __name__ == "__main__":  # `torchrun ... -m fx2trt_pipeline.deploy.cli validate RUN_DIR`
+    sys.exit(main())

@@ -67,7 +67,7 @@ from fx2trt_pipeline.calib_data import PreprocessSpec
 from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.quantize.config import QuantConfig
-from fx2trt_pipeline.validate.gate import DEFAULT_ENGINE_TOLERANCE, DEFAULT_INT8_BUDGET
+from fx2trt_pipeline.validate.gate import GateSpec
 
 DEMO_MODEL = "fx2trt_pipeline.models.centernet:load_demo_detector"
 DEMO_CALIBRATOR = "mse"
@@ -146,23 +146,6 @@ class DataSpec:
             raise ConfigError(f"task must be one of {TASKS}, got {self.task!r}")
         if int(self.batch_size) <= 0:
             raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
-
-
-@dataclass(frozen=True)
-class GateSpec:
-    """Accuracy thresholds (metric values in [0, 1]: 0.003 is 0.3 mAP points); ``None`` disables a check.
-
-    Attributes:
-        min_cosine: smallest output cosine of each INT8 backend vs the simulated model (output parity).
-        engine_tolerance: largest ``|metric(engine) - metric(simulated)|`` (``validate.gate``).
-        int8_budget: largest ``metric(FP32) - metric(simulated INT8)`` (``validate.gate``).
-        min_metric: smallest acceptable task metric of the engine backend.
-    """
-
-    min_cosine: float | None = 0.999
-    engine_tolerance: float = DEFAULT_ENGINE_TOLERANCE
-    int8_budget: float | None = DEFAULT_INT8_BUDGET
-    min_metric: float | None = None
 
 
 @dataclass(frozen=True)

@@ -38,32 +38,17 @@ from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.atomic_io import atomic_write_text
 from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.deploy import analysis
-from fx2trt_pipeline.deploy.backends import decode_fn_for, engine_side_runners, parity_inputs
 from fx2trt_pipeline.deploy.config import RunConfig
-from fx2trt_pipeline.deploy.evaluation import (
-    Evaluation,
-    evaluate_backends,
-    json_safe,
-    score_task,
-)
+from fx2trt_pipeline.deploy.evaluate_run import EvalRequest, RunArtifacts, RunModels, eval_data_for, evaluate_run
 from fx2trt_pipeline.deploy.graph_svg import graph_view, render_svg, to_dot
-from fx2trt_pipeline.deploy.sources import (
-    calib_batches,
-    eval_batches,
-    load_dataset,
-    load_model,
-    task_of,
-)
+from fx2trt_pipeline.deploy.sources import calib_batches, load_dataset, load_model
 from fx2trt_pipeline.deploy.steps import MANIFEST_NAME, Steps, staged_output
 from fx2trt_pipeline.deploy.triton import triton_model_name, write_triton_repository
 from fx2trt_pipeline.engine.compatibility import deployment_target
 from fx2trt_pipeline.errors import ConfigError
-
 from fx2trt_pipeline.quantize.api import calibrate, convert, prepare, prepared_info
 from fx2trt_pipeline.quantize.state import get_quant_state
-from fx2trt_pipeline.validate.runners import (
-    TorchRunner,
-)
+from fx2trt_pipeline.validate.results import Evaluation, json_safe
 
 STEP_NAMES = ["capture", "quantize", "build network", "build engine", "export onnx", "validate", "report"]
 ENGINE_FILE, STATE_FILE, ONNX_FILE = "model.plan", "model.quant.json", "model.qdq.onnx"
@@ -79,6 +64,12 @@ class BuildOutcome:
     manifest: dict[str, Any]
     passed: bool
     seconds: float = 0.0
+
+    @property
+    def failed_line(self) -> str:
+        """The first failing gate line ("" when the gate passed)."""
+        lines = (self.manifest.get("evaluation") or {}).get("gate_lines", [])
+        return next((line for line in lines if line.startswith("FAIL")), "")
 
 
 @dataclass
@@ -146,32 +137,19 @@ def _step_capture(run: _Run) -> None:
 
 def _search_calibrator(run: _Run) -> Any:
     """Convert with every calibrator from the one set of statistics, score each, keep the best."""
-    from fx2trt_pipeline.tune.calibrator_search import compare_calibrators
+    from fx2trt_pipeline.tune.calibrator_search import compare_calibrators, search_metric
+    from fx2trt_pipeline.validate.evaluation import CandidateScorer
 
-    cfg, spec = run.config, run.config.evaluation
-    task = task_of(spec, run.eval_ds) if spec is not None else "none"
-    if task == "none":
-        raise ConfigError(
-            "calibrator = 'auto' picks the calibrator by mAP or top-1: give labelled evaluation "
-            "data (--eval-data with class subfolders or a COCO set)"
-        )
-    name, decode_fn = run.inputs[0].name, decode_fn_for(cfg, run.model, task)
-    batches = eval_batches(spec, run.eval_ds) if task == "classification" else []
-
-    def evaluate(model: Any) -> dict[str, float]:
-        runner = TorchRunner(model, [name], None, name="candidate")
-        return score_task(
-            task, runner, name, run.eval_ds, batches, spec.max_images, spec.batch_size, decode_fn
-        )
-
-    metric = "mAP" if task == "detection" else "top1"
-    table = compare_calibrators(
-        run.prepared, evaluate, metric=metric, base_config=cfg.quant, fp32_metrics=evaluate(run.model)
-    )
+    request = EvalRequest(run.config, run.eval_ds, fallback=run.batches[0])
+    data = eval_data_for(request, run.model, run.inputs[0].name)
+    scorer = CandidateScorer(run.model, data)
+    metric = search_metric(data)
+    table = compare_calibrators(run.prepared, scorer, metric=metric, base_config=run.config.quant,
+                                fp32_metrics=scorer.fp32_metrics)
     for row in table.rows:
-        run.steps.note(f"{row.choice.label:<16} {metric} {row.metrics[metric]:.4f} ({row.seconds:.1f} s)")
+        run.steps.note(f"{row.choice.label:<16} {row.summary(metric)} ({row.seconds:.1f} s)")
     run.facts["calibrator_search"] = table.to_dict()
-    return convert(run.prepared, table.best.config(cfg.quant))
+    return convert(run.prepared, table.best.config(run.config.quant))
 
 
 def _step_quantize(run: _Run) -> None:
@@ -259,39 +237,10 @@ def _step_onnx(run: _Run) -> None:
 
 def _step_validate(run: _Run) -> None:
     cfg, steps = run.config, run.steps
-    names = run.artifact.output_names
-    in_names = [s.name for s in run.inputs]
-    runners: dict[str, Any] = {
-        "fp32": TorchRunner(run.model, in_names, names, name="fp32"),
-        "simulated": TorchRunner(run.qgm, in_names, names, name="simulated"),
-    }
-    onnx_path = run.stage / ONNX_FILE
-    side, skipped, reason = engine_side_runners(
-        run.inputs, run.network, run.stage / ENGINE_FILE, onnx_path, run.artifact.metadata
-    )
-    runners.update(side)
-    spec = cfg.evaluation
-    task = task_of(spec, run.eval_ds) if spec is not None else "none"
-    batches = eval_batches(spec, run.eval_ds) if spec is not None and task != "detection" else []
-    first = parity_inputs(task, run.eval_ds, batches, run.batches[0])
-    steps.note(
-        f"task: {task}; engine side: {', '.join(side) or 'none'}"
-        + "".join(f"; {key} skipped: {why}" for key, why in skipped.items())
-    )
-    run.evaluation = evaluate_backends(
-        runners,
-        task=task,
-        feeds={in_names[0]: first},
-        gate=cfg.gate,
-        engine_reason=reason,
-        dataset=run.eval_ds,
-        batches=batches,
-        max_images=spec.max_images if spec else None,
-        batch_size=spec.batch_size if spec else 8,
-        decode_fn=decode_fn_for(cfg, run.model, task),
-        skipped=skipped,
-        progress=steps.note,
-    )
+    art = RunArtifacts(run.inputs, run.artifact.output_names, run.network, run.stage / ENGINE_FILE,
+                       run.stage / ONNX_FILE, run.artifact.metadata)
+    request = EvalRequest(cfg, run.eval_ds, fallback=run.batches[0], progress=steps.note)
+    run.evaluation = evaluate_run(RunModels(run.model, run.qgm), art, request)
     for line in run.evaluation.gate_lines:
         steps.note(line)
     try:

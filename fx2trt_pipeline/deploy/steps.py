@@ -2,10 +2,12 @@
 
 ::
 
-    staged_output(out/demo)   ->  out/.tmp-demo-XXXX/ (every artifact written here, each file atomically)
+    staged_output(out/demo)   ->  out/.tmp-demo-<pid>-XXXX/ (every artifact written here, each file atomically)
         Steps.step("quantize") ...  prints "[2/7] quantize ..." then "      done in 2.1 s"
     success: out/.tmp-demo-XXXX/ renamed to out/demo (a previous run's out/demo is swapped out, then removed)
     failure: out/.tmp-demo-XXXX/ removed; out/demo untouched; StepFailedError carries the step and the cause
+    SIGINT / SIGTERM: the same as a failure (sigterm_as_interrupt turns SIGTERM into KeyboardInterrupt)
+    SIGKILL / power loss: the next run removes staging directories whose process is gone
 
 Why a staging directory rather than atomic files alone: the artifacts belong together (the engine, its
 sidecar, the quantization state and the report describe one run), so a reader must never see a new
@@ -26,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 from collections.abc import Iterator
+from typing import Any
 
 from fx2trt_pipeline.atomic_io import TEMP_PREFIX, fsync_directory
 from fx2trt_pipeline.errors import ConfigError, StepFailedError
@@ -168,6 +172,57 @@ def check_output_dir(output: Path, force: bool = False) -> None:
 
 
 @contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`KeyboardInterrupt` (like Ctrl-C), so cleanup runs.
+
+    ``kill``, ``timeout`` and job schedulers stop a process with SIGTERM, whose default action ends it
+    without unwinding: no ``finally`` block runs and a staging directory would stay behind. Only the
+    main thread can install handlers; elsewhere the block runs unchanged.
+    """
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_stages(output: Path) -> list[Path]:
+    """Remove staging directories of ``output`` left by runs that were killed (their process is gone).
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> (root / f"{TEMP_PREFIX}run-999999999-abcd").mkdir()
+        >>> [p.name for p in remove_stale_stages(root / "run")]
+        ['.tmp-run-999999999-abcd']
+    """
+    removed = []
+    for path in Path(output).parent.glob(f"{TEMP_PREFIX}{Path(output).name}-*"):
+        pid = path.name[len(f"{TEMP_PREFIX}{Path(output).name}-"):].split("-", 1)[0]
+        if path.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
 def staged_output(output: Path, force: bool = False) -> Iterator[Path]:
     """Yield a staging directory next to ``output``; publish it as ``output`` only if the block succeeds.
 
@@ -180,7 +235,8 @@ def staged_output(output: Path, force: bool = False) -> Iterator[Path]:
     check_output_dir(output, force)
     created = [p for p in reversed(output.parents) if not p.exists()]
     output.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{output.name}-", dir=output.parent))
+    remove_stale_stages(output)
+    stage = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{output.name}-{os.getpid()}-", dir=output.parent))
     old: Path | None = None
     try:
         yield stage
@@ -210,5 +266,7 @@ __all__ = [
     "check_output_dir",
     "error_line",
     "failure_line",
+    "remove_stale_stages",
+    "sigterm_as_interrupt",
     "staged_output",
 ]

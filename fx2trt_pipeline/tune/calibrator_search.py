@@ -9,14 +9,17 @@ candidate and nothing more::
                                 ├─ ...                                   │
                                 └─ convert(entropy)         ─ evaluate ─┘
 
-Scoring on the data you later report on is optimistic; use a held-out labelled split for both the
-choice and the claim when one exists.
+The score is the task metric on labelled data (mAP, top-1) and the agreement with the FP32 model's
+predictions (``agree_top1``) on unlabelled data; candidates within ``tie_tolerance`` of the best are told
+apart by agreement and then by output cosine with FP32 (:class:`~fx2trt_pipeline.validate.evaluation.
+CandidateScorer` returns all three), and only then by simplicity. Scoring on the data you later report
+on is optimistic; use a held-out split for both the choice and the claim when one exists.
 
 Example:
     >>> from fx2trt_pipeline.validate.accuracy import detection_evaluator
-    >>> from fx2trt_pipeline.validate.demo_detector import demo_setup
+    >>> from fx2trt_pipeline.validate.demo_detector import centernet_decode, demo_setup
     >>> setup = demo_setup()                                                              # doctest: +SKIP
-    >>> evaluate = detection_evaluator(setup.val)                                          # doctest: +SKIP
+    >>> evaluate = detection_evaluator(setup.val, centernet_decode)                       # doctest: +SKIP
     >>> qgm, table = best_calibrator(setup.prepared, evaluate)                            # doctest: +SKIP
     >>> print(table)                                                                      # doctest: +SKIP
 """
@@ -71,6 +74,19 @@ DEFAULT_CHOICES: tuple[CalibratorChoice, ...] = (
 )
 #: Differences below this (metric units; 1e-4 = 0.01 points) count as ties.
 DEFAULT_TIE_TOLERANCE = 1e-4
+#: What breaks a tie on the searched metric, in order (higher wins); then the simpler candidate.
+TIE_BREAKERS = ("agree_top1", "cosine_fp32")
+
+
+def search_metric(data: Any) -> str:
+    """The metric the search maximises on ``data`` (an ``EvalData``): its task metric, else agreement.
+
+    Example:
+        >>> from fx2trt_pipeline.validate.evaluation import EvalData
+        >>> search_metric(EvalData("none", batches=[(torch.zeros(1, 3), None)]))
+        'agree_top1'
+    """
+    return data.metric or "agree_top1"
 
 
 @dataclass
@@ -80,6 +96,11 @@ class CalibratorRow:
     choice: CalibratorChoice
     metrics: dict[str, float]
     seconds: float
+
+    def summary(self, metric: str) -> str:
+        """``"top1 0.7500, agree_top1 0.9000, cosine_fp32 0.9981"`` (the metrics the choice looks at)."""
+        names = [metric, *(n for n in TIE_BREAKERS if n != metric and n in self.metrics)]
+        return ", ".join(f"{n} {self.metrics.get(n, math.nan):.4f}" for n in names)
 
 
 @dataclass
@@ -136,15 +157,20 @@ class CalibratorTable:
 
 def pick_best(rows: Sequence[CalibratorRow], metric: str, tie_tolerance: float = DEFAULT_TIE_TOLERANCE
               ) -> CalibratorChoice:
-    """The highest-``metric`` row's choice; rows within ``tie_tolerance`` of it go to the earliest (simplest).
+    """The highest-``metric`` row's choice; ties are broken by :data:`TIE_BREAKERS`, then by simplicity.
 
-    NaN metrics never win. Raises :class:`ConfigError` when no row has a finite metric.
+    Rows within ``tie_tolerance`` of the best count as tied; among them the highest agreement with FP32,
+    then the highest output cosine wins, and rows equal on those too go to the earliest (simplest). NaN
+    metrics never win. Raises :class:`ConfigError` when no row has a finite metric.
 
     Example:
         >>> rows = [CalibratorRow(CalibratorChoice("minmax"), {"mAP": 0.50}, 0.0),
         ...         CalibratorRow(CalibratorChoice("mse"), {"mAP": 0.50005}, 0.0)]
         >>> pick_best(rows, "mAP").label, pick_best(rows, "mAP", tie_tolerance=0.0).label
         ('minmax', 'mse')
+        >>> rows[1].metrics["cosine_fp32"], rows[0].metrics["cosine_fp32"] = 0.99, 0.95
+        >>> pick_best(rows, "mAP").label
+        'mse'
     """
     scored = [(r.metrics.get(metric, math.nan), r) for r in rows]
     finite = [v for v, _ in scored if not math.isnan(v)]
@@ -152,7 +178,14 @@ def pick_best(rows: Sequence[CalibratorRow], metric: str, tie_tolerance: float =
         raise ConfigError(f"No calibrator produced a finite {metric!r}; candidates: "
                           f"{[r.choice.label for r in rows]}")
     top = max(finite)
-    return next(r.choice for v, r in scored if not math.isnan(v) and v >= top - tie_tolerance)
+    tied = [r for v, r in scored if not math.isnan(v) and v >= top - tie_tolerance]
+
+    def tie_key(row: CalibratorRow) -> tuple[float, ...]:
+        values = [row.metrics.get(n, -math.inf) for n in TIE_BREAKERS if n != metric]
+        return tuple(-math.inf if math.isnan(v) else v for v in values)
+
+    best = max(tie_key(r) for r in tied)
+    return next(r.choice for r in tied if tie_key(r) == best)
 
 
 def compare_calibrators(prepared: torch.fx.GraphModule, evaluate: Evaluator, *, metric: str = "mAP",
@@ -164,7 +197,8 @@ def compare_calibrators(prepared: torch.fx.GraphModule, evaluate: Evaluator, *, 
 
     Args:
         prepared: from ``ftp.prepare`` + ``ftp.calibrate`` (calibrated once; not run again here).
-        evaluate: ``evaluate(model) -> metrics``, e.g.
+        evaluate: ``evaluate(model) -> metrics``, e.g. a
+            :class:`~fx2trt_pipeline.validate.evaluation.CandidateScorer` or
             :func:`~fx2trt_pipeline.validate.accuracy.detection_evaluator`.
         metric: the metric to maximise (``"mAP"``, ``"top1"``...).
         choices: candidates, simplest first.
@@ -188,16 +222,18 @@ def compare_calibrators(prepared: torch.fx.GraphModule, evaluate: Evaluator, *, 
     if not choices:
         raise ConfigError("compare_calibrators needs at least one CalibratorChoice.")
     base = base_config or info.config
-    rows = []
-    for choice in choices:
-        start = time.perf_counter()
-        metrics = dict(evaluate(convert(prepared, choice.config(base))))
-        if metric not in metrics:
-            raise ConfigError(f"evaluate() returned {sorted(metrics)}, without the metric {metric!r}.")
-        seconds = time.perf_counter() - start
-        rows.append(CalibratorRow(choice, {k: float(v) for k, v in metrics.items()}, seconds))
+    rows = [_score_choice(prepared, evaluate, choice.config(base), choice, metric) for choice in choices]
     fp32 = {k: float(v) for k, v in fp32_metrics.items()} if fp32_metrics is not None else None
     return CalibratorTable(metric, rows, pick_best(rows, metric, tie_tolerance), fp32, tie_tolerance)
+
+
+def _score_choice(prepared: torch.fx.GraphModule, evaluate: Evaluator, config: QuantConfig,
+                  choice: CalibratorChoice, metric: str) -> CalibratorRow:
+    start = time.perf_counter()
+    metrics = dict(evaluate(convert(prepared, config)))
+    if metric not in metrics:
+        raise ConfigError(f"evaluate() returned {sorted(metrics)}, without the metric {metric!r}.")
+    return CalibratorRow(choice, {k: float(v) for k, v in metrics.items()}, time.perf_counter() - start)
 
 
 def best_calibrator(prepared: torch.fx.GraphModule, evaluate: Evaluator, **kwargs: Any

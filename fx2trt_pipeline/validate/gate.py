@@ -1,44 +1,74 @@
-"""The CI accuracy gate: engine vs simulated parity and the INT8 budget, as an exit code.
+"""The accuracy gate: one ordered list of checks over an evaluation, one verdict, one exit code.
 
-Two checks on an :class:`~fx2trt_pipeline.validate.accuracy.AccuracyResult` (metric values in [0, 1],
-so 0.003 is 0.3 mAP points):
+::
 
-* parity: ``|metric(engine) - metric(simulated)| <= engine_tolerance``; the engine must compute the
-  model the quantizer simulated, so this is tight;
-* budget: ``metric(FP32) - metric(INT8) <= int8_budget``; the price of quantization.
+    GateSpec (thresholds) ─┐
+    Evaluation ────────────┴─ GATE_CHECKS, in order ─> [GateLine("PASS ..."), GateLine("FAIL ...")] ─> passed
+        check_engine_ran      an engine-side backend ran (a gate that checked nothing must not pass)
+        check_output_parity   output cosine of every engine-side backend vs the simulated model >= min_cosine
+        check_task_metric     |metric(engine) - metric(simulated)| <= engine_tolerance and
+                              metric(FP32) - metric(simulated) <= int8_budget      (check_parity)
+        check_min_metric      metric(engine) >= min_metric
 
-``check_parity`` returns a :class:`GateResult` (truthy on pass, one-line ``reason``);
-``enforce_parity`` raises :class:`~fx2trt_pipeline.errors.AccuracyGateError`; ``run_gate`` / ``main``
-print the line and return the exit code for a CLI (``fx2trt validate``,
-``python -m fx2trt_pipeline.validate.gate``).
+A new check is one function ``(Evaluation, GateSpec) -> list[GateLine]`` added to :data:`GATE_CHECKS`
+(or passed to :func:`gate_evaluation`). Metric values are in [0, 1], so 0.003 is 0.3 points.
+``fx2trt build`` and ``fx2trt validate`` exit with :class:`~fx2trt_pipeline.errors.ExitCode`:
+0 pass, 1 gate failed, 2 bad input, 3 backend unavailable.
 
 Example:
-    >>> from fx2trt_pipeline.validate.gate import check_parity
-    >>> gate = check_parity(result, engine_tolerance=0.002, int8_budget=0.003)   # doctest: +SKIP
-    >>> print(gate.reason)                                                       # doctest: +SKIP
-    PASS mAP: engine (network_executor) 0.5730 vs simulated 0.5730 (|delta| 0.0000 <= 0.0020); ...
+    >>> from fx2trt_pipeline.validate.results import AccuracyResult, BackendRun
+    >>> runs = {k: BackendRun(k, {"top1": v}, 0.0) for k, v in
+    ...         [("fp32", 0.80), ("simulated", 0.79), ("network_executor", 0.79)]}
+    >>> result = AccuracyResult("classification", "top1", runs, "network_executor", "no GPU", 100)
+    >>> gate = check_parity(result, engine_tolerance=0.0, int8_budget=0.02)
+    >>> bool(gate), round(gate.int8_drop, 4)
+    (True, 0.01)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from fx2trt_pipeline.errors import AccuracyGateError, ConfigError, ExitCode, Fx2TrtError
-from fx2trt_pipeline.validate.accuracy import AccuracyResult
+from fx2trt_pipeline.errors import AccuracyGateError, ConfigError
+from fx2trt_pipeline.validate.results import AccuracyResult, Evaluation
 
 #: A real engine may reorder float accumulations; 0.2 mAP points covers that, not a wrong layer.
 DEFAULT_ENGINE_TOLERANCE = 0.002
 #: The project's INT8 target: at most 0.3 mAP points below FP32.
 DEFAULT_INT8_BUDGET = 0.003
-#: Exit codes of :func:`run_gate` / :func:`main`.
-EXIT_PASS, EXIT_FAIL, EXIT_ERROR = ExitCode.PASS, ExitCode.GATE_FAILED, ExitCode.BAD_INPUT
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """Accuracy thresholds (metric values in [0, 1]: 0.003 is 0.3 mAP points); ``None`` disables a check.
+
+    Attributes:
+        min_cosine: smallest output cosine of each INT8 backend vs the simulated model (output parity).
+        engine_tolerance: largest ``|metric(engine) - metric(simulated)|``.
+        int8_budget: largest ``metric(FP32) - metric(simulated INT8)``.
+        min_metric: smallest acceptable task metric of the engine backend.
+    """
+
+    min_cosine: float | None = 0.999
+    engine_tolerance: float = DEFAULT_ENGINE_TOLERANCE
+    int8_budget: float | None = DEFAULT_INT8_BUDGET
+    min_metric: float | None = None
+
+
+@dataclass(frozen=True)
+class GateLine:
+    """One check's verdict; prints as ``PASS ...`` / ``FAIL ...``."""
+
+    passed: bool
+    text: str
+
+    def __str__(self) -> str:
+        return f"{'PASS' if self.passed else 'FAIL'} {self.text}"
 
 
 @dataclass(frozen=True)
@@ -92,13 +122,25 @@ def _check_threshold(name: str, value: float, allow_negative: bool = False) -> f
     return float(value)
 
 
+def _parity_failures(result: AccuracyResult, name: str, tol: float, require_engine: bool) -> list[str]:
+    backend, sim = result.engine_backend, result.value("simulated", name)
+    engine = result.value(backend, name) if backend is not None else None
+    if engine is None:
+        return [f"no engine backend ran ({result.engine_reason})"] if require_engine else []
+    delta = abs(engine - sim)
+    if not delta <= tol + 1e-12:  # "not <=" also fails NaN
+        return [f"engine ({backend}) {name} {engine:.4f} vs simulated {sim:.4f}: |delta| {delta:.4f} "
+                f"> tolerance {tol:.4f}"]
+    return []
+
+
 def check_parity(result: AccuracyResult, engine_tolerance: float = DEFAULT_ENGINE_TOLERANCE,
                  int8_budget: float = DEFAULT_INT8_BUDGET, *, metric: str | None = None,
                  require_engine: bool = True) -> GateResult:
-    """Gate a validation result: engine parity with the simulated model and the INT8 budget.
+    """Gate a task-metric result: engine parity with the simulated model and the INT8 budget.
 
     Args:
-        result: from :func:`~fx2trt_pipeline.validate.accuracy.validate_detector` (or ``_classifier``).
+        result: e.g. from :func:`~fx2trt_pipeline.validate.accuracy.validate_detector`.
         engine_tolerance: largest allowed ``|engine - simulated|`` (metric units: 0.002 = 0.2 points).
         int8_budget: largest allowed ``fp32 - simulated`` (negative: INT8 must beat FP32 by that much).
         metric: metric to compare (default: the result's primary metric, ``mAP`` / ``top1``).
@@ -109,11 +151,6 @@ def check_parity(result: AccuracyResult, engine_tolerance: float = DEFAULT_ENGIN
 
     Raises:
         ConfigError: a negative/NaN threshold, or ``metric`` missing from the result.
-
-    Example:
-        >>> gate = check_parity(result, engine_tolerance=0.002, int8_budget=-1.0)  # doctest: +SKIP
-        >>> bool(gate), gate.reason                                               # doctest: +SKIP
-        (False, 'FAIL mAP: INT8 mAP drop fp32 0.5729 - simulated 0.5730 = -0.0001 > budget -1.0000')
     """
     tol = _check_threshold("engine_tolerance", engine_tolerance)
     budget = _check_threshold("int8_budget", int8_budget, allow_negative=True)
@@ -126,13 +163,7 @@ def check_parity(result: AccuracyResult, engine_tolerance: float = DEFAULT_ENGIN
     engine = result.value(backend, name) if backend is not None else None
     delta = None if engine is None else abs(engine - sim)
     drop = fp32 - sim
-    failures: list[str] = []
-    if engine is None:
-        if require_engine:
-            failures.append(f"no engine backend ran ({result.engine_reason})")
-    elif not delta <= tol + 1e-12:  # "not <=" also fails NaN
-        failures.append(f"engine ({backend}) {name} {engine:.4f} vs simulated {sim:.4f}: |delta| {delta:.4f} "
-                        f"> tolerance {tol:.4f}")
+    failures = _parity_failures(result, name, tol, require_engine)
     if not drop <= budget + 1e-12:
         failures.append(f"INT8 {name} drop fp32 {fp32:.4f} - simulated {sim:.4f} = {drop:.4f} "
                         f"> budget {budget:.4f}")
@@ -171,83 +202,89 @@ def load_result(source: AccuracyResult | Mapping[str, Any] | str | Path) -> Accu
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"Cannot read the accuracy result {path}: {exc}. Write it with "
-                          "AccuracyResult.to_dict() (e.g. main(['--demo', '--save-result', PATH])).") from exc
+                          "AccuracyResult.to_dict().") from exc
     return AccuracyResult.from_dict(data)
 
 
-def run_gate(result: AccuracyResult | Mapping[str, Any] | str | Path,
-             engine_tolerance: float = DEFAULT_ENGINE_TOLERANCE, int8_budget: float = DEFAULT_INT8_BUDGET, *,
-             metric: str | None = None, require_engine: bool = True, stream: TextIO | None = None) -> int:
-    """Gate a result and print the one-line verdict; the exit code for a CLI.
+GateCheck = Callable[[Evaluation, GateSpec], list[GateLine]]
 
-    Args:
-        result: an :class:`AccuracyResult`, its dict, or a JSON file with that dict.
-        engine_tolerance, int8_budget, metric, require_engine: as in :func:`check_parity`.
-        stream: where the verdict line goes (default stdout).
 
-    Returns:
-        ``0`` pass, ``1`` gate failed, ``2`` the result or thresholds are invalid (message printed).
+def check_engine_ran(evaluation: Evaluation, spec: GateSpec) -> list[GateLine]:
+    """Fail when no engine-side backend ran: the gate would have checked nothing."""
+    if evaluation.engine_backend is not None:
+        return []
+    return [GateLine(False, f"no INT8 backend besides the simulated model ran ({evaluation.engine_reason})")]
+
+
+def check_output_parity(evaluation: Evaluation, spec: GateSpec) -> list[GateLine]:
+    """Output cosine of every engine-side backend vs the simulated model, on the parity batch."""
+    if spec.min_cosine is None:
+        return []
+    lines = []
+    for row in evaluation.engine_side:
+        cosine = row.cosine_vs_simulated
+        ok = cosine is not None and cosine >= spec.min_cosine
+        shown = float("nan") if cosine is None else cosine
+        lines.append(GateLine(ok, f"outputs: {row.key} vs simulated cosine {shown:.6f} "
+                                  f"{'>=' if ok else '<'} {spec.min_cosine} on {evaluation.parity_images} images"))
+    return lines
+
+
+def check_task_metric(evaluation: Evaluation, spec: GateSpec) -> list[GateLine]:
+    """Engine vs simulated parity and the INT8 budget on the task metric (:func:`check_parity`)."""
+    result = evaluation.accuracy()
+    if result is None or evaluation.engine_backend is None:
+        return []
+    budget = math.inf if spec.int8_budget is None else spec.int8_budget
+    verdict = check_parity(result, spec.engine_tolerance, budget)
+    return [GateLine(verdict.passed, verdict.reason.split(" ", 1)[1])]
+
+
+def check_min_metric(evaluation: Evaluation, spec: GateSpec) -> list[GateLine]:
+    """The engine backend's task metric is at least ``spec.min_metric``."""
+    result = evaluation.accuracy()
+    if spec.min_metric is None or result is None or evaluation.engine_backend is None:
+        return []
+    value = result.value(evaluation.engine_backend)
+    value = math.nan if value is None else value
+    ok = value >= spec.min_metric
+    return [GateLine(ok, f"{result.metric}: {evaluation.engine_backend} {value:.4f} "
+                         f"{'>=' if ok else '<'} minimum {spec.min_metric:.4f}")]
+
+
+#: The checks :func:`gate_evaluation` runs, in order.
+GATE_CHECKS: list[GateCheck] = [check_engine_ran, check_output_parity, check_task_metric, check_min_metric]
+
+
+def gate_evaluation(evaluation: Evaluation, spec: GateSpec,
+                    checks: Sequence[GateCheck] | None = None) -> list[GateLine]:
+    """Run every check on ``evaluation``; sets ``evaluation.gate_lines`` / ``passed`` and returns the lines.
 
     Example:
-        >>> raise SystemExit(run_gate("accuracy.json", int8_budget=0.003))   # doctest: +SKIP
+        >>> ev = Evaluation("none", None, [], None, "no GPU", 0)
+        >>> [str(line) for line in gate_evaluation(ev, GateSpec())], ev.passed
+        (['FAIL no INT8 backend besides the simulated model ran (no GPU)'], False)
     """
-    out = stream or sys.stdout
-    try:
-        gate = check_parity(load_result(result), engine_tolerance, int8_budget, metric=metric,
-                            require_engine=require_engine)
-    except Fx2TrtError as exc:
-        print(f"ERROR {exc}", file=out)
-        return EXIT_ERROR
-    print(gate.reason, file=out)
-    return EXIT_PASS if gate else EXIT_FAIL
+    lines = [line for check in (GATE_CHECKS if checks is None else checks) for line in check(evaluation, spec)]
+    evaluation.gate_lines = [str(line) for line in lines]
+    evaluation.passed = all(line.passed for line in lines)
+    return lines
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The gate's argument parser (a CLI can embed it as a subcommand)."""
-    p = argparse.ArgumentParser(prog="fx2trt-accuracy-gate", description=__doc__.split("\n\n")[0])
-    p.add_argument("result", nargs="?", help="JSON written by AccuracyResult.to_dict() (omit with --demo)")
-    p.add_argument("--demo", action="store_true", help="validate the shipped demo detector now")
-    p.add_argument("--calibrator", default="mse", help="--demo: calibrator (minmax/percentile/entropy/mse)")
-    p.add_argument("--percentile", type=float, default=99.99, help="--demo: its percentile")
-    p.add_argument("--max-images", type=int, default=None, help="--demo: score only the first N val images")
-    p.add_argument("--backend", action="append", default=None, help="--demo: engine backend(s); default auto")
-    p.add_argument("--save-result", default=None, help="--demo: also write the AccuracyResult JSON here")
-    p.add_argument("--engine-tolerance", type=float, default=DEFAULT_ENGINE_TOLERANCE)
-    p.add_argument("--int8-budget", type=float, default=DEFAULT_INT8_BUDGET)
-    p.add_argument("--metric", default=None, help="metric to gate (default: the result's primary one)")
-    p.add_argument("--allow-no-engine", action="store_true", help="pass without an engine backend")
-    return p
-
-
-def main(argv: Sequence[str] | None = None, stream: TextIO | None = None) -> int:
-    """CLI entry point: gate a saved result or (``--demo``) validate the demo detector; returns the exit code.
-
-    Example:
-        >>> main(["accuracy.json", "--int8-budget", "0.003"])   # doctest: +SKIP
-        0
-    """
-    args = build_parser().parse_args(list(argv) if argv is not None else None)
-    out = stream or sys.stdout
-    if args.demo == (args.result is not None):
-        print("ERROR give either a result JSON or --demo", file=out)
-        return EXIT_ERROR
-    source: Any = args.result
-    if args.demo:
-        from fx2trt_pipeline.atomic_io import atomic_write_bytes
-        from fx2trt_pipeline.validate.demo_detector import validate_demo_detector
-
-        try:
-            source = validate_demo_detector(args.calibrator, args.percentile, max_images=args.max_images,
-                                            backends=args.backend or "auto")
-        except Fx2TrtError as exc:
-            print(f"ERROR {exc}", file=out)
-            return EXIT_ERROR
-        print(source, file=out)
-        if args.save_result:
-            atomic_write_bytes(Path(args.save_result), json.dumps(source.to_dict(), indent=2).encode())
-    return run_gate(source, args.engine_tolerance, args.int8_budget, metric=args.metric,
-                    require_engine=not args.allow_no_engine, stream=out)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = [
+    "DEFAULT_ENGINE_TOLERANCE",
+    "DEFAULT_INT8_BUDGET",
+    "GATE_CHECKS",
+    "GateCheck",
+    "GateLine",
+    "GateResult",
+    "GateSpec",
+    "check_engine_ran",
+    "check_min_metric",
+    "check_output_parity",
+    "check_parity",
+    "check_task_metric",
+    "enforce_parity",
+    "gate_evaluation",
+    "load_result",
+]

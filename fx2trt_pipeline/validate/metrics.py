@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from fx2trt_pipeline.errors import ConfigError
 
@@ -27,6 +26,7 @@ COCO_STAT_NAMES = (
 )
 
 DecodeFn = Callable[[Any], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+Detections = tuple[Any, Any, Any]  # (boxes_xyxy, scores, classes): tensors or per-image lists
 
 
 def coco_from_dict(dataset: Mapping[str, Any]) -> Any:
@@ -101,17 +101,15 @@ def coco_map(predictions: Sequence[Mapping[str, Any]], coco_gt: Any,
     return {name: float(v) for name, v in zip(COCO_STAT_NAMES, ev.stats)}
 
 
-def detections_to_coco(image_ids: Sequence[int], boxes_xyxy: torch.Tensor | Sequence[torch.Tensor],
-                       scores: torch.Tensor | Sequence[torch.Tensor], classes: torch.Tensor | Sequence[torch.Tensor],
+def detections_to_coco(image_ids: Sequence[int], detections: Detections,
                        category_ids: Sequence[int] | None = None, transforms: Sequence[Any] | None = None,
                        score_threshold: float = 0.0) -> list[dict[str, Any]]:
     """Turn per-image detections into COCO result dicts.
 
     Args:
         image_ids: One COCO image id per image.
-        boxes_xyxy: ``(B, K, 4)`` or a list of ``(K_i, 4)`` boxes in network-input pixels.
-        scores: ``(B, K)`` or a list of ``(K_i,)`` confidences.
-        classes: ``(B, K)`` or a list of ``(K_i,)`` class indices.
+        detections: ``(boxes_xyxy, scores, classes)``: ``(B, K, 4)`` boxes in network-input pixels,
+            ``(B, K)`` confidences and ``(B, K)`` class indices (or per-image lists of ``(K_i, ...)``).
         category_ids: COCO category id of each class index (default: the index itself).
         transforms: Per-image :class:`~fx2trt_pipeline.calib_data.TransformParams` mapping boxes
             back to original-image pixels (default: identity).
@@ -121,10 +119,11 @@ def detections_to_coco(image_ids: Sequence[int], boxes_xyxy: torch.Tensor | Sequ
         ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]``.
 
     Example:
-        >>> detections_to_coco([7], torch.tensor([[[1.0, 2.0, 5.0, 8.0]]]), torch.tensor([[0.9]]),
-        ...                    torch.tensor([[3]]))
+        >>> detections_to_coco([7], (torch.tensor([[[1.0, 2.0, 5.0, 8.0]]]), torch.tensor([[0.9]]),
+        ...                          torch.tensor([[3]])))
         [{'image_id': 7, 'category_id': 3, 'bbox': [1.0, 2.0, 4.0, 6.0], 'score': 0.9}]
     """
+    boxes_xyxy, scores, classes = detections
     results: list[dict[str, Any]] = []
     for b, image_id in enumerate(image_ids):
         box = torch.as_tensor(boxes_xyxy[b]).detach().float().cpu().reshape(-1, 4)
@@ -167,67 +166,104 @@ def topk_accuracy(logits: torch.Tensor | np.ndarray, labels: torch.Tensor | np.n
     return {f"top{k}": float(hits[:, :k].any(1).float().mean()) for k in ks}
 
 
-def _to_tensors(outputs: Any) -> list[torch.Tensor]:
-    if isinstance(outputs, Mapping):
-        # Named outputs (executor / engine runners): take the CenterNet names when present.
-        if all(k in outputs for k in ("hm", "wh", "reg")):
-            outputs = [outputs["hm"], outputs["wh"], outputs["reg"]]
-        else:
-            outputs = list(outputs.values())
-    elif isinstance(outputs, (torch.Tensor, np.ndarray)):
-        outputs = [outputs]
-    return [torch.as_tensor(o).detach().float().cpu() for o in outputs]
+def agreement(reference: torch.Tensor, test: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """How often ``test`` predicts what ``reference`` (the FP32 model) predicts: no labels needed.
+
+    ``agree_top1``: the top-1 classes are equal; ``agree_topk``: the reference's top-1 class is among
+    the test's ``k`` highest (``k`` capped at the number of classes).
+
+    Example:
+        >>> ref = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.1, 0.4]])
+        >>> agreement(ref, torch.tensor([[0.1, 0.6, 0.7], [0.9, 0.0, 0.1]]), ks=(1, 2))
+        {'agree_top1': 0.5, 'agree_top2': 1.0}
+    """
+    reference, test = torch.as_tensor(reference).float(), torch.as_tensor(test).float()
+    if reference.shape != test.shape or reference.ndim != 2:
+        raise ConfigError(f"agreement needs two (N, C) outputs of one shape, got {tuple(reference.shape)} and "
+                          f"{tuple(test.shape)}.")
+    wanted = [k for k in ks if k <= reference.shape[1]] or [1]
+    top = test.topk(max(wanted), dim=1).indices
+    hits = top == reference.argmax(1)[:, None]
+    return {f"agree_top{k}": float(hits[:, :k].any(1).float().mean()) for k in wanted}
 
 
-def evaluate_detector(model_fn: Callable[[torch.Tensor], Any], dataset: Any, decode_fn: DecodeFn | None = None,
-                      batch_size: int = 50, k: int = 100, max_images: int | None = None,
-                      show_progress: bool = False) -> dict[str, float]:
+def output_cosine(reference: torch.Tensor, test: torch.Tensor) -> float:
+    """Cosine similarity of two outputs taken as flat vectors (float64; 1.0 when both are zero).
+
+    Example:
+        >>> output_cosine(torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0]))
+        0.7071067811865475
+    """
+    a, b = torch.as_tensor(reference).double().flatten(), torch.as_tensor(test).double().flatten()
+    norm = float(a.norm() * b.norm())
+    return 1.0 if norm == 0.0 and float(a.norm() + b.norm()) == 0.0 else float(a @ b) / max(norm, 1e-300)
+
+
+def detector_predictions(model_fn: Callable[[torch.Tensor], Any], dataset: Any, decode_fn: DecodeFn,
+                         indices: Sequence[int], batch_size: int = 50) -> list[dict[str, Any]]:
+    """COCO result dicts of ``model_fn`` on the dataset items ``indices`` (any subset: a rank's shard).
+
+    Predictions of disjoint shards concatenate into the predictions of their union, so several
+    processes can each run a shard and :func:`coco_map` scores the union once.
+    """
+    category_ids = sorted(dataset.coco.getCatIds())
+    predictions: list[dict[str, Any]] = []
+    with torch.inference_mode():
+        for start in range(0, len(indices), batch_size):
+            idx = list(indices[start : start + batch_size])
+            items = [dataset[i] for i in idx]
+            x = torch.stack([item[0] for item in items]).float()
+            detections = decode_fn(model_fn(x))
+            transforms = [dataset.transform(i) for i in idx] if hasattr(dataset, "transform") else None
+            predictions += detections_to_coco([int(item[1]) for item in items], detections, category_ids,
+                                              transforms)
+    return predictions
+
+
+def image_ids_of(dataset: Any, indices: Sequence[int]) -> list[int]:
+    """COCO image ids of the dataset items ``indices`` (without running any model)."""
+    ids = getattr(dataset, "image_ids", None)
+    if ids is not None:
+        return [int(ids[i]) for i in indices]
+    return [int(dataset[i][1]) for i in indices]
+
+
+def evaluate_detector(model_fn: Callable[[torch.Tensor], Any], dataset: Any, decode_fn: DecodeFn | None,
+                      batch_size: int = 50, max_images: int | None = None) -> dict[str, float]:
     """Run a detector callable over a COCO-style dataset and return its COCO metrics.
 
     Args:
-        model_fn: Maps a float32 ``(B, C, H, W)`` batch to raw outputs: a tuple/list of tensors or
-            numpy arrays, or a dict (``hm``/``wh``/``reg`` are picked by name). Anything callable:
+        model_fn: Maps a float32 ``(B, C, H, W)`` batch to raw outputs (whatever ``decode_fn`` takes):
             ``nn.Module``, GraphModule, executor or engine runner.
         dataset: ``ds[i] -> (image tensor, image id)`` with ``ds.coco`` (pycocotools ground truth)
             and optionally ``ds.transform(i)`` (boxes back to original pixels), e.g.
             :func:`~fx2trt_pipeline.calib_data.load_mnist_detection`.
         decode_fn: Maps outputs to ``(boxes_xyxy (B, K, 4), scores (B, K), classes (B, K))`` in
-            network-input pixels. Default: CenterNet :func:`~fx2trt_pipeline.models.decode` with
-            the stride inferred from input and heatmap sizes.
+            network-input pixels, e.g. :func:`~fx2trt_pipeline.validate.demo_detector.centernet_decode`.
+            Required: no generic default can know a detector's output layout.
         batch_size: Images per call of ``model_fn``.
-        k: Detections kept per image by the default decoder.
         max_images: Evaluate only the first N images (the metric then covers only those).
-        show_progress: Show a tqdm bar.
 
     Returns:
         :func:`coco_map`'s dict (``mAP``, ``AP50``, ...) plus ``num_images``.
 
+    Raises:
+        ConfigError: ``decode_fn`` is missing.
+
     Example:
         >>> from fx2trt_pipeline.calib_data import load_mnist_detection
         >>> from fx2trt_pipeline.models import load_demo_detector
-        >>> scores = evaluate_detector(load_demo_detector(), load_mnist_detection("val"), max_images=32)
+        >>> from fx2trt_pipeline.validate.demo_detector import centernet_decode
+        >>> scores = evaluate_detector(load_demo_detector(), load_mnist_detection("val"), centernet_decode,
+        ...                            max_images=32)
         >>> scores["num_images"], scores["AP50"] > 0.9
         (32.0, True)
     """
+    if decode_fn is None:
+        raise ConfigError("evaluate_detector needs decode_fn (outputs -> boxes, scores, classes); for the "
+                          "demo CenterNet use fx2trt_pipeline.validate.demo_detector.centernet_decode.")
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
-    category_ids = sorted(dataset.coco.getCatIds())
-    predictions: list[dict[str, Any]] = []
-    image_ids: list[int] = []
-    with torch.inference_mode():
-        for start in tqdm(range(0, n, batch_size), desc="evaluate", disable=not show_progress):
-            idx = list(range(start, min(start + batch_size, n)))
-            items = [dataset[i] for i in idx]
-            x = torch.stack([item[0] for item in items]).float()
-            ids = [int(item[1]) for item in items]
-            outputs = model_fn(x)
-            if decode_fn is None:
-                from fx2trt_pipeline.models.centernet import decode
-
-                hm, wh, reg = _to_tensors(outputs)[:3]
-                boxes, scores, classes = decode(hm, wh, reg, k=k, stride=x.shape[-1] / hm.shape[-1])
-            else:
-                boxes, scores, classes = decode_fn(outputs)
-            transforms = [dataset.transform(i) for i in idx] if hasattr(dataset, "transform") else None
-            predictions += detections_to_coco(ids, boxes, scores, classes, category_ids, transforms)
-            image_ids += ids
-    return {**coco_map(predictions, dataset.coco, img_ids=image_ids), "num_images": float(len(image_ids))}
+    indices = list(range(n))
+    predictions = detector_predictions(model_fn, dataset, decode_fn, indices, batch_size)
+    ids = image_ids_of(dataset, indices)
+    return {**coco_map(predictions, dataset.coco, img_ids=ids), "num_images": float(len(ids))}

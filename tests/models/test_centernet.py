@@ -15,6 +15,7 @@ from fx2trt_pipeline.models import (
     demo_centernet,
     load_demo_detector,
 )
+from fx2trt_pipeline.validate.demo_detector import centernet_decode
 from fx2trt_pipeline.validate.metrics import evaluate_detector
 
 # The shipped checkpoint measured val mAP 0.692 / AP50 0.945 (scripts/train_demo_detector.py,
@@ -99,7 +100,7 @@ def test_checkpoint_is_plain_weights(demo) -> None:
 def test_demo_detector_val_map(demo) -> None:
     """Real labels: the shipped detector must keep its measured accuracy (float and traced alike)."""
     val = load_mnist_detection("val")
-    m = evaluate_detector(demo, val)
+    m = evaluate_detector(demo, val, centernet_decode)
     assert m["mAP"] >= VAL_MAP_FLOOR and m["AP50"] >= VAL_AP50_FLOOR, m
     recorded = torch.load(DEMO_WEIGHTS, map_location="cpu", weights_only=True)["val"]
     assert abs(m["mAP"] - recorded["mAP"]) < 0.005, (m, recorded)  # same number the training run printed

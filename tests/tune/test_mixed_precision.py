@@ -18,7 +18,7 @@ from fx2trt_pipeline.quantize import qdq_ops
 from fx2trt_pipeline.quantize.api import calibrate, convert, prepare
 from fx2trt_pipeline.quantize.config import QuantConfig
 from fx2trt_pipeline.validate.accuracy import detection_evaluator
-from fx2trt_pipeline.validate.demo_detector import DemoSetup
+from fx2trt_pipeline.validate.demo_detector import DemoSetup, centernet_decode
 from fx2trt_pipeline.validate.compare import sqnr_db
 from fx2trt_pipeline.validate.layer_report import quant_error_table
 from fx2trt_pipeline.tune.mixed_precision import (
@@ -43,7 +43,7 @@ def setup() -> DemoSetup:
 @pytest.fixture(scope="module")
 def subset(setup: DemoSetup) -> tuple[Callable[[Any], dict[str, float]], float, float]:
     """``(evaluate, fp32 mAP, full-INT8 percentile-99.9 mAP)`` on the first SEARCH_IMAGES val scenes."""
-    evaluate = detection_evaluator(setup.val, max_images=SEARCH_IMAGES)
+    evaluate = detection_evaluator(setup.val, centernet_decode, max_images=SEARCH_IMAGES)
     return evaluate, evaluate(setup.model)["mAP"], evaluate(convert(setup.prepared, CLIPPING))["mAP"]
 
 

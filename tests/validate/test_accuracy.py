@@ -17,7 +17,7 @@ import torch
 from fx2trt_pipeline.calib_data import MNIST_DET_DIR
 
 from fx2trt_pipeline.engine.runtime import gpu_unavailable_reason
-from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.errors import BackendUnavailableError, ConfigError
 from fx2trt_pipeline.models import centernet
 from fx2trt_pipeline.quantize.api import convert
 from fx2trt_pipeline.quantize.config import QuantConfig
@@ -29,7 +29,7 @@ from fx2trt_pipeline.validate.accuracy import (
     validate_classifier,
     validate_detector,
 )
-from fx2trt_pipeline.validate.demo_detector import DemoSetup, demo_setup
+from fx2trt_pipeline.validate.demo_detector import DemoSetup, centernet_decode, demo_setup
 from fx2trt_pipeline.tune.calibrator_search import (
     DEFAULT_CHOICES,
     CalibratorChoice,
@@ -59,7 +59,8 @@ def cached_setup() -> DemoSetup:
 def cached_result() -> AccuracyResult:
     """FP32 / simulated INT8 (MSE) / engine backend on the val subset, computed once per session."""
     setup = cached_setup()
-    return validate_detector(setup.model, convert(setup.prepared, SIM_CONFIG), setup.val, max_images=N_IMAGES)
+    return validate_detector(setup.model, convert(setup.prepared, SIM_CONFIG), setup.val, max_images=N_IMAGES,
+                             decode_fn=centernet_decode)
 
 
 @pytest.fixture(scope="module")
@@ -144,12 +145,12 @@ def test_explicit_backends_never_fall_back_silently() -> None:
     reason = gpu_unavailable_reason()
     if reason is None:
         pytest.skip("a supported GPU is present: 'tensorrt' is valid here")
-    with pytest.raises(ConfigError, match="cannot run here"):
+    with pytest.raises(BackendUnavailableError, match="cannot run here"):
         choose_engine_backends("tensorrt")
 
 
 def test_calibrator_table_and_best(setup: DemoSetup, result: AccuracyResult) -> None:
-    evaluate = detection_evaluator(setup.val, max_images=N_IMAGES)
+    evaluate = detection_evaluator(setup.val, centernet_decode, max_images=N_IMAGES)
     qgm, table = best_calibrator(setup.prepared, evaluate, metric="mAP",
                                  fp32_metrics=result.runs["fp32"].metrics)
     assert [r.choice for r in table.rows] == list(DEFAULT_CHOICES)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 from pathlib import Path
 
@@ -12,14 +11,13 @@ import pytest
 from fx2trt_pipeline.errors import AccuracyGateError, ConfigError
 from fx2trt_pipeline.validate.accuracy import AccuracyResult, BackendRun
 from fx2trt_pipeline.validate.gate import (
-    EXIT_ERROR,
-    EXIT_FAIL,
-    EXIT_PASS,
+    GateSpec,
     check_parity,
     enforce_parity,
-    main,
-    run_gate,
+    gate_evaluation,
+    load_result,
 )
+from fx2trt_pipeline.validate.results import BackendRow, Evaluation
 from tests.validate.test_accuracy import TEST_INT8_BUDGET, cached_result
 
 SANE = {"engine_tolerance": 0.002, "int8_budget": TEST_INT8_BUDGET}
@@ -43,9 +41,6 @@ def test_gate_passes_with_sane_thresholds(result: AccuracyResult) -> None:
     assert gate, gate.reason
     assert gate.reason.startswith("PASS mAP") and "\n" not in gate.reason
     assert gate.fp32 == result.fp32 and gate.simulated == result.simulated and gate.engine == result.engine
-    out = io.StringIO()
-    assert run_gate(result, **SANE, stream=out) == EXIT_PASS
-    assert out.getvalue().count("\n") == 1 and out.getvalue().startswith("PASS")
     assert enforce_parity(result, **SANE) == gate
 
 
@@ -56,9 +51,6 @@ def test_gate_fails_with_impossible_budget_naming_numbers(result: AccuracyResult
     assert "\n" not in line and line.startswith("FAIL mAP")
     assert f"{result.fp32:.4f}" in line and f"{result.simulated:.4f}" in line and "-1.0000" in line
     assert "engine" not in line  # parity itself passed: only the failed check is named
-    out = io.StringIO()
-    assert run_gate(result, engine_tolerance=0.002, int8_budget=-1.0, stream=out) == EXIT_FAIL
-    assert out.getvalue().strip() == line
     with pytest.raises(AccuracyGateError, match="budget -1.0000"):
         enforce_parity(result, engine_tolerance=0.002, int8_budget=-1.0)
 
@@ -87,14 +79,31 @@ def test_gate_rejects_bad_thresholds(result: AccuracyResult) -> None:
         check_parity(result, metric="top1")
 
 
-def test_main_on_saved_result(result: AccuracyResult, tmp_path: Path) -> None:
+def test_saved_result_gates_like_the_original(result: AccuracyResult, tmp_path: Path) -> None:
     path = tmp_path / "accuracy.json"
     path.write_text(json.dumps(result.to_dict()))
-    out = io.StringIO()
-    assert main([str(path), "--int8-budget", str(TEST_INT8_BUDGET)], stream=out) == EXIT_PASS
-    assert main([str(path), "--int8-budget", "-1"], stream=out) == EXIT_FAIL
-    assert main([str(tmp_path / "missing.json")], stream=out) == EXIT_ERROR
-    assert main([], stream=out) == EXIT_ERROR
-    lines = out.getvalue().splitlines()
-    assert lines[0].startswith("PASS") and lines[1].startswith("FAIL") and lines[2].startswith("ERROR")
-    assert "missing.json" in lines[2]
+    again = load_result(path)
+    assert check_parity(again, int8_budget=TEST_INT8_BUDGET).reason == \
+        check_parity(result, int8_budget=TEST_INT8_BUDGET).reason
+    with pytest.raises(ConfigError, match="missing.json"):
+        load_result(tmp_path / "missing.json")
+
+
+def _evaluation(result: AccuracyResult, cosine: float) -> Evaluation:
+    rows = [BackendRow(k, k, k, dict(r.metrics), cosine_vs_simulated=None if k in ("fp32", "simulated") else cosine)
+            for k, r in result.runs.items()]
+    return Evaluation(result.task, result.metric, rows, result.engine_backend, result.engine_reason,
+                      result.num_samples, parity_images=16)
+
+
+def test_gate_evaluation_runs_every_check_in_order(result: AccuracyResult) -> None:
+    ev = _evaluation(result, 0.9999)
+    lines = gate_evaluation(ev, GateSpec(min_cosine=0.999, int8_budget=TEST_INT8_BUDGET, min_metric=0.1))
+    assert ev.passed and all(line.passed for line in lines)
+    assert [str(line).split(":")[0] for line in lines][:2] == ["PASS outputs", "PASS mAP"]
+    assert str(lines[-1]).startswith(f"PASS mAP: {result.engine_backend}") and "minimum 0.1000" in str(lines[-1])
+    ev = _evaluation(result, 0.95)
+    gate_evaluation(ev, GateSpec(min_cosine=0.999, int8_budget=TEST_INT8_BUDGET, min_metric=0.999))
+    failed = [line for line in ev.gate_lines if line.startswith("FAIL")]
+    assert not ev.passed and len(failed) == 2
+    assert "cosine 0.950000 < 0.999 on 16 images" in failed[0] and "< minimum 0.9990" in failed[1]

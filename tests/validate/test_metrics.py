@@ -53,8 +53,8 @@ def test_coco_map_edge_cases(val) -> None:
 
 def test_detections_to_coco_maps_boxes_and_categories() -> None:
     t = TransformParams(orig_h=50, orig_w=100, scale_x=0.5, scale_y=0.5, pad_y=10.0)
-    out = detections_to_coco([4], torch.tensor([[[5.0, 15.0, 25.0, 35.0], [0.0, 0.0, 1.0, 1.0]]]),
-                             torch.tensor([[0.8, 0.01]]), torch.tensor([[1, 0]]), category_ids=[7, 9],
+    out = detections_to_coco([4], (torch.tensor([[[5.0, 15.0, 25.0, 35.0], [0.0, 0.0, 1.0, 1.0]]]),
+                                   torch.tensor([[0.8, 0.01]]), torch.tensor([[1, 0]])), category_ids=[7, 9],
                              transforms=[t], score_threshold=0.05)
     assert out == [{"image_id": 4, "category_id": 9, "bbox": [10.0, 10.0, 40.0, 40.0], "score": 0.8}]
 
