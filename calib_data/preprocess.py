@@ -56,7 +56,9 @@ class PreprocessSpec:
 
     Pixels are scaled to ``[0, 1]``, optionally converted between grayscale and RGB, resized
     (stretch) or letterboxed (aspect kept, padded with ``pad_value``) to ``size``, then
-    normalized with ``(x - mean) / std`` per channel.
+    normalized with ``(x - mean) / std`` per channel. With ``resize`` the shorter side is first
+    resized to ``resize`` (aspect kept) and the centre ``size`` cropped: torchvision's
+    ``Resize(resize)`` + ``CenterCrop(size)`` classification transform.
 
     Attributes:
         size: ``(H, W)`` of the network input, or ``None`` to keep each image's size.
@@ -68,6 +70,7 @@ class PreprocessSpec:
             ``1`` converts RGB to grayscale (ITU-R 601 luma).
         channels_first: ``True`` gives ``CHW`` tensors, ``False`` ``HWC``.
         pad_value: Letterbox fill in ``[0, 1]`` units, before normalization.
+        resize: Shorter side before the centre crop to ``size`` (``None``: no crop; ``mode`` applies).
 
     Example:
         >>> spec = PreprocessSpec(size=(224, 224), mean=(0.485, 0.456, 0.406),
@@ -83,6 +86,7 @@ class PreprocessSpec:
     channels: int | None = None
     channels_first: bool = True
     pad_value: float = field(default=0.0)
+    resize: int | None = None
 
     def __post_init__(self) -> None:
         # Lists from JSON / user code become tuples so the spec stays hashable and comparable.
@@ -94,6 +98,9 @@ class PreprocessSpec:
                 raise ConfigError(f"PreprocessSpec.size must be positive (H, W), got {self.size}.")
         if self.mode not in ("resize", "letterbox"):
             raise ConfigError(f"PreprocessSpec.mode must be 'resize' or 'letterbox', got {self.mode!r}.")
+        if self.resize is not None and (self.size is None or int(self.resize) < max(self.size)):
+            raise ConfigError(f"PreprocessSpec.resize ({self.resize}) needs a size to crop and must be at least "
+                              f"its larger side, got size {self.size}.")
         if self.channels not in (None, 1, 3):
             raise ConfigError(f"PreprocessSpec.channels must be None, 1 or 3, got {self.channels!r}.")
         if not self.mean or not self.std or any(s <= 0 for s in self.std):
@@ -153,7 +160,9 @@ class PreprocessSpec:
         x = self._convert_channels(x)
         orig_h, orig_w = int(x.shape[1]), int(x.shape[2])
         params = TransformParams(orig_h=orig_h, orig_w=orig_w)
-        if self.size is not None and (orig_h, orig_w) != self.size:
+        if self.resize is not None:
+            x, params = self._resize_crop(x, orig_h, orig_w)
+        elif self.size is not None and (orig_h, orig_w) != self.size:
             x, params = self._resize(x, orig_h, orig_w)
         x = self._normalize(x)
         return (x if self.channels_first else x.permute(1, 2, 0)).contiguous(), params
@@ -186,6 +195,18 @@ class PreprocessSpec:
         return out, TransformParams(
             orig_h, orig_w, scale_x=new_w / orig_w, scale_y=new_h / orig_h, pad_x=float(pad_x), pad_y=float(pad_y)
         )
+
+    def _resize_crop(self, x: torch.Tensor, orig_h: int, orig_w: int) -> tuple[torch.Tensor, TransformParams]:
+        # torchvision Resize(int): the shorter side becomes `resize`, the longer int(resize * long / short)
+        short, side = min(orig_h, orig_w), int(self.resize or 0)
+        new_h = side if orig_h == short else int(side * orig_h / short)
+        new_w = side if orig_w == short else int(side * orig_w / short)
+        x = F.interpolate(x[None], size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)[0]
+        h, w = self.size or (new_h, new_w)
+        top, left = int(round((new_h - h) / 2.0)), int(round((new_w - w) / 2.0))
+        x = x[:, top : top + h, left : left + w]
+        return x, TransformParams(orig_h, orig_w, scale_x=new_w / orig_w, scale_y=new_h / orig_h,
+                                  pad_x=float(-left), pad_y=float(-top))
 
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[0]

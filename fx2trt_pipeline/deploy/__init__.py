@@ -6,12 +6,16 @@
       config.py  TOML/YAML + flags -> RunConfig        sources.py  model, weights, calib_data loaders
       capture -> quantize -> build network -> build engine -> export onnx -> validate -> report
                                    |               |                          |           |
-                              graph_svg.py     triton.py              evaluation.py   report.py + charts.py
-                                                                       analysis.py    (report_template.py)
-      staged into out/.tmp-<name>-XXXX, renamed to out/<name> when every step succeeded
+                              graph_svg.py     triton.py            evaluate_run.py   report.py + charts.py
+                                                                 (-> validate.evaluation) (report_template.py)
+                                                                       analysis.py
+      preprocess_defaults.py: torchvision weights' transforms <- [preprocess] <- --input-size/--resize/...
+      staged into out/.tmp-<name>-<pid>-XXXX, renamed to out/<name> when every step ran (SIGINT/SIGTERM:
+      removed; a killed run's stage is removed by the next run)
 
     fx2trt validate RUN_DIR | --onnx/--engine + --data                        validate_cmd.py
-      exit 0 pass, 1 gate failed, 2 bad input, 3 backend unavailable
+      build and validate exit with errors.ExitCode: 0 pass, 1 gate failed (build: artifacts written),
+      2 bad input (config, model name, data, preprocessing), 3 backend unavailable
 
 Output directory: ``model.plan`` + ``model.plan.json`` (engine and sidecar), ``model.quant.json``,
 ``model.qdq.onnx``, ``triton/<model>/config.pbtxt`` + ``triton/<model>/1/model.plan``, ``graph.svg`` /

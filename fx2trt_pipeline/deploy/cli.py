@@ -103,11 +103,8 @@ def _add_preprocess_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--channels", type=int, choices=(1, 3), help="convert images to 1 or 3 channels")
 
 
-#: Quantization flags: argparse dest -> QuantConfig field (each sets ``[quant] <field>``).
-QUANT_FLAGS = {"calibrator": "calibrator", "percentile": "percentile"}
-
-
 def _add_quant_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags setting one QuantConfig field each; their dests are listed in config_loader.QUANT_OVERRIDES."""
     g = p.add_argument_group("quantization", "QuantConfig fields (the [quant] section of --config)")
     g.add_argument(
         "--calibrator",
@@ -224,14 +221,16 @@ def exit_code_of(exc: BaseException) -> ExitCode:
 #: ``fx2trt build`` flags that override one config value each: flag dest -> RunConfig.from_sources key.
 BUILD_OVERRIDES = (
     "model", "weights", "name", "calib_data", "calib_annotations", "eval_data", "eval_annotations", "task",
-    "calibrator", "percentile", "num_calib_samples", "calib_batch_size", "max_eval_images", "onnx", "labels",
+    "num_calib_samples", "calib_batch_size", "max_eval_images", "onnx", "labels",
     "input_size", "resize", "mean", "std", "channels",
 )
 
 
 def build_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The flat config overrides of parsed ``fx2trt build`` arguments (unset flags are left out)."""
-    keys = (*BUILD_OVERRIDES, *QUANT_FLAGS)
+    from fx2trt_pipeline.deploy.config_loader import QUANT_OVERRIDES
+
+    keys = (*BUILD_OVERRIDES, *QUANT_OVERRIDES)
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 

@@ -130,6 +130,9 @@ class DataSpec:
         max_images: evaluate only the first N items.
         task: ``auto`` | ``detection`` (COCO mAP) | ``classification`` (top-1) | ``none`` (outputs only).
         key: array name inside an ``.npz`` of preprocessed inputs.
+        labels: class list file (one class per line, in model-output order) mapping class folders to
+            outputs; without it folders named by class index (``285``) or WordNet id (``n02123045``) map
+            directly.
     """
 
     source: str
@@ -140,6 +143,7 @@ class DataSpec:
     max_images: int | None = None
     task: str = "auto"
     key: str | None = None
+    labels: Path | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

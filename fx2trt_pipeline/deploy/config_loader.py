@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from dataclasses import dataclass
 import tomllib
 from pathlib import Path
 from typing import Any
 from collections.abc import Mapping
 
 from fx2trt_pipeline.engine.options import BuildOptions
-from fx2trt_pipeline.calib_data import PreprocessSpec
 from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.deploy.config import (
     _SECTIONS,
@@ -41,8 +41,13 @@ from fx2trt_pipeline.deploy.config import (
     RunConfig,
     TritonSpec,
 )
+from fx2trt_pipeline.deploy.preprocess_defaults import preprocess_for
 from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.quantize.config import QuantConfig
+
+#: Flags that set one ``[quant]`` (QuantConfig) field each; a new quantization flag adds its name here
+#: and its argument in ``cli._add_quant_arguments``.
+QUANT_OVERRIDES = ("calibrator", "percentile")
 
 
 def _checked(cls: type, data: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -111,6 +116,7 @@ def _data(section: Mapping[str, Any], base: Path, where: str) -> DataSpec:
         )
     d["source"] = _source(str(d["source"]), base)
     d["annotations"] = _path(d.get("annotations"), base)
+    d["labels"] = _path(d.get("labels"), base)
     return DataSpec(**d)
 
 
@@ -125,8 +131,9 @@ def run_config_from_sources(path: Path | None, overrides: Mapping[str, Any] | No
     """Defaults, then the config file at ``path`` (if any), then flat CLI ``overrides``.
 
     ``overrides`` keys: ``model``, ``weights``, ``calib_data``, ``calib_annotations``, ``eval_data``,
-    ``eval_annotations``, ``task``, ``calibrator``, ``percentile``, ``num_calib_samples``,
-    ``calib_batch_size``, ``max_eval_images``, ``name``, ``onnx`` (``None`` values are ignored).
+    ``eval_annotations``, ``labels``, ``task``, ``num_calib_samples``, ``calib_batch_size``,
+    ``max_eval_images``, ``name``, ``onnx``, the :data:`QUANT_OVERRIDES` and the preprocessing flags
+    ``input_size``, ``resize``, ``mean``, ``std``, ``channels`` (``None`` values are ignored).
 
     Example:
         >>> run_config_from_sources(None, {"calibrator": "minmax", "name": None}).quant.calibrator
@@ -143,81 +150,116 @@ def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
     return build_run_config({k: v for k, v in data.items() if v is not None}, Path.cwd(), {}, "run manifest")
 
 
+@dataclass(frozen=True)
+class _Sources:
+    """Where values come from: the parsed file (paths relative to ``base``) and the flags (to the cwd)."""
+
+    data: Mapping[str, Any]
+    base: Path
+    cli: Mapping[str, Any]
+    where: str
+
+
+def _model_spec(src: _Sources) -> ModelSpec:
+    model = _checked(ModelSpec, _section(src.data, "model", src.where), f"{src.where} [model]")
+    model["weights"] = _path(model.get("weights"), src.base)
+    if "model" in src.cli:
+        model["source"] = str(src.cli["model"])
+    if "weights" in src.cli:
+        model["weights"] = _path(src.cli["weights"], Path.cwd())
+    if "name" in src.cli:
+        model["name"] = str(src.cli["name"])
+    if model.get("output_names") is not None:
+        model["output_names"] = tuple(model["output_names"])
+    return ModelSpec(**model)
+
+
+#: Flags that set one key of a data section: flag -> (section prefix, key, type).
+_DATA_FLAGS = {
+    "num_calib_samples": ("calib", "num_samples", int),
+    "calib_batch_size": ("calib", "batch_size", int),
+    "max_eval_images": ("eval", "max_images", int),
+    "task": ("eval", "task", str),
+}
+
+
+def _data_sections(src: _Sources, demo: bool) -> tuple[DataSpec | None, DataSpec | None]:
+    cwd, cli = Path.cwd(), src.cli
+    sections = {"calib": _section(src.data, "calibration", src.where),
+                "eval": _section(src.data, "evaluation", src.where)}
+    for prefix, section in sections.items():
+        # Paths given on the command line are relative to the working directory, not to the file.
+        if f"{prefix}_data" in cli:
+            section["source"] = _source(str(cli[f"{prefix}_data"]), cwd)
+        if f"{prefix}_annotations" in cli:
+            section["annotations"] = str(_path(cli[f"{prefix}_annotations"], cwd))
+    for flag, (prefix, key, kind) in _DATA_FLAGS.items():
+        if flag in cli:
+            sections[prefix][key] = kind(cli[flag])
+    if "labels" in cli:
+        sections["eval"]["labels"] = str(_path(cli["labels"], cwd))
+    calib, evaluation = sections["calib"], sections["eval"]
+    if demo:  # the bundled default: shipped MNIST-detection splits
+        calib.setdefault("source", "mnist_det:calib")
+        calib.setdefault("batch_size", 8)
+        evaluation.setdefault("source", "mnist_det:val")
+        evaluation.setdefault("task", "detection")
+        evaluation.setdefault("batch_size", 50)
+    if not calib:
+        raise ConfigError(
+            f"{src.where}: no calibration data; give --calib-data (an image folder, .npy/.npz file or "
+            "COCO set) or a [calibration] section with 'source'"
+        )
+    eval_spec = _data(evaluation, src.base, f"{src.where} [evaluation]") if evaluation else None
+    return _data(calib, src.base, f"{src.where} [calibration]"), eval_spec
+
+
+def _inputs(src: _Sources, demo: bool) -> tuple[InputSpec, ...] | None:
+    inputs_data = src.data.get("inputs")
+    if inputs_data is None and demo:  # the demo: named I/O, dynamic batch 1..32
+        inputs_data = [InputSpec.dynamic_batch("images", (1, 96, 96), 1, 8, 32).to_dict()]
+    if inputs_data is None:
+        return None
+    if not isinstance(inputs_data, list):
+        raise ConfigError(f"{src.where}: [[inputs]] must be an array of tables")
+    return tuple(InputSpec.from_dict(_checked_input(d, f"{src.where} [[inputs]]")) for d in inputs_data)
+
+
+def _quant(src: _Sources, demo: bool) -> tuple[QuantConfig, bool]:
+    quant = {"show_progress": False, **_section(src.data, "quant", src.where)}
+    if demo:  # the calibrator the demo's accuracy gate is tuned for (entropy clips its stem activations hard)
+        quant.setdefault("calibrator", DEMO_CALIBRATOR)
+    for key in QUANT_OVERRIDES:
+        if key in src.cli:
+            quant[key] = src.cli[key]
+    search = quant.get("calibrator") == "auto"
+    if search:  # the prepared model needs some calibrator; the search replaces it from the same statistics
+        quant["calibrator"] = QuantConfig().calibrator
+    return QuantConfig.from_dict(quant), search
+
+
+def _checked_search(search: bool, evaluation: DataSpec | None, where: str) -> None:
+    if search and evaluation is None:
+        raise ConfigError(
+            f"{where}: calibrator 'auto' scores every calibrator on evaluation data: give --eval-data (class "
+            "folders or a COCO set score top-1 / mAP; any image folder scores agreement with the FP32 model)"
+        )
+
+
 def build_run_config(data: Mapping[str, Any], base: Path, cli: Mapping[str, Any], where: str) -> RunConfig:
     """Defaults, then the parsed file ``data`` (paths relative to ``base``), then flat CLI flags ``cli``.
 
     Raises:
         ConfigError: unknown keys, missing calibration data, invalid values (names the file and key).
     """
-    cwd = Path.cwd()
-    model = _checked(ModelSpec, _section(data, "model", where), f"{where} [model]")
-    model["weights"] = _path(model.get("weights"), base)
-    if "model" in cli:
-        model["source"] = str(cli["model"])
-    if "weights" in cli:
-        model["weights"] = _path(cli["weights"], cwd)
-    if "name" in cli:
-        model["name"] = str(cli["name"])
-    if model.get("output_names") is not None:
-        model["output_names"] = tuple(model["output_names"])
-    model_spec = ModelSpec(**model)
+    src = _Sources(data, base, cli, where)
+    model_spec = _model_spec(src)
     demo = model_spec.source == DEMO_MODEL and model_spec.weights is None
-
-    calib = _section(data, "calibration", where)
-    evaluation = _section(data, "evaluation", where)
-    for section, prefix in ((calib, "calib"), (evaluation, "eval")):
-        # Paths given on the command line are relative to the working directory, not to the file.
-        if f"{prefix}_data" in cli:
-            section["source"] = _source(str(cli[f"{prefix}_data"]), cwd)
-        if f"{prefix}_annotations" in cli:
-            section["annotations"] = str(_path(cli[f"{prefix}_annotations"], cwd))
-    if "num_calib_samples" in cli:
-        calib["num_samples"] = int(cli["num_calib_samples"])
-    if "calib_batch_size" in cli:
-        calib["batch_size"] = int(cli["calib_batch_size"])
-    if "max_eval_images" in cli:
-        evaluation["max_images"] = int(cli["max_eval_images"])
-    if "task" in cli:
-        evaluation["task"] = str(cli["task"])
-
-    if demo:  # the bundled default: shipped MNIST-detection splits, named I/O, dynamic batch 1..32
-        calib.setdefault("source", "mnist_det:calib")
-        calib.setdefault("batch_size", 8)
-        evaluation.setdefault("source", "mnist_det:val")
-        evaluation.setdefault("task", "detection")
-        evaluation.setdefault("batch_size", 50)
-        if model_spec.output_names is None:
-            model_spec = dataclasses.replace(model_spec, output_names=("hm", "wh", "reg"))
-    calib_spec = _data(calib, base, f"{where} [calibration]") if calib else None
-    eval_spec = _data(evaluation, base, f"{where} [evaluation]") if evaluation else None
-    if calib_spec is None:
-        raise ConfigError(
-            f"{where}: no calibration data; give --calib-data (an image folder, .npy/.npz file or "
-            "COCO set) or a [calibration] section with 'source'"
-        )
-
-    inputs_data = data.get("inputs")
-    if inputs_data is None and demo:
-        inputs_data = [InputSpec.dynamic_batch("images", (1, 96, 96), 1, 8, 32).to_dict()]
-    inputs = None
-    if inputs_data is not None:
-        if not isinstance(inputs_data, list):
-            raise ConfigError(f"{where}: [[inputs]] must be an array of tables")
-        inputs = tuple(InputSpec.from_dict(_checked_input(d, f"{where} [[inputs]]")) for d in inputs_data)
-
-    preprocess = (
-        PreprocessSpec.from_dict(_section(data, "preprocess", where)) if data.get("preprocess") else None
-    )
-
-    quant = {"show_progress": False, **_section(data, "quant", where)}
-    if demo:  # the calibrator the demo's accuracy gate is tuned for (entropy clips its stem activations hard)
-        quant.setdefault("calibrator", DEMO_CALIBRATOR)
-    for key in ("calibrator", "percentile"):
-        if key in cli:
-            quant[key] = cli[key]
-    search = quant.get("calibrator") == "auto"
-    if search:  # the prepared model needs some calibrator; the search replaces it from the same statistics
-        quant["calibrator"] = QuantConfig().calibrator
+    if demo and model_spec.output_names is None:
+        model_spec = dataclasses.replace(model_spec, output_names=("hm", "wh", "reg"))
+    calib_spec, eval_spec = _data_sections(src, demo)
+    quant, search = _quant(src, demo)
+    _checked_search(search, eval_spec, where)
     build = _section(data, "build", where)
     if build.get("timing_cache_path") is not None:
         build["timing_cache_path"] = _path(build["timing_cache_path"], base)
@@ -226,11 +268,11 @@ def build_run_config(data: Mapping[str, Any], base: Path, cli: Mapping[str, Any]
         export["onnx"] = bool(cli["onnx"])
     return RunConfig(
         model=model_spec,
-        inputs=inputs,
-        preprocess=preprocess,
+        inputs=_inputs(src, demo),
+        preprocess=preprocess_for(model_spec.source, _section(data, "preprocess", where), cli),
         calibration=calib_spec,
         evaluation=eval_spec,
-        quant=QuantConfig.from_dict(quant),
+        quant=quant,
         build=BuildOptions.from_dict(build),
         gate=GateSpec(**_checked(GateSpec, _section(data, "gate", where), f"{where} [gate]")),
         triton=TritonSpec(**_checked(TritonSpec, _section(data, "triton", where), f"{where} [triton]")),

@@ -7,10 +7,13 @@ network_executor  runs the built INetworkDefinition layer by layer in torch (Ten
 compare.py        cosine, SQNR, max/mean abs error -> ComparisonResult (truthy when it passes)
 layer_report.py   layer_parity (simulated vs executor per layer), quant_error_table (worst layers first)
 onnx_export.py    QDQ ONNX (QuantizeLinear/DequantizeLinear, per-channel axis) for ORT and TensorRT
-metrics.py        COCO mAP via pycocotools, top-k accuracy
-accuracy.py       FP32 / simulated / engine backend on real labels -> AccuracyResult
-demo_detector.py  the shipped detector as an accuracy fixture (calibrate once, any calibrator)
-gate.py           CI parity gate: |engine - simulated| and FP32 - INT8 budget -> exit code
+metrics.py        COCO mAP via pycocotools (shardable predictions), top-k accuracy, agreement with FP32
+backends.py       the engine-side backends, one selection rule ("auto" / explicit, exit code 3 if unavailable)
+results.py        BackendRow, AccuracyResult, Evaluation: what an evaluation found
+evaluation.py     THE evaluation: score runners on EvalData (torchrun-sharded), compare, gate -> Evaluation
+gate.py           GateSpec + ordered checks (engine ran, output parity, task-metric parity/budget, minimum)
+accuracy.py       library entry points validate_detector / validate_classifier (-> evaluation.py)
+demo_detector.py  the shipped detector as an accuracy fixture; centernet_decode
 ```
 
 Calibrator search and mixed precision live in ``fx2trt_pipeline.tune``, which uses this package.

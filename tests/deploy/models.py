@@ -31,3 +31,11 @@ def tiny_classifier(num_classes: int = 3) -> nn.Module:
 def broken_factory() -> nn.Module:
     """A factory that fails: the CLI must report it in one line."""
     raise RuntimeError("the model factory cannot reach its weights server")
+
+
+def slow_classifier() -> nn.Module:
+    """A factory that takes a minute (the build is interrupted while it waits)."""
+    import time
+
+    time.sleep(60)
+    return tiny_classifier()

@@ -73,7 +73,7 @@ def test_failed_step_prints_one_line_and_writes_nothing(tmp_path: Path) -> None:
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     lines = _error_lines(proc.stderr)
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("fx2trt build: error: step 1/7 'capture' failed: CalibrationError: ")
@@ -95,7 +95,7 @@ def test_late_failure_keeps_the_previous_output(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setattr(pipeline, "_step_validate", explode)
     code, stdout, stderr = run_cli(_tiny_args(tmp_path, output))
-    assert code == 1
+    assert code == 2
     lines = _error_lines(stderr)
     prefix = "fx2trt build: error: step 6/7 'validate' failed: ConversionError: the validator exploded"
     assert len(lines) == 1 and lines[0].startswith(prefix), stderr
@@ -117,7 +117,7 @@ def test_factory_error_names_the_step(tmp_path: Path) -> None:
             str(tmp_path / "x"),
         ]
     )
-    assert code == 1
+    assert code == 2
     assert _error_lines(stderr) == [ln for ln in _error_lines(stderr) if "weights server" in ln]
     assert (
         "step 1/7 'capture' failed: RuntimeError: the model factory cannot reach its weights server" in stderr
@@ -261,4 +261,39 @@ def test_calibrator_auto_keeps_the_best_of_every_calibrator(tmp_path: Path) -> N
             str(tmp_path / "none"),
         ]
     )
-    assert code == 1 and "step 2/7 'quantize' failed: ConfigError" in stderr and "labelled" in stderr
+    assert code == 2 and "step" not in stderr and "--eval-data" in stderr
+
+
+def test_failing_gate_exits_1_and_still_writes_the_artifacts(tmp_path: Path) -> None:
+    output = tmp_path / "strict"
+    cfg = tmp_path / "strict.toml"
+    cfg.write_text("[gate]\nmin_cosine = 1.5\n")  # no backend reaches a cosine above 1
+    code, stdout, stderr = run_cli([*_tiny_args(tmp_path, output), "--config", str(cfg)])
+    assert code == 1, stderr
+    assert "accuracy gate FAILED (exit code 1): FAIL outputs: network_executor vs simulated cosine" in stdout
+    assert "the artifacts were written anyway" in stdout
+    manifest = json.loads((output / "fx2trt_run.json").read_text())
+    assert manifest["passed"] is False and (output / "model.plan").is_file()
+
+
+def test_sigterm_removes_the_staging_directory_and_stale_ones_go_next_run(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    stale = tmp_path / ".tmp-slow-999999999-abcd"  # a killed run's stage: its process is gone
+    stale.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "build_engine.py"), "--model", "tests.deploy.models:slow_classifier",
+         "--calib-data", str(_calib(tmp_path)), "--no-onnx", "--output", str(tmp_path / "slow")],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-slow-")
+                                                 and p != stale]:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted; nothing was written" in stderr, stderr
+    assert _leftovers(tmp_path) == [] and not (tmp_path / "slow").exists()
