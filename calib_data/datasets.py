@@ -7,10 +7,13 @@ file or folder, at construction time where possible so a long calibration never 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -216,14 +219,28 @@ class CocoDetectionDataset(Dataset):
     @cached_property
     def coco(self) -> Any:
         """The ground truth as a ``pycocotools.coco.COCO`` object (built once, quietly)."""
-        from fx2trt_pipeline.validate.metrics import coco_from_dict
-
         return coco_from_dict(self.dataset)
 
     @property
     def categories(self) -> list[dict[str, Any]]:
         """The COCO ``categories`` list."""
         return list(self.dataset.get("categories", []))
+
+
+def coco_from_dict(dataset: Mapping[str, Any]) -> Any:
+    """Build a ``pycocotools.coco.COCO`` from an in-memory COCO dict without its prints.
+
+    Example:
+        >>> gt = coco_from_dict({"images": [{"id": 1, "height": 8, "width": 8}], "annotations": [],
+        ...                      "categories": [{"id": 0, "name": "0"}]})
+    """
+    from pycocotools.coco import COCO  # the [eval] extra; only COCO ground truth needs it
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = dict(dataset)
+        coco.createIndex()
+    return coco
 
 
 def _load_json(path: Path) -> dict[str, Any]:

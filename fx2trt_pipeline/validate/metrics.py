@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fx2trt_pipeline.calib_data.datasets import coco_from_dict
 from fx2trt_pipeline.errors import ConfigError
 
 # COCOeval.stats order; -1.0 means "no ground truth in that area range" (pycocotools' convention).
@@ -27,22 +28,6 @@ COCO_STAT_NAMES = (
 
 DecodeFn = Callable[[Any], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 Detections = tuple[Any, Any, Any]  # (boxes_xyxy, scores, classes): tensors or per-image lists
-
-
-def coco_from_dict(dataset: Mapping[str, Any]) -> Any:
-    """Build a ``pycocotools.coco.COCO`` from an in-memory COCO dict without its prints.
-
-    Example:
-        >>> gt = coco_from_dict({"images": [{"id": 1, "height": 8, "width": 8}], "annotations": [],
-        ...                      "categories": [{"id": 0, "name": "0"}]})
-    """
-    from pycocotools.coco import COCO
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = dict(dataset)
-        coco.createIndex()
-    return coco
 
 
 def _as_coco(coco_gt: Any) -> Any:
