@@ -27,12 +27,13 @@ from torch.fx import GraphModule
 from fx2trt_pipeline.capture import capture, check_example_inputs
 from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.quantize.bias_correction import ChannelMeanObserver
+from fx2trt_pipeline.quantize.calibrator_choice import SampleObserver, choose_group
 from fx2trt_pipeline.quantize.calibrators import compute_amax
-from fx2trt_pipeline.quantize.config import QuantConfig
+from fx2trt_pipeline.quantize.config import AUTO_PER_GROUP, QuantConfig
 from fx2trt_pipeline.quantize.equalization import EqualizedPair, apply_scales, equalize
 from fx2trt_pipeline.quantize.fold_bn import fold_batchnorm
 from fx2trt_pipeline.quantize.observe import (flat_inputs, insert_channel_mean_observers, insert_observers,
-                                              remove_observers, run_calibration)
+                                              insert_sample_observers, remove_observers, run_calibration)
 from fx2trt_pipeline.quantize.placement import Placement, place_qdq
 from fx2trt_pipeline.quantize.reference import build_reference
 from fx2trt_pipeline.quantize.state import STATE_ATTR, QuantState
@@ -52,6 +53,7 @@ class PreparedInfo:
     batches_seen: int = 0
     equalized: list[EqualizedPair] = field(default_factory=list)
     means: dict[str, ChannelMeanObserver] | None = None
+    samples: dict[str, SampleObserver] = field(default_factory=dict)
 
 
 def _float_graph(model: nn.Module, config: QuantConfig, example_inputs: Sequence[Any] | None,
@@ -113,7 +115,9 @@ def prepare(model: nn.Module, example_inputs: Sequence[Any] | None = None,
     placement = place_qdq(gm, config)
     stats = insert_observers(gm, placement)
     means = insert_channel_mean_observers(gm, placement) if config.bias_correction else None
-    setattr(gm, PREPARED_ATTR, PreparedInfo(config, placement, stats, equalized=equalized, means=means))
+    samples = insert_sample_observers(gm, placement)
+    setattr(gm, PREPARED_ATTR, PreparedInfo(config, placement, stats, equalized=equalized, means=means,
+                                            samples=samples))
     return gm
 
 
@@ -172,7 +176,7 @@ def _convert(prepared: GraphModule, config: QuantConfig | None, in_place: bool) 
         _check_same_graph(config, info.config)
         placement = place_qdq(qgm, config)
         _check_observed(placement, info.placement)
-    amax = {key: compute_amax(info.stats[key], g.calibrator, g.percentile) for key, g in placement.groups.items()}
+    amax, chosen = _group_amax(qgm, placement, info)
     final = config or info.config
     edits = edit_weights(qgm, placement, info.means if final.bias_correction else None)
     device = next((p.device for p in qgm.parameters()), torch.device("cpu"))
@@ -180,8 +184,21 @@ def _convert(prepared: GraphModule, config: QuantConfig | None, in_place: bool) 
     qgm.to(device)
     setattr(qgm, STATE_ATTR, QuantState(final, placement, amax, weight_scales,
                                         {k: copy.deepcopy(info.stats[k]) for k in placement.groups},
-                                        equalized=list(info.equalized), edits=edits))
+                                        equalized=list(info.equalized), edits=edits, chosen=chosen))
     return qgm
+
+
+def _group_amax(gm: GraphModule, placement: Placement, info: PreparedInfo) -> tuple[dict[str, float],
+                                                                                  dict[str, str]]:
+    """amax per scale group, and the calibrator picked for each ``auto_per_group`` group."""
+    amax, chosen = {}, {}
+    for key, g in placement.groups.items():
+        if g.calibrator == AUTO_PER_GROUP:
+            choice = choose_group(gm, placement, g, info.stats[key], info.samples)
+            amax[key], chosen[key] = choice.amax, choice.label
+        else:
+            amax[key] = compute_amax(info.stats[key], g.calibrator, g.percentile)
+    return amax, chosen
 
 
 def _without_observers(prepared: GraphModule, in_place: bool = False) -> GraphModule:

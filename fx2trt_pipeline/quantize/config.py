@@ -19,6 +19,8 @@ from typing import Any
 from fx2trt_pipeline.errors import ConfigError
 
 CALIBRATORS = ("minmax", "percentile", "entropy", "mse")
+#: Besides CALIBRATORS: choose per scale group by the consumer layers' output error (calibrator_choice.py).
+AUTO_PER_GROUP = "auto_per_group"
 PERCENTILES = (99.9, 99.99, 99.999)
 #: Op kinds whose *inputs* are quantized (TensorRT placement rule 1 and 5).
 QUANTIZABLE_OPS = ("conv", "conv_transpose", "linear", "matmul", "avgpool", "add")
@@ -52,6 +54,8 @@ class QuantConfig:
     Attributes:
         calibrator: ``"minmax" | "percentile" | "entropy" | "mse"`` for activation scales. The default,
             ``"mse"``, is the most robust of the four on the models measured in docs/benchmarks.md.
+            ``"auto_per_group"`` picks one of them per scale group by the output error of the layers that
+            read the group, measured on calibration samples kept in the same pass.
         percentile: percentile of |x| used by the ``"percentile"`` calibrator.
         quantize_ops: op kinds whose inputs get Q/DQ (subset of :data:`QUANTIZABLE_OPS`).
         skip: glob patterns of node / module names kept in float (no Q/DQ on their inputs
@@ -155,7 +159,7 @@ def _override_from(value: Any, where: str) -> LayerOverride:
 
 
 def _check_calibrator(name: str, percentile: float, where: str) -> None:
-    if name not in CALIBRATORS:
-        raise ConfigError(f"{where}: unknown calibrator {name!r}; choose one of {CALIBRATORS}")
+    if name not in CALIBRATORS + (AUTO_PER_GROUP,):
+        raise ConfigError(f"{where}: unknown calibrator {name!r}; choose one of {CALIBRATORS + (AUTO_PER_GROUP,)}")
     if not 0.0 < float(percentile) < 100.0:
         raise ConfigError(f"{where}: percentile must be in (0, 100), got {percentile!r}")

@@ -21,6 +21,8 @@ from torch.fx import GraphModule
 
 from fx2trt_pipeline.errors import CalibrationError
 from fx2trt_pipeline.quantize.bias_correction import ChannelMeanObserver
+from fx2trt_pipeline.quantize.calibrator_choice import SampleObserver
+from fx2trt_pipeline.quantize.config import AUTO_PER_GROUP
 from fx2trt_pipeline.quantize.placement import Placement
 from fx2trt_pipeline.quantize.statistics import TensorStats
 
@@ -80,11 +82,31 @@ def insert_channel_mean_observers(gm: GraphModule, placement: Placement) -> dict
     return means
 
 
+def insert_sample_observers(gm: GraphModule, placement: Placement) -> dict[str, SampleObserver]:
+    """Keep a few calibration samples of every tensor whose group chooses its calibrator per group."""
+    samples = {}
+    nodes = {n.name: n for n in gm.graph.nodes}
+    last_placeholder = [n for n in gm.graph.nodes if n.op == "placeholder"][-1]
+    for point in placement.points.values():
+        if placement.groups[point.group].calibrator != AUTO_PER_GROUP:
+            continue
+        node = nodes[point.tensor]
+        samples[point.tensor] = SampleObserver()
+        name = point.tensor + "_sample" + OBSERVER_SUFFIX
+        gm.add_submodule(name, samples[point.tensor])
+        with gm.graph.inserting_after(last_placeholder if node.op == "placeholder" else node):
+            obs = gm.graph.call_module(name, (node,))
+        node.replace_all_uses_with(obs, delete_user_cb=lambda user: user is not obs)
+    gm.graph.lint()
+    gm.recompile()
+    return samples
+
+
 def remove_observers(gm: GraphModule) -> None:
     """Delete every observer node and module (in place)."""
     for node in list(gm.graph.nodes):
         if node.op == "call_module" and isinstance(gm.get_submodule(node.target),
-                                                   (StatsObserver, ChannelMeanObserver)):
+                                                   (StatsObserver, ChannelMeanObserver, SampleObserver)):
             node.replace_all_uses_with(node.args[0])
             gm.graph.erase_node(node)
     gm.delete_all_unused_submodules()

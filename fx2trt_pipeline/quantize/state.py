@@ -41,6 +41,7 @@ class QuantState:
         stats: the calibration statistics per group (lets users switch calibrators without re-running).
         equalized: the cross-layer-equalized pairs with their channel scales (reapplied on rebuild).
         edits: corrected biases and adaptively rounded weights (reapplied on rebuild).
+        chosen: the calibrator picked for each ``auto_per_group`` scale group.
     """
 
     config: QuantConfig
@@ -50,6 +51,7 @@ class QuantState:
     stats: dict[str, TensorStats] | None = None
     equalized: list[EqualizedPair] = field(default_factory=list)
     edits: WeightEdits = field(default_factory=WeightEdits)
+    chosen: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self, include_stats: bool = True) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -64,6 +66,8 @@ class QuantState:
             data["equalized"] = [p.to_dict() for p in self.equalized]
         if self.edits:
             data["edits"] = self.edits.to_dict()
+        if self.chosen:
+            data["chosen"] = dict(self.chosen)
         if include_stats and self.stats is not None:
             data["stats"] = {k: s.to_dict() for k, s in self.stats.items()}
         return data
@@ -80,7 +84,7 @@ class QuantState:
                    {k: float(v) for k, v in data["amax"].items()},
                    {k: [float(x) for x in v] for k, v in data["weight_scales"].items()}, stats,
                    [EqualizedPair.from_dict(p) for p in data.get("equalized", [])],
-                   WeightEdits.from_dict(data.get("edits", {})))
+                   WeightEdits.from_dict(data.get("edits", {})), dict(data.get("chosen", {})))
 
     def digest(self) -> str:
         """sha256 of the canonical JSON (without statistics): identifies the quantized model."""
