@@ -167,14 +167,7 @@ def engine_bytes_from_network(
     """
     trt = trt_api.get_trt()
     options = options if options is not None else BuildOptions()
-    if not _is_strongly_typed(network, trt):
-        raise EngineBuildError(
-            "The network is not STRONGLY_TYPED. Create it with "
-            "builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)); "
-            "INT8 comes from explicit Q/DQ layers, there are no INT8/FP16 builder flags."
-        )
-    if network.num_outputs == 0:
-        raise EngineBuildError("The network has no outputs; mark them with network.mark_output(tensor).")
+    _check_network(network, trt)
     specs = _check_inputs(network, inputs)
     config = builder.create_builder_config()
     apply_build_options(options, config, trt)
@@ -185,22 +178,39 @@ def engine_bytes_from_network(
     since = len(getattr(logger, "messages", []))
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        errors = logger.errors(since) if hasattr(logger, "errors") else []
-        detail = (
-            ("\n  - " + "\n  - ".join(errors))
-            if errors
-            else (
-                " (create the builder with fx2trt_pipeline.engine.engine_builder.create_builder() to see "
-                "TensorRT's messages here; they were logged to the builder's own logger)"
-            )
-        )
-        raise EngineBuildError(
-            f"TensorRT ({trt_api.library_name()} {trt_api.library_version()}) could not build "
-            f"the network ({network.num_layers} layers); TensorRT said:{detail}"
-        )
+        raise _build_failure(network, logger, since)
     if options.timing_cache_path is not None:
         _save_timing_cache(config, options.timing_cache_path)
     return bytes(memoryview(serialized))
+
+
+def _check_network(network: Any, trt: Any) -> None:
+    """Refuse what TensorRT would refuse later with a vaguer message: no strong typing, no outputs."""
+    if not _is_strongly_typed(network, trt):
+        raise EngineBuildError(
+            "The network is not STRONGLY_TYPED. Create it with "
+            "builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)); "
+            "INT8 comes from explicit Q/DQ layers, there are no INT8/FP16 builder flags."
+        )
+    if network.num_outputs == 0:
+        raise EngineBuildError("The network has no outputs; mark them with network.mark_output(tensor).")
+
+
+def _build_failure(network: Any, logger: Any, since: int) -> EngineBuildError:
+    """The error for a refused build, quoting what TensorRT logged since message ``since``."""
+    errors = logger.errors(since) if hasattr(logger, "errors") else []
+    detail = (
+        ("\n  - " + "\n  - ".join(errors))
+        if errors
+        else (
+            " (create the builder with fx2trt_pipeline.engine.engine_builder.create_builder() to see "
+            "TensorRT's messages here; they were logged to the builder's own logger)"
+        )
+    )
+    return EngineBuildError(
+        f"TensorRT ({trt_api.library_name()} {trt_api.library_version()}) could not build "
+        f"the network ({network.num_layers} layers); TensorRT said:{detail}"
+    )
 
 
 def network_io_metadata(network: Any, inputs: Sequence[InputSpec]) -> dict[str, Any]:
@@ -308,11 +318,19 @@ def build_engine(
         >>> art = build_engine(qgm, [InputSpec("x", (1, 3, 224, 224))], "model.plan",
         ...                    options=BuildOptions(builder_optimization_level=3))   # doctest: +SKIP
     """
-    from fx2trt_pipeline.network.network import (
-        network_from_graph_module,
-    )  # heavy: converters register on import
-
     options = options if options is not None else BuildOptions()
+    data, meta = _timed_engine(qgm, inputs, options, output_names)
+    state_hash, source = _quant_state_hash(qgm, quant_state_hash)
+    meta.update({"quant_state_hash": state_hash, "quant_state_hash_source": source, "build_options": options.to_dict()})
+    return save_engine(data, path, meta)
+
+
+def _timed_engine(
+    qgm: torch.fx.GraphModule, inputs: Sequence[InputSpec], options: BuildOptions, output_names: Sequence[str] | None
+) -> tuple[bytes, dict[str, Any]]:
+    """Convert and build ``qgm``; the engine bytes and the sidecar's network I/O and timing fields."""
+    from fx2trt_pipeline.network.network import network_from_graph_module  # heavy: converters register on import
+
     start = time.perf_counter()
     # Our builder, so that a refused build quotes TensorRT's own messages (see make_logger).
     builder, network, ctx = network_from_graph_module(
@@ -327,17 +345,9 @@ def build_engine(
     build_seconds = time.perf_counter() - start
     meta = network_io_metadata(network, inputs)
     del ctx  # the converter context keeps weight arrays alive until the build has copied them
-    state_hash, source = _quant_state_hash(qgm, quant_state_hash)
-    meta.update(
-        {
-            "quant_state_hash": state_hash,
-            "quant_state_hash_source": source,
-            "build_options": options.to_dict(),
-            "build": {
-                "network_seconds": round(network_seconds, 4),
-                "build_seconds": round(build_seconds, 4),
-                "engine_bytes": len(data),
-            },
-        }
-    )
-    return save_engine(data, path, meta)
+    meta["build"] = {
+        "network_seconds": round(network_seconds, 4),
+        "build_seconds": round(build_seconds, 4),
+        "engine_bytes": len(data),
+    }
+    return data, meta
