@@ -21,7 +21,7 @@ from torch.fx import Node
 
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
 from fx2trt_pipeline.network.layer_builders import activation, ints
-from fx2trt_pipeline.network.weight_builders import conv_nd, dequantized_weight
+from fx2trt_pipeline.network.weight_builders import ConvGeometry, conv_nd, dequantized_weight
 from fx2trt_pipeline.quantize.qdq_ops import DEQUANTIZE
 
 _FUNCTIONAL_CONV = {F.conv1d: 1, F.conv2d: 2}
@@ -75,12 +75,7 @@ def convert_functional_conv(ctx: ConversionContext, node: Node, args: tuple, kwa
     spatial = (_FUNCTIONAL_DECONV if transposed else _FUNCTIONAL_CONV)[node.target]
     a = _conv_args(args, kwargs, transposed)
     padding = a["padding"] if isinstance(a["padding"], str) else ints(a["padding"], spatial)
-    return conv_nd(
-        ctx,
-        ctx.name(node),
-        ctx.as_tensor(a["input"], ctx.name(node, "input")),
-        a["weight"],
-        a["bias"],
+    geometry = ConvGeometry(
         ints(a["stride"], spatial),
         padding,
         ints(a["dilation"], spatial),
@@ -88,6 +83,8 @@ def convert_functional_conv(ctx: ConversionContext, node: Node, args: tuple, kwa
         transposed=transposed,
         output_padding=ints(a["output_padding"], spatial) if transposed else (),
     )
+    x = ctx.as_tensor(a["input"], ctx.name(node, "input"))
+    return conv_nd(ctx, ctx.name(node), x, a["weight"], a["bias"], geometry)
 
 
 def _conv_module_reason(module: nn.Module) -> str | None:
@@ -156,12 +153,7 @@ def conv_module(ctx: ConversionContext, name: str, x: Any, module: nn.Module) ->
     spatial = len(module.kernel_size)
     bias = module.bias.detach() if module.bias is not None else None
     padding = module.padding if isinstance(module.padding, str) else ints(module.padding, spatial)
-    return conv_nd(
-        ctx,
-        name,
-        ctx.as_tensor(x, ctx.name(name, "input")),
-        module_weight(ctx, name, module),
-        bias,
+    geometry = ConvGeometry(
         ints(module.stride, spatial),
         padding,
         ints(module.dilation, spatial),
@@ -169,6 +161,8 @@ def conv_module(ctx: ConversionContext, name: str, x: Any, module: nn.Module) ->
         transposed=transposed,
         output_padding=ints(module.output_padding, spatial) if transposed else (),
     )
+    x = ctx.as_tensor(x, ctx.name(name, "input"))
+    return conv_nd(ctx, name, x, module_weight(ctx, name, module), bias, geometry)
 
 
 @register(*_FLOAT_MODULES, *_REFERENCE_MODULES, can_convert=check_conv_module)

@@ -19,7 +19,7 @@ from torch import nn
 from torch.fx import Node
 
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
-from fx2trt_pipeline.network.layer_builders import ints, pooling, reduce, static_spatial
+from fx2trt_pipeline.network.layer_builders import PoolWindow, ints, pooling, reduce, static_spatial
 from fx2trt_pipeline.errors import ConversionError
 
 
@@ -113,17 +113,8 @@ def convert_pool(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) 
             f"{name}: avg pooling with ceil_mode, padding and count_include_pad=True "
             "divides edge windows differently in TensorRT; use count_include_pad=False"
         )
-    return pooling(
-        ctx,
-        name,
-        x,
-        "MAX" if is_max else "AVERAGE",
-        k,
-        s,
-        pad,
-        ceil_mode=round_up,
-        exclude_padding=not count_include_pad,
-    )
+    window = PoolWindow(k, s, pad, ceil_mode=round_up, exclude_padding=not count_include_pad)
+    return pooling(ctx, name, x, "MAX" if is_max else "AVERAGE", window)
 
 
 def _adaptive_output(node: Node, args: Any, kwargs: Any) -> Any:
@@ -149,4 +140,4 @@ def convert_adaptive_avg_pool(ctx: ConversionContext, node: Node, args: tuple, k
             "to divide the input size (or be 1)"
         )
     k = [n // o for n, o in zip(spatial, out)]
-    return pooling(ctx, name, x, "AVERAGE", k, k, [0, 0])
+    return pooling(ctx, name, x, "AVERAGE", PoolWindow(k, k, [0, 0]))

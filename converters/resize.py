@@ -12,7 +12,7 @@ from torch import nn
 from torch.fx import Node
 
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
-from fx2trt_pipeline.network.layer_builders import resize
+from fx2trt_pipeline.network.layer_builders import Interpolation, resize
 from fx2trt_pipeline.network.shape_builders import dim_size, dims_of, rank, shape_vector
 from fx2trt_pipeline.errors import ConversionError
 
@@ -64,10 +64,10 @@ def convert_interpolate(ctx: ConversionContext, node: Node, args: tuple, kwargs:
     name = ctx.name(node)
     if rank(x) != 4:
         raise ConversionError(f"{name}: only 4-d (N, C, H, W) inputs are supported, got rank {rank(x)}")
-    mode, align = p["mode"], bool(p["align_corners"])
+    interpolation = Interpolation(p["mode"], bool(p["align_corners"]))
     if p["size"] is None and not p["recompute_scale_factor"]:
         scales = [1.0, 1.0, *(float(s) for s in _pair(p["scale_factor"], 2))]
-        return resize(ctx, name, x, mode, scales=scales, align_corners=align)
+        return resize(ctx, name, x, interpolation, scales=scales)
     if p["size"] is not None:  # ints, or 1-element shape tensors when sizes come from dynamic dims
         spatial = [s if is_trt_tensor(s) else int(s) for s in _pair(p["size"], 2)]
     else:
@@ -76,7 +76,7 @@ def convert_interpolate(ctx: ConversionContext, node: Node, args: tuple, kwargs:
             raise ConversionError(f"{name}: recompute_scale_factor needs static spatial dims")
         spatial = [int(d * float(s)) for d, s in zip(in_hw, _pair(p["scale_factor"], 2))]
     if all(d >= 0 for d in dims_of(x)[:2]) and not any(is_trt_tensor(s) for s in spatial):
-        return resize(ctx, name, x, mode, shape=(*dims_of(x)[:2], *spatial), align_corners=align)
+        return resize(ctx, name, x, interpolation, shape=(*dims_of(x)[:2], *spatial))
     batch_channels = [dim_size(ctx, ctx.name(name, "sizes"), x, d) for d in (0, 1)]
     shape = shape_vector(ctx, ctx.name(name, "out"), [*batch_channels, *spatial])
-    return resize(ctx, name, x, mode, shape=shape, align_corners=align)
+    return resize(ctx, name, x, interpolation, shape=shape)

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Union
 from collections.abc import Sequence
 
@@ -224,27 +225,30 @@ def channel_affine(
 # ---- pooling, reduce, resize, concat ----------------------------------------------------------------
 
 
-def pooling(
-    ctx: ConversionContext,
-    name: str,
-    x: ITensor,
-    kind: str,
-    kernel: Sequence[int],
-    stride: Sequence[int],
-    padding: Sequence[int],
-    ceil_mode: bool = False,
-    exclude_padding: bool = False,
-) -> ITensor:
+@dataclass(frozen=True)
+class PoolWindow:
+    """Pooling geometry: window, stride, symmetric padding, rounding and average divisor."""
+
+    kernel: Sequence[int]
+    stride: Sequence[int]
+    padding: Sequence[int]
+    #: round the output size up (TensorRT EXPLICIT_ROUND_UP), torch's ``ceil_mode``.
+    ceil_mode: bool = False
+    #: average pooling divides by the valid elements only (torch ``count_include_pad=False``).
+    exclude_padding: bool = False
+
+
+def pooling(ctx: ConversionContext, name: str, x: ITensor, kind: str, window: PoolWindow) -> ITensor:
     """IPoolingLayer (``kind`` ``"MAX"`` or ``"AVERAGE"``) with explicit symmetric padding."""
-    layer = ctx.network.add_pooling_nd(x, getattr(ctx.trt.PoolingType, kind), tuple(kernel))
+    layer = ctx.network.add_pooling_nd(x, getattr(ctx.trt.PoolingType, kind), tuple(window.kernel))
     if layer is not None:
-        layer.stride_nd = tuple(stride)
-        layer.padding_nd = tuple(padding)
+        layer.stride_nd = tuple(window.stride)
+        layer.padding_nd = tuple(window.padding)
         layer.padding_mode = (
-            ctx.trt.PaddingMode.EXPLICIT_ROUND_UP if ceil_mode else ctx.trt.PaddingMode.EXPLICIT_ROUND_DOWN
+            ctx.trt.PaddingMode.EXPLICIT_ROUND_UP if window.ceil_mode else ctx.trt.PaddingMode.EXPLICIT_ROUND_DOWN
         )
         if kind == "AVERAGE":
-            layer.average_count_excludes_padding = bool(exclude_padding)
+            layer.average_count_excludes_padding = bool(window.exclude_padding)
     return ctx.add(layer, name, f"{kind.lower()} pooling").get_output(0)
 
 
@@ -260,39 +264,30 @@ def reduce(
     return ctx.add(layer, name, f"reduce {op.lower()}").get_output(0)
 
 
+@dataclass(frozen=True)
+class Interpolation:
+    """torch ``interpolate`` sampling: ``mode`` ``"nearest"`` or ``"bilinear"``, and ``align_corners``."""
+
+    mode: str
+    align_corners: bool = False
+
+
 def resize(
     ctx: ConversionContext,
     name: str,
     x: ITensor,
-    mode: str,
+    interpolation: Interpolation,
     *,
     scales: Sequence[float] | None = None,
     shape: Any | None = None,
-    align_corners: bool = False,
 ) -> ITensor:
     """IResizeLayer with torch's ``interpolate`` coordinate rules.
 
-    ``mode`` is ``"nearest"`` (torch: floor of asymmetric source coordinate) or ``"bilinear"``
-    (half-pixel, or align-corners); give either ``scales`` for every dim or ``shape`` (a tuple or a
-    shape tensor).
+    Give either ``scales`` for every dim or ``shape`` (a tuple or a shape tensor).
     """
-    trt = ctx.trt
     layer = ctx.network.add_resize(x)
     if layer is not None:
-        if mode == "nearest":
-            layer.resize_mode = trt.InterpolationMode.NEAREST
-            layer.coordinate_transformation = trt.ResizeCoordinateTransformation.ASYMMETRIC
-            layer.nearest_rounding = trt.ResizeRoundMode.FLOOR
-        elif mode == "bilinear":
-            layer.resize_mode = trt.InterpolationMode.LINEAR
-            layer.coordinate_transformation = (
-                trt.ResizeCoordinateTransformation.ALIGN_CORNERS
-                if align_corners
-                else trt.ResizeCoordinateTransformation.HALF_PIXEL
-            )
-            layer.selector_for_single_pixel = trt.ResizeSelector.FORMULA
-        else:
-            raise ConversionError(f"{name}: interpolation mode {mode!r} is not supported")
+        _set_interpolation(ctx.trt, layer, interpolation, name)
         if scales is not None:
             layer.scales = [float(s) for s in scales]
         elif isinstance(shape, (tuple, list)):
@@ -302,6 +297,25 @@ def resize(
         else:
             raise ConversionError(f"{name}: resize needs scales or an output shape")
     return ctx.add(layer, name, "resize").get_output(0)
+
+
+def _set_interpolation(trt: Any, layer: Any, interpolation: Interpolation, name: str) -> None:
+    """torch's rules: nearest takes the floor of the asymmetric source coordinate; bilinear samples at
+    half-pixel centres, or at the corners with ``align_corners``."""
+    if interpolation.mode == "nearest":
+        layer.resize_mode = trt.InterpolationMode.NEAREST
+        layer.coordinate_transformation = trt.ResizeCoordinateTransformation.ASYMMETRIC
+        layer.nearest_rounding = trt.ResizeRoundMode.FLOOR
+    elif interpolation.mode == "bilinear":
+        layer.resize_mode = trt.InterpolationMode.LINEAR
+        layer.coordinate_transformation = (
+            trt.ResizeCoordinateTransformation.ALIGN_CORNERS
+            if interpolation.align_corners
+            else trt.ResizeCoordinateTransformation.HALF_PIXEL
+        )
+        layer.selector_for_single_pixel = trt.ResizeSelector.FORMULA
+    else:
+        raise ConversionError(f"{name}: interpolation mode {interpolation.mode!r} is not supported")
 
 
 def concat(ctx: ConversionContext, name: str, tensors: Sequence[ITensor], dim: int) -> ITensor:

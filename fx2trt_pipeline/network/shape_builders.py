@@ -218,48 +218,44 @@ def index_tensor(ctx: ConversionContext, name: str, x: ITensor, index: Any) -> I
     return _apply_index(ctx, name, x, items)
 
 
+def _index_window(ctx: ConversionContext, name: str, x: ITensor, dim: int, item: int | slice) -> tuple[int, Dim, int]:
+    """``(start, length, step)`` that an int or slice selects on ``dim`` of ``x``."""
+    size = dims_of(x)[dim]
+    if isinstance(item, int):
+        if size < 0 and item < 0:
+            raise ConversionError(f"{name}: negative index {item} on dynamic dim {dim}")
+        if size >= 0 and not -size <= item < size:
+            raise ConversionError(f"{name}: index {item} out of range for dim {dim} of size {size}")
+        return (item if size < 0 else item % size), 1, 1
+    if is_full_slice(item):
+        return 0, (size if size >= 0 else dim_size(ctx, name, x, dim)), 1
+    if size < 0:
+        raise ConversionError(f"{name}: slicing dynamic dim {dim} with {item} is not supported")
+    return python_slice(item, size)
+
+
 def _apply_index(ctx: ConversionContext, name: str, x: ITensor, items: list[Any]) -> ITensor:
     shape = dims_of(x)
-    starts, lengths, steps, drop, new_axes = [], [], [], [], []
-    dim = 0
+    windows: list[tuple[int, Dim, int]] = []
+    drop: list[int] = []  # dims indexed by an int
+    new_axes: list[int] = []  # output positions of None
     out_pos = 0
     for item in items:
         if item is None:
             new_axes.append(out_pos)
             out_pos += 1
             continue
+        dim = len(windows)
         if dim >= len(shape):
             raise ConversionError(f"{name}: too many indices for a rank-{len(shape)} tensor")
-        size = shape[dim]
+        windows.append(_index_window(ctx, name, x, dim, item))
         if isinstance(item, int):
-            if size < 0:
-                if item < 0:
-                    raise ConversionError(f"{name}: negative index {item} on dynamic dim {dim}")
-                start = item
-            else:
-                if not -size <= item < size:
-                    raise ConversionError(f"{name}: index {item} out of range for dim {dim} of size {size}")
-                start = item % size
-            starts.append(start), lengths.append(1), steps.append(1), drop.append(dim)
-        elif is_full_slice(item):
-            (
-                starts.append(0),
-                lengths.append(size if size >= 0 else dim_size(ctx, name, x, dim)),
-                steps.append(1),
-            )
-            out_pos += 1
+            drop.append(dim)
         else:
-            if size < 0:
-                raise ConversionError(f"{name}: slicing dynamic dim {dim} with {item} is not supported")
-            start, length, step = python_slice(item, size)
-            starts.append(start), lengths.append(length), steps.append(step)
             out_pos += 1
-        dim += 1
-    while dim < len(shape):  # trailing dims not named by the index are kept whole
-        size = shape[dim]
-        starts.append(0), lengths.append(size if size >= 0 else dim_size(ctx, name, x, dim)), steps.append(1)
-        dim += 1
-        out_pos += 1
+    # trailing dims not named by the index are kept whole
+    windows += [_index_window(ctx, name, x, dim, slice(None)) for dim in range(len(windows), len(shape))]
+    starts, lengths, steps = (list(v) for v in zip(*windows)) if windows else ([], [], [])
     trivial = (
         all(s == 0 for s in starts)
         and all(st == 1 for st in steps)

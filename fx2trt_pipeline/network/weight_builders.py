@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Union
 from collections.abc import Sequence
 
@@ -58,19 +60,61 @@ def _lift_1d(ctx: ConversionContext, name: str, kernel: Kernel) -> Kernel:
     return unsqueeze(ctx, ctx.name(name, "kernel_2d"), kernel, [rank(kernel)])
 
 
+@dataclass(frozen=True)
+class ConvGeometry:
+    """torch's convolution arguments besides input, weight and bias."""
+
+    stride: Sequence[int]
+    #: ints, or ``"same"`` / ``"valid"`` (convolution only).
+    padding: Sequence[int] | str
+    dilation: Sequence[int]
+    groups: int = 1
+    transposed: bool = False
+    #: deconvolution only: extra output rows/cols at the end.
+    output_padding: Sequence[int] = ()
+
+
+@dataclass(frozen=True)
+class _Window:
+    """Resolved per-dim kernel window: sizes, stride, dilation, padding before and after."""
+
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    pre: tuple[int, ...]
+    post: tuple[int, ...]
+
+    def lifted(self) -> _Window:
+        """The same window with a trailing size-1 dim (a 1-d conv run as a 2-d one)."""
+        return _Window(*(values + (extra,) for values, extra in zip(dataclasses.astuple(self), (1, 1, 1, 0, 0))))
+
+
+def _window(name: str, kshape: tuple[int, ...], geometry: ConvGeometry) -> _Window:
+    """Resolve torch's padding rules (ints, "same", "valid", deconvolution output_padding)."""
+    spatial = len(kshape) - 2
+    k, padding = tuple(kshape[2:]), geometry.padding
+    if isinstance(padding, str):
+        if padding == "valid":
+            pre, post = (0,) * spatial, (0,) * spatial
+        elif padding == "same" and not geometry.transposed:
+            pre, post = same_padding(k, geometry.dilation)
+        else:
+            raise ConversionError(f"{name}: padding={padding!r} is not supported here")
+    else:
+        pre, post = tuple(padding), tuple(padding)
+    if geometry.transposed:
+        out_pad = tuple(geometry.output_padding) or (0,) * spatial
+        post = tuple(p - op for p, op in zip(post, out_pad))
+        if any(p < 0 for p in post):
+            raise ConversionError(
+                f"{name}: output_padding {list(out_pad)} larger than padding {list(padding)} "
+                "is not supported by the deconvolution converter"
+            )
+    return _Window(k, tuple(geometry.stride), tuple(geometry.dilation), tuple(pre), tuple(post))
+
+
 def conv_nd(
-    ctx: ConversionContext,
-    name: str,
-    x: ITensor,
-    kernel: Kernel,
-    bias: Kernel | None,
-    stride: Sequence[int],
-    padding: Sequence[int] | str,
-    dilation: Sequence[int],
-    groups: int,
-    *,
-    transposed: bool = False,
-    output_padding: Sequence[int] = (),
+    ctx: ConversionContext, name: str, x: ITensor, kernel: Kernel, bias: Kernel | None, geometry: ConvGeometry
 ) -> ITensor:
     """IConvolutionLayer / IDeconvolutionLayer with torch's weight layouts and padding rules.
 
@@ -78,8 +122,7 @@ def conv_nd(
         kernel: an ITensor (the dequantized int8 weight, fed as input 1) or a float torch tensor
             (``trt.Weights``). Conv layout ``(K, C/groups, *k)``; deconv ``(C, K/groups, *k)``.
         bias: a float torch tensor (``trt.Weights``), an ITensor (input 2) or ``None``.
-        padding: ints, or ``"same"`` / ``"valid"`` (convolution only).
-        output_padding: deconvolution only; extra output rows/cols at the end.
+        geometry: stride, padding, dilation, groups, and whether it is a deconvolution.
 
     Raises:
         ConversionError: unsupported geometry (e.g. ``output_padding`` larger than ``padding``).
@@ -93,47 +136,27 @@ def conv_nd(
             f"{name}: input rank {rank(x)} does not match a {spatial}-d kernel "
             "(unbatched inputs are not supported)"
         )
-    k = list(kshape[2:])
-    stride, dilation = list(stride), list(dilation)
-    if isinstance(padding, str):
-        if padding == "valid":
-            pre, post = [0] * spatial, [0] * spatial
-        elif padding == "same" and not transposed:
-            pre, post = (list(p) for p in same_padding(k, dilation))
-        else:
-            raise ConversionError(f"{name}: padding={padding!r} is not supported here")
-    else:
-        pre, post = list(padding), list(padding)
-    out_pad = list(output_padding) or [0] * spatial
-    if transposed:
-        post = [p - op for p, op in zip(post, out_pad)]
-        if any(p < 0 for p in post):
-            raise ConversionError(
-                f"{name}: output_padding {out_pad} larger than padding {list(padding)} "
-                "is not supported by the deconvolution converter"
-            )
+    window = _window(name, kshape, geometry)
     lifted = spatial == 1
     if lifted:  # TensorRT convolutions are 2-d or 3-d: run a 1-d one on a trailing size-1 dim
         x = unsqueeze(ctx, ctx.name(name, "input_2d"), x, [3])
         kernel = _lift_1d(ctx, name, kernel)
-        k, stride, dilation, pre, post = k + [1], stride + [1], dilation + [1], pre + [0], post + [0]
-    maps = kshape[1] * groups if transposed else kshape[0]
+        window = window.lifted()
+    maps = kshape[1] * geometry.groups if geometry.transposed else kshape[0]
     kernel_w = ctx.weights(kernel) if isinstance(kernel, torch.Tensor) else ctx.weights(None)
     bias_w = ctx.weights(bias) if isinstance(bias, torch.Tensor) else ctx.weights(None)
-    add = ctx.network.add_deconvolution_nd if transposed else ctx.network.add_convolution_nd
-    layer_name = ctx.name(name, "conv_2d") if lifted else name
-    layer = add(x, maps, tuple(k), kernel_w, bias_w)
+    add = ctx.network.add_deconvolution_nd if geometry.transposed else ctx.network.add_convolution_nd
+    layer = add(x, maps, window.kernel, kernel_w, bias_w)
     if layer is not None:
-        layer.stride_nd = tuple(stride)
-        layer.dilation_nd = tuple(dilation)
-        layer.pre_padding = tuple(pre)
-        layer.post_padding = tuple(post)
-        layer.num_groups = int(groups)
+        layer.stride_nd, layer.dilation_nd = window.stride, window.dilation
+        layer.pre_padding, layer.post_padding = window.pre, window.post
+        layer.num_groups = int(geometry.groups)
         if not isinstance(kernel, torch.Tensor):
             layer.set_input(1, kernel)
         if bias is not None and not isinstance(bias, torch.Tensor):
             layer.set_input(2, bias)
-    out = ctx.add(layer, layer_name, "deconvolution" if transposed else "convolution").get_output(0)
+    kind = "deconvolution" if geometry.transposed else "convolution"
+    out = ctx.add(layer, ctx.name(name, "conv_2d") if lifted else name, kind).get_output(0)
     return squeeze(ctx, name, out, [3]) if lifted else out
 
 
