@@ -57,16 +57,36 @@ def all_reduce_stats(
     if not names:
         return {}
     device = _collective_device(group)
+    widths, amaxes = _common_width_and_amax(stats, names, device, group)
+    pieces = _summed_counts(stats, names, widths, device, group)
+    return {k: _merged(stats[k], piece, width, amax) for k, piece, width, amax in zip(names, pieces, widths, amaxes)}
 
-    # Step 1: the common width is the coarsest one (widths follow amax, so it fits the max amax).
-    # float64 holds the small integer exponents exactly; -inf marks "no data on this rank".
+
+def _common_width_and_amax(
+    stats: Mapping[str, TensorStats], names: list[str], device: torch.device, group: dist.ProcessGroup | None
+) -> tuple[list[float], list[float]]:
+    """Step 1 (MAX): the common width is the coarsest one (widths follow amax, so it fits the max amax).
+
+    float64 holds the small integer exponents exactly; -inf marks "no data on this rank".
+    """
     rows_meta = [[_width_or_inf(stats[k]), stats[k].amax] for k in names]
     meta = torch.tensor(rows_meta, dtype=torch.float64, device=device)
     dist.all_reduce(meta, op=dist.ReduceOp.MAX, group=group)
-    widths, amaxes = meta[:, 0].tolist(), meta[:, 1].tolist()
+    return meta[:, 0].tolist(), meta[:, 1].tolist()
 
-    # Step 2: coarsen every local histogram to the common width, then add counts across ranks.
-    # Observers may differ in num_bins, so all [hist..., count] rows go into one flat tensor.
+
+def _summed_counts(
+    stats: Mapping[str, TensorStats],
+    names: list[str],
+    widths: list[float],
+    device: torch.device,
+    group: dist.ProcessGroup | None,
+) -> list[torch.Tensor]:
+    """Step 2 (SUM): every local histogram coarsened to the common width, counts added across ranks.
+
+    Observers may differ in num_bins, so all ``[hist..., count]`` rows go into one flat tensor; the
+    result is split back into one row per name.
+    """
     rows = []
     for k, width in zip(names, widths):
         s = stats[k]
@@ -76,22 +96,22 @@ def all_reduce_stats(
         rows.append(torch.cat((hist, torch.tensor([s.count], dtype=torch.int64))))
     summed = torch.cat(rows).to(device)
     dist.all_reduce(summed, op=dist.ReduceOp.SUM, group=group)
-    pieces = summed.cpu().split([row.numel() for row in rows])
+    return list(summed.cpu().split([row.numel() for row in rows]))
 
-    out: dict[str, TensorStats] = {}
-    for piece, k, width, amax in zip(pieces, names, widths, amaxes):
-        count = int(piece[-1])
-        record = {
-            "format": STATS_FORMAT,
-            "num_bins": stats[k].num_bins,
-            "log2_width": None if count == 0 else int(width),
-            "amax": amax,
-            "count": count,
-            "hist": piece[:-1].tolist(),
-        }
-        # from_dict re-checks the invariants (counts sum, width fits amax) of the merged state.
-        out[k] = TensorStats.from_dict(record, device=stats[k].device)
-    return out
+
+def _merged(local: TensorStats, piece: torch.Tensor, width: float, amax: float) -> TensorStats:
+    """The merged statistics from a summed ``[hist..., count]`` row, on the device of ``local``."""
+    count = int(piece[-1])
+    record = {
+        "format": STATS_FORMAT,
+        "num_bins": local.num_bins,
+        "log2_width": None if count == 0 else int(width),
+        "amax": amax,
+        "count": count,
+        "hist": piece[:-1].tolist(),
+    }
+    # from_dict re-checks the invariants (counts sum, width fits amax) of the merged state.
+    return TensorStats.from_dict(record, device=local.device)
 
 
 def _width_or_inf(s: TensorStats) -> float:

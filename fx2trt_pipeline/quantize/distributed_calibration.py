@@ -31,6 +31,7 @@ Under ``torchrun`` (one process per GPU, or several CPU processes with gloo)::
 from __future__ import annotations
 
 import traceback
+from dataclasses import dataclass
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -137,61 +138,86 @@ def calibrate_distributed(
         qgm = ftp.convert(prepared)
     """
     info = prepared_info(prepared)
+    _require_distributed()
+    observers = _observers_by_group(prepared, info)
+    # Fresh statistics for this pass: merging the ranks' *new* data only, then adding it to what the
+    # model already holds, keeps repeated calls exact (old data is never counted once per rank).
+    fresh = {key: TensorStats(stats.num_bins) for key, stats in info.stats.items()}
+    _point_observers(observers, fresh)
+    try:
+        outcome = _observe_shard_safely(
+            prepared, shard_batches, info.config.show_progress if show_progress is None else show_progress
+        )
+    finally:
+        _point_observers(observers, info.stats)
+    total = _batches_on_all_ranks(outcome, group)
+    combined = _merged_with(info.stats, all_reduce_stats(fresh, group))
+    info.stats.clear()
+    info.stats.update(combined)
+    _point_observers(observers, info.stats)
+    info.batches_seen += total
+    return prepared
+
+
+def _require_distributed() -> None:
     if not (dist.is_available() and dist.is_initialized()):
         raise CalibrationError(
             "calibrate_distributed needs torch.distributed: call "
             "torch.distributed.init_process_group(...) on every rank first (torchrun sets the "
             "environment for it), or use fx2trt_pipeline.calibrate in a single process."
         )
-    observers = _observers_by_group(prepared, info)
-    # Fresh statistics for this pass: merging the ranks' *new* data only, then adding it to what the
-    # model already holds, keeps repeated calls exact (old data is never counted once per rank).
-    fresh = {key: TensorStats(stats.num_bins) for key, stats in info.stats.items()}
-    _point_observers(observers, fresh)
-    error: str | None = None
-    seen = 0
-    try:
-        seen = _observe_shard(
-            prepared, shard_batches, info.config.show_progress if show_progress is None else show_progress
-        )
-    except Exception as exc:  # reported to every rank below, so no rank blocks in the collectives
-        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        local_exc: BaseException | None = exc
-        local_tb = traceback.format_exc()
-    else:
-        local_exc, local_tb = None, ""
-    finally:
-        _point_observers(observers, info.stats)
 
+
+@dataclass(frozen=True)
+class _ShardOutcome:
+    """What this rank's calibration pass did: batches seen, or the error that stopped it."""
+
+    seen: int = 0
+    error: str | None = None
+    exc: BaseException | None = None
+    traceback: str = ""
+
+
+def _observe_shard_safely(prepared: GraphModule, batches: Iterable[Any], show_progress: bool) -> _ShardOutcome:
+    """:func:`_observe_shard`, with a failure caught: it is reported to every rank, so none blocks."""
+    try:
+        return _ShardOutcome(seen=_observe_shard(prepared, batches, show_progress))
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return _ShardOutcome(error=error, exc=exc, traceback=traceback.format_exc())
+
+
+def _batches_on_all_ranks(outcome: _ShardOutcome, group: dist.ProcessGroup | None) -> int:
+    """Total batches over all ranks; raises on every rank when any rank failed or all shards were empty."""
     outcomes: list[tuple[str | None, int] | None] = [None] * dist.get_world_size(group)
-    dist.all_gather_object(outcomes, (error, seen), group=group)
+    dist.all_gather_object(outcomes, (outcome.error, outcome.seen), group=group)
     failed = [(rank, out[0]) for rank, out in enumerate(outcomes) if out is not None and out[0] is not None]
     if failed:
         detail = "; ".join(f"rank {rank}: {msg}" for rank, msg in failed)
+        local_tb = f"\nThis rank's traceback:\n{outcome.traceback}" if outcome.traceback else ""
         raise CalibrationError(
             f"Distributed calibration failed on {len(failed)} rank(s): {detail}. The "
-            "statistics were left unchanged." + (f"\nThis rank's traceback:\n{local_tb}" if local_tb else "")
-        ) from local_exc
+            "statistics were left unchanged." + local_tb
+        ) from outcome.exc
     total = sum(out[1] for out in outcomes if out is not None)
     if total == 0:
         raise CalibrationError(
             "The calibration shards of all ranks are empty: give at least one rank one batch "
             "of real inputs (e.g. shard_for_rank(batches) over 4-32 batches)."
         )
+    return total
 
-    merged = all_reduce_stats(fresh, group)
-    combined = {key: info.stats[key].clone().merge(merged[key]) for key in info.stats}
+
+def _merged_with(held: dict[str, TensorStats], merged: dict[str, TensorStats]) -> dict[str, TensorStats]:
+    """The statistics already held plus every rank's new data; every scale group must have data."""
+    combined = {key: held[key].clone().merge(merged[key]) for key in held}
     empty = [key for key, stats in combined.items() if stats.count == 0]
     if empty:
         raise CalibrationError(
             f"Scale group(s) {empty} saw no data on any rank; the branches that produce them "
             "never ran. Calibrate with data that exercises them or skip them."
         )
-    info.stats.clear()
-    info.stats.update(combined)
-    _point_observers(observers, info.stats)
-    info.batches_seen += total
-    return prepared
+    return combined
 
 
 __all__ = ["calibrate_distributed", "shard_for_rank"]
