@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from fx2trt_pipeline.calib_data import MNIST_DET_SPEC, load_mnist_detection
 
-from fx2trt_pipeline.models.centernet import DEMO_CONFIG, DEMO_WEIGHTS, CenterNet, demo_centernet
+from fx2trt_pipeline.models.centernet import DEMO_CONFIG, DEMO_WEIGHTS, CenterNet, DemoDetectorConfig, demo_centernet
 from fx2trt_pipeline.validate.demo_detector import centernet_decode
 from fx2trt_pipeline.validate.metrics import evaluate_detector
 
@@ -102,7 +102,7 @@ def train(epochs: int, batch_size: int, lr: float, seed: int, wh_weight: float) 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     images, boxes, classes = load_split_arrays("train")
-    model = demo_centernet(**DEMO_CONFIG)
+    model = demo_centernet(DemoDetectorConfig(**DEMO_CONFIG))
     stride = model.output_stride
     out_hw = (images.shape[2] // stride, images.shape[3] // stride)
     steps_per_epoch = math.ceil(len(images) / batch_size)

@@ -11,6 +11,7 @@ from .centernet import (
     DEMO_CONFIG,
     DEMO_WEIGHTS,
     OUTPUT_NAMES,
+    DemoDetectorConfig,
     BasicBlock,
     CenterNet,
     centernet_resnet18,
@@ -23,6 +24,7 @@ from .centernet import (
 __all__ = [
     "DEMO_CONFIG",
     "DEMO_WEIGHTS",
+    "DemoDetectorConfig",
     "OUTPUT_NAMES",
     "BasicBlock",
     "CenterNet",

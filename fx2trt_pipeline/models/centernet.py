@@ -18,6 +18,7 @@ detector trained on the shipped MNIST detection set (real labels, for mAP checks
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,18 +133,32 @@ DEMO_CONFIG: dict[str, Any] = {
 }
 
 
-def demo_centernet(num_classes: int = 10, in_channels: int = 1, widths: Sequence[int] = (32, 64, 128, 128),
-                   blocks: Sequence[int] = (1, 1, 1, 1), stem_kernel: int = 7,
-                   deconv_channels: Sequence[int] = (64, 48, 32), head_channels: int = 32) -> CenterNet:
+@dataclass(frozen=True)
+class DemoDetectorConfig:
+    """Architecture of the small demo CenterNet (``DEMO_CONFIG`` as a type; checkpoints store the dict)."""
+
+    num_classes: int = 10
+    in_channels: int = 1
+    widths: Sequence[int] = (32, 64, 128, 128)
+    blocks: Sequence[int] = (1, 1, 1, 1)
+    stem_kernel: int = 7
+    deconv_channels: Sequence[int] = (64, 48, 32)
+    head_channels: int = 32
+
+
+def demo_centernet(config: DemoDetectorConfig | None = None) -> CenterNet:
     """The small CenterNet of the demo detector (random init); ~0.85 M parameters, ~50 MMAC at 96x96.
 
     Example:
         >>> hm, wh, reg = demo_centernet()(torch.zeros(2, 1, 96, 96))
         >>> hm.shape
         torch.Size([2, 10, 24, 24])
+        >>> demo_centernet(DemoDetectorConfig(num_classes=3)).hm[-1].out_channels
+        3
     """
-    return CenterNet(small_resnet(in_channels, widths, blocks, stem_kernel), widths[-1], num_classes,
-                     deconv_channels, head_channels)
+    c = config if config is not None else DemoDetectorConfig()
+    backbone = small_resnet(c.in_channels, c.widths, c.blocks, c.stem_kernel)
+    return CenterNet(backbone, c.widths[-1], c.num_classes, c.deconv_channels, c.head_channels)
 
 
 def centernet_resnet18(num_classes: int = 80, head_channels: int = 64) -> CenterNet:
@@ -228,7 +243,7 @@ def load_demo_detector(path: str | Path | None = None) -> CenterNet:
         raise Fx2TrtError(f"Demo detector weights not found: {path}. Run scripts/train_demo_detector.py.")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        model = demo_centernet(**ckpt.get("config", DEMO_CONFIG))
+        model = demo_centernet(DemoDetectorConfig(**ckpt.get("config", DEMO_CONFIG)))
         model.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
         raise Fx2TrtError(f"Cannot load demo detector checkpoint {path}: {exc}") from exc

@@ -121,12 +121,7 @@ def entropy_divergences(
         (128, 256, True)
     """
     _require_data(stats)
-    n, L = stats.num_bins, int(num_levels)
-    if not 1 <= L <= n:
-        raise ConfigError(
-            f"The entropy calibrator needs at least {L} histogram bins, the statistics have {n}; "
-            f"collect them with TensorStats(num_bins>={L})."
-        )
+    n, L = stats.num_bins, _checked_levels(stats, num_levels)
     h = stats.hist.to(torch.float64)
     # The zero spike: see amax_entropy. Bin 0 takes bin 1's count for the search.
     h[0] = h[1]
@@ -146,12 +141,7 @@ def entropy_divergences(
     last = h[i - 1] + tail
     p_log_p = cum_hlogh[i - 1] + _xlogx(last)
 
-    # Level l takes bins j with floor(j * L / i) == l, i.e. j in [ceil(l*i/L), ceil((l+1)*i/L)).
-    edges = torch.div(torch.arange(L + 1)[None, :] * i[:, None] + (L - 1), L, rounding_mode="floor")
-    per_level = torch.diff(prefix[edges], dim=1)  # (candidates, levels, [count, nonzero bins])
-    q_sum, nonzero = per_level[..., 0], per_level[..., 1]
-    # P's last bin can be nonzero through the outliers alone; Q is spread over P's nonzero bins.
-    nonzero[:, -1] += ((h[i - 1] == 0) & (tail > 0)).to(torch.float64)
+    q_sum, nonzero = _level_sums(prefix, h, i, L, tail)
     p_sum = q_sum.clone()
     p_sum[:, -1] += tail
 
@@ -169,6 +159,29 @@ def entropy_divergences(
     kl = (p_log_p - cross) / total - math.log(total) + torch.log(q_total.clamp(min=ENTROPY_EPSILON))
     kl = torch.where(inside == 0, math.inf, kl)  # nothing below the threshold: no Q at all
     return i, kl
+
+
+def _checked_levels(stats: TensorStats, num_levels: int) -> int:
+    n, L = stats.num_bins, int(num_levels)
+    if not 1 <= L <= n:
+        raise ConfigError(
+            f"The entropy calibrator needs at least {L} histogram bins, the statistics have {n}; "
+            f"collect them with TensorStats(num_bins>={L})."
+        )
+    return L
+
+
+def _level_sums(
+    prefix: torch.Tensor, h: torch.Tensor, i: torch.Tensor, L: int, tail: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per candidate ``i`` and level: the count merged into the level and the nonzero bins it spreads over."""
+    # Level l takes bins j with floor(j * L / i) == l, i.e. j in [ceil(l*i/L), ceil((l+1)*i/L)).
+    edges = torch.div(torch.arange(L + 1)[None, :] * i[:, None] + (L - 1), L, rounding_mode="floor")
+    per_level = torch.diff(prefix[edges], dim=1)  # (candidates, levels, [count, nonzero bins])
+    q_sum, nonzero = per_level[..., 0], per_level[..., 1]
+    # P's last bin can be nonzero through the outliers alone; Q is spread over P's nonzero bins.
+    nonzero[:, -1] += ((h[i - 1] == 0) & (tail > 0)).to(torch.float64)
+    return q_sum, nonzero
 
 
 def amax_entropy(stats: TensorStats, num_levels: int = ENTROPY_LEVELS) -> float:
