@@ -1,5 +1,6 @@
 """Tensor-utility converters met in detector heads (anchor grids, DFL decoding): ``Tensor.to`` /
-``type_as`` / ``float``, ``clamp`` / ``clip`` and ``torch.arange`` over static bounds.
+``type_as`` / ``float``, ``clamp`` / ``clip``, ``torch.arange`` over static bounds and ``torch.roll`` (Swin's
+cyclic window shift).
 
 An engine has one device, so ``.to(device)`` passes the value through; ``.to(dtype)`` is an ICastLayer.
 """
@@ -15,7 +16,8 @@ from torch.fx import Node
 
 from fx2trt_pipeline.errors import ConversionError
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
-from fx2trt_pipeline.network.layer_builders import cast, elementwise
+from fx2trt_pipeline.network.layer_builders import cast, concat, elementwise, identity
+from fx2trt_pipeline.network.shape_builders import dims_of, normalize_dim, rank, sizes, slice_tensor
 from fx2trt_pipeline.trt_types import torch_dtype
 
 
@@ -75,3 +77,37 @@ def convert_arange(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict
         raise ConversionError("torch.arange over a dynamic size is not supported; make that dim static")
     values = torch.arange(*[b for b in bounds if b is not None], dtype=kwargs.get("dtype"))
     return ctx.constant(values, ctx.name(node), torch.float32 if values.dtype == torch.float64 else None)
+
+
+def _roll_dim(ctx: ConversionContext, name: str, x: ITensor, shift: int, dim: int) -> ITensor:
+    """One ``torch.roll`` along a static dim: the last ``shift`` rows move to the front (two slices + concat)."""
+    dim = normalize_dim(dim, rank(x), name)
+    size = dims_of(x)[dim]
+    if size < 0:
+        raise ConversionError(f"{name}: torch.roll along the dynamic dim {dim} is not supported")
+    shift %= max(size, 1)
+    if shift == 0:
+        return x
+    full = sizes(ctx, ctx.name(name, "sizes"), x)
+
+    def part(start: int, length: int, tag: str) -> ITensor:
+        starts, lengths = [0] * rank(x), list(full)
+        starts[dim], lengths[dim] = start, length
+        return slice_tensor(ctx, ctx.name(name, tag), x, starts, lengths, [1] * rank(x))
+
+    return concat(ctx, name, [part(size - shift, shift, "tail"), part(0, size - shift, "head")], dim)
+
+
+@register(torch.roll, method("roll"))
+def convert_roll(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> ITensor:
+    """``torch.roll(x, shifts, dims)`` along static dims -> slices + concatenation (Swin's cyclic shift)."""
+    x = original = _input(ctx, node, args, kwargs)
+    shifts, dims = arg(args, kwargs, 1, "shifts"), arg(args, kwargs, 2, "dims", None)
+    if dims is None:
+        raise ConversionError("torch.roll without dims (roll of the flattened tensor) is not supported")
+    shifts = list(shifts) if isinstance(shifts, (list, tuple)) else [shifts]
+    dims = list(dims) if isinstance(dims, (list, tuple)) else [dims]
+    name = ctx.name(node)
+    for i, (shift, dim) in enumerate(zip(shifts, dims)):
+        x = _roll_dim(ctx, name if i == len(dims) - 1 else ctx.name(name, f"dim{i}"), x, int(shift), int(dim))
+    return x if x is not original else identity(ctx, name, x)

@@ -37,18 +37,47 @@ class CalibrationError(Fx2TrtError):
 
 
 class UnsupportedOpsError(Fx2TrtError):
-    """The graph has nodes no converter (or exporter) accepts; lists every one of them."""
+    """The graph has nodes no converter (or exporter) accepts; lists every one of them.
+
+    Nodes with the same target and reason are grouped (``torch.cumsum x 12: cumsum, cumsum_1, ...``) so that
+    a transformer with the same block twelve times gives one line per missing op, not one per node.
+
+    Example:
+        >>> rows = [(f"cumsum_{i}", "torch.cumsum", "no converter registered for this target", "") for i in range(3)]
+        >>> print(str(UnsupportedOpsError(rows)).splitlines()[1])
+          - torch.cumsum x 3: cumsum_0, cumsum_1, cumsum_2
+    """
 
     def __init__(self, rows: list[tuple[str, str, str, str]], what: str = "TensorRT converter") -> None:
         self.rows = rows
-        lines = [f"{len(rows)} node(s) have no {what}:"]
+        groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for name, target, reason, where in rows:
-            lines.append(f"  - {name} ({target}): {reason}" + (f"  [{where}]" if where else ""))
-        lines.append(
-            "Remedy: keep these modules out of the quantized graph (QuantConfig.skip), rewrite them with "
-            "supported ops, or register a converter for the target."
-        )
+            groups.setdefault((target, reason), []).append((name, where))
+        lines = [f"{len(rows)} node(s) ({len(groups)} distinct target(s)) have no {what}:"]
+        for (target, reason), nodes in groups.items():
+            names = ", ".join(n for n, _ in nodes[:8]) + (f", ... (+{len(nodes) - 8} more)" if len(nodes) > 8 else "")
+            lines.append(f"  - {target}{f' x {len(nodes)}' if len(nodes) > 1 else ''}: {names}")
+            lines.append(f"      reason: {reason}" + (f"  [first at {nodes[0][1]}]" if nodes[0][1] else ""))
+        lines.append(_unsupported_remedy(next(iter(groups))[0] if groups else "target", what))
         super().__init__("\n".join(lines))
+
+
+def _unsupported_remedy(target: str, what: str) -> str:
+    """Remedies that remove the node from what is converted (QuantConfig.skip would keep it in the graph)."""
+    if what != "TensorRT converter":
+        return ("Remedy: rewrite these nodes with supported ops, or keep them out of the exported graph "
+                "(compute them in pre/post-processing outside the model's forward).")
+    key = f'method("{target[7:]}")' if target.startswith("Tensor.") else target
+    short = target.rsplit(".", 1)[-1].lower()
+    return (
+        "Remedy (any one of):\n"
+        "  1. register a converter for the target (from fx2trt_pipeline.converters import register), e.g.\n"
+        f"         @register({key})\n"
+        f"         def convert_{short}(ctx, node, args, kwargs): ...  # build layers with network/*_builders.py\n"
+        "  2. make the module that calls it a leaf (QuantConfig(leaf_modules=(...))) and register a converter for\n"
+        "     that module class, or rewrite the module with supported ops before quantizing;\n"
+        "  3. keep it out of the exported graph: move it to pre/post-processing outside the model's forward."
+    )
 
 
 class ConversionError(Fx2TrtError):

@@ -47,7 +47,12 @@ def _target_text(node: Node) -> str:
     from fx2trt_pipeline.converters.registry import describe_key, key_of
 
     key = key_of(node)
-    return describe_key(key) if key is not None else str(node.target)
+    if key is None:
+        return str(node.target)
+    text = describe_key(key)
+    if "." not in text and callable(key) and getattr(key, "__module__", None):
+        text = f"{key.__module__}.{text}"  # a torch.fx.wrap-ed helper: say which library it comes from
+    return text
 
 
 def find_unsupported(gm: GraphModule) -> list[UnsupportedRow]:

@@ -25,6 +25,7 @@ from torch import nn
 from torch.fx import GraphModule
 
 from fx2trt_pipeline.capture import capture, check_example_inputs
+from fx2trt_pipeline.capture.rewrites import rewrite_for_capture
 from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.quantize.bias_correction import ChannelMeanObserver
 from fx2trt_pipeline.quantize.calibrator_choice import SampleObserver, choose_group
@@ -68,6 +69,9 @@ def _float_graph(model: nn.Module, config: QuantConfig, example_inputs: Sequence
         warnings.warn(f"{type(model).__name__} is in train mode; quantizing an eval-mode copy (BatchNorm uses "
                       "running statistics, dropout is off). Call model.eval() to silence this.", stacklevel=3)
     model = copy.deepcopy(model).eval()
+    # Attention / Swin blocks become plain ops so that placement sees their matmuls and Linear layers.
+    model = rewrite_for_capture(model, flat_inputs(example_inputs) if example_inputs is not None else None,
+                                config.leaf_modules)
     gm = capture(model, leaf_modules=config.leaf_modules, concrete_args=concrete_args)
     fold_batchnorm(gm, copy_layers=False)  # the modules belong to our copy
     if example_inputs is not None:
