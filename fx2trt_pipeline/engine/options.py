@@ -159,9 +159,11 @@ def apply_build_options(options: BuildOptions, config: Any, trt: Any) -> None:
 
     Example:
         >>> from fx2trt_pipeline import trt_api
-        >>> trt = trt_api.get_trt()   # doctest: +SKIP
-        >>> config = trt.Builder(trt.Logger()).create_builder_config()   # doctest: +SKIP
-        >>> apply_build_options(BuildOptions(builder_optimization_level=2), config, trt)   # doctest: +SKIP
+        >>> trt = trt_api.get_trt()
+        >>> config = trt.Builder(trt.Logger()).create_builder_config()
+        >>> apply_build_options(BuildOptions(builder_optimization_level=2), config, trt)
+        >>> config.builder_optimization_level
+        2
     """
     if options.workspace_bytes is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_bytes))

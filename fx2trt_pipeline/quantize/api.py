@@ -166,7 +166,14 @@ def convert(prepared: GraphModule, config: QuantConfig | None = None) -> GraphMo
             observed (e.g. skipping the conv of a residual add moves the Q/DQ); prepare with it instead.
 
     Example:
-        >>> qgm = ftp.convert(prepared, ftp.QuantConfig(calibrator="percentile", skip=("fc",)))  # doctest: +SKIP
+        >>> import torch, fx2trt_pipeline as ftp
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+        ...                             torch.nn.Linear(8 * 6 * 6, 4)).eval()
+        >>> prepared = ftp.prepare(model, (torch.randn(1, 3, 8, 8),), ftp.QuantConfig(show_progress=False))
+        >>> prepared = ftp.calibrate(prepared, [torch.randn(4, 3, 8, 8)])
+        >>> qgm = ftp.convert(prepared, ftp.QuantConfig(calibrator="percentile", skip=("_3",)))
+        >>> [n.name for n in qgm.graph.nodes if n.op == "call_module"]  # the Linear stays a float module
+        ['_1', '_2', '_3']
     """
     return _convert(prepared, config, in_place=False)
 
