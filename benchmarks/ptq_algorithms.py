@@ -23,11 +23,11 @@ SETTINGS: dict[str, dict] = {
     "base": {},
     "equalization": {"equalization": True},
     "bias_correction": {"bias_correction": True},
-    "auto_calibrator": {"calibrator": "auto"},
+    "auto_calibrator": {"calibrator": "auto_per_group"},
     "adaround": {"adaround": True},
     "eq+bc": {"equalization": True, "bias_correction": True},
-    "eq+bc+auto": {"equalization": True, "bias_correction": True, "calibrator": "auto"},
-    "all": {"equalization": True, "bias_correction": True, "calibrator": "auto", "adaround": True},
+    "eq+bc+auto": {"equalization": True, "bias_correction": True, "calibrator": "auto_per_group"},
+    "all": {"equalization": True, "bias_correction": True, "calibrator": "auto_per_group", "adaround": True},
 }
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from torch.fx import GraphModule
 from fx2trt_pipeline.capture import capture, check_example_inputs
 from fx2trt_pipeline.capture.rewrites import rewrite_for_capture
 from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.quantize.adaround import AdaRoundSettings, adaround_weights
 from fx2trt_pipeline.quantize.bias_correction import ChannelMeanObserver
 from fx2trt_pipeline.quantize.calibrator_choice import SampleObserver, choose_group
 from fx2trt_pipeline.quantize.calibrators import compute_amax
@@ -39,7 +40,7 @@ from fx2trt_pipeline.quantize.placement import Placement, place_qdq
 from fx2trt_pipeline.quantize.reference import build_reference
 from fx2trt_pipeline.quantize.state import STATE_ATTR, QuantState
 from fx2trt_pipeline.quantize.statistics import TensorStats
-from fx2trt_pipeline.quantize.weight_edits import edit_weights, reapply_edits
+from fx2trt_pipeline.quantize.weight_edits import Rounder, edit_weights, reapply_edits
 
 PREPARED_ATTR = "fx2trt_prepared"
 
@@ -55,6 +56,7 @@ class PreparedInfo:
     equalized: list[EqualizedPair] = field(default_factory=list)
     means: dict[str, ChannelMeanObserver] | None = None
     samples: dict[str, SampleObserver] = field(default_factory=dict)
+    kept_batches: list[Any] = field(default_factory=list)
 
 
 def _float_graph(model: nn.Module, config: QuantConfig, example_inputs: Sequence[Any] | None,
@@ -148,6 +150,8 @@ def calibrate(prepared: GraphModule, batches: Iterable[Any], show_progress: bool
     """
     info = prepared_info(prepared)
     progress = info.config.show_progress if show_progress is None else show_progress
+    if info.config.adaround:
+        batches = _keeping(batches, info.kept_batches, info.config.adaround_batches)
     info.batches_seen += run_calibration(prepared, batches, info.stats, progress)
     return prepared
 
@@ -189,7 +193,8 @@ def _convert(prepared: GraphModule, config: QuantConfig | None, in_place: bool) 
         _check_observed(placement, info.placement)
     amax, chosen = _group_amax(qgm, placement, info)
     final = config or info.config
-    edits = edit_weights(qgm, placement, info.means if final.bias_correction else None)
+    edits = edit_weights(qgm, placement, info.means if final.bias_correction else None,
+                         _rounder(qgm, placement, info, final))
     device = next((p.device for p in qgm.parameters()), torch.device("cpu"))
     weight_scales = build_reference(qgm, placement, amax)
     qgm.to(device)
@@ -197,6 +202,26 @@ def _convert(prepared: GraphModule, config: QuantConfig | None, in_place: bool) 
                                         {k: copy.deepcopy(info.stats[k]) for k in placement.groups},
                                         equalized=list(info.equalized), edits=edits, chosen=chosen))
     return qgm
+
+
+def _keeping(batches: Iterable[Any], kept: list[Any], count: int) -> Iterator[Any]:
+    """Yield ``batches``, keeping the first ones in ``kept`` until it holds ``count``."""
+    for batch in batches:
+        if len(kept) < count:
+            kept.append(batch)
+        yield batch
+
+
+def _rounder(gm: GraphModule, placement: Placement, info: PreparedInfo, config: QuantConfig) -> Rounder | None:
+    """AdaRound's integer choice per layer when the config asks for it (computed on the float graph now)."""
+    if not config.adaround:
+        return None
+    if not info.kept_batches:
+        raise ConfigError("adaround needs calibration batches kept during calibrate(): call prepare() and "
+                          "calibrate() with QuantConfig(adaround=True).")
+    settings = AdaRoundSettings(config.adaround_iterations, config.adaround_rows)
+    rounded = adaround_weights(gm, placement, info.kept_batches, settings)
+    return lambda layer, wp, q, scale: rounded.get(wp.layer, q)
 
 
 def _group_amax(gm: GraphModule, placement: Placement, info: PreparedInfo) -> tuple[dict[str, float],

@@ -88,6 +88,10 @@ class QuantConfig:
     show_progress: bool = True
     equalization: bool = False
     bias_correction: bool = False
+    adaround: bool = False
+    adaround_iterations: int = 200
+    adaround_rows: int = 1024
+    adaround_batches: int = 2
 
     def __post_init__(self) -> None:
         _check_calibrator(self.calibrator, self.percentile, "QuantConfig")
@@ -96,6 +100,9 @@ class QuantConfig:
             raise ConfigError(f"QuantConfig.quantize_ops has unknown op kinds {bad}; choose from {QUANTIZABLE_OPS}")
         if self.deconv_weight_axis not in (0, 1):
             raise ConfigError(f"QuantConfig.deconv_weight_axis must be 0 or 1, got {self.deconv_weight_axis!r}")
+        for key in ("adaround_iterations", "adaround_rows", "adaround_batches"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise ConfigError(f"QuantConfig.{key} must be a positive integer, got {getattr(self, key)!r}")
         if self.train_mode not in ("warn", "error"):
             raise ConfigError(f"QuantConfig.train_mode must be 'warn' or 'error', got {self.train_mode!r}")
         for where, table in (("module_type_overrides", self.module_type_overrides),

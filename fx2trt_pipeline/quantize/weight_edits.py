@@ -97,14 +97,15 @@ def edit_weights(gm: GraphModule, placement: Placement, means: dict[str, Channel
         layer = gm.get_submodule(wp.module)
         w = layer.weight.detach().float()
         q, scale = quantize_weight(w, wp.axis)
-        if rounder is not None:
-            q = rounder(layer, wp, q, scale)
+        chosen = rounder(layer, wp, q, scale) if rounder is not None else q
+        if not torch.equal(chosen, q):
+            q = chosen
             edits.rounding[wp.layer] = pack_offsets(q, w, scale, wp.axis)
         if means is not None and wp.layer in means:
             bias = corrected_bias(layer, q.float() * _broadcast(scale, w, wp.axis), means[wp.layer].mean())
             set_bias(layer, bias)
             edits.biases[wp.layer] = [float(v) for v in bias.tolist()]
-        if rounder is not None:
+        if wp.layer in edits.rounding:
             _set_weight(layer, q, scale, wp.axis)
     return edits
 
