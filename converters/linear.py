@@ -20,6 +20,7 @@ from fx2trt_pipeline.network.layer_builders import activation, elementwise
 from fx2trt_pipeline.network.shape_builders import rank
 from fx2trt_pipeline.network.weight_builders import linear, matmul
 from fx2trt_pipeline.errors import ConversionError
+from fx2trt_pipeline.quantize import int8_ops
 
 
 def check_functional_linear(node: Node) -> str | None:
@@ -27,9 +28,9 @@ def check_functional_linear(node: Node) -> str | None:
     return constant_weight_reason(node_arg(node, 1, "weight"))
 
 
-@register(F.linear, can_convert=check_functional_linear)
+@register(F.linear, int8_ops.linear, can_convert=check_functional_linear)
 def convert_functional_linear(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> ITensor:
-    """``F.linear(x, w, b)`` -> matrix multiply (+ bias)."""
+    """``F.linear(x, w, b)`` (or its integer-arithmetic form) -> matrix multiply (+ bias)."""
     x = ctx.as_tensor(arg(args, kwargs, 0, "input"), ctx.name(node, "input"))
     return linear(ctx, ctx.name(node), x, arg(args, kwargs, 1, "weight"), arg(args, kwargs, 2, "bias", None))
 

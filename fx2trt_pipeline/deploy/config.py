@@ -165,7 +165,7 @@ class ExportSpec:
     """Optional artifacts."""
 
     onnx: bool = True
-    opset: int = 17
+    opset: int = 18
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fx2trt_pipeline.quantize import int8_ops
+
 
 @dataclass(frozen=True)
 class OpRule:
@@ -78,6 +80,10 @@ FUNCTION_RULES: dict[object, OpRule] = {
     operator.add: _ADD, operator.iadd: _ADD, torch.add: _ADD,
     torch.cat: _CAT, torch.concat: _CAT,
 }
+
+# The integer-arithmetic forms the reference graph calls (quantize/int8_ops.py) behave like their functional op.
+FUNCTION_RULES.update({integer: FUNCTION_RULES[functional] for integer, functional in int8_ops.FUNCTIONAL_OF.items()
+                       if functional in FUNCTION_RULES})
 
 METHOD_RULES: dict[str, OpRule] = {"add": _ADD, "add_": _ADD, "matmul": _MATMUL}
 

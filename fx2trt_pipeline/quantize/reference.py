@@ -1,8 +1,10 @@
 """Turn a BN-folded graph plus scales into the reference-quantized GraphModule.
 
-The result simulates the INT8 network bit-for-bit as TensorRT defines it: activation Q/DQ pairs with
-per-tensor scales, weights stored as int8 constants with per-channel scales and dequantized into
-functional conv / deconv / linear calls. See docs/architecture.md for the node shapes.
+The result simulates the INT8 network as TensorRT defines it: activation Q/DQ pairs with per-tensor
+scales, weights stored as int8 constants with per-channel scales and dequantized into conv / deconv /
+linear calls. A weighted layer whose input is quantized calls the integer-arithmetic form of its
+functional op (:mod:`fx2trt_pipeline.quantize.int8_ops`: exact int8 x int8 sums, one float32
+epilogue), so its outputs do not depend on threads, batch or device. See docs/architecture.md.
 
 Example:
     >>> import torch
@@ -19,6 +21,7 @@ from torch import nn
 from torch.fx import GraphModule, Node
 
 from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.quantize import int8_ops
 from fx2trt_pipeline.quantize.op_rules import rule_for_module
 from fx2trt_pipeline.quantize.placement import Placement, set_use
 from fx2trt_pipeline.quantize.qdq_ops import DEQUANTIZE, QMAX, QUANTIZE, WEIGHT_QMAX
@@ -128,4 +131,17 @@ def _lower_weighted(gm: GraphModule, node: Node, axis: int | None) -> list[float
             args = (x, wdq, bias, module.stride, module.padding, module.dilation, module.groups)
     # Rewrite the node in place so that it keeps its name, meta and users.
     node.op, node.target, node.args, node.kwargs = "call_function", rule.functional, args, {}
+    _use_integer_arithmetic(node, ws, axis)
     return [float(v) for v in scale.reshape(-1).tolist()]
+
+
+def _use_integer_arithmetic(node: Node, weight_scale: Node, axis: int | None) -> None:
+    """Point a lowered layer at its integer-arithmetic form when TensorRT would sum it in int32:
+    its input is a per-tensor activation DQ and its weight scale is per output channel."""
+    x = node.args[0]
+    if not (isinstance(x, Node) and x.target is DEQUANTIZE and x.args[2] is None):
+        return
+    if axis != int8_ops.OUTPUT_CHANNEL_AXIS.get(node.target, 0):
+        return  # a scale on the summed axis (deconv axis 0) cannot leave the integer sum
+    node.target = int8_ops.INTEGER_OF[node.target]
+    node.kwargs = {"input_scale": x.args[1], "weight_scale": weight_scale}

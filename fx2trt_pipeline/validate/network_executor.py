@@ -4,6 +4,9 @@ The executor reads the network only (never the FX graph the converters started f
 it next to the simulated INT8 GraphModule is an independent check of the converters: it computes
 exactly what the network says, with TensorRT's documented semantics (Q/DQ round half to even and
 saturate to [-128, 127], per-channel ``axis``, padding modes, resize coordinate transformations).
+INT8 convolutions, deconvolutions and matrix multiplies sum int8 x int8 exactly and apply a float32
+epilogue, like TensorRT (:mod:`fx2trt_pipeline.validate.executor_int8`); other layers run in float32,
+where a different summation order than TensorRT's can move a value by an ulp.
 No GPU or engine is needed, which is how parity is proven on machines where TensorRT-RTX engines
 cannot run.
 
@@ -22,7 +25,7 @@ Example:
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +34,7 @@ import torch
 from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.errors import ConfigError, ConversionError, Fx2TrtError, InternalError
 from fx2trt_pipeline.validate import executor_layers, executor_tensor_ops  # noqa: F401  (register handlers)
+from fx2trt_pipeline.validate.executor_int8 import with_integer_arithmetic
 from fx2trt_pipeline.validate.executor_common import (
     LayerHandler,
     lookup_handler,
@@ -39,6 +43,8 @@ from fx2trt_pipeline.validate.executor_common import (
 from fx2trt_pipeline.trt_types import torch_dtype
 
 Capture = Iterable[str] | str
+#: ``substitute(tensor name, computed value) -> replacement or None`` (see :meth:`NetworkExecutor.run`).
+Substitute = Callable[[str, torch.Tensor], torch.Tensor | None]
 
 
 @dataclass
@@ -115,7 +121,7 @@ class NetworkExecutor:
             raise ConversionError(
                 f"The network executor does not implement {len(missing)} layer(s):\n" + "\n".join(missing)
                 + f"\nImplemented layer types: {', '.join(supported_layer_types())}.")
-        steps = self._topological(steps)
+        steps = with_integer_arithmetic(self._topological(steps))
         self._plan_frees(steps)
         return steps
 
@@ -225,7 +231,7 @@ class NetworkExecutor:
             self._constants[cache_key] = outs[0]
         return outs
 
-    def run(self, feeds: Mapping[str, torch.Tensor], capture: Capture = ()
+    def run(self, feeds: Mapping[str, torch.Tensor], capture: Capture = (), substitute: Substitute | None = None
             ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Execute the network.
 
@@ -235,6 +241,9 @@ class NetworkExecutor:
             capture: layer or tensor names whose values to return, or ``"all"`` for every layer.
                 A layer name captures its first output under the layer name and any further outputs
                 as ``"<layer>:<i>"``.
+            substitute: called as ``substitute(tensor name, computed value)`` for every tensor a
+                layer computes; a tensor it returns replaces the value for the rest of the run
+                (``None`` keeps it). Region-by-region parity feeds reference values this way.
 
         Returns:
             ``(outputs, captured)``: network outputs by tensor name, captured values by the
@@ -254,7 +263,8 @@ class NetworkExecutor:
         with torch.no_grad():
             for step in self._steps:
                 for tname, value in zip(step.outputs, self._run_step(step, env, device)):
-                    env[tname] = value
+                    replaced = substitute(tname, value) if substitute is not None else None
+                    env[tname] = value = replaced if replaced is not None else value
                     if tname in wanted:
                         kept[tname] = value
                 for name in step.frees:

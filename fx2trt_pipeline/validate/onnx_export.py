@@ -11,7 +11,10 @@ Q/DQ carry ``axis``. The result is checked with ``onnx.checker`` (full check), t
 nodes is verified, and the file is written atomically.
 
 ONNX Runtime runs the model on CPU and TensorRT's ``OnnxParser`` parses and builds it, so the
-exported file is both a portable artifact and a second, independent CPU reference.
+exported file is both a portable artifact and a second, independent CPU reference. The file is
+written at exactly the requested opset, 18 or later: the exporter writes 18 and converts upwards only
+(asked for 17 it used to write 18 silently; now that is refused with the reason), the Q/DQ translation
+uses the requested opset's ops, and the written version is checked.
 
 Example:
     >>> from fx2trt_pipeline.validate.onnx_export import export_qdq_onnx
@@ -22,10 +25,12 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,35 +38,37 @@ import torch
 
 from fx2trt_pipeline.atomic_io import atomic_write_bytes
 from fx2trt_pipeline.errors import ExportError, node_location
-from fx2trt_pipeline.quantize import qdq_ops
+from fx2trt_pipeline.quantize import int8_ops, qdq_ops
 
 #: Namespaces whose ops the ONNX exporter translates (``fx2trt`` through our translation table).
 _EXPORTABLE_NAMESPACES = ("aten", "prims", "fx2trt")
+#: The lowest opset the exporter writes: torch's dynamo exporter emits opset 18 and converts only upwards.
+MIN_OPSET = 18
 
 
-def _zero_point(scale: Any) -> Any:
-    """An int8 zero-point constant shaped like ``scale`` (0-d per-tensor, 1-d per-channel)."""
+def _translation_table(opset: int) -> dict[Any, Any]:
+    """Our Q/DQ custom ops -> QuantizeLinear / DequantizeLinear of ``opset`` (an opset-18 op would make
+    the exporter write opset 18 whatever was asked)."""
     import numpy as np
     from onnxscript import ir
-    from onnxscript import opset18 as op
 
-    return op.Constant(value=ir.tensor(np.zeros(tuple(scale.shape), dtype=np.int8)))
+    op = getattr(importlib.import_module("onnxscript.onnx_opset"), f"opset{opset}")
 
+    def zero_point(scale: Any) -> Any:
+        # int8, shaped like the scale: ONNX requires that, and it makes QuantizeLinear produce int8.
+        return op.Constant(value=ir.tensor(np.zeros(tuple(scale.shape), dtype=np.int8)))
 
-def _quantize_linear(x: Any, scale: Any, axis: int | None = None) -> Any:
-    from onnxscript import opset18 as op
+    def quantize_linear(x: Any, scale: Any, axis: int | None = None) -> Any:
+        if axis is None:
+            return op.QuantizeLinear(x, scale, zero_point(scale))
+        return op.QuantizeLinear(x, scale, zero_point(scale), axis=axis)
 
-    if axis is None:
-        return op.QuantizeLinear(x, scale, _zero_point(scale))
-    return op.QuantizeLinear(x, scale, _zero_point(scale), axis=axis)
+    def dequantize_linear(q: Any, scale: Any, axis: int | None = None) -> Any:
+        if axis is None:
+            return op.DequantizeLinear(q, scale, zero_point(scale))
+        return op.DequantizeLinear(q, scale, zero_point(scale), axis=axis)
 
-
-def _dequantize_linear(q: Any, scale: Any, axis: int | None = None) -> Any:
-    from onnxscript import opset18 as op
-
-    if axis is None:
-        return op.DequantizeLinear(q, scale, _zero_point(scale))
-    return op.DequantizeLinear(q, scale, _zero_point(scale), axis=axis)
+    return {qdq_ops.QUANTIZE: quantize_linear, qdq_ops.DEQUANTIZE: dequantize_linear}
 
 
 def _target_label(node: torch.fx.Node) -> str:
@@ -136,61 +143,98 @@ def _count_qdq(model: Any) -> tuple[int, int]:
     return ops.count("QuantizeLinear"), ops.count("DequantizeLinear")
 
 
+@dataclass(frozen=True)
+class OnnxExportOptions:
+    """How :func:`export_qdq_onnx` names and shapes the model.
+
+    Attributes:
+        input_names: ONNX input names (default: the GraphModule's placeholder names).
+        output_names: ONNX output names (default: ``output_0, output_1, ...``).
+        dynamic_batch: make dim 0 of every input (and so the outputs) dynamic.
+        opset: ONNX opset of the written model, exactly (18 or later, see :data:`MIN_OPSET`).
+    """
+
+    input_names: Sequence[str] | None = None
+    output_names: Sequence[str] | None = None
+    dynamic_batch: bool = False
+    opset: int = 18
+
+
 def export_qdq_onnx(qgm: torch.fx.GraphModule, example_inputs: Sequence[torch.Tensor], path: str | Path,
-                    input_names: Sequence[str] | None = None, output_names: Sequence[str] | None = None,
-                    dynamic_batch: bool = False, opset: int = 17) -> Path:
+                    options: OnnxExportOptions | None = None, **fields: Any) -> Path:
     """Export a quantized GraphModule to a QDQ ONNX file that ONNX Runtime and TensorRT accept.
+
+    Integer-arithmetic layers (:mod:`fx2trt_pipeline.quantize.int8_ops`) export as their functional
+    op (Conv / ConvTranspose / Gemm between DequantizeLinear nodes), which is how ONNX states them;
+    how a runtime sums them is its own business (ONNX Runtime without graph optimizations: float32).
 
     Args:
         qgm: the reference-quantized GraphModule (``ftp.quantize()``), or any exportable module.
         example_inputs: positional example inputs (CPU tensors).
         path: destination ``.onnx`` file; written atomically.
-        input_names: ONNX input names (default: the GraphModule's placeholder names).
-        output_names: ONNX output names (default: ``output_0, output_1, ...``).
-        dynamic_batch: make dim 0 of every input (and so the outputs) dynamic.
-        opset: ONNX opset of the written model (13 or later: per-channel Q/DQ needs ``axis``).
+        options: names, dynamic batch and opset (:class:`OnnxExportOptions`).
+        **fields: :class:`OnnxExportOptions` fields given directly (``opset=17``), over ``options``.
 
     Returns:
         The written path.
 
     Raises:
-        ExportError: nodes without an ONNX translation (all named), an exporter failure, or a model
-            that fails ``onnx.checker``.
+        ExportError: nodes without an ONNX translation (all named), an exporter failure, an opset
+            that cannot be written, or a model that fails ``onnx.checker``.
 
     Example:
         >>> export_qdq_onnx(qgm, (x,), "model.onnx", input_names=["images"], output_names=["logits"])  # doctest: +SKIP
         PosixPath('model.onnx')
     """
-    if opset < 13:
-        raise ExportError(f"opset {opset} is too old for per-channel QuantizeLinear/DequantizeLinear; use 13+")
+    opts = dataclasses.replace(options or OnnxExportOptions(), **fields)
+    if opts.opset < MIN_OPSET:
+        raise ExportError(f"opset {opts.opset} cannot be written: the torch.export-based ONNX exporter writes opset "
+                          f"{MIN_OPSET} or later (its version converter does not go lower, and ONNX's own converter "
+                          f"breaks ReduceMean); export with opset={MIN_OPSET}, which TensorRT's OnnxParser and ONNX "
+                          "Runtime read")
     rows = unexportable_nodes(qgm)
     if rows:
         _raise_unexportable(rows)
-    onnx = importlib.import_module("onnx")
-    example = tuple(example_inputs)
-    placeholders = [n.name for n in qgm.graph.nodes if n.op == "placeholder"]
-    names_in = list(input_names) if input_names is not None else placeholders[:len(example)]
-    table = {qdq_ops.QUANTIZE: _quantize_linear, qdq_ops.DEQUANTIZE: _dequantize_linear}
+    exportable = int8_ops.float_path(qgm) if any(int8_ops.is_integer_op(n) for n in qgm.graph.nodes) else qgm
+    model = _export_model(exportable, tuple(example_inputs), opts)
+    if opts.dynamic_batch:
+        _name_batch_dim(model)
+    if opts.output_names is None:
+        for i, out in enumerate(model.graph.output):
+            _rename_value(model, out.name, f"output_{i}")
+    _check_model(model, qgm, opts.opset)
+    return atomic_write_bytes(Path(path), model.SerializeToString())
+
+
+def _export_model(gm: torch.fx.GraphModule, example: tuple[torch.Tensor, ...], opts: OnnxExportOptions) -> Any:
+    """The exporter's ModelProto; its failures name the graph nodes the message mentions."""
+    placeholders = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+    names_in = list(opts.input_names) if opts.input_names is not None else placeholders[:len(example)]
+    table = _translation_table(opts.opset)
     try:
-        with _quiet_eval(qgm):
+        with _quiet_eval(gm):
             program = torch.onnx.export(
-                qgm, example, dynamo=True, opset_version=opset, input_names=names_in,
-                output_names=list(output_names) if output_names is not None else None,
-                dynamic_shapes=_dynamic_shapes(qgm, len(example)) if dynamic_batch else None,
+                gm, example, dynamo=True, opset_version=opts.opset, input_names=names_in,
+                output_names=list(opts.output_names) if opts.output_names is not None else None,
+                dynamic_shapes=_dynamic_shapes(gm, len(example)) if opts.dynamic_batch else None,
                 custom_translation_table=table, verbose=False, report=False)
     except Exception as exc:  # the exporter raises many types; name the graph nodes it mentions
         message = f"{exc.__class__.__name__}: {exc}"
         mentioned = [(n.name, _target_label(n), "named in the exporter's error", node_location(n))
-                     for n in qgm.graph.nodes if n.op.startswith("call") and _target_label(n) in message]
+                     for n in gm.graph.nodes if n.op.startswith("call") and _target_label(n) in message]
         if mentioned:
             _raise_unexportable(mentioned, f"ONNX export failed: {message[:2000]}")
         raise ExportError(f"ONNX export failed: {message[:2000]}") from exc
-    model = program.model_proto
-    if dynamic_batch:
-        _name_batch_dim(model)
-    if output_names is None:
-        for i, out in enumerate(model.graph.output):
-            _rename_value(model, out.name, f"output_{i}")
+    return program.model_proto
+
+
+def _check_model(model: Any, qgm: torch.fx.GraphModule, opset: int) -> None:
+    """``onnx.checker`` (full), the requested opset, and no Q/DQ node lost on the way."""
+    onnx = importlib.import_module("onnx")
+    written = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:
+        raise ExportError(f"The exporter wrote opset {written} where {opset} was asked; export with opset={written} "
+                          "or a torch/onnxscript version that can write the requested opset")
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
@@ -201,7 +245,6 @@ def export_qdq_onnx(qgm: torch.fx.GraphModule, example_inputs: Sequence[torch.Te
     if got_q < want_q or got_dq < want_dq:
         raise ExportError(f"The exporter dropped Q/DQ nodes ({got_q}/{want_q} QuantizeLinear, {got_dq}/{want_dq} "
                           "DequantizeLinear): the ONNX model would not be quantized like the GraphModule")
-    return atomic_write_bytes(Path(path), model.SerializeToString())
 
 
 def _rename_value(model: Any, old: str, new: str) -> None:

@@ -226,3 +226,12 @@ def ao_reference(
         prepared = prepare_fx(model.eval(), mapping, example, backend_config=backend)
         prepared(*example)
         return convert_to_reference_fx(prepared, qconfig_mapping=mapping, backend_config=backend)
+
+
+def ftp_quantized(shape: tuple[int, ...], **config: Any) -> dict:
+    """OpCase fields for a module quantized by ``ftp.quantize`` (integer-arithmetic conv / linear nodes)."""
+    import fx2trt_pipeline as ftp
+
+    example = (torch.randn(shape, generator=torch.Generator().manual_seed(0)),)
+    cfg = ftp.QuantConfig(show_progress=False, **config)
+    return dict(inputs=lambda: example, trace=lambda m: ftp.quantize(m, [example], config=cfg), atol=1e-3)

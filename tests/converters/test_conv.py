@@ -9,7 +9,7 @@ from torch import nn
 
 from fx2trt_pipeline import trt_api
 from tests.converters.harness import OpCase, kernel_source, layer_type, run_case
-from tests.converters.qdq_graph import Fn, ao_reference
+from tests.converters.qdq_graph import Fn, ao_reference, ftp_quantized
 
 pytestmark = pytest.mark.skipif(not trt_api.is_available(), reason="no TensorRT library installed")
 
@@ -147,6 +147,13 @@ CASES = [
             ((1, 4, 8, 8),),
         ),
     ),
+    OpCase("conv2d_integer_arithmetic", lambda: nn.Conv2d(4, 8, 3, padding=1), **ftp_quantized((2, 4, 8, 8)),
+           layers={"CONVOLUTION": 1, "QUANTIZE": 1}),
+    OpCase("conv1d_integer_arithmetic", lambda: nn.Conv1d(4, 6, 3, padding=1), **ftp_quantized((2, 4, 12))),
+    OpCase("conv_transpose2d_integer_arithmetic", lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1),
+           **ftp_quantized((2, 4, 6, 6), deconv_weight_axis=1), layers={"DECONVOLUTION": 1}),
+    OpCase("conv_transpose1d_integer_arithmetic", lambda: nn.ConvTranspose1d(4, 6, 3, stride=2, padding=1),
+           **ftp_quantized((2, 4, 8), deconv_weight_axis=1)),
 ]
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from fx2trt_pipeline import trt_api
 from tests.converters.harness import OpCase, run_case
-from tests.converters.qdq_graph import Fn, ao_reference
+from tests.converters.qdq_graph import Fn, ao_reference, ftp_quantized
 
 pytestmark = pytest.mark.skipif(not trt_api.is_available(), reason="no TensorRT library installed")
 
@@ -86,6 +86,8 @@ CASES = [
     OpCase(
         "reference_linear_relu_and_linear", **_reference(nn.Sequential(LinearRelu(), nn.Linear(6, 3)), (4, 8))
     ),
+    OpCase("linear_integer_arithmetic", lambda: nn.Linear(40, 7), **ftp_quantized((3, 40)),
+           layers={"MATRIX_MULTIPLY": 1, "QUANTIZE": 1}),
 ]
 
 

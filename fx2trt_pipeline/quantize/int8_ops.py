@@ -1,0 +1,188 @@
+"""Quantized conv / deconv / linear with TensorRT's integer arithmetic, for the simulated INT8 model.
+
+TensorRT runs an INT8 convolution as an exact integer sum of int8 x int8 products (int32), then one
+float32 epilogue. A float32 convolution on dequantized values is not that: its rounding depends on
+the kernel's summation order (threads, batch size, CPU vs CUDA), and an int8 value that sits on a
+rounding tie downstream flips with it. These functions take the same positional arguments as
+``F.conv2d`` & co. (so converters, ONNX export and reports read the node as before) plus two
+keyword-only scales, and compute:
+
+1. the int8 operands, recovered exactly as ``round(x / input_scale)`` and ``round(w / weight_scale)``
+   (the inputs are ``dequantize`` outputs: ``q * s`` in float32 is within 2**-23 relative of the
+   grid, so rounding returns ``q``);
+2. ``acc``: the exact integer sum, as a float64 tensor (float32 convolutions on integer values while
+   every partial sum stays below 2**24, i.e. at most 1032 products per output, else input-channel
+   chunks of that size summed in float64; float64 convolutions on CUDA, rounded);
+3. the float32 epilogue, in this order: ``a = float32(acc)`` (round to nearest even),
+   ``m = input_scale * weight_scale[c]`` (float32 product), ``y = a * m`` (float32),
+   ``y = y + bias[c]`` (float32). Each step is one IEEE operation, so the result is the same on every
+   device, thread count and batch composition. TensorRT's own epilogue may fuse the multiply-add or
+   multiply by reciprocal scales: its int8 outputs can differ from ours on exact rounding ties only
+   (``validate.tie_parity`` allows exactly those).
+
+A weight whose per-channel axis is the summed axis (ConvTranspose with ``deconv_weight_axis=0``)
+cannot factor its scale out of the integer sum; such layers keep the float functional form.
+
+Example:
+    >>> import torch
+    >>> from fx2trt_pipeline.quantize import int8_ops, qdq_ops
+    >>> sx, sw = torch.tensor(0.1), torch.tensor([0.02, 0.05])
+    >>> x = qdq_ops.dequantize(torch.tensor([[3, -7, 12]], dtype=torch.int8), sx)
+    >>> w = qdq_ops.dequantize(torch.tensor([[1, 2, 3], [-4, 5, 6]], dtype=torch.int8), sw, 0)
+    >>> int8_ops.linear(x, w, None, input_scale=sx, weight_scale=sw).tolist()  # 25 * 0.002, 25 * 0.005
+    [[0.05000000074505806, 0.1250000149011612]]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+#: Products per output that a float32 sum of int8 x int8 values holds exactly (|sum| < 2**24).
+EXACT_FLOAT32_TERMS = 2 ** 24 // (128 * 127)
+
+
+def _grid(v: torch.Tensor, scale: torch.Tensor, axis: int | None) -> torch.Tensor:
+    """The integers ``round(v / scale)`` as float32 (``v`` is a dequantized int8 tensor)."""
+    s = scale.to(v.device, torch.float32)
+    if axis is not None:
+        shape = [1] * v.dim()
+        shape[axis] = -1
+        s = s.reshape(shape)
+    return torch.div(v.to(torch.float32), s).round_()
+
+
+def _exact_sum(op: Callable[..., torch.Tensor], xq: torch.Tensor, wq: torch.Tensor, spec: tuple[int, int, int],
+               args: tuple) -> torch.Tensor:
+    """``op(xq, wq, None, *args)`` summed exactly; ``spec`` = (x channel dim, w channel dim, groups).
+
+    The result holds integers: float32 when they are all below 2**24 (then float32 is exact), else float64.
+    """
+    x_dim, w_dim, groups = spec
+    terms_per_channel = math.prod(wq.shape[2:]) if wq.dim() > 2 else 1
+    channels = wq.shape[w_dim]
+    if xq.device.type != "cpu":  # cuDNN may pick FFT / Winograd: float64 keeps the error far below 0.5
+        return torch.round(op(xq.double(), wq.double(), None, *args))
+    if channels * terms_per_channel <= EXACT_FLOAT32_TERMS:
+        return op(xq, wq, None, *args)
+    step = EXACT_FLOAT32_TERMS // terms_per_channel
+    if groups != 1 or step == 0:
+        return op(xq.double(), wq.double(), None, *args)
+    acc = None
+    for start in range(0, channels, step):
+        part = op(xq.narrow(x_dim, start, min(step, channels - start)),
+                  wq.narrow(w_dim, start, min(step, channels - start)), None, *args).double()
+        acc = part if acc is None else acc.add_(part)
+    return acc
+
+
+def _epilogue(acc: torch.Tensor, input_scale: torch.Tensor, channel_scale: torch.Tensor, bias: torch.Tensor | None,
+              channel_dim: int) -> torch.Tensor:
+    """``float32(acc) * (input_scale * channel_scale) + bias`` in float32, one rounding per step."""
+    shape = [1] * acc.dim()
+    shape[channel_dim] = -1
+    device = acc.device
+    m = (input_scale.to(device, torch.float32) * channel_scale.to(device, torch.float32)).reshape(shape)
+    y = acc.to(torch.float32).mul_(m) if acc.dtype == torch.float64 else acc.mul_(m)
+    if bias is not None:
+        y = y.add_(bias.to(device, torch.float32).reshape(shape))
+    return y
+
+
+def _conv(op: Callable[..., torch.Tensor], x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+          args: tuple, scales: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    input_scale, weight_scale = scales
+    groups = int(args[-1])
+    xq, wq = _grid(x, input_scale, None), _grid(weight, weight_scale, 0)
+    acc = _exact_sum(op, xq, wq, (1, 1, groups), args)
+    return _epilogue(acc, input_scale, weight_scale, bias, 1)
+
+
+def _deconv(op: Callable[..., torch.Tensor], x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+            args: tuple, scales: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    input_scale, weight_scale = scales
+    groups = int(args[2])
+    # Weight (C_in, C_out / groups, *k) with per-output-channel scales on axis 1, repeated per group.
+    xq, wq = _grid(x, input_scale, None), _grid(weight, weight_scale, 1)
+    acc = _exact_sum(op, xq, wq, (1, 0, groups), args)
+    return _epilogue(acc, input_scale, weight_scale.repeat(groups), bias, 1)
+
+
+def conv1d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,
+           dilation=1, groups=1, *, input_scale: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
+    """``F.conv1d`` on dequantized int8 input and weight, with TensorRT's integer arithmetic."""
+    return _conv(F.conv1d, input, weight, bias, (stride, padding, dilation, groups), (input_scale, weight_scale))
+
+
+def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,
+           dilation=1, groups=1, *, input_scale: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
+    """``F.conv2d`` on dequantized int8 input and weight, with TensorRT's integer arithmetic."""
+    return _conv(F.conv2d, input, weight, bias, (stride, padding, dilation, groups), (input_scale, weight_scale))
+
+
+def conv3d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,
+           dilation=1, groups=1, *, input_scale: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
+    """``F.conv3d`` on dequantized int8 input and weight, with TensorRT's integer arithmetic."""
+    return _conv(F.conv3d, input, weight, bias, (stride, padding, dilation, groups), (input_scale, weight_scale))
+
+
+def conv_transpose1d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1,
+                     padding=0, output_padding=0, groups=1, dilation=1, *, input_scale: torch.Tensor,
+                     weight_scale: torch.Tensor) -> torch.Tensor:
+    """``F.conv_transpose1d`` (weight scales on axis 1) with TensorRT's integer arithmetic."""
+    return _deconv(F.conv_transpose1d, input, weight, bias, (stride, padding, output_padding, groups, dilation),
+                   (input_scale, weight_scale))
+
+
+def conv_transpose2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1,
+                     padding=0, output_padding=0, groups=1, dilation=1, *, input_scale: torch.Tensor,
+                     weight_scale: torch.Tensor) -> torch.Tensor:
+    """``F.conv_transpose2d`` (weight scales on axis 1) with TensorRT's integer arithmetic."""
+    return _deconv(F.conv_transpose2d, input, weight, bias, (stride, padding, output_padding, groups, dilation),
+                   (input_scale, weight_scale))
+
+
+def linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
+           input_scale: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
+    """``F.linear`` on dequantized int8 input and weight, with TensorRT's integer arithmetic."""
+    xq, wq = _grid(input, input_scale, None), _grid(weight, weight_scale, 0)
+    acc = _exact_sum(F.linear, xq, wq, (xq.dim() - 1, 1, 1), ())
+    return _epilogue(acc, input_scale, weight_scale, bias, acc.dim() - 1)
+
+
+#: Integer-arithmetic function -> the torch.nn.functional op it computes (same positional arguments).
+FUNCTIONAL_OF: dict[Callable[..., torch.Tensor], Callable[..., torch.Tensor]] = {
+    conv1d: F.conv1d, conv2d: F.conv2d, conv3d: F.conv3d,
+    conv_transpose1d: F.conv_transpose1d, conv_transpose2d: F.conv_transpose2d, linear: F.linear,
+}
+#: torch.nn.functional op -> its integer-arithmetic form.
+INTEGER_OF = {functional: integer for integer, functional in FUNCTIONAL_OF.items()}
+#: Per-channel weight axis that is the output-channel axis (the only one an integer sum can factor out).
+OUTPUT_CHANNEL_AXIS = {F.conv_transpose1d: 1, F.conv_transpose2d: 1}
+
+
+def is_integer_op(node: torch.fx.Node) -> bool:
+    """True for an FX node calling one of these integer-arithmetic functions."""
+    return node.op == "call_function" and node.target in FUNCTIONAL_OF
+
+
+def float_path(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """A copy of ``gm`` whose integer-arithmetic nodes call the plain float functional ops again.
+
+    That is the simulation before integer arithmetic (a float32 conv on dequantized values) and
+    what ONNX export traces: the functional op exports as Conv / Gemm between DequantizeLinear nodes.
+
+    Example:
+        >>> gm = float_path(qgm)        # doctest: +SKIP
+    """
+    import copy
+
+    out = copy.deepcopy(gm)
+    for node in out.graph.nodes:
+        if is_integer_op(node):
+            node.target, node.kwargs = FUNCTIONAL_OF[node.target], {}
+    out.recompile()
+    return out

@@ -1,0 +1,283 @@
+"""Tie-aware parity: an engine-side backend against the simulated INT8 model, quantize layer by layer.
+
+End-to-end cosine cannot gate parity: one int8 value on a rounding tie (``x / s = k + 0.5`` to a few
+ulps) that rounds the other way in another runtime moves MobileNetV2's output cosine to ~0.99, while
+a real error (a weight scale off by 1.5x) can hide above 0.99 in a deep network. So the check is local:
+
+1. run the simulated model, keeping every activation quantize node's int8 output and its value before
+   rounding (``x / s`` in float32, exactly what the quantize op rounds);
+2. run the backend region by region (:mod:`.tie_regions`): every quantize layer's output is replaced
+   by the reference int8 value, so each region computes from the reference int8 inputs;
+3. at each quantize layer, count the int8 values that differ (*flips*). A flip is allowed only when it
+   is one step and the reference value lies within ``tie_window`` steps of a ``.5`` tie; any other flip
+   fails the region. The network outputs, computed from reference inputs, must match to
+   ``output_min_sqnr_db``. A quantize node the backend lacks (a missing Q/DQ pair) fails too.
+4. report the end-to-end cosine of a free run beside the *noise floor*: the lowest output cosine the
+   simulated model itself shows when one of its likeliest tie values is flipped by one step.
+
+The report names the first failing region (graph order) with the layers that feed it.
+
+Example:
+    >>> from fx2trt_pipeline.validate.tie_parity import tie_parity
+    >>> from fx2trt_pipeline.validate.tie_regions import ExecutorRegions
+    >>> report = tie_parity(qgm, ExecutorRegions(network), (x,))   # doctest: +SKIP
+    >>> assert report, str(report)                                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch.fx import GraphModule, Interpreter, Node
+
+from fx2trt_pipeline.capture import flatten_outputs
+from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.quantize import qdq_ops
+from fx2trt_pipeline.validate.compare import cosine_similarity, format_table, sqnr_db
+from fx2trt_pipeline.validate.tie_regions import QuantizePoint
+
+
+@dataclass(frozen=True)
+class TieTolerance:
+    """What tie-aware parity allows.
+
+    Attributes:
+        tie_window: a flip is a tie flip when the reference ``x / s`` is within this many quantization
+            steps of ``k + 0.5`` (float32 summation-order differences stay below 1e-4 steps).
+        output_min_sqnr_db: network outputs computed from reference int8 inputs must match this well.
+        noise_flips: how many of the likeliest tie values to flip for the noise floor (0: skip it).
+    """
+
+    tie_window: float = 1e-3
+    output_min_sqnr_db: float = 60.0
+    noise_flips: int = 3
+
+
+@dataclass(frozen=True)
+class RegionResult:
+    """One quantize layer (the end of a region) or network output, compared with the reference."""
+
+    name: str
+    layers: tuple[str, ...]
+    elements: int
+    flips: int = 0
+    tie_flips: int = 0
+    max_steps: int = 0
+    sqnr_db: float | None = None
+    missing: bool = False
+
+    @property
+    def passed(self) -> bool:
+        """No flip beyond ties; outputs within the SQNR floor (checked by the caller); present."""
+        return not self.missing and self.flips == self.tie_flips and self.max_steps <= 1
+
+    def describe(self) -> str:
+        """One line: what differs here and which layers feed the region."""
+        feeds = f" (region layers: {', '.join(self.layers)})" if self.layers else ""
+        if self.missing:
+            return (f"{self.name}: the backend has no quantize layer with this scale here (a missing Q/DQ pair, "
+                    f"or a different activation scale){feeds}")
+        if self.sqnr_db is not None:
+            return f"output {self.name}: SQNR {self.sqnr_db:.1f} dB from reference int8 inputs{feeds}"
+        return (f"{self.name}: {self.flips - self.tie_flips} non-tie flip(s) of {self.elements} int8 values "
+                f"(max {self.max_steps} steps, {self.tie_flips} tie flips){feeds}")
+
+
+@dataclass
+class TieParityReport:
+    """Tie-aware parity of one backend; truthy when every region and output passes."""
+
+    backend: str
+    regions: list[RegionResult]
+    outputs: list[RegionResult]
+    end_to_end_cosine: float
+    noise_floor_cosine: float | None
+    tolerance: TieTolerance = field(default_factory=TieTolerance)
+
+    def _output_ok(self, r: RegionResult) -> bool:
+        return r.sqnr_db is not None and r.sqnr_db >= self.tolerance.output_min_sqnr_db
+
+    def failures(self) -> list[RegionResult]:
+        """Failing regions (graph order), then failing outputs."""
+        return [r for r in self.regions if not r.passed] + [r for r in self.outputs if not self._output_ok(r)]
+
+    def __bool__(self) -> bool:
+        return not self.failures()
+
+    def first_failure(self) -> RegionResult | None:
+        """The first region (graph order) that differs beyond ties, else a failing output, else None."""
+        failures = self.failures()
+        return failures[0] if failures else None
+
+    @property
+    def tie_flips(self) -> int:
+        """Allowed one-step flips on ties, over all regions."""
+        return sum(r.tie_flips for r in self.regions)
+
+    def summary(self) -> str:
+        """One line: verdict, flips, end-to-end cosine beside the noise floor."""
+        floor = "n/a" if self.noise_floor_cosine is None else f"{self.noise_floor_cosine:.6f}"
+        first = self.first_failure()
+        verdict = "PASS" if first is None else f"FAIL at {first.describe()}"
+        return (f"{self.backend} vs simulated (tie-aware, {len(self.regions)} quantize layers): {verdict}; "
+                f"{self.tie_flips} tie flip(s); end-to-end cosine {self.end_to_end_cosine:.6f} "
+                f"(one-step flip noise floor {floor})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything as JSON-ready values."""
+        first = self.first_failure()
+        return {"backend": self.backend, "passed": bool(self), "first_failure": first.name if first else None,
+                "first_failure_detail": first.describe() if first else None, "tie_flips": self.tie_flips,
+                "end_to_end_cosine": self.end_to_end_cosine, "noise_floor_cosine": self.noise_floor_cosine,
+                "tolerance": asdict(self.tolerance), "regions": [asdict(r) for r in self.regions],
+                "outputs": [asdict(r) for r in self.outputs]}
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """:meth:`to_dict` as JSON."""
+        return json.dumps(self.to_dict(), indent=indent, default=str)
+
+    def __str__(self) -> str:
+        rows = [(r.name, r.elements, r.flips, r.tie_flips, r.max_steps, "ok" if r.passed else "FAIL")
+                for r in self.regions if r.flips or r.missing]
+        table = format_table(("quantize layer", "values", "flips", "tie flips", "max steps", ""), rows) if rows else ""
+        return self.summary() + ("\n" + table if table else "")
+
+
+# ----------------------------------------------------------------------------------- the reference
+
+
+class _Reference(Interpreter):
+    """Runs the simulated model keeping quantize outputs and pre-rounding values; can substitute them."""
+
+    def __init__(self, gm: GraphModule, substitutes: Mapping[str, torch.Tensor] | None = None) -> None:
+        super().__init__(gm, garbage_collect_values=True)
+        self.substitutes = substitutes or {}
+        self.int8: dict[str, torch.Tensor] = {}
+        self.pre_round: dict[str, torch.Tensor] = {}
+
+    def run_node(self, n: Node) -> Any:
+        if qdq_ops.is_quantize(n) and n.args[2] is None and not self.substitutes:
+            x, scale = self.env[n.args[0]], self.env[n.args[1]]
+            self.pre_round[n.name] = x.to(torch.float32) / scale.to(torch.float32)
+        result = super().run_node(n)
+        if n.name in self.substitutes:
+            return self.substitutes[n.name]
+        if qdq_ops.is_quantize(n):
+            self.int8[n.name] = result
+        return result
+
+
+def quantize_points(qgm: GraphModule) -> list[QuantizePoint]:
+    """The activation (per-tensor) quantize nodes of ``qgm`` in graph order, with their scales."""
+    points = []
+    for n in qgm.graph.nodes:
+        if qdq_ops.is_quantize(n) and n.args[2] is None and isinstance(n.args[1], Node) and n.args[1].op == "get_attr":
+            points.append(QuantizePoint(n.name, float(qgm.get_buffer(str(n.args[1].target)).reshape(()))))
+    return points
+
+
+def region_layers(qgm: GraphModule, point: str) -> tuple[str, ...]:
+    """The computing nodes between the quantize node ``point`` and the dequantize nodes feeding its region."""
+    nodes = {n.name: n for n in qgm.graph.nodes}
+    found, stack, seen = [], [nodes[point].args[0]], set()
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, Node) or node in seen or node.op in ("placeholder", "get_attr"):
+            continue
+        seen.add(node)
+        if qdq_ops.is_dequantize(node) or qdq_ops.is_quantize(node):
+            continue
+        found.append(node.name)
+        stack.extend(node.all_input_nodes)
+    order = {n.name: i for i, n in enumerate(qgm.graph.nodes)}
+    return tuple(sorted(found, key=order.__getitem__))
+
+
+# ---------------------------------------------------------------------------------- comparisons
+
+
+def compare_int8(name: str, layers: tuple[str, ...], own: torch.Tensor, ref: torch.Tensor, pre_round: torch.Tensor,
+                 tie_window: float) -> RegionResult:
+    """Count flips of ``own`` vs ``ref`` and how many are one-step flips on a ``.5`` tie."""
+    own, ref = own.to(ref.device), ref
+    if own.shape != ref.shape:
+        return RegionResult(name, layers, ref.numel(), ref.numel(), 0, 256)
+    diff = (own.to(torch.int16) - ref.to(torch.int16)).abs()
+    flipped = diff > 0
+    flips = int(flipped.sum())
+    if not flips:
+        return RegionResult(name, layers, ref.numel())
+    frac = pre_round.to(ref.device)[flipped].abs().remainder(1.0)
+    on_tie = ((frac - 0.5).abs() <= tie_window) & (diff[flipped] == 1)
+    return RegionResult(name, layers, ref.numel(), flips, int(on_tie.sum()), int(diff.max()))
+
+
+def _noise_floor(qgm: GraphModule, inputs: Sequence[torch.Tensor], ref: _Reference, outputs: list[torch.Tensor],
+                 count: int) -> float | None:
+    """Lowest output cosine when one of the ``count`` likeliest tie values is flipped by one step."""
+    candidates = []
+    for name, pre in ref.pre_round.items():
+        distance = ((pre.abs().remainder(1.0) - 0.5).abs() + (pre.abs() > 127).float()).reshape(-1)
+        index = int(distance.argmin())
+        candidates.append((float(distance[index]), name, index))
+    worst = None
+    for _, name, index in sorted(candidates)[:count]:
+        q = ref.int8[name].clone().reshape(-1)
+        pre = float(ref.pre_round[name].reshape(-1)[index])
+        q[index] += 1 if pre > float(q[index]) else -1  # round the other way
+        flipped = _Reference(qgm, {name: q.reshape(ref.int8[name].shape)})
+        with torch.no_grad():
+            moved = flatten_outputs(flipped.run(*inputs))
+        cos = min(cosine_similarity(a, b) for a, b in zip(outputs, moved))
+        worst = cos if worst is None else min(worst, cos)
+    return worst
+
+
+def tie_parity(qgm: GraphModule, backend: Any, inputs: Sequence[torch.Tensor],
+               tolerance: TieTolerance | None = None) -> TieParityReport:
+    """Tie-aware parity of ``backend`` (:class:`~.tie_regions.ExecutorRegions` or
+    :class:`~.tie_regions.OnnxRuntimeRegions`) against the simulated model ``qgm``.
+
+    Args:
+        qgm: the reference-quantized GraphModule the backend's network or ONNX model came from.
+        backend: has ``name``, ``input_names``, ``run(feeds)`` and ``run_regions(feeds, points, reference)``.
+        inputs: positional inputs, in the backend's input order.
+        tolerance: tie window, output SQNR floor, noise-floor flips (:class:`TieTolerance`).
+
+    Returns:
+        A :class:`TieParityReport`, truthy when every region passes.
+
+    Example:
+        >>> report = tie_parity(qgm, OnnxRuntimeRegions("model.onnx"), (x,))   # doctest: +SKIP
+        >>> print(report.summary())                                          # doctest: +SKIP
+    """
+    tol = tolerance or TieTolerance()
+    if len(inputs) != len(backend.input_names):
+        raise ConfigError(f"{len(inputs)} inputs given; {backend.name} expects {backend.input_names}")
+    feeds = dict(zip(backend.input_names, inputs))
+    ref = _Reference(qgm)
+    with torch.no_grad():
+        sim_outputs = flatten_outputs(ref.run(*inputs))
+    points = quantize_points(qgm)
+    run = backend.run_regions(feeds, points, ref.int8)
+    regions = []
+    for p in points:
+        layers = region_layers(qgm, p.name)
+        if p.name in run.missing:
+            regions.append(RegionResult(p.name, layers, ref.int8[p.name].numel(), missing=True))
+        elif p.name in run.own:
+            regions.append(compare_int8(p.name, layers, run.own[p.name], ref.int8[p.name], ref.pre_round[p.name],
+                                        tol.tie_window))
+    output_node = next(n for n in qgm.graph.nodes if n.op == "output")
+    out_layers = tuple(a.name for a in output_node.all_input_nodes)
+    outputs = [RegionResult(f"output_{i}", out_layers, r.numel(), sqnr_db=sqnr_db(r, o.to(r.device).to(r.dtype)))
+               for i, (r, o) in enumerate(zip(sim_outputs, run.outputs))]
+    free = backend.run(feeds)
+    cos = min((cosine_similarity(r, o.to(r.device).to(r.dtype)) for r, o in zip(sim_outputs, free)), default=math.nan)
+    floor = _noise_floor(qgm, inputs, ref, sim_outputs, tol.noise_flips) if tol.noise_flips else None
+    return TieParityReport(backend.name, regions, outputs, cos, floor, tol)

@@ -1,0 +1,129 @@
+"""Integer arithmetic in the simulated model: exact int8 x int8 sums, one float32 epilogue, so the
+outputs are bitwise identical across thread counts and batch composition."""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+import fx2trt_pipeline as ftp
+from fx2trt_pipeline.quantize import int8_ops, qdq_ops
+
+
+def _bitwise_across_threads(qgm: torch.nn.Module, x: torch.Tensor) -> None:
+    before = torch.get_num_threads()
+    outs = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with torch.no_grad():
+                outs.append((qgm(x), qgm(x[:1])))
+    finally:
+        torch.set_num_threads(before)
+    (full_1, one_1), (full_2, one_2) = outs
+    assert torch.equal(full_1, full_2), (full_1 - full_2).abs().max()
+    assert torch.equal(full_1[:1], one_1) and torch.equal(one_1, one_2)  # batch composition
+
+
+def test_mobilenet_v2_real_weights_is_bitwise_identical_with_1_and_2_threads() -> None:
+    pytest.importorskip("skimage")
+    from fx2trt_pipeline.models.mobilenet_v2_imagenet import mobilenet_v2_imagenet, photo_samples
+
+    qgm = ftp.quantize(mobilenet_v2_imagenet(), [photo_samples(4, size=96, seed=0)],
+                       config=ftp.QuantConfig(show_progress=False))
+    assert sum(int8_ops.is_integer_op(n) for n in qgm.graph.nodes) == 53  # 52 convs + the classifier
+    _bitwise_across_threads(qgm, photo_samples(3, size=96, seed=1))
+
+
+def test_resnet18_small_input_is_bitwise_identical_with_1_and_2_threads() -> None:
+    torch.manual_seed(0)
+    qgm = ftp.quantize(torchvision.models.resnet18().eval(), [torch.randn(4, 3, 64, 64)],
+                       config=ftp.QuantConfig(show_progress=False))
+    _bitwise_across_threads(qgm, torch.randn(3, 3, 64, 64))
+
+
+def _exact_reference(x_q: torch.Tensor, w_q: torch.Tensor, sx: torch.Tensor, sw: torch.Tensor, bias: torch.Tensor,
+                     **conv: object) -> torch.Tensor:
+    """The documented epilogue on an independent exact sum (int64 via float64 on small integers)."""
+    acc = F.conv2d(x_q.double(), w_q.double(), None, **conv)
+    return acc.float() * (sx * sw).reshape(1, -1, 1, 1) + bias.reshape(1, -1, 1, 1)
+
+
+@pytest.mark.parametrize("cin,groups", [(8, 1), (160, 1), (96, 96)])  # 160 * 9 > 1032: input-channel chunks
+def test_conv_equals_exact_integer_sum_then_float32_epilogue(cin: int, groups: int) -> None:
+    gen = torch.Generator().manual_seed(cin)
+    x_q = torch.randint(-128, 128, (2, cin, 7, 7), generator=gen, dtype=torch.int8)
+    w_q = torch.randint(-127, 128, (12 if groups == 1 else cin, cin // groups, 3, 3), generator=gen, dtype=torch.int8)
+    sx, sw = torch.tensor(0.0123), torch.rand(w_q.shape[0], generator=gen) * 0.01 + 1e-3
+    bias = torch.randn(w_q.shape[0], generator=gen)
+    x, w = qdq_ops.dequantize(x_q, sx), qdq_ops.dequantize(w_q, sw, 0)
+    got = int8_ops.conv2d(x, w, bias, 1, 1, 1, groups, input_scale=sx, weight_scale=sw)
+    want = _exact_reference(x_q, w_q, sx, sw, bias, padding=1, groups=groups)
+    assert torch.equal(got, want)
+
+
+def test_deconv_and_linear_match_their_float_op_closely() -> None:
+    gen = torch.Generator().manual_seed(3)
+    sx = torch.tensor(0.05)
+    x = qdq_ops.fake_quantize(torch.randn(2, 4, 5, 5, generator=gen), sx)
+    w_q = torch.randint(-127, 128, (4, 3, 3, 3), generator=gen, dtype=torch.int8)
+    sw = torch.rand(3, generator=gen) * 0.01 + 1e-3
+    w = qdq_ops.dequantize(w_q, sw, 1)
+    got = int8_ops.conv_transpose2d(x, w, None, 2, 1, 1, 1, 1, input_scale=sx, weight_scale=sw)
+    assert torch.allclose(got, F.conv_transpose2d(x, w, None, 2, 1, 1, 1, 1), atol=1e-5)
+    xl = qdq_ops.fake_quantize(torch.randn(5, 2000, generator=gen), sx)  # 2000 > 1032 terms: chunked
+    wl_q = torch.randint(-127, 128, (6, 2000), generator=gen, dtype=torch.int8)
+    sl = torch.rand(6, generator=gen) * 0.01 + 1e-3
+    wl = qdq_ops.dequantize(wl_q, sl, 0)
+    exact = (torch.round(xl / sx).double() @ wl_q.double().T).float() * (sx * sl)
+    assert torch.equal(int8_ops.linear(xl, wl, None, input_scale=sx, weight_scale=sl), exact)
+
+
+def test_reference_graph_keeps_its_contract_and_survives_copy_pickle_export() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 5)).eval()
+    qgm = ftp.quantize(model, [torch.randn(4, 3, 6, 6)], config=ftp.QuantConfig(show_progress=False))
+    nodes = {n.name: n for n in qgm.graph.nodes}
+    conv = nodes["_0"]
+    assert conv.target is int8_ops.conv2d and int8_ops.FUNCTIONAL_OF[conv.target] is F.conv2d
+    assert qdq_ops.is_dequantize(conv.args[0]) and qdq_ops.is_dequantize(conv.args[1])  # positional args as before
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        want = qgm(x)
+        assert torch.equal(copy.deepcopy(qgm)(x), want)
+        buffer = io.BytesIO()
+        torch.save(qgm, buffer)
+        buffer.seek(0)
+        assert torch.equal(torch.load(buffer, weights_only=False)(x), want)
+        assert torch.equal(pickle.loads(pickle.dumps(qgm))(x), want)
+        exported = torch.export.export(qgm, (x,)).module()
+        assert torch.equal(exported(x), want)
+        assert not any(int8_ops.is_integer_op(n) for n in int8_ops.float_path(qgm).graph.nodes)
+        assert torch.allclose(int8_ops.float_path(qgm)(x), want, atol=1e-4)
+
+
+def test_deconv_scaled_on_its_summed_axis_keeps_the_float_form() -> None:
+    model = nn.Sequential(nn.ConvTranspose2d(4, 6, 3)).eval()
+    calib = [torch.randn(2, 4, 5, 5)]
+    on_inputs = ftp.quantize(model, calib, config=ftp.QuantConfig(show_progress=False, deconv_weight_axis=0))
+    on_outputs = ftp.quantize(model, calib, config=ftp.QuantConfig(show_progress=False, deconv_weight_axis=1))
+    assert [n.target for n in on_inputs.graph.nodes if n.name == "_0"] == [F.conv_transpose2d]
+    assert [n.target for n in on_outputs.graph.nodes if n.name == "_0"] == [int8_ops.conv_transpose2d]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
+def test_cuda_matches_cpu_bitwise() -> None:
+    torch.manual_seed(0)
+    qgm = ftp.quantize(torchvision.models.resnet18().eval(), [torch.randn(4, 3, 64, 64)],
+                       config=ftp.QuantConfig(show_progress=False))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        cpu = qgm(x)
+        gpu = copy.deepcopy(qgm).cuda()(x.cuda()).cpu()
+    assert torch.equal(cpu, gpu)
