@@ -3,9 +3,9 @@
 TensorRT runs an INT8 convolution as an exact integer sum of int8 x int8 products (int32), then one
 float32 epilogue. A float32 convolution on dequantized values is not that: its rounding depends on
 the kernel's summation order (threads, batch size, CPU vs CUDA), and an int8 value that sits on a
-rounding tie downstream flips with it. These functions take the same positional arguments as
-``F.conv2d`` & co. (so converters, ONNX export and reports read the node as before) plus two
-keyword-only scales, and compute:
+rounding tie downstream flips with it. These custom ops (``torch.ops.fx2trt.int8_conv2d`` & co.) take
+the same positional arguments as ``F.conv2d`` & co. (so converters, ONNX export and reports read the
+node as before) plus the two scales, given as keywords, and compute:
 
 1. the int8 operands, recovered exactly as ``round(x / input_scale)`` and ``round(w / weight_scale)``
    (the inputs are ``dequantize`` outputs: ``q * s`` in float32 is within 2**-23 relative of the
@@ -21,7 +21,8 @@ keyword-only scales, and compute:
    (``validate.tie_parity`` allows exactly those).
 
 A weight whose per-channel axis is the summed axis (ConvTranspose with ``deconv_weight_axis=0``)
-cannot factor its scale out of the integer sum; such layers keep the float functional form.
+cannot factor its scale out of the integer sum; such layers keep the float functional form, and so do
+convolutions with string padding (``padding="same"``).
 
 Example:
     >>> import torch
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -104,57 +106,84 @@ def _conv(op: Callable[..., torch.Tensor], x: torch.Tensor, weight: torch.Tensor
 def _deconv(op: Callable[..., torch.Tensor], x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
             args: tuple, scales: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     input_scale, weight_scale = scales
-    groups = int(args[2])
+    groups = int(args[3])
     # Weight (C_in, C_out / groups, *k) with per-output-channel scales on axis 1, repeated per group.
     xq, wq = _grid(x, input_scale, None), _grid(weight, weight_scale, 1)
     acc = _exact_sum(op, xq, wq, (1, 0, groups), args)
     return _epilogue(acc, input_scale, weight_scale.repeat(groups), bias, 1)
 
 
-def conv1d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,
-           dilation=1, groups=1, *, input_scale: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
-    """``F.conv1d`` on dequantized int8 input and weight, with TensorRT's integer arithmetic."""
+_EXTRA_ARGS = {F.conv_transpose1d: 5, F.conv_transpose2d: 5, F.linear: 0}
+
+
+def _fake(functional: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Shape function for tracing: the functional op on the positional arguments it takes."""
+    extra = _EXTRA_ARGS.get(functional, 4)
+
+    def fake(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *args: Any, **scales: Any
+             ) -> torch.Tensor:
+        return functional(input, weight, bias, *args[:extra])
+    return fake
+
+
+def _register(name: str, impl: Callable[..., torch.Tensor], functional: Callable[..., torch.Tensor]) -> Any:
+    """A ``fx2trt::<name>`` custom op: FX tracing, pickling and torch.export keep it as one node."""
+    op = torch.library.custom_op(f"fx2trt::{name}", mutates_args=())(impl)
+    op.register_fake(_fake(functional))
+    return getattr(torch.ops.fx2trt, name).default
+
+
+def _conv1d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int],
+            padding: list[int], dilation: list[int], groups: int, input_scale: torch.Tensor,
+            weight_scale: torch.Tensor) -> torch.Tensor:
     return _conv(F.conv1d, input, weight, bias, (stride, padding, dilation, groups), (input_scale, weight_scale))
 
 
-def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,
-           dilation=1, groups=1, *, input_scale: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
-    """``F.conv2d`` on dequantized int8 input and weight, with TensorRT's integer arithmetic."""
+def _conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int],
+            padding: list[int], dilation: list[int], groups: int, input_scale: torch.Tensor,
+            weight_scale: torch.Tensor) -> torch.Tensor:
     return _conv(F.conv2d, input, weight, bias, (stride, padding, dilation, groups), (input_scale, weight_scale))
 
 
-def conv3d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,
-           dilation=1, groups=1, *, input_scale: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
-    """``F.conv3d`` on dequantized int8 input and weight, with TensorRT's integer arithmetic."""
+def _conv3d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int],
+            padding: list[int], dilation: list[int], groups: int, input_scale: torch.Tensor,
+            weight_scale: torch.Tensor) -> torch.Tensor:
     return _conv(F.conv3d, input, weight, bias, (stride, padding, dilation, groups), (input_scale, weight_scale))
 
 
-def conv_transpose1d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1,
-                     padding=0, output_padding=0, groups=1, dilation=1, *, input_scale: torch.Tensor,
-                     weight_scale: torch.Tensor) -> torch.Tensor:
-    """``F.conv_transpose1d`` (weight scales on axis 1) with TensorRT's integer arithmetic."""
+def _conv_transpose1d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int],
+                      padding: list[int], output_padding: list[int], groups: int, dilation: list[int],
+                      input_scale: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
     return _deconv(F.conv_transpose1d, input, weight, bias, (stride, padding, output_padding, groups, dilation),
                    (input_scale, weight_scale))
 
 
-def conv_transpose2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1,
-                     padding=0, output_padding=0, groups=1, dilation=1, *, input_scale: torch.Tensor,
-                     weight_scale: torch.Tensor) -> torch.Tensor:
-    """``F.conv_transpose2d`` (weight scales on axis 1) with TensorRT's integer arithmetic."""
+def _conv_transpose2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int],
+                      padding: list[int], output_padding: list[int], groups: int, dilation: list[int],
+                      input_scale: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
     return _deconv(F.conv_transpose2d, input, weight, bias, (stride, padding, output_padding, groups, dilation),
                    (input_scale, weight_scale))
 
 
-def linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
-           input_scale: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
-    """``F.linear`` on dequantized int8 input and weight, with TensorRT's integer arithmetic."""
+def _linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, input_scale: torch.Tensor,
+            weight_scale: torch.Tensor) -> torch.Tensor:
     xq, wq = _grid(input, input_scale, None), _grid(weight, weight_scale, 0)
     acc = _exact_sum(F.linear, xq, wq, (xq.dim() - 1, 1, 1), ())
     return _epilogue(acc, input_scale, weight_scale, bias, acc.dim() - 1)
 
 
-#: Integer-arithmetic function -> the torch.nn.functional op it computes (same positional arguments).
-FUNCTIONAL_OF: dict[Callable[..., torch.Tensor], Callable[..., torch.Tensor]] = {
+#: The custom ops (OpOverloads) the reference graph calls; same positional arguments as the functional op
+#: (stride / padding / dilation / output_padding as int lists), then ``input_scale`` and ``weight_scale``,
+#: which the reference graph passes as keywords (converters read the positional arguments only).
+conv1d = _register("int8_conv1d", _conv1d, F.conv1d)
+conv2d = _register("int8_conv2d", _conv2d, F.conv2d)
+conv3d = _register("int8_conv3d", _conv3d, F.conv3d)
+conv_transpose1d = _register("int8_conv_transpose1d", _conv_transpose1d, F.conv_transpose1d)
+conv_transpose2d = _register("int8_conv_transpose2d", _conv_transpose2d, F.conv_transpose2d)
+linear = _register("int8_linear", _linear, F.linear)
+
+#: Integer-arithmetic op -> the torch.nn.functional op it computes (same positional arguments).
+FUNCTIONAL_OF: dict[Any, Callable[..., torch.Tensor]] = {
     conv1d: F.conv1d, conv2d: F.conv2d, conv3d: F.conv3d,
     conv_transpose1d: F.conv_transpose1d, conv_transpose2d: F.conv_transpose2d, linear: F.linear,
 }

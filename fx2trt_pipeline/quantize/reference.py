@@ -143,5 +143,7 @@ def _use_integer_arithmetic(node: Node, weight_scale: Node, axis: int | None) ->
         return
     if axis != int8_ops.OUTPUT_CHANNEL_AXIS.get(node.target, 0):
         return  # a scale on the summed axis (deconv axis 0) cannot leave the integer sum
+    if any(isinstance(a, str) for a in node.args):
+        return  # padding="same"/"valid": the op's schema takes int lists
     node.target = int8_ops.INTEGER_OF[node.target]
     node.kwargs = {"input_scale": x.args[1], "weight_scale": weight_scale}

@@ -64,7 +64,7 @@ def test_conv_equals_exact_integer_sum_then_float32_epilogue(cin: int, groups: i
     sx, sw = torch.tensor(0.0123), torch.rand(w_q.shape[0], generator=gen) * 0.01 + 1e-3
     bias = torch.randn(w_q.shape[0], generator=gen)
     x, w = qdq_ops.dequantize(x_q, sx), qdq_ops.dequantize(w_q, sw, 0)
-    got = int8_ops.conv2d(x, w, bias, 1, 1, 1, groups, input_scale=sx, weight_scale=sw)
+    got = int8_ops.conv2d(x, w, bias, [1, 1], [1, 1], [1, 1], groups, input_scale=sx, weight_scale=sw)
     want = _exact_reference(x_q, w_q, sx, sw, bias, padding=1, groups=groups)
     assert torch.equal(got, want)
 
@@ -76,7 +76,8 @@ def test_deconv_and_linear_match_their_float_op_closely() -> None:
     w_q = torch.randint(-127, 128, (4, 3, 3, 3), generator=gen, dtype=torch.int8)
     sw = torch.rand(3, generator=gen) * 0.01 + 1e-3
     w = qdq_ops.dequantize(w_q, sw, 1)
-    got = int8_ops.conv_transpose2d(x, w, None, 2, 1, 1, 1, 1, input_scale=sx, weight_scale=sw)
+    got = int8_ops.conv_transpose2d(x, w, None, [2, 2], [1, 1], [1, 1], 1, [1, 1], input_scale=sx,
+                                     weight_scale=sw)
     assert torch.allclose(got, F.conv_transpose2d(x, w, None, 2, 1, 1, 1, 1), atol=1e-5)
     xl = qdq_ops.fake_quantize(torch.randn(5, 2000, generator=gen), sx)  # 2000 > 1032 terms: chunked
     wl_q = torch.randint(-127, 128, (6, 2000), generator=gen, dtype=torch.int8)

@@ -31,7 +31,7 @@ def test_hand_written_qdq_conv_exports_with_int8_zero_points_and_axis(tmp_path, 
                            output_names=["scores"])
     model = onnx.load(path)
     onnx.checker.check_model(model, full_check=True)
-    assert model.opset_import[0].version == 17
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [18]
     assert [i.name for i in model.graph.input] == ["images"] and [o.name for o in model.graph.output] == ["scores"]
     qdq = _qdq_nodes(model)
     assert [n.op_type for n in qdq].count("QuantizeLinear") == 1 and len(qdq) == 3
@@ -119,3 +119,15 @@ def test_foreign_custom_op_is_refused_and_existing_file_kept(tmp_path):
 def test_old_opset_is_refused(tmp_path, qdq_conv_gm):
     with pytest.raises(ExportError, match="opset 10"):
         export_qdq_onnx(qdq_conv_gm, (torch.randn(1, 3, 8, 8),), tmp_path / "m.onnx", opset=10)
+
+
+@pytest.mark.parametrize("opset", [17, 18, 20])
+def test_the_written_opset_is_the_one_asked_for_or_refused(tmp_path, tiny_quantized, opset):
+    """The exporter writes 18 or later; 17 used to come out as 18 silently, now it is refused."""
+    _, qgm = tiny_quantized
+    if opset < 18:
+        with pytest.raises(ExportError, match="opset 17 cannot be written.*opset=18"):
+            export_qdq_onnx(qgm, (torch.randn(1, 3, 16, 16),), tmp_path / "m.onnx", opset=opset)
+        return
+    path = export_qdq_onnx(qgm, (torch.randn(1, 3, 16, 16),), tmp_path / "m.onnx", opset=opset)
+    assert [o.version for o in onnx.load(path).opset_import if o.domain in ("", "ai.onnx")] == [opset]
