@@ -26,7 +26,7 @@ from html import escape
 from torch import nn
 from torch.fx import GraphModule, Node
 
-from fx2trt_pipeline.quantize import qdq_ops
+from fx2trt_pipeline.quantize import int8_ops, qdq_ops
 
 #: Modules that carry weights: left as modules in a quantized graph, they were kept in float.
 WEIGHTED_MODULES = (
@@ -74,7 +74,7 @@ def op_label(gm: GraphModule, node: Node) -> str:
         return type(gm.get_submodule(str(node.target))).__name__
     if node.op in ("placeholder", "output"):
         return node.op
-    target = node.target
+    target = int8_ops.FUNCTIONAL_OF.get(node.target, node.target)  # an integer-arithmetic conv reads as conv2d
     return target if isinstance(target, str) else getattr(target, "__name__", str(target))
 
 

@@ -47,8 +47,9 @@ from fx2trt_pipeline.validate.metrics import (
     output_cosine,
     topk_accuracy,
 )
-from fx2trt_pipeline.validate.results import BackendRow, Evaluation, finite_or_none
+from fx2trt_pipeline.validate.results import BackendRow, Evaluation, finite_or_none, json_safe
 from fx2trt_pipeline.validate.runners import Runner, TorchRunner
+from fx2trt_pipeline.validate.tie_parity import runner_tie_parity
 
 TASKS = ("detection", "classification", "none")
 #: Images compared output by output between backends.
@@ -259,6 +260,7 @@ class _References:
     feeds: dict[str, torch.Tensor]
     fp32_out: dict[str, torch.Tensor]
     simulated_out: dict[str, torch.Tensor]
+    qgm: torch.nn.Module | None = None  # the simulated model, for tie-aware parity
 
 
 def _min_stat(result: Any, attr: str) -> float | None:
@@ -284,6 +286,8 @@ def _row(key: str, runner: Runner, data: EvalData, refs: _References, engine_sid
         vs_sim = compare_outputs(refs.simulated_out, out, Tolerance(min_cosine=None), ref_name="simulated",
                                  test_name=key)
         row.cosine_vs_simulated = _min_stat(vs_sim, "cosine")
+        report = runner_tie_parity(refs.qgm, runner, refs.feeds) if refs.qgm is not None else None
+        row.tie_parity = None if report is None else json_safe(report.to_dict())
     return row
 
 
@@ -311,7 +315,7 @@ def evaluate_backends(runners: Mapping[str, Runner], data: EvalData, plan: Backe
         raise ConfigError("evaluate_backends needs the 'fp32' and 'simulated' runners")
     feeds = data.parity_feeds()
     refs = _References(score_runner(runners["fp32"], data), feeds, runners["fp32"].run(feeds),
-                       runners["simulated"].run(feeds))
+                       runners["simulated"].run(feeds), getattr(runners["simulated"], "module", None))
     rows = []
     for key, runner in runners.items():
         rows.append(_row(key, runner, data, refs, key in plan.names))
@@ -323,7 +327,10 @@ def evaluate_backends(runners: Mapping[str, Runner], data: EvalData, plan: Backe
                             parity_images=int(next(iter(feeds.values())).shape[0]))
     gate_evaluation(evaluation, gate)
     for row in evaluation.engine_side:
-        if gate.min_cosine is not None and (row.cosine_vs_simulated or 0.0) < gate.min_cosine:
+        if row.tie_parity is not None:
+            if not row.tie_parity["passed"]:
+                row.status, row.note = "failed", f"tie-aware parity: {row.tie_parity['first_failure_detail']}"
+        elif gate.min_cosine is not None and (row.cosine_vs_simulated or 0.0) < gate.min_cosine:
             row.status, row.note = "failed", f"output cosine vs simulated below {gate.min_cosine}"
     return evaluation
 

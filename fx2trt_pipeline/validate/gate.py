@@ -5,7 +5,8 @@
     GateSpec (thresholds) ─┐
     Evaluation ────────────┴─ GATE_CHECKS, in order ─> [GateLine("PASS ..."), GateLine("FAIL ...")] ─> passed
         check_engine_ran      an engine-side backend ran (a gate that checked nothing must not pass)
-        check_output_parity   output cosine of every engine-side backend vs the simulated model >= min_cosine
+        check_output_parity   tie-aware parity of every engine-side backend vs the simulated model, quantize
+                              layer by layer (a TensorRT engine: output cosine >= min_cosine)
         check_task_metric     |metric(engine) - metric(simulated)| <= engine_tolerance and
                               metric(FP32) - metric(simulated) <= int8_budget      (check_parity)
         check_min_metric      metric(engine) >= min_metric
@@ -217,11 +218,16 @@ def check_engine_ran(evaluation: Evaluation, spec: GateSpec) -> list[GateLine]:
 
 
 def check_output_parity(evaluation: Evaluation, spec: GateSpec) -> list[GateLine]:
-    """Output cosine of every engine-side backend vs the simulated model, on the parity batch."""
-    if spec.min_cosine is None:
-        return []
+    """Every engine-side backend vs the simulated model, on the parity batch: tie-aware parity per
+    quantize layer where the backend runs region by region (:mod:`~fx2trt_pipeline.validate.tie_parity`;
+    end-to-end cosine shown beside its noise floor), else output cosine >= ``spec.min_cosine``."""
     lines = []
     for row in evaluation.engine_side:
+        if row.tie_parity is not None:
+            lines.append(GateLine(bool(row.tie_parity["passed"]), f"outputs: {row.tie_parity['summary']}"))
+            continue
+        if spec.min_cosine is None:
+            continue
         cosine = row.cosine_vs_simulated
         ok = cosine is not None and cosine >= spec.min_cosine
         shown = float("nan") if cosine is None else cosine

@@ -33,7 +33,7 @@ from torch.fx import GraphModule, Interpreter, Node
 from torch.fx.node import map_arg
 
 from fx2trt_pipeline.errors import ConfigError
-from fx2trt_pipeline.quantize import qdq_ops
+from fx2trt_pipeline.quantize import int8_ops, qdq_ops
 from fx2trt_pipeline.validate.compare import (
     ComparisonResult,
     Tolerance,
@@ -45,8 +45,8 @@ from fx2trt_pipeline.validate.compare import (
 from fx2trt_pipeline.validate.network_executor import NetworkExecutor
 from fx2trt_pipeline.capture import flatten_outputs
 
-#: Both sides compute the same INT8 network: only float summation order (and the rare Q rounding
-#: flip it causes) may differ, which stays far above 30 dB.
+#: Both sides compute the same INT8 network (integer-exact conv / matmul on both): only float layers'
+#: summation order and the rare Q rounding flip on a tie may differ, which stays far above 30 dB.
 PARITY_TOLERANCE = Tolerance(min_cosine=0.9999, min_sqnr_db=30.0)
 
 
@@ -281,7 +281,7 @@ def _reference_weight_error(module: torch.nn.Module) -> tuple[float | None, floa
 def _op_label(gm: GraphModule, node: Node) -> str:
     if node.op == "call_module":
         return type(gm.get_submodule(str(node.target))).__name__
-    target = node.target
+    target = int8_ops.FUNCTIONAL_OF.get(node.target, node.target)  # an integer-arithmetic conv reads as conv2d
     return target if isinstance(target, str) else getattr(target, "__name__", str(target))
 
 
@@ -328,9 +328,13 @@ def quant_error_table(float_model: torch.nn.Module, qgm: GraphModule, inputs: Se
                       concrete_args: dict[str, Any] | None = None) -> LayerErrorTable:
     """Quantization error of every layer with quantized inputs or weights.
 
+    Weights are compared with the BN-folded float weights the quantizer started from: a float model
+    given as a GraphModule (e.g. from onnx2torch) is BN-folded here too (on a copy), so a conv's int8
+    weights are not compared with its unfolded weights.
+
     Args:
-        float_model: the float model that was quantized, or its BN-folded float GraphModule with the
-            quantizer's node names (used as is).
+        float_model: the float model that was quantized, or its float GraphModule with the quantizer's
+            node names.
         qgm: the reference-quantized GraphModule.
         inputs: one batch of positional inputs.
         concrete_args: forwarded to tracing when ``float_model`` is not a GraphModule.
@@ -344,53 +348,71 @@ def quant_error_table(float_model: torch.nn.Module, qgm: GraphModule, inputs: Se
         >>> table.worst_first()[0].layer                          # doctest: +SKIP
         'layer4_1_conv2'
     """
-    if isinstance(float_model, GraphModule):
-        float_gm = float_model
-    elif _is_torch_ao_graph(qgm):
-        float_gm = torch_ao_float_twin(qgm)
-    else:
-        float_gm = float_reference_graph(float_model, qgm, concrete_args)
-    float_nodes = {n.name: n for n in float_gm.graph.nodes}
+    float_gm = _folded_float_graph(float_model, qgm, concrete_args)
     float_values, _ = capture_node_values(float_gm, inputs)
     quant_values, _ = capture_node_values(qgm, inputs)
-    # Inputs a layer sees when run alone: float values where the float model has the node (an
-    # unquantized residual input, say), else the quantized graph's own values (biases, scales).
-    base = ChainMap({k: v for k, v in float_values.items() if float_nodes[k].op != "get_attr"}, quant_values)
+    ctx = _ErrorContext(float_gm, {n.name: n for n in float_gm.graph.nodes}, float_values, quant_values)
     rows = LayerErrorTable()
     for node in qgm.graph.nodes:
-        if node.op not in ("call_function", "call_module", "call_method") or qdq_ops.is_any_quantize(node) \
-                or qdq_ops.is_any_dequantize(node):
+        if node.op not in ("call_function", "call_module", "call_method") or qdq_ops.is_quantize(node) \
+                or qdq_ops.is_dequantize(node):
             continue
         acts, weights = _quantized_args(node)
-        if not (acts or weights) or node.name not in float_values or node.name not in quant_values:
-            continue
-        env: dict[str, torch.Tensor] = {}  # this layer's inputs, over the shared base values
-        for dq in acts:  # the float input, through this layer's own Q/DQ
-            q = dq.args[0]
-            x = float_values.get(q.args[0].name, quant_values.get(q.args[0].name))
-            # This layer's own Q then DQ nodes, run on the float value (any Q/DQ flavour).
-            q_value = _run_alone(qgm, q, ChainMap({q.args[0].name: x}, base))
-            env[dq.name] = _run_alone(qgm, dq, {q.name: q_value, **{a.name: base[a.name] for a in dq.all_input_nodes
-                                                                      if a is not q}})
-        for _, wdq in weights:
-            env[wdq.name] = quant_values[wdq.name]
-        with torch.no_grad():
-            alone = _run_alone(qgm, node, ChainMap(env, base))
-        ref = float_values[node.name]
-        w_sqnr = w_cos = None
-        if not weights and node.op == "call_module":
-            w_sqnr, w_cos = _reference_weight_error(qgm.get_submodule(str(node.target)))
-        if weights:
-            pos, wdq = weights[0]
-            w_float = _float_weight(float_gm, float_nodes[node.name], pos, float_values) \
-                if node.name in float_nodes else None
-            if w_float is not None and w_float.shape == quant_values[wdq.name].shape:
-                w_sqnr = sqnr_db(w_float, quant_values[wdq.name])
-                w_cos = cosine_similarity(w_float, quant_values[wdq.name])
-        accumulated = quant_values[node.name]
-        same = tuple(accumulated.shape) == tuple(ref.shape)
-        rows.append(LayerErrorRow(
-            node.name, _op_label(qgm, node), sqnr_db(ref, alone), cosine_similarity(ref, alone),
-            sqnr_db(ref, accumulated) if same else math.nan, cosine_similarity(ref, accumulated) if same else math.nan,
-            w_sqnr, w_cos))
+        if (acts or weights) and node.name in float_values and node.name in quant_values:
+            rows.append(_error_row(qgm, node, (acts, weights), ctx))
     return rows
+
+
+def _folded_float_graph(float_model: torch.nn.Module, qgm: GraphModule,
+                        concrete_args: dict[str, Any] | None) -> GraphModule:
+    if not isinstance(float_model, GraphModule):
+        return float_reference_graph(float_model, qgm, concrete_args)
+    from fx2trt_pipeline.quantize.fold_bn import fold_batchnorm
+
+    gm = copy.deepcopy(float_model).eval()
+    fold_batchnorm(gm)  # a no-op on an already folded graph; node names are kept
+    return gm
+
+
+@dataclass
+class _ErrorContext:
+    """The float graph and both models' captured values, shared by every row."""
+
+    float_gm: GraphModule
+    float_nodes: dict[str, Node]
+    float_values: dict[str, torch.Tensor]
+    quant_values: dict[str, torch.Tensor]
+
+    def base(self) -> ChainMap:
+        # Inputs a layer sees when run alone: float values where the float model has the node (an
+        # unquantized residual input, say), else the quantized graph's own values (biases, scales).
+        return ChainMap({k: v for k, v in self.float_values.items() if self.float_nodes[k].op != "get_attr"},
+                        self.quant_values)
+
+
+def _error_row(qgm: GraphModule, node: Node, quantized: tuple[list[Node], list[tuple[int, Node]]],
+               ctx: _ErrorContext) -> LayerErrorRow:
+    acts, weights = quantized
+    env: dict[str, torch.Tensor] = {}  # this layer's inputs, over the shared base values
+    for dq in acts:  # the float input, through this layer's own Q/DQ
+        q = dq.args[0]
+        source, scale, axis = q.args[0], ctx.quant_values[q.args[1].name], q.args[2]
+        x = ctx.float_values.get(source.name, ctx.quant_values.get(source.name))
+        env[dq.name] = qdq_ops.fake_quantize(x, scale, axis)
+    for _, wdq in weights:
+        env[wdq.name] = ctx.quant_values[wdq.name]
+    with torch.no_grad():
+        alone = _run_alone(qgm, node, ChainMap(env, ctx.base()))
+    ref, accumulated = ctx.float_values[node.name], ctx.quant_values[node.name]
+    w_sqnr = w_cos = None
+    if weights and node.name in ctx.float_nodes:
+        pos, wdq = weights[0]
+        w_float = _float_weight(ctx.float_gm, ctx.float_nodes[node.name], pos, ctx.float_values)
+        if w_float is not None and w_float.shape == ctx.quant_values[wdq.name].shape:
+            w_sqnr = sqnr_db(w_float, ctx.quant_values[wdq.name])
+            w_cos = cosine_similarity(w_float, ctx.quant_values[wdq.name])
+    same = tuple(accumulated.shape) == tuple(ref.shape)
+    return LayerErrorRow(
+        node.name, _op_label(qgm, node), sqnr_db(ref, alone), cosine_similarity(ref, alone),
+        sqnr_db(ref, accumulated) if same else math.nan, cosine_similarity(ref, accumulated) if same else math.nan,
+        w_sqnr, w_cos)

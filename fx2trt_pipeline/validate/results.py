@@ -156,6 +156,7 @@ class BackendRow:
     status: str = "ok"
     note: str = ""
     images: int = 0
+    tie_parity: dict[str, Any] | None = None  # validate.tie_parity report (to_dict) of an engine-side backend
 
 
 @dataclass

@@ -30,6 +30,7 @@ from fx2trt_pipeline.capture.tracer import flatten_outputs
 from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.validate.compare import ComparisonResult, Tolerance, compare_outputs
 from fx2trt_pipeline.validate.network_executor import NetworkExecutor
+from fx2trt_pipeline.validate.tie_regions import ORT_LEVELS
 
 Feeds = Mapping[str, torch.Tensor]
 
@@ -110,16 +111,20 @@ class OnnxRuntimeRunner:
     Args:
         model: path of an ``.onnx`` file or its bytes.
         providers: ONNX Runtime execution providers, CPU by default.
+        optimization: graph optimization level, "disabled" (default: keeps QDQ semantics, so it is a
+            parity backend), "basic", "extended" or "all" (ONNX Runtime's default: QDQ groups become
+            its own integer kernels, what a deployment gets).
     """
 
     def __init__(self, model: str | Path | bytes, providers: Sequence[str] = ("CPUExecutionProvider",),
-                 name: str = "onnxruntime") -> None:
+                 name: str = "onnxruntime", optimization: str = "disabled") -> None:
         ort = importlib.import_module("onnxruntime")
         options = ort.SessionOptions()
         options.log_severity_level = 3  # warnings about unused initializers are noise here
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_LEVELS[optimization])
         source = model if isinstance(model, bytes) else str(model)
         self.session = ort.InferenceSession(source, sess_options=options, providers=list(providers))
-        self.name = name
+        self.name, self.model = name, model
 
     @property
     def input_names(self) -> list[str]:

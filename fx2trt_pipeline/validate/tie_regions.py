@@ -33,7 +33,8 @@ from fx2trt_pipeline.validate.network_executor import NetworkExecutor
 #: ONNX Runtime graph optimization levels by name. "disabled" and "basic" keep QDQ semantics (basic only
 #: folds constants and drops redundant nodes); "all" lets ONNX Runtime fuse QDQ groups into QLinearConv
 #: and similar kernels with their own integer rounding, which is what a deployment gets.
-ORT_LEVELS = ("disabled", "basic", "extended", "all")
+ORT_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+              "all": "ORT_ENABLE_ALL"}
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,7 @@ def ort_session(model: str | Path | bytes, level: str) -> Any:
     ort = importlib.import_module("onnxruntime")
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    options.graph_optimization_level = {
-        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[level]
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_LEVELS[level])
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
 

@@ -110,3 +110,22 @@ def test_quant_error_table_accepts_the_float_graph(tiny_quantized):
     assert isinstance(direct, LayerErrorTable)
     assert [(r.layer, r.weight_sqnr_db) for r in direct] == [(r.layer, r.weight_sqnr_db)
                                                               for r in quant_error_table(model, qgm, (x,))]
+
+
+def test_weight_error_compares_with_bn_folded_weights_also_for_graphmodule_models() -> None:
+    """A float model given as a GraphModule (onnx2torch-style) is BN-folded before its weights are compared."""
+    import fx2trt_pipeline as ftp
+    from fx2trt_pipeline.quantize.fold_bn import fold_pair
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, bias=False), torch.nn.BatchNorm2d(8), torch.nn.ReLU()).eval()
+    model[1].running_var.uniform_(0.001, 0.01)  # BN scales far from 1: unfolded weights are far off
+    model[1].running_mean.uniform_(-1, 1)
+    x = torch.randn(4, 3, 8, 8)
+    qgm = ftp.quantize(model, [x], config=ftp.QuantConfig(show_progress=False))
+    folded = fold_pair(model[0], model[1], copy_layer=True).weight.detach()
+    w_q = qgm.get_buffer("_0_weight_int8").float() * qgm.get_buffer("_0_weight_scale").reshape(-1, 1, 1, 1)
+    want = float(10 * torch.log10(folded.pow(2).sum() / (folded - w_q).pow(2).sum()))
+    for float_model in (model, torch.fx.symbolic_trace(model)):
+        (row,) = [r for r in quant_error_table(float_model, qgm, (x,)) if r.layer == "_0"]
+        assert 35 < row.weight_sqnr_db < 60 and abs(row.weight_sqnr_db - want) < 0.01, row
