@@ -113,7 +113,7 @@ def prepare(model: nn.Module, example_inputs: Sequence[Any] | None = None,
         >>> prepared = ftp.calibrate(prepared, [torch.randn(2, 3, 16, 16)], show_progress=False)
         >>> qgm = ftp.convert(prepared)
         >>> sorted({str(n.target) for n in qgm.graph.nodes if "fx2trt" in str(n.target)})
-        ['fx2trt.dequantize.default', 'fx2trt.quantize.default']
+        ['fx2trt.dequantize.default', 'fx2trt.int8_conv2d.default', 'fx2trt.quantize.default']
     """
     config = config or QuantConfig()
     gm = _float_graph(model, config, example_inputs, concrete_args)

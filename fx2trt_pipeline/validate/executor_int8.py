@@ -6,7 +6,7 @@ of an int8 tensor scaled per output channel, as an INT8 kernel: int8 x int8 prod
 (int32), then a float32 epilogue. This module finds those layers in the real ``INetworkDefinition``
 (reading the DQ layers' inputs and ``axis``) and gives them a handler that computes:
 
-1. ``acc``: the exact integer sum over the int8 operands (minus any zero points), in float64 (exact:
+1. ``acc``: the exact integer sum over the int8 operands (zero points must be 0), in float64 (exact:
    every sum of int8 x int8 products stays far below 2**53), using the executor's own layer semantics
    for padding, stride, groups and operand transposes;
 2. ``float32(acc) * float32(s_in * s_w[c])`` then ``+ bias`` (float32; the bias when the layer holds
@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from fx2trt_pipeline.validate.executor_common import Inputs, LayerHandler, weights_tensor
+from fx2trt_pipeline.validate.executor_common import Inputs, LayerHandler, require, weights_tensor
 from fx2trt_pipeline.validate.executor_layers import run_convolution, run_deconvolution
 from fx2trt_pipeline.validate.executor_tensor_ops import run_matrix_multiply
 
@@ -58,15 +58,13 @@ class _WithoutBias:
         return None if name == "bias" else getattr(self._layer, name)
 
 
-def _int_values(q: torch.Tensor, zero_point: torch.Tensor | None) -> torch.Tensor:
-    values = q.to(torch.float64)
-    return values if zero_point is None else values - zero_point.to(torch.float64)
-
-
-def _operand_values(inputs: Inputs, base: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _operand_values(layer: Any, inputs: Inputs, base: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(integer values, float32 scale)`` of the operand whose names start at ``inputs[base]``."""
     q, scale, zero_point = inputs[base], inputs[base + 1], inputs[base + 2]
-    return _int_values(q, zero_point), scale.to(torch.float32).reshape(-1)
+    # TensorRT's INT8 is symmetric; ONNX models carry explicit zero points, which must then be 0.
+    require(zero_point is None or not bool(zero_point.ne(0).any()), layer,
+            "an INT8 operand's dequantize has a nonzero zero point (TensorRT needs symmetric quantization)")
+    return q.to(torch.float64), scale.to(torch.float32).reshape(-1)
 
 
 def _epilogue(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, channel_dim: int) -> torch.Tensor:
@@ -79,8 +77,8 @@ def _epilogue(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
 def run_int8_conv(layer: Any, inputs: Inputs, transposed: bool) -> torch.Tensor:
     """An INT8 (de)convolution: ``inputs`` = the layer's own inputs + x (int8, scale, zp) + kernel (int8, scale, zp)."""
     own = len(inputs) - 6
-    x, s_x = _operand_values(inputs, own)
-    w, s_w = _operand_values(inputs, own + 3)
+    x, s_x = _operand_values(layer, inputs, own)
+    w, s_w = _operand_values(layer, inputs, own + 3)
     groups = int(layer.num_groups)
     handler = run_deconvolution if transposed else run_convolution
     acc = handler(_WithoutBias(layer), [x, w])
@@ -91,8 +89,8 @@ def run_int8_conv(layer: Any, inputs: Inputs, transposed: bool) -> torch.Tensor:
 
 def run_int8_matmul(layer: Any, inputs: Inputs) -> torch.Tensor:
     """An INT8 matrix multiply: ``inputs`` = (a, b) + a (int8, scale, zp) + b (int8, scale, zp)."""
-    a, s_a = _operand_values(inputs, 2)
-    b, s_b = _operand_values(inputs, 5)
+    a, s_a = _operand_values(layer, inputs, 2)
+    b, s_b = _operand_values(layer, inputs, 5)
     acc = run_matrix_multiply(layer, [a, b])
     return _epilogue(acc, s_a * s_b, None, acc.dim() - 1)
 
