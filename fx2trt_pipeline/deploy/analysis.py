@@ -151,6 +151,18 @@ def kept_in_float(qgm: GraphModule) -> list[dict[str, str]]:
     return out
 
 
+def algorithms_run(state: Any) -> dict[str, Any]:
+    """Which post-training algorithms ran and on how much of the model (for the build report)."""
+    cfg = state.config
+    return {
+        "equalization": {"on": cfg.equalization, "pairs": len(state.equalized)},
+        "bias_correction": {"on": cfg.bias_correction, "layers": len(state.edits.biases)},
+        "adaround": {"on": cfg.adaround, "layers": len(state.edits.rounding),
+                     "iterations": cfg.adaround_iterations if cfg.adaround else None},
+        "auto_per_group": {"on": bool(state.chosen), "chosen": dict(Counter(state.chosen.values()))},
+    }
+
+
 def model_summary(model: nn.Module, qgm: GraphModule) -> dict[str, Any]:
     """Architecture, size and quantization scheme of the model."""
     state = get_quant_state(qgm)
@@ -166,6 +178,7 @@ def model_summary(model: nn.Module, qgm: GraphModule) -> dict[str, Any]:
         "calibrator": cfg.calibrator,
         "percentile": cfg.percentile if cfg.calibrator == "percentile" else None,
         "calibrators_used": dict(calibrators),
+        "algorithms": algorithms_run(state),
         "scheme": {
             "activations": "INT8 symmetric per-tensor, zero point 0, range [-128, 127]",
             "weights": (

@@ -108,11 +108,19 @@ def _add_quant_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("quantization", "QuantConfig fields (the [quant] section of --config)")
     g.add_argument(
         "--calibrator",
-        choices=("minmax", "percentile", "entropy", "mse", "auto"),
+        choices=("minmax", "percentile", "entropy", "mse", "auto", "auto_per_group"),
         help="activation calibrator; auto scores every one on --eval-data (top-1/mAP, or agreement with "
-        "FP32 on unlabelled data) and keeps the best",
+        "FP32 on unlabelled data) and keeps the best; auto_per_group picks one per scale group by the "
+        "output error of the layers reading it (no evaluation data needed)",
     )
     g.add_argument("--percentile", type=float, help="percentile of the percentile calibrator (e.g. 99.99)")
+    g.add_argument("--equalization", action="store_const", const=True,
+                   help="cross-layer equalization of conv/linear pairs before calibration")
+    g.add_argument("--bias-correction", action="store_const", const=True,
+                   help="fold the expected output shift of weight rounding into the biases")
+    g.add_argument("--adaround", action="store_const", const=True,
+                   help="adaptive rounding of conv2d/linear weights on calibration data (minutes on CPU)")
+    g.add_argument("--adaround-iterations", type=int, metavar="N", help="AdaRound steps per layer (default 200)")
 
 
 def _add_build_arguments(p: argparse.ArgumentParser) -> None:

@@ -124,7 +124,17 @@ def _tiles(m: Mapping[str, Any]) -> list[dict[str, str]]:
     )
     pct = f" {model['percentile']}" if model.get("percentile") else ""
     tiles.append({"k": "Calibrator", "v": f"{model.get('calibrator', '?')}{pct}", "d": "per-channel weights"})
+    tiles.append({"k": "PTQ algorithms", "v": _algorithms_label(model.get("algorithms", {})),
+                  "d": "equalization, bias correction, AdaRound"})
     return tiles
+
+
+def _algorithms_label(algorithms: Mapping[str, Any]) -> str:
+    """``"equalization (52 pairs), bias correction (52 layers)"`` or ``"none"``."""
+    counts = {"equalization": "pairs", "bias_correction": "layers", "adaround": "layers"}
+    ran = [f"{name.replace('_', ' ')} ({algorithms[name].get(unit, 0)} {unit})" for name, unit in counts.items()
+           if algorithms.get(name, {}).get("on")]
+    return ", ".join(ran) or "none"
 
 
 def _hist_views(hists: list[Mapping[str, Any]]) -> list[dict[str, str]]:
