@@ -11,12 +11,16 @@ Networks are STRONGLY_TYPED: TensorRT 11 and TensorRT-RTX have no INT8/FP16 buil
 precision of every layer comes from the explicit Q/DQ and cast layers in the network.
 
 Example:
+    >>> import torch, fx2trt_pipeline as ftp
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).eval()
+    >>> x = torch.randn(2, 3, 16, 16)
+    >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
     >>> from fx2trt_pipeline.engine.engine_builder import build_engine
     >>> from fx2trt_pipeline.network.inputs import InputSpec
-    >>> spec = InputSpec.dynamic_batch("x", (3, 224, 224), 1, 8, 32)
-    >>> art = build_engine(quantized_gm, [spec], "resnet18_int8.plan")   # doctest: +SKIP
-    >>> art.size_bytes, art.metadata["build"]["build_seconds"]            # doctest: +SKIP
-    (12004448, 3.1)
+    >>> spec = InputSpec.dynamic_batch("x", (3, 16, 16), 1, 2, 4)
+    >>> art = build_engine(qgm, [spec], "conv_int8.plan")   # TensorRT-RTX builds on a CPU-only machine
+    >>> art.engine_path.name, art.metadata["build"]["engine_bytes"] == art.size_bytes
+    ('conv_int8.plan', True)
 """
 
 from __future__ import annotations
@@ -252,9 +256,16 @@ def save_engine(
         EngineBuildError: ``engine_bytes`` is not an engine of the library in use, or writing failed.
 
     Example:
-        >>> art = save_engine(data, "out/model.plan", {"quant_state_hash": "sha256:..."})   # doctest: +SKIP
-        >>> art.metadata_path.name                                                       # doctest: +SKIP
-        'model.plan.json'
+        >>> from fx2trt_pipeline import trt_api
+        >>> trt = trt_api.get_trt()
+        >>> builder = create_builder()
+        >>> network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+        >>> x = network.add_input("x", trt.float32, (1, 4))
+        >>> network.mark_output(network.add_activation(x, trt.ActivationType.RELU).get_output(0))
+        >>> data = engine_bytes_from_network(builder, network, [InputSpec("x", (1, 4))])
+        >>> art = save_engine(data, "out/model.plan", {"quant_state_hash": "sha256:..."})
+        >>> art.metadata_path.name, art.metadata["quant_state_hash"]
+        ('model.plan.json', 'sha256:...')
     """
     path = Path(path)
     data = bytes(engine_bytes)
@@ -315,8 +326,14 @@ def build_engine(
         EngineBuildError: TensorRT refused the network or the files could not be written.
 
     Example:
-        >>> art = build_engine(qgm, [InputSpec("x", (1, 3, 224, 224))], "model.plan",
-        ...                    options=BuildOptions(builder_optimization_level=3))   # doctest: +SKIP
+        >>> import torch, fx2trt_pipeline as ftp
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).eval()
+        >>> x = torch.randn(2, 3, 16, 16)
+        >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+        >>> art = build_engine(qgm, [InputSpec("x", (2, 3, 16, 16))], "model.plan",
+        ...                    options=BuildOptions(builder_optimization_level=3))
+        >>> art.metadata["build_options"]["builder_optimization_level"], art.metadata["inputs"][0]["shape"]
+        (3, [2, 3, 16, 16])
     """
     options = options if options is not None else BuildOptions()
     data, meta = _timed_engine(qgm, inputs, options, output_names)

@@ -15,11 +15,18 @@ against what the executor computed, so a misunderstanding of a layer's semantics
 error naming the layer instead of a silently different number.
 
 Example:
-    >>> import torch
+    >>> import torch, fx2trt_pipeline as ftp
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).eval()
+    >>> x = torch.randn(2, 3, 16, 16)
+    >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+    >>> from fx2trt_pipeline.network.inputs import InputSpec
+    >>> from fx2trt_pipeline.network.network import network_from_graph_module
+    >>> _, network, ctx = network_from_graph_module(qgm, [InputSpec("x", (2, 3, 16, 16))])
     >>> from fx2trt_pipeline.validate.network_executor import NetworkExecutor
-    >>> executor = NetworkExecutor(network)  # doctest: +SKIP
-    >>> outputs, captured = executor.run({"x": torch.randn(1, 3, 32, 32)}, capture="all")  # doctest: +SKIP
-    >>> sorted(outputs), len(captured) == executor.num_layers  # doctest: +SKIP
+    >>> executor = NetworkExecutor(network)
+    >>> outputs, captured = executor.run({"x": x}, capture="all")
+    >>> torch.equal(outputs[network.get_output(0).name], qgm(x)), len(captured) == network.num_layers
+    (True, True)
 """
 
 from __future__ import annotations
@@ -254,7 +261,16 @@ class NetworkExecutor:
             ConversionError: a layer cannot be computed (names the layer and its type).
 
         Example:
-            >>> outs, cap = NetworkExecutor(net).run({"x": x}, capture=["conv1"])  # doctest: +SKIP
+            >>> import torch, fx2trt_pipeline as ftp
+            >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).eval()
+            >>> x = torch.randn(2, 3, 16, 16)
+            >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+            >>> from fx2trt_pipeline.network.inputs import InputSpec
+            >>> from fx2trt_pipeline.network.network import network_from_graph_module
+            >>> _, network, ctx = network_from_graph_module(qgm, [InputSpec("x", (2, 3, 16, 16))])
+            >>> outs, cap = NetworkExecutor(network).run({"x": x}, capture=["_0"])
+            >>> tuple(cap["_0"].shape)
+            (2, 8, 14, 14)
         """
         plan = self._resolve_capture(capture)
         wanted = {t for _, tensors in plan.values() for t in tensors}

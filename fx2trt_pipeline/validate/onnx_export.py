@@ -17,9 +17,17 @@ written at exactly the requested opset, 18 or later: the exporter writes 18 and 
 uses the requested opset's ops, and the written version is checked.
 
 Example:
+    >>> import torch, fx2trt_pipeline as ftp
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).eval()
+    >>> x = torch.randn(2, 3, 16, 16)
+    >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
     >>> from fx2trt_pipeline.validate.onnx_export import export_qdq_onnx
-    >>> path = export_qdq_onnx(qgm, (torch.randn(1, 3, 224, 224),), "resnet18_qdq.onnx",
-    ...                        input_names=["images"], output_names=["logits"], dynamic_batch=True)  # doctest: +SKIP
+    >>> path = export_qdq_onnx(qgm, (x,), "conv_qdq.onnx",
+    ...                        input_names=["images"], output_names=["features"], dynamic_batch=True)
+    >>> import onnxruntime as ort
+    >>> got = ort.InferenceSession(str(path)).run(None, {"images": x.numpy()})[0]
+    >>> float(torch.nn.functional.cosine_similarity(torch.from_numpy(got).flatten(), qgm(x).flatten(), 0)) > 0.999
+    True
 """
 
 from __future__ import annotations
@@ -183,8 +191,12 @@ def export_qdq_onnx(qgm: torch.fx.GraphModule, example_inputs: Sequence[torch.Te
             that cannot be written, or a model that fails ``onnx.checker``.
 
     Example:
-        >>> export_qdq_onnx(qgm, (x,), "model.onnx", input_names=["images"], output_names=["logits"])  # doctest: +SKIP
-        PosixPath('model.onnx')
+        >>> import torch, fx2trt_pipeline as ftp
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).eval()
+        >>> x = torch.randn(2, 3, 16, 16)
+        >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+        >>> export_qdq_onnx(qgm, (x,), "model.onnx", input_names=["images"], output_names=["features"]).name
+        'model.onnx'
     """
     opts = dataclasses.replace(options or OnnxExportOptions(), **fields)
     if opts.opset < MIN_OPSET:
