@@ -241,18 +241,22 @@ class LayerErrorTable(list[LayerErrorRow]):
 
 
 def float_reference_graph(model: torch.nn.Module, qgm: GraphModule,
-                          concrete_args: dict[str, Any] | None = None) -> GraphModule:
+                          concrete_args: dict[str, Any] | None = None,
+                          example_inputs: Sequence[Any] | None = None) -> GraphModule:
     """The captured, BN-folded float graph of ``model`` with the quantizer's node names.
 
     Built on a copy of ``model`` (folding never touches the caller's model) with the leaf modules
-    of the quantization config attached to ``qgm``.
+    of the quantization config attached to ``qgm``, and the quantizer's capture rewrites (attention;
+    Swin blocks, which need ``example_inputs``).
     """
     from fx2trt_pipeline.capture import capture
+    from fx2trt_pipeline.capture.rewrites import rewrite_for_capture
     from fx2trt_pipeline.quantize.fold_bn import fold_batchnorm
     from fx2trt_pipeline.quantize.state import get_quant_state
 
     config = get_quant_state(qgm).config
-    gm = capture(copy.deepcopy(model).eval(), leaf_modules=config.leaf_modules, concrete_args=concrete_args)
+    model = rewrite_for_capture(copy.deepcopy(model).eval(), example_inputs, config.leaf_modules)
+    gm = capture(model, leaf_modules=config.leaf_modules, concrete_args=concrete_args)
     fold_batchnorm(gm)
     return gm
 
@@ -368,7 +372,7 @@ def quant_error_table(float_model: torch.nn.Module, qgm: GraphModule, inputs: Se
         >>> [row.layer for row in table.worst_first()], table[0].accumulated_sqnr_db > 20
         (['_0'], True)
     """
-    float_gm = _folded_float_graph(float_model, qgm, concrete_args)
+    float_gm = _folded_float_graph(float_model, qgm, concrete_args, inputs)
     float_values, _ = capture_node_values(float_gm, inputs)
     quant_values, _ = capture_node_values(qgm, inputs)
     ctx = _ErrorContext(float_gm, {n.name: n for n in float_gm.graph.nodes}, float_values, quant_values)
@@ -383,10 +387,10 @@ def quant_error_table(float_model: torch.nn.Module, qgm: GraphModule, inputs: Se
     return rows
 
 
-def _folded_float_graph(float_model: torch.nn.Module, qgm: GraphModule,
-                        concrete_args: dict[str, Any] | None) -> GraphModule:
+def _folded_float_graph(float_model: torch.nn.Module, qgm: GraphModule, concrete_args: dict[str, Any] | None,
+                        inputs: Sequence[torch.Tensor]) -> GraphModule:
     if not isinstance(float_model, GraphModule):
-        return float_reference_graph(float_model, qgm, concrete_args)
+        return float_reference_graph(float_model, qgm, concrete_args, inputs)
     from fx2trt_pipeline.quantize.fold_bn import fold_batchnorm
 
     gm = copy.deepcopy(float_model).eval()

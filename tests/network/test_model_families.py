@@ -15,6 +15,7 @@ from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.engine.engine_builder import engine_bytes_from_network
 from fx2trt_pipeline.network.network import network_from_graph_module
 from fx2trt_pipeline.validate.compare import cosine_similarity
+from fx2trt_pipeline.validate.layer_report import quant_error_table
 from fx2trt_pipeline.validate.network_executor import NetworkExecutor
 
 pytestmark = pytest.mark.skipif(not trt_api.is_available(), reason="no TensorRT library installed")
@@ -72,7 +73,11 @@ def _end_to_end(model: nn.Module, shape: tuple[int, ...]) -> tuple[torch.fx.Grap
 
 
 def test_vit_block_quantizes_both_attention_matmuls_and_every_linear() -> None:
-    qgm, network = _end_to_end(TinyViT(), (3, 16, 16))
+    model = TinyViT()
+    qgm, network = _end_to_end(model, (3, 16, 16))
+    # The per-layer error table captures the float model with the same attention rewrite (same node names).
+    table = quant_error_table(model, qgm, (torch.randn(2, 3, 16, 16),))
+    assert {"matmul", "matmul_1", "attn_q_proj", "attn_out_proj"} <= {row.layer for row in table}
     layers = [network.get_layer(i) for i in range(network.num_layers)]
     types = Counter(layer.type.name for layer in layers)
     assert types["NORMALIZATION"] == 3 and types["SOFTMAX"] == 1
