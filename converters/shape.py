@@ -201,12 +201,9 @@ def check_getattr(node: Node) -> str | None:
 
 @register(builtins.getattr, can_convert=check_getattr)
 def convert_getattr(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> Any:
-    """``x.shape`` (like ``x.size()``), ``x.ndim`` (an int), ``x.dtype`` and ``x.device`` (Python values).
-
-    An engine has one device, so ``x.device`` is ``cpu`` for every tensor and ``.to(device)`` is a no-op.
-    """
+    """``x.shape`` (like ``x.size()``), ``x.ndim`` (an int), ``x.dtype`` and ``x.device`` (Python values)."""
     x = ctx.as_tensor(args[0], ctx.name(node, "input"))
-    if args[1] == "device":
+    if args[1] == "device":  # an engine has one device: every tensor is "on" it and .to(device) is a no-op
         return torch.device("cpu")
     if args[1] == "dtype":
         return torch_dtype(x.dtype)
