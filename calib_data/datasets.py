@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from fx2trt_pipeline.errors import CalibrationError
 
+from .labels import LabelMap
 from .preprocess import IMAGE_EXTENSIONS, PreprocessSpec, TransformParams, read_image
 
 
@@ -31,7 +32,9 @@ class ImageFolderDataset(Dataset):
         path: Folder with images (any depth).
         spec: How to turn each image into a network input.
         with_labels: Also return a class index taken from the first-level subfolder name
-            (torchvision ``ImageFolder`` layout), for top-1 evaluation.
+            (torchvision ``ImageFolder`` layout), for top-1 evaluation: the folder's position among the
+            sorted folders until :meth:`use_label_map` maps folders to model outputs
+            (:func:`~fx2trt_pipeline.calib_data.labels.map_classes`).
 
     Raises:
         CalibrationError: the folder is missing or holds no image files.
@@ -58,6 +61,12 @@ class ImageFolderDataset(Dataset):
             raise CalibrationError(
                 f"with_labels=True needs every image of {self.root} inside a class subfolder (root/<class>/img)."
             )
+        self.label_of = {c: i for i, c in enumerate(self.classes)}
+        self.label_source = "position among the sorted class folders"
+
+    def use_label_map(self, label_map: LabelMap) -> None:
+        """Label each image with ``label_map.index[folder]`` (a model output index) from now on."""
+        self.label_of, self.label_source = dict(label_map.index), label_map.how
 
     def __len__(self) -> int:
         return len(self.files)
@@ -66,7 +75,7 @@ class ImageFolderDataset(Dataset):
         x = self.spec(read_image(self.files[i]))
         if not self.with_labels:
             return x
-        return x, self.classes.index(self.files[i].relative_to(self.root).parts[0])
+        return x, self.label_of[self.files[i].relative_to(self.root).parts[0]]
 
 
 class NumpyDataset(Dataset):

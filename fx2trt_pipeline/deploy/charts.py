@@ -13,8 +13,9 @@ Example:
 from __future__ import annotations
 
 import math
-from html import escape
 from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape
 
 FONT = 'font-family="Helvetica, Arial, sans-serif" font-size="11"'
 
@@ -60,10 +61,14 @@ def sqnr_bars(
 ) -> str:
     """Horizontal bar chart of ``(layer, SQNR dB, op)`` rows, in the order given.
 
-    Bars are capped at ``cap_db`` (an exact layer has infinite SQNR); the value is printed at the bar's end.
+    The axis runs from 0 to the largest finite value rounded up to 10 dB, at most ``cap_db`` (an exact layer
+    has infinite SQNR and fills the axis); the value is printed at the bar's end.
     """
     label_w, row_h, top = 210, 20, 26
     plot_w = width - label_w - 70
+    finite = [db for _, db, _ in rows if math.isfinite(db)]
+    # the axis ends at the largest finite value, rounded up to 10 dB (at most cap_db); exact layers fill it
+    cap_db = min(cap_db, max(10.0, 10.0 * math.ceil(max(finite, default=cap_db) / 10.0)))
     height = top + row_h * len(rows) + 22
     out = [_svg_open(width, height, title)]
     for tick in range(0, int(cap_db) + 1, 10):
@@ -92,72 +97,101 @@ def sqnr_bars(
     return "".join(out)
 
 
-def histogram(
-    counts: Sequence[int],
-    bin_width: float,
-    threshold: float,
-    amax: float,
-    title: str = "",
-    width: int = 500,
-    height: int = 190,
-) -> str:
-    """Histogram of |x| (``counts[k]`` values in ``[k*w, (k+1)*w)``), log count axis, threshold marked.
+@dataclass(frozen=True)
+class Histogram:
+    """|x| counts (``counts[k]`` values in ``[k*bin_width, (k+1)*bin_width)``), the calibrated threshold and
+    the largest |x| seen."""
 
-    The region above ``threshold`` (values that saturate to +-127) is shaded, and the share of values
-    clipped is printed.
+    counts: Sequence[int]
+    bin_width: float
+    threshold: float
+    amax: float
 
-    Example:
-        >>> "clip" in histogram([5, 3, 1, 0, 1], 0.5, 1.6, 2.3)
-        True
-    """
-    left, right, top, bottom = 38, 18, 22, 30
-    pw, ph = width - left - right, height - top - bottom
-    x_max = max(amax, threshold, bin_width) * 1.04
-    total = sum(counts) or 1
-    peak = math.log10(max(max(counts, default=1), 1) + 1)
-    out = [
-        _svg_open(width, height, title, fit=True),
-        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#f8f9fa"/>',
-    ]
-    tx = left + pw * min(threshold / x_max, 1.0)
-    out.append(f'<rect x="{tx:.1f}" y="{top}" width="{left + pw - tx:.1f}" height="{ph}" fill="#ffe3e3"/>')
-    for k, c in enumerate(counts):
+    @property
+    def x_max(self) -> float:
+        """Right end of the x axis: the last non-empty bin, the threshold or the largest |x|, whichever is last."""
+        last = max((k + 1 for k, c in enumerate(self.counts) if c > 0), default=1)
+        return max(self.amax, self.threshold, last * self.bin_width) * 1.04
+
+    @property
+    def clipped(self) -> float:
+        """Share of the values at or above the threshold."""
+        total = sum(self.counts) or 1
+        return sum(c for k, c in enumerate(self.counts) if k * self.bin_width >= self.threshold) / total
+
+
+def _histogram_bars(h: Histogram, box: tuple[float, float, float, float]) -> list[str]:
+    left, top, pw, ph = box
+    peak = math.log10(max(max(h.counts, default=1), 1) + 1)
+    out = []
+    for k, c in enumerate(h.counts):
         if c <= 0:
             continue
-        x0, x1 = left + pw * k * bin_width / x_max, left + pw * (k + 1) * bin_width / x_max
-        h = ph * math.log10(c + 1) / peak
-        out.append(
-            f'<rect x="{x0:.2f}" y="{top + ph - h:.2f}" width="{max(x1 - x0, 0.8):.2f}" height="{h:.2f}" '
-            f'fill="#4c6ef5"/>'
-        )
-    clipped = sum(c for k, c in enumerate(counts) if k * bin_width >= threshold) / total
-    ax = left + pw * amax / x_max
-    out.append(
-        f'<line x1="{ax:.1f}" y1="{top}" x2="{ax:.1f}" y2="{top + ph}" stroke="#868e96" '
-        f'stroke-dasharray="2,2"><title>max |x| = {amax:.4g}</title></line>'
-    )
-    out.append(
-        f'<line x1="{tx:.1f}" y1="{top - 4}" x2="{tx:.1f}" y2="{top + ph}" stroke="#e03131" stroke-width="2">'
-        f"<title>clipping threshold (amax) = {threshold:.4g}</title></line>"
-    )
+        x0, x1 = left + pw * k * h.bin_width / h.x_max, left + pw * (k + 1) * h.bin_width / h.x_max
+        bar = ph * math.log10(c + 1) / peak
+        out.append(f'<rect x="{x0:.2f}" y="{top + ph - bar:.2f}" width="{max(x1 - x0, 0.8):.2f}" '
+                   f'height="{bar:.2f}" fill="#4c6ef5"><title>{c} values in [{k * h.bin_width:.3g}, '
+                   f"{(k + 1) * h.bin_width:.3g})</title></rect>")
+    return out
+
+
+def _histogram_marks(h: Histogram, box: tuple[float, float, float, float]) -> list[str]:
+    left, top, pw, ph = box
+    tx, ax = left + pw * min(h.threshold / h.x_max, 1.0), left + pw * min(h.amax / h.x_max, 1.0)
     anchor = "end" if tx > left + pw * 0.6 else "start"
-    dx = -4 if anchor == "end" else 4
-    out.append(
-        f'<text x="{tx + dx:.1f}" y="{top + 11}" text-anchor="{anchor}" fill="#c92a2a" font-weight="bold">'
-        f"clip {threshold:.3g} ({100 * clipped:.3g}% above)</text>"
-    )
-    for frac, anchor in ((0.0, "start"), (0.5, "middle"), (1.0, "end")):
-        x = left + pw * frac
-        out.append(
-            f'<text x="{x:.1f}" y="{top + ph + 13}" text-anchor="{anchor}" fill="#868e96">'
-            f"{x_max * frac:.3g}</text>"
-        )
+    return [
+        f'<line x1="{ax:.1f}" y1="{top}" x2="{ax:.1f}" y2="{top + ph}" stroke="#868e96" '
+        f'stroke-dasharray="2,2"><title>max |x| = {h.amax:.4g}</title></line>',
+        f'<line x1="{tx:.1f}" y1="{top - 4}" x2="{tx:.1f}" y2="{top + ph}" stroke="#e03131" stroke-width="2">'
+        f"<title>clipping threshold (amax) = {h.threshold:.4g}</title></line>",
+        f'<text x="{tx + (-4 if anchor == "end" else 4):.1f}" y="{top + 11}" text-anchor="{anchor}" '
+        f'fill="#c92a2a" font-weight="bold">clip {h.threshold:.3g} ({100 * h.clipped:.3g}% above)</text>',
+    ]
+
+
+def _histogram_axes(h: Histogram, box: tuple[float, float, float, float], title: str, height: int) -> list[str]:
+    left, top, pw, ph = box
+    peak = max(h.counts, default=0)
+    out = [
+        f'<text x="{left + pw * frac:.1f}" y="{top + ph + 13}" text-anchor="{anchor}" fill="#868e96">'
+        f"{h.x_max * frac:.3g}</text>"
+        for frac, anchor in ((0.0, "start"), (0.5, "middle"), (1.0, "end"))
+    ]
+    out.append(f'<text x="{left - 3}" y="{top + 8}" text-anchor="end" fill="#868e96">{peak}</text>'
+               f'<text x="{left - 3}" y="{top + ph}" text-anchor="end" fill="#868e96">0</text>')
     out.append(
         f'<text x="{left + pw / 2:.1f}" y="{height - 3}" text-anchor="middle" fill="#495057">|x|</text>'
         f'<text x="10" y="{top + ph / 2:.1f}" transform="rotate(-90 10 {top + ph / 2:.1f})" '
         f'text-anchor="middle" fill="#495057">count (log)</text>'
-        f'<text x="{left}" y="14" fill="#212529" font-weight="bold">{escape(title)}</text></svg>'
+        f'<text x="{left}" y="14" fill="#212529" font-weight="bold">{escape(title)}</text>'
     )
+    return out
+
+
+def histogram(hist: Histogram, title: str = "", size: tuple[int, int] = (500, 190)) -> str:
+    """Histogram of |x| on a log count axis (labelled 0 .. the largest count), threshold marked.
+
+    The x axis ends just after the last non-empty bin, the threshold or the largest |x| (whichever is
+    last), so every bar and mark is inside it. The region above the threshold (values that saturate to
+    +-127) is shaded and the share of values clipped is printed.
+
+    Example:
+        >>> "clip" in histogram(Histogram([5, 3, 1, 0, 1], 0.5, 1.6, 2.3))
+        True
+    """
+    width, height = size
+    left, right, top, bottom = 38, 18, 22, 30
+    box = (left, top, width - left - right, height - top - bottom)
+    tx = left + box[2] * min(hist.threshold / hist.x_max, 1.0)
+    out = [
+        _svg_open(width, height, title, fit=True),
+        f'<rect x="{left}" y="{top}" width="{box[2]}" height="{box[3]}" fill="#f8f9fa"/>',
+        f'<rect x="{tx:.1f}" y="{top}" width="{left + box[2] - tx:.1f}" height="{box[3]}" fill="#ffe3e3"/>',
+        *_histogram_bars(hist, box),
+        *_histogram_marks(hist, box),
+        *_histogram_axes(hist, box, title, height),
+        "</svg>",
+    ]
     return "".join(out)
 
 
@@ -208,4 +242,4 @@ def optional_float(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
-__all__ = ["display_bins", "histogram", "optional_float", "sqnr_bars", "sqnr_color", "step_bars"]
+__all__ = ["Histogram", "display_bins", "histogram", "optional_float", "sqnr_bars", "sqnr_color", "step_bars"]

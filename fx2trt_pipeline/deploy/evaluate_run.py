@@ -139,7 +139,11 @@ def evaluate_run(models: RunModels, art: RunArtifacts, request: EvalRequest) -> 
     if request.progress is not None:
         skipped = "".join(f"; {key} skipped: {why}" for key, why in plan.skipped.items())
         request.progress(f"task: {data.task}; engine side: {', '.join(plan.names) or 'none'}{skipped}")
-    return evaluate_backends(runners, data, plan, request.config.gate, request.progress)
+    evaluation = evaluate_backends(runners, data, plan, request.config.gate, request.progress)
+    for warning in evaluation.warnings:
+        if request.progress is not None:
+            request.progress(f"WARNING {warning}")
+    return evaluation
 
 
 __all__ = ["EvalRequest", "RunArtifacts", "RunModels", "availability", "decode_fn_for", "eval_data_for",

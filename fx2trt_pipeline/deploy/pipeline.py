@@ -41,7 +41,13 @@ from fx2trt_pipeline.deploy import analysis
 from fx2trt_pipeline.deploy.config import RunConfig
 from fx2trt_pipeline.deploy.evaluate_run import EvalRequest, RunArtifacts, RunModels, eval_data_for, evaluate_run
 from fx2trt_pipeline.deploy.graph_svg import graph_view, render_svg, to_dot
-from fx2trt_pipeline.deploy.sources import calib_batches, load_dataset, load_model
+from fx2trt_pipeline.deploy.sources import (
+    attach_labels,
+    calib_batches,
+    check_agreement_possible,
+    load_dataset,
+    load_model,
+)
 from fx2trt_pipeline.deploy.steps import MANIFEST_NAME, Steps, staged_output
 from fx2trt_pipeline.deploy.triton import triton_model_name, write_triton_repository
 from fx2trt_pipeline.engine.compatibility import deployment_target
@@ -125,7 +131,7 @@ def _step_capture(run: _Run) -> None:
     items = sum(int(b.shape[0]) for b in run.batches)
     steps.note(f"calibration data: {items} items in {len(run.batches)} batches from {cfg.calibration.source}")
     if cfg.evaluation is not None:
-        run.eval_ds = load_dataset(cfg.evaluation, cfg.preprocess, "evaluation")
+        _load_evaluation(run)
     run.prepared = prepare(run.model, (run.batches[0],), cfg.quant)
     run.inputs = _derive_inputs(run)
     placement = prepared_info(run.prepared).placement
@@ -133,6 +139,18 @@ def _step_capture(run: _Run) -> None:
         f"captured {len(run.prepared.graph.nodes)} FX nodes; {len(placement.groups)} activation scale "
         f"groups, {len(placement.weights)} INT8 weight layers"
     )
+
+
+def _load_evaluation(run: _Run) -> None:
+    """The evaluation set, its class folders mapped to the model's outputs; an impossible search refused now."""
+    cfg = run.config
+    run.eval_ds = load_dataset(cfg.evaluation, cfg.preprocess, "evaluation")
+    labels = attach_labels(run.eval_ds, run.model, cfg.evaluation)
+    if labels is not None:
+        run.facts["labels"] = labels
+        run.steps.note(f"evaluation labels: {labels}")
+    if cfg.search_calibrator:
+        check_agreement_possible(run.eval_ds, run.model, cfg.evaluation.source)
 
 
 def _search_calibrator(run: _Run) -> Any:
@@ -183,12 +201,23 @@ def _step_network(run: _Run) -> None:
     )
 
 
+def _record_preprocess(run: _Run) -> None:
+    """Add the preprocessing to the engine sidecar: a server must prepare inputs exactly as calibration did."""
+    from fx2trt_pipeline.engine.artifact import EngineArtifact, sidecar_path
+
+    meta = {**run.artifact.metadata, "preprocess": run.config.preprocess.to_dict()}
+    atomic_write_text(sidecar_path(run.stage / ENGINE_FILE), json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    run.artifact = EngineArtifact.open(run.stage / ENGINE_FILE)
+
+
 def _step_engine(run: _Run) -> None:
     cfg = run.config
     names = list(cfg.model.output_names) if cfg.model.output_names else None
     run.artifact = ftp.build_engine(
         run.qgm, run.inputs, run.stage / ENGINE_FILE, options=cfg.build, output_names=names
     )
+    if cfg.preprocess is not None:
+        _record_preprocess(run)
     meta = run.artifact.metadata
     run.steps.note(
         f"{ENGINE_FILE}: {run.artifact.size_bytes / 1e6:.2f} MB, built in "
@@ -296,6 +325,10 @@ def _step_report(run: _Run) -> dict[str, Any]:
         "histograms": run.facts.get("histograms", []),
         "kept_in_float": run.facts.get("kept_in_float", []),
         "calibrator_search": run.facts.get("calibrator_search"),
+        "labels": run.facts.get("labels"),
+        "images": {"calibration": sum(int(b.shape[0]) for b in run.batches),
+                   "layers": int(run.batches[0][:LAYER_BATCH].shape[0])},
+        "preprocess": run.config.preprocess.to_dict() if run.config.preprocess is not None else None,
         "steps": run.steps.to_list(),
         "passed": bool(run.evaluation and run.evaluation.passed),
     }

@@ -22,13 +22,13 @@ from collections.abc import Mapping
 
 import jinja2
 
-from fx2trt_pipeline.deploy.charts import histogram, optional_float, sqnr_bars, sqnr_color, step_bars
+from fx2trt_pipeline.deploy.charts import Histogram, histogram, optional_float, sqnr_bars, sqnr_color, step_bars
 from fx2trt_pipeline.deploy.report_template import TEMPLATE
 from fx2trt_pipeline.engine.compatibility import deployment_target
 
 #: Layers shown in the SQNR chart (worst first); the table below it lists all of them.
 CHART_LAYERS = 20
-METRIC_COLUMNS = ("mAP", "AP50", "top1", "top5")
+METRIC_COLUMNS = ("mAP", "AP50", "top1", "top5", "agree_top1", "agree_top5")
 
 
 def _size(n: float | None) -> str:
@@ -73,12 +73,26 @@ def _accuracy_rows(evaluation: Mapping[str, Any]) -> tuple[list[str], list[dict[
                 "metric_text": {m: _pts(r["metrics"].get(m)) for m in cols},
                 "delta": delta,
                 "cos": "-" if r.get("cosine_vs_simulated") is None else f"{r['cosine_vs_simulated']:.6f}",
+                "cos_fp32": "-" if r.get("cosine_vs_fp32") is None else f"{r['cosine_vs_fp32']:.6f}",
+                "images": r.get("images") or "-",
                 "sqnr": _db(r.get("sqnr_vs_fp32")) + (" dB" if r.get("sqnr_vs_fp32") is not None else ""),
                 "seconds": f"{r['seconds']:.1f}" if r.get("status") != "skipped" else "-",
                 "status_text": status.get(r.get("status", "ok"), r.get("status", "")),
             }
         )
     return cols, out
+
+
+def _parity_tiles(ev: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any]]) -> list[dict[str, str]]:
+    """One tile: the lowest output cosine vs the simulated model, naming the engine-side backend it is from."""
+    cos = [(r["cosine_vs_simulated"], key) for key, r in rows.items() if r.get("cosine_vs_simulated") is not None]
+    if not cos:
+        return []
+    value, key = min(cos)
+    others = [k for _, k in cos if k != key]
+    return [{"k": f"Parity: {key} vs simulated", "v": f"{value:.6f}",
+             "d": f"lowest output cosine on {ev.get('parity_images', '?')} images"
+             + (f" (also checked: {', '.join(others)})" if others else "")}]
 
 
 def _tiles(m: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -96,9 +110,7 @@ def _tiles(m: Mapping[str, Any]) -> list[dict[str, str]]:
                 "d": f"{ev.get('num_samples', 0)} images, engine side: {ev.get('engine_backend')}",
             }
         )
-    cos = [r["cosine_vs_simulated"] for r in rows.values() if r.get("cosine_vs_simulated") is not None]
-    if cos:
-        tiles.append({"k": "Parity (min cosine)", "v": f"{min(cos):.6f}", "d": "INT8 backends vs simulated"})
+    tiles += _parity_tiles(ev, rows)
     build = engine.get("build", {})
     tiles.append(
         {
@@ -137,18 +149,19 @@ def _algorithms_label(algorithms: Mapping[str, Any]) -> str:
     return ", ".join(ran) or "none"
 
 
-def _hist_views(hists: list[Mapping[str, Any]]) -> list[dict[str, str]]:
+def _hist_views(hists: list[Mapping[str, Any]], images: int) -> list[dict[str, str]]:
     out = []
     for h in hists:
-        title = h["layer"] if len(h["layer"]) <= 40 else h["layer"][:39] + "…"
-        svg = histogram(h["counts"], h["bin_width"], h["threshold"], h["amax"], title=title)
+        layer = h["layer"] if len(h["layer"]) <= 32 else h["layer"][:31] + "…"
+        title = f"input of {layer}"
+        svg = histogram(Histogram(h["counts"], h["bin_width"], h["threshold"], h["amax"]), title=title)
         pct = f" {h['percentile']}" if h.get("calibrator") == "percentile" else ""
         out.append(
             {
                 "svg": svg,
-                "caption": f"scale group {h['group']} · {h.get('calibrator', '')}{pct} · threshold "
-                f"{h['threshold']:.4g} of max {h['amax']:.4g} · layer SQNR "
-                f"{_db(h.get('alone_sqnr_db'))} dB",
+                "caption": f"input of {h['layer']} (scale group {h['group']}) · {images} calibration images · "
+                f"{h.get('calibrator', '')}{pct} threshold {h['threshold']:.4g} of max {h['amax']:.4g} · "
+                f"SQNR of {h['layer']} alone {_db(h.get('alone_sqnr_db'))} dB",
             }
         )
     return out
@@ -166,6 +179,8 @@ def _search_view(search: Mapping[str, Any] | None) -> dict[str, Any] | None:
             {
                 "label": r["label"],
                 "value": _pts(value),
+                "agree": _pts(r["metrics"].get("agree_top1")),
+                "cosine": "-" if r["metrics"].get("cosine_fp32") is None else f"{r['metrics']['cosine_fp32']:.6f}",
                 "delta": delta,
                 "seconds": f"{r['seconds']:.1f}",
                 "chosen": r["label"] == search["best"],
@@ -218,6 +233,62 @@ def _build_rows(m: Mapping[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def _preprocess_text(spec: Mapping[str, Any] | None) -> str:
+    """``"resize 232, centre crop 224x224, mean [...], std [...], 3 channels"`` (``""`` without one)."""
+    if not spec:
+        return ""
+    size = "x".join(str(v) for v in spec["size"]) if spec.get("size") else "image size"
+    shape = f"resize {spec['resize']}, centre crop {size}" if spec.get("resize") else f"{spec.get('mode')} {size}"
+    channels = f", {spec['channels']} channels" if spec.get("channels") else ""
+    return f"{shape}, mean {spec.get('mean')}, std {spec.get('std')}{channels}"
+
+
+def _accuracy_view(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    ev = manifest.get("evaluation") or {}
+    cols, rows = _accuracy_rows(ev)
+    reason, engine = ev.get("engine_reason", ""), ev.get("engine_backend") or "none"
+    if ev.get("metric"):
+        lead = (f"{ev.get('task', 'none')} task on {ev.get('num_samples', 0)} evaluation images; Δ in points. "
+                f"Engine side: {engine} ({reason}).")
+    else:
+        lead = (f"No task metric (no labels); agreement with FP32 on {ev.get('num_samples', 0)} images. "
+                f"Engine side: {engine} ({reason}).")
+    return {
+        "accuracy_lead": lead,
+        "metric_cols": cols,
+        "rows": rows,
+        "primary": ev.get("metric"),
+        "engine_backend": ev.get("engine_backend"),
+        "gate": [{"cls": "pass" if line.startswith("PASS") else "fail", "text": line}
+                 for line in ev.get("gate_lines", [])],
+        "parity_images": ev.get("parity_images", 0),
+        "warnings": ev.get("warnings", []),
+        "labels": manifest.get("labels"),
+        "preprocess": _preprocess_text(manifest.get("preprocess")),
+    }
+
+
+def _layer_view(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    images = manifest.get("images") or {}
+    layers = manifest.get("layers", [])
+    worst = sorted(layers, key=lambda r: (r["alone_sqnr_db"] is None, r["alone_sqnr_db"] or 0.0))
+    chart_rows = [(r["layer"], optional_float(r["alone_sqnr_db"]), r["op"]) for r in worst[:CHART_LAYERS]]
+    return {
+        "sqnr_chart": sqnr_bars(chart_rows) if chart_rows else "",
+        "layer_count": len(layers),
+        "layer_batch": images.get("layers", 8),
+        "layers_error": manifest.get("layers_error"),
+        "layer_rows": [
+            {"layer": r["layer"], "op": r["op"], "alone": _db(r["alone_sqnr_db"]),
+             "accum": _db(r["accumulated_sqnr_db"]), "weight": _db(r["weight_sqnr_db"]),
+             "group": r.get("group") or "-", "color": sqnr_color(optional_float(r["alone_sqnr_db"]))}
+            for r in worst
+        ],
+        "hists": _hist_views(manifest.get("histograms", []), images.get("calibration", 0)),
+        "calib_images": images.get("calibration", 0),
+    }
+
+
 def render_report(manifest: Mapping[str, Any], graph_svg: str = "", output_hint: str = "<output dir>") -> str:
     """The report page for a run manifest (see :mod:`fx2trt_pipeline.deploy.pipeline`).
 
@@ -226,64 +297,22 @@ def render_report(manifest: Mapping[str, Any], graph_svg: str = "", output_hint:
         graph_svg: the SVG drawing of the quantized graph (embedded, collapsed).
         output_hint: how the footer names the output directory.
     """
-    ev = manifest.get("evaluation") or {}
-    cols, rows = _accuracy_rows(ev)
-    layers = manifest.get("layers", [])
-    worst = sorted(layers, key=lambda r: (r["alone_sqnr_db"] is None, r["alone_sqnr_db"] or 0.0))
-    chart_rows = [(r["layer"], optional_float(r["alone_sqnr_db"]), r["op"]) for r in worst[:CHART_LAYERS]]
-    reason = ev.get("engine_reason", "")
-    engine = ev.get("engine_backend") or "none"
-    if ev.get("metric"):
-        lead = (
-            f"{ev.get('task', 'none')} task on {ev.get('num_samples', 0)} evaluation images; Δ in points. "
-            f"Engine side: {engine} ({reason})."
-        )
-    else:
-        lead = f"Outputs compared on one batch (no task metric). Engine side: {engine} ({reason})."
     view = {
-        "name": manifest.get("config", {}).get("model", {}).get("name")
-        or manifest.get("triton_model")
-        or "model",
+        "name": manifest.get("config", {}).get("model", {}).get("name") or manifest.get("triton_model") or "model",
         "passed": manifest.get("passed", False),
         "deployment_target": deployment_target(manifest["engine"]) if manifest.get("engine") else "",
         "created": manifest.get("created", ""),
         "versions": manifest.get("versions", {}),
         "tiles": _tiles(manifest),
-        "accuracy_lead": lead,
-        "metric_cols": cols,
-        "rows": rows,
-        "primary": ev.get("metric"),
-        "engine_backend": ev.get("engine_backend"),
-        "gate": [
-            {"cls": "pass" if line.startswith("PASS") else "fail", "text": line}
-            for line in ev.get("gate_lines", [])
-        ],
-        "sqnr_chart": sqnr_bars(chart_rows) if chart_rows else "",
-        "layer_count": len(layers),
-        "layer_batch": 8,
-        "layers_error": manifest.get("layers_error"),
-        "layer_rows": [
-            {
-                "layer": r["layer"],
-                "op": r["op"],
-                "alone": _db(r["alone_sqnr_db"]),
-                "accum": _db(r["accumulated_sqnr_db"]),
-                "weight": _db(r["weight_sqnr_db"]),
-                "group": r.get("group") or "-",
-                "color": sqnr_color(optional_float(r["alone_sqnr_db"])),
-            }
-            for r in worst
-        ],
-        "hists": _hist_views(manifest.get("histograms", [])),
+        **_accuracy_view(manifest),
+        **_layer_view(manifest),
         "kept": manifest.get("kept_in_float", []),
         "model_rows": _model_rows(manifest),
         "build_rows": _build_rows(manifest),
         "layer_types": list(manifest.get("network", {}).get("by_type", {}).items()),
         "steps_chart": step_bars([(s["name"], s["seconds"]) for s in manifest.get("steps", [])]),
-        "artifacts": [
-            {"path": a["path"], "size": _size(a["bytes"]), "sha": a["sha256"][:12]}
-            for a in manifest.get("artifacts", [])
-        ],
+        "artifacts": [{"path": a["path"], "size": _size(a["bytes"]), "sha": a["sha256"][:12]}
+                      for a in manifest.get("artifacts", [])],
         "search": _search_view(manifest.get("calibrator_search")),
         "graph_svg": graph_svg,
         "output_hint": output_hint,

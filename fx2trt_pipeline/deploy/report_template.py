@@ -77,36 +77,44 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:24px;
   <p class="lead">{{ accuracy_lead }}</p>
   <table>
     <tr><th>backend</th><th>runs on</th>{% for m in metric_cols %}<th class="num">{{ m }}</th>{% endfor %}
-        <th class="num">Δ {{ primary or 'metric' }} vs FP32</th><th class="num">cosine vs simulated</th>
-        <th class="num">SQNR vs FP32</th><th class="num">seconds</th><th>status</th></tr>
+        <th class="num">Δ {{ primary or 'metric' }} vs FP32</th><th class="num">cosine vs FP32</th>
+        <th class="num">cosine vs simulated</th><th class="num">SQNR vs FP32</th><th class="num">images</th>
+        <th class="num">seconds</th><th>status</th></tr>
     {% for r in rows %}<tr class="{{ r.status }}">
       <td><b>{{ r.label }}</b>{% if r.key == engine_backend %} <span class="muted">(engine)</span>{% endif %}</td>
       <td>{{ r.runs_on }}</td>
       {% for m in metric_cols %}<td class="num">{{ r.metric_text[m] }}</td>{% endfor %}
-      <td class="num">{{ r.delta }}</td><td class="num">{{ r.cos }}</td><td class="num">{{ r.sqnr }}</td>
+      <td class="num">{{ r.delta }}</td><td class="num">{{ r.cos_fp32 }}</td><td class="num">{{ r.cos }}</td>
+      <td class="num">{{ r.sqnr }}</td><td class="num">{{ r.images }}</td>
       <td class="num">{{ r.seconds }}</td><td>{{ r.status_text }}</td></tr>
     {% endfor %}
   </table>
+  <p class="muted">agree_top1 / agree_top5: share of images whose FP32 top-1 class is the backend's top-1 / among
+    its top 5 (no labels needed); cosine vs FP32 over every evaluated output{% if labels %}; labels: {{ labels }}{% endif %}{% if preprocess %}; preprocessing: {{ preprocess }}{% endif %}.
+    Output parity (cosine vs simulated, SQNR) on {{ parity_images }} images.</p>
+  {% for w in warnings %}<p class="fail">WARNING {{ w }}</p>{% endfor %}
   <ul class="gate">{% for g in gate %}<li class="{{ g.cls }}">{{ g.text }}</li>{% endfor %}</ul>
 </section>
 
 {% if search %}<section id="calibrators">
   <h2>Calibrator search</h2>
   <p class="lead">Every calibrator derived from the one calibration pass (no extra forward passes) and scored on the
-    evaluation images with the simulated INT8 model; the best is kept, ties going to the simpler one. It was chosen
-    on the images it is reported on: confirm it on a held-out split before quoting the number.</p>
+    evaluation images with the simulated INT8 model (by {{ search.metric }}; agreement with FP32 when the images carry
+    no labels); the best is kept, ties broken by agreement with FP32, then output cosine with FP32, then the simpler
+    calibrator. It was chosen on the images it is reported on: confirm it on a held-out split before quoting the number.</p>
   <table><tr><th>calibrator</th><th class="num">{{ search.metric }}</th><th class="num">Δ vs FP32 (points)</th>
-    <th class="num">seconds</th><th></th></tr>
-  {% if search.fp32 is not none %}<tr><td>FP32</td><td class="num">{{ search.fp32 }}</td><td></td><td></td><td></td></tr>{% endif %}
+    <th class="num">agree_top1</th><th class="num">cosine vs FP32</th><th class="num">seconds</th><th></th></tr>
+  {% if search.fp32 is not none %}<tr><td>FP32</td><td class="num">{{ search.fp32 }}</td><td></td><td></td><td></td><td></td><td></td></tr>{% endif %}
   {% for r in search.rows %}<tr class="{{ 'chosen' if r.chosen else '' }}"><td>{{ r.label }}</td><td class="num">{{ r.value }}</td>
-    <td class="num">{{ r.delta }}</td><td class="num">{{ r.seconds }}</td><td>{{ '← chosen' if r.chosen else '' }}</td></tr>{% endfor %}
+    <td class="num">{{ r.delta }}</td><td class="num">{{ r.agree }}</td><td class="num">{{ r.cosine }}</td>
+    <td class="num">{{ r.seconds }}</td><td>{{ '← chosen' if r.chosen else '' }}</td></tr>{% endfor %}
   </table>
 </section>{% endif %}
 
 <section id="layers">
   <h2>Per-layer quantization error</h2>
   <p class="lead">SQNR of each quantized layer run alone (float inputs through its own Q/DQ, INT8 weights) against
-    the FP32 layer, worst first; {{ layer_count }} layers on {{ layer_batch }} calibration images.
+    the FP32 layer, worst first; {{ layer_count }} layers on {{ layer_batch }} calibration images (chart and table).
     Red &lt; 10 dB, orange &lt; 20 dB, yellow &lt; 30 dB, green above.</p>
   {% if layers_error %}<p class="muted">Per-layer analysis unavailable: {{ layers_error }}</p>{% endif %}
   {{ sqnr_chart | safe }}
@@ -121,7 +129,8 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:24px;
 
 <section id="histograms">
   <h2>Activations of the worst layers</h2>
-  <p class="lead">Histogram of |x| seen during calibration at each layer's quantized input (log counts). The red
+  <p class="lead">Histogram of |x| seen during calibration (all {{ calib_images }} calibration images) at each
+    layer's quantized input (log counts). The red
     line is the calibrated threshold (scale = threshold / 127); values in the shaded region saturate to ±127.
     The dashed line is the largest |x| seen.</p>
   {% if hists %}<div class="hists">{% for h in hists %}<div class="hist">{{ h.svg | safe }}

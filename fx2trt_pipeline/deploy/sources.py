@@ -33,6 +33,7 @@ from fx2trt_pipeline.calib_data import (
     PreprocessSpec,
     calibration_batches,
     load_mnist_detection,
+    map_classes,
 )
 from fx2trt_pipeline.deploy.config import DataSpec, ModelSpec
 from fx2trt_pipeline.errors import CalibrationError, ConfigError, Fx2TrtError
@@ -188,21 +189,59 @@ def calib_batches(spec: DataSpec, dataset: Any) -> list[torch.Tensor]:
     )
 
 
-def eval_batches(spec: DataSpec, dataset: Any) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Evaluation batches in dataset order: ``(inputs, labels or None)`` (first ``max_images`` items)."""
-    n = len(dataset) if spec.max_images is None else min(int(spec.max_images), len(dataset))
-    if n == 0:
-        raise CalibrationError(f"Evaluation data {spec.source!r} is empty")
-    out = []
-    for start in range(0, n, int(spec.batch_size)):
-        items = [dataset[i] for i in range(start, min(start + int(spec.batch_size), n))]
-        if isinstance(items[0], (tuple, list)):
-            x = torch.stack([torch.as_tensor(it[0]) for it in items]).float()
-            labels = torch.tensor([int(it[1]) for it in items])
-        else:
-            x, labels = torch.stack([torch.as_tensor(it) for it in items]).float(), None
-        out.append((x, labels))
-    return out
+def _first_output(model: nn.Module, dataset: Any) -> torch.Tensor:
+    from fx2trt_pipeline.capture.tracer import flatten_outputs
+
+    item = dataset[0]
+    x = torch.as_tensor(item[0] if isinstance(item, (tuple, list)) else item)[None].float()
+    with torch.no_grad():
+        return flatten_outputs(model(x))[0]
 
 
-__all__ = ["calib_batches", "eval_batches", "load_dataset", "load_model", "resolve_callable", "task_of"]
+def attach_labels(dataset: Any, model: nn.Module, spec: DataSpec) -> str | None:
+    """Map a labelled image folder's class folders to the model's outputs; says how (``None``: no folders).
+
+    Raises:
+        ConfigError: the folders cannot match the outputs, or ``labels`` was given for data without class
+            folders, or the model does not output ``(N, classes)`` logits.
+    """
+    if not (isinstance(dataset, ImageFolderDataset) and dataset.with_labels):
+        if spec.labels is not None:
+            raise ConfigError(f"--labels {spec.labels} maps class folders to outputs, but {spec.source} has no "
+                              "class subfolders (root/<class>/image)")
+        return None
+    logits = _first_output(model, dataset)
+    if logits.ndim != 2:
+        raise ConfigError(f"Top-1 on the class folders of {spec.source} needs (N, classes) logits, but the model's "
+                          f"first output has shape {tuple(logits.shape)}; use --task none")
+    label_map = map_classes(dataset.classes, int(logits.shape[1]), spec.labels)
+    dataset.use_label_map(label_map)
+    return f"{len(dataset.classes)} class folders -> {int(logits.shape[1])} outputs: {label_map.how}"
+
+
+def check_agreement_possible(dataset: Any, model: nn.Module, source: str) -> None:
+    """Refuse, before calibrating, a calibrator search that has neither labels nor classifier logits to score.
+
+    Raises:
+        ConfigError: the data is unlabelled and the model's first output is not ``(N, classes)`` logits.
+    """
+    if isinstance(dataset, CocoDetectionDataset) or (isinstance(dataset, ImageFolderDataset) and dataset.with_labels):
+        return
+    logits = _first_output(model, dataset)
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise ConfigError(
+            f"calibrator 'auto' on unlabelled data ({source}) scores agreement with the FP32 model's classes, "
+            f"but the model's first output has shape {tuple(logits.shape)}: give labelled --eval-data (class "
+            "folders or a COCO set) or choose a calibrator"
+        )
+
+
+__all__ = [
+    "attach_labels",
+    "calib_batches",
+    "check_agreement_possible",
+    "load_dataset",
+    "load_model",
+    "resolve_callable",
+    "task_of",
+]

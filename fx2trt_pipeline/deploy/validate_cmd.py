@@ -36,7 +36,7 @@ from fx2trt_pipeline.deploy.config import DataSpec, RunConfig
 from fx2trt_pipeline.deploy.config_loader import run_config_from_dict
 from fx2trt_pipeline.deploy.evaluate_run import EvalRequest, RunArtifacts, RunModels, evaluate_run
 from fx2trt_pipeline.deploy.pipeline import ENGINE_FILE, ONNX_FILE, STATE_FILE
-from fx2trt_pipeline.deploy.sources import load_dataset, load_model, resolve_callable, task_of
+from fx2trt_pipeline.deploy.sources import attach_labels, load_dataset, load_model, resolve_callable, task_of
 from fx2trt_pipeline.deploy.steps import MANIFEST_NAME
 from fx2trt_pipeline.errors import BackendUnavailableError, ConfigError, ExitCode
 from fx2trt_pipeline.validate.backends import ChunkedRunner
@@ -137,6 +137,9 @@ def validate_run_dir(check: RunDirCheck, stream: TextIO | None = None) -> int:
     artifact, state, state_ok = _open_artifacts(check, say)
     models, art, keep = _models_and_artifacts(check, cfg, artifact, state)
     dataset = load_dataset(cfg.evaluation, cfg.preprocess, "evaluation") if cfg.evaluation else None
+    labels = attach_labels(dataset, models.model, cfg.evaluation) if dataset is not None else None
+    if labels is not None:
+        say(f"evaluation labels: {labels}")
     fallback = None
     if dataset is None:
         say("note: no evaluation data in the run; outputs compared on seeded random inputs")

@@ -56,6 +56,8 @@ TASKS = ("detection", "classification", "none")
 PARITY_BATCH = 16
 #: The primary metric of each task.
 TASK_METRIC = {"detection": "mAP", "classification": "top1"}
+#: FP32 top-1 below this is taken as labels that do not match the outputs, not as the model's accuracy.
+IMPLAUSIBLE_TOP1 = 0.1
 
 
 @dataclass(frozen=True)
@@ -325,6 +327,7 @@ def evaluate_backends(runners: Mapping[str, Runner], data: EvalData, plan: Backe
     engine = next((k for k in plan.names if k in runners), None)
     evaluation = Evaluation(data.task, data.metric, rows, engine, plan.reason, data.count(),
                             parity_images=int(next(iter(feeds.values())).shape[0]))
+    evaluation.warnings = plausibility_warnings(evaluation)
     gate_evaluation(evaluation, gate)
     for row in evaluation.engine_side:
         if row.tie_parity is not None:
@@ -333,6 +336,23 @@ def evaluate_backends(runners: Mapping[str, Runner], data: EvalData, plan: Backe
         elif gate.min_cosine is not None and (row.cosine_vs_simulated or 0.0) < gate.min_cosine:
             row.status, row.note = "failed", f"output cosine vs simulated below {gate.min_cosine}"
     return evaluation
+
+
+def plausibility_warnings(evaluation: Evaluation) -> list[str]:
+    """Warnings about numbers that say more about the data than the model (e.g. FP32 top-1 near zero).
+
+    Example:
+        >>> row = BackendRow("fp32", "FP32", "PyTorch", {"top1": 0.0})
+        >>> plausibility_warnings(Evaluation("classification", "top1", [row], None, "", 20))[0][:34]
+        'FP32 top-1 is 0.00 on 20 images: i'
+    """
+    fp32 = evaluation.row("fp32")
+    top1 = None if fp32 is None else fp32.metrics.get("top1")
+    if evaluation.metric != "top1" or top1 is None or top1 >= IMPLAUSIBLE_TOP1:
+        return []
+    return [f"FP32 top-1 is {top1:.2f} on {evaluation.num_samples} images: implausibly low for a trained model; the "
+            "labels probably do not match the model's outputs (check how the class folders map to outputs, or "
+            "give --labels); the agreement with FP32 does not depend on labels"]
 
 
 class CandidateScorer:
@@ -379,6 +399,7 @@ __all__ = [
     "Shard",
     "TASK_METRIC",
     "agreement_metrics",
+    "plausibility_warnings",
     "CandidateScorer",
     "evaluate_backends",
     "score_runner",

@@ -172,6 +172,7 @@ class Evaluation:
     gate_lines: list[str] = field(default_factory=list)
     passed: bool = False
     parity_images: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     def row(self, key: str) -> BackendRow | None:
         """The row of one backend, ``None`` when it did not run."""

@@ -297,3 +297,26 @@ def test_sigterm_removes_the_staging_directory_and_stale_ones_go_next_run(tmp_pa
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted; nothing was written" in stderr, stderr
     assert _leftovers(tmp_path) == [] and not (tmp_path / "slow").exists()
+
+
+def test_calibrator_auto_on_unlabelled_images_chooses_by_agreement_with_fp32(tmp_path: Path) -> None:
+    from PIL import Image
+
+    flat = tmp_path / "unlabelled"
+    flat.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, size=(20, 24, 3), dtype=np.uint8)).save(flat / f"{i}.png")
+    cfg = tmp_path / "pre.toml"
+    cfg.write_text("[preprocess]\nsize = [16, 16]\nchannels = 3\n")
+    code, stdout, stderr = run_cli([*_tiny_args(tmp_path, tmp_path / "auto"), "--eval-data", str(flat),
+                                    "--calibrator", "auto", "--config", str(cfg)])
+    assert code in (0, 1), stderr
+    manifest = json.loads((tmp_path / "auto" / "fx2trt_run.json").read_text())
+    search = manifest["calibrator_search"]
+    assert search["metric"] == "agree_top1" and len(search["rows"]) == 6
+    scores = [(r["metrics"]["agree_top1"], r["metrics"]["cosine_fp32"]) for r in search["rows"]]
+    best = next(r for r in search["rows"] if r["label"] == search["best"])
+    assert (best["metrics"]["agree_top1"], best["metrics"]["cosine_fp32"]) == max(scores)
+    assert manifest["evaluation"]["metric"] is None
+    assert "agree_top1" in stdout and "(best of the search)" in stdout

@@ -11,7 +11,7 @@ import torch
 
 import fx2trt_pipeline as ftp
 from fx2trt_pipeline.deploy.analysis import kept_in_float
-from fx2trt_pipeline.deploy.charts import display_bins, histogram, sqnr_bars, step_bars
+from fx2trt_pipeline.deploy.charts import Histogram, display_bins, histogram, sqnr_bars, step_bars
 from fx2trt_pipeline.deploy.config import DEMO_MODEL
 from fx2trt_pipeline.deploy.config_loader import load_config_file, run_config_from_dict, run_config_from_sources
 from fx2trt_pipeline.deploy.graph_svg import graph_view, render_svg, to_dot
@@ -138,10 +138,27 @@ def test_graph_svg_marks_int8_and_float_layers() -> None:
 def test_charts_are_valid_svg() -> None:
     for svg in (
         sqnr_bars([("a", 5.0, "conv"), ("b", float("inf"), "add"), ("c", float("nan"), "x")]),
-        histogram([10, 5, 0, 1], 0.25, 0.6, 0.9, title="layer <1>"),
+        histogram(Histogram([10, 5, 0, 1], 0.25, 0.6, 0.9), title="layer <1>"),
         step_bars([("capture", 1.0), ("quantize", 2.5)]),
     ):
         ET.fromstring(svg)
-    assert "layer &lt;1&gt;" in histogram([1], 1.0, 0.5, 0.5, title="layer <1>")
+    assert "layer &lt;1&gt;" in histogram(Histogram([1], 1.0, 0.5, 0.5), title="layer <1>")
     counts, width = display_bins(list(range(10)), 0.5, 2.0, target=2)
     assert width == 1.0 and sum(counts) == sum(range(10))
+
+
+def test_preprocessing_flags_over_torchvision_weights_defaults(tmp_path: Path) -> None:
+    from fx2trt_pipeline.deploy.config_loader import run_config_from_sources
+
+    base = {"model": "mobilenet_v2", "calib_data": str(tmp_path)}
+    spec = run_config_from_sources(None, base).preprocess
+    assert (spec.size, spec.resize, spec.channels) == ((224, 224), 232, 3)  # the DEFAULT weights' transforms
+    assert spec.mean == (0.485, 0.456, 0.406) and spec.std == (0.229, 0.224, 0.225)
+    spec = run_config_from_sources(None, {**base, "input_size": (96, 96)}).preprocess
+    assert (spec.size, spec.resize) == ((96, 96), 99)  # the weights' resize/crop ratio kept
+    spec = run_config_from_sources(None, {**base, "input_size": (64, 80), "resize": 90, "mean": (0.5,),
+                                          "std": (0.25,), "channels": 1}).preprocess
+    assert (spec.size, spec.resize, spec.mean, spec.std, spec.channels) == ((64, 80), 90, (0.5,), (0.25,), 1)
+    assert run_config_from_sources(None, {"model": "pkg.mod:factory", "calib_data": "x"}).preprocess is None
+    with pytest.raises(ConfigError, match="resize"):
+        run_config_from_sources(None, {**base, "resize": 100})  # smaller than the 224 crop
