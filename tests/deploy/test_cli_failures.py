@@ -267,10 +267,14 @@ def test_calibrator_auto_keeps_the_best_of_every_calibrator(tmp_path: Path) -> N
 def test_failing_gate_exits_1_and_still_writes_the_artifacts(tmp_path: Path) -> None:
     output = tmp_path / "strict"
     cfg = tmp_path / "strict.toml"
-    cfg.write_text("[gate]\nmin_cosine = 1.5\n")  # no backend reaches a cosine above 1
-    code, stdout, stderr = run_cli([*_tiny_args(tmp_path, output), "--config", str(cfg)])
+    # one class folder per output (3); no top-1 reaches 1.01
+    cfg.write_text("[preprocess]\nsize = [16, 16]\nchannels = 3\n[gate]\nmin_metric = 1.01\nint8_budget = 1.0\n"
+                   "engine_tolerance = 1.0\n")
+    _image_folder(tmp_path / "val")
+    code, stdout, stderr = run_cli([*_tiny_args(tmp_path, output), "--eval-data", str(tmp_path / "val"),
+                                    "--config", str(cfg)])
     assert code == 1, stderr
-    assert "accuracy gate FAILED (exit code 1): FAIL outputs: network_executor vs simulated cosine" in stdout
+    assert "accuracy gate FAILED (exit code 1): FAIL top1: network_executor" in stdout and "minimum 1.0100" in stdout
     assert "the artifacts were written anyway" in stdout
     manifest = json.loads((output / "fx2trt_run.json").read_text())
     assert manifest["passed"] is False and (output / "model.plan").is_file()
