@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from fx2trt_pipeline.converters import (  # noqa: F401
     activation,
+    aten,
     conv,
     elementwise,
     linear,
@@ -48,6 +49,7 @@ FAMILIES = (
     "padding",
     "tensor_ops",
     "misc",
+    "aten",
 )
 
 

@@ -7,6 +7,7 @@ The deconvolution weight's per-channel axis is whatever the graph's dequantize s
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any
 
@@ -22,11 +23,12 @@ from torch.fx import Node
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
 from fx2trt_pipeline.network.layer_builders import activation, ints
 from fx2trt_pipeline.network.weight_builders import ConvGeometry, conv_nd, dequantized_weight
+from fx2trt_pipeline.errors import ConversionError
 from fx2trt_pipeline.quantize import int8_ops
-from fx2trt_pipeline.quantize.qdq_ops import DEQUANTIZE
+from fx2trt_pipeline.quantize.qdq_ops import is_any_dequantize, is_any_quantize
 
 # The integer-arithmetic forms (int8_ops) take F.conv*'s positional arguments plus keyword-only scales
-# that only the simulation needs: the same converter serves both.
+# that only the simulation needs: the same converter serves both (and the aten ops, converters/aten.py).
 _FUNCTIONAL_CONV = {F.conv1d: 1, F.conv2d: 2, int8_ops.conv1d: 1, int8_ops.conv2d: 2}
 _FUNCTIONAL_DECONV = {F.conv_transpose1d: 1, F.conv_transpose2d: 2, int8_ops.conv_transpose1d: 1,
                       int8_ops.conv_transpose2d: 2}
@@ -36,21 +38,32 @@ _FUSED_RELU = (nni.ConvReLU1d, nni.ConvReLU2d)
 
 
 def constant_weight_reason(weight: Any) -> str | None:
-    """None when a weight node is a constant or a dequantized constant (TensorRT kernels are constants)."""
-    if isinstance(weight, Node) and weight.op == "call_function" and weight.target is DEQUANTIZE:
+    """None when a weight node is a constant or a dequantized constant (TensorRT kernels are constants);
+    any Q/DQ flavour (ours, PT2E's quantize -> dequantize of a float weight) is looked through."""
+    while isinstance(weight, Node) and (is_any_dequantize(weight) or is_any_quantize(weight)):
         weight = weight.args[0]
     if isinstance(weight, Node) and weight.op == "get_attr":
         return None
     return f"the weight must be a constant (get_attr) or a dequantized int8 constant, got {weight}"
 
 
+def conv_kind(target: Any) -> tuple[bool, int]:
+    """``(transposed, spatial dims)`` of a functional or aten convolution target, from its name
+    (``conv2d``, ``conv_transpose1d``, ``aten.conv2d.default``)."""
+    match = re.search(r"conv(_transpose)?(\d)d", getattr(target, "__name__", "") or str(target))
+    if match is None:
+        raise ConversionError(f"{target} is not a convolution")
+    return match.group(1) is not None, int(match.group(2))
+
+
 def check_functional_conv(node: Node) -> str | None:
-    """Accept F.conv*/conv_transpose* whose weight is constant."""
+    """Accept F.conv*/conv_transpose* (and their aten ops) whose weight is constant."""
     reason = constant_weight_reason(node_arg(node, 1, "weight"))
-    if reason is None and node.target in _FUNCTIONAL_DECONV:
+    transposed, spatial = conv_kind(node.target)
+    if reason is None and transposed:
         padding = node_arg(node, 4, "padding", 0)
         output_padding = node_arg(node, 5, "output_padding", 0)
-        reason = _output_padding_reason(padding, output_padding, _FUNCTIONAL_DECONV[node.target])
+        reason = _output_padding_reason(padding, output_padding, spatial)
     return reason
 
 
@@ -75,8 +88,7 @@ def _conv_args(args: tuple, kwargs: dict, transposed: bool) -> dict[str, Any]:
 @register(*_FUNCTIONAL_CONV, *_FUNCTIONAL_DECONV, can_convert=check_functional_conv)
 def convert_functional_conv(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> ITensor:
     """``F.conv1d/conv2d/conv_transpose1d/conv_transpose2d(x, w, b, ...)`` -> (de)convolution layer."""
-    transposed = node.target in _FUNCTIONAL_DECONV
-    spatial = (_FUNCTIONAL_DECONV if transposed else _FUNCTIONAL_CONV)[node.target]
+    transposed, spatial = conv_kind(node.target)
     a = _conv_args(args, kwargs, transposed)
     padding = a["padding"] if isinstance(a["padding"], str) else ints(a["padding"], spatial)
     geometry = ConvGeometry(

@@ -23,6 +23,11 @@ from fx2trt_pipeline.network.layer_builders import PoolWindow, ints, pooling, re
 from fx2trt_pipeline.errors import ConversionError
 
 
+def _is_max_function(node: Node) -> bool:
+    """F.max_pool2d / torch.max_pool2d / aten.max_pool2d (named so; avg pooling otherwise)."""
+    return node.op == "call_function" and "max_pool" in (getattr(node.target, "__name__", "") or "")
+
+
 def _pool_params(node: Node, args: tuple, kwargs: dict, module: nn.Module | None) -> dict[str, Any]:
     if module is not None:
         keys = (
@@ -36,7 +41,7 @@ def _pool_params(node: Node, args: tuple, kwargs: dict, module: nn.Module | None
             "return_indices",
         )
         return {k: getattr(module, k, None) for k in keys}
-    is_max = node.target in (F.max_pool2d, torch.max_pool2d)
+    is_max = _is_max_function(node)
     names = (
         ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
         if is_max
@@ -98,7 +103,7 @@ def _rounding(
 def convert_pool(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> ITensor:
     """MaxPool2d / AvgPool2d -> IPoolingLayer (padding, ceil_mode, count_include_pad)."""
     module = ctx.module(node) if node.op == "call_module" else None
-    is_max = isinstance(module, nn.MaxPool2d) or node.target in (F.max_pool2d, torch.max_pool2d)
+    is_max = isinstance(module, nn.MaxPool2d) or _is_max_function(node)
     p = _pool_params(node, args, kwargs, module)
     x = ctx.as_tensor(arg(args, kwargs, 0, "input"), ctx.name(node, "input"))
     k = ints(p["kernel_size"], 2)

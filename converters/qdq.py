@@ -1,4 +1,5 @@
-"""Quantize / dequantize converters: our ``torch.ops.fx2trt`` ops and torch.ao's graph flavour.
+"""Quantize / dequantize converters: our ``torch.ops.fx2trt`` ops, torch.ao's graph flavour and PT2E's
+``torch.ops.quantized_decomposed`` ops.
 
 TensorRT's Q/DQ are symmetric int8 with a build-time constant scale (0-d per tensor, 1-d per channel
 with ``axis``); every check below enforces that before conversion starts.
@@ -9,12 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.ao.quantization.fx._decomposed  # noqa: F401  (defines torch.ops.quantized_decomposed, as torchao does)
 from fx2trt_pipeline.converters.common import arg, attr_value, is_constant, node_arg
 from fx2trt_pipeline.converters.registry import method, register
 from torch.fx import Node
 
 from fx2trt_pipeline.network.context import ConversionContext, QuantizedTensor
 from fx2trt_pipeline.network.layer_builders import dequantize, quantize, scale_constant
+from fx2trt_pipeline.network.weight_builders import dequantized_weight
 from fx2trt_pipeline.errors import ConversionError
 from fx2trt_pipeline.quantize.qdq_ops import DEQUANTIZE, QUANTIZE
 
@@ -128,3 +131,72 @@ def convert_ao_dequantize(ctx: ConversionContext, node: Node, args: tuple, kwarg
     if not isinstance(value, QuantizedTensor):
         raise ConversionError("dequantize() input is not a quantized tensor")
     return dequantize(ctx, ctx.name(node), value.tensor, value.scale, value.axis)
+
+
+# ---- PT2E (torch.export + torchao convert_pt2e): torch.ops.quantized_decomposed ------------------------------
+
+_QD = torch.ops.quantized_decomposed
+_PT2E_QUANTIZE = (_QD.quantize_per_tensor.default, _QD.quantize_per_tensor.tensor, _QD.quantize_per_channel.default)
+_PT2E_DEQUANTIZE = (
+    _QD.dequantize_per_tensor.default, _QD.dequantize_per_tensor.tensor, _QD.dequantize_per_channel.default,
+)
+_PT2E_PER_CHANNEL = (_QD.quantize_per_channel.default, _QD.dequantize_per_channel.default)
+_PT2E_REMEDY = (
+    "TensorRT runs symmetric int8 only (zero point 0, activations saturating to [-128, 127]): quantize with "
+    "fx2trt_pipeline.pt2e.TensorRTQuantizer instead of e.g. torchao's X86InductorQuantizer (asymmetric uint8)"
+)
+
+
+def _pt2e_args(node: Node, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """Named arguments of a quantized_decomposed Q/DQ op (per-channel ops take an axis)."""
+    names = ["input", "scale", "zero_point", "quant_min", "quant_max", "dtype"]
+    if node.target in _PT2E_PER_CHANNEL:
+        names.insert(3, "axis")
+    out = {name: arg(args, kwargs, i, name, None) for i, name in enumerate(names)}
+    out["axis"] = out.get("axis")
+    return out
+
+
+def check_pt2e_qdq(node: Node) -> str | None:
+    """Accept PT2E Q/DQ that TensorRT can run: int8, zero point 0, constant positive scales, and on
+    activations the full [-128, 127] range (TensorRT's Q saturates there)."""
+    a = _pt2e_args(node, node.args, dict(node.kwargs))
+    if a["dtype"] != torch.int8:
+        return f"dtype {a['dtype']} is not int8. {_PT2E_REMEDY}"
+    reason = _scale_reason(a["scale"], a["axis"]) or _zero_point_reason(a["zero_point"])
+    if reason is not None:
+        return f"{reason}. {_PT2E_REMEDY}" if "zero point" in reason else reason
+    if node.kwargs.get("out_dtype") not in (None, torch.float32):
+        return f"out_dtype {node.kwargs['out_dtype']} is not supported (float32 only)"
+    constant = is_constant(a["input"]) or (isinstance(a["input"], Node) and a["input"].target in _PT2E_QUANTIZE
+                                           and is_constant(a["input"].args[0]))
+    if not constant and (a["quant_min"], a["quant_max"]) != (-128, 127):
+        return f"activation range [{a['quant_min']}, {a['quant_max']}] is not [-128, 127]. {_PT2E_REMEDY}"
+    return None
+
+
+@register(*_PT2E_QUANTIZE, can_convert=check_pt2e_qdq)
+def convert_pt2e_quantize(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> Any:
+    """quantized_decomposed.quantize_* -> IQuantizeLayer; on a constant (a weight) the int8 values the op
+    itself computes, so the kernel holds exactly what the PT2E model simulates."""
+    a = _pt2e_args(node, args, kwargs)
+    if isinstance(a["input"], torch.Tensor):
+        return node.target(*args, **kwargs)
+    s = scale_constant(ctx, ctx.name(node, "scale"), a["scale"], a["axis"])
+    return quantize(ctx, ctx.name(node), ctx.as_tensor(a["input"], ctx.name(node, "input")), s, a["axis"])
+
+
+@register(*_PT2E_DEQUANTIZE, can_convert=check_pt2e_qdq)
+def convert_pt2e_dequantize(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> Any:
+    """quantized_decomposed.dequantize_* -> IDequantizeLayer; an int8 constant becomes the shared weight path
+    (int8 constant -> DQ). convert_pt2e gives every consumer its own DQ of one Q: identical ones become one
+    layer, as in graphs from fx2trt_pipeline.quantize."""
+    a = _pt2e_args(node, args, kwargs)
+    if isinstance(a["input"], torch.Tensor):
+        return dequantized_weight(ctx, ctx.name(node), a["input"], torch.as_tensor(a["scale"]), a["axis"])
+    twin = next((u for u in node.args[0].users if u is not node and u in ctx.values and u.target is node.target
+                 and u.args[1:] == node.args[1:] and u.kwargs == node.kwargs), None)
+    if twin is not None:
+        return ctx.values[twin]
+    s = scale_constant(ctx, ctx.name(node, "scale"), a["scale"], a["axis"])
+    return dequantize(ctx, ctx.name(node), a["input"], s, a["axis"])

@@ -34,6 +34,8 @@ class OpRule:
             ``-1`` means "ConvTranspose: take ``QuantConfig.deconv_weight_axis``".
         transparent: Q/DQ commutes with the op; its inputs are quantized instead of its output.
         functional: the torch.nn.functional op a quantized module is lowered to.
+        weight_arg: position of the weight argument of an op that takes its weight as an input
+            (aten ops of exported graphs); ``None`` for modules, whose weight is an attribute.
     """
 
     kind: str
@@ -41,6 +43,7 @@ class OpRule:
     weight_axis: int | None = None
     transparent: bool = False
     functional: object | None = None
+    weight_arg: int | None = None
 
 
 DECONV_AXIS = -1
@@ -84,6 +87,21 @@ FUNCTION_RULES: dict[object, OpRule] = {
 # The integer-arithmetic forms the reference graph calls (quantize/int8_ops.py) behave like their functional op.
 FUNCTION_RULES.update({integer: FUNCTION_RULES[functional] for integer, functional in int8_ops.FUNCTIONAL_OF.items()
                        if functional in FUNCTION_RULES})
+_aten = torch.ops.aten
+#: The same rules for the aten ops of ``torch.export`` graphs (PT2E; ``fx2trt_pipeline.pt2e``).
+FUNCTION_RULES.update({
+    _aten.conv1d.default: OpRule("conv", weight_axis=0, weight_arg=1),
+    _aten.conv2d.default: OpRule("conv", weight_axis=0, weight_arg=1),
+    _aten.conv3d.default: OpRule("conv", weight_axis=0, weight_arg=1),
+    _aten.conv_transpose1d.default: OpRule("conv_transpose", weight_axis=DECONV_AXIS, weight_arg=1),
+    _aten.conv_transpose2d.input: OpRule("conv_transpose", weight_axis=DECONV_AXIS, weight_arg=1),
+    _aten.linear.default: OpRule("linear", weight_axis=0, weight_arg=1),
+    _aten.matmul.default: _MATMUL, _aten.bmm.default: _MATMUL, _aten.mm.default: _MATMUL,
+    _aten.avg_pool2d.default: OpRule("avgpool"), _aten.adaptive_avg_pool2d.default: OpRule("avgpool"),
+    _aten.max_pool2d.default: OpRule("maxpool", transparent=True),
+    _aten.add.Tensor: _ADD, _aten.add_.Tensor: _ADD,
+    _aten.cat.default: _CAT,
+})
 
 METHOD_RULES: dict[str, OpRule] = {"add": _ADD, "add_": _ADD, "matmul": _MATMUL}
 

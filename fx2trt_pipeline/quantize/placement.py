@@ -25,8 +25,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Union
 
 from torch.fx import GraphModule, Node
 
@@ -114,9 +115,13 @@ def layer_name(node: Node) -> str:
     return str(node.target) if node.op == "call_module" else node.name
 
 
+#: ``naming(node) -> (layer name, module class name or None)``: what skip / override patterns match.
+Naming = Callable[[Node], tuple[str, Union[str, None]]]
+
+
 class _Placer:
-    def __init__(self, gm: GraphModule, config: QuantConfig) -> None:
-        self.gm, self.config = gm, config
+    def __init__(self, gm: GraphModule, config: QuantConfig, naming: Naming | None = None) -> None:
+        self.gm, self.config, self.naming = gm, config, naming
         self.modules = dict(gm.named_modules())
         self.order = {n.name: i for i, n in enumerate(gm.graph.nodes)}
         self.uses: dict[str, list[Use]] = {}
@@ -124,6 +129,8 @@ class _Placer:
         self.uf = _UnionFind()
 
     def settings(self, node: Node):
+        if self.naming is not None:
+            return self.config.resolve(*self.naming(node))
         mtype = type(self.modules[node.target]).__name__ if node.op == "call_module" else None
         by_path = self.config.resolve(layer_name(node), mtype)
         by_node = self.config.resolve(node.name, mtype)
@@ -182,10 +189,13 @@ class _Placer:
             for idx in rule.act_args:
                 if idx < len(node.args):
                     self.request(node.args[idx], node, (idx,), node)
-            if rule.weight_axis is not None and node.op == "call_module":
+            weight = node if node.op == "call_module" else None
+            if rule.weight_arg is not None and rule.weight_arg < len(node.args):
+                weight = node.args[rule.weight_arg]  # an exported graph's weight input (get_attr)
+            if rule.weight_axis is not None and isinstance(weight, Node):
                 axis: int | None = self.config.deconv_weight_axis if rule.weight_axis == DECONV_AXIS \
                     else rule.weight_axis
-                weights[node.name] = WeightPoint(node.name, str(node.target), rule.kind,
+                weights[node.name] = WeightPoint(node.name, str(weight.target), rule.kind,
                                                  axis if self.config.per_channel_weights else None)
         return self.finish(weights)
 
@@ -207,9 +217,14 @@ class _Placer:
         return Placement(points, groups, weights)
 
 
-def place_qdq(gm: GraphModule, config: QuantConfig) -> Placement:
-    """Compute the Q/DQ placement of a captured, BN-folded graph (see module docstring)."""
-    return _Placer(gm, config).run()
+def place_qdq(gm: GraphModule, config: QuantConfig, naming: Naming | None = None) -> Placement:
+    """Compute the Q/DQ placement of a captured, BN-folded graph (see module docstring).
+
+    ``naming`` gives the names skip / override patterns match for graphs whose nodes are not modules
+    (exported aten graphs); by default a ``call_module`` node is its module path and class, any other
+    node its node name.
+    """
+    return _Placer(gm, config, naming).run()
 
 
 def set_use(node: Node, path: tuple[int, ...], value: Node | Any) -> None:
