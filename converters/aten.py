@@ -66,7 +66,7 @@ ATEN_CONVERTERS: tuple[tuple[Any, Any, tuple[Any, ...]], ...] = (
     (convert_reshape, None, (aten.view.default, aten.reshape.default)),
     (convert_cat, None, (aten.cat.default,)),
     (convert_dropout, check_dropout, (aten.dropout.default,)),
-    (convert_identity, None, (aten.clone.default, aten.contiguous.default)),
+    (convert_identity, None, (aten.clone.default,)),
 )
 
 for _fn, _check, _targets in ATEN_CONVERTERS:
@@ -75,6 +75,5 @@ for _fn, _check, _targets in ATEN_CONVERTERS:
 
 @register(GuardsFn)
 def convert_export_guards(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> None:
-    """The input-shape guard module of ``ExportedProgram.module()``: the engine's optimization profile and
-    its shape checks take its place, so it adds no layer."""
+    """ExportedProgram.module()'s input-shape guard: no layer (the engine's profile checks shapes)."""
     return None

@@ -161,26 +161,28 @@ def check_pt2e_qdq(node: Node) -> str | None:
     """Accept PT2E Q/DQ that TensorRT can run: int8, zero point 0, constant positive scales, and on
     activations the full [-128, 127] range (TensorRT's Q saturates there)."""
     a = _pt2e_args(node, node.args, dict(node.kwargs))
-    if a["dtype"] != torch.int8:
-        return f"dtype {a['dtype']} is not int8. {_PT2E_REMEDY}"
-    reason = _scale_reason(a["scale"], a["axis"]) or _zero_point_reason(a["zero_point"])
+    reason = _scale_reason(a["scale"], a["axis"])
     if reason is not None:
-        return f"{reason}. {_PT2E_REMEDY}" if "zero point" in reason else reason
+        return reason
     if node.kwargs.get("out_dtype") not in (None, torch.float32):
         return f"out_dtype {node.kwargs['out_dtype']} is not supported (float32 only)"
+    problems = [] if a["dtype"] == torch.int8 else [f"dtype {a['dtype']} is not int8"]
+    if is_constant(a["zero_point"]) and bool(torch.as_tensor(attr_value(a["zero_point"])).ne(0).any()):
+        problems.append(f"zero point {attr_value(a['zero_point'])} is not 0")
     constant = is_constant(a["input"]) or (isinstance(a["input"], Node) and a["input"].target in _PT2E_QUANTIZE
                                            and is_constant(a["input"].args[0]))
     if not constant and (a["quant_min"], a["quant_max"]) != (-128, 127):
-        return f"activation range [{a['quant_min']}, {a['quant_max']}] is not [-128, 127]. {_PT2E_REMEDY}"
-    return None
+        problems.append(f"activation range [{a['quant_min']}, {a['quant_max']}] is not [-128, 127]")
+    if not is_constant(a["zero_point"]):
+        problems.append(f"the zero point must be a build-time constant, got node {a['zero_point']}")
+    return f"{'; '.join(problems)}. {_PT2E_REMEDY}" if problems else None
 
 
 @register(*_PT2E_QUANTIZE, can_convert=check_pt2e_qdq)
 def convert_pt2e_quantize(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> Any:
-    """quantized_decomposed.quantize_* -> IQuantizeLayer; on a constant (a weight) the int8 values the op
-    itself computes, so the kernel holds exactly what the PT2E model simulates."""
+    """quantized_decomposed.quantize_* -> IQuantizeLayer; on a constant weight, the op's own int8 values."""
     a = _pt2e_args(node, args, kwargs)
-    if isinstance(a["input"], torch.Tensor):
+    if isinstance(a["input"], torch.Tensor):  # exactly what the PT2E model simulates: no re-rounding here
         return node.target(*args, **kwargs)
     s = scale_constant(ctx, ctx.name(node, "scale"), a["scale"], a["axis"])
     return quantize(ctx, ctx.name(node), ctx.as_tensor(a["input"], ctx.name(node, "input")), s, a["axis"])
@@ -188,12 +190,12 @@ def convert_pt2e_quantize(ctx: ConversionContext, node: Node, args: tuple, kwarg
 
 @register(*_PT2E_DEQUANTIZE, can_convert=check_pt2e_qdq)
 def convert_pt2e_dequantize(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> Any:
-    """quantized_decomposed.dequantize_* -> IDequantizeLayer; an int8 constant becomes the shared weight path
-    (int8 constant -> DQ). convert_pt2e gives every consumer its own DQ of one Q: identical ones become one
-    layer, as in graphs from fx2trt_pipeline.quantize."""
+    """quantized_decomposed.dequantize_* -> IDequantizeLayer (int8 constants: the shared weight path)."""
     a = _pt2e_args(node, args, kwargs)
     if isinstance(a["input"], torch.Tensor):
         return dequantized_weight(ctx, ctx.name(node), a["input"], torch.as_tensor(a["scale"]), a["axis"])
+    # convert_pt2e gives every consumer its own copy of a DQ; identical copies become one layer, as in
+    # graphs from fx2trt_pipeline.quantize (one DQ per quantized tensor).
     twin = next((u for u in node.args[0].users if u is not node and u in ctx.values and u.target is node.target
                  and u.args[1:] == node.args[1:] and u.kwargs == node.kwargs), None)
     if twin is not None:

@@ -299,7 +299,7 @@ def _quant_state_hash(qgm: torch.fx.GraphModule, given: str | None) -> tuple[str
 
 def build_engine(
     qgm: torch.fx.GraphModule,
-    inputs: Sequence[InputSpec],
+    inputs: Sequence[InputSpec | torch.Tensor],
     path: str | Path,
     *,
     options: BuildOptions | None = None,
@@ -310,7 +310,8 @@ def build_engine(
 
     Args:
         qgm: the reference-quantized GraphModule (``fx2trt_pipeline.quantize`` output).
-        inputs: one InputSpec per graph input, in placeholder order (dynamic ones get a profile).
+        inputs: one InputSpec per graph input, in placeholder order (dynamic ones get a profile), or
+            example tensors (static shapes, named after the placeholders), as torch_tensorrt accepts.
         path: engine file to write; the sidecar goes to ``<path>.json``.
         options: build settings (``None``: TensorRT defaults).
         output_names: names for the engine outputs, in graph output order (``None``: the converter's).
@@ -335,6 +336,9 @@ def build_engine(
         >>> art.metadata["build_options"]["builder_optimization_level"], art.metadata["inputs"][0]["shape"]
         (3, [2, 3, 16, 16])
     """
+    from fx2trt_pipeline.network.inputs import as_input_specs
+
+    inputs = as_input_specs(qgm, inputs)  # example tensors become static specs named after the placeholders
     options = options if options is not None else BuildOptions()
     data, meta = _timed_engine(qgm, inputs, options, output_names)
     state_hash, source = _quant_state_hash(qgm, quant_state_hash)

@@ -98,3 +98,24 @@ class InputSpec:
             raise ConfigError(f"Input {data.get('name')!r}: {exc}") from None
         return cls(data["name"], tuple(data["shape"]), dtype,
                    *(tuple(data[k]) if data.get(k) else None for k in ("min_shape", "opt_shape", "max_shape")))
+
+
+def as_input_specs(gm: torch.fx.GraphModule, inputs: Sequence[InputSpec | torch.Tensor]) -> list[InputSpec]:
+    """``inputs`` with example tensors replaced by static InputSpecs named after the graph's placeholders
+    (as torch_tensorrt accepts example tensors); InputSpecs pass through unchanged.
+
+    Example:
+        >>> gm = torch.fx.symbolic_trace(torch.nn.ReLU())
+        >>> [(s.name, s.shape) for s in as_input_specs(gm, [torch.zeros(2, 3)])]
+        [('input_1', (2, 3))]
+    """
+    names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+    specs = []
+    for i, item in enumerate(inputs):
+        if isinstance(item, InputSpec):
+            specs.append(item)
+        elif isinstance(item, torch.Tensor):
+            specs.append(InputSpec.from_tensor(names[i] if i < len(names) else f"input{i}", item))
+        else:
+            raise ConfigError(f"Input {i} is a {type(item).__name__}; give an InputSpec or an example torch.Tensor")
+    return specs

@@ -22,12 +22,13 @@ import operator
 from typing import Any
 from collections.abc import Sequence
 
+import torch
 from torch.fx import GraphModule, Node
 from torch.fx.node import map_aggregate
 
 from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.network.context import ConversionContext, ConversionOptions
-from fx2trt_pipeline.network.inputs import InputSpec
+from fx2trt_pipeline.network.inputs import InputSpec, as_input_specs
 from fx2trt_pipeline.network.layer_builders import identity
 from fx2trt_pipeline.errors import ConfigError, ConversionError, UnsupportedOpsError, node_location
 from fx2trt_pipeline.trt_types import make_logger
@@ -162,7 +163,7 @@ def _mark_outputs(ctx: ConversionContext, gm: GraphModule, output_names: Sequenc
 
 def network_from_graph_module(
     gm: GraphModule,
-    inputs: Sequence[InputSpec],
+    inputs: Sequence[InputSpec | torch.Tensor],
     *,
     builder: Any | None = None,
     output_names: Sequence[str] | None = None,
@@ -172,7 +173,8 @@ def network_from_graph_module(
     Args:
         gm: the GraphModule (reference-quantized, float, or a torch.ao reference graph).
         inputs: one InputSpec per ``forward`` argument, in order; dynamic dims are ``-1`` and the
-            builder config needs an optimization profile from the specs' min/opt/max shapes.
+            builder config needs an optimization profile from the specs' min/opt/max shapes. Example
+            tensors are accepted too (static shapes, named after the placeholders).
         builder: a ``trt.Builder`` to create the network with; a new one (with a logger that records
             errors for our messages) when ``None``.
         output_names: network output names in graph-output order (default ``output0, output1, ...``).
@@ -197,6 +199,7 @@ def network_from_graph_module(
     rows = find_unsupported(gm)
     if rows:
         raise UnsupportedOpsError(rows)
+    inputs = as_input_specs(gm, inputs)
     trt = trt_api.get_trt()
     errors: list[str] = []
     logger = None

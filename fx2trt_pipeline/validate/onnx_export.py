@@ -49,7 +49,7 @@ from fx2trt_pipeline.errors import ExportError, node_location
 from fx2trt_pipeline.quantize import int8_ops, qdq_ops
 
 #: Namespaces whose ops the ONNX exporter translates (``fx2trt`` through our translation table).
-_EXPORTABLE_NAMESPACES = ("aten", "prims", "fx2trt")
+_EXPORTABLE_NAMESPACES = ("aten", "prims", "fx2trt", "quantized_decomposed")
 #: The lowest opset the exporter writes: torch's dynamo exporter emits opset 18 and converts only upwards.
 MIN_OPSET = 18
 
@@ -124,7 +124,9 @@ def _raise_unexportable(rows: list[tuple[str, str, str, str]], detail: str = "")
 def _quiet_eval(gm: torch.nn.Module) -> Iterator[None]:
     """Export in eval mode (restoring the caller's mode) without the exporter's chatter."""
     was_training = gm.training
-    gm.eval()
+    switch = _can_switch_mode(gm)
+    if switch:
+        gm.eval()
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript")]
     levels = [lg.level for lg in loggers]
     try:
@@ -136,7 +138,17 @@ def _quiet_eval(gm: torch.nn.Module) -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
-        gm.train(was_training)
+        if switch:
+            gm.train(was_training)
+
+
+def _can_switch_mode(gm: torch.nn.Module) -> bool:
+    # PT2E models (prepare_pt2e / convert_pt2e) refuse train() / eval(): their graph is already fixed.
+    try:
+        gm.train(gm.training)
+    except NotImplementedError:
+        return False
+    return True
 
 
 def _dynamic_shapes(gm: torch.fx.GraphModule, n_inputs: int) -> tuple[dict[int, Any], ...]:
@@ -251,8 +263,8 @@ def _check_model(model: Any, qgm: torch.fx.GraphModule, opset: int) -> None:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
         raise ExportError(f"The exported ONNX model fails onnx.checker: {exc}") from exc
-    want_q = sum(qdq_ops.is_quantize(n) for n in qgm.graph.nodes)
-    want_dq = sum(qdq_ops.is_dequantize(n) for n in qgm.graph.nodes)
+    want_q = sum(qdq_ops.is_any_quantize(n) for n in qgm.graph.nodes)
+    want_dq = sum(qdq_ops.is_any_dequantize(n) for n in qgm.graph.nodes)
     got_q, got_dq = _count_qdq(model)
     if got_q < want_q or got_dq < want_dq:
         raise ExportError(f"The exporter dropped Q/DQ nodes ({got_q}/{want_q} QuantizeLinear, {got_dq}/{want_dq} "

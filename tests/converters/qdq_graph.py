@@ -15,7 +15,7 @@ from torch import nn
 from torch.fx import GraphModule, Node
 from torch.fx.passes.shape_prop import ShapeProp
 
-from fx2trt_pipeline.quantize.qdq_ops import DEQUANTIZE, QUANTIZE
+from fx2trt_pipeline.quantize.qdq_ops import DEQUANTIZE, QUANTIZE, is_any_dequantize, is_any_quantize
 
 WEIGHTED_MODULES = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Linear)
 WEIGHTED_FUNCTIONS = (F.conv1d, F.conv2d, F.conv_transpose1d, F.conv_transpose2d, F.linear)
@@ -170,22 +170,20 @@ def _lower_functional_weight(gm: GraphModule, node: Node, deconv_axis: int) -> N
 
 
 def qdq_node_counts(gm: GraphModule) -> tuple[int, int]:
-    """(quantize, dequantize) node counts, torch.ao flavour included."""
-    q = sum(
-        1
-        for n in gm.graph.nodes
-        if n.op == "call_function"
-        and n.target
-        in (QUANTIZE, torch.ops.fx2trt.quantize, torch.quantize_per_tensor, torch.quantize_per_channel)
-    )
-    dq_targets = (DEQUANTIZE, torch.ops.fx2trt.dequantize, torch.dequantize)
-    dq = sum(
-        1
-        for n in gm.graph.nodes
-        if (n.op == "call_function" and n.target in dq_targets)
-        or (n.op == "call_method" and n.target == "dequantize")
-    )
-    return q, dq
+    """(quantize, dequantize) layer counts a graph's Q/DQ nodes should give, torch.ao and PT2E flavours
+    included: a PT2E quantize of a constant weight folds into the int8 constant, and PT2E's per-consumer
+    copies of one dequantize (convert_pt2e duplicates them) become one layer."""
+    def packet(n: Node, op: Any) -> bool:  # torch.ops.fx2trt.quantize without an overload
+        return n.op == "call_function" and n.target is op
+
+    q = sum(1 for n in gm.graph.nodes if (is_any_quantize(n) or packet(n, torch.ops.fx2trt.quantize))
+            and getattr(n.args[0], "op", None) != "get_attr")
+    dq_keys = set()
+    for n in gm.graph.nodes:
+        if is_any_dequantize(n) or packet(n, torch.ops.fx2trt.dequantize):
+            pt2e = "quantized_decomposed" in str(n.target)
+            dq_keys.add((n.target, n.args, tuple(n.kwargs.items())) if pt2e else n)
+    return q, len(dq_keys)
 
 
 class Fn(nn.Module):
