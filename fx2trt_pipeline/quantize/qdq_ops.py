@@ -118,3 +118,13 @@ def is_any_dequantize(node: torch.fx.Node) -> bool:
         return node.target == "dequantize"
     return is_dequantize(node) or (node.op == "call_function" and node.target is torch.dequantize) or \
         _is_op(node, _PT2E_DEQUANTIZE)
+
+
+def distinct_dequantize_count(gm: torch.fx.GraphModule) -> int:
+    """Dequantize nodes of ``gm``, counting PT2E's per-consumer copies of one dequantize once (convert_pt2e
+    duplicates a DQ for every consumer; converters and exporters make one layer / node of them)."""
+    keys = set()
+    for n in gm.graph.nodes:
+        if is_any_dequantize(n):
+            keys.add((n.target, n.args, tuple(n.kwargs.items())) if _is_op(n, _PT2E_DEQUANTIZE) else n)
+    return len(keys)

@@ -264,7 +264,7 @@ def _check_model(model: Any, qgm: torch.fx.GraphModule, opset: int) -> None:
     except Exception as exc:
         raise ExportError(f"The exported ONNX model fails onnx.checker: {exc}") from exc
     want_q = sum(qdq_ops.is_any_quantize(n) for n in qgm.graph.nodes)
-    want_dq = sum(qdq_ops.is_any_dequantize(n) for n in qgm.graph.nodes)
+    want_dq = qdq_ops.distinct_dequantize_count(qgm)
     got_q, got_dq = _count_qdq(model)
     if got_q < want_q or got_dq < want_dq:
         raise ExportError(f"The exporter dropped Q/DQ nodes ({got_q}/{want_q} QuantizeLinear, {got_dq}/{want_dq} "
