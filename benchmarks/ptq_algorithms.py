@@ -7,6 +7,9 @@ divided by the plain FP32 forwards over the same calibration batches.
 
     python benchmarks/ptq_algorithms.py --threads 2 --calib-batches 3 --eval-batches 2
     python benchmarks/ptq_algorithms.py --model resnet18 --settings base equalization
+    python benchmarks/ptq_algorithms.py --model demo_detector --max-images 100 --calibrator mse
+
+The demo detector (CenterNet on MNIST scenes, real labels) is scored by COCO mAP on its val split.
 """
 
 from __future__ import annotations
@@ -54,6 +57,25 @@ def plain_forwards(model: torch.nn.Module, batches: list[torch.Tensor]) -> float
     return time.perf_counter() - start
 
 
+def detector_rows(args: argparse.Namespace) -> None:
+    """mAP of the demo detector per setting (drop vs FP32 in points)."""
+    from fx2trt_pipeline.validate.accuracy import detection_evaluator
+    from fx2trt_pipeline.validate.demo_detector import centernet_decode, demo_setup
+
+    setup = demo_setup(calib_images=args.calib_images)
+    evaluate = detection_evaluator(setup.val, centernet_decode, max_images=args.max_images)
+    fp32 = evaluate(setup.model)["mAP"]
+    print(f"demo detector, {sum(len(b) for b in setup.calib_batches)} calibration scenes, calibrator "
+          f"{args.calibrator}, FP32 mAP {100 * fp32:.2f}, {args.threads} threads")
+    print(f"{'setting':16s} {'mAP':>7s} {'drop (points)':>14s}")
+    for name in args.settings:
+        cfg = ftp.QuantConfig(**{"calibrator": args.calibrator, "show_progress": False, **SETTINGS[name]})
+        qgm = ftp.quantize(setup.model, setup.calib_batches, example_inputs=(setup.calib_batches[0][:1],),
+                           config=cfg)
+        metric = evaluate(qgm)["mAP"]
+        print(f"{name:16s} {100 * metric:7.2f} {100 * (fp32 - metric):14.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="mobilenet_v2")
@@ -63,8 +85,12 @@ def main() -> None:
     parser.add_argument("--eval-batches", type=int, default=2)
     parser.add_argument("--calibrator", default="entropy")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--max-images", type=int, default=None, help="demo detector: val scenes scored")
+    parser.add_argument("--calib-images", type=int, default=None, help="demo detector: calibration scenes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.model == "demo_detector":
+        return detector_rows(args)
     model, calib, evaluation = load(args.model, args.calib_batches, args.eval_batches, args.batch_size)
     with torch.no_grad():
         reference = model(evaluation)
