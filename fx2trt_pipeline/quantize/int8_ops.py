@@ -10,9 +10,10 @@ node as before) plus the two scales, given as keywords, and compute:
 1. the int8 operands, recovered exactly as ``round(x / input_scale)`` and ``round(w / weight_scale)``
    (the inputs are ``dequantize`` outputs: ``q * s`` in float32 is within 2**-23 relative of the
    grid, so rounding returns ``q``);
-2. ``acc``: the exact integer sum, as a float64 tensor (float32 convolutions on integer values while
-   every partial sum stays below 2**24, i.e. at most 1032 products per output, else input-channel
-   chunks of that size summed in float64; float64 convolutions on CUDA, rounded);
+2. ``acc``: the exact integer sum (a float32 convolution on the integer values when every partial sum
+   provably stays below 2**24: ``128 * sum|w|`` over each output's kernel, which holds for nearly every
+   layer; else input-channel chunks of at most 1032 products summed in float64; float64 convolutions
+   on CUDA, rounded);
 3. the float32 epilogue, in this order: ``a = float32(acc)`` (round to nearest even),
    ``m = input_scale * weight_scale[c]`` (float32 product), ``y = a * m`` (float32),
    ``y = y + bias[c]`` (float32). Each step is one IEEE operation, so the result is the same on every
@@ -57,19 +58,21 @@ def _grid(v: torch.Tensor, scale: torch.Tensor, axis: int | None) -> torch.Tenso
     return torch.div(v.to(torch.float32), s).round_()
 
 
-def _exact_sum(op: Callable[..., torch.Tensor], xq: torch.Tensor, wq: torch.Tensor, spec: tuple[int, int, int],
+def _exact_sum(op: Callable[..., torch.Tensor], xq: torch.Tensor, wq: torch.Tensor, spec: tuple[int, int, int, int],
                args: tuple) -> torch.Tensor:
-    """``op(xq, wq, None, *args)`` summed exactly; ``spec`` = (x channel dim, w channel dim, groups).
+    """``op(xq, wq, None, *args)`` summed exactly; ``spec`` = (x channel dim, w channel dim, w output dim, groups).
 
     The result holds integers: float32 when they are all below 2**24 (then float32 is exact), else float64.
     """
-    x_dim, w_dim, groups = spec
-    terms_per_channel = math.prod(wq.shape[2:]) if wq.dim() > 2 else 1
-    channels = wq.shape[w_dim]
+    x_dim, w_dim, out_dim, groups = spec
     if xq.device.type != "cpu":  # cuDNN may pick FFT / Winograd: float64 keeps the error far below 0.5
         return torch.round(op(xq.double(), wq.double(), None, *args))
-    if channels * terms_per_channel <= EXACT_FLOAT32_TERMS:
+    # Any partial sum of an output is at most max|x| * sum|w| over that output's kernel, in any order.
+    l1 = wq.abs().sum(dim=[d for d in range(wq.dim()) if d != out_dim]).max() if wq.numel() else wq.new_zeros(())
+    if 128 * float(l1) < 2 ** 24:
         return op(xq, wq, None, *args)
+    terms_per_channel = math.prod(wq.shape[2:]) if wq.dim() > 2 else 1
+    channels = wq.shape[w_dim]
     step = EXACT_FLOAT32_TERMS // terms_per_channel
     if groups != 1 or step == 0:
         return op(xq.double(), wq.double(), None, *args)
@@ -99,7 +102,7 @@ def _conv(op: Callable[..., torch.Tensor], x: torch.Tensor, weight: torch.Tensor
     input_scale, weight_scale = scales
     groups = int(args[-1])
     xq, wq = _grid(x, input_scale, None), _grid(weight, weight_scale, 0)
-    acc = _exact_sum(op, xq, wq, (1, 1, groups), args)
+    acc = _exact_sum(op, xq, wq, (1, 1, 0, groups), args)
     return _epilogue(acc, input_scale, weight_scale, bias, 1)
 
 
@@ -109,7 +112,7 @@ def _deconv(op: Callable[..., torch.Tensor], x: torch.Tensor, weight: torch.Tens
     groups = int(args[3])
     # Weight (C_in, C_out / groups, *k) with per-output-channel scales on axis 1, repeated per group.
     xq, wq = _grid(x, input_scale, None), _grid(weight, weight_scale, 1)
-    acc = _exact_sum(op, xq, wq, (1, 0, groups), args)
+    acc = _exact_sum(op, xq, wq, (1, 0, 1, groups), args)
     return _epilogue(acc, input_scale, weight_scale.repeat(groups), bias, 1)
 
 
@@ -168,7 +171,7 @@ def _conv_transpose2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
 def _linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, input_scale: torch.Tensor,
             weight_scale: torch.Tensor) -> torch.Tensor:
     xq, wq = _grid(input, input_scale, None), _grid(weight, weight_scale, 0)
-    acc = _exact_sum(F.linear, xq, wq, (xq.dim() - 1, 1, 1), ())
+    acc = _exact_sum(F.linear, xq, wq, (xq.dim() - 1, 1, 0, 1), ())
     return _epilogue(acc, input_scale, weight_scale, bias, acc.dim() - 1)
 
 

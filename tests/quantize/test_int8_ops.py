@@ -56,7 +56,7 @@ def _exact_reference(x_q: torch.Tensor, w_q: torch.Tensor, sx: torch.Tensor, sw:
     return acc.float() * (sx * sw).reshape(1, -1, 1, 1) + bias.reshape(1, -1, 1, 1)
 
 
-@pytest.mark.parametrize("cin,groups", [(8, 1), (160, 1), (96, 96)])  # 160 * 9 > 1032: input-channel chunks
+@pytest.mark.parametrize("cin,groups", [(8, 1), (320, 1), (96, 96)])  # 128 * sum|w| > 2**24 at 320: chunks
 def test_conv_equals_exact_integer_sum_then_float32_epilogue(cin: int, groups: int) -> None:
     gen = torch.Generator().manual_seed(cin)
     x_q = torch.randint(-128, 128, (2, cin, 7, 7), generator=gen, dtype=torch.int8)
@@ -79,8 +79,8 @@ def test_deconv_and_linear_match_their_float_op_closely() -> None:
     got = int8_ops.conv_transpose2d(x, w, None, [2, 2], [1, 1], [1, 1], 1, [1, 1], input_scale=sx,
                                      weight_scale=sw)
     assert torch.allclose(got, F.conv_transpose2d(x, w, None, 2, 1, 1, 1, 1), atol=1e-5)
-    xl = qdq_ops.fake_quantize(torch.randn(5, 2000, generator=gen), sx)  # 2000 > 1032 terms: chunked
-    wl_q = torch.randint(-127, 128, (6, 2000), generator=gen, dtype=torch.int8)
+    xl = qdq_ops.fake_quantize(torch.randn(5, 4000, generator=gen), sx)  # 128 * sum|w| > 2**24: chunked
+    wl_q = torch.randint(-127, 128, (6, 4000), generator=gen, dtype=torch.int8)
     sl = torch.rand(6, generator=gen) * 0.01 + 1e-3
     wl = qdq_ops.dequantize(wl_q, sl, 0)
     exact = (torch.round(xl / sx).double() @ wl_q.double().T).float() * (sx * sl)
