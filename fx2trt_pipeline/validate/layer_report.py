@@ -378,8 +378,8 @@ def quant_error_table(float_model: torch.nn.Module, qgm: GraphModule, inputs: Se
     ctx = _ErrorContext(float_gm, {n.name: n for n in float_gm.graph.nodes}, float_values, quant_values)
     rows = LayerErrorTable()
     for node in qgm.graph.nodes:
-        if node.op not in ("call_function", "call_module", "call_method") or qdq_ops.is_quantize(node) \
-                or qdq_ops.is_dequantize(node):
+        if node.op not in ("call_function", "call_module", "call_method") or qdq_ops.is_any_quantize(node) \
+                or qdq_ops.is_any_dequantize(node):
             continue
         acts, weights = _quantized_args(node)
         if (acts or weights) and node.name in float_values and node.name in quant_values:
@@ -389,6 +389,8 @@ def quant_error_table(float_model: torch.nn.Module, qgm: GraphModule, inputs: Se
 
 def _folded_float_graph(float_model: torch.nn.Module, qgm: GraphModule, concrete_args: dict[str, Any] | None,
                         inputs: Sequence[torch.Tensor]) -> GraphModule:
+    if not isinstance(float_model, GraphModule) and _is_torch_ao_graph(qgm):
+        return torch_ao_float_twin(qgm)  # torch.ao graphs carry no quantization state: use the graph itself
     if not isinstance(float_model, GraphModule):
         return float_reference_graph(float_model, qgm, concrete_args, inputs)
     from fx2trt_pipeline.quantize.fold_bn import fold_batchnorm
@@ -420,15 +422,18 @@ def _error_row(qgm: GraphModule, node: Node, quantized: tuple[list[Node], list[t
     env: dict[str, torch.Tensor] = {}  # this layer's inputs, over the shared base values
     for dq in acts:  # the float input, through this layer's own Q/DQ
         q = dq.args[0]
-        source, scale, axis = q.args[0], ctx.quant_values[q.args[1].name], q.args[2]
-        x = ctx.float_values.get(source.name, ctx.quant_values.get(source.name))
-        env[dq.name] = qdq_ops.fake_quantize(x, scale, axis)
+        x = ctx.float_values.get(q.args[0].name, ctx.quant_values.get(q.args[0].name))
+        # This layer's own Q then DQ nodes, run on the float value (any Q/DQ flavour: ours, torch.ao's).
+        q_value = _run_alone(qgm, q, ChainMap({q.args[0].name: x}, ctx.base()))
+        env[dq.name] = _run_alone(qgm, dq, ChainMap({q.name: q_value}, ctx.base()))
     for _, wdq in weights:
         env[wdq.name] = ctx.quant_values[wdq.name]
     with torch.no_grad():
         alone = _run_alone(qgm, node, ChainMap(env, ctx.base()))
     ref, accumulated = ctx.float_values[node.name], ctx.quant_values[node.name]
     w_sqnr = w_cos = None
+    if not weights and node.op == "call_module":  # torch.ao reference modules quantize their own weight
+        w_sqnr, w_cos = _reference_weight_error(qgm.get_submodule(str(node.target)))
     if weights and node.name in ctx.float_nodes:
         pos, wdq = weights[0]
         w_float = _float_weight(ctx.float_gm, ctx.float_nodes[node.name], pos, ctx.float_values)
