@@ -18,9 +18,9 @@ re-prepares and re-calibrates.
 
 Example:
     >>> from fx2trt_pipeline.validate.accuracy import detection_evaluator
-    >>> from fx2trt_pipeline.validate.demo_detector import demo_setup
+    >>> from fx2trt_pipeline.validate.demo_detector import centernet_decode as decode, demo_setup
     >>> setup = demo_setup()                                                              # doctest: +SKIP
-    >>> result = mixed_precision_search(setup.model, setup.prepared, detection_evaluator(setup.val),
+    >>> result = mixed_precision_search(setup.model, setup.prepared, detection_evaluator(setup.val, decode),
     ...                                 budget=0.003, calib_batches=setup.calib_batches)  # doctest: +SKIP
     >>> print(result); result.float_layers                                                # doctest: +SKIP
 """
@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.fx import GraphModule
 
-from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.errors import ConfigError, InternalError
 from fx2trt_pipeline.quantize.api import calibrate, convert, prepare, prepared_info
 from fx2trt_pipeline.quantize.config import QuantConfig
 from fx2trt_pipeline.quantize.observe import StatsObserver
@@ -299,20 +299,11 @@ def layer_sensitivity(model: nn.Module, prepared: GraphModule, inputs: Sequence[
     return [LayerSensitivity(n, sqnr[n], gain[n], rank) for rank, n in enumerate(ranked)]
 
 
-def mixed_precision_search(model: nn.Module, prepared: GraphModule, evaluate: Evaluator, budget: float, *,
-                           metric: str = "mAP", config: QuantConfig | None = None,
-                           calib_batches: Sequence[Any] | None = None,
-                           proxy_inputs: Sequence[torch.Tensor] | None = None, proxy: str = "output",
-                           max_verify: int = 4, max_float_layers: int | None = None,
-                           max_evaluations: int | None = None, prune: bool = True,
-                           fp32_metric: float | None = None) -> MixedPrecisionResult:
-    """Keep the fewest layers in float so that ``metric(FP32) - metric(INT8) <= budget``.
+@dataclass(frozen=True)
+class SearchOptions:
+    """Settings of :func:`mixed_precision_search` (its keyword arguments).
 
-    Args:
-        model: the float model.
-        prepared: ``ftp.prepare(model, ...)`` calibrated with ``ftp.calibrate`` (its statistics are reused).
-        evaluate: ``evaluate(model) -> metrics`` (e.g. ``detection_evaluator(val)``); higher is better.
-        budget: the allowed drop in metric units (0.003 = 0.3 mAP points).
+    Attributes:
         metric: the metric key of ``evaluate``'s result.
         config: calibrator settings (default: the prepared config; e.g. ``table.best.config(...)``).
         calib_batches: re-iterable calibration data, needed when a skip moves a Q/DQ point and the
@@ -325,101 +316,160 @@ def mixed_precision_search(model: nn.Module, prepared: GraphModule, evaluate: Ev
         prune: once the budget is met, try dropping each float layer but the last added (one
             evaluation each) and keep the drops that still meet the budget.
         fp32_metric: the float model's metric if already known (saves one evaluation).
+    """
+
+    metric: str = "mAP"
+    config: QuantConfig | None = None
+    calib_batches: Sequence[Any] | None = None
+    proxy_inputs: Sequence[torch.Tensor] | None = None
+    proxy: str = "output"
+    max_verify: int = 4
+    max_float_layers: int | None = None
+    max_evaluations: int | None = None
+    prune: bool = True
+    fp32_metric: float | None = None
+
+
+class _Search:
+    """The search's state: the candidate sets evaluated so far (metrics only) and the evaluation count."""
+
+    def __init__(self, model: nn.Module, prepared: GraphModule, evaluate: Evaluator, budget: float,
+                 options: SearchOptions) -> None:
+        self.model, self.prepared, self.evaluate, self.budget, self.opts = model, prepared, evaluate, budget, options
+        self.config = options.config or prepared_info(prepared, calibrated=True).config
+        self.cache: dict[frozenset[str], float] = {}  # metrics only: models are rebuilt, large ones would pile up
+        self.evaluations = 0
+        self.steps: list[SearchStep] = []
+        self.sensitivity: list[LayerSensitivity] = []
+        self.fp32 = self.int8 = math.nan
+
+    def score(self, module: Any) -> float:
+        self.evaluations += 1
+        metrics = self.evaluate(module)
+        if self.opts.metric not in metrics:
+            raise ConfigError(f"evaluate() returned {sorted(metrics)}, without the metric {self.opts.metric!r}.")
+        return float(metrics[self.opts.metric])
+
+    def metric_with(self, skip: Sequence[str]) -> float:
+        """Metric with ``skip`` in float, each set evaluated once (NaN: needs calib_batches)."""
+        key = frozenset(skip)
+        if key not in self.cache:
+            qgm = quantize_with_skip(self.model, self.prepared, list(skip), self.config, self.opts.calib_batches)
+            self.cache[key] = math.nan if qgm is None else self.score(qgm)
+        return self.cache[key]
+
+    def can_evaluate(self, skip: Sequence[str]) -> bool:
+        """``skip`` is cached, or the evaluation limit leaves room for it."""
+        limit = self.opts.max_evaluations
+        return frozenset(skip) in self.cache or limit is None or self.evaluations < limit
+
+    def meets(self, value: float) -> bool:
+        return not math.isnan(value) and self.fp32 - value <= self.budget + 1e-12
+
+    def result(self, final: float, layers: list[str], note: str) -> MixedPrecisionResult:
+        cfg = dataclasses.replace(self.config, skip=tuple(dict.fromkeys((*self.config.skip, *layers))))
+        qgm = quantize_with_skip(self.model, self.prepared, layers, self.config, self.opts.calib_batches)
+        if qgm is None:  # the chosen set was built (and evaluated) before
+            raise InternalError(f"mixed precision: the chosen float set {layers} could not be rebuilt")
+        return MixedPrecisionResult(
+            metric=self.opts.metric, budget=self.budget, fp32=self.fp32, int8=self.int8, final=final,
+            float_layers=layers, met_budget=self.fp32 - final <= self.budget + 1e-12, config=cfg, model=qgm,
+            sensitivity=self.sensitivity, steps=self.steps, evaluations=self.evaluations, proxy=self.opts.proxy,
+            note=note)
+
+    def rank_layers(self) -> list[str]:
+        """Proxy ranking, then leave-one-out on the top few: measured gains first, unmeasured, then no gain."""
+        proxy_inputs = self.opts.proxy_inputs
+        if proxy_inputs is None:
+            if self.opts.calib_batches is None:
+                raise ConfigError("mixed_precision_search needs proxy_inputs or calib_batches for the proxies.")
+            first = next(iter(self.opts.calib_batches))
+            proxy_inputs = tuple(first) if isinstance(first, (tuple, list)) else (first,)
+        sens = layer_sensitivity(self.model, self.prepared, proxy_inputs, config=self.config,
+                                 calib_batches=self.opts.calib_batches, proxy=self.opts.proxy)
+        self.sensitivity = sens
+        for s in sens[: self.opts.max_verify]:
+            if not self.can_evaluate((s.layer,)):
+                break
+            value = self.metric_with((s.layer,))
+            if not math.isnan(value):
+                s.metric_if_float, s.recovered = value, value - self.int8
+        measured = sorted((s for s in sens if s.recovered is not None and s.recovered > 0),
+                          key=lambda s: -(s.recovered or 0.0))
+        return [s.layer for s in measured] + [s.layer for s in sens if s.recovered is None] + \
+            [s.layer for s in sens if s.recovered is not None and s.recovered <= 0]
+
+    def add_greedily(self, order: list[str]) -> tuple[list[str], float, str | None]:
+        """Add layers in ``order`` while they improve the metric, until the budget is met (note: why not)."""
+        chosen, current = [], self.int8
+        limit = self.opts.max_float_layers if self.opts.max_float_layers is not None else len(order)
+        for layer in order:
+            if len(chosen) >= limit:
+                return chosen, current, f"stopped at max_float_layers={limit}"
+            if not self.can_evaluate((*chosen, layer)):
+                return chosen, current, f"stopped at max_evaluations={self.opts.max_evaluations}"
+            value = self.metric_with((*chosen, layer))
+            accepted = not math.isnan(value) and value > current
+            self.steps.append(SearchStep((*chosen, layer), value, accepted))
+            if accepted:
+                chosen, current = [*chosen, layer], value
+                if self.meets(current):
+                    return chosen, current, None
+        untried = sum(math.isnan(s.metric) for s in self.steps)
+        needs = f"; {untried} needed calib_batches to re-calibrate" if untried else ""
+        return chosen, current, "every layer was tried" + needs
+
+    def prune(self, chosen: list[str], current: float) -> tuple[list[str], float]:
+        """Greedy additions interact: drop any layer whose removal still meets the budget (latest first)."""
+        for layer in reversed(chosen[:-1] if self.opts.prune else []):
+            rest = [n for n in chosen if n != layer]
+            if not self.can_evaluate(rest):
+                break
+            value = self.metric_with(rest)
+            self.steps.append(SearchStep(tuple(rest), value, self.meets(value)))
+            if self.meets(value):
+                chosen, current = rest, value
+        return chosen, current
+
+
+def mixed_precision_search(model: nn.Module, prepared: GraphModule, evaluate: Evaluator, budget: float,
+                           **options: Any) -> MixedPrecisionResult:
+    """Keep the fewest layers in float so that ``metric(FP32) - metric(INT8) <= budget``.
+
+    Args:
+        model: the float model.
+        prepared: ``ftp.prepare(model, ...)`` calibrated with ``ftp.calibrate`` (its statistics are reused).
+        evaluate: ``evaluate(model) -> metrics`` (e.g. ``detection_evaluator(val, centernet_decode)`` or a
+            :class:`~fx2trt_pipeline.validate.evaluation.CandidateScorer`); higher is better.
+        budget: the allowed drop in metric units (0.003 = 0.3 mAP points).
+        options: :class:`SearchOptions` fields (``metric``, ``config``, ``calib_batches``, limits...).
 
     Returns:
         A :class:`MixedPrecisionResult`; ``met_budget`` is False (and ``note`` says why) when the
         budget could not be met within the limits.
 
     Raises:
-        ConfigError: ``prepared`` is not calibrated, no proxy inputs, or ``metric`` is missing.
+        ConfigError: ``prepared`` is not calibrated, no proxy inputs, ``metric`` is missing, or an unknown option.
 
     Example:
-        >>> result = mixed_precision_search(model, prepared, detection_evaluator(val), budget=0.003,
-        ...                                 calib_batches=batches)                 # doctest: +SKIP
+        >>> result = mixed_precision_search(model, prepared, detection_evaluator(val, centernet_decode),
+        ...                                 budget=0.003, calib_batches=batches)     # doctest: +SKIP
         >>> result.met_budget, result.float_layers                                 # doctest: +SKIP
         (True, ['wh_2'])
     """
-    config = config or prepared_info(prepared, calibrated=True).config
-    cache: dict[frozenset[str], float] = {}  # metrics only: models are rebuilt, large ones would pile up
-    evaluations = 0
-
-    def score(module: Any) -> float:
-        nonlocal evaluations
-        evaluations += 1
-        metrics = evaluate(module)
-        if metric not in metrics:
-            raise ConfigError(f"evaluate() returned {sorted(metrics)}, without the metric {metric!r}.")
-        return float(metrics[metric])
-
-    def metric_with(skip: Sequence[str]) -> float:
-        """Metric with ``skip`` in float, each set evaluated once (NaN: needs calib_batches)."""
-        if frozenset(skip) not in cache:
-            qgm = quantize_with_skip(model, prepared, list(skip), config, calib_batches)
-            cache[frozenset(skip)] = math.nan if qgm is None else score(qgm)
-        return cache[frozenset(skip)]
-
-    convert(prepared, config)  # fail early when the config needs statistics that were not collected
-    fp32 = float(fp32_metric) if fp32_metric is not None else score(model)
-    int8 = metric_with(())
-
-    def done(final: float, layers: list[str], sens: list[LayerSensitivity], steps: list[SearchStep],
-             note: str) -> MixedPrecisionResult:
-        cfg = dataclasses.replace(config, skip=tuple(dict.fromkeys((*config.skip, *layers))))
-        # never None: the chosen set was built (and evaluated) before
-        qgm = quantize_with_skip(model, prepared, layers, config, calib_batches)
-        return MixedPrecisionResult(metric, budget, fp32, int8, final, layers, fp32 - final <= budget + 1e-12,
-                                    cfg, qgm, sens, steps, evaluations, proxy, note)  # type: ignore[arg-type]
-
-    def budget_left() -> bool:
-        return max_evaluations is None or evaluations < max_evaluations
-
-    if fp32 - int8 <= budget + 1e-12:  # nothing to recover: skip the proxies too
-        return done(int8, [], [], [], "full INT8 already meets the budget")
-    if proxy_inputs is None:
-        if calib_batches is None:
-            raise ConfigError("mixed_precision_search needs proxy_inputs or calib_batches for the proxies.")
-        first = next(iter(calib_batches))
-        proxy_inputs = tuple(first) if isinstance(first, (tuple, list)) else (first,)
-    sens = layer_sensitivity(model, prepared, proxy_inputs, config=config, calib_batches=calib_batches,
-                             proxy=proxy)
-    for s in sens[:max_verify]:  # leave-one-out with the real metric on the proxy's top few
-        if not budget_left():
-            break
-        value = metric_with((s.layer,))
-        if not math.isnan(value):
-            s.metric_if_float, s.recovered = value, value - int8
-    measured = sorted((s for s in sens if s.recovered is not None and s.recovered > 0),
-                      key=lambda s: -(s.recovered or 0.0))
-    order = [s.layer for s in measured] + [s.layer for s in sens if s.recovered is None] + \
-        [s.layer for s in sens if s.recovered is not None and s.recovered <= 0]
-    chosen: list[str] = []
-    current, steps = int8, []
-    limit = max_float_layers if max_float_layers is not None else len(order)
-    for layer in order:
-        if len(chosen) >= limit:
-            return done(current, chosen, sens, steps, f"stopped at max_float_layers={limit}")
-        if frozenset((*chosen, layer)) not in cache and not budget_left():
-            return done(current, chosen, sens, steps, f"stopped at max_evaluations={max_evaluations}")
-        value = metric_with((*chosen, layer))
-        accepted = not math.isnan(value) and value > current
-        steps.append(SearchStep((*chosen, layer), value, accepted))
-        if accepted:
-            chosen, current = [*chosen, layer], value
-            if fp32 - current <= budget + 1e-12:
-                break
-    else:
-        untried = sum(math.isnan(s.metric) for s in steps)
-        needs = f"; {untried} needed calib_batches to re-calibrate" if untried else ""
-        return done(current, chosen, sens, steps, "every layer was tried" + needs)
-    # Greedy additions interact: a layer that helped early may be redundant now. Drop any whose removal
-    # still meets the budget (latest first: the ordering put the least promising last).
-    for layer in reversed(chosen[:-1] if prune else []):
-        rest = [n for n in chosen if n != layer]
-        if frozenset(rest) not in cache and not budget_left():
-            break
-        value = metric_with(rest)
-        kept_out = not math.isnan(value) and fp32 - value <= budget + 1e-12
-        steps.append(SearchStep(tuple(rest), value, kept_out))
-        if kept_out:
-            chosen, current = rest, value
-    return done(current, chosen, sens, steps, "")
+    try:
+        opts = SearchOptions(**options)
+    except TypeError as exc:
+        fields = list(SearchOptions.__dataclass_fields__)
+        raise ConfigError(f"mixed_precision_search: {exc}; options are {fields}") from exc
+    search = _Search(model, prepared, evaluate, budget, opts)
+    convert(prepared, search.config)  # fail early when the config needs statistics that were not collected
+    search.fp32 = float(opts.fp32_metric) if opts.fp32_metric is not None else search.score(model)
+    search.int8 = search.metric_with(())
+    if search.meets(search.int8):  # nothing to recover: skip the proxies too
+        return search.result(search.int8, [], "full INT8 already meets the budget")
+    chosen, current, note = search.add_greedily(search.rank_layers())
+    if note is not None:
+        return search.result(current, chosen, note)
+    chosen, current = search.prune(chosen, current)
+    return search.result(current, chosen, "")

@@ -10,6 +10,7 @@ onnx_export.py    QDQ ONNX (QuantizeLinear/DequantizeLinear, per-channel axis) f
 metrics.py        COCO mAP via pycocotools (shardable predictions), top-k accuracy, agreement with FP32
 backends.py       the engine-side backends, one selection rule ("auto" / explicit, exit code 3 if unavailable)
 results.py        BackendRow, AccuracyResult, Evaluation: what an evaluation found
+eval_data.py      EvalData (task, dataset or batches, limits) and Shard (this rank's part under torchrun)
 evaluation.py     THE evaluation: score runners on EvalData (torchrun-sharded), compare, gate -> Evaluation
 gate.py           GateSpec + ordered checks (engine ran, output parity, task-metric parity/budget, minimum)
 accuracy.py       library entry points validate_detector / validate_classifier (-> evaluation.py)

@@ -29,8 +29,8 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -38,6 +38,7 @@ import torch
 from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.validate.backends import Availability, BackendPlan, backend_label, select_backends
 from fx2trt_pipeline.validate.compare import Tolerance, compare_outputs
+from fx2trt_pipeline.validate.eval_data import PARITY_BATCH, TASK_METRIC, EvalData, Shard
 from fx2trt_pipeline.validate.gate import GateSpec, gate_evaluation
 from fx2trt_pipeline.validate.metrics import (
     agreement,
@@ -51,144 +52,8 @@ from fx2trt_pipeline.validate.results import BackendRow, Evaluation, finite_or_n
 from fx2trt_pipeline.validate.runners import Runner, TorchRunner
 from fx2trt_pipeline.validate.tie_parity import runner_tie_parity
 
-TASKS = ("detection", "classification", "none")
-#: Images compared output by output between backends.
-PARITY_BATCH = 16
-#: The primary metric of each task.
-TASK_METRIC = {"detection": "mAP", "classification": "top1"}
 #: FP32 top-1 below this is taken as labels that do not match the outputs, not as the model's accuracy.
 IMPLAUSIBLE_TOP1 = 0.1
-
-
-@dataclass(frozen=True)
-class Shard:
-    """This process's part of the data: items ``rank::world`` (one process: ``Shard(0, 1)``)."""
-
-    rank: int = 0
-    world: int = 1
-
-    @classmethod
-    def current(cls) -> Shard:
-        """The shard of this process under an initialised ``torch.distributed`` group, else the whole set."""
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized():
-            return cls(dist.get_rank(), dist.get_world_size())
-        return cls()
-
-    def gather(self, value: Any) -> list[Any]:
-        """Every rank's ``value``, in rank order (collective: every rank must call it)."""
-        if self.world == 1:
-            return [value]
-        out: list[Any] = [None] * self.world
-        torch.distributed.all_gather_object(out, value)
-        return out
-
-
-@dataclass
-class EvalData:
-    """What runners are scored on.
-
-    Attributes:
-        task: ``detection`` (COCO mAP) | ``classification`` (top-1/top-5 when labelled, agreement with FP32
-            always) | ``none`` (outputs compared only).
-        dataset: ``ds[i] -> (image, label or image id)``: a COCO set (detection) or a labelled folder.
-        batches: ``(inputs, labels or None)`` batches, instead of ``dataset`` (classification / none).
-        input_name: the feed name of the model's single input.
-        decode_fn: detector outputs -> (boxes, scores, classes) (detection only).
-        max_images, batch_size: the first N items only; items per runner call.
-        shard: this process's part (:meth:`Shard.current` under torchrun).
-    """
-
-    task: str
-    dataset: Any = None
-    batches: Sequence[tuple[torch.Tensor, torch.Tensor | None]] | None = None
-    input_name: str = "images"
-    decode_fn: Callable[[Any], Any] | None = None
-    max_images: int | None = None
-    batch_size: int = 50
-    shard: Shard = field(default_factory=Shard)
-    _local: list[tuple[torch.Tensor, torch.Tensor | None]] | None = field(default=None, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ConfigError(f"task must be one of {TASKS}, got {self.task!r}")
-        if self.task == "detection" and (self.dataset is None or self.decode_fn is None):
-            raise ConfigError("Detection needs a COCO-style dataset and a decode_fn (outputs -> boxes, "
-                              "scores, classes); give [model] decode = 'package.module:function' or task 'none'.")
-
-    @property
-    def metric(self) -> str | None:
-        """The primary metric, ``None`` when the data has no labels for one."""
-        if self.task == "classification" and not self.labelled:
-            return None
-        return TASK_METRIC.get(self.task)
-
-    @property
-    def labelled(self) -> bool:
-        """Whether the data carries labels (class indices or COCO boxes)."""
-        if self.task == "detection":
-            return True
-        first = self._first_batch()
-        return first is not None and first[1] is not None
-
-    def count(self) -> int:
-        """Items scored (all ranks together)."""
-        if self.batches is not None:
-            return min(sum(int(b[0].shape[0]) for b in self.batches), self.max_images or 1 << 62)
-        return 0 if self.dataset is None else min(len(self.dataset), self.max_images or 1 << 62)
-
-    def indices(self) -> list[int]:
-        """Dataset indices of this rank's shard."""
-        return list(range(self.count()))[self.shard.rank :: self.shard.world]
-
-    def _first_batch(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
-        if self.batches is not None:
-            return self.batches[0] if len(self.batches) else None
-        if self.dataset is None or len(self.dataset) == 0:
-            return None
-        return _collate([self.dataset[0]])
-
-    def local_batches(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        """This rank's batches (classification / none), loaded once."""
-        if self._local is None:
-            if self.batches is not None:
-                self._local = _limit(self.batches, self.max_images)[self.shard.rank :: self.shard.world]
-            else:
-                idx = self.indices()
-                self._local = [_collate([self.dataset[i] for i in idx[s : s + self.batch_size]])
-                               for s in range(0, len(idx), self.batch_size)]
-        return self._local
-
-    def parity_feeds(self, fallback: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The first :data:`PARITY_BATCH` images (same on every rank), for output comparisons."""
-        if self.dataset is not None:
-            first = _collate([self.dataset[i] for i in range(min(PARITY_BATCH, len(self.dataset)))])[0]
-        elif self.batches:
-            first = torch.cat([b[0] for b in self.batches[:PARITY_BATCH]]).float()
-        elif fallback is not None:
-            first = fallback
-        else:
-            raise ConfigError("No evaluation data to compare outputs on.")
-        return {self.input_name: first[:PARITY_BATCH]}
-
-
-def _collate(items: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if isinstance(items[0], (tuple, list)):
-        return (torch.stack([torch.as_tensor(it[0]) for it in items]).float(),
-                torch.tensor([int(it[1]) for it in items]))
-    return torch.stack([torch.as_tensor(it) for it in items]).float(), None
-
-
-def _limit(batches: Sequence[Any], max_images: int | None) -> list[Any]:
-    if max_images is None:
-        return list(batches)
-    out, left = [], int(max_images)
-    for x, y in batches:
-        if left <= 0:
-            break
-        out.append((x[:left], None if y is None else y[:left]))
-        left -= int(x.shape[0])
-    return out
 
 
 @dataclass
