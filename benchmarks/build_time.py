@@ -61,9 +61,7 @@ def build_once(qgm: Any, spec: Any, path: Path, opt_level: int | None) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2"])
     parser.add_argument("--batch", type=int, default=1, help="static batch (ignored with --dynamic-batch)")
     parser.add_argument("--dynamic-batch", type=int, nargs=3, metavar=("MIN", "OPT", "MAX"), default=None)
@@ -102,19 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         + (f" profile {spec.min_shape}..{spec.max_shape}" if spec.is_dynamic else "")
         + f", opt level {args.opt_level if args.opt_level is not None else 'default'}, best of {args.repeat}"
     )
-    header = (
-        f"{'model':<14} {'layers':>6} {'quantize s':>10} {'network s':>10} {'build s':>8} {'engine MB':>10}"
-    )
+    header = f"{'model':<14} {'layers':>6} {'quantize s':>10} {'network s':>10} {'build s':>8} {'engine MB':>10}"
     print(header)
     print("-" * len(header))
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             qgm, quant_s = quantize(make_model(name), calib_batch, args.size, args.calib_batches)
             try:
-                runs = [
-                    build_once(qgm, spec, Path(tmp) / f"{name}.plan", args.opt_level)
-                    for _ in range(args.repeat)
-                ]
+                runs = [build_once(qgm, spec, Path(tmp) / f"{name}.plan", args.opt_level) for _ in range(args.repeat)]
             except ImportError as exc:  # converters not installed in this checkout
                 print(f"cannot build: the converters do not import ({exc})", file=sys.stderr)
                 return 2

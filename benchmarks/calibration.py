@@ -37,24 +37,35 @@ def plain_forwards(model: torch.nn.Module, batches: list[torch.Tensor]) -> None:
 def ours(model: torch.nn.Module, batches: list[torch.Tensor], calibrator: str) -> None:
     import fx2trt_pipeline as ftp
 
-    ftp.quantize(model, batches, example_inputs=(batches[0],),
-                 config=ftp.QuantConfig(calibrator=calibrator, show_progress=False))
+    ftp.quantize(
+        model, batches, example_inputs=(batches[0],), config=ftp.QuantConfig(calibrator=calibrator, show_progress=False)
+    )
 
 
 def torch_ao(model: torch.nn.Module, batches: list[torch.Tensor], observer: str) -> None:
-    from torch.ao.quantization import (HistogramObserver, MinMaxObserver, PerChannelMinMaxObserver, QConfig,
-                                       QConfigMapping)
+    from torch.ao.quantization import (
+        HistogramObserver,
+        MinMaxObserver,
+        PerChannelMinMaxObserver,
+        QConfig,
+        QConfigMapping,
+    )
     from torch.ao.quantization.backend_config import get_tensorrt_backend_config
     from torch.ao.quantization.quantize_fx import convert_to_reference_fx, prepare_fx
 
     act = {"histogram": HistogramObserver, "minmax": MinMaxObserver}[observer]
-    qconfig = QConfig(activation=act.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric),
-                      weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8,
-                                                                qscheme=torch.per_channel_symmetric))
+    qconfig = QConfig(
+        activation=act.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric),
+        weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric),
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prepared = prepare_fx(copy.deepcopy(model), QConfigMapping().set_global(qconfig), (batches[0],),
-                              backend_config=get_tensorrt_backend_config())
+        prepared = prepare_fx(
+            copy.deepcopy(model),
+            QConfigMapping().set_global(qconfig),
+            (batches[0],),
+            backend_config=get_tensorrt_backend_config(),
+        )
         with torch.no_grad():
             for b in batches:
                 prepared(b)
@@ -78,14 +89,21 @@ def main() -> None:
     base = best_of(lambda: plain_forwards(model, batches), args.repeat)
     rows = [("plain FP32 forwards", base)]
     for calibrator in ("entropy", "mse", "minmax"):
-        rows.append((f"fx2trt quantize() [{calibrator}]", best_of(lambda: ours(model, batches, calibrator),
-                                                                   args.repeat)))
+        rows.append(
+            (f"fx2trt quantize() [{calibrator}]", best_of(lambda: ours(model, batches, calibrator), args.repeat))
+        )
     for observer in ("histogram", "minmax"):
-        rows.append((f"torch.ao prepare/calibrate/convert [{observer}]",
-                     best_of(lambda: torch_ao(model, batches, observer), args.repeat)))
+        rows.append(
+            (
+                f"torch.ao prepare/calibrate/convert [{observer}]",
+                best_of(lambda: torch_ao(model, batches, observer), args.repeat),
+            )
+        )
 
-    print(f"resnet18, {args.batches} batches of {args.batch_size}x3x{args.size}x{args.size}, "
-          f"{args.threads} threads, best of {args.repeat}")
+    print(
+        f"resnet18, {args.batches} batches of {args.batch_size}x3x{args.size}x{args.size}, "
+        f"{args.threads} threads, best of {args.repeat}"
+    )
     print(f"{'flow':48s} {'seconds':>8s} {'x plain':>8s}")
     for name, sec in rows:
         print(f"{name:48s} {sec:8.3f} {sec / base:8.2f}")

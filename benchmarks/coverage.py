@@ -18,9 +18,22 @@ import subprocess
 import sys
 import time
 
-CLASSIFICATION = ["resnet18", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "regnet_y_400mf",
-                  "shufflenet_v2_x1_0", "squeezenet1_0", "densenet121", "googlenet", "inception_v3",
-                  "mnasnet0_5", "convnext_tiny", "vit_b_16", "swin_t"]
+CLASSIFICATION = [
+    "resnet18",
+    "mobilenet_v2",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "regnet_y_400mf",
+    "shufflenet_v2_x1_0",
+    "squeezenet1_0",
+    "densenet121",
+    "googlenet",
+    "inception_v3",
+    "mnasnet0_5",
+    "convnext_tiny",
+    "vit_b_16",
+    "swin_t",
+]
 SEGMENTATION = ["fcn_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"]
 #: Input sizes the architectures need (vit: image_size is a constructor argument; swin's windows need 224
 #: down to 7x7 at the last stage; inception's stem needs 75+).
@@ -33,8 +46,9 @@ def make_model(name: str):
     import torchvision
 
     if name in SEGMENTATION:
-        model = getattr(torchvision.models.segmentation, name)(weights=None, weights_backbone=None, num_classes=21,
-                                                               aux_loss=False)
+        model = getattr(torchvision.models.segmentation, name)(
+            weights=None, weights_backbone=None, num_classes=21, aux_loss=False
+        )
     elif name == "vit_b_16":
         model = torchvision.models.vit_b_16(weights=None, image_size=SIZES[name])
     elif name in ("googlenet", "inception_v3"):
@@ -135,8 +149,18 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     passed = 0
     for name in args.models:
-        cmd = [sys.executable, __file__, "--child", name, "--batch", str(args.batch),
-               "--calib-batches", str(args.calib_batches), "--threads", str(args.threads)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            name,
+            "--batch",
+            str(args.batch),
+            "--calib-batches",
+            str(args.calib_batches),
+            "--threads",
+            str(args.threads),
+        ]
         try:
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout).stdout
             rows = [json.loads(line[4:]) for line in out.splitlines() if line.startswith("ROW ")]
@@ -146,9 +170,12 @@ def main() -> None:
         ok = "error" not in row and row["executor_vs_sim"] >= 0.9999 and row["int8_vs_fp32"] >= 0.99
         passed += ok
         result = "pass" if ok else row.get("error", "below threshold")
-        print(f"| {name} | {row.get('layers', '-')} | {_fmt(row.get('engine_mb'), '.1f')} | "
-              f"{_fmt(row.get('executor_vs_sim'), '.6f')} | {_fmt(row.get('ort_vs_sim'), '.6f')} | "
-              f"{_fmt(row.get('int8_vs_fp32'), '.4f')} | {_fmt(row.get('seconds'), '.0f')} | {result} |", flush=True)
+        print(
+            f"| {name} | {row.get('layers', '-')} | {_fmt(row.get('engine_mb'), '.1f')} | "
+            f"{_fmt(row.get('executor_vs_sim'), '.6f')} | {_fmt(row.get('ort_vs_sim'), '.6f')} | "
+            f"{_fmt(row.get('int8_vs_fp32'), '.4f')} | {_fmt(row.get('seconds'), '.0f')} | {result} |",
+            flush=True,
+        )
     print(f"\n{passed}/{len(args.models)} models end to end (executor >= 0.9999 vs simulated, INT8 vs FP32 >= 0.99)")
 
 

@@ -28,14 +28,23 @@ def main() -> None:
     depthwise = tuple(n for n, m in convs.items() if m.groups > 1)
     dense = tuple(n for n, m in convs.items() if m.groups == 1)
     int8_bytes = sum(m.weight.numel() for m in convs.values()) + model.classifier[1].weight.numel()
-    print(f"mobilenet_v2: {len(depthwise)} depthwise and {len(dense)} dense convs; "
-          f"int8 weights {int8_bytes / 1e6:.2f} MB")
-    cases = {"all INT8 (default)": (), "depthwise convs in float": depthwise,
-             "dense convs in float": dense, "classifier in float": ("classifier.1",)}
+    print(
+        f"mobilenet_v2: {len(depthwise)} depthwise and {len(dense)} dense convs; int8 weights {int8_bytes / 1e6:.2f} MB"
+    )
+    cases = {
+        "all INT8 (default)": (),
+        "depthwise convs in float": depthwise,
+        "dense convs in float": dense,
+        "classifier in float": ("classifier.1",),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, skip) in enumerate(cases.items()):
-            qgm = ftp.quantize(model, [x], example_inputs=(x,),
-                               config=ftp.QuantConfig(calibrator="minmax", skip=skip, show_progress=False))
+            qgm = ftp.quantize(
+                model,
+                [x],
+                example_inputs=(x,),
+                config=ftp.QuantConfig(calibrator="minmax", skip=skip, show_progress=False),
+            )
             art = ftp.build_engine(qgm, spec, os.path.join(tmp, f"{i}.plan"))
             print(f"  {name:28s} engine {art.size_bytes / 1e6:6.2f} MB")
         gm = capture(model)

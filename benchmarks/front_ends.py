@@ -26,8 +26,19 @@ import fx2trt_pipeline as ftp
 from fx2trt_pipeline.engine.engine_builder import engine_bytes_from_network
 from fx2trt_pipeline.validate.compare import cosine_similarity
 
-AO_MODELS = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "regnet_y_400mf", "shufflenet_v2_x1_0",
-             "squeezenet1_0", "densenet121", "googlenet", "inception_v3", "mnasnet0_5")
+AO_MODELS = (
+    "resnet18",
+    "resnet50",
+    "mobilenet_v2",
+    "mobilenet_v3_large",
+    "regnet_y_400mf",
+    "shufflenet_v2_x1_0",
+    "squeezenet1_0",
+    "densenet121",
+    "googlenet",
+    "inception_v3",
+    "mnasnet0_5",
+)
 SIZE_AO, SIZE_PT2E = 96, 64
 
 
@@ -51,7 +62,8 @@ def torch_ao_reference(model: torch.nn.Module, calib: torch.Tensor) -> torch.fx.
 
     qconfig = tq.QConfig(
         activation=tq.MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric),
-        weight=tq.PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric))
+        weight=tq.PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric),
+    )
     mapping, backend = tq.QConfigMapping().set_global(qconfig), get_tensorrt_backend_config()
     prepared = prepare_fx(model, mapping, (calib,), backend_config=backend)
     with torch.no_grad():
@@ -75,8 +87,10 @@ def ao_row(name: str) -> str:
     got = ftp.NetworkExecutor(network).run({"x": x})[0]["output0"]
     with torch.no_grad():
         expected, fp32 = ref(x), model(x)
-    return (f"| {name} | yes ({size / 2**20:.1f} MiB) | {cosine_similarity(expected, got):.6f} | "
-            f"{cosine_similarity(fp32, expected):.4f} | {time.perf_counter() - start:.0f} |")
+    return (
+        f"| {name} | yes ({size / 2**20:.1f} MiB) | {cosine_similarity(expected, got):.6f} | "
+        f"{cosine_similarity(fp32, expected):.4f} | {time.perf_counter() - start:.0f} |"
+    )
 
 
 def _layer_counts(network) -> Counter:
@@ -93,8 +107,9 @@ def pt2e_row(name: str) -> str:
     calib = [data(8, 0), data(8, 100)]
     config = ftp.QuantConfig(calibrator="mse", show_progress=False)
     batch = torch.export.Dim("batch", min=1, max=8)
-    prepared = prepare_pt2e(torch.export.export(model, (calib[0],), dynamic_shapes=({0: batch},)).module(),
-                            TensorRTQuantizer(config))
+    prepared = prepare_pt2e(
+        torch.export.export(model, (calib[0],), dynamic_shapes=({0: batch},)).module(), TensorRTQuantizer(config)
+    )
     with torch.no_grad():
         for c in calib:
             prepared(c)
@@ -113,8 +128,10 @@ def pt2e_row(name: str) -> str:
         cosines.append(cosine_similarity(expected, executor.run({"x": x})[0]["output0"]))
         fp32_cos.append(cosine_similarity(fp32, expected))
     counts = ", ".join(f"{k.lower()} {_layer_counts(network)[k]}" for k in kinds)
-    return (f"| {name} | yes, batch 1..8 ({size / 2**20:.1f} MiB) | {min(cosines):.6f} | {min(fp32_cos):.4f} | "
-            f"{'same' if same else 'DIFFERENT'} ({counts}) | {time.perf_counter() - start:.0f} |")
+    return (
+        f"| {name} | yes, batch 1..8 ({size / 2**20:.1f} MiB) | {min(cosines):.6f} | {min(fp32_cos):.4f} | "
+        f"{'same' if same else 'DIFFERENT'} ({counts}) | {time.perf_counter() - start:.0f} |"
+    )
 
 
 def main() -> None:
@@ -132,8 +149,10 @@ def main() -> None:
             print(ao_row(name), flush=True)
     if args.pt2e:
         print(f"\nPT2E TensorRTQuantizer (mse), {SIZE_PT2E} px, dynamic batch\n")
-        print("| model | engine built | executor vs converted PT2E model (min cosine, batch 1 and 4) | "
-              "INT8 vs FP32 | network vs ftp.quantize | seconds |")
+        print(
+            "| model | engine built | executor vs converted PT2E model (min cosine, batch 1 and 4) | "
+            "INT8 vs FP32 | network vs ftp.quantize | seconds |"
+        )
         print("|---|---|---|---|---|---|")
         for name in args.pt2e:
             print(pt2e_row(name), flush=True)

@@ -33,8 +33,11 @@ def model_and_data(name: str, size: int) -> tuple[torch.nn.Module, list[torch.Te
 
         return mobilenet_v2_imagenet(), [photo_samples(8, size, seed=0)], photo_samples(4, size, seed=1)
     gen = torch.Generator().manual_seed(0)
-    return (torchvision.models.resnet18().eval(), [torch.randn(8, 3, size, size, generator=gen)],
-            torch.randn(4, 3, size, size, generator=gen))
+    return (
+        torchvision.models.resnet18().eval(),
+        [torch.randn(8, 3, size, size, generator=gen)],
+        torch.randn(4, 3, size, size, generator=gen),
+    )
 
 
 def timing(integer: torch.nn.Module, floating: torch.nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float]:
@@ -75,17 +78,24 @@ def main() -> None:
         qgm = ftp.quantize(model, calib, config=ftp.QuantConfig(show_progress=False))
         fgm = int8_ops.float_path(qgm)
         t = timing(qgm, fgm, x, args.repeats)
-        print(f"{name}, input {tuple(x.shape)}: simulated forward integer {t['integer'] * 1e3:.0f} ms, float "
-              f"{t['float'] * 1e3:.0f} ms, ratio {t['integer'] / t['float']:.2f}x")
-        print(f"  1 vs 2 threads, max |diff| of the outputs: integer {thread_drift(qgm, x):.3g}, "
-              f"float {thread_drift(fgm, x):.3g}")
+        print(
+            f"{name}, input {tuple(x.shape)}: simulated forward integer {t['integer'] * 1e3:.0f} ms, float "
+            f"{t['float'] * 1e3:.0f} ms, ratio {t['integer'] / t['float']:.2f}x"
+        )
+        print(
+            f"  1 vs 2 threads, max |diff| of the outputs: integer {thread_drift(qgm, x):.3g}, "
+            f"float {thread_drift(fgm, x):.3g}"
+        )
         if args.timing_only:
             continue
         _, network, _ctx = network_from_graph_module(qgm, [ftp.InputSpec.from_tensor("x", x)])
         with tempfile.TemporaryDirectory() as tmp:
             path = export_qdq_onnx(qgm, (x,), Path(tmp) / f"{name}.onnx", input_names=["x"])
-            backends = [ExecutorRegions(network), OnnxRuntimeRegions(path, "disabled", "ONNX Runtime parity"),
-                        OnnxRuntimeRegions(path, "all", "ONNX Runtime deployment")]
+            backends = [
+                ExecutorRegions(network),
+                OnnxRuntimeRegions(path, "disabled", "ONNX Runtime parity"),
+                OnnxRuntimeRegions(path, "all", "ONNX Runtime deployment"),
+            ]
             for backend in backends:
                 print("  " + tie_parity(qgm, backend, (x,)).summary())
 

@@ -62,16 +62,24 @@ def main() -> None:
     for name in args.models:
         model, calib, x, weights = model_and_data(name)
         start = time.perf_counter()
-        qgm = ftp.quantize(model, calib, example_inputs=(calib[0],),
-                           config=ftp.QuantConfig(calibrator=args.calibrator, show_progress=False))
+        qgm = ftp.quantize(
+            model,
+            calib,
+            example_inputs=(calib[0],),
+            config=ftp.QuantConfig(calibrator=args.calibrator, show_progress=False),
+        )
         _, network, _ = network_from_graph_module(qgm, [ftp.InputSpec.from_tensor("x", x)])
-        print(f"{name} ({weights} weights, {args.calibrator}), input {tuple(x.shape)}, "
-              f"{network.num_layers} network layers, quantize+convert {time.perf_counter() - start:.1f} s")
+        print(
+            f"{name} ({weights} weights, {args.calibrator}), input {tuple(x.shape)}, "
+            f"{network.num_layers} network layers, quantize+convert {time.perf_counter() - start:.1f} s"
+        )
         with torch.no_grad():
             sim, fp32 = flatten_outputs(qgm(x)), flatten_outputs(model(x))
         report = layer_parity(qgm, network, (x,))
-        print(f"  executor vs simulated: {'PASS' if report else 'FAIL'}, {len(report.layers.outputs)} "
-              f"intermediate layers compared")
+        print(
+            f"  executor vs simulated: {'PASS' if report else 'FAIL'}, {len(report.layers.outputs)} "
+            f"intermediate layers compared"
+        )
         print(row("executor vs simulated (outputs)", sim, _executor_outputs(network, x)))
         with tempfile.TemporaryDirectory() as tmp:
             path = export_qdq_onnx(qgm, (x,), Path(tmp) / f"{name}.onnx", input_names=["x"])

@@ -65,13 +65,14 @@ def detector_rows(args: argparse.Namespace) -> None:
     setup = demo_setup(calib_images=args.calib_images)
     evaluate = detection_evaluator(setup.val, centernet_decode, max_images=args.max_images)
     fp32 = evaluate(setup.model)["mAP"]
-    print(f"demo detector, {sum(len(b) for b in setup.calib_batches)} calibration scenes, calibrator "
-          f"{args.calibrator}, FP32 mAP {100 * fp32:.2f}, {args.threads} threads")
+    print(
+        f"demo detector, {sum(len(b) for b in setup.calib_batches)} calibration scenes, calibrator "
+        f"{args.calibrator}, FP32 mAP {100 * fp32:.2f}, {args.threads} threads"
+    )
     print(f"{'setting':16s} {'mAP':>7s} {'drop (points)':>14s}")
     for name in args.settings:
         cfg = ftp.QuantConfig(**{"calibrator": args.calibrator, "show_progress": False, **SETTINGS[name]})
-        qgm = ftp.quantize(setup.model, setup.calib_batches, example_inputs=(setup.calib_batches[0][:1],),
-                           config=cfg)
+        qgm = ftp.quantize(setup.model, setup.calib_batches, example_inputs=(setup.calib_batches[0][:1],), config=cfg)
         metric = evaluate(qgm)["mAP"]
         print(f"{name:16s} {100 * metric:7.2f} {100 * (fp32 - metric):14.2f}", flush=True)
 
@@ -96,8 +97,10 @@ def main() -> None:
         reference = model(evaluation)
     plain_forwards(model, calib[:1])  # warm-up
     base = plain_forwards(model, calib)
-    print(f"{args.model}, calibration {args.calib_batches}x{args.batch_size} crops, evaluation "
-          f"{len(evaluation)} crops, calibrator {args.calibrator}, {args.threads} threads")
+    print(
+        f"{args.model}, calibration {args.calib_batches}x{args.batch_size} crops, evaluation "
+        f"{len(evaluation)} crops, calibrator {args.calibrator}, {args.threads} threads"
+    )
     print(f"{'setting':16s} {'cosine':>8s} {'top-1':>7s} {'quantize() x plain':>19s}")
     for name in args.settings:
         kwargs = {"calibrator": args.calibrator, "show_progress": False, **SETTINGS[name]}

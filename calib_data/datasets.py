@@ -53,9 +53,7 @@ class ImageFolderDataset(Dataset):
             raise CalibrationError(f"Image folder not found: {self.root}")
         self.files = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         if not self.files:
-            raise CalibrationError(
-                f"Image folder {self.root} holds no image files ({', '.join(IMAGE_EXTENSIONS)})."
-            )
+            raise CalibrationError(f"Image folder {self.root} holds no image files ({', '.join(IMAGE_EXTENSIONS)}).")
         self.classes = sorted({p.relative_to(self.root).parts[0] for p in self.files if p.parent != self.root})
         if with_labels and (not self.classes or any(p.parent == self.root for p in self.files)):
             raise CalibrationError(
@@ -99,8 +97,9 @@ class NumpyDataset(Dataset):
         (8, torch.Size([3, 32, 32]))
     """
 
-    def __init__(self, array_or_path: np.ndarray | str | Path, spec: PreprocessSpec | None = None,
-                 key: str | None = None) -> None:
+    def __init__(
+        self, array_or_path: np.ndarray | str | Path, spec: PreprocessSpec | None = None, key: str | None = None
+    ) -> None:
         self.spec = spec
         self.source = "<array>"
         if isinstance(array_or_path, (str, Path)):

@@ -31,8 +31,10 @@ from fx2trt_pipeline.errors import ConfigError
 
 WNID = re.compile(r"^n\d{8}$")
 IMAGENET_WNIDS_FILE = Path(__file__).with_name("imagenet_wnids.txt")
-REMEDY = ("name the class folders by output index (eval/285/...) or by WordNet id (eval/n02123045/...), "
-          "or give --labels FILE (one class per line, in the model's output order)")
+REMEDY = (
+    "name the class folders by output index (eval/285/...) or by WordNet id (eval/n02123045/...), "
+    "or give --labels FILE (one class per line, in the model's output order)"
+)
 
 
 @dataclass(frozen=True)
@@ -73,23 +75,31 @@ def read_labels_file(path: str | Path) -> list[str]:
 
 def _names_of(line: str) -> set[str]:
     first = line.split()[0] if line.split() else ""
-    return {line, first, *(part.strip() for part in line.split(",")), *(part.strip() for part in
-                                                                       line[len(first):].split(","))} - {""}
+    return {
+        line,
+        first,
+        *(part.strip() for part in line.split(",")),
+        *(part.strip() for part in line[len(first) :].split(",")),
+    } - {""}
 
 
 def _from_labels_file(classes: Sequence[str], num_outputs: int, path: Path) -> LabelMap:
     lines = read_labels_file(path)
     if len(lines) != num_outputs:
-        raise ConfigError(f"Labels file {path} has {len(lines)} lines but the model has {num_outputs} outputs; "
-                          "give one line per output, in output order")
+        raise ConfigError(
+            f"Labels file {path} has {len(lines)} lines but the model has {num_outputs} outputs; "
+            "give one line per output, in output order"
+        )
     lookup: dict[str, int] = {}
     for i, line in enumerate(lines):
         for name in _names_of(line):
             lookup.setdefault(name, i)
     missing = [c for c in classes if c not in lookup]
     if missing:
-        raise ConfigError(f"Class folder(s) {missing[:5]} match no line of {path}; a folder matches a whole "
-                          "line, its first word or one of its comma-separated names")
+        raise ConfigError(
+            f"Class folder(s) {missing[:5]} match no line of {path}; a folder matches a whole "
+            "line, its first word or one of its comma-separated names"
+        )
     return LabelMap({c: lookup[c] for c in classes}, f"labels file {path.name}")
 
 
@@ -118,24 +128,30 @@ def map_classes(classes: Sequence[str], num_outputs: int, labels_file: str | Pat
     if classes and all(c.isdigit() for c in classes):
         too_big = [c for c in classes if int(c) >= num_outputs]
         if too_big:
-            raise ConfigError(f"Class folder(s) {too_big[:5]} name output indices, but the model has only "
-                              f"{num_outputs} outputs (0..{num_outputs - 1})")
+            raise ConfigError(
+                f"Class folder(s) {too_big[:5]} name output indices, but the model has only "
+                f"{num_outputs} outputs (0..{num_outputs - 1})"
+            )
         return LabelMap({c: int(c) for c in classes}, "folder names are output indices")
     if classes and all(WNID.match(c) for c in classes):
         if num_outputs != len(imagenet_wnids()):
-            raise ConfigError(f"Class folders are WordNet ids (e.g. {classes[0]}), which map to ImageNet-1k's 1000 "
-                              f"outputs, but the model has {num_outputs}; give --labels FILE")
+            raise ConfigError(
+                f"Class folders are WordNet ids (e.g. {classes[0]}), which map to ImageNet-1k's 1000 "
+                f"outputs, but the model has {num_outputs}; give --labels FILE"
+            )
         order = {w: i for i, w in enumerate(imagenet_wnids())}
         unknown = [c for c in classes if c not in order]
         if unknown:
             raise ConfigError(f"WordNet id folder(s) {unknown[:5]} are not ImageNet-1k classes; give --labels FILE")
         return LabelMap({c: order[c] for c in classes}, "WordNet ids in ImageNet-1k order")
     if len(classes) == num_outputs:
-        return LabelMap({c: i for i, c in enumerate(sorted(classes))},
-                        "sorted folder names are the outputs (one folder per output)")
+        return LabelMap(
+            {c: i for i, c in enumerate(sorted(classes))}, "sorted folder names are the outputs (one folder per output)"
+        )
     shown = ", ".join(classes[:3]) + (", ..." if len(classes) > 3 else "")
-    raise ConfigError(f"{len(classes)} class folders ({shown}) cannot be matched to the model's {num_outputs} "
-                      f"outputs: {REMEDY}")
+    raise ConfigError(
+        f"{len(classes)} class folders ({shown}) cannot be matched to the model's {num_outputs} outputs: {REMEDY}"
+    )
 
 
 __all__ = ["IMAGENET_WNIDS_FILE", "LabelMap", "imagenet_wnids", "map_classes", "read_labels_file"]

@@ -42,5 +42,4 @@ def load_mnist_detection(split: str, spec: PreprocessSpec | None = None) -> Coco
     """
     if split not in MNIST_DET_SPLITS:
         raise CalibrationError(f"Unknown MNIST detection split {split!r}; choose one of {MNIST_DET_SPLITS}.")
-    return CocoDetectionDataset(MNIST_DET_DIR / f"{split}.npz", MNIST_DET_DIR / f"{split}.json",
-                                spec or MNIST_DET_SPEC)
+    return CocoDetectionDataset(MNIST_DET_DIR / f"{split}.npz", MNIST_DET_DIR / f"{split}.json", spec or MNIST_DET_SPEC)

@@ -99,8 +99,10 @@ class PreprocessSpec:
         if self.mode not in ("resize", "letterbox"):
             raise ConfigError(f"PreprocessSpec.mode must be 'resize' or 'letterbox', got {self.mode!r}.")
         if self.resize is not None and (self.size is None or int(self.resize) < max(self.size)):
-            raise ConfigError(f"PreprocessSpec.resize ({self.resize}) needs a size to crop and must be at least "
-                              f"its larger side, got size {self.size}.")
+            raise ConfigError(
+                f"PreprocessSpec.resize ({self.resize}) needs a size to crop and must be at least "
+                f"its larger side, got size {self.size}."
+            )
         if self.channels not in (None, 1, 3):
             raise ConfigError(f"PreprocessSpec.channels must be None, 1 or 3, got {self.channels!r}.")
         if not self.mean or not self.std or any(s <= 0 for s in self.std):
@@ -205,8 +207,9 @@ class PreprocessSpec:
         h, w = self.size or (new_h, new_w)
         top, left = int(round((new_h - h) / 2.0)), int(round((new_w - w) / 2.0))
         x = x[:, top : top + h, left : left + w]
-        return x, TransformParams(orig_h, orig_w, scale_x=new_w / orig_w, scale_y=new_h / orig_h,
-                                  pad_x=float(-left), pad_y=float(-top))
+        return x, TransformParams(
+            orig_h, orig_w, scale_x=new_w / orig_w, scale_y=new_h / orig_h, pad_x=float(-left), pad_y=float(-top)
+        )
 
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[0]

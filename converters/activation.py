@@ -66,9 +66,7 @@ def check_prelu(node: Node) -> str | None:
 @register(nn.PReLU, torch.prelu, can_convert=check_prelu)
 def convert_prelu(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> ITensor:
     """PReLU -> IParametricReLULayer with the slope broadcast on the channel dim."""
-    slope: Any = (
-        ctx.module(node).weight.detach() if node.op == "call_module" else arg(args, kwargs, 1, "weight")
-    )
+    slope: Any = ctx.module(node).weight.detach() if node.op == "call_module" else arg(args, kwargs, 1, "weight")
     return prelu(ctx, ctx.name(node), _input(ctx, node, args, kwargs), slope)
 
 
@@ -104,9 +102,7 @@ def convert_hardsigmoid(ctx: ConversionContext, node: Node, args: tuple, kwargs:
 
 def check_gelu(node: Node) -> str | None:
     """Accept GELU with approximate 'none' or 'tanh'."""
-    approximate = (
-        module_of(node).approximate if node.op == "call_module" else node_arg(node, 1, "approximate", "none")
-    )
+    approximate = module_of(node).approximate if node.op == "call_module" else node_arg(node, 1, "approximate", "none")
     return None if approximate in ("none", "tanh") else f"approximate={approximate!r} is not supported"
 
 
@@ -114,9 +110,7 @@ def check_gelu(node: Node) -> str | None:
 def convert_gelu(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> ITensor:
     """GELU -> GELU_ERF (exact) or GELU_TANH (approximate='tanh') activation."""
     approximate = (
-        ctx.module(node).approximate
-        if node.op == "call_module"
-        else arg(args, kwargs, 1, "approximate", "none")
+        ctx.module(node).approximate if node.op == "call_module" else arg(args, kwargs, 1, "approximate", "none")
     )
     kind = "GELU_TANH" if approximate == "tanh" else "GELU_ERF"
     return activation(ctx, ctx.name(node), _input(ctx, node, args, kwargs), kind)

@@ -45,8 +45,11 @@ aten = torch.ops.aten
 
 #: (converter, acceptance check, aten overloads it takes): one row per torch op family.
 ATEN_CONVERTERS: tuple[tuple[Any, Any, tuple[Any, ...]], ...] = (
-    (convert_functional_conv, check_functional_conv,
-     (aten.conv1d.default, aten.conv2d.default, aten.conv_transpose1d.default, aten.conv_transpose2d.input)),
+    (
+        convert_functional_conv,
+        check_functional_conv,
+        (aten.conv1d.default, aten.conv2d.default, aten.conv_transpose1d.default, aten.conv_transpose2d.input),
+    ),
     (convert_functional_linear, check_functional_linear, (aten.linear.default,)),
     (convert_matmul, None, (aten.matmul.default, aten.mm.default, aten.bmm.default)),
     (convert_relu, None, (aten.relu.default, aten.relu_.default)),

@@ -30,8 +30,12 @@ from fx2trt_pipeline.quantize.qdq_ops import is_any_dequantize, is_any_quantize
 # The integer-arithmetic forms (int8_ops) take F.conv*'s positional arguments plus keyword-only scales
 # that only the simulation needs: the same converter serves both (and the aten ops, converters/aten.py).
 _FUNCTIONAL_CONV = {F.conv1d: 1, F.conv2d: 2, int8_ops.conv1d: 1, int8_ops.conv2d: 2}
-_FUNCTIONAL_DECONV = {F.conv_transpose1d: 1, F.conv_transpose2d: 2, int8_ops.conv_transpose1d: 1,
-                      int8_ops.conv_transpose2d: 2}
+_FUNCTIONAL_DECONV = {
+    F.conv_transpose1d: 1,
+    F.conv_transpose2d: 2,
+    int8_ops.conv_transpose1d: 1,
+    int8_ops.conv_transpose2d: 2,
+}
 _FLOAT_MODULES = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)
 _REFERENCE_MODULES = (nnqr.Conv1d, nnqr.Conv2d, nnqr.ConvTranspose1d, nnqr.ConvTranspose2d)
 _FUSED_RELU = (nni.ConvReLU1d, nni.ConvReLU2d)

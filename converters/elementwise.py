@@ -78,9 +78,7 @@ def check_div(node: Node) -> str | None:
     return None if mode in (None, "floor") else f"rounding_mode={mode!r} is not supported"
 
 
-@register(
-    operator.truediv, operator.itruediv, torch.div, method("div"), method("div_"), can_convert=check_div
-)
+@register(operator.truediv, operator.itruediv, torch.div, method("div"), method("div_"), can_convert=check_div)
 def convert_div(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> Any:
     """``a / b`` -> DIV (``rounding_mode='floor'`` -> FLOOR_DIV)."""
     floor = arg(args, kwargs, 2, "rounding_mode", None) == "floor"

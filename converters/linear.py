@@ -46,9 +46,7 @@ def check_linear_module(node: Node) -> str | None:
 def linear_module(ctx: ConversionContext, name: str, x: ITensor, module: nn.Module) -> ITensor:
     """An nn.Linear / reference Linear through :func:`linear`."""
     bias = module.bias.detach() if module.bias is not None else None
-    return linear(
-        ctx, name, ctx.as_tensor(x, ctx.name(name, "input")), module_weight(ctx, name, module), bias
-    )
+    return linear(ctx, name, ctx.as_tensor(x, ctx.name(name, "input")), module_weight(ctx, name, module), bias)
 
 
 @register(nn.Linear, nnqr.Linear, can_convert=check_linear_module)
@@ -99,7 +97,5 @@ def convert_addmm(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict)
     if beta == 0:
         return product
     if beta != 1:
-        bias = elementwise(
-            ctx, ctx.name(name, "beta"), ctx.as_tensor(bias, ctx.name(name, "bias")), beta, "mul"
-        )
+        bias = elementwise(ctx, ctx.name(name, "beta"), ctx.as_tensor(bias, ctx.name(name, "bias")), beta, "mul")
     return elementwise(ctx, name, product, bias, "add")

@@ -27,9 +27,7 @@ def convert_identity(ctx: ConversionContext, node: Node, args: tuple, kwargs: di
 def check_dropout(node: Node) -> str | None:
     """Accept dropout only in eval mode (it is then the identity)."""
     training = module_of(node).training if node.op == "call_module" else node_arg(node, 2, "training", True)
-    return (
-        "dropout in training mode is random; convert an eval-mode graph (model.eval())" if training else None
-    )
+    return "dropout in training mode is random; convert an eval-mode graph (model.eval())" if training else None
 
 
 _DROPOUT_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
@@ -44,8 +42,11 @@ def convert_dropout(ctx: ConversionContext, node: Node, args: tuple, kwargs: dic
 
 def check_stochastic_depth(node: Node) -> str | None:
     """Accept ``stochastic_depth(x, p, mode, training=False)`` (the identity in eval mode)."""
-    return "stochastic_depth in training mode drops rows at random; convert an eval-mode graph" if node_arg(
-        node, 3, "training", True) else None
+    return (
+        "stochastic_depth in training mode drops rows at random; convert an eval-mode graph"
+        if node_arg(node, 3, "training", True)
+        else None
+    )
 
 
 @register(stochastic_depth, can_convert=check_stochastic_depth)

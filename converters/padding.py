@@ -15,8 +15,10 @@ from fx2trt_pipeline.network.tensor_builders import PAD_MODES, pad
 
 #: Pad module classes by the F.pad mode they implement (ZeroPad subclasses ConstantPad with value 0).
 MODULE_MODES: dict[type, str] = {
-    **{cls: "constant" for cls in (nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d,
-                                   nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d)},
+    **{
+        cls: "constant"
+        for cls in (nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d)
+    },
     **{cls: "reflect" for cls in (nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d)},
     **{cls: "replicate" for cls in (nn.ReplicationPad1d, nn.ReplicationPad2d, nn.ReplicationPad3d)},
     **{cls: "circular" for cls in (nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d)},

@@ -138,7 +138,9 @@ def convert_ao_dequantize(ctx: ConversionContext, node: Node, args: tuple, kwarg
 _QD = torch.ops.quantized_decomposed
 _PT2E_QUANTIZE = (_QD.quantize_per_tensor.default, _QD.quantize_per_tensor.tensor, _QD.quantize_per_channel.default)
 _PT2E_DEQUANTIZE = (
-    _QD.dequantize_per_tensor.default, _QD.dequantize_per_tensor.tensor, _QD.dequantize_per_channel.default,
+    _QD.dequantize_per_tensor.default,
+    _QD.dequantize_per_tensor.tensor,
+    _QD.dequantize_per_channel.default,
 )
 _PT2E_PER_CHANNEL = (_QD.quantize_per_channel.default, _QD.dequantize_per_channel.default)
 _PT2E_REMEDY = (
@@ -169,8 +171,9 @@ def check_pt2e_qdq(node: Node) -> str | None:
     problems = [] if a["dtype"] == torch.int8 else [f"dtype {a['dtype']} is not int8"]
     if is_constant(a["zero_point"]) and bool(torch.as_tensor(attr_value(a["zero_point"])).ne(0).any()):
         problems.append(f"zero point {attr_value(a['zero_point'])} is not 0")
-    constant = is_constant(a["input"]) or (isinstance(a["input"], Node) and a["input"].target in _PT2E_QUANTIZE
-                                           and is_constant(a["input"].args[0]))
+    constant = is_constant(a["input"]) or (
+        isinstance(a["input"], Node) and a["input"].target in _PT2E_QUANTIZE and is_constant(a["input"].args[0])
+    )
     if not constant and (a["quant_min"], a["quant_max"]) != (-128, 127):
         problems.append(f"activation range [{a['quant_min']}, {a['quant_max']}] is not [-128, 127]")
     if not is_constant(a["zero_point"]):
@@ -196,8 +199,18 @@ def convert_pt2e_dequantize(ctx: ConversionContext, node: Node, args: tuple, kwa
         return dequantized_weight(ctx, ctx.name(node), a["input"], torch.as_tensor(a["scale"]), a["axis"])
     # convert_pt2e gives every consumer its own copy of a DQ; identical copies become one layer, as in
     # graphs from fx2trt_pipeline.quantize (one DQ per quantized tensor).
-    twin = next((u for u in node.args[0].users if u is not node and u in ctx.values and u.target is node.target
-                 and u.args[1:] == node.args[1:] and u.kwargs == node.kwargs), None)
+    twin = next(
+        (
+            u
+            for u in node.args[0].users
+            if u is not node
+            and u in ctx.values
+            and u.target is node.target
+            and u.args[1:] == node.args[1:]
+            and u.kwargs == node.kwargs
+        ),
+        None,
+    )
     if twin is not None:
         return ctx.values[twin]
     s = scale_constant(ctx, ctx.name(node, "scale"), a["scale"], a["axis"])

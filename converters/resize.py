@@ -54,9 +54,7 @@ def _pair(value: Any, count: int) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value] * count
 
 
-@register(
-    F.interpolate, nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d, can_convert=check_resize
-)
+@register(F.interpolate, nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d, can_convert=check_resize)
 def convert_interpolate(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> ITensor:
     """interpolate / Upsample -> IResizeLayer with torch's coordinate transformation and rounding."""
     p = _params(node, args, kwargs)

@@ -98,10 +98,7 @@ def convert_squeeze(ctx: ConversionContext, node: Node, args: tuple, kwargs: dic
     wanted = (
         range(rank(x))
         if dim is None
-        else [
-            normalize_dim(int(d), rank(x), node.name)
-            for d in (dim if isinstance(dim, (list, tuple)) else [dim])
-        ]
+        else [normalize_dim(int(d), rank(x), node.name) for d in (dim if isinstance(dim, (list, tuple)) else [dim])]
     )
     if dim is None and any(d < 0 for d in shape):
         raise ConversionError("squeeze() without dim on a tensor with dynamic dims is ambiguous; pass dim")
@@ -130,9 +127,7 @@ def _split_lengths(node: Node, size: int, sections: Any, chunks: int | None) -> 
     return [int(s) for s in sections]
 
 
-def _split(
-    ctx: ConversionContext, node: Node, x: ITensor, lengths: list[int], dim: int
-) -> tuple[ITensor, ...]:
+def _split(ctx: ConversionContext, node: Node, x: ITensor, lengths: list[int], dim: int) -> tuple[ITensor, ...]:
     dim = normalize_dim(dim, rank(x), node.name)
     full = sizes(ctx, ctx.name(node, "sizes"), x) if any(d < 0 for d in dims_of(x)) else list(dims_of(x))
     outputs, start = [], 0

@@ -98,8 +98,10 @@ def _heads(ctx: ConversionContext, name: str, x: ITensor, heads: int) -> ITensor
 def convert_multihead_attention(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> tuple:
     """nn.MultiheadAttention (leaf) -> in-projections, attention per head, out-projection; weights None."""
     m, name = ctx.module(node), ctx.name(node)
-    w, b = m.in_proj_weight.detach().chunk(3), (m.in_proj_bias.detach().chunk(3) if m.in_proj_bias is not None
-                                               else (None,) * 3)
+    w, b = (
+        m.in_proj_weight.detach().chunk(3),
+        (m.in_proj_bias.detach().chunk(3) if m.in_proj_bias is not None else (None,) * 3),
+    )
     projected = []
     for i, part in enumerate("qkv"):
         x = ctx.as_tensor(arg(args, kwargs, i, ("query", "key", "value")[i]), ctx.name(name, f"{part}_input"))

@@ -65,8 +65,10 @@ class UnsupportedOpsError(Fx2TrtError):
 def _unsupported_remedy(target: str, what: str) -> str:
     """Remedies that remove the node from what is converted (QuantConfig.skip would keep it in the graph)."""
     if what != "TensorRT converter":
-        return ("Remedy: rewrite these nodes with supported ops, or keep them out of the exported graph "
-                "(compute them in pre/post-processing outside the model's forward).")
+        return (
+            "Remedy: rewrite these nodes with supported ops, or keep them out of the exported graph "
+            "(compute them in pre/post-processing outside the model's forward)."
+        )
     key = f'method("{target[7:]}")' if target.startswith("Tensor.") else target
     short = target.rsplit(".", 1)[-1].lower()
     return (

@@ -158,17 +158,27 @@ class TensorRTQuantizer(Quantizer):
             edges = [(nodes[t], nodes[c], path) for t in group.members for c, path in placement.points[t].uses]
             ctor = TensorStatsObserver.with_args(calibrator=group.calibrator, percentile=group.percentile, name=key)
             first = (_input_at(edges[0][1], edges[0][2]), edges[0][1])
-            spec = QuantizationSpec(dtype=torch.int8, quant_min=QMIN, quant_max=QMAX,
-                                    qscheme=torch.per_tensor_symmetric, observer_or_fake_quant_ctr=ctor)
+            spec = QuantizationSpec(
+                dtype=torch.int8,
+                quant_min=QMIN,
+                quant_max=QMAX,
+                qscheme=torch.per_tensor_symmetric,
+                observer_or_fake_quant_ctr=ctor,
+            )
             for i, (_, consumer, path) in enumerate(edges):
                 # One observer per scale group, as in ftp.quantize (concat / maxpool inputs share it).
                 _annotate(consumer, _input_at(consumer, path), spec if i == 0 else SharedQuantizationSpec(first))
         for wp in placement.weights.values():
             layer = nodes[wp.layer]
             qscheme = torch.per_tensor_symmetric if wp.axis is None else torch.per_channel_symmetric
-            spec = QuantizationSpec(dtype=torch.int8, quant_min=-WEIGHT_QMAX, quant_max=WEIGHT_QMAX, qscheme=qscheme,
-                                    ch_axis=wp.axis, observer_or_fake_quant_ctr=WeightObserver.with_args(
-                                        ch_axis=wp.axis))
+            spec = QuantizationSpec(
+                dtype=torch.int8,
+                quant_min=-WEIGHT_QMAX,
+                quant_max=WEIGHT_QMAX,
+                qscheme=qscheme,
+                ch_axis=wp.axis,
+                observer_or_fake_quant_ctr=WeightObserver.with_args(ch_axis=wp.axis),
+            )
             _annotate(layer, layer.args[1], spec)
         self.placement = placement
         return model

@@ -25,8 +25,14 @@ from fx2trt_pipeline.errors import ConversionError
 
 #: TensorRT ``DataType`` member names -> torch dtypes (TensorRT's FP8 is E4M3). The one table.
 TRT_TO_TORCH: dict[str, torch.dtype] = {
-    "FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT8": torch.int8,
-    "INT32": torch.int32, "INT64": torch.int64, "BOOL": torch.bool, "UINT8": torch.uint8,
+    "FLOAT": torch.float32,
+    "HALF": torch.float16,
+    "BF16": torch.bfloat16,
+    "INT8": torch.int8,
+    "INT32": torch.int32,
+    "INT64": torch.int64,
+    "BOOL": torch.bool,
+    "UINT8": torch.uint8,
     "FP8": torch.float8_e4m3fn,
 }
 TORCH_TO_TRT: dict[torch.dtype, str] = {v: k for k, v in TRT_TO_TORCH.items()}
@@ -45,8 +51,9 @@ def torch_dtype_from_name(name: str) -> torch.dtype:
     """
     dtype = getattr(torch, name, None)
     if not isinstance(dtype, torch.dtype) or dtype not in TORCH_TO_TRT:
-        raise ConversionError(f"dtype {name!r} has no TensorRT equivalent; use one of "
-                              f"{sorted(dtype_name(d) for d in TORCH_TO_TRT)}")
+        raise ConversionError(
+            f"dtype {name!r} has no TensorRT equivalent; use one of {sorted(dtype_name(d) for d in TORCH_TO_TRT)}"
+        )
     return dtype
 
 
@@ -118,8 +125,11 @@ def _logger_class() -> type:
 
         def errors(self, since: int = 0) -> list[str]:
             """Error-severity messages logged after index ``since`` (known noise removed)."""
-            return [m for sev, m in self.messages[since:]
-                    if sev in ("ERROR", "INTERNAL_ERROR") and not _is_noise(m, self.no_gpu)]
+            return [
+                m
+                for sev, m in self.messages[since:]
+                if sev in ("ERROR", "INTERNAL_ERROR") and not _is_noise(m, self.no_gpu)
+            ]
 
     return CapturingLogger
 
@@ -140,5 +150,13 @@ def make_logger(min_severity: str = "INFO", error_sink: list[str] | None = None)
     return _logger_class()(min_severity, error_sink)
 
 
-__all__ = ["TORCH_TO_TRT", "TRT_TO_TORCH", "dtype_name", "make_logger", "torch_dtype", "torch_dtype_from_name",
-           "trt_dtype", "trt_dtype_name"]
+__all__ = [
+    "TORCH_TO_TRT",
+    "TRT_TO_TORCH",
+    "dtype_name",
+    "make_logger",
+    "torch_dtype",
+    "torch_dtype_from_name",
+    "trt_dtype",
+    "trt_dtype_name",
+]

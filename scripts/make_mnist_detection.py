@@ -73,8 +73,9 @@ def _overlap_ok(box: tuple[int, int, int, int], boxes: list[tuple[int, int, int,
     return True
 
 
-def make_split(name: str, digits: np.ndarray, labels: np.ndarray, pool: np.ndarray, seed: int,
-               image_size: int = IMAGE_SIZE) -> tuple[np.ndarray, dict[str, Any]]:
+def make_split(
+    name: str, digits: np.ndarray, labels: np.ndarray, pool: np.ndarray, seed: int, image_size: int = IMAGE_SIZE
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Compose one split; returns ``(images N x S x S uint8, COCO dict)``."""
     split_index = list(SPLITS).index(name) + 1
     rng = np.random.default_rng([seed, split_index])
@@ -102,17 +103,20 @@ def make_split(name: str, digits: np.ndarray, labels: np.ndarray, pool: np.ndarr
             region = images[k, y0 : y0 + ph, x0 : x0 + pw]
             np.maximum(region, patch, out=region)  # white-on-black strokes: max keeps both visible
             boxes.append((x0, y0, pw, ph))
-            annotations.append({
-                "id": len(annotations) + 1,  # COCOeval treats id 0 as "unmatched": start at 1
-                "image_id": image_id,
-                "category_id": int(labels[digit_index]),
-                "bbox": [x0, y0, pw, ph],
-                "area": pw * ph,
-                "iscrowd": 0,
-                "mnist_index": digit_index,
-            })
-        coco_images.append({"id": image_id, "file_name": f"{name}/{image_id:05d}.png",
-                            "height": image_size, "width": image_size})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,  # COCOeval treats id 0 as "unmatched": start at 1
+                    "image_id": image_id,
+                    "category_id": int(labels[digit_index]),
+                    "bbox": [x0, y0, pw, ph],
+                    "area": pw * ph,
+                    "iscrowd": 0,
+                    "mnist_index": digit_index,
+                }
+            )
+        coco_images.append(
+            {"id": image_id, "file_name": f"{name}/{image_id:05d}.png", "height": image_size, "width": image_size}
+        )
     coco = {
         "info": {
             "description": f"MNIST detection scenes, split '{name}'",
@@ -164,12 +168,15 @@ def make_mnist_detection(out_dir: Path = DEFAULT_OUT, seed: int = SEED) -> dict[
     counts = {}
     for name in SPLITS:
         images, coco = make_split(name, digits, labels, pools[name], seed)
-        _atomic_write(out_dir / f"{name}.npz",
-                      npz_bytes({"images": images, "image_ids": np.arange(1, len(images) + 1, dtype=np.int64)}))
+        _atomic_write(
+            out_dir / f"{name}.npz",
+            npz_bytes({"images": images, "image_ids": np.arange(1, len(images) + 1, dtype=np.int64)}),
+        )
         _atomic_write(out_dir / f"{name}.json", json.dumps(coco, separators=(",", ":")).encode())
         counts[name] = len(images)
-        print(f"{name}: {len(images)} scenes, {len(coco['annotations'])} digits, "
-              f"pool of {len(pools[name])} MNIST digits")
+        print(
+            f"{name}: {len(images)} scenes, {len(coco['annotations'])} digits, pool of {len(pools[name])} MNIST digits"
+        )
     return counts
 
 

@@ -42,8 +42,12 @@ def load_split_arrays(split: str) -> tuple[torch.Tensor, list[np.ndarray], list[
     boxes, classes = [], []
     for image_id in ds.image_ids:
         anns = by_image[image_id]
-        boxes.append(np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                               for a in anns], np.float32).reshape(-1, 4))
+        boxes.append(
+            np.array(
+                [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns],
+                np.float32,
+            ).reshape(-1, 4)
+        )
         classes.append(np.array([a["category_id"] for a in anns], np.int64))
     return images, boxes, classes
 
@@ -54,13 +58,15 @@ def random_shift(image: torch.Tensor, boxes: np.ndarray, rng: np.random.Generato
     dx = int(rng.integers(-int(boxes[:, 0].min()), w - int(boxes[:, 2].max()) + 1))
     dy = int(rng.integers(-int(boxes[:, 1].min()), h - int(boxes[:, 3].max()) + 1))
     out = torch.zeros_like(image)
-    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = \
-        image[:, max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)]
+    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[
+        :, max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
+    ]
     return out, boxes + np.array([dx, dy, dx, dy], np.float32)
 
 
-def make_targets(boxes: list[np.ndarray], classes: list[np.ndarray], num_classes: int, out_hw: tuple[int, int],
-                 stride: int) -> dict[str, torch.Tensor]:
+def make_targets(
+    boxes: list[np.ndarray], classes: list[np.ndarray], num_classes: int, out_hw: tuple[int, int], stride: int
+) -> dict[str, torch.Tensor]:
     """CenterNet targets: Gaussian heatmaps, and size/offset/index/mask at each object's centre cell."""
     b, (oh, ow) = len(boxes), out_hw
     hm = np.zeros((b, num_classes, oh, ow), np.float32)
@@ -118,16 +124,22 @@ def train(epochs: int, batch_size: int, lr: float, seed: int, wh_weight: float) 
             x = torch.stack([im for im, _ in shifted])
             t = make_targets([bx for _, bx in shifted], [classes[i] for i in idx], model.num_classes, out_hw, stride)
             hm, wh, reg = model(x)
-            losses = (focal_loss(hm, t["hm"]), wh_weight * masked_l1(wh, t["ind"], t["mask"], t["wh"]),
-                      masked_l1(reg, t["ind"], t["mask"], t["reg"]))
+            losses = (
+                focal_loss(hm, t["hm"]),
+                wh_weight * masked_l1(wh, t["ind"], t["mask"], t["wh"]),
+                masked_l1(reg, t["ind"], t["mask"], t["reg"]),
+            )
             opt.zero_grad(set_to_none=True)
             sum(losses).backward()
             opt.step()
             sched.step()
             totals += [float(v.detach()) for v in losses]
         hm_l, wh_l, reg_l = totals / steps_per_epoch
-        print(f"epoch {epoch + 1:3d}/{epochs}  hm {hm_l:.4f}  wh {wh_l:.4f}  reg {reg_l:.4f}  "
-              f"{time.perf_counter() - start:6.0f}s", flush=True)
+        print(
+            f"epoch {epoch + 1:3d}/{epochs}  hm {hm_l:.4f}  wh {wh_l:.4f}  reg {reg_l:.4f}  "
+            f"{time.perf_counter() - start:6.0f}s",
+            flush=True,
+        )
     return model.eval(), time.perf_counter() - start
 
 
@@ -165,11 +177,23 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model, seconds = train(args.epochs, args.batch_size, args.lr, args.seed, args.wh_weight)
     metrics = evaluate_detector(model, load_mnist_detection("val"), centernet_decode)
-    print(f"val ({int(metrics['num_images'])} images): mAP {metrics['mAP']:.4f}  AP50 {metrics['AP50']:.4f}  "
-          f"AP75 {metrics['AP75']:.4f}  (trained {seconds:.0f}s, {args.threads} thread(s))")
-    save_checkpoint(model, args.out, metrics, {"epochs": args.epochs, "seed": args.seed, "seconds": round(seconds, 1),
-                                               "batch_size": args.batch_size, "lr": args.lr,
-                                               "wh_weight": args.wh_weight})
+    print(
+        f"val ({int(metrics['num_images'])} images): mAP {metrics['mAP']:.4f}  AP50 {metrics['AP50']:.4f}  "
+        f"AP75 {metrics['AP75']:.4f}  (trained {seconds:.0f}s, {args.threads} thread(s))"
+    )
+    save_checkpoint(
+        model,
+        args.out,
+        metrics,
+        {
+            "epochs": args.epochs,
+            "seed": args.seed,
+            "seconds": round(seconds, 1),
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "wh_weight": args.wh_weight,
+        },
+    )
     print(f"wrote {args.out}")
 
 

@@ -23,13 +23,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "fx2trt_pipeline"
 #: Source folder of each installed package whose files live outside fx2trt_pipeline/ (pyproject package-dir).
-SOURCES = {PACKAGE: ROOT / "fx2trt_pipeline", f"{PACKAGE}.converters": ROOT / "converters",
-           f"{PACKAGE}.calib_data": ROOT / "calib_data"}
+SOURCES = {
+    PACKAGE: ROOT / "fx2trt_pipeline",
+    f"{PACKAGE}.converters": ROOT / "converters",
+    f"{PACKAGE}.calib_data": ROOT / "calib_data",
+}
 STAGES = ("capture", "quantize", "network", "engine", "validate", "tune", "deploy")
 BASICS = ("errors", "atomic_io", "trt_api", "trt_types", "calib_data", "models")
 #: Layer of each top-level part: basics 0, then the stages in order (converters with network), the facade last.
-LAYER = {**{b: 0 for b in BASICS}, **{s: i + 1 for i, s in enumerate(STAGES)}, "converters": 3, "": len(STAGES),
-         "pt2e": 2}  # the torchao PT2E quantizer: a front end of the quantize stage
+LAYER = {
+    **{b: 0 for b in BASICS},
+    **{s: i + 1 for i, s in enumerate(STAGES)},
+    "converters": 3,
+    "": len(STAGES),
+    "pt2e": 2,
+}  # the torchao PT2E quantizer: a front end of the quantize stage
 
 #: Known violations, each owned by work in progress elsewhere; remove an entry once its import is gone.
 #: (importer, imported) module pairs.
@@ -96,7 +104,9 @@ def test_every_part_is_placed() -> None:
 
 def test_no_stage_imports_a_later_stage() -> None:
     backward = sorted(
-        (m, t) for m in modules() for t in imports_of(m)
+        (m, t)
+        for m in modules()
+        for t in imports_of(m)
         if LAYER[part_of(t)] > LAYER[part_of(m)] and (m, t) not in ALLOWED_BACKWARD
     )
     lines = [f"{m} ({part_of(m) or 'facade'}) imports {t} ({part_of(t) or 'facade'})" for m, t in backward]

@@ -47,22 +47,32 @@ class DecomposedMultiheadAttention(nn.Module):
     def __init__(self, mha: nn.MultiheadAttention) -> None:
         super().__init__()
         if not mha._qkv_same_embed_dim or mha.bias_k is not None or mha.add_zero_attn:
-            raise CaptureError("nn.MultiheadAttention with separate q/k/v weights, bias_k/bias_v or add_zero_attn "
-                               "cannot be decomposed; keep it a leaf: "
-                               "QuantConfig(leaf_modules=('MultiheadAttention',))")
+            raise CaptureError(
+                "nn.MultiheadAttention with separate q/k/v weights, bias_k/bias_v or add_zero_attn "
+                "cannot be decomposed; keep it a leaf: "
+                "QuantConfig(leaf_modules=('MultiheadAttention',))"
+            )
         bias = mha.in_proj_bias.chunk(3) if mha.in_proj_bias is not None else (None,) * 3
         self.q_proj, self.k_proj, self.v_proj = (_linear(w, b) for w, b in zip(mha.in_proj_weight.chunk(3), bias))
         self.out_proj = _linear(mha.out_proj.weight, mha.out_proj.bias)
         self.num_heads, self.embed_dim, self.batch_first = mha.num_heads, mha.embed_dim, mha.batch_first
         self.head_dim = mha.embed_dim // mha.num_heads
-        self.scale = self.head_dim ** -0.5
+        self.scale = self.head_dim**-0.5
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(x.shape[0], -1, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_padding_mask: Any = None,
-                need_weights: bool = True, attn_mask: Any = None, average_attn_weights: bool = True,
-                is_causal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_padding_mask: Any = None,
+        need_weights: bool = True,
+        attn_mask: Any = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if key_padding_mask is not None or attn_mask is not None or is_causal:
             raise CaptureError("masked nn.MultiheadAttention is not decomposed; use F.scaled_dot_product_attention")
         if not self.batch_first:
@@ -85,7 +95,7 @@ def _window_mask(pad_hw: tuple[int, int], window: Sequence[int], shift: Sequence
     count = 0
     for h in ((0, -window[0]), (-window[0], -shift[0]), (-shift[0], None)):
         for w in ((0, -window[1]), (-window[1], -shift[1]), (-shift[1], None)):
-            mask[h[0]:h[1], w[0]:w[1]] = count
+            mask[h[0] : h[1], w[0] : w[1]] = count
             count += 1
     mask = mask.view(pad_hw[0] // window[0], window[0], pad_hw[1] // window[1], window[1])
     mask = mask.permute(0, 2, 1, 3).reshape(-1, window[0] * window[1])
@@ -121,7 +131,8 @@ class StaticWindowAttention(nn.Module):
         attn = torch.matmul(q * self.scale, k.transpose(-2, -1)) + self.position_bias
         if self.mask is not None:
             attn = (attn.reshape(-1, windows, self.heads, wh * ww, wh * ww) + self.mask).reshape(
-                -1, self.heads, wh * ww, wh * ww)
+                -1, self.heads, wh * ww, wh * ww
+            )
         x = torch.matmul(torch.softmax(attn, dim=-1), v).transpose(1, 2).reshape(-1, wh * ww, c)
         x = self.proj(x)
         x = x.reshape(-1, ph // wh, pw // ww, wh, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, ph, pw, c)
@@ -154,8 +165,10 @@ def _recorded_sizes(model: nn.Module, example_inputs: Sequence[Any] | None) -> d
     if not names:
         return {}
     if example_inputs is None:
-        raise CaptureError(f"{type(model).__name__} has Swin window attention ({next(iter(names.values()))}...), "
-                           "whose padding and masks depend on the feature-map size: pass example_inputs")
+        raise CaptureError(
+            f"{type(model).__name__} has Swin window attention ({next(iter(names.values()))}...), "
+            "whose padding and masks depend on the feature-map size: pass example_inputs"
+        )
     sizes: dict[str, tuple[int, int]] = {}
 
     def record(module: nn.Module, args: tuple) -> None:  # a pre-hook that returns a value replaces the args
@@ -171,8 +184,9 @@ def _recorded_sizes(model: nn.Module, example_inputs: Sequence[Any] | None) -> d
     return sizes
 
 
-def rewrite_for_capture(model: nn.Module, example_inputs: Sequence[Any] | None = None,
-                        leaf_modules: Sequence[str | type] = ()) -> nn.Module:
+def rewrite_for_capture(
+    model: nn.Module, example_inputs: Sequence[Any] | None = None, leaf_modules: Sequence[str | type] = ()
+) -> nn.Module:
     """Replace the modules listed in the module docstring inside ``model`` (in place); returns ``model``.
 
     Classes (or class names) in ``leaf_modules`` are left alone.

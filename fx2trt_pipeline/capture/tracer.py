@@ -37,8 +37,9 @@ class LeafTracer(Tracer):
         return super().is_leaf_module(m, module_qualified_name)
 
 
-def capture(model: nn.Module, leaf_modules: Sequence[str | type] = (),
-            concrete_args: dict[str, Any] | None = None) -> GraphModule:
+def capture(
+    model: nn.Module, leaf_modules: Sequence[str | type] = (), concrete_args: dict[str, Any] | None = None
+) -> GraphModule:
     """Trace ``model`` with torch.fx into a GraphModule whose node names follow module paths.
 
     Args:
@@ -74,8 +75,11 @@ def capture(model: nn.Module, leaf_modules: Sequence[str | type] = (),
         graph = tracer.trace(model, concrete_args=concrete_args)
     except Exception as exc:  # tracing failures come as many exception types
         module = failed_in[0] if failed_in else "<root>"
-        frames = [f for f in traceback.extract_tb(exc.__traceback__)
-                  if "torch/fx" not in f.filename.replace("\\", "/") and "fx2trt_pipeline" not in f.filename]
+        frames = [
+            f
+            for f in traceback.extract_tb(exc.__traceback__)
+            if "torch/fx" not in f.filename.replace("\\", "/") and "fx2trt_pipeline" not in f.filename
+        ]
         where = f"{frames[-1].filename}:{frames[-1].lineno} ({frames[-1].line})" if frames else "unknown location"
         module_type = type(model.get_submodule(module)).__name__ if module != "<root>" else type(model).__name__
         raise CaptureError(
@@ -99,15 +103,18 @@ def check_example_inputs(gm: GraphModule, example_inputs: Sequence[torch.Tensor]
     """
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(example_inputs) > len(placeholders):
-        raise CaptureError(f"Got {len(example_inputs)} example inputs but the model takes {len(placeholders)} "
-                           f"({', '.join(p.name for p in placeholders)})")
+        raise CaptureError(
+            f"Got {len(example_inputs)} example inputs but the model takes {len(placeholders)} "
+            f"({', '.join(p.name for p in placeholders)})"
+        )
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     try:
         mode = FakeTensorMode(allow_non_fake_inputs=True)
         with mode:
-            _NamingInterpreter(gm).run(*[mode.from_tensor(t) if isinstance(t, torch.Tensor) else t
-                                         for t in example_inputs])
+            _NamingInterpreter(gm).run(
+                *[mode.from_tensor(t) if isinstance(t, torch.Tensor) else t for t in example_inputs]
+            )
         return
     except Exception:  # fall through to a real run, which decides
         pass

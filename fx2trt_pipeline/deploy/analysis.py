@@ -78,9 +78,7 @@ def worst_first(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     )
 
 
-def worst_layer_histograms(
-    qgm: GraphModule, rows: Sequence[dict[str, Any]], count: int = 6
-) -> list[dict[str, Any]]:
+def worst_layer_histograms(qgm: GraphModule, rows: Sequence[dict[str, Any]], count: int = 6) -> list[dict[str, Any]]:
     """|x| histograms of the input scale groups of the ``count`` worst layers, with their thresholds.
 
     Each entry: layer, group, calibrator, ``counts`` (about 96 display bins over ``[0, max |x|]``),
@@ -157,8 +155,11 @@ def algorithms_run(state: Any) -> dict[str, Any]:
     return {
         "equalization": {"on": cfg.equalization, "pairs": len(state.equalized)},
         "bias_correction": {"on": cfg.bias_correction, "layers": len(state.edits.biases)},
-        "adaround": {"on": cfg.adaround, "layers": len(state.edits.rounding),
-                     "iterations": cfg.adaround_iterations if cfg.adaround else None},
+        "adaround": {
+            "on": cfg.adaround,
+            "layers": len(state.edits.rounding),
+            "iterations": cfg.adaround_iterations if cfg.adaround else None,
+        },
         "auto_per_group": {"on": bool(state.chosen), "chosen": dict(Counter(state.chosen.values()))},
     }
 
@@ -181,9 +182,7 @@ def model_summary(model: nn.Module, qgm: GraphModule) -> dict[str, Any]:
         "algorithms": algorithms_run(state),
         "scheme": {
             "activations": "INT8 symmetric per-tensor, zero point 0, range [-128, 127]",
-            "weights": (
-                "INT8 symmetric per-channel" if cfg.per_channel_weights else "INT8 symmetric per-tensor"
-            )
+            "weights": ("INT8 symmetric per-channel" if cfg.per_channel_weights else "INT8 symmetric per-tensor")
             + ", narrow range [-127, 127]",
             "rounding": "half to even (TensorRT)",
             "deconv_weight_axis": cfg.deconv_weight_axis,

@@ -129,9 +129,11 @@ def _histogram_bars(h: Histogram, box: tuple[float, float, float, float]) -> lis
             continue
         x0, x1 = left + pw * k * h.bin_width / h.x_max, left + pw * (k + 1) * h.bin_width / h.x_max
         bar = ph * math.log10(c + 1) / peak
-        out.append(f'<rect x="{x0:.2f}" y="{top + ph - bar:.2f}" width="{max(x1 - x0, 0.8):.2f}" '
-                   f'height="{bar:.2f}" fill="#4c6ef5"><title>{c} values in [{k * h.bin_width:.3g}, '
-                   f"{(k + 1) * h.bin_width:.3g})</title></rect>")
+        out.append(
+            f'<rect x="{x0:.2f}" y="{top + ph - bar:.2f}" width="{max(x1 - x0, 0.8):.2f}" '
+            f'height="{bar:.2f}" fill="#4c6ef5"><title>{c} values in [{k * h.bin_width:.3g}, '
+            f"{(k + 1) * h.bin_width:.3g})</title></rect>"
+        )
     return out
 
 
@@ -157,8 +159,10 @@ def _histogram_axes(h: Histogram, box: tuple[float, float, float, float], title:
         f"{h.x_max * frac:.3g}</text>"
         for frac, anchor in ((0.0, "start"), (0.5, "middle"), (1.0, "end"))
     ]
-    out.append(f'<text x="{left - 3}" y="{top + 8}" text-anchor="end" fill="#868e96">{peak}</text>'
-               f'<text x="{left - 3}" y="{top + ph}" text-anchor="end" fill="#868e96">0</text>')
+    out.append(
+        f'<text x="{left - 3}" y="{top + 8}" text-anchor="end" fill="#868e96">{peak}</text>'
+        f'<text x="{left - 3}" y="{top + ph}" text-anchor="end" fill="#868e96">0</text>'
+    )
     out.append(
         f'<text x="{left + pw / 2:.1f}" y="{height - 3}" text-anchor="middle" fill="#495057">|x|</text>'
         f'<text x="10" y="{top + ph / 2:.1f}" transform="rotate(-90 10 {top + ph / 2:.1f})" '
@@ -219,9 +223,7 @@ def step_bars(steps: Sequence[tuple[str, float]], width: int = 1040) -> str:
     return _svg_open(width, legend_y + 8, "step times") + "".join(items) + "</svg>"
 
 
-def display_bins(
-    counts: Sequence[int], bin_width: float, upto: float, target: int = 96
-) -> tuple[list[int], float]:
+def display_bins(counts: Sequence[int], bin_width: float, upto: float, target: int = 96) -> tuple[list[int], float]:
     """Merge adjacent histogram bins so about ``target`` bars cover ``[0, upto]``; returns (counts, width).
 
     Example:

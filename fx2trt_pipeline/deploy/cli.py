@@ -93,8 +93,9 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
 
 def _add_preprocess_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
-        "preprocessing", "how image files become inputs; defaults: the torchvision weights' transforms "
-        "when --model names a torchvision model, else a [preprocess] section"
+        "preprocessing",
+        "how image files become inputs; defaults: the torchvision weights' transforms "
+        "when --model names a torchvision model, else a [preprocess] section",
     )
     g.add_argument("--input-size", type=_size, metavar="SIZE|H,W", help="network input size (the crop)")
     g.add_argument("--resize", type=int, metavar="N", help="resize the shorter side to N, then centre-crop")
@@ -114,12 +115,24 @@ def _add_quant_arguments(p: argparse.ArgumentParser) -> None:
         "output error of the layers reading it (no evaluation data needed)",
     )
     g.add_argument("--percentile", type=float, help="percentile of the percentile calibrator (e.g. 99.99)")
-    g.add_argument("--equalization", action="store_const", const=True,
-                   help="cross-layer equalization of conv/linear pairs before calibration")
-    g.add_argument("--bias-correction", action="store_const", const=True,
-                   help="fold the expected output shift of weight rounding into the biases")
-    g.add_argument("--adaround", action="store_const", const=True,
-                   help="adaptive rounding of conv2d/linear weights on calibration data (minutes on CPU)")
+    g.add_argument(
+        "--equalization",
+        action="store_const",
+        const=True,
+        help="cross-layer equalization of conv/linear pairs before calibration",
+    )
+    g.add_argument(
+        "--bias-correction",
+        action="store_const",
+        const=True,
+        help="fold the expected output shift of weight rounding into the biases",
+    )
+    g.add_argument(
+        "--adaround",
+        action="store_const",
+        const=True,
+        help="adaptive rounding of conv2d/linear weights on calibration data (minutes on CPU)",
+    )
     g.add_argument("--adaround-iterations", type=int, metavar="N", help="AdaRound steps per layer (default 200)")
 
 
@@ -149,25 +162,17 @@ def _add_validate_arguments(p: argparse.ArgumentParser) -> None:
         choices=("auto", "tensorrt", "network_executor", "onnxruntime"),
         help="engine-side backend(s) to check (auto: every one that can run here)",
     )
-    p.add_argument(
-        "--data", help="evaluation data (default: the run's); image folder, .npy/.npz, COCO, mnist_det:val"
-    )
+    p.add_argument("--data", help="evaluation data (default: the run's); image folder, .npy/.npz, COCO, mnist_det:val")
     p.add_argument("--annotations", type=Path, help="COCO annotations JSON of --data")
     p.add_argument("--labels", type=Path, help="class list (one per line, output order) for class folders")
     p.add_argument("--task", default="auto", choices=("auto", "detection", "classification", "none"))
     p.add_argument("--max-images", type=int, help="evaluate only the first N images")
     p.add_argument("--batch-size", type=int, default=50, help="evaluation batch size")
     p.add_argument("--decode", help="package.module:function decoding detector outputs (standalone mode)")
-    p.add_argument(
-        "--min-cosine", type=float, help="min output cosine of each INT8 backend vs the simulated model"
-    )
-    p.add_argument(
-        "--engine-tolerance", type=float, help="max |metric(engine) - metric(simulated)|, e.g. 0.002"
-    )
+    p.add_argument("--min-cosine", type=float, help="min output cosine of each INT8 backend vs the simulated model")
+    p.add_argument("--engine-tolerance", type=float, help="max |metric(engine) - metric(simulated)|, e.g. 0.002")
     p.add_argument("--int8-budget", type=float, help="max metric(FP32) - metric(simulated), e.g. 0.003")
-    p.add_argument(
-        "--min-metric", type=float, help="min task metric (mAP / top-1, in [0, 1]) of the engine side"
-    )
+    p.add_argument("--min-metric", type=float, help="min task metric (mAP / top-1, in [0, 1]) of the engine side")
     p.add_argument("--json", type=Path, help="also write the verdict and all numbers as JSON")
     p.add_argument("--verbose", "-v", action="store_true", help="print the traceback of a failure")
 
@@ -190,8 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(
             "validate",
             help="check built artifacts against data and thresholds",
-            description="Exit code 0 pass, 1 gate failed, 2 bad input, 3 the "
-            "requested backend cannot run here.",
+            description="Exit code 0 pass, 1 gate failed, 2 bad input, 3 the requested backend cannot run here.",
         )
     )
     return parser
@@ -228,9 +232,24 @@ def exit_code_of(exc: BaseException) -> ExitCode:
 
 #: ``fx2trt build`` flags that override one config value each: flag dest -> RunConfig.from_sources key.
 BUILD_OVERRIDES = (
-    "model", "weights", "name", "calib_data", "calib_annotations", "eval_data", "eval_annotations", "task",
-    "num_calib_samples", "calib_batch_size", "max_eval_images", "onnx", "labels",
-    "input_size", "resize", "mean", "std", "channels",
+    "model",
+    "weights",
+    "name",
+    "calib_data",
+    "calib_annotations",
+    "eval_data",
+    "eval_annotations",
+    "task",
+    "num_calib_samples",
+    "calib_batch_size",
+    "max_eval_images",
+    "onnx",
+    "labels",
+    "input_size",
+    "resize",
+    "mean",
+    "std",
+    "channels",
 )
 
 
@@ -246,15 +265,18 @@ def _print_outcome(outcome: Any, out: TextIO) -> None:
     if outcome.passed:
         verdict = "accuracy gate passed"
     else:
-        verdict = (f"accuracy gate FAILED (exit code {int(ExitCode.GATE_FAILED)}): {outcome.failed_line}; "
-                   "the artifacts were written anyway, see report.html")
-    print(f"wrote {outcome.output}/ in {outcome.seconds:.1f} s (report.html, model.plan, triton/); {verdict}",
-          file=out, flush=True)
+        verdict = (
+            f"accuracy gate FAILED (exit code {int(ExitCode.GATE_FAILED)}): {outcome.failed_line}; "
+            "the artifacts were written anyway, see report.html"
+        )
+    print(
+        f"wrote {outcome.output}/ in {outcome.seconds:.1f} s (report.html, model.plan, triton/); {verdict}",
+        file=out,
+        flush=True,
+    )
 
 
-def run_build_command(
-    args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None
-) -> int:
+def run_build_command(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """``fx2trt build`` with parsed arguments; returns the exit code (:class:`ExitCode`)."""
     from fx2trt_pipeline.deploy.config_loader import run_config_from_sources
     from fx2trt_pipeline.deploy.steps import sigterm_as_interrupt
@@ -282,8 +304,14 @@ def _data_spec(args: argparse.Namespace) -> DataSpec | None:
     if args.data is None:
         return None
     source = args.data if args.data.startswith("mnist_det:") else str(Path(args.data).resolve())
-    return DataSpec(source=source, annotations=args.annotations, max_images=args.max_images,
-                    batch_size=args.batch_size, task=args.task, labels=args.labels)
+    return DataSpec(
+        source=source,
+        annotations=args.annotations,
+        max_images=args.max_images,
+        batch_size=args.batch_size,
+        task=args.task,
+        labels=args.labels,
+    )
 
 
 def _validate_run_dir(args: argparse.Namespace, data: DataSpec | None, out: TextIO) -> int:
@@ -310,9 +338,7 @@ def _validate_artifact(args: argparse.Namespace, data: DataSpec | None, out: Tex
     return validate_artifact(check, stream=out)
 
 
-def run_validate_command(
-    args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None
-) -> int:
+def run_validate_command(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """``fx2trt validate`` with parsed arguments; returns the exit code (:class:`ExitCode`)."""
     out, err = stdout or sys.stdout, stderr or sys.stderr
     try:

@@ -204,9 +204,7 @@ class RunConfig:
                 return {k: plain(v) for k, v in value.items()}
             return value
 
-        out = {
-            name: plain(getattr(self, name)) for name in _SECTIONS if name not in ("inputs", "quant", "build")
-        }
+        out = {name: plain(getattr(self, name)) for name in _SECTIONS if name not in ("inputs", "quant", "build")}
         out["inputs"] = [spec.to_dict() for spec in self.inputs] if self.inputs is not None else None
         out["preprocess"] = self.preprocess.to_dict() if self.preprocess is not None else None
         out["quant"] = self.quant.to_dict()

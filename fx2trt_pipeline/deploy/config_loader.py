@@ -111,9 +111,7 @@ def _source(value: str, base: Path) -> str:
 def _data(section: Mapping[str, Any], base: Path, where: str) -> DataSpec:
     d = _checked(DataSpec, section, where)
     if "source" not in d:
-        raise ConfigError(
-            f"{where}: 'source' is required (an image folder, .npy/.npz file or mnist_det:<split>)"
-        )
+        raise ConfigError(f"{where}: 'source' is required (an image folder, .npy/.npz file or mnist_det:<split>)")
     d["source"] = _source(str(d["source"]), base)
     d["annotations"] = _path(d.get("annotations"), base)
     d["labels"] = _path(d.get("labels"), base)
@@ -185,8 +183,10 @@ _DATA_FLAGS = {
 
 def _data_sections(src: _Sources, demo: bool) -> tuple[DataSpec | None, DataSpec | None]:
     cwd, cli = Path.cwd(), src.cli
-    sections = {"calib": _section(src.data, "calibration", src.where),
-                "eval": _section(src.data, "evaluation", src.where)}
+    sections = {
+        "calib": _section(src.data, "calibration", src.where),
+        "eval": _section(src.data, "evaluation", src.where),
+    }
     for prefix, section in sections.items():
         # Paths given on the command line are relative to the working directory, not to the file.
         if f"{prefix}_data" in cli:
@@ -288,8 +288,7 @@ def _checked_input(d: Any, where: str) -> dict[str, Any]:
     unknown = sorted(set(d) - allowed)
     if unknown or "name" not in d or "shape" not in d:
         raise ConfigError(
-            f"{where}: each input needs 'name' and 'shape' (and min/opt/max_shape for -1 dims); "
-            f"unknown keys {unknown}"
+            f"{where}: each input needs 'name' and 'shape' (and min/opt/max_shape for -1 dims); unknown keys {unknown}"
             if unknown
             else f"{where}: each input needs 'name' and 'shape'"
         )

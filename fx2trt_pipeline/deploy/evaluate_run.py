@@ -116,9 +116,15 @@ def eval_data_for(request: EvalRequest, model: Any, input_name: str) -> EvalData
             raise ConfigError("No evaluation data and no inputs to compare outputs on.")
         return EvalData("none", batches=[(request.fallback, None)], input_name=input_name)
     task = task_of(spec, request.dataset)
-    return EvalData(task, dataset=request.dataset, input_name=input_name,
-                    decode_fn=decode_fn_for(request.config, model, task), max_images=spec.max_images,
-                    batch_size=int(spec.batch_size), shard=Shard.current())
+    return EvalData(
+        task,
+        dataset=request.dataset,
+        input_name=input_name,
+        decode_fn=decode_fn_for(request.config, model, task),
+        max_images=spec.max_images,
+        batch_size=int(spec.batch_size),
+        shard=Shard.current(),
+    )
 
 
 def evaluate_run(models: RunModels, art: RunArtifacts, request: EvalRequest) -> Evaluation:
@@ -146,5 +152,4 @@ def evaluate_run(models: RunModels, art: RunArtifacts, request: EvalRequest) -> 
     return evaluation
 
 
-__all__ = ["EvalRequest", "RunArtifacts", "RunModels", "availability", "decode_fn_for", "eval_data_for",
-           "evaluate_run"]
+__all__ = ["EvalRequest", "RunArtifacts", "RunModels", "availability", "decode_fn_for", "eval_data_for", "evaluate_run"]

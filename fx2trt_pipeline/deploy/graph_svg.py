@@ -255,9 +255,7 @@ def to_dot(view: GraphView, title: str = "quantized_graph") -> str:
     lines = [f"digraph {q(title)} {{", '  node [shape=box, style="rounded,filled", fontname=Helvetica];']
     for n in view.nodes:
         fill, stroke, _ = KIND_STYLE[n.kind]
-        lines.append(
-            f"  {q(n.name)} [label={q(n.name + chr(10) + n.op)}, fillcolor={q(fill)}, color={q(stroke)}];"
-        )
+        lines.append(f"  {q(n.name)} [label={q(n.name + chr(10) + n.op)}, fillcolor={q(fill)}, color={q(stroke)}];")
     for src, dst, int8 in view.edges:
         attrs = ' [color="#2b8a3e", penwidth=2, label="int8"]' if int8 else ""
         lines.append(f"  {q(src)} -> {q(dst)}{attrs};")

@@ -112,20 +112,14 @@ def _derive_inputs(run: _Run) -> list[InputSpec]:
         return specs
     names = [n.name for n in run.prepared.graph.nodes if n.op == "placeholder"]
     batch = int(example.shape[0])
-    return [
-        InputSpec.dynamic_batch(
-            names[0] if names else "input", tuple(example.shape[1:]), 1, batch, max(32, batch)
-        )
-    ]
+    return [InputSpec.dynamic_batch(names[0] if names else "input", tuple(example.shape[1:]), 1, batch, max(32, batch))]
 
 
 def _step_capture(run: _Run) -> None:
     cfg, steps = run.config, run.steps
     run.model = load_model(cfg.model)
     params = sum(p.numel() for p in run.model.parameters())
-    steps.note(
-        f"model {cfg.model.display_name} ({type(run.model).__name__}, {params / 1e6:.2f} M parameters)"
-    )
+    steps.note(f"model {cfg.model.display_name} ({type(run.model).__name__}, {params / 1e6:.2f} M parameters)")
     calib_ds = load_dataset(cfg.calibration, cfg.preprocess, "calibration")
     run.batches = calib_batches(cfg.calibration, calib_ds)
     items = sum(int(b.shape[0]) for b in run.batches)
@@ -162,8 +156,9 @@ def _search_calibrator(run: _Run) -> Any:
     data = eval_data_for(request, run.model, run.inputs[0].name)
     scorer = CandidateScorer(run.model, data)
     metric = search_metric(data)
-    table = compare_calibrators(run.prepared, scorer, metric=metric, base_config=run.config.quant,
-                                fp32_metrics=scorer.fp32_metrics)
+    table = compare_calibrators(
+        run.prepared, scorer, metric=metric, base_config=run.config.quant, fp32_metrics=scorer.fp32_metrics
+    )
     for row in table.rows:
         run.steps.note(f"{row.choice.label:<16} {row.summary(metric)} ({row.seconds:.1f} s)")
     run.facts["calibrator_search"] = table.to_dict()
@@ -190,9 +185,7 @@ def _step_network(run: _Run) -> None:
     )
     run.keep_alive += [builder, ctx]
     view = graph_view(run.qgm)
-    atomic_write_text(
-        run.stage / GRAPH_SVG, render_svg(view, f"{run.config.model.display_name}: quantized graph")
-    )
+    atomic_write_text(run.stage / GRAPH_SVG, render_svg(view, f"{run.config.model.display_name}: quantized graph"))
     atomic_write_text(run.stage / GRAPH_DOT, to_dot(view))
     run.facts["network"] = analysis.network_figures(run.network)
     run.steps.note(
@@ -213,9 +206,7 @@ def _record_preprocess(run: _Run) -> None:
 def _step_engine(run: _Run) -> None:
     cfg = run.config
     names = list(cfg.model.output_names) if cfg.model.output_names else None
-    run.artifact = ftp.build_engine(
-        run.qgm, run.inputs, run.stage / ENGINE_FILE, options=cfg.build, output_names=names
-    )
+    run.artifact = ftp.build_engine(run.qgm, run.inputs, run.stage / ENGINE_FILE, options=cfg.build, output_names=names)
     if cfg.preprocess is not None:
         _record_preprocess(run)
     meta = run.artifact.metadata
@@ -266,8 +257,14 @@ def _step_onnx(run: _Run) -> None:
 
 def _step_validate(run: _Run) -> None:
     cfg, steps = run.config, run.steps
-    art = RunArtifacts(run.inputs, run.artifact.output_names, run.network, run.stage / ENGINE_FILE,
-                       run.stage / ONNX_FILE, run.artifact.metadata)
+    art = RunArtifacts(
+        run.inputs,
+        run.artifact.output_names,
+        run.network,
+        run.stage / ENGINE_FILE,
+        run.stage / ONNX_FILE,
+        run.artifact.metadata,
+    )
     request = EvalRequest(cfg, run.eval_ds, fallback=run.batches[0], progress=steps.note)
     run.evaluation = evaluate_run(RunModels(run.model, run.qgm), art, request)
     for line in run.evaluation.gate_lines:
@@ -326,8 +323,10 @@ def _step_report(run: _Run) -> dict[str, Any]:
         "kept_in_float": run.facts.get("kept_in_float", []),
         "calibrator_search": run.facts.get("calibrator_search"),
         "labels": run.facts.get("labels"),
-        "images": {"calibration": sum(int(b.shape[0]) for b in run.batches),
-                   "layers": int(run.batches[0][:LAYER_BATCH].shape[0])},
+        "images": {
+            "calibration": sum(int(b.shape[0]) for b in run.batches),
+            "layers": int(run.batches[0][:LAYER_BATCH].shape[0]),
+        },
         "preprocess": run.config.preprocess.to_dict() if run.config.preprocess is not None else None,
         "steps": run.steps.to_list(),
         "passed": bool(run.evaluation and run.evaluation.passed),
@@ -336,9 +335,7 @@ def _step_report(run: _Run) -> dict[str, Any]:
     html = render_report(manifest, (run.stage / GRAPH_SVG).read_text(encoding="utf-8"), str(run.output))
     atomic_write_text(run.stage / REPORT_FILE, html)
     manifest["artifacts"] = _file_entries(run.stage)
-    atomic_write_text(
-        run.stage / MANIFEST_NAME, json.dumps(json_safe(manifest), indent=1, allow_nan=False) + "\n"
-    )
+    atomic_write_text(run.stage / MANIFEST_NAME, json.dumps(json_safe(manifest), indent=1, allow_nan=False) + "\n")
     return manifest
 
 

@@ -48,8 +48,13 @@ def torchvision_defaults(source: str) -> dict[str, Any]:
     crop, resize = getattr(transforms, "crop_size", None), getattr(transforms, "resize_size", None)
     if not crop or not resize:
         return {}
-    return {"size": (int(crop[0]), int(crop[-1])), "resize": int(resize[0]), "mean": tuple(transforms.mean),
-            "std": tuple(transforms.std), "channels": 3}
+    return {
+        "size": (int(crop[0]), int(crop[-1])),
+        "resize": int(resize[0]),
+        "mean": tuple(transforms.mean),
+        "std": tuple(transforms.std),
+        "channels": 3,
+    }
 
 
 def preprocess_for(source: str, section: Mapping[str, Any], flags: Mapping[str, Any]) -> PreprocessSpec | None:
@@ -62,8 +67,12 @@ def preprocess_for(source: str, section: Mapping[str, Any], flags: Mapping[str, 
     fields.update({PREPROCESS_FLAGS[k]: v for k, v in flags.items() if k in PREPROCESS_FLAGS})
     if not fields:
         return None
-    if "size" in fields and "resize" in fields and "size" in {PREPROCESS_FLAGS[k] for k in flags if k in
-                                                              PREPROCESS_FLAGS} and "resize" not in flags:
+    if (
+        "size" in fields
+        and "resize" in fields
+        and "size" in {PREPROCESS_FLAGS[k] for k in flags if k in PREPROCESS_FLAGS}
+        and "resize" not in flags
+    ):
         # a new --input-size with the weights' resize: keep torchvision's crop ratio (224/256, 224/232)
         default = torchvision_defaults(source)
         if default and fields["resize"] == default.get("resize"):

@@ -90,9 +90,14 @@ def _parity_tiles(ev: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any]]) 
         return []
     value, key = min(cos)
     others = [k for _, k in cos if k != key]
-    return [{"k": f"Parity: {key} vs simulated", "v": f"{value:.6f}",
-             "d": f"lowest output cosine on {ev.get('parity_images', '?')} images"
-             + (f" (also checked: {', '.join(others)})" if others else "")}]
+    return [
+        {
+            "k": f"Parity: {key} vs simulated",
+            "v": f"{value:.6f}",
+            "d": f"lowest output cosine on {ev.get('parity_images', '?')} images"
+            + (f" (also checked: {', '.join(others)})" if others else ""),
+        }
+    ]
 
 
 def _tiles(m: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -136,16 +141,24 @@ def _tiles(m: Mapping[str, Any]) -> list[dict[str, str]]:
     )
     pct = f" {model['percentile']}" if model.get("percentile") else ""
     tiles.append({"k": "Calibrator", "v": f"{model.get('calibrator', '?')}{pct}", "d": "per-channel weights"})
-    tiles.append({"k": "PTQ algorithms", "v": _algorithms_label(model.get("algorithms", {})),
-                  "d": "equalization, bias correction, AdaRound"})
+    tiles.append(
+        {
+            "k": "PTQ algorithms",
+            "v": _algorithms_label(model.get("algorithms", {})),
+            "d": "equalization, bias correction, AdaRound",
+        }
+    )
     return tiles
 
 
 def _algorithms_label(algorithms: Mapping[str, Any]) -> str:
     """``"equalization (52 pairs), bias correction (52 layers)"`` or ``"none"``."""
     counts = {"equalization": "pairs", "bias_correction": "layers", "adaround": "layers"}
-    ran = [f"{name.replace('_', ' ')} ({algorithms[name].get(unit, 0)} {unit})" for name, unit in counts.items()
-           if algorithms.get(name, {}).get("on")]
+    ran = [
+        f"{name.replace('_', ' ')} ({algorithms[name].get(unit, 0)} {unit})"
+        for name, unit in counts.items()
+        if algorithms.get(name, {}).get("on")
+    ]
     return ", ".join(ran) or "none"
 
 
@@ -193,11 +206,7 @@ def _model_rows(m: Mapping[str, Any]) -> list[tuple[str, str]]:
     model, scheme = m.get("model", {}), m.get("model", {}).get("scheme", {})
     inputs = "; ".join(
         f"{i['name']} {i['shape']} {i['dtype']}"
-        + (
-            f" (batch {i['min_shape'][0]}/{i['opt_shape'][0]}/{i['max_shape'][0]})"
-            if i.get("min_shape")
-            else ""
-        )
+        + (f" (batch {i['min_shape'][0]}/{i['opt_shape'][0]}/{i['max_shape'][0]})" if i.get("min_shape") else "")
         for i in m.get("inputs", [])
     )
     outputs = "; ".join(f"{o['name']} {o['shape']}" for o in m.get("engine", {}).get("outputs", []))
@@ -248,19 +257,24 @@ def _accuracy_view(manifest: Mapping[str, Any]) -> dict[str, Any]:
     cols, rows = _accuracy_rows(ev)
     reason, engine = ev.get("engine_reason", ""), ev.get("engine_backend") or "none"
     if ev.get("metric"):
-        lead = (f"{ev.get('task', 'none')} task on {ev.get('num_samples', 0)} evaluation images; Δ in points. "
-                f"Engine side: {engine} ({reason}).")
+        lead = (
+            f"{ev.get('task', 'none')} task on {ev.get('num_samples', 0)} evaluation images; Δ in points. "
+            f"Engine side: {engine} ({reason})."
+        )
     else:
-        lead = (f"No task metric (no labels); agreement with FP32 on {ev.get('num_samples', 0)} images. "
-                f"Engine side: {engine} ({reason}).")
+        lead = (
+            f"No task metric (no labels); agreement with FP32 on {ev.get('num_samples', 0)} images. "
+            f"Engine side: {engine} ({reason})."
+        )
     return {
         "accuracy_lead": lead,
         "metric_cols": cols,
         "rows": rows,
         "primary": ev.get("metric"),
         "engine_backend": ev.get("engine_backend"),
-        "gate": [{"cls": "pass" if line.startswith("PASS") else "fail", "text": line}
-                 for line in ev.get("gate_lines", [])],
+        "gate": [
+            {"cls": "pass" if line.startswith("PASS") else "fail", "text": line} for line in ev.get("gate_lines", [])
+        ],
         "parity_images": ev.get("parity_images", 0),
         "warnings": ev.get("warnings", []),
         "labels": manifest.get("labels"),
@@ -279,9 +293,15 @@ def _layer_view(manifest: Mapping[str, Any]) -> dict[str, Any]:
         "layer_batch": images.get("layers", 8),
         "layers_error": manifest.get("layers_error"),
         "layer_rows": [
-            {"layer": r["layer"], "op": r["op"], "alone": _db(r["alone_sqnr_db"]),
-             "accum": _db(r["accumulated_sqnr_db"]), "weight": _db(r["weight_sqnr_db"]),
-             "group": r.get("group") or "-", "color": sqnr_color(optional_float(r["alone_sqnr_db"]))}
+            {
+                "layer": r["layer"],
+                "op": r["op"],
+                "alone": _db(r["alone_sqnr_db"]),
+                "accum": _db(r["accumulated_sqnr_db"]),
+                "weight": _db(r["weight_sqnr_db"]),
+                "group": r.get("group") or "-",
+                "color": sqnr_color(optional_float(r["alone_sqnr_db"])),
+            }
             for r in worst
         ],
         "hists": _hist_views(manifest.get("histograms", []), images.get("calibration", 0)),
@@ -311,8 +331,10 @@ def render_report(manifest: Mapping[str, Any], graph_svg: str = "", output_hint:
         "build_rows": _build_rows(manifest),
         "layer_types": list(manifest.get("network", {}).get("by_type", {}).items()),
         "steps_chart": step_bars([(s["name"], s["seconds"]) for s in manifest.get("steps", [])]),
-        "artifacts": [{"path": a["path"], "size": _size(a["bytes"]), "sha": a["sha256"][:12]}
-                      for a in manifest.get("artifacts", [])],
+        "artifacts": [
+            {"path": a["path"], "size": _size(a["bytes"]), "sha": a["sha256"][:12]}
+            for a in manifest.get("artifacts", [])
+        ],
         "search": _search_view(manifest.get("calibrator_search")),
         "graph_svg": graph_svg,
         "output_hint": output_hint,

@@ -110,9 +110,7 @@ def load_model(spec: ModelSpec) -> nn.Module:
     except TypeError as exc:
         raise ConfigError(f"Model factory {spec.source!r} refused kwargs {dict(spec.kwargs)}: {exc}") from exc
     if not isinstance(model, nn.Module):
-        raise ConfigError(
-            f"Model factory {spec.source!r} returned {type(model).__name__}, not a torch.nn.Module"
-        )
+        raise ConfigError(f"Model factory {spec.source!r} returned {type(model).__name__}, not a torch.nn.Module")
     if spec.weights is not None:
         state = _state_dict(Path(spec.weights))
         result = model.load_state_dict(state, strict=False)
@@ -147,9 +145,7 @@ def load_dataset(spec: DataSpec, preprocess: PreprocessSpec | None, role: str) -
     if spec.annotations is not None:
         return CocoDetectionDataset(path, spec.annotations, _spec_or_error(preprocess, source))
     if path.is_dir():
-        labelled = (
-            role == "evaluation" and spec.task in ("auto", "classification") and _has_class_folders(path)
-        )
+        labelled = role == "evaluation" and spec.task in ("auto", "classification") and _has_class_folders(path)
         if spec.task == "classification" and not labelled:
             raise ConfigError(f"Top-1 evaluation needs {path} laid out as <class>/<image> subfolders")
         return ImageFolderDataset(path, _spec_or_error(preprocess, source), with_labels=labelled)
@@ -184,9 +180,7 @@ def task_of(spec: DataSpec, dataset: Any) -> str:
 
 def calib_batches(spec: DataSpec, dataset: Any) -> list[torch.Tensor]:
     """The calibration batches (seeded subset), materialised once: prepare, calibrate, export reuse them."""
-    return list(
-        calibration_batches(dataset, spec.num_samples, int(spec.batch_size), spec.seed, show_progress=False)
-    )
+    return list(calibration_batches(dataset, spec.num_samples, int(spec.batch_size), spec.seed, show_progress=False))
 
 
 def _first_output(model: nn.Module, dataset: Any) -> torch.Tensor:
@@ -207,13 +201,17 @@ def attach_labels(dataset: Any, model: nn.Module, spec: DataSpec) -> str | None:
     """
     if not (isinstance(dataset, ImageFolderDataset) and dataset.with_labels):
         if spec.labels is not None:
-            raise ConfigError(f"--labels {spec.labels} maps class folders to outputs, but {spec.source} has no "
-                              "class subfolders (root/<class>/image)")
+            raise ConfigError(
+                f"--labels {spec.labels} maps class folders to outputs, but {spec.source} has no "
+                "class subfolders (root/<class>/image)"
+            )
         return None
     logits = _first_output(model, dataset)
     if logits.ndim != 2:
-        raise ConfigError(f"Top-1 on the class folders of {spec.source} needs (N, classes) logits, but the model's "
-                          f"first output has shape {tuple(logits.shape)}; use --task none")
+        raise ConfigError(
+            f"Top-1 on the class folders of {spec.source} needs (N, classes) logits, but the model's "
+            f"first output has shape {tuple(logits.shape)}; use --task none"
+        )
     label_map = map_classes(dataset.classes, int(logits.shape[1]), spec.labels)
     dataset.use_label_map(label_map)
     return f"{len(dataset.classes)} class folders -> {int(logits.shape[1])} outputs: {label_map.how}"

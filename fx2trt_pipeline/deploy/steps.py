@@ -179,6 +179,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
     without unwinding: no ``finally`` block runs and a staging directory would stay behind. Only the
     main thread can install handlers; elsewhere the block runs unchanged.
     """
+
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
@@ -215,7 +216,7 @@ def remove_stale_stages(output: Path) -> list[Path]:
     """
     removed = []
     for path in Path(output).parent.glob(f"{TEMP_PREFIX}{Path(output).name}-*"):
-        pid = path.name[len(f"{TEMP_PREFIX}{Path(output).name}-"):].split("-", 1)[0]
+        pid = path.name[len(f"{TEMP_PREFIX}{Path(output).name}-") :].split("-", 1)[0]
         if path.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)

@@ -70,8 +70,7 @@ def _dtype(value: str, tensor: str) -> str:
     key = str(value).replace("torch.", "")
     if key not in TRITON_DTYPES:
         raise ConfigError(
-            f"Tensor {tensor!r} has dtype {value!r}, which Triton cannot serve; "
-            f"supported: {sorted(TRITON_DTYPES)}"
+            f"Tensor {tensor!r} has dtype {value!r}, which Triton cannot serve; supported: {sorted(TRITON_DTYPES)}"
         )
     return _Enum(TRITON_DTYPES[key])
 

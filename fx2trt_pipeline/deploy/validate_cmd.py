@@ -91,8 +91,9 @@ def load_manifest(run_dir: Path) -> dict[str, Any]:
 
 def _run_config(check: RunDirCheck) -> RunConfig:
     cfg = run_config_from_dict(load_manifest(check.run_dir)["config"])
-    return dataclasses.replace(cfg, gate=dataclasses.replace(cfg.gate, **dict(check.gate_overrides)),
-                               evaluation=check.data or cfg.evaluation)
+    return dataclasses.replace(
+        cfg, gate=dataclasses.replace(cfg.gate, **dict(check.gate_overrides)), evaluation=check.data or cfg.evaluation
+    )
 
 
 def _open_artifacts(check: RunDirCheck, say: _Printer) -> tuple[Any, Any, bool]:
@@ -104,9 +105,11 @@ def _open_artifacts(check: RunDirCheck, say: _Printer) -> tuple[Any, Any, bool]:
     state = ftp.load_quant_state(check.run_dir / STATE_FILE)
     built_from = artifact.metadata.get("quant_state_hash")
     state_ok = built_from == "sha256:" + state.digest()
-    say(f"engine {engine_path}: {artifact.size_bytes} bytes, sha256 {artifact.sha256[:12]} verified",
+    say(
+        f"engine {engine_path}: {artifact.size_bytes} bytes, sha256 {artifact.sha256[:12]} verified",
         f"{'PASS' if state_ok else 'FAIL'} engine built from quantization state {STATE_FILE}"
-        + ("" if state_ok else f" (engine says {built_from})"))
+        + ("" if state_ok else f" (engine says {built_from})"),
+    )
     return artifact, state, state_ok
 
 
@@ -143,8 +146,9 @@ def validate_run_dir(check: RunDirCheck, stream: TextIO | None = None) -> int:
     fallback = None
     if dataset is None:
         say("note: no evaluation data in the run; outputs compared on seeded random inputs")
-        fallback = torch.randn((PARITY_BATCH, *art.inputs[0].example_shape()[1:]),
-                               generator=torch.Generator().manual_seed(0))
+        fallback = torch.randn(
+            (PARITY_BATCH, *art.inputs[0].example_shape()[1:]), generator=torch.Generator().manual_seed(0)
+        )
     request = EvalRequest(cfg, dataset, check.backend, fallback, progress=lambda line: say(f"  {line}"))
     evaluation = evaluate_run(models, art, request)
     del keep
@@ -202,17 +206,30 @@ def validate_artifact(check: ArtifactCheck, stream: TextIO | None = None) -> int
     task = task_of(check.data, dataset)
     decode = resolve_callable(check.decode, "Detector decode function") if check.decode else None
     if task == "detection" and decode is None:
-        raise ConfigError("Detection mAP of a lone model needs --decode package.module:function (outputs -> "
-                          "boxes, scores, classes), e.g. fx2trt_pipeline.validate.demo_detector:centernet_decode")
-    data = EvalData(task, dataset=dataset, input_name=runner.input_names[0], decode_fn=decode,
-                    max_images=check.data.max_images, batch_size=check.data.batch_size, shard=Shard.current())
+        raise ConfigError(
+            "Detection mAP of a lone model needs --decode package.module:function (outputs -> "
+            "boxes, scores, classes), e.g. fx2trt_pipeline.validate.demo_detector:centernet_decode"
+        )
+    data = EvalData(
+        task,
+        dataset=dataset,
+        input_name=runner.input_names[0],
+        decode_fn=decode,
+        max_images=check.data.max_images,
+        batch_size=check.data.batch_size,
+        shard=Shard.current(),
+    )
     if data.metric is None:
-        raise ConfigError(f"{check.data.source}: a metric needs labels (a COCO set or class subfolders); "
-                          "use a build output directory to compare outputs instead")
+        raise ConfigError(
+            f"{check.data.source}: a metric needs labels (a COCO set or class subfolders); "
+            "use a build output directory to compare outputs instead"
+        )
     value = float(score_runner(runner, data).metrics[data.metric])
     ok = value >= float(check.min_metric)
-    say(f"{'PASS' if ok else 'FAIL'} {data.metric}: {runner.name} {value:.4f} {'>=' if ok else '<'} minimum "
-        f"{float(check.min_metric):.4f}")
+    say(
+        f"{'PASS' if ok else 'FAIL'} {data.metric}: {runner.name} {value:.4f} {'>=' if ok else '<'} minimum "
+        f"{float(check.min_metric):.4f}"
+    )
     return ExitCode.PASS if ok else ExitCode.GATE_FAILED
 
 

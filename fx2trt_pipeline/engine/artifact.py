@@ -152,10 +152,17 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, torch.Tensor) and value.is_quantized:
         # torch.ao qint8 tensors: the int values plus the parameters that give them meaning.
         per_tensor = value.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric)
-        params = ([value.q_scale(), value.q_zero_point()] if per_tensor else
-                  [value.q_per_channel_scales(), value.q_per_channel_zero_points(), value.q_per_channel_axis()])
-        return {"__quantized__": str(value.dtype), "int_repr": _canonical(value.int_repr()),
-                "qscheme": str(value.qscheme()), "params": _canonical(params)}
+        params = (
+            [value.q_scale(), value.q_zero_point()]
+            if per_tensor
+            else [value.q_per_channel_scales(), value.q_per_channel_zero_points(), value.q_per_channel_axis()]
+        )
+        return {
+            "__quantized__": str(value.dtype),
+            "int_repr": _canonical(value.int_repr()),
+            "qscheme": str(value.qscheme()),
+            "params": _canonical(params),
+        }
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().contiguous()
         raw = value.view(torch.uint8) if value.dim() else value.reshape(1).view(torch.uint8)

@@ -39,8 +39,15 @@ import torch
 LIBRARY_LABELS = {"tensorrt": "TensorRT", "tensorrt_rtx": "TensorRT-RTX"}
 #: Architecture family by compute capability (major, minor); the major number alone as fallback.
 _ARCHITECTURES = {
-    (7, 5): "Turing", (8, 0): "Ampere", (8, 6): "Ampere", (8, 7): "Ampere (Orin)", (8, 9): "Ada",
-    (9, 0): "Hopper", (10, 0): "Blackwell (datacenter)", (12, 0): "Blackwell", (12, 1): "Blackwell",
+    (7, 5): "Turing",
+    (8, 0): "Ampere",
+    (8, 6): "Ampere",
+    (8, 7): "Ampere (Orin)",
+    (8, 9): "Ada",
+    (9, 0): "Hopper",
+    (10, 0): "Blackwell (datacenter)",
+    (12, 0): "Blackwell",
+    (12, 1): "Blackwell",
 }
 _ARCH_BY_MAJOR = {7: "Volta/Turing", 8: "Ampere", 9: "Hopper", 10: "Blackwell", 11: "Blackwell", 12: "Blackwell"}
 #: Compute capabilities a default TensorRT-RTX build targets (header mask 0x7e), for sidecars without a header.

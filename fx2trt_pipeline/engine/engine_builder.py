@@ -52,6 +52,7 @@ from fx2trt_pipeline.trt_types import make_logger, torch_dtype, trt_dtype_name
 
 _LOG = logging.getLogger("fx2trt_pipeline.tensorrt")
 
+
 def create_builder(logger: Any | None = None) -> Any:
     """A ``trt.Builder`` with a capturing logger (see :func:`make_logger`)."""
     return trt_api.get_trt().Builder(logger if logger is not None else make_logger())
@@ -82,9 +83,7 @@ def _check_inputs(network: Any, inputs: Sequence[InputSpec]) -> dict[str, InputS
                 )
             continue
         if len(shape) != len(spec.shape) or any(n != -1 and n != s for n, s in zip(shape, spec.shape)):
-            problems.append(
-                f"input {tensor.name!r}: network shape {shape} does not match InputSpec {spec.shape}"
-            )
+            problems.append(f"input {tensor.name!r}: network shape {shape} does not match InputSpec {spec.shape}")
         elif -1 in shape and not spec.is_dynamic:
             problems.append(
                 f"input {tensor.name!r}: network shape {shape} is dynamic but the InputSpec is static "
@@ -103,9 +102,7 @@ def _check_inputs(network: Any, inputs: Sequence[InputSpec]) -> dict[str, InputS
 
 def _add_profile(builder: Any, network: Any, config: Any, specs: Mapping[str, InputSpec]) -> None:
     # One profile covering every dynamic input, like trtexec --minShapes/--optShapes/--maxShapes.
-    dynamic = [
-        network.get_input(i) for i in range(network.num_inputs) if -1 in tuple(network.get_input(i).shape)
-    ]
+    dynamic = [network.get_input(i) for i in range(network.num_inputs) if -1 in tuple(network.get_input(i).shape)]
     if not dynamic:
         return
     profile = builder.create_optimization_profile()
@@ -223,9 +220,7 @@ def network_io_metadata(network: Any, inputs: Sequence[InputSpec]) -> dict[str, 
     ins = []
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
-        spec = specs.get(tensor.name) or InputSpec(
-            tensor.name, tuple(tensor.shape), torch_dtype(tensor.dtype)
-        )
+        spec = specs.get(tensor.name) or InputSpec(tensor.name, tuple(tensor.shape), torch_dtype(tensor.dtype))
         ins.append(spec.to_dict())
     outs = [
         {"name": t.name, "dtype": trt_dtype_name(t.dtype), "shape": [int(d) for d in t.shape]}
@@ -242,9 +237,7 @@ def _producer() -> dict[str, str]:
     return {"fx2trt_pipeline": version, "torch": torch.__version__}
 
 
-def save_engine(
-    engine_bytes: bytes, path: str | Path, metadata: Mapping[str, Any] | None = None
-) -> EngineArtifact:
+def save_engine(engine_bytes: bytes, path: str | Path, metadata: Mapping[str, Any] | None = None) -> EngineArtifact:
     """Write an engine and its ``<path>.json`` sidecar atomically and return the artifact.
 
     Integrity and library fields (size, sha256, header, library version, timestamp) are computed from

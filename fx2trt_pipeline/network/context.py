@@ -31,7 +31,6 @@ from fx2trt_pipeline.trt_types import trt_dtype
 ITensor = Any  # trt.ITensor; typed loosely because the TensorRT module is resolved at run time
 
 
-
 @dataclass(frozen=True)
 class ConversionOptions:
     """Settings of one conversion (defaults resolved in :func:`network_from_graph_module`).

@@ -25,7 +25,6 @@ from fx2trt_pipeline.errors import ConfigError, ConversionError
 from fx2trt_pipeline.trt_types import dtype_name, torch_dtype_from_name
 
 
-
 @dataclass(frozen=True)
 class InputSpec:
     """One network input.
@@ -49,8 +48,9 @@ class InputSpec:
         profile = (self.min_shape, self.opt_shape, self.max_shape)
         if self.is_dynamic:
             if any(p is None for p in profile):
-                raise ConfigError(f"Input {self.name!r} has dynamic dims {self.shape}; give min_shape, "
-                                  "opt_shape and max_shape")
+                raise ConfigError(
+                    f"Input {self.name!r} has dynamic dims {self.shape}; give min_shape, opt_shape and max_shape"
+                )
             for p in profile:
                 if len(p) != len(self.shape) or any(s != -1 and s != d for s, d in zip(self.shape, p)):
                     raise ConfigError(f"Input {self.name!r}: profile shape {tuple(p)} does not match {self.shape}")
@@ -72,8 +72,15 @@ class InputSpec:
         return cls(name, tuple(tensor.shape), tensor.dtype)
 
     @classmethod
-    def dynamic_batch(cls, name: str, sample_shape: Sequence[int], min_batch: int = 1, opt_batch: int = 1,
-                      max_batch: int = 1, dtype: torch.dtype = torch.float32) -> InputSpec:
+    def dynamic_batch(
+        cls,
+        name: str,
+        sample_shape: Sequence[int],
+        min_batch: int = 1,
+        opt_batch: int = 1,
+        max_batch: int = 1,
+        dtype: torch.dtype = torch.float32,
+    ) -> InputSpec:
         """An input whose leading (batch) dimension is dynamic."""
         rest = tuple(sample_shape)
         return cls(name, (-1, *rest), dtype, (min_batch, *rest), (opt_batch, *rest), (max_batch, *rest))
@@ -84,10 +91,14 @@ class InputSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (dtype as a string)."""
-        return {"name": self.name, "shape": list(self.shape), "dtype": dtype_name(self.dtype),
-                "min_shape": list(self.min_shape) if self.min_shape else None,
-                "opt_shape": list(self.opt_shape) if self.opt_shape else None,
-                "max_shape": list(self.max_shape) if self.max_shape else None}
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": dtype_name(self.dtype),
+            "min_shape": list(self.min_shape) if self.min_shape else None,
+            "opt_shape": list(self.opt_shape) if self.opt_shape else None,
+            "max_shape": list(self.max_shape) if self.max_shape else None,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputSpec:
@@ -96,8 +107,12 @@ class InputSpec:
             dtype = torch_dtype_from_name(data.get("dtype", "float32"))
         except ConversionError as exc:
             raise ConfigError(f"Input {data.get('name')!r}: {exc}") from None
-        return cls(data["name"], tuple(data["shape"]), dtype,
-                   *(tuple(data[k]) if data.get(k) else None for k in ("min_shape", "opt_shape", "max_shape")))
+        return cls(
+            data["name"],
+            tuple(data["shape"]),
+            dtype,
+            *(tuple(data[k]) if data.get(k) else None for k in ("min_shape", "opt_shape", "max_shape")),
+        )
 
 
 def as_input_specs(gm: torch.fx.GraphModule, inputs: Sequence[InputSpec | torch.Tensor]) -> list[InputSpec]:

@@ -61,16 +61,12 @@ def dequantize(ctx: ConversionContext, name: str, q: ITensor, scale: ITensor, ax
     return ctx.add(layer, name, "dequantize").get_output(0)
 
 
-def scale_constant(
-    ctx: ConversionContext, name: str, scale: torch.Tensor | float, axis: int | None
-) -> ITensor:
+def scale_constant(ctx: ConversionContext, name: str, scale: torch.Tensor | float, axis: int | None) -> ITensor:
     """A Q/DQ scale as a build-time constant: 0-d for per-tensor, 1-d for per-channel."""
     tensor = torch.as_tensor(scale, dtype=torch.float32)
     if axis is None:
         if tensor.numel() != 1:
-            raise ConversionError(
-                f"{name}: per-tensor scale must hold one value, got shape {tuple(tensor.shape)}"
-            )
+            raise ConversionError(f"{name}: per-tensor scale must hold one value, got shape {tuple(tensor.shape)}")
         if tensor.dim() == 0 and isinstance(scale, torch.Tensor):
             return ctx.as_tensor(scale, name, torch.float32)
         return ctx.constant(tensor.reshape(()), name)
@@ -196,9 +192,7 @@ def prelu(ctx: ConversionContext, name: str, x: ITensor, slope: Operand) -> ITen
             shape[1] = count
         slope_t = ctx.constant(slope.reshape(shape), ctx.name(name, "slope"), torch.float32)
     else:
-        slope_t = expand_rank(
-            ctx, ctx.name(name, "slope_rank"), ctx.as_tensor(slope, ctx.name(name, "slope")), rank(x)
-        )
+        slope_t = expand_rank(ctx, ctx.name(name, "slope_rank"), ctx.as_tensor(slope, ctx.name(name, "slope")), rank(x))
     return ctx.add(ctx.network.add_parametric_relu(x, slope_t), name, "parametric relu").get_output(0)
 
 
@@ -210,9 +204,7 @@ def softmax(ctx: ConversionContext, name: str, x: ITensor, dim: int) -> ITensor:
     return ctx.add(layer, name, "softmax").get_output(0)
 
 
-def channel_affine(
-    ctx: ConversionContext, name: str, x: ITensor, scale: torch.Tensor, shift: torch.Tensor
-) -> ITensor:
+def channel_affine(ctx: ConversionContext, name: str, x: ITensor, scale: torch.Tensor, shift: torch.Tensor) -> ITensor:
     """``x * scale + shift`` per channel (dim 1) as one IScaleLayer (unfused BatchNorm)."""
     if rank(x) < 2:
         raise ConversionError(f"{name}: per-channel scale needs an input with a channel dim (dim 1)")
@@ -252,9 +244,7 @@ def pooling(ctx: ConversionContext, name: str, x: ITensor, kind: str, window: Po
     return ctx.add(layer, name, f"{kind.lower()} pooling").get_output(0)
 
 
-def reduce(
-    ctx: ConversionContext, name: str, x: ITensor, op: str, dims: Sequence[int], keepdim: bool
-) -> ITensor:
+def reduce(ctx: ConversionContext, name: str, x: ITensor, op: str, dims: Sequence[int], keepdim: bool) -> ITensor:
     """IReduceLayer (``op`` ``"AVG"`` / ``"SUM"`` / ``"MAX"``...) over ``dims``."""
     ndim = rank(x)
     axes = 0
@@ -337,9 +327,7 @@ def static_spatial(x: ITensor, count: int, name: str) -> tuple[int, ...]:
     """The last ``count`` dims of ``x``, which must be static (pooling / resize arithmetic needs them)."""
     dims = dims_of(x)[-count:]
     if any(d < 0 for d in dims):
-        raise ConversionError(
-            f"{name}: needs static spatial dims, got {dims_of(x)}; make only the batch dynamic"
-        )
+        raise ConversionError(f"{name}: needs static spatial dims, got {dims_of(x)}; make only the batch dynamic")
     return dims
 
 

@@ -209,9 +209,7 @@ def network_from_graph_module(
     flag = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flag)
     options = ConversionOptions(output_names=tuple(output_names) if output_names is not None else None)
-    ctx = ConversionContext(
-        trt=trt, network=network, gm=gm, options=options, recorded_errors=errors, logger=logger
-    )
+    ctx = ConversionContext(trt=trt, network=network, gm=gm, options=options, recorded_errors=errors, logger=logger)
     _add_inputs(ctx, gm, inputs)
     registry = _registry()
     for node in gm.graph.nodes:

@@ -72,9 +72,7 @@ def shape_vector(ctx: ConversionContext, name: str, parts: Sequence[Dim]) -> ITe
 
     def flush() -> None:
         if pending:
-            pieces.append(
-                ctx.constant(np.array(pending, dtype=np.int64), ctx.name(name, f"dims{len(pieces)}"))
-            )
+            pieces.append(ctx.constant(np.array(pending, dtype=np.int64), ctx.name(name, f"dims{len(pieces)}")))
             pending.clear()
 
     for part in parts:
@@ -183,9 +181,7 @@ def slice_tensor(
 ) -> ITensor:
     """An ISliceLayer; ``lengths`` may contain dynamic (ITensor) sizes."""
     static = all(isinstance(n, (int, np.integer)) for n in lengths)
-    layer = ctx.network.add_slice(
-        x, tuple(starts), tuple(int(n) if static else 1 for n in lengths), tuple(steps)
-    )
+    layer = ctx.network.add_slice(x, tuple(starts), tuple(int(n) if static else 1 for n in lengths), tuple(steps))
     if layer is not None and not static:
         layer.set_input(2, shape_vector(ctx, name, lengths))
     return ctx.add(layer, name, "slice").get_output(0)
@@ -264,9 +260,7 @@ def _apply_index(ctx: ConversionContext, name: str, x: ITensor, items: list[Any]
     out = (
         x
         if trivial
-        else slice_tensor(
-            ctx, ctx.name(name, "slice") if (drop or new_axes) else name, x, starts, lengths, steps
-        )
+        else slice_tensor(ctx, ctx.name(name, "slice") if (drop or new_axes) else name, x, starts, lengths, steps)
     )
     if drop:
         out = squeeze(ctx, ctx.name(name, "squeeze") if new_axes else name, out, drop)

@@ -60,8 +60,7 @@ def _slice(
     return layer
 
 
-def pad(ctx: ConversionContext, name: str, x: ITensor, pads: Sequence[int], mode: str, value: float = 0.0
-        ) -> ITensor:
+def pad(ctx: ConversionContext, name: str, x: ITensor, pads: Sequence[int], mode: str, value: float = 0.0) -> ITensor:
     """``F.pad(x, pads, mode, value)`` as one ISliceLayer (negative pads crop, as in torch)."""
     if mode not in PAD_MODES:
         raise ConversionError(f"{name}: pad mode {mode!r} is not supported ({', '.join(PAD_MODES)})")
@@ -107,7 +106,7 @@ def layer_norm(
 ) -> ITensor:
     """``F.layer_norm`` over the last ``len(normalized_shape)`` dims as one INormalizationLayer."""
     count, ndim = len(normalized_shape), rank(x)
-    if count > ndim or tuple(dims_of(x)[ndim - count:]) != tuple(normalized_shape):
+    if count > ndim or tuple(dims_of(x)[ndim - count :]) != tuple(normalized_shape):
         raise ConversionError(f"{name}: normalized_shape {list(normalized_shape)} does not end {dims_of(x)}")
     shape = [1] * (ndim - count) + [int(s) for s in normalized_shape]
     weight = torch.ones(shape) if weight is None else weight.detach().reshape(shape)

@@ -133,8 +133,7 @@ def conv_nd(
         raise ConversionError(f"{name}: {len(kshape)}-d kernels are not supported")
     if rank(x) != spatial + 2:
         raise ConversionError(
-            f"{name}: input rank {rank(x)} does not match a {spatial}-d kernel "
-            "(unbatched inputs are not supported)"
+            f"{name}: input rank {rank(x)} does not match a {spatial}-d kernel (unbatched inputs are not supported)"
         )
     window = _window(name, kshape, geometry)
     lifted = spatial == 1

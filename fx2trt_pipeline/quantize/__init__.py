@@ -13,10 +13,20 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "prepare": "api", "calibrate": "api", "convert": "api", "quantize": "api", "rebuild_quantized": "api",
-    "QuantConfig": "config", "LayerOverride": "config",
-    "TensorStats": "statistics", "compute_amax": "calibrators", "all_reduce_stats": "distributed",
-    "QuantState": "state", "get_quant_state": "state", "load_quant_state": "state", "save_quant_state": "state",
+    "prepare": "api",
+    "calibrate": "api",
+    "convert": "api",
+    "quantize": "api",
+    "rebuild_quantized": "api",
+    "QuantConfig": "config",
+    "LayerOverride": "config",
+    "TensorStats": "statistics",
+    "compute_amax": "calibrators",
+    "all_reduce_stats": "distributed",
+    "QuantState": "state",
+    "get_quant_state": "state",
+    "load_quant_state": "state",
+    "save_quant_state": "state",
 }
 
 

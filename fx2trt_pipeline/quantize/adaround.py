@@ -70,8 +70,11 @@ def _rows(layer: nn.Module, x: torch.Tensor, count: int, gen: torch.Generator) -
     if isinstance(layer, nn.Linear):
         flat = x.reshape(-1, 1, x.shape[-1])
     else:
-        cols = F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride) if x.dim() == 4 \
+        cols = (
+            F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
+            if x.dim() == 4
             else x.reshape(x.shape[0], -1, 1)
+        )
         flat = cols.transpose(1, 2).reshape(-1, layer.groups, cols.shape[1] // layer.groups)
     pick = torch.randperm(flat.shape[0], generator=gen)[:count]
     return flat[pick]
@@ -81,8 +84,9 @@ def _supported(layer: nn.Module) -> bool:
     return isinstance(layer, nn.Linear) or (isinstance(layer, nn.Conv2d) and layer.padding_mode == "zeros")
 
 
-def collect_rows(gm: GraphModule, placement: Placement, batches: Iterable[Any],
-                 settings: AdaRoundSettings) -> dict[str, torch.Tensor]:
+def collect_rows(
+    gm: GraphModule, placement: Placement, batches: Iterable[Any], settings: AdaRoundSettings
+) -> dict[str, torch.Tensor]:
     """Sampled input rows of every quantized conv2d / linear layer, from float forwards of ``batches``."""
     gen = torch.Generator().manual_seed(settings.seed)
     rows: dict[str, list[torch.Tensor]] = {}
@@ -90,8 +94,10 @@ def collect_rows(gm: GraphModule, placement: Placement, batches: Iterable[Any],
     for wp in placement.weights.values():
         layer = gm.get_submodule(wp.module)
         if wp.kind in ("conv", "linear") and _supported(layer):
+
             def hook(module: nn.Module, args: tuple, name: str = wp.layer) -> None:
                 rows.setdefault(name, []).append(_rows(module, args[0].detach(), settings.rows, gen))
+
             hooks.append(layer.register_forward_pre_hook(hook))
     device = next((p.device for p in gm.parameters()), torch.device("cpu"))
     try:
@@ -117,8 +123,9 @@ def _threads_for(work: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def round_layer(layer: nn.Module, q: torch.Tensor, scale: torch.Tensor, x: torch.Tensor,
-                settings: AdaRoundSettings) -> torch.Tensor:
+def round_layer(
+    layer: nn.Module, q: torch.Tensor, scale: torch.Tensor, x: torch.Tensor, settings: AdaRoundSettings
+) -> torch.Tensor:
     """AdaRound integers for one layer given its sampled input rows ``x`` (positions, groups, k)."""
     groups = x.shape[1]
     w = layer.weight.detach().float()
@@ -140,9 +147,18 @@ def round_layer(layer: nn.Module, q: torch.Tensor, scale: torch.Tensor, x: torch
     return torch.where(keep, q.float(), chosen).to(torch.int8)
 
 
-def _optimise(v: torch.Tensor, opt: torch.optim.Optimizer, floor: torch.Tensor, s: torch.Tensor, xq: torch.Tensor,
-              target: torch.Tensor, warm: int, iterations: int) -> None:
+def _optimise(
+    v: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    floor: torch.Tensor,
+    s: torch.Tensor,
+    xq: torch.Tensor,
+    target: torch.Tensor,
+    warm: int,
+    iterations: int,
+) -> None:
     """Adam on the rounding variables: reconstruction, plus the annealed rounding regulariser after warm-up."""
+
     def reconstruction(w: torch.Tensor) -> torch.Tensor:
         return (torch.bmm(xq, w.transpose(1, 2)) - target).pow(2).sum(-1).mean()
 
@@ -165,13 +181,14 @@ def reconstruction_error(layer: nn.Module, q: torch.Tensor, scale: torch.Tensor,
     """Mean squared output error of int8 weights ``q`` against the float layer on rows ``x``."""
     groups = x.shape[1]
     w = layer.weight.detach().float().reshape(groups, layer.weight.shape[0] // groups, -1)
-    wq = (q.float().reshape(w.shape) * scale.reshape(groups, -1, 1))
+    wq = q.float().reshape(w.shape) * scale.reshape(groups, -1, 1)
     x = x.transpose(0, 1)
     return float((torch.bmm(x, wq.transpose(1, 2)) - torch.bmm(x, w.transpose(1, 2))).pow(2).mean())
 
 
-def adaround_weights(gm: GraphModule, placement: Placement, batches: Iterable[Any],
-                     settings: AdaRoundSettings) -> dict[str, torch.Tensor]:
+def adaround_weights(
+    gm: GraphModule, placement: Placement, batches: Iterable[Any], settings: AdaRoundSettings
+) -> dict[str, torch.Tensor]:
     """AdaRound int8 weights for every eligible quantized layer of the float graph ``gm`` (not modified)."""
     from fx2trt_pipeline.quantize.reference import quantize_weight
 
@@ -188,5 +205,11 @@ def adaround_weights(gm: GraphModule, placement: Placement, batches: Iterable[An
     return out
 
 
-__all__ = ["AdaRoundSettings", "adaround_weights", "collect_rows", "reconstruction_error",
-           "rectified_sigmoid", "round_layer"]
+__all__ = [
+    "AdaRoundSettings",
+    "adaround_weights",
+    "collect_rows",
+    "reconstruction_error",
+    "rectified_sigmoid",
+    "round_layer",
+]

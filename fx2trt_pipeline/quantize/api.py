@@ -34,8 +34,14 @@ from fx2trt_pipeline.quantize.calibrators import compute_amax
 from fx2trt_pipeline.quantize.config import AUTO_PER_GROUP, QuantConfig
 from fx2trt_pipeline.quantize.equalization import EqualizedPair, apply_scales, equalize
 from fx2trt_pipeline.quantize.fold_bn import fold_batchnorm
-from fx2trt_pipeline.quantize.observe import (flat_inputs, insert_channel_mean_observers, insert_observers,
-                                              insert_sample_observers, remove_observers, run_calibration)
+from fx2trt_pipeline.quantize.observe import (
+    flat_inputs,
+    insert_channel_mean_observers,
+    insert_observers,
+    insert_sample_observers,
+    remove_observers,
+    run_calibration,
+)
 from fx2trt_pipeline.quantize.placement import Placement, place_qdq
 from fx2trt_pipeline.quantize.reference import build_reference
 from fx2trt_pipeline.quantize.state import STATE_ATTR, QuantState
@@ -59,21 +65,28 @@ class PreparedInfo:
     kept_batches: list[Any] = field(default_factory=list)
 
 
-def _float_graph(model: nn.Module, config: QuantConfig, example_inputs: Sequence[Any] | None,
-                 concrete_args: dict[str, Any] | None) -> GraphModule:
+def _float_graph(
+    model: nn.Module, config: QuantConfig, example_inputs: Sequence[Any] | None, concrete_args: dict[str, Any] | None
+) -> GraphModule:
     """Copy ``model`` (the caller's stays untouched), check eval mode, capture it and fold BN."""
     if not isinstance(model, nn.Module):
         raise ConfigError(f"quantize() needs a torch.nn.Module, got {type(model).__name__}")
     if model.training:
         if config.train_mode == "error":
-            raise ConfigError(f"{type(model).__name__} is in train mode; call model.eval() before quantizing "
-                              "(BatchNorm folding and calibration need eval-mode statistics).")
-        warnings.warn(f"{type(model).__name__} is in train mode; quantizing an eval-mode copy (BatchNorm uses "
-                      "running statistics, dropout is off). Call model.eval() to silence this.", stacklevel=3)
+            raise ConfigError(
+                f"{type(model).__name__} is in train mode; call model.eval() before quantizing "
+                "(BatchNorm folding and calibration need eval-mode statistics)."
+            )
+        warnings.warn(
+            f"{type(model).__name__} is in train mode; quantizing an eval-mode copy (BatchNorm uses "
+            "running statistics, dropout is off). Call model.eval() to silence this.",
+            stacklevel=3,
+        )
     model = copy.deepcopy(model).eval()
     # Attention / Swin blocks become plain ops so that placement sees their matmuls and Linear layers.
-    model = rewrite_for_capture(model, flat_inputs(example_inputs) if example_inputs is not None else None,
-                                config.leaf_modules)
+    model = rewrite_for_capture(
+        model, flat_inputs(example_inputs) if example_inputs is not None else None, config.leaf_modules
+    )
     gm = capture(model, leaf_modules=config.leaf_modules, concrete_args=concrete_args)
     fold_batchnorm(gm, copy_layers=False)  # the modules belong to our copy
     if example_inputs is not None:
@@ -82,8 +95,9 @@ def _float_graph(model: nn.Module, config: QuantConfig, example_inputs: Sequence
     return gm
 
 
-def _equalized_graph(gm: GraphModule, config: QuantConfig,
-                     saved: list[EqualizedPair] | None = None) -> list[EqualizedPair]:
+def _equalized_graph(
+    gm: GraphModule, config: QuantConfig, saved: list[EqualizedPair] | None = None
+) -> list[EqualizedPair]:
     """Cross-layer equalization when the config asks for it: fresh scales, or ``saved`` ones reapplied."""
     if not config.equalization:
         return []
@@ -93,8 +107,12 @@ def _equalized_graph(gm: GraphModule, config: QuantConfig,
     return saved
 
 
-def prepare(model: nn.Module, example_inputs: Sequence[Any] | None = None,
-            config: QuantConfig | None = None, concrete_args: dict[str, Any] | None = None) -> GraphModule:
+def prepare(
+    model: nn.Module,
+    example_inputs: Sequence[Any] | None = None,
+    config: QuantConfig | None = None,
+    concrete_args: dict[str, Any] | None = None,
+) -> GraphModule:
     """Capture, fold BatchNorm, place Q/DQ and insert statistics observers.
 
     Args:
@@ -122,8 +140,9 @@ def prepare(model: nn.Module, example_inputs: Sequence[Any] | None = None,
     stats = insert_observers(gm, placement)
     means = insert_channel_mean_observers(gm, placement) if config.bias_correction else None
     samples = insert_sample_observers(gm, placement)
-    setattr(gm, PREPARED_ATTR, PreparedInfo(config, placement, stats, equalized=equalized, means=means,
-                                            samples=samples))
+    setattr(
+        gm, PREPARED_ATTR, PreparedInfo(config, placement, stats, equalized=equalized, means=means, samples=samples)
+    )
     return gm
 
 
@@ -136,8 +155,9 @@ def prepared_info(prepared: GraphModule, calibrated: bool = False) -> PreparedIn
     """
     info = getattr(prepared, PREPARED_ATTR, None)
     if not isinstance(info, PreparedInfo):
-        raise ConfigError("Expected the GraphModule returned by fx2trt_pipeline.prepare(); got a module without "
-                          "observers.")
+        raise ConfigError(
+            "Expected the GraphModule returned by fx2trt_pipeline.prepare(); got a module without observers."
+        )
     if calibrated and info.batches_seen == 0:
         raise ConfigError("This needs calibration first: call fx2trt_pipeline.calibrate(prepared, batches).")
     return info
@@ -193,14 +213,26 @@ def _convert(prepared: GraphModule, config: QuantConfig | None, in_place: bool) 
         _check_observed(placement, info.placement)
     amax, chosen = _group_amax(qgm, placement, info)
     final = config or info.config
-    edits = edit_weights(qgm, placement, info.means if final.bias_correction else None,
-                         _rounder(qgm, placement, info, final))
+    edits = edit_weights(
+        qgm, placement, info.means if final.bias_correction else None, _rounder(qgm, placement, info, final)
+    )
     device = next((p.device for p in qgm.parameters()), torch.device("cpu"))
     weight_scales = build_reference(qgm, placement, amax)
     qgm.to(device)
-    setattr(qgm, STATE_ATTR, QuantState(final, placement, amax, weight_scales,
-                                        {k: copy.deepcopy(info.stats[k]) for k in placement.groups},
-                                        equalized=list(info.equalized), edits=edits, chosen=chosen))
+    setattr(
+        qgm,
+        STATE_ATTR,
+        QuantState(
+            final,
+            placement,
+            amax,
+            weight_scales,
+            {k: copy.deepcopy(info.stats[k]) for k in placement.groups},
+            equalized=list(info.equalized),
+            edits=edits,
+            chosen=chosen,
+        ),
+    )
     return qgm
 
 
@@ -217,15 +249,16 @@ def _rounder(gm: GraphModule, placement: Placement, info: PreparedInfo, config: 
     if not config.adaround:
         return None
     if not info.kept_batches:
-        raise ConfigError("adaround needs calibration batches kept during calibrate(): call prepare() and "
-                          "calibrate() with QuantConfig(adaround=True).")
+        raise ConfigError(
+            "adaround needs calibration batches kept during calibrate(): call prepare() and "
+            "calibrate() with QuantConfig(adaround=True)."
+        )
     settings = AdaRoundSettings(config.adaround_iterations, config.adaround_rows)
     rounded = adaround_weights(gm, placement, info.kept_batches, settings)
     return lambda layer, wp, q, scale: rounded.get(wp.layer, q)
 
 
-def _group_amax(gm: GraphModule, placement: Placement, info: PreparedInfo) -> tuple[dict[str, float],
-                                                                                  dict[str, str]]:
+def _group_amax(gm: GraphModule, placement: Placement, info: PreparedInfo) -> tuple[dict[str, float], dict[str, str]]:
     """amax per scale group, and the calibrator picked for each ``auto_per_group`` group."""
     amax, chosen = {}, {}
     for key, g in placement.groups.items():
@@ -249,27 +282,41 @@ def _without_observers(prepared: GraphModule, in_place: bool = False) -> GraphMo
 def _check_same_graph(config: QuantConfig, prepared_with: QuantConfig) -> None:
     """Settings that change the float graph before observation cannot change after calibration."""
     if config.equalization != prepared_with.equalization:
-        raise ConfigError(f"convert(config=...) asks for equalization={config.equalization}, but the model was "
-                          f"prepared with equalization={prepared_with.equalization}; equalization rewrites the "
-                          "float weights before calibration: call prepare() and calibrate() with this config.")
+        raise ConfigError(
+            f"convert(config=...) asks for equalization={config.equalization}, but the model was "
+            f"prepared with equalization={prepared_with.equalization}; equalization rewrites the "
+            "float weights before calibration: call prepare() and calibrate() with this config."
+        )
     if config.bias_correction and not prepared_with.bias_correction:
-        raise ConfigError("convert(config=...) asks for bias_correction, which needs the per-channel input means "
-                          "collected during calibration: call prepare() and calibrate() with "
-                          "QuantConfig(bias_correction=True).")
+        raise ConfigError(
+            "convert(config=...) asks for bias_correction, which needs the per-channel input means "
+            "collected during calibration: call prepare() and calibrate() with "
+            "QuantConfig(bias_correction=True)."
+        )
 
 
 def _check_observed(placement: Placement, observed: Placement) -> None:
     """Every scale group of ``placement`` must have been observed with exactly the same members."""
-    missing = [key for key, group in placement.groups.items()
-               if key not in observed.groups or observed.groups[key].members != group.members]
+    missing = [
+        key
+        for key, group in placement.groups.items()
+        if key not in observed.groups or observed.groups[key].members != group.members
+    ]
     if missing:
-        raise ConfigError(f"convert(config=...) needs statistics of tensor(s) {missing[:5]} that were not observed "
-                          "as such during calibration (quantize_ops / skip / transparent ops changed the Q/DQ "
-                          "points); call prepare() and calibrate() with this config instead.")
+        raise ConfigError(
+            f"convert(config=...) needs statistics of tensor(s) {missing[:5]} that were not observed "
+            "as such during calibration (quantize_ops / skip / transparent ops changed the Q/DQ "
+            "points); call prepare() and calibrate() with this config instead."
+        )
 
 
-def quantize(model: nn.Module, calib_batches: Iterable[Any], example_inputs: Sequence[Any] | None = None,
-             config: QuantConfig | None = None, concrete_args: dict[str, Any] | None = None) -> GraphModule:
+def quantize(
+    model: nn.Module,
+    calib_batches: Iterable[Any],
+    example_inputs: Sequence[Any] | None = None,
+    config: QuantConfig | None = None,
+    concrete_args: dict[str, Any] | None = None,
+) -> GraphModule:
     """Post-training INT8 quantization in one call: prepare, calibrate, convert.
 
     Args:
@@ -293,8 +340,12 @@ def quantize(model: nn.Module, calib_batches: Iterable[Any], example_inputs: Seq
     return _convert(prepared, None, in_place=True)  # nobody else holds this prepared module
 
 
-def rebuild_quantized(model: nn.Module, state: QuantState, example_inputs: Sequence[Any] | None = None,
-                      concrete_args: dict[str, Any] | None = None) -> GraphModule:
+def rebuild_quantized(
+    model: nn.Module,
+    state: QuantState,
+    example_inputs: Sequence[Any] | None = None,
+    concrete_args: dict[str, Any] | None = None,
+) -> GraphModule:
     """Rebuild the reference-quantized GraphModule from the float model and a saved state.
 
     No calibration runs. The placement is recomputed from the model and must equal the saved one, and
@@ -306,18 +357,23 @@ def rebuild_quantized(model: nn.Module, state: QuantState, example_inputs: Seque
     placement = place_qdq(gm, state.config)
     if placement.to_dict() != state.placement.to_dict():
         saved, now = set(state.placement.points), set(placement.points)
-        raise ConfigError("The model's Q/DQ placement differs from the saved state (its graph changed): "
-                          f"only in state {sorted(saved - now)[:5]}, only in model {sorted(now - saved)[:5]}. "
-                          "Quantize this model again.")
+        raise ConfigError(
+            "The model's Q/DQ placement differs from the saved state (its graph changed): "
+            f"only in state {sorted(saved - now)[:5]}, only in model {sorted(now - saved)[:5]}. "
+            "Quantize this model again."
+        )
     reapply_edits(gm, placement, state.edits)
     device = next((p.device for p in gm.parameters()), torch.device("cpu"))
     weight_scales = build_reference(gm, placement, state.amax)
     gm.to(device)
     for layer, scales in weight_scales.items():
         saved = torch.tensor(state.weight_scales.get(layer, []))
-        if saved.shape != torch.Size([len(scales)]) or not torch.allclose(saved, torch.tensor(scales), rtol=1e-6,
-                                                                            atol=0.0):
-            raise ConfigError(f"Weights of layer '{layer}' differ from the ones the quantization state was made "
-                              "for; load the same float weights or quantize again.")
+        if saved.shape != torch.Size([len(scales)]) or not torch.allclose(
+            saved, torch.tensor(scales), rtol=1e-6, atol=0.0
+        ):
+            raise ConfigError(
+                f"Weights of layer '{layer}' differ from the ones the quantization state was made "
+                "for; load the same float weights or quantize again."
+            )
     setattr(gm, STATE_ATTR, state)
     return gm

@@ -59,8 +59,10 @@ class ChannelMeanObserver(nn.Module):
     def mean(self) -> torch.Tensor:
         """E[x] per channel (float64)."""
         if self.total is None or self.count == 0:
-            raise CalibrationError(f"Bias correction of layer '{self.layer}' saw no calibration data: no batch "
-                                   "reached it; calibrate with data that runs this layer.")
+            raise CalibrationError(
+                f"Bias correction of layer '{self.layer}' saw no calibration data: no batch "
+                "reached it; calibrate with data that runs this layer."
+            )
         return self.total / self.count
 
 

@@ -37,7 +37,11 @@ from fx2trt_pipeline.quantize.statistics import TensorStats
 SAMPLES = 2
 #: (calibrator, percentile) candidates; a tie goes to the earlier (simpler) one.
 CANDIDATES: tuple[tuple[str, float], ...] = (
-    ("minmax", 99.99), ("percentile", 99.9), ("percentile", 99.99), ("percentile", 99.999), ("mse", 99.99),
+    ("minmax", 99.99),
+    ("percentile", 99.9),
+    ("percentile", 99.99),
+    ("percentile", 99.999),
+    ("mse", 99.99),
     ("entropy", 99.99),
 )
 
@@ -67,7 +71,7 @@ class GroupChoice:
 
 def fake_quant(x: torch.Tensor, amax: float) -> torch.Tensor:
     """``dequantize(quantize(x))`` with the per-tensor scale ``amax / 127``, as the reference model does."""
-    scale = max(float(amax), 2.0 ** -30) / 127.0
+    scale = max(float(amax), 2.0**-30) / 127.0
     return torch.clamp(torch.round(x / scale), -128, 127) * scale
 
 
@@ -89,13 +93,16 @@ def _consumer_error(gm: GraphModule, node: Node, path: tuple[int, ...], err: tor
 
 
 @torch.no_grad()
-def choose_group(gm: GraphModule, placement: Placement, group: ScaleGroup, stats: TensorStats,
-                 samples: dict[str, SampleObserver]) -> GroupChoice:
+def choose_group(
+    gm: GraphModule, placement: Placement, group: ScaleGroup, stats: TensorStats, samples: dict[str, SampleObserver]
+) -> GroupChoice:
     """The candidate threshold with the least summed consumer output error on the kept samples."""
     missing = [t for t in group.members if t not in samples or not samples[t].samples]
     if missing:
-        raise CalibrationError(f"Calibrator {AUTO_PER_GROUP!r} for scale group '{group.key}' has no calibration "
-                               f"samples of {missing[:3]}; prepare() with this calibrator and calibrate again.")
+        raise CalibrationError(
+            f"Calibrator {AUTO_PER_GROUP!r} for scale group '{group.key}' has no calibration "
+            f"samples of {missing[:3]}; prepare() with this calibrator and calibrate again."
+        )
     nodes = {n.name: n for n in gm.graph.nodes}
     errors: dict[str, float] = {}
     amaxes: dict[str, float] = {}

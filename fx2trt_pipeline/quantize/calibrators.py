@@ -105,9 +105,7 @@ def amax_percentile(stats: TensorStats, percentile: float = 99.99) -> float:
     return max(min((k + 1) * stats.bin_width, stats.amax), AMAX_FLOOR)
 
 
-def entropy_divergences(
-    stats: TensorStats, num_levels: int = ENTROPY_LEVELS
-) -> tuple[torch.Tensor, torch.Tensor]:
+def entropy_divergences(stats: TensorStats, num_levels: int = ENTROPY_LEVELS) -> tuple[torch.Tensor, torch.Tensor]:
     """KL(P || Q) for every candidate bin count ``i`` of TensorRT's entropy search.
 
     See :func:`amax_entropy` for the algorithm. Returns ``(i, kl)``: the candidate bin counts
@@ -130,8 +128,9 @@ def entropy_divergences(
     if total == 0:  # every value was in bin 0: any candidate reproduces the data
         return torch.arange(L, n + 1), torch.zeros(n + 1 - L, dtype=torch.float64)
     # Prefix sums of the counts and of the number of nonzero bins, side by side for one gather.
-    prefix = torch.cat((torch.zeros(1, 2, dtype=torch.float64),
-                        torch.cumsum(torch.stack((h, (h > 0).to(torch.float64)), 1), 0)))
+    prefix = torch.cat(
+        (torch.zeros(1, 2, dtype=torch.float64), torch.cumsum(torch.stack((h, (h > 0).to(torch.float64)), 1), 0))
+    )
     cum = prefix[:, 0]  # cum[k] = sum(h[:k])
     cum_hlogh = torch.cat((zero, torch.cumsum(_xlogx(h), 0)))
 
@@ -323,9 +322,11 @@ def _require_data(stats: TensorStats) -> None:
         )
 
 
-_METHODS: Mapping[str, Callable[[TensorStats], float]] = MappingProxyType({
-    "minmax": amax_minmax,
-    "percentile": amax_percentile,
-    "entropy": amax_entropy,
-    "mse": amax_mse,
-})
+_METHODS: Mapping[str, Callable[[TensorStats], float]] = MappingProxyType(
+    {
+        "minmax": amax_minmax,
+        "percentile": amax_percentile,
+        "entropy": amax_entropy,
+        "mse": amax_mse,
+    }
+)

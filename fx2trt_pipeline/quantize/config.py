@@ -105,8 +105,10 @@ class QuantConfig:
                 raise ConfigError(f"QuantConfig.{key} must be a positive integer, got {getattr(self, key)!r}")
         if self.train_mode not in ("warn", "error"):
             raise ConfigError(f"QuantConfig.train_mode must be 'warn' or 'error', got {self.train_mode!r}")
-        for where, table in (("module_type_overrides", self.module_type_overrides),
-                             ("name_overrides", self.name_overrides)):
+        for where, table in (
+            ("module_type_overrides", self.module_type_overrides),
+            ("name_overrides", self.name_overrides),
+        ):
             for key, ov in table.items():
                 if not isinstance(ov, LayerOverride):
                     raise ConfigError(f"QuantConfig.{where}[{key!r}] must be a LayerOverride, got {type(ov).__name__}")

@@ -118,9 +118,7 @@ def _width_or_inf(s: TensorStats) -> float:
     return -math.inf if s.log2_width is None else float(s.log2_width)
 
 
-def _check_same_layout(
-    stats: Mapping[str, TensorStats], names: list[str], group: dist.ProcessGroup | None
-) -> None:
+def _check_same_layout(stats: Mapping[str, TensorStats], names: list[str], group: dist.ProcessGroup | None) -> None:
     layout = [(k, stats[k].num_bins) for k in names]
     gathered: list[list[tuple[str, int]] | None] = [None] * dist.get_world_size(group)
     dist.all_gather_object(gathered, layout, group=group)

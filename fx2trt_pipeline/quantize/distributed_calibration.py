@@ -48,9 +48,7 @@ from fx2trt_pipeline.quantize.statistics import TensorStats
 T = TypeVar("T")
 
 
-def shard_for_rank(
-    items: Sequence[T], rank: int | None = None, world_size: int | None = None
-) -> list[T]:
+def shard_for_rank(items: Sequence[T], rank: int | None = None, world_size: int | None = None) -> list[T]:
     """Every ``world_size``-th item starting at ``rank`` (defaults: this process's rank and world size).
 
     Round-robin keeps the shards within one item of each other in size; the union of all shards is
@@ -71,7 +69,6 @@ def shard_for_rank(
     if world_size < 1 or not 0 <= rank < world_size:
         raise ConfigError(f"shard_for_rank: rank {rank} is not in [0, world_size={world_size})")
     return list(items[rank::world_size])
-
 
 
 def _observers_by_group(prepared: GraphModule, info: PreparedInfo) -> dict[str, list[StatsObserver]]:

@@ -66,14 +66,26 @@ class EqualizedPair:
 
     def to_dict(self) -> dict:
         """JSON form."""
-        return {"first": self.first, "second": self.second, "link": self.link, "scales": list(self.scales),
-                "link_node": self.link_node, "bound": self.bound}
+        return {
+            "first": self.first,
+            "second": self.second,
+            "link": self.link,
+            "scales": list(self.scales),
+            "link_node": self.link_node,
+            "bound": self.bound,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> EqualizedPair:
         """Inverse of :meth:`to_dict`."""
-        return cls(data["first"], data["second"], data["link"], [float(s) for s in data["scales"]],
-                   data.get("link_node"), data.get("bound"))
+        return cls(
+            data["first"],
+            data["second"],
+            data["link"],
+            [float(s) for s in data["scales"]],
+            data.get("link_node"),
+            data.get("bound"),
+        )
 
 
 def _layer(gm: GraphModule, node: object) -> nn.Module | None:
@@ -152,13 +164,22 @@ def _groups(module: nn.Module) -> int:
     return getattr(module, "groups", 1)
 
 
-def compute_scales(gm: GraphModule, chains: list[tuple[Node, Node | None, Node]],
-                   max_sweeps: int = MAX_SWEEPS) -> list[torch.Tensor]:
+def compute_scales(
+    gm: GraphModule, chains: list[tuple[Node, Node | None, Node]], max_sweeps: int = MAX_SWEEPS
+) -> list[torch.Tensor]:
     """Cumulative float64 scales per chain, by sweeping the range balancing until it settles."""
-    weights = {str(n.target): gm.get_submodule(str(n.target)).weight.detach().double()
-               for chain in chains for n in (chain[0], chain[2])}
-    scales = [torch.ones(gm.get_submodule(str(c[2].target)).weight.shape[1] * _groups(
-        gm.get_submodule(str(c[2].target))), dtype=torch.float64) for c in chains]
+    weights = {
+        str(n.target): gm.get_submodule(str(n.target)).weight.detach().double()
+        for chain in chains
+        for n in (chain[0], chain[2])
+    }
+    scales = [
+        torch.ones(
+            gm.get_submodule(str(c[2].target)).weight.shape[1] * _groups(gm.get_submodule(str(c[2].target))),
+            dtype=torch.float64,
+        )
+        for c in chains
+    ]
     for _ in range(max_sweeps):
         change = 0.0
         for k, (a, _link, b) in enumerate(chains):
@@ -184,8 +205,9 @@ def apply_scales(gm: GraphModule, pairs: list[EqualizedPair]) -> None:
     second_scale: dict[str, torch.Tensor] = {}
     for pair in pairs:
         if pair.first not in modules or pair.second not in modules:
-            raise ConfigError(f"Equalized pair {pair.first} -> {pair.second} is not in this model; quantize "
-                              "the model again.")
+            raise ConfigError(
+                f"Equalized pair {pair.first} -> {pair.second} is not in this model; quantize the model again."
+            )
         s = torch.tensor(pair.scales, dtype=torch.float64)
         first_scale[pair.first] = first_scale.get(pair.first, torch.ones_like(s)) * s
         second_scale[pair.second] = second_scale.get(pair.second, torch.ones_like(s)) * s
@@ -240,8 +262,16 @@ def equalize(gm: GraphModule, max_sweeps: int = MAX_SWEEPS) -> list[EqualizedPai
     pairs = []
     for (a, link, b), s in zip(chains, scales):
         kind, bound = _link_kind(gm, link) if link is not None else ("identity", None)  # type: ignore[misc]
-        pairs.append(EqualizedPair(str(a.target), str(b.target), kind, [float(v) for v in s.tolist()],
-                                   link.name if link is not None else None, bound))
+        pairs.append(
+            EqualizedPair(
+                str(a.target),
+                str(b.target),
+                kind,
+                [float(v) for v in s.tolist()],
+                link.name if link is not None else None,
+                bound,
+            )
+        )
     apply_scales(gm, pairs)
     return pairs
 

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 #: Products per output that a float32 sum of int8 x int8 values holds exactly (|sum| < 2**24).
-EXACT_FLOAT32_TERMS = 2 ** 24 // (128 * 127)
+EXACT_FLOAT32_TERMS = 2**24 // (128 * 127)
 
 
 def _grid(v: torch.Tensor, scale: torch.Tensor, axis: int | None) -> torch.Tensor:
@@ -58,8 +58,9 @@ def _grid(v: torch.Tensor, scale: torch.Tensor, axis: int | None) -> torch.Tenso
     return torch.div(v.to(torch.float32), s).round_()
 
 
-def _exact_sum(op: Callable[..., torch.Tensor], xq: torch.Tensor, wq: torch.Tensor, spec: tuple[int, int, int, int],
-               args: tuple) -> torch.Tensor:
+def _exact_sum(
+    op: Callable[..., torch.Tensor], xq: torch.Tensor, wq: torch.Tensor, spec: tuple[int, int, int, int], args: tuple
+) -> torch.Tensor:
     """``op(xq, wq, None, *args)`` summed exactly; ``spec`` = (x channel dim, w channel dim, w output dim, groups).
 
     The result holds integers: float32 when they are all below 2**24 (then float32 is exact), else float64.
@@ -69,7 +70,7 @@ def _exact_sum(op: Callable[..., torch.Tensor], xq: torch.Tensor, wq: torch.Tens
         return torch.round(op(xq.double(), wq.double(), None, *args))
     # Any partial sum of an output is at most max|x| * sum|w| over that output's kernel, in any order.
     l1 = wq.abs().sum(dim=[d for d in range(wq.dim()) if d != out_dim]).max() if wq.numel() else wq.new_zeros(())
-    if 128 * float(l1) < 2 ** 24:
+    if 128 * float(l1) < 2**24:
         return op(xq, wq, None, *args)
     terms_per_channel = math.prod(wq.shape[2:]) if wq.dim() > 2 else 1
     channels = wq.shape[w_dim]
@@ -78,14 +79,23 @@ def _exact_sum(op: Callable[..., torch.Tensor], xq: torch.Tensor, wq: torch.Tens
         return op(xq.double(), wq.double(), None, *args)
     acc = None
     for start in range(0, channels, step):
-        part = op(xq.narrow(x_dim, start, min(step, channels - start)),
-                  wq.narrow(w_dim, start, min(step, channels - start)), None, *args).double()
+        part = op(
+            xq.narrow(x_dim, start, min(step, channels - start)),
+            wq.narrow(w_dim, start, min(step, channels - start)),
+            None,
+            *args,
+        ).double()
         acc = part if acc is None else acc.add_(part)
     return acc
 
 
-def _epilogue(acc: torch.Tensor, input_scale: torch.Tensor, channel_scale: torch.Tensor, bias: torch.Tensor | None,
-              channel_dim: int) -> torch.Tensor:
+def _epilogue(
+    acc: torch.Tensor,
+    input_scale: torch.Tensor,
+    channel_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    channel_dim: int,
+) -> torch.Tensor:
     """``float32(acc) * (input_scale * channel_scale) + bias`` in float32, one rounding per step."""
     shape = [1] * acc.dim()
     shape[channel_dim] = -1
@@ -97,8 +107,14 @@ def _epilogue(acc: torch.Tensor, input_scale: torch.Tensor, channel_scale: torch
     return y
 
 
-def _conv(op: Callable[..., torch.Tensor], x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-          args: tuple, scales: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def _conv(
+    op: Callable[..., torch.Tensor],
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    args: tuple,
+    scales: tuple[torch.Tensor, torch.Tensor],
+) -> torch.Tensor:
     input_scale, weight_scale = scales
     groups = int(args[-1])
     xq, wq = _grid(x, input_scale, None), _grid(weight, weight_scale, 0)
@@ -106,8 +122,14 @@ def _conv(op: Callable[..., torch.Tensor], x: torch.Tensor, weight: torch.Tensor
     return _epilogue(acc, input_scale, weight_scale, bias, 1)
 
 
-def _deconv(op: Callable[..., torch.Tensor], x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-            args: tuple, scales: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def _deconv(
+    op: Callable[..., torch.Tensor],
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    args: tuple,
+    scales: tuple[torch.Tensor, torch.Tensor],
+) -> torch.Tensor:
     input_scale, weight_scale = scales
     groups = int(args[3])
     # Weight (C_in, C_out / groups, *k) with per-output-channel scales on axis 1, repeated per group.
@@ -123,9 +145,11 @@ def _fake(functional: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor
     """Shape function for tracing: the functional op on the positional arguments it takes."""
     extra = _EXTRA_ARGS.get(functional, 4)
 
-    def fake(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *args: Any, **scales: Any
-             ) -> torch.Tensor:
+    def fake(
+        input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *args: Any, **scales: Any
+    ) -> torch.Tensor:
         return functional(input, weight, bias, *args[:extra])
+
     return fake
 
 
@@ -136,40 +160,99 @@ def _register(name: str, impl: Callable[..., torch.Tensor], functional: Callable
     return getattr(torch.ops.fx2trt, name).default
 
 
-def _conv1d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int],
-            padding: list[int], dilation: list[int], groups: int, input_scale: torch.Tensor,
-            weight_scale: torch.Tensor) -> torch.Tensor:
+def _conv1d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+    input_scale: torch.Tensor,
+    weight_scale: torch.Tensor,
+) -> torch.Tensor:
     return _conv(F.conv1d, input, weight, bias, (stride, padding, dilation, groups), (input_scale, weight_scale))
 
 
-def _conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int],
-            padding: list[int], dilation: list[int], groups: int, input_scale: torch.Tensor,
-            weight_scale: torch.Tensor) -> torch.Tensor:
+def _conv2d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+    input_scale: torch.Tensor,
+    weight_scale: torch.Tensor,
+) -> torch.Tensor:
     return _conv(F.conv2d, input, weight, bias, (stride, padding, dilation, groups), (input_scale, weight_scale))
 
 
-def _conv3d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int],
-            padding: list[int], dilation: list[int], groups: int, input_scale: torch.Tensor,
-            weight_scale: torch.Tensor) -> torch.Tensor:
+def _conv3d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+    input_scale: torch.Tensor,
+    weight_scale: torch.Tensor,
+) -> torch.Tensor:
     return _conv(F.conv3d, input, weight, bias, (stride, padding, dilation, groups), (input_scale, weight_scale))
 
 
-def _conv_transpose1d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int],
-                      padding: list[int], output_padding: list[int], groups: int, dilation: list[int],
-                      input_scale: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
-    return _deconv(F.conv_transpose1d, input, weight, bias, (stride, padding, output_padding, groups, dilation),
-                   (input_scale, weight_scale))
+def _conv_transpose1d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: list[int],
+    padding: list[int],
+    output_padding: list[int],
+    groups: int,
+    dilation: list[int],
+    input_scale: torch.Tensor,
+    weight_scale: torch.Tensor,
+) -> torch.Tensor:
+    return _deconv(
+        F.conv_transpose1d,
+        input,
+        weight,
+        bias,
+        (stride, padding, output_padding, groups, dilation),
+        (input_scale, weight_scale),
+    )
 
 
-def _conv_transpose2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int],
-                      padding: list[int], output_padding: list[int], groups: int, dilation: list[int],
-                      input_scale: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
-    return _deconv(F.conv_transpose2d, input, weight, bias, (stride, padding, output_padding, groups, dilation),
-                   (input_scale, weight_scale))
+def _conv_transpose2d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: list[int],
+    padding: list[int],
+    output_padding: list[int],
+    groups: int,
+    dilation: list[int],
+    input_scale: torch.Tensor,
+    weight_scale: torch.Tensor,
+) -> torch.Tensor:
+    return _deconv(
+        F.conv_transpose2d,
+        input,
+        weight,
+        bias,
+        (stride, padding, output_padding, groups, dilation),
+        (input_scale, weight_scale),
+    )
 
 
-def _linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, input_scale: torch.Tensor,
-            weight_scale: torch.Tensor) -> torch.Tensor:
+def _linear(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    input_scale: torch.Tensor,
+    weight_scale: torch.Tensor,
+) -> torch.Tensor:
     xq, wq = _grid(input, input_scale, None), _grid(weight, weight_scale, 0)
     acc = _exact_sum(F.linear, xq, wq, (xq.dim() - 1, 1, 0, 1), ())
     return _epilogue(acc, input_scale, weight_scale, bias, acc.dim() - 1)
@@ -187,8 +270,12 @@ linear = _register("int8_linear", _linear, F.linear)
 
 #: Integer-arithmetic op -> the torch.nn.functional op it computes (same positional arguments).
 FUNCTIONAL_OF: dict[Any, Callable[..., torch.Tensor]] = {
-    conv1d: F.conv1d, conv2d: F.conv2d, conv3d: F.conv3d,
-    conv_transpose1d: F.conv_transpose1d, conv_transpose2d: F.conv_transpose2d, linear: F.linear,
+    conv1d: F.conv1d,
+    conv2d: F.conv2d,
+    conv3d: F.conv3d,
+    conv_transpose1d: F.conv_transpose1d,
+    conv_transpose2d: F.conv_transpose2d,
+    linear: F.linear,
 }
 #: torch.nn.functional op -> its integer-arithmetic form.
 INTEGER_OF = {functional: integer for integer, functional in FUNCTIONAL_OF.items()}

@@ -41,7 +41,8 @@ class StatsObserver(nn.Module):
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             raise CalibrationError(
                 f"Observer '{self.observed_name}' expected a float tensor but got {type(x).__name__} "
-                f"{getattr(x, 'dtype', '')}; keep this node out of quantization with QuantConfig.skip.")
+                f"{getattr(x, 'dtype', '')}; keep this node out of quantization with QuantConfig.skip."
+            )
         self.stats.update(x.detach(), self.observed_name)
         return x
 
@@ -105,8 +106,9 @@ def insert_sample_observers(gm: GraphModule, placement: Placement) -> dict[str, 
 def remove_observers(gm: GraphModule) -> None:
     """Delete every observer node and module (in place)."""
     for node in list(gm.graph.nodes):
-        if node.op == "call_module" and isinstance(gm.get_submodule(node.target),
-                                                   (StatsObserver, ChannelMeanObserver, SampleObserver)):
+        if node.op == "call_module" and isinstance(
+            gm.get_submodule(node.target), (StatsObserver, ChannelMeanObserver, SampleObserver)
+        ):
             node.replace_all_uses_with(node.args[0])
             gm.graph.erase_node(node)
     gm.delete_all_unused_submodules()
@@ -114,8 +116,9 @@ def remove_observers(gm: GraphModule) -> None:
     gm.recompile()
 
 
-def iterate_batches(batches: Iterable[Any], device: torch.device, show_progress: bool,
-                    desc: str = "calibrating") -> Iterator[tuple[Any, ...]]:
+def iterate_batches(
+    batches: Iterable[Any], device: torch.device, show_progress: bool, desc: str = "calibrating"
+) -> Iterator[tuple[Any, ...]]:
     """Yield calibration batches as argument tuples on ``device``, with a tqdm bar.
 
     A batch may be a tensor, a tuple/list of tensors (several model inputs) or a dict of keyword
@@ -134,12 +137,14 @@ def iterate_batches(batches: Iterable[Any], device: torch.device, show_progress:
         elif isinstance(batch, dict):
             yield ({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()},)
         else:
-            raise CalibrationError(f"Calibration batches must be tensors, tuples of tensors or dicts; got "
-                                   f"{type(batch).__name__}")
+            raise CalibrationError(
+                f"Calibration batches must be tensors, tuples of tensors or dicts; got {type(batch).__name__}"
+            )
 
 
-def run_calibration(gm: GraphModule, batches: Iterable[Any], stats: dict[str, TensorStats],
-                    show_progress: bool = True) -> int:
+def run_calibration(
+    gm: GraphModule, batches: Iterable[Any], stats: dict[str, TensorStats], show_progress: bool = True
+) -> int:
     """Run every batch through the observed graph; returns the number of batches seen.
 
     Raises:
@@ -155,12 +160,16 @@ def run_calibration(gm: GraphModule, batches: Iterable[Any], stats: dict[str, Te
                 gm(*args)
             seen += 1
     if seen == 0:
-        raise CalibrationError("The calibration data is empty: pass at least one batch (e.g. 4-32 batches of "
-                               "real inputs preprocessed exactly like inference data).")
+        raise CalibrationError(
+            "The calibration data is empty: pass at least one batch (e.g. 4-32 batches of "
+            "real inputs preprocessed exactly like inference data)."
+        )
     empty = [k for k, s in stats.items() if s.count == 0]
     if empty:
-        raise CalibrationError(f"Scale group(s) {empty} saw no data during calibration; the branches that "
-                               "produce them never ran. Calibrate with data that exercises them or skip them.")
+        raise CalibrationError(
+            f"Scale group(s) {empty} saw no data during calibration; the branches that "
+            "produce them never ran. Calibrate with data that exercises them or skip them."
+        )
     return seen
 
 

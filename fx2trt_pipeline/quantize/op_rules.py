@@ -71,37 +71,60 @@ _ADD = OpRule("add", act_args=(0, 1))
 _CAT = OpRule("cat", transparent=True)
 
 FUNCTION_RULES: dict[object, OpRule] = {
-    F.conv1d: OpRule("conv"), F.conv2d: OpRule("conv"), F.conv3d: OpRule("conv"),
-    F.conv_transpose1d: OpRule("conv_transpose"), F.conv_transpose2d: OpRule("conv_transpose"),
+    F.conv1d: OpRule("conv"),
+    F.conv2d: OpRule("conv"),
+    F.conv3d: OpRule("conv"),
+    F.conv_transpose1d: OpRule("conv_transpose"),
+    F.conv_transpose2d: OpRule("conv_transpose"),
     F.linear: OpRule("linear"),
-    torch.matmul: _MATMUL, operator.matmul: _MATMUL, torch.bmm: _MATMUL,
-    F.avg_pool1d: OpRule("avgpool"), F.avg_pool2d: OpRule("avgpool"), F.avg_pool3d: OpRule("avgpool"),
-    F.adaptive_avg_pool1d: OpRule("avgpool"), F.adaptive_avg_pool2d: OpRule("avgpool"),
+    torch.matmul: _MATMUL,
+    operator.matmul: _MATMUL,
+    torch.bmm: _MATMUL,
+    F.avg_pool1d: OpRule("avgpool"),
+    F.avg_pool2d: OpRule("avgpool"),
+    F.avg_pool3d: OpRule("avgpool"),
+    F.adaptive_avg_pool1d: OpRule("avgpool"),
+    F.adaptive_avg_pool2d: OpRule("avgpool"),
     F.adaptive_avg_pool3d: OpRule("avgpool"),
-    F.max_pool1d: OpRule("maxpool", transparent=True), F.max_pool2d: OpRule("maxpool", transparent=True),
+    F.max_pool1d: OpRule("maxpool", transparent=True),
+    F.max_pool2d: OpRule("maxpool", transparent=True),
     F.max_pool3d: OpRule("maxpool", transparent=True),
-    operator.add: _ADD, operator.iadd: _ADD, torch.add: _ADD,
-    torch.cat: _CAT, torch.concat: _CAT,
+    operator.add: _ADD,
+    operator.iadd: _ADD,
+    torch.add: _ADD,
+    torch.cat: _CAT,
+    torch.concat: _CAT,
 }
 
 # The integer-arithmetic forms the reference graph calls (quantize/int8_ops.py) behave like their functional op.
-FUNCTION_RULES.update({integer: FUNCTION_RULES[functional] for integer, functional in int8_ops.FUNCTIONAL_OF.items()
-                       if functional in FUNCTION_RULES})
+FUNCTION_RULES.update(
+    {
+        integer: FUNCTION_RULES[functional]
+        for integer, functional in int8_ops.FUNCTIONAL_OF.items()
+        if functional in FUNCTION_RULES
+    }
+)
 _aten = torch.ops.aten
 #: The same rules for the aten ops of ``torch.export`` graphs (PT2E; ``fx2trt_pipeline.pt2e``).
-FUNCTION_RULES.update({
-    _aten.conv1d.default: OpRule("conv", weight_axis=0, weight_arg=1),
-    _aten.conv2d.default: OpRule("conv", weight_axis=0, weight_arg=1),
-    _aten.conv3d.default: OpRule("conv", weight_axis=0, weight_arg=1),
-    _aten.conv_transpose1d.default: OpRule("conv_transpose", weight_axis=DECONV_AXIS, weight_arg=1),
-    _aten.conv_transpose2d.input: OpRule("conv_transpose", weight_axis=DECONV_AXIS, weight_arg=1),
-    _aten.linear.default: OpRule("linear", weight_axis=0, weight_arg=1),
-    _aten.matmul.default: _MATMUL, _aten.bmm.default: _MATMUL, _aten.mm.default: _MATMUL,
-    _aten.avg_pool2d.default: OpRule("avgpool"), _aten.adaptive_avg_pool2d.default: OpRule("avgpool"),
-    _aten.max_pool2d.default: OpRule("maxpool", transparent=True),
-    _aten.add.Tensor: _ADD, _aten.add_.Tensor: _ADD,
-    _aten.cat.default: _CAT,
-})
+FUNCTION_RULES.update(
+    {
+        _aten.conv1d.default: OpRule("conv", weight_axis=0, weight_arg=1),
+        _aten.conv2d.default: OpRule("conv", weight_axis=0, weight_arg=1),
+        _aten.conv3d.default: OpRule("conv", weight_axis=0, weight_arg=1),
+        _aten.conv_transpose1d.default: OpRule("conv_transpose", weight_axis=DECONV_AXIS, weight_arg=1),
+        _aten.conv_transpose2d.input: OpRule("conv_transpose", weight_axis=DECONV_AXIS, weight_arg=1),
+        _aten.linear.default: OpRule("linear", weight_axis=0, weight_arg=1),
+        _aten.matmul.default: _MATMUL,
+        _aten.bmm.default: _MATMUL,
+        _aten.mm.default: _MATMUL,
+        _aten.avg_pool2d.default: OpRule("avgpool"),
+        _aten.adaptive_avg_pool2d.default: OpRule("avgpool"),
+        _aten.max_pool2d.default: OpRule("maxpool", transparent=True),
+        _aten.add.Tensor: _ADD,
+        _aten.add_.Tensor: _ADD,
+        _aten.cat.default: _CAT,
+    }
+)
 
 METHOD_RULES: dict[str, OpRule] = {"add": _ADD, "add_": _ADD, "matmul": _MATMUL}
 

@@ -79,9 +79,11 @@ class Placement:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
-        return {"points": [asdict(p) for p in self.points.values()],
-                "groups": [asdict(g) for g in self.groups.values()],
-                "weights": [asdict(w) for w in self.weights.values()]}
+        return {
+            "points": [asdict(p) for p in self.points.values()],
+            "groups": [asdict(g) for g in self.groups.values()],
+            "weights": [asdict(w) for w in self.weights.values()],
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Placement:
@@ -89,8 +91,11 @@ class Placement:
         points = {}
         for p in data["points"]:
             points[p["tensor"]] = QuantPoint(p["tensor"], p["group"], [(u[0], tuple(u[1])) for u in p["uses"]])
-        return cls(points, {g["key"]: ScaleGroup(**g) for g in data["groups"]},
-                   {w["layer"]: WeightPoint(**w) for w in data["weights"]})
+        return cls(
+            points,
+            {g["key"]: ScaleGroup(**g) for g in data["groups"]},
+            {w["layer"]: WeightPoint(**w) for w in data["weights"]},
+        )
 
 
 class _UnionFind:
@@ -193,10 +198,12 @@ class _Placer:
             if rule.weight_arg is not None and rule.weight_arg < len(node.args):
                 weight = node.args[rule.weight_arg]  # an exported graph's weight input (get_attr)
             if rule.weight_axis is not None and isinstance(weight, Node):
-                axis: int | None = self.config.deconv_weight_axis if rule.weight_axis == DECONV_AXIS \
-                    else rule.weight_axis
-                weights[node.name] = WeightPoint(node.name, str(weight.target), rule.kind,
-                                                 axis if self.config.per_channel_weights else None)
+                axis: int | None = (
+                    self.config.deconv_weight_axis if rule.weight_axis == DECONV_AXIS else rule.weight_axis
+                )
+                weights[node.name] = WeightPoint(
+                    node.name, str(weight.target), rule.kind, axis if self.config.per_channel_weights else None
+                )
         return self.finish(weights)
 
     def finish(self, weights: dict[str, WeightPoint]) -> Placement:
@@ -209,8 +216,13 @@ class _Placer:
             key = names[0]
             owner = min((self.owner[n] for n in names), key=lambda o: self.order[o.name])
             s = self.settings(owner)
-            groups[key] = ScaleGroup(key, names, s.calibrator or self.config.calibrator,
-                                     float(s.percentile or self.config.percentile), owner.name)
+            groups[key] = ScaleGroup(
+                key,
+                names,
+                s.calibrator or self.config.calibrator,
+                float(s.percentile or self.config.percentile),
+                owner.name,
+            )
             for n in names:
                 key_of[n] = key
         points = {t: QuantPoint(t, key_of[t], self.uses[t]) for t in tensors}

@@ -95,8 +95,11 @@ _PT2E_DEQUANTIZE = ("quantized_decomposed.dequantize_per_tensor.", "quantized_de
 
 
 def _is_op(node: torch.fx.Node, prefixes: tuple[str, ...]) -> bool:
-    return node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload) and \
-        str(node.target).startswith(prefixes)
+    return (
+        node.op == "call_function"
+        and isinstance(node.target, torch._ops.OpOverload)
+        and str(node.target).startswith(prefixes)
+    )
 
 
 def is_any_quantize(node: torch.fx.Node) -> bool:
@@ -108,16 +111,22 @@ def is_any_quantize(node: torch.fx.Node) -> bool:
         >>> is_any_quantize(g.call_function(torch.quantize_per_tensor, (x, 0.1, 0, torch.qint8)))
         True
     """
-    return is_quantize(node) or (node.op == "call_function" and node.target in _AO_QUANTIZE) or \
-        _is_op(node, _PT2E_QUANTIZE)
+    return (
+        is_quantize(node)
+        or (node.op == "call_function" and node.target in _AO_QUANTIZE)
+        or _is_op(node, _PT2E_QUANTIZE)
+    )
 
 
 def is_any_dequantize(node: torch.fx.Node) -> bool:
     """True for a dequantize node of any supported flavour (ours, ``Tensor.dequantize``, PT2E's)."""
     if node.op == "call_method":
         return node.target == "dequantize"
-    return is_dequantize(node) or (node.op == "call_function" and node.target is torch.dequantize) or \
-        _is_op(node, _PT2E_DEQUANTIZE)
+    return (
+        is_dequantize(node)
+        or (node.op == "call_function" and node.target is torch.dequantize)
+        or _is_op(node, _PT2E_DEQUANTIZE)
+    )
 
 
 def distinct_dequantize_count(gm: torch.fx.GraphModule) -> int:

@@ -27,7 +27,7 @@ from fx2trt_pipeline.quantize.placement import Placement, set_use
 from fx2trt_pipeline.quantize.qdq_ops import DEQUANTIZE, QMAX, QUANTIZE, WEIGHT_QMAX
 
 #: Smallest amax we turn into a scale; avoids division by zero for all-zero tensors or channels.
-MIN_AMAX = 2.0 ** -30
+MIN_AMAX = 2.0**-30
 
 
 def activation_scale(amax: float) -> torch.Tensor:
@@ -91,8 +91,11 @@ def _insert_activation_qdq(gm: GraphModule, placement: Placement, amax: dict[str
         with graph.inserting_after(q):
             dq = graph.create_node("call_function", DEQUANTIZE, (q, scale, None), name=f"{point.tensor}_dq")
         for node in (q, dq):
-            node.meta["fx2trt"] = {"role": "activation", "group": point.group,
-                                   "layers": [consumer for consumer, _ in point.uses]}
+            node.meta["fx2trt"] = {
+                "role": "activation",
+                "group": point.group,
+                "layers": [consumer for consumer, _ in point.uses],
+            }
         for consumer, path in point.uses:
             set_use(nodes[consumer], path, dq)
 
@@ -104,9 +107,11 @@ def _lower_weighted(gm: GraphModule, node: Node, axis: int | None) -> list[float
     if rule is None or rule.functional is None:
         raise ConfigError(f"Layer '{node.name}' ({type(module).__name__}) has no quantized functional form")
     if getattr(module, "padding_mode", "zeros") != "zeros":
-        raise ConfigError(f"Layer '{node.name}' uses padding_mode={module.padding_mode!r}, which TensorRT's "
-                          "convolution does not have; keep it in float with QuantConfig(skip=['"
-                          f"{node.target}'])")
+        raise ConfigError(
+            f"Layer '{node.name}' uses padding_mode={module.padding_mode!r}, which TensorRT's "
+            "convolution does not have; keep it in float with QuantConfig(skip=['"
+            f"{node.target}'])"
+        )
     q, scale = quantize_weight(module.weight, axis)
     prefix = node.name
     gm.register_buffer(f"{prefix}_weight_int8", q)
@@ -125,8 +130,7 @@ def _lower_weighted(gm: GraphModule, node: Node, axis: int | None) -> list[float
         if isinstance(module, nn.Linear):
             args = (x, wdq, bias)
         elif isinstance(module, nn.modules.conv._ConvTransposeNd):
-            args = (x, wdq, bias, module.stride, module.padding, module.output_padding, module.groups,
-                    module.dilation)
+            args = (x, wdq, bias, module.stride, module.padding, module.output_padding, module.groups, module.dilation)
         else:
             args = (x, wdq, bias, module.stride, module.padding, module.dilation, module.groups)
     # Rewrite the node in place so that it keeps its name, meta and users.

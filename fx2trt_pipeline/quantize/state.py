@@ -77,14 +77,21 @@ class QuantState:
         """Inverse of :meth:`to_dict`; rejects unknown format versions."""
         version = data.get("format_version")
         if version != FORMAT_VERSION:
-            raise ConfigError(f"Quantization state format {version!r} is not supported (expected "
-                              f"{FORMAT_VERSION}); re-run quantization with this version of fx2trt-pipeline.")
+            raise ConfigError(
+                f"Quantization state format {version!r} is not supported (expected "
+                f"{FORMAT_VERSION}); re-run quantization with this version of fx2trt-pipeline."
+            )
         stats = {k: TensorStats.from_dict(v) for k, v in data["stats"].items()} if "stats" in data else None
-        return cls(QuantConfig.from_dict(data["config"]), Placement.from_dict(data["placement"]),
-                   {k: float(v) for k, v in data["amax"].items()},
-                   {k: [float(x) for x in v] for k, v in data["weight_scales"].items()}, stats,
-                   [EqualizedPair.from_dict(p) for p in data.get("equalized", [])],
-                   WeightEdits.from_dict(data.get("edits", {})), dict(data.get("chosen", {})))
+        return cls(
+            QuantConfig.from_dict(data["config"]),
+            Placement.from_dict(data["placement"]),
+            {k: float(v) for k, v in data["amax"].items()},
+            {k: [float(x) for x in v] for k, v in data["weight_scales"].items()},
+            stats,
+            [EqualizedPair.from_dict(p) for p in data.get("equalized", [])],
+            WeightEdits.from_dict(data.get("edits", {})),
+            dict(data.get("chosen", {})),
+        )
 
     def digest(self) -> str:
         """sha256 of the canonical JSON (without statistics): identifies the quantized model."""
@@ -96,13 +103,14 @@ def get_quant_state(qgm: Any) -> QuantState:
     """The :class:`QuantState` attached to a quantized (or prepared) GraphModule."""
     state = getattr(qgm, STATE_ATTR, None)
     if state is None:
-        raise ConfigError(f"{type(qgm).__name__} carries no quantization state; pass the GraphModule returned "
-                          "by fx2trt_pipeline.quantize/convert.")
+        raise ConfigError(
+            f"{type(qgm).__name__} carries no quantization state; pass the GraphModule returned "
+            "by fx2trt_pipeline.quantize/convert."
+        )
     return state
 
 
-def save_quant_state(qgm_or_state: Any | QuantState, path: str | os.PathLike,
-                     include_stats: bool = True) -> str:
+def save_quant_state(qgm_or_state: Any | QuantState, path: str | os.PathLike, include_stats: bool = True) -> str:
     """Write the quantization state as JSON (atomically); returns its digest."""
     from fx2trt_pipeline.atomic_io import atomic_write_bytes
 
@@ -120,6 +128,7 @@ def load_quant_state(path: str | os.PathLike) -> QuantState:
     except FileNotFoundError as exc:
         raise ConfigError(f"Quantization state file {os.fspath(path)!r} does not exist") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"Quantization state file {os.fspath(path)!r} is not valid JSON ({exc}); "
-                          "it may be truncated: save it again") from exc
+        raise ConfigError(
+            f"Quantization state file {os.fspath(path)!r} is not valid JSON ({exc}); it may be truncated: save it again"
+        ) from exc
     return QuantState.from_dict(data)

@@ -32,7 +32,7 @@ import torch
 from fx2trt_pipeline.errors import CalibrationError, ConfigError, InternalError
 
 #: Below this |x| the histogram range stops shrinking (an all-zero tensor still gets a width).
-AMAX_FLOOR = 2.0 ** -40
+AMAX_FLOOR = 2.0**-40
 #: torch.histc counts in the input's float type; float32 counts are exact integers up to 2**24.
 _HISTC_CHUNK = 1 << 24
 _MAX_BINS = 1 << 20
@@ -66,9 +66,7 @@ class TensorStats:
 
     def __init__(self, num_bins: int = 2048) -> None:
         if isinstance(num_bins, bool) or not isinstance(num_bins, int) or not 1 <= num_bins <= _MAX_BINS:
-            raise ConfigError(
-                f"TensorStats(num_bins=...) must be an int in [1, {_MAX_BINS}], got {num_bins!r}"
-            )
+            raise ConfigError(f"TensorStats(num_bins=...) must be an int in [1, {_MAX_BINS}], got {num_bins!r}")
         self._num_bins = num_bins
         self._log2_width: int | None = None
         self._amax = 0.0
@@ -132,9 +130,7 @@ class TensorStats:
             (2, [0, 1, 0, 1])
         """
         if not isinstance(x, torch.Tensor):
-            raise CalibrationError(
-                f"Observer {name!r} received a {type(x).__name__}, expected a torch.Tensor."
-            )
+            raise CalibrationError(f"Observer {name!r} received a {type(x).__name__}, expected a torch.Tensor.")
         if x.numel() == 0:
             return
         flat = _as_float(x.detach()).reshape(-1)
@@ -335,9 +331,7 @@ def counting_method(device_type: str, deterministic: bool) -> str:
     return "bincount" if deterministic else "histc"
 
 
-def _bin_counts(
-    flat: torch.Tensor, log2_width: int, num_bins: int, signed: bool, batch_amax: float
-) -> torch.Tensor:
+def _bin_counts(flat: torch.Tensor, log2_width: int, num_bins: int, signed: bool, batch_amax: float) -> torch.Tensor:
     """Exact int64 counts of floor(|flat| / 2**log2_width), all of which must be < num_bins."""
     # The range check is on the batch's exact max |x|, known on the host already: histc silently drops
     # out-of-range values and the lane layout would spill them into the next lane, so a check of the

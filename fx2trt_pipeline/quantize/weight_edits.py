@@ -50,8 +50,9 @@ class WeightEdits:
     @classmethod
     def from_dict(cls, data: dict) -> WeightEdits:
         """Inverse of :meth:`to_dict`."""
-        return cls({k: [float(v) for v in b] for k, b in data.get("biases", {}).items()},
-                   dict(data.get("rounding", {})))
+        return cls(
+            {k: [float(v) for v in b] for k, b in data.get("biases", {}).items()}, dict(data.get("rounding", {}))
+        )
 
     def __bool__(self) -> bool:
         return bool(self.biases or self.rounding)
@@ -87,8 +88,9 @@ def _set_weight(layer: nn.Module, q: torch.Tensor, scale: torch.Tensor, axis: in
         layer.weight.copy_(q.to(layer.weight.dtype) * _broadcast(scale, layer.weight, axis))
 
 
-def edit_weights(gm: GraphModule, placement: Placement, means: dict[str, ChannelMeanObserver] | None,
-                 rounder: Rounder | None = None) -> WeightEdits:
+def edit_weights(
+    gm: GraphModule, placement: Placement, means: dict[str, ChannelMeanObserver] | None, rounder: Rounder | None = None
+) -> WeightEdits:
     """Run adaptive rounding (``rounder``) and bias correction (``means``) on every quantized layer, in place."""
     edits = WeightEdits()
     for wp in placement.weights.values():
@@ -123,8 +125,10 @@ def reapply_edits(gm: GraphModule, placement: Placement, edits: WeightEdits) -> 
         if wp.layer in edits.biases:
             bias = torch.tensor(edits.biases[wp.layer], dtype=layer.weight.dtype)
             if bias.numel() != layer.weight.shape[0]:
-                raise ConfigError(f"Saved corrected bias of layer '{wp.layer}' has {bias.numel()} values for "
-                                  f"{layer.weight.shape[0]} channels; quantize this model again.")
+                raise ConfigError(
+                    f"Saved corrected bias of layer '{wp.layer}' has {bias.numel()} values for "
+                    f"{layer.weight.shape[0]} channels; quantize this model again."
+                )
             set_bias(layer, bias)
 
 

@@ -134,10 +134,23 @@ class CalibratorTable:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
-        rows = [{"calibrator": r.choice.calibrator, "percentile": r.choice.percentile,
-                 "label": r.choice.label, "metrics": r.metrics, "seconds": r.seconds} for r in self.rows]
-        return {"metric": self.metric, "best": self.best.label, "fp32": self.fp32,
-                "tie_tolerance": self.tie_tolerance, "rows": rows}
+        rows = [
+            {
+                "calibrator": r.choice.calibrator,
+                "percentile": r.choice.percentile,
+                "label": r.choice.label,
+                "metrics": r.metrics,
+                "seconds": r.seconds,
+            }
+            for r in self.rows
+        ]
+        return {
+            "metric": self.metric,
+            "best": self.best.label,
+            "fp32": self.fp32,
+            "tie_tolerance": self.tie_tolerance,
+            "rows": rows,
+        }
 
     def __str__(self) -> str:
         extra = [n for n in ("AP50", "top5") if any(n in r.metrics for r in self.rows) and n != self.metric]
@@ -147,16 +160,34 @@ class CalibratorTable:
             value = r.metrics.get(self.metric, math.nan)
             drop = (f"{100 * (self.fp32[self.metric] - value):+.2f}",) if self.fp32 else ()
             others = [f"{100 * r.metrics.get(n, math.nan):.2f}" for n in extra]
-            rows.append((r.choice.label, f"{100 * value:.2f}", *others, *drop, f"{r.seconds:.1f}",
-                         "<- best" if r.choice == self.best else ""))
+            rows.append(
+                (
+                    r.choice.label,
+                    f"{100 * value:.2f}",
+                    *others,
+                    *drop,
+                    f"{r.seconds:.1f}",
+                    "<- best" if r.choice == self.best else "",
+                )
+            )
         if self.fp32:
-            rows.insert(0, ("fp32", f"{100 * self.fp32[self.metric]:.2f}",
-                            *[f"{100 * self.fp32.get(n, math.nan):.2f}" for n in extra], "", "", ""))
+            rows.insert(
+                0,
+                (
+                    "fp32",
+                    f"{100 * self.fp32[self.metric]:.2f}",
+                    *[f"{100 * self.fp32.get(n, math.nan):.2f}" for n in extra],
+                    "",
+                    "",
+                    "",
+                ),
+            )
         return f"calibrators by {self.metric} (points):\n" + format_table(header, rows)
 
 
-def pick_best(rows: Sequence[CalibratorRow], metric: str, tie_tolerance: float = DEFAULT_TIE_TOLERANCE
-              ) -> CalibratorChoice:
+def pick_best(
+    rows: Sequence[CalibratorRow], metric: str, tie_tolerance: float = DEFAULT_TIE_TOLERANCE
+) -> CalibratorChoice:
     """The highest-``metric`` row's choice; ties are broken by :data:`TIE_BREAKERS`, then by simplicity.
 
     Rows within ``tie_tolerance`` of the best count as tied; among them the highest agreement with FP32,
@@ -175,8 +206,7 @@ def pick_best(rows: Sequence[CalibratorRow], metric: str, tie_tolerance: float =
     scored = [(r.metrics.get(metric, math.nan), r) for r in rows]
     finite = [v for v, _ in scored if not math.isnan(v)]
     if not finite:
-        raise ConfigError(f"No calibrator produced a finite {metric!r}; candidates: "
-                          f"{[r.choice.label for r in rows]}")
+        raise ConfigError(f"No calibrator produced a finite {metric!r}; candidates: {[r.choice.label for r in rows]}")
     top = max(finite)
     tied = [r for v, r in scored if not math.isnan(v) and v >= top - tie_tolerance]
 
@@ -188,11 +218,16 @@ def pick_best(rows: Sequence[CalibratorRow], metric: str, tie_tolerance: float =
     return next(r.choice for r in tied if tie_key(r) == best)
 
 
-def compare_calibrators(prepared: torch.fx.GraphModule, evaluate: Evaluator, *, metric: str = "mAP",
-                        choices: Sequence[CalibratorChoice] = DEFAULT_CHOICES,
-                        base_config: QuantConfig | None = None,
-                        fp32_metrics: Mapping[str, float] | None = None,
-                        tie_tolerance: float = DEFAULT_TIE_TOLERANCE) -> CalibratorTable:
+def compare_calibrators(
+    prepared: torch.fx.GraphModule,
+    evaluate: Evaluator,
+    *,
+    metric: str = "mAP",
+    choices: Sequence[CalibratorChoice] = DEFAULT_CHOICES,
+    base_config: QuantConfig | None = None,
+    fp32_metrics: Mapping[str, float] | None = None,
+    tie_tolerance: float = DEFAULT_TIE_TOLERANCE,
+) -> CalibratorTable:
     """Convert a calibrated prepared model with every candidate calibrator and score each.
 
     Args:
@@ -227,8 +262,9 @@ def compare_calibrators(prepared: torch.fx.GraphModule, evaluate: Evaluator, *, 
     return CalibratorTable(metric, rows, pick_best(rows, metric, tie_tolerance), fp32, tie_tolerance)
 
 
-def _score_choice(prepared: torch.fx.GraphModule, evaluate: Evaluator, config: QuantConfig,
-                  choice: CalibratorChoice, metric: str) -> CalibratorRow:
+def _score_choice(
+    prepared: torch.fx.GraphModule, evaluate: Evaluator, config: QuantConfig, choice: CalibratorChoice, metric: str
+) -> CalibratorRow:
     start = time.perf_counter()
     metrics = dict(evaluate(convert(prepared, config)))
     if metric not in metrics:
@@ -236,8 +272,9 @@ def _score_choice(prepared: torch.fx.GraphModule, evaluate: Evaluator, config: Q
     return CalibratorRow(choice, {k: float(v) for k, v in metrics.items()}, time.perf_counter() - start)
 
 
-def best_calibrator(prepared: torch.fx.GraphModule, evaluate: Evaluator, **kwargs: Any
-                    ) -> tuple[torch.fx.GraphModule, CalibratorTable]:
+def best_calibrator(
+    prepared: torch.fx.GraphModule, evaluate: Evaluator, **kwargs: Any
+) -> tuple[torch.fx.GraphModule, CalibratorTable]:
     """The model quantized with the best calibrator, and the table it was chosen from.
 
     Takes the arguments of :func:`compare_calibrators`. The returned model is converted again from

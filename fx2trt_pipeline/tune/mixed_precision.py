@@ -49,7 +49,6 @@ from fx2trt_pipeline.capture import flatten_outputs
 Evaluator = Callable[[Any], Mapping[str, float]]
 
 
-
 def quantized_layers(prepared: GraphModule) -> list[str]:
     """Node names of the layers with quantized inputs or weights, in graph order (what can go float).
 
@@ -73,8 +72,9 @@ def _transparent(node: torch.fx.Node, modules: dict[str, nn.Module]) -> bool:
     return rule is not None and rule.transparent
 
 
-def convert_with_skip(prepared: GraphModule, skip: Sequence[str], config: QuantConfig | None = None
-                      ) -> GraphModule | None:
+def convert_with_skip(
+    prepared: GraphModule, skip: Sequence[str], config: QuantConfig | None = None
+) -> GraphModule | None:
     """The quantized model with ``skip`` layers in float, from the statistics already collected.
 
     Returns ``None`` when skipping moves Q/DQ onto tensors that were never observed (their scale
@@ -90,8 +90,13 @@ def convert_with_skip(prepared: GraphModule, skip: Sequence[str], config: QuantC
         return None
 
 
-def quantize_with_skip(model: nn.Module, prepared: GraphModule, skip: Sequence[str], config: QuantConfig,
-                       calib_batches: Sequence[Any] | None = None) -> GraphModule | None:
+def quantize_with_skip(
+    model: nn.Module,
+    prepared: GraphModule,
+    skip: Sequence[str],
+    config: QuantConfig,
+    calib_batches: Sequence[Any] | None = None,
+) -> GraphModule | None:
     """:func:`convert_with_skip`, else (new Q/DQ points) re-prepare and calibrate on ``calib_batches``.
 
     Returns ``None`` only when re-calibration is needed and no ``calib_batches`` were given.
@@ -106,8 +111,9 @@ def quantize_with_skip(model: nn.Module, prepared: GraphModule, skip: Sequence[s
     return convert(fresh)
 
 
-def layer_sqnr_proxy(model: nn.Module, qgm: GraphModule, prepared: GraphModule,
-                     inputs: Sequence[torch.Tensor]) -> dict[str, float]:
+def layer_sqnr_proxy(
+    model: nn.Module, qgm: GraphModule, prepared: GraphModule, inputs: Sequence[torch.Tensor]
+) -> dict[str, float]:
     """Each quantized layer's own quantization SQNR (dB; lower = noisier), from one forward pass.
 
     The layer alone on float inputs through its own Q/DQ and INT8 weights vs the FP32 layer
@@ -142,16 +148,20 @@ def _fed_layers(node: torch.fx.Node, layers: set[str], modules: dict[str, nn.Mod
     return found
 
 
-def _relative_noise(reference: Sequence[torch.Tensor], module: nn.Module,
-                    inputs: Sequence[torch.Tensor]) -> float:
+def _relative_noise(reference: Sequence[torch.Tensor], module: nn.Module, inputs: Sequence[torch.Tensor]) -> float:
     """Sum over outputs of ``|ref - out|^2 / |ref|^2``, so every output weighs the same whatever its scale."""
     with torch.no_grad():
         outputs = flatten_outputs(module(*inputs))
     return sum(10.0 ** (-sqnr_db(r, o) / 10.0) for r, o in zip(reference, outputs))
 
 
-def output_gain_proxy(model: nn.Module, prepared: GraphModule, inputs: Sequence[torch.Tensor],
-                      config: QuantConfig, calib_batches: Sequence[Any] | None = None) -> dict[str, float]:
+def output_gain_proxy(
+    model: nn.Module,
+    prepared: GraphModule,
+    inputs: Sequence[torch.Tensor],
+    config: QuantConfig,
+    calib_batches: Sequence[Any] | None = None,
+) -> dict[str, float]:
     """Network-output noise removed by keeping each layer alone in float, in dB (higher = more sensitive).
 
     Leave-one-out at the outputs: ``10 log10(noise(full INT8) / noise(INT8 with this layer float))``,
@@ -244,36 +254,66 @@ class MixedPrecisionResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (without the model)."""
-        return {"metric": self.metric, "budget": self.budget, "fp32": self.fp32, "int8": self.int8,
-                "final": self.final, "float_layers": self.float_layers, "met_budget": self.met_budget,
-                "skip": list(self.config.skip), "evaluations": self.evaluations, "proxy": self.proxy,
-                "note": self.note, "sensitivity": [dataclasses.asdict(s) for s in self.sensitivity],
-                "steps": [dataclasses.asdict(s) for s in self.steps]}
+        return {
+            "metric": self.metric,
+            "budget": self.budget,
+            "fp32": self.fp32,
+            "int8": self.int8,
+            "final": self.final,
+            "float_layers": self.float_layers,
+            "met_budget": self.met_budget,
+            "skip": list(self.config.skip),
+            "evaluations": self.evaluations,
+            "proxy": self.proxy,
+            "note": self.note,
+            "sensitivity": [dataclasses.asdict(s) for s in self.sensitivity],
+            "steps": [dataclasses.asdict(s) for s in self.steps],
+        }
 
     def __str__(self) -> str:
         def pts(v: float | None, sign: str = "") -> str:
             return "-" if v is None else f"{100 * v:{sign}.2f}"
 
         by_layer = {s.layer: s for s in self.sensitivity}
-        head = (f"mixed precision: {self.metric} drop budget {pts(self.budget)} points vs fp32 "
-                f"{pts(self.fp32)}\nfull INT8 {pts(self.int8)} (drop {pts(self.fp32 - self.int8)}) -> "
-                f"{len(self.float_layers)} layer(s) in float: {pts(self.final)} (drop "
-                f"{pts(self.fp32 - self.final)}): {'budget met' if self.met_budget else 'budget NOT met'}; "
-                f"{self.evaluations} evaluations; layers ranked by the {self.proxy} proxy\n")
-        why = "".join(f"  float {n}: output gain {b.output_gain_db:.2f} dB, own SQNR {b.sqnr_db:.2f} dB "
-                      f"(rank {b.proxy_rank}), alone in float recovers {pts(b.recovered, '+')} points\n"
-                      for n in self.float_layers for b in [by_layer.get(n)] if b is not None)
-        rows = [(s.layer, str(s.proxy_rank), f"{s.output_gain_db:.3f}", f"{s.sqnr_db:.2f}",
-                 pts(s.metric_if_float), pts(s.recovered, "+"), "float" * (s.layer in self.float_layers))
-                for s in self.sensitivity]
-        header = ("layer", "rank", "output gain dB", "own SQNR dB", f"{self.metric} if float", "recovered",
-                  "")
+        head = (
+            f"mixed precision: {self.metric} drop budget {pts(self.budget)} points vs fp32 "
+            f"{pts(self.fp32)}\nfull INT8 {pts(self.int8)} (drop {pts(self.fp32 - self.int8)}) -> "
+            f"{len(self.float_layers)} layer(s) in float: {pts(self.final)} (drop "
+            f"{pts(self.fp32 - self.final)}): {'budget met' if self.met_budget else 'budget NOT met'}; "
+            f"{self.evaluations} evaluations; layers ranked by the {self.proxy} proxy\n"
+        )
+        why = "".join(
+            f"  float {n}: output gain {b.output_gain_db:.2f} dB, own SQNR {b.sqnr_db:.2f} dB "
+            f"(rank {b.proxy_rank}), alone in float recovers {pts(b.recovered, '+')} points\n"
+            for n in self.float_layers
+            for b in [by_layer.get(n)]
+            if b is not None
+        )
+        rows = [
+            (
+                s.layer,
+                str(s.proxy_rank),
+                f"{s.output_gain_db:.3f}",
+                f"{s.sqnr_db:.2f}",
+                pts(s.metric_if_float),
+                pts(s.recovered, "+"),
+                "float" * (s.layer in self.float_layers),
+            )
+            for s in self.sensitivity
+        ]
+        header = ("layer", "rank", "output gain dB", "own SQNR dB", f"{self.metric} if float", "recovered", "")
         return head + why + (f"  {self.note}\n" if self.note else "") + format_table(header, rows)
 
 
-def layer_sensitivity(model: nn.Module, prepared: GraphModule, inputs: Sequence[torch.Tensor], *,
-                      config: QuantConfig | None = None, calib_batches: Sequence[Any] | None = None,
-                      proxy: str = "output") -> list[LayerSensitivity]:
+def layer_sensitivity(
+    model: nn.Module,
+    prepared: GraphModule,
+    inputs: Sequence[torch.Tensor],
+    *,
+    config: QuantConfig | None = None,
+    calib_batches: Sequence[Any] | None = None,
+    proxy: str = "output",
+) -> list[LayerSensitivity]:
     """Every quantized layer with both proxies, most sensitive first by ``proxy``.
 
     Args:
@@ -290,11 +330,17 @@ def layer_sensitivity(model: nn.Module, prepared: GraphModule, inputs: Sequence[
     config = config or prepared_info(prepared, calibrated=True).config
     base = convert(prepared, config)  # raises when the config needs statistics that were not collected
     sqnr = layer_sqnr_proxy(model, base, prepared, inputs)
-    gain = output_gain_proxy(model, prepared, inputs, config, calib_batches) if proxy == "output" else \
-        {layer: math.nan for layer in sqnr}
+    gain = (
+        output_gain_proxy(model, prepared, inputs, config, calib_batches)
+        if proxy == "output"
+        else {layer: math.nan for layer in sqnr}
+    )
     # NaN gains (not computable) rank last; the own-SQNR ranking breaks ties.
-    key = (lambda n: (-gain[n] if not math.isnan(gain[n]) else math.inf, sqnr[n])) if proxy == "output" \
+    key = (
+        (lambda n: (-gain[n] if not math.isnan(gain[n]) else math.inf, sqnr[n]))
+        if proxy == "output"
         else (lambda n: sqnr[n])
+    )
     ranked = sorted(sqnr, key=key)
     return [LayerSensitivity(n, sqnr[n], gain[n], rank) for rank, n in enumerate(ranked)]
 
@@ -333,8 +379,9 @@ class SearchOptions:
 class _Search:
     """The search's state: the candidate sets evaluated so far (metrics only) and the evaluation count."""
 
-    def __init__(self, model: nn.Module, prepared: GraphModule, evaluate: Evaluator, budget: float,
-                 options: SearchOptions) -> None:
+    def __init__(
+        self, model: nn.Module, prepared: GraphModule, evaluate: Evaluator, budget: float, options: SearchOptions
+    ) -> None:
         self.model, self.prepared, self.evaluate, self.budget, self.opts = model, prepared, evaluate, budget, options
         self.config = options.config or prepared_info(prepared, calibrated=True).config
         self.cache: dict[frozenset[str], float] = {}  # metrics only: models are rebuilt, large ones would pile up
@@ -372,10 +419,21 @@ class _Search:
         if qgm is None:  # the chosen set was built (and evaluated) before
             raise InternalError(f"mixed precision: the chosen float set {layers} could not be rebuilt")
         return MixedPrecisionResult(
-            metric=self.opts.metric, budget=self.budget, fp32=self.fp32, int8=self.int8, final=final,
-            float_layers=layers, met_budget=self.fp32 - final <= self.budget + 1e-12, config=cfg, model=qgm,
-            sensitivity=self.sensitivity, steps=self.steps, evaluations=self.evaluations, proxy=self.opts.proxy,
-            note=note)
+            metric=self.opts.metric,
+            budget=self.budget,
+            fp32=self.fp32,
+            int8=self.int8,
+            final=final,
+            float_layers=layers,
+            met_budget=self.fp32 - final <= self.budget + 1e-12,
+            config=cfg,
+            model=qgm,
+            sensitivity=self.sensitivity,
+            steps=self.steps,
+            evaluations=self.evaluations,
+            proxy=self.opts.proxy,
+            note=note,
+        )
 
     def rank_layers(self) -> list[str]:
         """Proxy ranking, then leave-one-out on the top few: measured gains first, unmeasured, then no gain."""
@@ -385,8 +443,14 @@ class _Search:
                 raise ConfigError("mixed_precision_search needs proxy_inputs or calib_batches for the proxies.")
             first = next(iter(self.opts.calib_batches))
             proxy_inputs = tuple(first) if isinstance(first, (tuple, list)) else (first,)
-        sens = layer_sensitivity(self.model, self.prepared, proxy_inputs, config=self.config,
-                                 calib_batches=self.opts.calib_batches, proxy=self.opts.proxy)
+        sens = layer_sensitivity(
+            self.model,
+            self.prepared,
+            proxy_inputs,
+            config=self.config,
+            calib_batches=self.opts.calib_batches,
+            proxy=self.opts.proxy,
+        )
         self.sensitivity = sens
         for s in sens[: self.opts.max_verify]:
             if not self.can_evaluate((s.layer,)):
@@ -394,10 +458,14 @@ class _Search:
             value = self.metric_with((s.layer,))
             if not math.isnan(value):
                 s.metric_if_float, s.recovered = value, value - self.int8
-        measured = sorted((s for s in sens if s.recovered is not None and s.recovered > 0),
-                          key=lambda s: -(s.recovered or 0.0))
-        return [s.layer for s in measured] + [s.layer for s in sens if s.recovered is None] + \
-            [s.layer for s in sens if s.recovered is not None and s.recovered <= 0]
+        measured = sorted(
+            (s for s in sens if s.recovered is not None and s.recovered > 0), key=lambda s: -(s.recovered or 0.0)
+        )
+        return (
+            [s.layer for s in measured]
+            + [s.layer for s in sens if s.recovered is None]
+            + [s.layer for s in sens if s.recovered is not None and s.recovered <= 0]
+        )
 
     def add_greedily(self, order: list[str]) -> tuple[list[str], float, str | None]:
         """Add layers in ``order`` while they improve the metric, until the budget is met (note: why not)."""
@@ -432,8 +500,9 @@ class _Search:
         return chosen, current
 
 
-def mixed_precision_search(model: nn.Module, prepared: GraphModule, evaluate: Evaluator, budget: float,
-                           **options: Any) -> MixedPrecisionResult:
+def mixed_precision_search(
+    model: nn.Module, prepared: GraphModule, evaluate: Evaluator, budget: float, **options: Any
+) -> MixedPrecisionResult:
     """Keep the fewest layers in float so that ``metric(FP32) - metric(INT8) <= budget``.
 
     Args:

@@ -95,8 +95,9 @@ def library_availability(requested: str | Sequence[str] = "auto") -> Availabilit
     onnx_reason = None if _onnx_available() else "onnxruntime, onnx or the QDQ exporter is missing"
     if requested == "auto" and trt_reason is None and onnx_reason is None:
         onnx_reason = "not requested (pass backends=['network_executor', 'onnxruntime'] to run it too)"
-    return Availability({"tensorrt": gpu_unavailable_reason(), "network_executor": trt_reason,
-                         "onnxruntime": onnx_reason})
+    return Availability(
+        {"tensorrt": gpu_unavailable_reason(), "network_executor": trt_reason, "onnxruntime": onnx_reason}
+    )
 
 
 def choose_engine_backends(requested: str | Sequence[str] = "auto") -> BackendPlan:
@@ -129,8 +130,14 @@ def _engine_runner(name: str, qgm: torch.fx.GraphModule, spec: Any, tmp: Path, e
     if name == "onnxruntime":
         from fx2trt_pipeline.validate.onnx_export import export_qdq_onnx
 
-        path = export_qdq_onnx(qgm, (spec.example[:1].cpu(),), tmp / "model_qdq.onnx",
-                               input_names=[spec.input.name], output_names=outs, dynamic_batch=True)
+        path = export_qdq_onnx(
+            qgm,
+            (spec.example[:1].cpu(),),
+            tmp / "model_qdq.onnx",
+            input_names=[spec.input.name],
+            output_names=outs,
+            dynamic_batch=True,
+        )
         return OnnxRuntimeRunner(path, name=name), None
     if engine is None:
         from fx2trt_pipeline.engine.engine_builder import build_engine
@@ -147,8 +154,13 @@ class _BuildSpec:
 
 
 @contextlib.contextmanager
-def engine_runners(qgm: torch.fx.GraphModule, example: torch.Tensor, backends: Sequence[str],
-                   options: ValidationOptions = ValidationOptions(), engine: Any = None) -> Iterator[list[Runner]]:
+def engine_runners(
+    qgm: torch.fx.GraphModule,
+    example: torch.Tensor,
+    backends: Sequence[str],
+    options: ValidationOptions = ValidationOptions(),
+    engine: Any = None,
+) -> Iterator[list[Runner]]:
     """Runners for the named engine backends of ``qgm``; temporary files and weights live until exit.
 
     Args:
@@ -163,15 +175,19 @@ def engine_runners(qgm: torch.fx.GraphModule, example: torch.Tensor, backends: S
 
     limit = options.batch_size
     # opt = max: the evaluation batches are full except the last one
-    spec = _BuildSpec(InputSpec.dynamic_batch(options.input_name, tuple(example.shape[1:]), 1, limit, limit),
-                      example, options.output_names)
+    spec = _BuildSpec(
+        InputSpec.dynamic_batch(options.input_name, tuple(example.shape[1:]), 1, limit, limit),
+        example,
+        options.output_names,
+    )
     with tempfile.TemporaryDirectory(prefix="fx2trt_accuracy_") as tmp:
         built = [_engine_runner(name, qgm, spec, Path(tmp), engine) for name in backends]
         yield [ChunkedRunner(runner, limit) for runner, _keep in built]
 
 
-def detection_evaluator(dataset: Any, decode_fn: Callable[[Any], Any], *, max_images: int | None = None,
-                        batch_size: int = 50) -> Evaluator:
+def detection_evaluator(
+    dataset: Any, decode_fn: Callable[[Any], Any], *, max_images: int | None = None, batch_size: int = 50
+) -> Evaluator:
     """A function ``evaluate(model_or_runner) -> COCO metrics`` over ``dataset`` (labels it carries).
 
     Example:
@@ -179,21 +195,29 @@ def detection_evaluator(dataset: Any, decode_fn: Callable[[Any], Any], *, max_im
         >>> evaluate = detection_evaluator(load_mnist_detection("val"), centernet_decode)   # doctest: +SKIP
         >>> evaluate(load_demo_detector())["mAP"]                                          # doctest: +SKIP
     """
+
     def evaluate(model: Any) -> dict[str, float]:
         return evaluate_detector(model, dataset, decode_fn, batch_size=batch_size, max_images=max_images)
 
     return evaluate
 
 
-def _validate(models: tuple[nn.Module, torch.fx.GraphModule], data: EvalData, backends: str | Sequence[str],
-              engine: Any, options: ValidationOptions) -> AccuracyResult:
+def _validate(
+    models: tuple[nn.Module, torch.fx.GraphModule],
+    data: EvalData,
+    backends: str | Sequence[str],
+    engine: Any,
+    options: ValidationOptions,
+) -> AccuracyResult:
     plan = choose_engine_backends(backends)
     names = list(options.output_names) if options.output_names is not None else None
     example = next(iter(data.parity_feeds().values()))
     with engine_runners(models[1], example, plan.names, options, engine) as engines:
-        runners = {"fp32": TorchRunner(models[0], [options.input_name], names, name="fp32"),
-                   "simulated": TorchRunner(models[1], [options.input_name], names, name="simulated"),
-                   **{r.name: r for r in engines}}
+        runners = {
+            "fp32": TorchRunner(models[0], [options.input_name], names, name="fp32"),
+            "simulated": TorchRunner(models[1], [options.input_name], names, name="simulated"),
+            **{r.name: r for r in engines},
+        }
         evaluation = evaluate_backends(runners, data, plan, options.gate)
     result = evaluation.accuracy()
     if result is None:
@@ -201,8 +225,15 @@ def _validate(models: tuple[nn.Module, torch.fx.GraphModule], data: EvalData, ba
     return result
 
 
-def validate_detector(model: nn.Module, qgm: torch.fx.GraphModule, dataset: Any, *,
-                      backends: str | Sequence[str] = "auto", engine: Any = None, **options: Any) -> AccuracyResult:
+def validate_detector(
+    model: nn.Module,
+    qgm: torch.fx.GraphModule,
+    dataset: Any,
+    *,
+    backends: str | Sequence[str] = "auto",
+    engine: Any = None,
+    **options: Any,
+) -> AccuracyResult:
     """COCO mAP / AP50 of the FP32 model, the simulated INT8 model and the engine backend(s).
 
     Args:
@@ -227,14 +258,26 @@ def validate_detector(model: nn.Module, qgm: torch.fx.GraphModule, dataset: Any,
         ('network_executor', 0.0012)
     """
     opts = ValidationOptions(**{"output_names": DETECTOR_OUTPUTS, **options})
-    data = EvalData("detection", dataset=dataset, input_name=opts.input_name, decode_fn=opts.decode_fn,
-                    max_images=opts.max_images, batch_size=opts.batch_size)
+    data = EvalData(
+        "detection",
+        dataset=dataset,
+        input_name=opts.input_name,
+        decode_fn=opts.decode_fn,
+        max_images=opts.max_images,
+        batch_size=opts.batch_size,
+    )
     return _validate((model, qgm), data, backends, engine, opts)
 
 
-def validate_classifier(model: nn.Module, qgm: torch.fx.GraphModule,
-                        data: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
-                        backends: str | Sequence[str] = "auto", engine: Any = None, **options: Any) -> AccuracyResult:
+def validate_classifier(
+    model: nn.Module,
+    qgm: torch.fx.GraphModule,
+    data: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    backends: str | Sequence[str] = "auto",
+    engine: Any = None,
+    **options: Any,
+) -> AccuracyResult:
     """Top-1 / top-5 accuracy (and agreement with FP32) of the FP32, simulated INT8 and engine backend(s).
 
     Args:
@@ -251,14 +294,21 @@ def validate_classifier(model: nn.Module, qgm: torch.fx.GraphModule,
         >>> print(validate_classifier(model, qgm, [(x, y)]))                 # doctest: +SKIP
     """
     if iter(data) is data:
-        raise ConfigError("validate_classifier needs re-iterable data (a list or a DataLoader), not an "
-                          "iterator: every backend reads it once.")
+        raise ConfigError(
+            "validate_classifier needs re-iterable data (a list or a DataLoader), not an "
+            "iterator: every backend reads it once."
+        )
     batches = [(torch.as_tensor(x).float(), torch.as_tensor(y).reshape(-1)) for x, y in data]
     if not batches:
         raise ConfigError("validate_classifier got no batches.")
     opts = ValidationOptions(**{"output_names": ("logits",), "batch_size": int(batches[0][0].shape[0]), **options})
-    eval_data = EvalData("classification", batches=batches, input_name=opts.input_name,
-                         max_images=opts.max_images, batch_size=opts.batch_size)
+    eval_data = EvalData(
+        "classification",
+        batches=batches,
+        input_name=opts.input_name,
+        max_images=opts.max_images,
+        batch_size=opts.batch_size,
+    )
     return _validate((model, qgm), eval_data, backends, engine, opts)
 
 

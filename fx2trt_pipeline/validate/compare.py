@@ -60,7 +60,7 @@ def sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
     """
     a, b = _pair(ref, test)
     noise = float(((a - b) ** 2).sum())
-    signal = float((a ** 2).sum())
+    signal = float((a**2).sum())
     if noise == 0.0:
         return math.inf
     if signal == 0.0:
@@ -175,8 +175,13 @@ class ComparisonResult:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-friendly form (infinite SQNR stays a float: ``json`` writes it as ``Infinity``)."""
-        return {"ref": self.ref_name, "test": self.test_name, "passed": bool(self), "missing": self.missing,
-                "outputs": [dict(asdict(s), passed=s.passed) for s in self.outputs]}
+        return {
+            "ref": self.ref_name,
+            "test": self.test_name,
+            "passed": bool(self),
+            "missing": self.missing,
+            "outputs": [dict(asdict(s), passed=s.passed) for s in self.outputs],
+        }
 
     def to_json(self, indent: int | None = 2) -> str:
         """:meth:`to_dict` as a JSON string."""
@@ -184,12 +189,24 @@ class ComparisonResult:
 
     def __str__(self) -> str:
         header = f"{self.test_name} vs {self.ref_name}: {'PASS' if self else 'FAIL'}"
-        rows = [(s.name, "x".join(map(str, s.shape)) or "scalar", f"{s.cosine:.6f}", f"{s.sqnr_db:.2f}",
-                 f"{s.max_abs_error:.3g}", f"{s.mean_abs_error:.3g}", "ok" if s.passed else "; ".join(s.failures))
-                for s in self.outputs]
+        rows = [
+            (
+                s.name,
+                "x".join(map(str, s.shape)) or "scalar",
+                f"{s.cosine:.6f}",
+                f"{s.sqnr_db:.2f}",
+                f"{s.max_abs_error:.3g}",
+                f"{s.mean_abs_error:.3g}",
+                "ok" if s.passed else "; ".join(s.failures),
+            )
+            for s in self.outputs
+        ]
         rows += [(name, "-", "-", "-", "-", "-", f"missing from {self.test_name}") for name in self.missing]
-        return header + "\n" + format_table(("output", "shape", "cosine", "SQNR dB", "max abs", "mean abs",
-                                             "status"), rows)
+        return (
+            header
+            + "\n"
+            + format_table(("output", "shape", "cosine", "SQNR dB", "max abs", "mean abs", "status"), rows)
+        )
 
 
 def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
@@ -200,9 +217,14 @@ def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
-def compare_outputs(ref: Mapping[str, torch.Tensor], test: Mapping[str, torch.Tensor],
-                    tolerances: Tolerance | Mapping[str, Tolerance] | None = None, *,
-                    ref_name: str = "reference", test_name: str = "test") -> ComparisonResult:
+def compare_outputs(
+    ref: Mapping[str, torch.Tensor],
+    test: Mapping[str, torch.Tensor],
+    tolerances: Tolerance | Mapping[str, Tolerance] | None = None,
+    *,
+    ref_name: str = "reference",
+    test_name: str = "test",
+) -> ComparisonResult:
     """Compare every reference output with the test output of the same name.
 
     Args:
@@ -226,8 +248,9 @@ def compare_outputs(ref: Mapping[str, torch.Tensor], test: Mapping[str, torch.Te
     if isinstance(tolerances, Mapping):
         unknown = sorted(set(tolerances) - set(ref) - {"*"})
         if unknown:
-            raise ConfigError(f"tolerances name outputs that the reference does not have: {unknown}; "
-                              f"outputs are {sorted(ref)}")
+            raise ConfigError(
+                f"tolerances name outputs that the reference does not have: {unknown}; outputs are {sorted(ref)}"
+            )
         default = tolerances.get("*", Tolerance())
         per_output = {name: tolerances.get(name, default) for name in ref}
     else:

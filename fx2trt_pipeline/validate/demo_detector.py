@@ -53,8 +53,7 @@ class DemoSetup:
     calib_batches: list[torch.Tensor] = field(default_factory=list)
 
 
-def demo_setup(calib_images: int | None = None, batch_size: int = 50,
-               weights: str | Path | None = None) -> DemoSetup:
+def demo_setup(calib_images: int | None = None, batch_size: int = 50, weights: str | Path | None = None) -> DemoSetup:
     """Load the demo detector, prepare it and calibrate ONCE on the ``calib`` split.
 
     Args:
@@ -79,9 +78,14 @@ def demo_setup(calib_images: int | None = None, batch_size: int = 50,
     return DemoSetup(model, prepared, load_mnist_detection("val"), batches)
 
 
-def validate_demo_detector(calibrator: str = "mse", percentile: float = 99.99, *,
-                           max_images: int | None = None, backends: str | Sequence[str] = "auto",
-                           setup: DemoSetup | None = None) -> AccuracyResult:
+def validate_demo_detector(
+    calibrator: str = "mse",
+    percentile: float = 99.99,
+    *,
+    max_images: int | None = None,
+    backends: str | Sequence[str] = "auto",
+    setup: DemoSetup | None = None,
+) -> AccuracyResult:
     """Quantize the shipped demo detector with one calibrator and validate it on the ``val`` split.
 
     Example:
@@ -93,5 +97,6 @@ def validate_demo_detector(calibrator: str = "mse", percentile: float = 99.99, *
     setup = setup or demo_setup()
     config = QuantConfig(calibrator=calibrator, percentile=percentile, show_progress=False)
     qgm = convert(setup.prepared, config)
-    return validate_detector(setup.model, qgm, setup.val, backends=backends, max_images=max_images,
-                             decode_fn=centernet_decode)
+    return validate_detector(
+        setup.model, qgm, setup.val, backends=backends, max_images=max_images, decode_fn=centernet_decode
+    )

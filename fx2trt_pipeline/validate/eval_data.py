@@ -80,8 +80,10 @@ class EvalData:
         if self.task not in TASKS:
             raise ConfigError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.task == "detection" and (self.dataset is None or self.decode_fn is None):
-            raise ConfigError("Detection needs a COCO-style dataset and a decode_fn (outputs -> boxes, "
-                              "scores, classes); give [model] decode = 'package.module:function' or task 'none'.")
+            raise ConfigError(
+                "Detection needs a COCO-style dataset and a decode_fn (outputs -> boxes, "
+                "scores, classes); give [model] decode = 'package.module:function' or task 'none'."
+            )
 
     @property
     def metric(self) -> str | None:
@@ -122,8 +124,10 @@ class EvalData:
                 self._local = _limit(self.batches, self.max_images)[self.shard.rank :: self.shard.world]
             else:
                 idx = self.indices()
-                self._local = [_collate([self.dataset[i] for i in idx[s : s + self.batch_size]])
-                               for s in range(0, len(idx), self.batch_size)]
+                self._local = [
+                    _collate([self.dataset[i] for i in idx[s : s + self.batch_size]])
+                    for s in range(0, len(idx), self.batch_size)
+                ]
         return self._local
 
     def parity_feeds(self, fallback: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -141,8 +145,10 @@ class EvalData:
 
 def _collate(items: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
     if isinstance(items[0], (tuple, list)):
-        return (torch.stack([torch.as_tensor(it[0]) for it in items]).float(),
-                torch.tensor([int(it[1]) for it in items]))
+        return (
+            torch.stack([torch.as_tensor(it[0]) for it in items]).float(),
+            torch.tensor([int(it[1]) for it in items]),
+        )
     return torch.stack([torch.as_tensor(it) for it in items]).float(), None
 
 

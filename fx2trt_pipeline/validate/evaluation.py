@@ -150,8 +150,9 @@ def _row(key: str, runner: Runner, data: EvalData, refs: _References, engine_sid
     if row.cosine_vs_fp32 is None:
         row.cosine_vs_fp32 = _min_stat(vs_fp32, "cosine")
     if engine_side:
-        vs_sim = compare_outputs(refs.simulated_out, out, Tolerance(min_cosine=None), ref_name="simulated",
-                                 test_name=key)
+        vs_sim = compare_outputs(
+            refs.simulated_out, out, Tolerance(min_cosine=None), ref_name="simulated", test_name=key
+        )
         row.cosine_vs_simulated = _min_stat(vs_sim, "cosine")
         report = runner_tie_parity(refs.qgm, runner, refs.feeds) if refs.qgm is not None else None
         row.tie_parity = None if report is None else json_safe(report.to_dict())
@@ -163,8 +164,13 @@ def _progress_line(row: BackendRow) -> str:
     return f"{row.label}: {shown or 'outputs compared'} ({row.seconds:.1f} s)"
 
 
-def evaluate_backends(runners: Mapping[str, Runner], data: EvalData, plan: BackendPlan, gate: GateSpec,
-                      progress: Callable[[str], None] | None = None) -> Evaluation:
+def evaluate_backends(
+    runners: Mapping[str, Runner],
+    data: EvalData,
+    plan: BackendPlan,
+    gate: GateSpec,
+    progress: Callable[[str], None] | None = None,
+) -> Evaluation:
     """Score every runner on ``data``, compare every INT8 runner with FP32 and the simulated model, gate.
 
     Args:
@@ -181,8 +187,13 @@ def evaluate_backends(runners: Mapping[str, Runner], data: EvalData, plan: Backe
     if "fp32" not in runners or "simulated" not in runners:
         raise ConfigError("evaluate_backends needs the 'fp32' and 'simulated' runners")
     feeds = data.parity_feeds()
-    refs = _References(score_runner(runners["fp32"], data), feeds, runners["fp32"].run(feeds),
-                       runners["simulated"].run(feeds), getattr(runners["simulated"], "module", None))
+    refs = _References(
+        score_runner(runners["fp32"], data),
+        feeds,
+        runners["fp32"].run(feeds),
+        runners["simulated"].run(feeds),
+        getattr(runners["simulated"], "module", None),
+    )
     rows = []
     for key, runner in runners.items():
         rows.append(_row(key, runner, data, refs, key in plan.names))
@@ -190,8 +201,15 @@ def evaluate_backends(runners: Mapping[str, Runner], data: EvalData, plan: Backe
             progress(_progress_line(rows[-1]))
     rows += [BackendRow(k, *backend_label(k), status="skipped", note=why) for k, why in plan.skipped.items()]
     engine = next((k for k in plan.names if k in runners), None)
-    evaluation = Evaluation(data.task, data.metric, rows, engine, plan.reason, data.count(),
-                            parity_images=int(next(iter(feeds.values())).shape[0]))
+    evaluation = Evaluation(
+        data.task,
+        data.metric,
+        rows,
+        engine,
+        plan.reason,
+        data.count(),
+        parity_images=int(next(iter(feeds.values())).shape[0]),
+    )
     evaluation.warnings = plausibility_warnings(evaluation)
     gate_evaluation(evaluation, gate)
     for row in evaluation.engine_side:
@@ -215,9 +233,11 @@ def plausibility_warnings(evaluation: Evaluation) -> list[str]:
     top1 = None if fp32 is None else fp32.metrics.get("top1")
     if evaluation.metric != "top1" or top1 is None or top1 >= IMPLAUSIBLE_TOP1:
         return []
-    return [f"FP32 top-1 is {top1:.2f} on {evaluation.num_samples} images: implausibly low for a trained model; the "
-            "labels probably do not match the model's outputs (check how the class folders map to outputs, or "
-            "give --labels); the agreement with FP32 does not depend on labels"]
+    return [
+        f"FP32 top-1 is {top1:.2f} on {evaluation.num_samples} images: implausibly low for a trained model; the "
+        "labels probably do not match the model's outputs (check how the class folders map to outputs, or "
+        "give --labels); the agreement with FP32 does not depend on labels"
+    ]
 
 
 class CandidateScorer:

@@ -28,6 +28,7 @@ Inputs = list[torch.Tensor | None]
 HandlerResult = torch.Tensor | Sequence[torch.Tensor]
 HandlerFn = Callable[[Any, Inputs], HandlerResult]
 
+
 @dataclass(frozen=True)
 class LayerHandler:
     """A registered handler: the LayerType name it serves and the concrete layer class name."""
@@ -45,8 +46,10 @@ def layer_handler(layer_type: str, class_name: str) -> Callable[[HandlerFn], Han
 
     def register(fn: HandlerFn) -> HandlerFn:
         if layer_type in _HANDLERS:
-            raise InternalError(f"Two executor handlers for LayerType.{layer_type}: "
-                                f"{_HANDLERS[layer_type].fn.__name__} and {fn.__name__}")
+            raise InternalError(
+                f"Two executor handlers for LayerType.{layer_type}: "
+                f"{_HANDLERS[layer_type].fn.__name__} and {fn.__name__}"
+            )
         _HANDLERS[layer_type] = LayerHandler(layer_type, class_name, fn)
         return fn
 

@@ -62,8 +62,11 @@ def _operand_values(layer: Any, inputs: Inputs, base: int) -> tuple[torch.Tensor
     """``(integer values, float32 scale)`` of the operand whose names start at ``inputs[base]``."""
     q, scale, zero_point = inputs[base], inputs[base + 1], inputs[base + 2]
     # TensorRT's INT8 is symmetric; ONNX models carry explicit zero points, which must then be 0.
-    require(zero_point is None or not bool(zero_point.ne(0).any()), layer,
-            "an INT8 operand's dequantize has a nonzero zero point (TensorRT needs symmetric quantization)")
+    require(
+        zero_point is None or not bool(zero_point.ne(0).any()),
+        layer,
+        "an INT8 operand's dequantize has a nonzero zero point (TensorRT needs symmetric quantization)",
+    )
     return q.to(torch.float64), scale.to(torch.float32).reshape(-1)
 
 
@@ -156,6 +159,9 @@ def with_integer_arithmetic(steps: Sequence[Any]) -> list[Any]:
 
 def integer_layers(executor: Any) -> list[str]:
     """Names of the layers a :class:`NetworkExecutor` runs with INT8 arithmetic, in execution order."""
-    return [s.name for s in executor._steps if s.handler.fn not in (run_convolution, run_deconvolution,
-                                                                     run_matrix_multiply)
-            and s.type_name in ("CONVOLUTION", "DECONVOLUTION", "MATRIX_MULTIPLY")]
+    return [
+        s.name
+        for s in executor._steps
+        if s.handler.fn not in (run_convolution, run_deconvolution, run_matrix_multiply)
+        and s.type_name in ("CONVOLUTION", "DECONVOLUTION", "MATRIX_MULTIPLY")
+    ]

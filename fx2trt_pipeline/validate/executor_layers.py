@@ -28,8 +28,9 @@ from fx2trt_pipeline.validate.executor_common import (
 # ----------------------------------------------------------------------------------------- padding
 
 
-def _forward_pads(layer: Any, sizes: Sequence[int], kernel: Sequence[int], stride: Sequence[int]
-                  ) -> tuple[list[int], list[int], list[int]]:
+def _forward_pads(
+    layer: Any, sizes: Sequence[int], kernel: Sequence[int], stride: Sequence[int]
+) -> tuple[list[int], list[int], list[int]]:
     """``(pre, post, overflow)`` per spatial dim for convolution and pooling.
 
     ``overflow`` is the extra tail that EXPLICIT_ROUND_UP needs so the last (partial) window
@@ -72,8 +73,9 @@ _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _DECONV = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
-def _kernel_and_bias(layer: Any, inputs: Inputs, x: torch.Tensor, kernel_shape: Sequence[int]
-                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _kernel_and_bias(
+    layer: Any, inputs: Inputs, x: torch.Tensor, kernel_shape: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Kernel from input 1 (e.g. an int8 constant -> IDequantizeLayer) or from the layer's weights."""
     weight = inputs[1] if len(inputs) > 1 and inputs[1] is not None else None
     if weight is None:
@@ -158,8 +160,7 @@ def run_pooling(layer: Any, inputs: Inputs) -> torch.Tensor:
         results["MAX"] = (F.max_pool2d if m == 2 else F.max_pool3d)(padded, window, stride)
     if kind in ("AVERAGE", "MAX_AVERAGE_BLEND"):
         avg = F.avg_pool2d if m == 2 else F.avg_pool3d
-        total = avg(_pad_spatial(xs, pre, [p + o for p, o in zip(post, overflow)]), window, stride,
-                    divisor_override=1)
+        total = avg(_pad_spatial(xs, pre, [p + o for p, o in zip(post, overflow)]), window, stride, divisor_override=1)
         # Divisor: real elements, plus the explicit padding unless it is excluded; never the
         # round-up overflow (as ONNX Runtime and PyTorch count it).
         ones = torch.ones((1, 1, *xs.shape[-m:]), dtype=xs.dtype, device=xs.device)
@@ -192,13 +193,16 @@ def _resize_coords(layer: Any, out_size: int, in_size: int, scale: float, device
 
 
 _NEAREST_ROUND: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "FLOOR": torch.floor, "CEIL": torch.ceil,
-    "HALF_UP": lambda c: torch.floor(c + 0.5), "HALF_DOWN": lambda c: torch.ceil(c - 0.5),
+    "FLOOR": torch.floor,
+    "CEIL": torch.ceil,
+    "HALF_UP": lambda c: torch.floor(c + 0.5),
+    "HALF_DOWN": lambda c: torch.ceil(c - 0.5),
 }
 
 
 def _cubic_weights(t: torch.Tensor, a: float) -> list[torch.Tensor]:
     """Keys' cubic convolution weights of the 4 taps at offsets -1, 0, 1, 2 from floor(c)."""
+
     def near(d: torch.Tensor) -> torch.Tensor:
         return ((a + 2) * d - (a + 3)) * d * d + 1
 

@@ -34,13 +34,19 @@ def _optional(inputs: Inputs, index: int) -> torch.Tensor | None:
 
 def _broadcast_scale(layer: Any, scale: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Per-tensor for a single-element scale, else per-channel along ``layer.axis``."""
-    require(scale.dim() <= 1, layer, f"block quantization (scale of shape {tuple(scale.shape)}) is not "
-            "supported by the network executor")
+    require(
+        scale.dim() <= 1,
+        layer,
+        f"block quantization (scale of shape {tuple(scale.shape)}) is not supported by the network executor",
+    )
     if scale.numel() == 1:
         return scale.reshape(())
     axis = int(layer.axis) % x.dim()
-    require(x.shape[axis] == scale.numel(), layer,
-            f"{scale.numel()} per-channel scales do not match dim {axis} of shape {tuple(x.shape)}")
+    require(
+        x.shape[axis] == scale.numel(),
+        layer,
+        f"{scale.numel()} per-channel scales do not match dim {axis} of shape {tuple(x.shape)}",
+    )
     shape = [1] * x.dim()
     shape[axis] = -1
     return scale.reshape(shape)
@@ -109,10 +115,20 @@ def _divide(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 _ELEMENTWISE: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "SUM": torch.add, "PROD": torch.mul, "MAX": torch.maximum, "MIN": torch.minimum, "SUB": torch.sub,
-    "DIV": _divide, "POW": torch.pow, "FLOOR_DIV": lambda a, b: torch.div(a, b, rounding_mode="floor"),
-    "AND": torch.logical_and, "OR": torch.logical_or, "XOR": torch.logical_xor,
-    "EQUAL": torch.eq, "GREATER": torch.gt, "LESS": torch.lt,
+    "SUM": torch.add,
+    "PROD": torch.mul,
+    "MAX": torch.maximum,
+    "MIN": torch.minimum,
+    "SUB": torch.sub,
+    "DIV": _divide,
+    "POW": torch.pow,
+    "FLOOR_DIV": lambda a, b: torch.div(a, b, rounding_mode="floor"),
+    "AND": torch.logical_and,
+    "OR": torch.logical_or,
+    "XOR": torch.logical_xor,
+    "EQUAL": torch.eq,
+    "GREATER": torch.gt,
+    "LESS": torch.lt,
 }
 
 
@@ -125,11 +141,30 @@ def run_elementwise(layer: Any, inputs: Inputs) -> torch.Tensor:
 
 
 _UNARY: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "EXP": torch.exp, "LOG": torch.log, "SQRT": torch.sqrt, "RECIP": torch.reciprocal, "ABS": torch.abs,
-    "NEG": torch.neg, "SIN": torch.sin, "COS": torch.cos, "TAN": torch.tan, "SINH": torch.sinh,
-    "COSH": torch.cosh, "ASIN": torch.asin, "ACOS": torch.acos, "ATAN": torch.atan, "ASINH": torch.asinh,
-    "ACOSH": torch.acosh, "ATANH": torch.atanh, "CEIL": torch.ceil, "FLOOR": torch.floor, "ERF": torch.erf,
-    "NOT": torch.logical_not, "SIGN": torch.sign, "ROUND": torch.round, "ISINF": torch.isinf,
+    "EXP": torch.exp,
+    "LOG": torch.log,
+    "SQRT": torch.sqrt,
+    "RECIP": torch.reciprocal,
+    "ABS": torch.abs,
+    "NEG": torch.neg,
+    "SIN": torch.sin,
+    "COS": torch.cos,
+    "TAN": torch.tan,
+    "SINH": torch.sinh,
+    "COSH": torch.cosh,
+    "ASIN": torch.asin,
+    "ACOS": torch.acos,
+    "ATAN": torch.atan,
+    "ASINH": torch.asinh,
+    "ACOSH": torch.acosh,
+    "ATANH": torch.atanh,
+    "CEIL": torch.ceil,
+    "FLOOR": torch.floor,
+    "ERF": torch.erf,
+    "NOT": torch.logical_not,
+    "SIGN": torch.sign,
+    "ROUND": torch.round,
+    "ISINF": torch.isinf,
     "ISNAN": torch.isnan,
 }
 
@@ -183,8 +218,11 @@ def run_shuffle(layer: Any, inputs: Inputs) -> torch.Tensor:
     second transpose. The reshape dims come from input 1 (a shape tensor) or ``reshape_dims``."""
     x = inputs[0].permute(_permutation(layer.first_transpose, inputs[0].dim()))
     shape_input = _optional(inputs, 1)
-    new = shape_values(shape_input) if shape_input is not None else (
-        dims(layer.reshape_dims) if layer.reshape_dims is not None else None)
+    new = (
+        shape_values(shape_input)
+        if shape_input is not None
+        else (dims(layer.reshape_dims) if layer.reshape_dims is not None else None)
+    )
     if new is not None:
         if layer.zero_is_placeholder:
             new = tuple(x.shape[i] if d == 0 else d for i, d in enumerate(new))
@@ -223,8 +261,9 @@ def run_unsqueeze(layer: Any, inputs: Inputs) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------ slice
 
 
-def _slice_indices(mode: str, start: int, size: int, stride: int, extent: int, device: torch.device
-                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _slice_indices(
+    mode: str, start: int, size: int, stride: int, extent: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Source indices along one axis and, for FILL mode, the mask of in-bounds positions."""
     idx = start + torch.arange(size, device=device) * stride
     inside = (idx >= 0) & (idx < extent)
@@ -261,8 +300,11 @@ def run_slice(layer: Any, inputs: Inputs) -> torch.Tensor:
         idx, inside = _slice_indices(mode, st, sz, sd, x.shape[axis], x.device)
         if mode == "STRICT_BOUNDS" and sz > 0:
             last = st + (sz - 1) * sd
-            require(0 <= st < x.shape[axis] and 0 <= last < x.shape[axis], layer,
-                    f"slice {st}:{last}:{sd} is out of bounds of dim {axis} (size {x.shape[axis]})")
+            require(
+                0 <= st < x.shape[axis] and 0 <= last < x.shape[axis],
+                layer,
+                f"slice {st}:{last}:{sd} is out of bounds of dim {axis} (size {x.shape[axis]})",
+            )
         out = out.index_select(axis, idx)
         if inside is not None:
             shape = [1] * x.dim()
@@ -271,8 +313,11 @@ def run_slice(layer: Any, inputs: Inputs) -> torch.Tensor:
             fill_mask = mask if fill_mask is None else fill_mask & mask
     if fill_mask is not None:
         value = _optional(inputs, 4)
-        fill = value.reshape(()).to(out.dtype) if value is not None else torch.zeros((), dtype=out.dtype,
-                                                                                     device=out.device)
+        fill = (
+            value.reshape(()).to(out.dtype)
+            if value is not None
+            else torch.zeros((), dtype=out.dtype, device=out.device)
+        )
         out = torch.where(fill_mask, out, fill)
     return out
 
@@ -300,7 +345,7 @@ def run_gather(layer: Any, inputs: Inputs) -> torch.Tensor:
 def _gather_default(data: torch.Tensor, indices: torch.Tensor, axis: int) -> torch.Tensor:
     """ONNX Gather: output dims are data[:axis] + indices + data[axis + 1:]."""
     picked = data.index_select(axis, indices.reshape(-1))
-    return picked.reshape(*data.shape[:axis], *indices.shape, *data.shape[axis + 1:])
+    return picked.reshape(*data.shape[:axis], *indices.shape, *data.shape[axis + 1 :])
 
 
 def _gather_nd(data: torch.Tensor, indices: torch.Tensor, batch: int) -> torch.Tensor:
@@ -310,11 +355,12 @@ def _gather_nd(data: torch.Tensor, indices: torch.Tensor, batch: int) -> torch.T
     n = int(torch.tensor(batch_shape).prod()) if batch else 1
     flat_data = data.reshape(n, *data.shape[batch:])
     flat_idx = indices.reshape(n, -1, k)
-    flat_idx = torch.where(flat_idx < 0, flat_idx + torch.tensor(data.shape[batch:batch + k],
-                                                                 device=data.device), flat_idx)
+    flat_idx = torch.where(
+        flat_idx < 0, flat_idx + torch.tensor(data.shape[batch : batch + k], device=data.device), flat_idx
+    )
     rows = torch.arange(n, device=data.device)[:, None].expand(n, flat_idx.shape[1])
     picked = flat_data[(rows, *flat_idx.unbind(-1))]
-    return picked.reshape(*batch_shape, *indices.shape[batch:-1], *data.shape[batch + k:])
+    return picked.reshape(*batch_shape, *indices.shape[batch:-1], *data.shape[batch + k :])
 
 
 # ------------------------------------------------------------------------------------- reductions

@@ -116,8 +116,12 @@ class GateResult:
 
 
 def _check_threshold(name: str, value: float, allow_negative: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or \
-            (value < 0 and not allow_negative):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or math.isnan(value)
+        or (value < 0 and not allow_negative)
+    ):
         kind = "a number" if allow_negative else "a non-negative number"
         raise ConfigError(f"{name} must be {kind} in metric units (0.003 = 0.3 points), got {value!r}")
     return float(value)
@@ -130,14 +134,20 @@ def _parity_failures(result: AccuracyResult, name: str, tol: float, require_engi
         return [f"no engine backend ran ({result.engine_reason})"] if require_engine else []
     delta = abs(engine - sim)
     if not delta <= tol + 1e-12:  # "not <=" also fails NaN
-        return [f"engine ({backend}) {name} {engine:.4f} vs simulated {sim:.4f}: |delta| {delta:.4f} "
-                f"> tolerance {tol:.4f}"]
+        return [
+            f"engine ({backend}) {name} {engine:.4f} vs simulated {sim:.4f}: |delta| {delta:.4f} > tolerance {tol:.4f}"
+        ]
     return []
 
 
-def check_parity(result: AccuracyResult, engine_tolerance: float = DEFAULT_ENGINE_TOLERANCE,
-                 int8_budget: float = DEFAULT_INT8_BUDGET, *, metric: str | None = None,
-                 require_engine: bool = True) -> GateResult:
+def check_parity(
+    result: AccuracyResult,
+    engine_tolerance: float = DEFAULT_ENGINE_TOLERANCE,
+    int8_budget: float = DEFAULT_INT8_BUDGET,
+    *,
+    metric: str | None = None,
+    require_engine: bool = True,
+) -> GateResult:
     """Gate a task-metric result: engine parity with the simulated model and the INT8 budget.
 
     Args:
@@ -158,28 +168,34 @@ def check_parity(result: AccuracyResult, engine_tolerance: float = DEFAULT_ENGIN
     name = metric or result.metric
     fp32, sim = result.value("fp32", name), result.value("simulated", name)
     if fp32 is None or sim is None:
-        raise ConfigError(f"The result has no {name!r} metric for fp32/simulated; it has "
-                          f"{sorted(result.runs['simulated'].metrics)}.")
+        raise ConfigError(
+            f"The result has no {name!r} metric for fp32/simulated; it has {sorted(result.runs['simulated'].metrics)}."
+        )
     backend = result.engine_backend
     engine = result.value(backend, name) if backend is not None else None
     delta = None if engine is None else abs(engine - sim)
     drop = fp32 - sim
     failures = _parity_failures(result, name, tol, require_engine)
     if not drop <= budget + 1e-12:
-        failures.append(f"INT8 {name} drop fp32 {fp32:.4f} - simulated {sim:.4f} = {drop:.4f} "
-                        f"> budget {budget:.4f}")
+        failures.append(f"INT8 {name} drop fp32 {fp32:.4f} - simulated {sim:.4f} = {drop:.4f} > budget {budget:.4f}")
     if failures:
         reason = f"FAIL {name}: " + "; ".join(failures)
     else:
-        parity = "engine not checked" if engine is None else \
-            f"engine ({backend}) {engine:.4f} vs simulated {sim:.4f} (|delta| {delta:.4f} <= {tol:.4f})"
-        reason = (f"PASS {name}: {parity}; fp32 {fp32:.4f} - simulated {sim:.4f} = {drop:.4f} "
-                  f"<= budget {budget:.4f}")
+        parity = (
+            "engine not checked"
+            if engine is None
+            else f"engine ({backend}) {engine:.4f} vs simulated {sim:.4f} (|delta| {delta:.4f} <= {tol:.4f})"
+        )
+        reason = f"PASS {name}: {parity}; fp32 {fp32:.4f} - simulated {sim:.4f} = {drop:.4f} <= budget {budget:.4f}"
     return GateResult(not failures, reason, name, fp32, sim, engine, backend, delta, drop, tol, budget)
 
 
-def enforce_parity(result: AccuracyResult, engine_tolerance: float = DEFAULT_ENGINE_TOLERANCE,
-                   int8_budget: float = DEFAULT_INT8_BUDGET, **kwargs: Any) -> GateResult:
+def enforce_parity(
+    result: AccuracyResult,
+    engine_tolerance: float = DEFAULT_ENGINE_TOLERANCE,
+    int8_budget: float = DEFAULT_INT8_BUDGET,
+    **kwargs: Any,
+) -> GateResult:
     """:func:`check_parity`, raising :class:`AccuracyGateError` (message: the one-line reason) on failure.
 
     Example:
@@ -202,8 +218,9 @@ def load_result(source: AccuracyResult | Mapping[str, Any] | str | Path) -> Accu
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"Cannot read the accuracy result {path}: {exc}. Write it with "
-                          "AccuracyResult.to_dict().") from exc
+        raise ConfigError(
+            f"Cannot read the accuracy result {path}: {exc}. Write it with AccuracyResult.to_dict()."
+        ) from exc
     return AccuracyResult.from_dict(data)
 
 
@@ -231,8 +248,13 @@ def check_output_parity(evaluation: Evaluation, spec: GateSpec) -> list[GateLine
         cosine = row.cosine_vs_simulated
         ok = cosine is not None and cosine >= spec.min_cosine
         shown = float("nan") if cosine is None else cosine
-        lines.append(GateLine(ok, f"outputs: {row.key} vs simulated cosine {shown:.6f} "
-                                  f"{'>=' if ok else '<'} {spec.min_cosine} on {evaluation.parity_images} images"))
+        lines.append(
+            GateLine(
+                ok,
+                f"outputs: {row.key} vs simulated cosine {shown:.6f} "
+                f"{'>=' if ok else '<'} {spec.min_cosine} on {evaluation.parity_images} images",
+            )
+        )
     return lines
 
 
@@ -254,16 +276,22 @@ def check_min_metric(evaluation: Evaluation, spec: GateSpec) -> list[GateLine]:
     value = result.value(evaluation.engine_backend)
     value = math.nan if value is None else value
     ok = value >= spec.min_metric
-    return [GateLine(ok, f"{result.metric}: {evaluation.engine_backend} {value:.4f} "
-                         f"{'>=' if ok else '<'} minimum {spec.min_metric:.4f}")]
+    return [
+        GateLine(
+            ok,
+            f"{result.metric}: {evaluation.engine_backend} {value:.4f} "
+            f"{'>=' if ok else '<'} minimum {spec.min_metric:.4f}",
+        )
+    ]
 
 
 #: The checks :func:`gate_evaluation` runs, in order.
 GATE_CHECKS: list[GateCheck] = [check_engine_ran, check_output_parity, check_task_metric, check_min_metric]
 
 
-def gate_evaluation(evaluation: Evaluation, spec: GateSpec,
-                    checks: Sequence[GateCheck] | None = None) -> list[GateLine]:
+def gate_evaluation(
+    evaluation: Evaluation, spec: GateSpec, checks: Sequence[GateCheck] | None = None
+) -> list[GateLine]:
     """Run every check on ``evaluation``; sets ``evaluation.gate_lines`` / ``passed`` and returns the lines.
 
     Example:

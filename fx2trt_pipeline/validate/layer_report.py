@@ -76,8 +76,9 @@ class _ValueCapture(Interpreter):
         return result
 
 
-def capture_node_values(gm: GraphModule, inputs: Sequence[torch.Tensor], names: set[str] | None = None
-                        ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+def capture_node_values(
+    gm: GraphModule, inputs: Sequence[torch.Tensor], names: set[str] | None = None
+) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
     """Run ``gm`` on ``inputs``; return ``({node name: tensor}, flattened outputs)``.
 
     Example:
@@ -118,8 +119,16 @@ class ParityReport:
 
     def to_json(self, indent: int | None = 2) -> str:
         """Both comparisons and the node -> layer map as JSON."""
-        return json.dumps({"passed": bool(self), "outputs": self.outputs.to_dict(), "layers": self.layers.to_dict(),
-                           "layer_of": self.layer_of, "first_divergence": self.first_divergence()}, indent=indent)
+        return json.dumps(
+            {
+                "passed": bool(self),
+                "outputs": self.outputs.to_dict(),
+                "layers": self.layers.to_dict(),
+                "layer_of": self.layer_of,
+                "first_divergence": self.first_divergence(),
+            },
+            indent=indent,
+        )
 
     def __str__(self) -> str:
         first = self.first_divergence()
@@ -127,8 +136,9 @@ class ParityReport:
         return f"{self.outputs}\n\nintermediate layers ({len(self.layers.outputs)}):\n{self.layers}{tail}"
 
 
-def _match_layers(node_values: Mapping[str, torch.Tensor], captured: Mapping[str, torch.Tensor],
-                  layer_names: Sequence[str]) -> dict[str, str]:
+def _match_layers(
+    node_values: Mapping[str, torch.Tensor], captured: Mapping[str, torch.Tensor], layer_names: Sequence[str]
+) -> dict[str, str]:
     """Node name -> the layer holding its value: the last layer named ``node`` or ``node.*`` (network
     order) whose output has the node's shape (a converter's final layer produces the node's value)."""
     by_node: dict[str, list[str]] = {}
@@ -142,8 +152,9 @@ def _match_layers(node_values: Mapping[str, torch.Tensor], captured: Mapping[str
     return matched
 
 
-def _feeds(executor: NetworkExecutor, inputs: Sequence[torch.Tensor] | Mapping[str, torch.Tensor]
-           ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+def _feeds(
+    executor: NetworkExecutor, inputs: Sequence[torch.Tensor] | Mapping[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
     if isinstance(inputs, Mapping):
         return dict(inputs), [inputs[n] for n in executor.input_names]
     if len(inputs) != len(executor.input_names):
@@ -151,8 +162,12 @@ def _feeds(executor: NetworkExecutor, inputs: Sequence[torch.Tensor] | Mapping[s
     return dict(zip(executor.input_names, inputs)), list(inputs)
 
 
-def layer_parity(qgm: GraphModule, network: Any, inputs: Sequence[torch.Tensor] | Mapping[str, torch.Tensor],
-                 tolerance: Tolerance | None = None) -> ParityReport:
+def layer_parity(
+    qgm: GraphModule,
+    network: Any,
+    inputs: Sequence[torch.Tensor] | Mapping[str, torch.Tensor],
+    tolerance: Tolerance | None = None,
+) -> ParityReport:
     """Compare the simulated GraphModule with the network executor, outputs and layer by layer.
 
     Args:
@@ -181,16 +196,23 @@ def layer_parity(qgm: GraphModule, network: Any, inputs: Sequence[torch.Tensor] 
     values, sim_outputs = capture_node_values(qgm, positional)
     outputs, captured = executor.run(feeds, capture="all")
     if len(sim_outputs) != len(executor.output_names):
-        raise ConfigError(f"The GraphModule returns {len(sim_outputs)} tensors but the network has "
-                          f"{len(executor.output_names)} outputs")
+        raise ConfigError(
+            f"The GraphModule returns {len(sim_outputs)} tensors but the network has "
+            f"{len(executor.output_names)} outputs"
+        )
     tol = tolerance or PARITY_TOLERANCE
-    out_result = compare_outputs(dict(zip(executor.output_names, sim_outputs)), outputs, tol,
-                                 ref_name="simulated", test_name="network_executor")
+    out_result = compare_outputs(
+        dict(zip(executor.output_names, sim_outputs)), outputs, tol, ref_name="simulated", test_name="network_executor"
+    )
     computed = {k: v for k, v in values.items() if k in {n.name for n in qgm.graph.nodes if n.op != "get_attr"}}
     layer_of = _match_layers(computed, captured, [name for name, _ in executor.layers])
-    layer_result = compare_outputs({n: computed[n] for n in computed if n in layer_of},
-                                   {n: captured[layer] for n, layer in layer_of.items()}, tol,
-                                   ref_name="simulated", test_name="network_executor")
+    layer_result = compare_outputs(
+        {n: computed[n] for n in computed if n in layer_of},
+        {n: captured[layer] for n, layer in layer_of.items()},
+        tol,
+        ref_name="simulated",
+        test_name="network_executor",
+    )
     return ParityReport(out_result, layer_result, layer_of)
 
 
@@ -232,17 +254,38 @@ class LayerErrorTable(list[LayerErrorRow]):
         return json.dumps([asdict(r) for r in self], indent=indent)
 
     def __str__(self) -> str:
-        header = ("layer", "op", "alone SQNR dB", "alone cos", "accum SQNR dB", "accum cos", "weight SQNR dB",
-                  "weight cos")
-        rows = [(r.layer, r.op, _fmt(r.activation_sqnr_db, 2), _fmt(r.activation_cosine, 5),
-                 _fmt(r.accumulated_sqnr_db, 2), _fmt(r.accumulated_cosine, 5), _fmt(r.weight_sqnr_db, 2),
-                 _fmt(r.weight_cosine, 5)) for r in self.worst_first()]
+        header = (
+            "layer",
+            "op",
+            "alone SQNR dB",
+            "alone cos",
+            "accum SQNR dB",
+            "accum cos",
+            "weight SQNR dB",
+            "weight cos",
+        )
+        rows = [
+            (
+                r.layer,
+                r.op,
+                _fmt(r.activation_sqnr_db, 2),
+                _fmt(r.activation_cosine, 5),
+                _fmt(r.accumulated_sqnr_db, 2),
+                _fmt(r.accumulated_cosine, 5),
+                _fmt(r.weight_sqnr_db, 2),
+                _fmt(r.weight_cosine, 5),
+            )
+            for r in self.worst_first()
+        ]
         return format_table(header, rows)
 
 
-def float_reference_graph(model: torch.nn.Module, qgm: GraphModule,
-                          concrete_args: dict[str, Any] | None = None,
-                          example_inputs: Sequence[Any] | None = None) -> GraphModule:
+def float_reference_graph(
+    model: torch.nn.Module,
+    qgm: GraphModule,
+    concrete_args: dict[str, Any] | None = None,
+    example_inputs: Sequence[Any] | None = None,
+) -> GraphModule:
     """The captured, BN-folded float graph of ``model`` with the quantizer's node names.
 
     Built on a copy of ``model`` (folding never touches the caller's model) with the leaf modules
@@ -262,8 +305,10 @@ def float_reference_graph(model: torch.nn.Module, qgm: GraphModule,
 
 
 def _is_torch_ao_graph(gm: GraphModule) -> bool:
-    return any(n.op == "call_function" and n.target in (torch.quantize_per_tensor, torch.quantize_per_channel)
-               for n in gm.graph.nodes)
+    return any(
+        n.op == "call_function" and n.target in (torch.quantize_per_tensor, torch.quantize_per_channel)
+        for n in gm.graph.nodes
+    )
 
 
 def _reference_module(module: torch.nn.Module) -> torch.nn.Module | None:
@@ -335,8 +380,9 @@ def _run_alone(qgm: GraphModule, node: Node, env: Mapping[str, torch.Tensor]) ->
     return node.target(*args, **kwargs)
 
 
-def _float_weight(float_gm: GraphModule, float_node: Node, position: int,
-                  float_values: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+def _float_weight(
+    float_gm: GraphModule, float_node: Node, position: int, float_values: Mapping[str, torch.Tensor]
+) -> torch.Tensor | None:
     if float_node.op == "call_module":
         weight = getattr(float_gm.get_submodule(str(float_node.target)), "weight", None)
         return weight.detach() if isinstance(weight, torch.Tensor) else None
@@ -344,8 +390,12 @@ def _float_weight(float_gm: GraphModule, float_node: Node, position: int,
     return float_values.get(arg.name) if isinstance(arg, Node) else None
 
 
-def quant_error_table(float_model: torch.nn.Module, qgm: GraphModule, inputs: Sequence[torch.Tensor],
-                      concrete_args: dict[str, Any] | None = None) -> LayerErrorTable:
+def quant_error_table(
+    float_model: torch.nn.Module,
+    qgm: GraphModule,
+    inputs: Sequence[torch.Tensor],
+    concrete_args: dict[str, Any] | None = None,
+) -> LayerErrorTable:
     """Quantization error of every layer with quantized inputs or weights.
 
     Weights are compared with the BN-folded float weights the quantizer started from: a float model
@@ -378,8 +428,11 @@ def quant_error_table(float_model: torch.nn.Module, qgm: GraphModule, inputs: Se
     ctx = _ErrorContext(float_gm, {n.name: n for n in float_gm.graph.nodes}, float_values, quant_values)
     rows = LayerErrorTable()
     for node in qgm.graph.nodes:
-        if node.op not in ("call_function", "call_module", "call_method") or qdq_ops.is_any_quantize(node) \
-                or qdq_ops.is_any_dequantize(node):
+        if (
+            node.op not in ("call_function", "call_module", "call_method")
+            or qdq_ops.is_any_quantize(node)
+            or qdq_ops.is_any_dequantize(node)
+        ):
             continue
         acts, weights = _quantized_args(node)
         if (acts or weights) and node.name in float_values and node.name in quant_values:
@@ -387,8 +440,9 @@ def quant_error_table(float_model: torch.nn.Module, qgm: GraphModule, inputs: Se
     return rows
 
 
-def _folded_float_graph(float_model: torch.nn.Module, qgm: GraphModule, concrete_args: dict[str, Any] | None,
-                        inputs: Sequence[torch.Tensor]) -> GraphModule:
+def _folded_float_graph(
+    float_model: torch.nn.Module, qgm: GraphModule, concrete_args: dict[str, Any] | None, inputs: Sequence[torch.Tensor]
+) -> GraphModule:
     if not isinstance(float_model, GraphModule) and _is_torch_ao_graph(qgm):
         return torch_ao_float_twin(qgm)  # torch.ao graphs carry no quantization state: use the graph itself
     if not isinstance(float_model, GraphModule):
@@ -412,12 +466,14 @@ class _ErrorContext:
     def base(self) -> ChainMap:
         # Inputs a layer sees when run alone: float values where the float model has the node (an
         # unquantized residual input, say), else the quantized graph's own values (biases, scales).
-        return ChainMap({k: v for k, v in self.float_values.items() if self.float_nodes[k].op != "get_attr"},
-                        self.quant_values)
+        return ChainMap(
+            {k: v for k, v in self.float_values.items() if self.float_nodes[k].op != "get_attr"}, self.quant_values
+        )
 
 
-def _error_row(qgm: GraphModule, node: Node, quantized: tuple[list[Node], list[tuple[int, Node]]],
-               ctx: _ErrorContext) -> LayerErrorRow:
+def _error_row(
+    qgm: GraphModule, node: Node, quantized: tuple[list[Node], list[tuple[int, Node]]], ctx: _ErrorContext
+) -> LayerErrorRow:
     acts, weights = quantized
     env: dict[str, torch.Tensor] = {}  # this layer's inputs, over the shared base values
     for dq in acts:  # the float input, through this layer's own Q/DQ
@@ -442,6 +498,12 @@ def _error_row(qgm: GraphModule, node: Node, quantized: tuple[list[Node], list[t
             w_cos = cosine_similarity(w_float, ctx.quant_values[wdq.name])
     same = tuple(accumulated.shape) == tuple(ref.shape)
     return LayerErrorRow(
-        node.name, _op_label(qgm, node), sqnr_db(ref, alone), cosine_similarity(ref, alone),
-        sqnr_db(ref, accumulated) if same else math.nan, cosine_similarity(ref, accumulated) if same else math.nan,
-        w_sqnr, w_cos)
+        node.name,
+        _op_label(qgm, node),
+        sqnr_db(ref, alone),
+        cosine_similarity(ref, alone),
+        sqnr_db(ref, accumulated) if same else math.nan,
+        cosine_similarity(ref, accumulated) if same else math.nan,
+        w_sqnr,
+        w_cos,
+    )

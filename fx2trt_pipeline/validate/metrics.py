@@ -22,8 +22,18 @@ from fx2trt_pipeline.errors import ConfigError
 
 # COCOeval.stats order; -1.0 means "no ground truth in that area range" (pycocotools' convention).
 COCO_STAT_NAMES = (
-    "mAP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
-    "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large",
+    "mAP",
+    "AP50",
+    "AP75",
+    "AP_small",
+    "AP_medium",
+    "AP_large",
+    "AR1",
+    "AR10",
+    "AR100",
+    "AR_small",
+    "AR_medium",
+    "AR_large",
 )
 
 DecodeFn = Callable[[Any], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -39,8 +49,9 @@ def _as_coco(coco_gt: Any) -> Any:
     return coco_gt
 
 
-def coco_map(predictions: Sequence[Mapping[str, Any]], coco_gt: Any,
-             img_ids: Sequence[int] | None = None) -> dict[str, float]:
+def coco_map(
+    predictions: Sequence[Mapping[str, Any]], coco_gt: Any, img_ids: Sequence[int] | None = None
+) -> dict[str, float]:
     """Score box detections against COCO ground truth with pycocotools' ``COCOeval`` (quietly).
 
     Args:
@@ -74,8 +85,9 @@ def coco_map(predictions: Sequence[Mapping[str, Any]], coco_gt: Any,
         return {name: 0.0 for name in COCO_STAT_NAMES}
     unknown = {int(p["image_id"]) for p in predictions} - set(gt.getImgIds())
     if unknown:
-        raise ConfigError(f"{len(unknown)} predicted image id(s) are not in the ground truth, "
-                          f"e.g. {sorted(unknown)[:5]}.")
+        raise ConfigError(
+            f"{len(unknown)} predicted image id(s) are not in the ground truth, e.g. {sorted(unknown)[:5]}."
+        )
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes([dict(p) for p in predictions])  # loadRes adds keys: keep callers' dicts intact
         ev = COCOeval(gt, dt, iouType="bbox")
@@ -86,9 +98,13 @@ def coco_map(predictions: Sequence[Mapping[str, Any]], coco_gt: Any,
     return {name: float(v) for name, v in zip(COCO_STAT_NAMES, ev.stats)}
 
 
-def detections_to_coco(image_ids: Sequence[int], detections: Detections,
-                       category_ids: Sequence[int] | None = None, transforms: Sequence[Any] | None = None,
-                       score_threshold: float = 0.0) -> list[dict[str, Any]]:
+def detections_to_coco(
+    image_ids: Sequence[int],
+    detections: Detections,
+    category_ids: Sequence[int] | None = None,
+    transforms: Sequence[Any] | None = None,
+    score_threshold: float = 0.0,
+) -> list[dict[str, Any]]:
     """Turn per-image detections into COCO result dicts.
 
     Args:
@@ -118,17 +134,20 @@ def detections_to_coco(image_ids: Sequence[int], detections: Detections,
         cls = torch.as_tensor(classes[b]).detach().cpu().reshape(-1).long()
         keep = score >= score_threshold
         for (x0, y0, x1, y1), s, c in zip(box[keep].tolist(), score[keep].tolist(), cls[keep].tolist()):
-            results.append({
-                "image_id": int(image_id),
-                "category_id": int(category_ids[c]) if category_ids is not None else int(c),
-                "bbox": [round(x0, 3), round(y0, 3), round(x1 - x0, 3), round(y1 - y0, 3)],
-                "score": round(float(s), 5),
-            })
+            results.append(
+                {
+                    "image_id": int(image_id),
+                    "category_id": int(category_ids[c]) if category_ids is not None else int(c),
+                    "bbox": [round(x0, 3), round(y0, 3), round(x1 - x0, 3), round(y1 - y0, 3)],
+                    "score": round(float(s), 5),
+                }
+            )
     return results
 
 
-def topk_accuracy(logits: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray,
-                  ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+def topk_accuracy(
+    logits: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, ks: Sequence[int] = (1, 5)
+) -> dict[str, float]:
     """Fraction of samples whose label is among the ``k`` highest logits, for each ``k``.
 
     Ties are broken by ``torch.topk`` (first index wins), as in torchvision's references.
@@ -142,8 +161,9 @@ def topk_accuracy(logits: torch.Tensor | np.ndarray, labels: torch.Tensor | np.n
     """
     logits, labels = torch.as_tensor(logits), torch.as_tensor(labels).long().reshape(-1)
     if logits.ndim != 2 or logits.shape[0] != labels.shape[0]:
-        raise ConfigError(f"topk_accuracy needs (N, C) logits and (N,) labels, got {tuple(logits.shape)} "
-                          f"and {tuple(labels.shape)}.")
+        raise ConfigError(
+            f"topk_accuracy needs (N, C) logits and (N,) labels, got {tuple(logits.shape)} and {tuple(labels.shape)}."
+        )
     if max(ks) > logits.shape[1]:
         raise ConfigError(f"k={max(ks)} exceeds the {logits.shape[1]} classes.")
     top = logits.topk(max(ks), dim=1).indices
@@ -164,8 +184,9 @@ def agreement(reference: torch.Tensor, test: torch.Tensor, ks: Sequence[int] = (
     """
     reference, test = torch.as_tensor(reference).float(), torch.as_tensor(test).float()
     if reference.shape != test.shape or reference.ndim != 2:
-        raise ConfigError(f"agreement needs two (N, C) outputs of one shape, got {tuple(reference.shape)} and "
-                          f"{tuple(test.shape)}.")
+        raise ConfigError(
+            f"agreement needs two (N, C) outputs of one shape, got {tuple(reference.shape)} and {tuple(test.shape)}."
+        )
     wanted = [k for k in ks if k <= reference.shape[1]] or [1]
     top = test.topk(max(wanted), dim=1).indices
     hits = top == reference.argmax(1)[:, None]
@@ -184,8 +205,13 @@ def output_cosine(reference: torch.Tensor, test: torch.Tensor) -> float:
     return 1.0 if norm == 0.0 and float(a.norm() + b.norm()) == 0.0 else float(a @ b) / max(norm, 1e-300)
 
 
-def detector_predictions(model_fn: Callable[[torch.Tensor], Any], dataset: Any, decode_fn: DecodeFn,
-                         indices: Sequence[int], batch_size: int = 50) -> list[dict[str, Any]]:
+def detector_predictions(
+    model_fn: Callable[[torch.Tensor], Any],
+    dataset: Any,
+    decode_fn: DecodeFn,
+    indices: Sequence[int],
+    batch_size: int = 50,
+) -> list[dict[str, Any]]:
     """COCO result dicts of ``model_fn`` on the dataset items ``indices`` (any subset: a rank's shard).
 
     Predictions of disjoint shards concatenate into the predictions of their union, so several
@@ -200,8 +226,7 @@ def detector_predictions(model_fn: Callable[[torch.Tensor], Any], dataset: Any, 
             x = torch.stack([item[0] for item in items]).float()
             detections = decode_fn(model_fn(x))
             transforms = [dataset.transform(i) for i in idx] if hasattr(dataset, "transform") else None
-            predictions += detections_to_coco([int(item[1]) for item in items], detections, category_ids,
-                                              transforms)
+            predictions += detections_to_coco([int(item[1]) for item in items], detections, category_ids, transforms)
     return predictions
 
 
@@ -213,8 +238,13 @@ def image_ids_of(dataset: Any, indices: Sequence[int]) -> list[int]:
     return [int(dataset[i][1]) for i in indices]
 
 
-def evaluate_detector(model_fn: Callable[[torch.Tensor], Any], dataset: Any, decode_fn: DecodeFn | None,
-                      batch_size: int = 50, max_images: int | None = None) -> dict[str, float]:
+def evaluate_detector(
+    model_fn: Callable[[torch.Tensor], Any],
+    dataset: Any,
+    decode_fn: DecodeFn | None,
+    batch_size: int = 50,
+    max_images: int | None = None,
+) -> dict[str, float]:
     """Run a detector callable over a COCO-style dataset and return its COCO metrics.
 
     Args:
@@ -245,8 +275,10 @@ def evaluate_detector(model_fn: Callable[[torch.Tensor], Any], dataset: Any, dec
         (32.0, True)
     """
     if decode_fn is None:
-        raise ConfigError("evaluate_detector needs decode_fn (outputs -> boxes, scores, classes); for the "
-                          "demo CenterNet use fx2trt_pipeline.validate.demo_detector.centernet_decode.")
+        raise ConfigError(
+            "evaluate_detector needs decode_fn (outputs -> boxes, scores, classes); for the "
+            "demo CenterNet use fx2trt_pipeline.validate.demo_detector.centernet_decode."
+        )
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
     indices = list(range(n))
     predictions = detector_predictions(model_fn, dataset, decode_fn, indices, batch_size)

@@ -122,12 +122,25 @@ class NetworkExecutor:
             layer.__class__ = getattr(trt, handler.class_name)
             inputs = [t.name if t is not None else None for t in (layer.get_input(j) for j in range(layer.num_inputs))]
             outs = [layer.get_output(j) for j in range(layer.num_outputs)]
-            steps.append(_Step(layer, layer.name, type_name, handler, inputs, [t.name for t in outs],
-                               [torch_dtype(t.dtype) for t in outs], [tuple(t.shape) for t in outs], []))
+            steps.append(
+                _Step(
+                    layer,
+                    layer.name,
+                    type_name,
+                    handler,
+                    inputs,
+                    [t.name for t in outs],
+                    [torch_dtype(t.dtype) for t in outs],
+                    [tuple(t.shape) for t in outs],
+                    [],
+                )
+            )
         if missing:
             raise ConversionError(
-                f"The network executor does not implement {len(missing)} layer(s):\n" + "\n".join(missing)
-                + f"\nImplemented layer types: {', '.join(supported_layer_types())}.")
+                f"The network executor does not implement {len(missing)} layer(s):\n"
+                + "\n".join(missing)
+                + f"\nImplemented layer types: {', '.join(supported_layer_types())}."
+            )
         steps = with_integer_arithmetic(self._topological(steps))
         self._plan_frees(steps)
         return steps
@@ -188,16 +201,19 @@ class NetworkExecutor:
             else:
                 unknown.append(name)
         if unknown:
-            raise ConfigError(f"capture names not in the network (neither layer nor tensor names): {unknown[:10]}"
-                              + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""))
+            raise ConfigError(
+                f"capture names not in the network (neither layer nor tensor names): {unknown[:10]}"
+                + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+            )
         return plan
 
     def _bind_feeds(self, feeds: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.device]:
         missing = [n for n in self.input_names if n not in feeds]
         extra = [n for n in feeds if n not in self._input_specs]
         if missing or extra:
-            raise ConfigError(f"Feeds do not match the network inputs {self.input_names}: "
-                              f"missing {missing}, unexpected {extra}")
+            raise ConfigError(
+                f"Feeds do not match the network inputs {self.input_names}: missing {missing}, unexpected {extra}"
+            )
         env: dict[str, torch.Tensor] = {}
         devices = {feeds[n].device for n in self.input_names}
         if len(devices) > 1:
@@ -206,8 +222,9 @@ class NetworkExecutor:
             spec, value = self._input_specs[name], feeds[name]
             declared = tuple(spec.shape)
             if len(declared) != value.dim() or any(d >= 0 and d != v for d, v in zip(declared, value.shape)):
-                raise ConfigError(f"Feed {name!r} has shape {tuple(value.shape)}; the network input is {declared} "
-                                  "(-1 = dynamic)")
+                raise ConfigError(
+                    f"Feed {name!r} has shape {tuple(value.shape)}; the network input is {declared} (-1 = dynamic)"
+                )
             dtype = torch_dtype(spec.dtype)
             if value.dtype != dtype and not (value.is_floating_point() and dtype.is_floating_point):
                 raise ConfigError(f"Feed {name!r} is {value.dtype}; the network input is {dtype}")
@@ -226,20 +243,25 @@ class NetworkExecutor:
             raise
         except Exception as exc:
             shapes = [tuple(t.shape) if t is not None else None for t in inputs]
-            raise ConversionError(f"Layer {step.name!r} (LayerType.{step.type_name}) failed in the network "
-                                  f"executor on inputs of shapes {shapes}: {exc.__class__.__name__}: {exc}") from exc
+            raise ConversionError(
+                f"Layer {step.name!r} (LayerType.{step.type_name}) failed in the network "
+                f"executor on inputs of shapes {shapes}: {exc.__class__.__name__}: {exc}"
+            ) from exc
         outs = [result] if isinstance(result, torch.Tensor) else list(result)
         outs = [t.to(device=device, dtype=dt) for t, dt in zip(outs, step.out_dtypes)]
         for t, declared, tname in zip(outs, step.out_shapes, step.outputs):
             if len(declared) != t.dim() or any(d >= 0 and d != v for d, v in zip(declared, t.shape)):
-                raise InternalError(f"Network executor: layer {step.name!r} (LayerType.{step.type_name}) computed "
-                                    f"{tname!r} with shape {tuple(t.shape)}, but TensorRT declares {declared}")
+                raise InternalError(
+                    f"Network executor: layer {step.name!r} (LayerType.{step.type_name}) computed "
+                    f"{tname!r} with shape {tuple(t.shape)}, but TensorRT declares {declared}"
+                )
         if step.type_name == "CONSTANT":
             self._constants[cache_key] = outs[0]
         return outs
 
-    def run(self, feeds: Mapping[str, torch.Tensor], capture: Capture = (), substitute: Substitute | None = None
-            ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def run(
+        self, feeds: Mapping[str, torch.Tensor], capture: Capture = (), substitute: Substitute | None = None
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Execute the network.
 
         Args:

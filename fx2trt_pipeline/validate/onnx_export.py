@@ -101,8 +101,10 @@ def unexportable_nodes(gm: torch.fx.GraphModule) -> list[tuple[str, str, str, st
     rows = []
     for node in gm.graph.nodes:
         if _is_torch_ao_quant(node):
-            reason = ("torch.ao quantized (qint8) tensors have no ONNX translation; quantize with "
-                      "ftp.quantize(), whose Q/DQ ops export")
+            reason = (
+                "torch.ao quantized (qint8) tensors have no ONNX translation; quantize with "
+                "ftp.quantize(), whose Q/DQ ops export"
+            )
             rows.append((node.name, _target_label(node), reason, node_location(node)))
             continue
         namespace = getattr(node.target, "namespace", None)
@@ -180,8 +182,13 @@ class OnnxExportOptions:
     opset: int = 18
 
 
-def export_qdq_onnx(qgm: torch.fx.GraphModule, example_inputs: Sequence[torch.Tensor], path: str | Path,
-                    options: OnnxExportOptions | None = None, **fields: Any) -> Path:
+def export_qdq_onnx(
+    qgm: torch.fx.GraphModule,
+    example_inputs: Sequence[torch.Tensor],
+    path: str | Path,
+    options: OnnxExportOptions | None = None,
+    **fields: Any,
+) -> Path:
     """Export a quantized GraphModule to a QDQ ONNX file that ONNX Runtime and TensorRT accept.
 
     Integer-arithmetic layers (:mod:`fx2trt_pipeline.quantize.int8_ops`) export as their functional
@@ -212,10 +219,12 @@ def export_qdq_onnx(qgm: torch.fx.GraphModule, example_inputs: Sequence[torch.Te
     """
     opts = dataclasses.replace(options or OnnxExportOptions(), **fields)
     if opts.opset < MIN_OPSET:
-        raise ExportError(f"opset {opts.opset} cannot be written: the torch.export-based ONNX exporter writes opset "
-                          f"{MIN_OPSET} or later (its version converter does not go lower, and ONNX's own converter "
-                          f"breaks ReduceMean); export with opset={MIN_OPSET}, which TensorRT's OnnxParser and ONNX "
-                          "Runtime read")
+        raise ExportError(
+            f"opset {opts.opset} cannot be written: the torch.export-based ONNX exporter writes opset "
+            f"{MIN_OPSET} or later (its version converter does not go lower, and ONNX's own converter "
+            f"breaks ReduceMean); export with opset={MIN_OPSET}, which TensorRT's OnnxParser and ONNX "
+            "Runtime read"
+        )
     rows = unexportable_nodes(qgm)
     if rows:
         _raise_unexportable(rows)
@@ -233,19 +242,29 @@ def export_qdq_onnx(qgm: torch.fx.GraphModule, example_inputs: Sequence[torch.Te
 def _export_model(gm: torch.fx.GraphModule, example: tuple[torch.Tensor, ...], opts: OnnxExportOptions) -> Any:
     """The exporter's ModelProto; its failures name the graph nodes the message mentions."""
     placeholders = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
-    names_in = list(opts.input_names) if opts.input_names is not None else placeholders[:len(example)]
+    names_in = list(opts.input_names) if opts.input_names is not None else placeholders[: len(example)]
     table = _translation_table(opts.opset)
     try:
         with _quiet_eval(gm):
             program = torch.onnx.export(
-                gm, example, dynamo=True, opset_version=opts.opset, input_names=names_in,
+                gm,
+                example,
+                dynamo=True,
+                opset_version=opts.opset,
+                input_names=names_in,
                 output_names=list(opts.output_names) if opts.output_names is not None else None,
                 dynamic_shapes=_dynamic_shapes(gm, len(example)) if opts.dynamic_batch else None,
-                custom_translation_table=table, verbose=False, report=False)
+                custom_translation_table=table,
+                verbose=False,
+                report=False,
+            )
     except Exception as exc:  # the exporter raises many types; name the graph nodes it mentions
         message = f"{exc.__class__.__name__}: {exc}"
-        mentioned = [(n.name, _target_label(n), "named in the exporter's error", node_location(n))
-                     for n in gm.graph.nodes if n.op.startswith("call") and _target_label(n) in message]
+        mentioned = [
+            (n.name, _target_label(n), "named in the exporter's error", node_location(n))
+            for n in gm.graph.nodes
+            if n.op.startswith("call") and _target_label(n) in message
+        ]
         if mentioned:
             _raise_unexportable(mentioned, f"ONNX export failed: {message[:2000]}")
         raise ExportError(f"ONNX export failed: {message[:2000]}") from exc
@@ -257,8 +276,10 @@ def _check_model(model: Any, qgm: torch.fx.GraphModule, opset: int) -> None:
     onnx = importlib.import_module("onnx")
     written = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if written != opset:
-        raise ExportError(f"The exporter wrote opset {written} where {opset} was asked; export with opset={written} "
-                          "or a torch/onnxscript version that can write the requested opset")
+        raise ExportError(
+            f"The exporter wrote opset {written} where {opset} was asked; export with opset={written} "
+            "or a torch/onnxscript version that can write the requested opset"
+        )
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
@@ -267,8 +288,10 @@ def _check_model(model: Any, qgm: torch.fx.GraphModule, opset: int) -> None:
     want_dq = qdq_ops.distinct_dequantize_count(qgm)
     got_q, got_dq = _count_qdq(model)
     if got_q < want_q or got_dq < want_dq:
-        raise ExportError(f"The exporter dropped Q/DQ nodes ({got_q}/{want_q} QuantizeLinear, {got_dq}/{want_dq} "
-                          "DequantizeLinear): the ONNX model would not be quantized like the GraphModule")
+        raise ExportError(
+            f"The exporter dropped Q/DQ nodes ({got_q}/{want_q} QuantizeLinear, {got_dq}/{want_dq} "
+            "DequantizeLinear): the ONNX model would not be quantized like the GraphModule"
+        )
 
 
 def _rename_value(model: Any, old: str, new: str) -> None:
@@ -285,8 +308,11 @@ def _rename_value(model: Any, old: str, new: str) -> None:
 
 def _name_batch_dim(model: Any) -> None:
     """Call the exporter's symbol for dim 0 of the inputs ``batch`` (it picks names like ``s77``)."""
-    symbols = {i.type.tensor_type.shape.dim[0].dim_param for i in model.graph.input
-               if i.type.tensor_type.shape.dim and i.type.tensor_type.shape.dim[0].dim_param}
+    symbols = {
+        i.type.tensor_type.shape.dim[0].dim_param
+        for i in model.graph.input
+        if i.type.tensor_type.shape.dim and i.type.tensor_type.shape.dim[0].dim_param
+    }
     for value in (*model.graph.input, *model.graph.output, *model.graph.value_info):
         for dim in value.type.tensor_type.shape.dim:
             if dim.dim_param in symbols:

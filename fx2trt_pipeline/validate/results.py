@@ -92,11 +92,19 @@ class AccuracyResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form; :meth:`from_dict` inverts it."""
-        return {"task": self.task, "metric": self.metric, "engine_backend": self.engine_backend,
-                "engine_reason": self.engine_reason, "num_samples": self.num_samples,
-                "runs": {k: {"metrics": dict(r.metrics), "seconds": r.seconds} for k, r in self.runs.items()},
-                "fp32": self.fp32, "simulated": self.simulated, "engine": self.engine,
-                "int8_drop": self.int8_drop, "engine_delta": self.engine_delta}
+        return {
+            "task": self.task,
+            "metric": self.metric,
+            "engine_backend": self.engine_backend,
+            "engine_reason": self.engine_reason,
+            "num_samples": self.num_samples,
+            "runs": {k: {"metrics": dict(r.metrics), "seconds": r.seconds} for k, r in self.runs.items()},
+            "fp32": self.fp32,
+            "simulated": self.simulated,
+            "engine": self.engine,
+            "int8_drop": self.int8_drop,
+            "engine_delta": self.engine_delta,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AccuracyResult:
@@ -106,31 +114,45 @@ class AccuracyResult:
             ConfigError: keys are missing or the runs lack ``fp32`` / ``simulated``.
         """
         try:
-            runs = {k: BackendRun(k, {m: float(v) for m, v in r["metrics"].items()},
-                                  float(r.get("seconds", 0.0))) for k, r in data["runs"].items()}
-            result = cls(str(data["task"]), str(data["metric"]), runs, data.get("engine_backend"),
-                         str(data.get("engine_reason", "")), int(data.get("num_samples", 0)))
+            runs = {
+                k: BackendRun(k, {m: float(v) for m, v in r["metrics"].items()}, float(r.get("seconds", 0.0)))
+                for k, r in data["runs"].items()
+            }
+            result = cls(
+                str(data["task"]),
+                str(data["metric"]),
+                runs,
+                data.get("engine_backend"),
+                str(data.get("engine_reason", "")),
+                int(data.get("num_samples", 0)),
+            )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            raise ConfigError(f"Not an AccuracyResult dict ({exc.__class__.__name__}: {exc}); write it with "
-                              "AccuracyResult.to_dict().") from exc
+            raise ConfigError(
+                f"Not an AccuracyResult dict ({exc.__class__.__name__}: {exc}); write it with AccuracyResult.to_dict()."
+            ) from exc
         missing = [k for k in ("fp32", "simulated") if k not in runs or result.metric not in runs[k].metrics]
         if missing:
             raise ConfigError(f"AccuracyResult dict lacks the {result.metric!r} metric of run(s) {missing}.")
         return result
 
     def __str__(self) -> str:
-        names = [n for n in ("mAP", "AP50", "top1", "top5", *AGREEMENT_METRICS)
-                 if any(n in r.metrics for r in self.runs.values())]
+        names = [
+            n
+            for n in ("mAP", "AP50", "top1", "top5", *AGREEMENT_METRICS)
+            if any(n in r.metrics for r in self.runs.values())
+        ]
         rows = []
         for key, run in self.runs.items():
             label = key + (" (engine)" if key == self.engine_backend else "")
             rows.append((label, *[_pct(run.metrics.get(n)) for n in names], f"{run.seconds:.1f}"))
         table = format_table(("backend", *names, "seconds"), rows)
         delta = self.engine_delta
-        return (f"{self.task} accuracy on {self.num_samples} samples ({self.metric}, in points):\n{table}\n"
-                f"INT8 drop (fp32 - simulated): {100 * self.int8_drop:+.2f} points; engine vs simulated: "
-                + ("n/a" if delta is None else f"{100 * delta:.2f} points") +
-                f"\nengine backend: {self.engine_backend or 'none'} ({self.engine_reason})")
+        return (
+            f"{self.task} accuracy on {self.num_samples} samples ({self.metric}, in points):\n{table}\n"
+            f"INT8 drop (fp32 - simulated): {100 * self.int8_drop:+.2f} points; engine vs simulated: "
+            + ("n/a" if delta is None else f"{100 * delta:.2f} points")
+            + f"\nengine backend: {self.engine_backend or 'none'} ({self.engine_reason})"
+        )
 
 
 def _pct(value: float | None) -> str:
@@ -188,8 +210,7 @@ class Evaluation:
         if self.metric is None:
             return None
         runs = {r.key: BackendRun(r.key, dict(r.metrics), r.seconds) for r in self.rows if r.status != "skipped"}
-        return AccuracyResult(self.task, self.metric, runs, self.engine_backend, self.engine_reason,
-                              self.num_samples)
+        return AccuracyResult(self.task, self.metric, runs, self.engine_backend, self.engine_reason, self.num_samples)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (for the run manifest and ``fx2trt validate --json``)."""

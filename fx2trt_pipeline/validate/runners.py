@@ -54,7 +54,6 @@ class Runner(Protocol):
         ...
 
 
-
 class TorchRunner:
     """Runs an ``nn.Module`` (float model or simulated INT8 GraphModule) under ``torch.no_grad``.
 
@@ -66,8 +65,13 @@ class TorchRunner:
         name: label used in comparison tables.
     """
 
-    def __init__(self, module: torch.nn.Module, input_names: Sequence[str],
-                 output_names: Sequence[str] | None = None, name: str = "torch") -> None:
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        input_names: Sequence[str],
+        output_names: Sequence[str] | None = None,
+        name: str = "torch",
+    ) -> None:
         self.module = module
         self.input_names = list(input_names)
         self.output_names = list(output_names) if output_names is not None else None
@@ -83,11 +87,16 @@ class TorchRunner:
         tensors = flatten_outputs(result)
         names = self.output_names
         if names is None:
-            names = list(result) if isinstance(result, Mapping) and len(result) == len(tensors) else [
-                f"output_{i}" for i in range(len(tensors))]
+            names = (
+                list(result)
+                if isinstance(result, Mapping) and len(result) == len(tensors)
+                else [f"output_{i}" for i in range(len(tensors))]
+            )
         if len(names) != len(tensors):
-            raise ConfigError(f"{self.name}: the module returned {len(tensors)} tensors but {len(names)} output "
-                              f"names were given ({names})")
+            raise ConfigError(
+                f"{self.name}: the module returned {len(tensors)} tensors but {len(names)} output "
+                f"names were given ({names})"
+            )
         return dict(zip(names, tensors))
 
 
@@ -124,8 +133,13 @@ class OnnxRuntimeRunner:
             its own integer kernels, what a deployment gets).
     """
 
-    def __init__(self, model: str | Path | bytes, providers: Sequence[str] = ("CPUExecutionProvider",),
-                 name: str = "onnxruntime", optimization: str = "disabled") -> None:
+    def __init__(
+        self,
+        model: str | Path | bytes,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        name: str = "onnxruntime",
+        optimization: str = "disabled",
+    ) -> None:
         ort = importlib.import_module("onnxruntime")
         options = ort.SessionOptions()
         options.log_severity_level = 3  # warnings about unused initializers are noise here
@@ -170,14 +184,17 @@ class TensorRTEngineRunner:
         warm_up: run the warm-up (``warm_up_seconds`` records how long it took).
     """
 
-    def __init__(self, engine: Any, device: str | torch.device | None = None, name: str = "tensorrt",
-                 warm_up: bool = True) -> None:
+    def __init__(
+        self, engine: Any, device: str | torch.device | None = None, name: str = "tensorrt", warm_up: bool = True
+    ) -> None:
         runtime = importlib.import_module("fx2trt_pipeline.engine.runtime")
         if isinstance(engine, (str, Path)):
             engine = runtime.Engine.load(engine, device=device)
         elif device is not None and runtime.resolve_device(device) != engine.device:
-            raise ConfigError(f"{name}: the engine runs on {engine.device}, not on the requested device {device}; "
-                              "load it with Engine.load(path, device=...) to run it elsewhere")
+            raise ConfigError(
+                f"{name}: the engine runs on {engine.device}, not on the requested device {device}; "
+                "load it with Engine.load(path, device=...) to run it elsewhere"
+            )
         self.engine = engine
         self.device: torch.device = engine.device
         self.name = name
@@ -199,8 +216,9 @@ class TensorRTEngineRunner:
         return dict(self.engine(**{n: t.to(self.device) for n, t in feeds.items()}))
 
 
-def compare_runners(ref: Runner, test: Runner, feeds: Feeds,
-                    tolerances: Tolerance | Mapping[str, Tolerance] | None = None) -> ComparisonResult:
+def compare_runners(
+    ref: Runner, test: Runner, feeds: Feeds, tolerances: Tolerance | Mapping[str, Tolerance] | None = None
+) -> ComparisonResult:
     """Run both runners on ``feeds`` and compare their outputs by name.
 
     Example:

@@ -86,12 +86,16 @@ class RegionResult:
         """One line: what differs here and which layers feed the region."""
         feeds = f" (region layers: {', '.join(self.layers)})" if self.layers else ""
         if self.missing:
-            return (f"{self.name}: the backend has no quantize layer with this scale here (a missing Q/DQ pair, "
-                    f"or a different activation scale){feeds}")
+            return (
+                f"{self.name}: the backend has no quantize layer with this scale here (a missing Q/DQ pair, "
+                f"or a different activation scale){feeds}"
+            )
         if self.sqnr_db is not None:
             return f"output {self.name}: SQNR {self.sqnr_db:.1f} dB from reference int8 inputs{feeds}"
-        return (f"{self.name}: {self.flips - self.tie_flips} non-tie flip(s) of {self.elements} int8 values "
-                f"(max {self.max_steps} steps, {self.tie_flips} tie flips){feeds}")
+        return (
+            f"{self.name}: {self.flips - self.tie_flips} non-tie flip(s) of {self.elements} int8 values "
+            f"(max {self.max_steps} steps, {self.tie_flips} tie flips){feeds}"
+        )
 
 
 @dataclass
@@ -131,30 +135,47 @@ class TieParityReport:
         floor = "n/a" if self.noise_floor_cosine is None else f"{self.noise_floor_cosine:.6f}"
         first = self.first_failure()
         verdict = "PASS" if first is None else f"FAIL at {first.describe()}"
-        deployment = "" if self.deployment_cosine is None else (
-            f"; ONNX Runtime deployment (default graph optimizations) cosine {self.deployment_cosine:.6f}, advisory "
-            f"{'>=' if self.deployment_cosine >= DEPLOYMENT_ADVISORY_COSINE else '<'} {DEPLOYMENT_ADVISORY_COSINE}")
-        return (f"{self.backend} vs simulated cosine {self.end_to_end_cosine:.6f} (one-step flip noise floor "
-                f"{floor}); tie-aware parity over {len(self.regions)} quantize layers: {verdict}, "
-                f"{self.tie_flips} tie flip(s){deployment}")
+        deployment = ""
+        if self.deployment_cosine is not None:
+            relation = ">=" if self.deployment_cosine >= DEPLOYMENT_ADVISORY_COSINE else "<"
+            deployment = (
+                f"; ONNX Runtime deployment (default graph optimizations) cosine {self.deployment_cosine:.6f}, "
+                f"advisory {relation} {DEPLOYMENT_ADVISORY_COSINE}"
+            )
+        return (
+            f"{self.backend} vs simulated cosine {self.end_to_end_cosine:.6f} (one-step flip noise floor "
+            f"{floor}); tie-aware parity over {len(self.regions)} quantize layers: {verdict}, "
+            f"{self.tie_flips} tie flip(s){deployment}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Everything as JSON-ready values."""
         first = self.first_failure()
-        return {"backend": self.backend, "passed": bool(self), "first_failure": first.name if first else None,
-                "first_failure_detail": first.describe() if first else None, "tie_flips": self.tie_flips,
-                "summary": self.summary(), "deployment_cosine": self.deployment_cosine,
-                "end_to_end_cosine": self.end_to_end_cosine, "noise_floor_cosine": self.noise_floor_cosine,
-                "tolerance": asdict(self.tolerance), "regions": [asdict(r) for r in self.regions],
-                "outputs": [asdict(r) for r in self.outputs]}
+        return {
+            "backend": self.backend,
+            "passed": bool(self),
+            "first_failure": first.name if first else None,
+            "first_failure_detail": first.describe() if first else None,
+            "tie_flips": self.tie_flips,
+            "summary": self.summary(),
+            "deployment_cosine": self.deployment_cosine,
+            "end_to_end_cosine": self.end_to_end_cosine,
+            "noise_floor_cosine": self.noise_floor_cosine,
+            "tolerance": asdict(self.tolerance),
+            "regions": [asdict(r) for r in self.regions],
+            "outputs": [asdict(r) for r in self.outputs],
+        }
 
     def to_json(self, indent: int | None = 2) -> str:
         """:meth:`to_dict` as JSON."""
         return json.dumps(self.to_dict(), indent=indent, default=str)
 
     def __str__(self) -> str:
-        rows = [(r.name, r.elements, r.flips, r.tie_flips, r.max_steps, "ok" if r.passed else "FAIL")
-                for r in self.regions if r.flips or r.missing]
+        rows = [
+            (r.name, r.elements, r.flips, r.tie_flips, r.max_steps, "ok" if r.passed else "FAIL")
+            for r in self.regions
+            if r.flips or r.missing
+        ]
         table = format_table(("quantize layer", "values", "flips", "tie flips", "max steps", ""), rows) if rows else ""
         return self.summary() + ("\n" + table if table else "")
 
@@ -212,8 +233,9 @@ def region_layers(qgm: GraphModule, point: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------------- comparisons
 
 
-def compare_int8(name: str, layers: tuple[str, ...], own: torch.Tensor, ref: torch.Tensor, pre_round: torch.Tensor,
-                 tie_window: float) -> RegionResult:
+def compare_int8(
+    name: str, layers: tuple[str, ...], own: torch.Tensor, ref: torch.Tensor, pre_round: torch.Tensor, tie_window: float
+) -> RegionResult:
     """Count flips of ``own`` vs ``ref`` and how many are one-step flips on a ``.5`` tie."""
     own, ref = own.to(ref.device), ref
     if own.shape != ref.shape:
@@ -228,8 +250,9 @@ def compare_int8(name: str, layers: tuple[str, ...], own: torch.Tensor, ref: tor
     return RegionResult(name, layers, ref.numel(), flips, int(on_tie.sum()), int(diff.max()))
 
 
-def _noise_floor(qgm: GraphModule, inputs: Sequence[torch.Tensor], ref: _Reference, outputs: list[torch.Tensor],
-                 count: int) -> float | None:
+def _noise_floor(
+    qgm: GraphModule, inputs: Sequence[torch.Tensor], ref: _Reference, outputs: list[torch.Tensor], count: int
+) -> float | None:
     """Lowest output cosine when one of the ``count`` likeliest tie values is flipped by one step."""
     candidates = []
     for name, pre in ref.pre_round.items():
@@ -249,8 +272,9 @@ def _noise_floor(qgm: GraphModule, inputs: Sequence[torch.Tensor], ref: _Referen
     return worst
 
 
-def tie_parity(qgm: GraphModule, backend: Any, inputs: Sequence[torch.Tensor],
-               tolerance: TieTolerance | None = None) -> TieParityReport:
+def tie_parity(
+    qgm: GraphModule, backend: Any, inputs: Sequence[torch.Tensor], tolerance: TieTolerance | None = None
+) -> TieParityReport:
     """Tie-aware parity of ``backend`` (:class:`~.tie_regions.ExecutorRegions` or
     :class:`~.tie_regions.OnnxRuntimeRegions`) against the simulated model ``qgm``.
 
@@ -282,20 +306,24 @@ def tie_parity(qgm: GraphModule, backend: Any, inputs: Sequence[torch.Tensor],
         if p.name in run.missing:
             regions.append(RegionResult(p.name, layers, ref.int8[p.name].numel(), missing=True))
         elif p.name in run.own:
-            regions.append(compare_int8(p.name, layers, run.own[p.name], ref.int8[p.name], ref.pre_round[p.name],
-                                        tol.tie_window))
+            regions.append(
+                compare_int8(p.name, layers, run.own[p.name], ref.int8[p.name], ref.pre_round[p.name], tol.tie_window)
+            )
     output_node = next(n for n in qgm.graph.nodes if n.op == "output")
     out_layers = tuple(a.name for a in output_node.all_input_nodes)
-    outputs = [RegionResult(f"output_{i}", out_layers, r.numel(), sqnr_db=sqnr_db(r, o.to(r.device).to(r.dtype)))
-               for i, (r, o) in enumerate(zip(sim_outputs, run.outputs))]
+    outputs = [
+        RegionResult(f"output_{i}", out_layers, r.numel(), sqnr_db=sqnr_db(r, o.to(r.device).to(r.dtype)))
+        for i, (r, o) in enumerate(zip(sim_outputs, run.outputs))
+    ]
     free = backend.run(feeds)
     cos = min((cosine_similarity(r, o.to(r.device).to(r.dtype)) for r, o in zip(sim_outputs, free)), default=math.nan)
     floor = _noise_floor(qgm, inputs, ref, sim_outputs, tol.noise_flips) if tol.noise_flips else None
     return TieParityReport(backend.name, regions, outputs, cos, floor, tol)
 
 
-def runner_tie_parity(qgm: GraphModule, runner: Any, feeds: Mapping[str, torch.Tensor],
-                      tolerance: TieTolerance | None = None) -> TieParityReport | None:
+def runner_tie_parity(
+    qgm: GraphModule, runner: Any, feeds: Mapping[str, torch.Tensor], tolerance: TieTolerance | None = None
+) -> TieParityReport | None:
     """Tie-aware parity of an engine-side runner (network executor or ONNX Runtime, possibly chunked);
     ``None`` for runners that cannot run region by region (a TensorRT engine).
 
@@ -319,7 +347,8 @@ def runner_tie_parity(qgm: GraphModule, runner: Any, feeds: Mapping[str, torch.T
     if isinstance(backend, OnnxRuntimeRegions):
         with torch.no_grad():
             sim = flatten_outputs(qgm(*inputs))
-        deployed = OnnxRuntimeRegions(model, "all", name="ONNX Runtime deployment").run(dict(zip(backend.input_names,
-                                                                                              inputs)))
+        deployed = OnnxRuntimeRegions(model, "all", name="ONNX Runtime deployment").run(
+            dict(zip(backend.input_names, inputs))
+        )
         report.deployment_cosine = min(cosine_similarity(r, o.to(r.dtype)) for r, o in zip(sim, deployed))
     return report

@@ -33,8 +33,12 @@ from fx2trt_pipeline.validate.network_executor import NetworkExecutor
 #: ONNX Runtime graph optimization levels by name. "disabled" and "basic" keep QDQ semantics (basic only
 #: folds constants and drops redundant nodes); "all" lets ONNX Runtime fuse QDQ groups into QLinearConv
 #: and similar kernels with their own integer rounding, which is what a deployment gets.
-ORT_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
-              "all": "ORT_ENABLE_ALL"}
+ORT_LEVELS = {
+    "disabled": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 
 
 @dataclass(frozen=True)
@@ -78,8 +82,9 @@ class ExecutorRegions:
         outputs, _ = self.executor.run(feeds)
         return [outputs[n] for n in self.executor.output_names]
 
-    def run_regions(self, feeds: Mapping[str, torch.Tensor], points: list[QuantizePoint],
-                    reference: Mapping[str, torch.Tensor]) -> RegionRun:
+    def run_regions(
+        self, feeds: Mapping[str, torch.Tensor], points: list[QuantizePoint], reference: Mapping[str, torch.Tensor]
+    ) -> RegionRun:
         """One run with every matched quantize layer's output replaced by ``reference[name]``."""
         layer_names = {name for name, _ in self.executor.layers}
         tensor_of = {self.executor.layer_outputs(p.name)[0]: p.name for p in points if p.name in layer_names}
@@ -123,8 +128,11 @@ def _match_quantize_nodes(model: Any, points: list[QuantizePoint]) -> tuple[dict
     """
     numpy_helper = importlib.import_module("onnx.numpy_helper")
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    nodes = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 1
-             and n.input[1] in inits and inits[n.input[1]].size == 1]
+    nodes = [
+        n
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and len(n.input) > 1 and n.input[1] in inits and inits[n.input[1]].size == 1
+    ]
     matched, missing, cursor = {}, [], 0
     for point in points:
         if cursor < len(nodes) and float(inits[nodes[cursor].input[1]].reshape(())) == point.scale:
@@ -156,8 +164,9 @@ class OnnxRuntimeRegions:
         values = _run_session(self.session, feeds)
         return [values[n] for n in self.output_names]
 
-    def run_regions(self, feeds: Mapping[str, torch.Tensor], points: list[QuantizePoint],
-                    reference: Mapping[str, torch.Tensor]) -> RegionRun:
+    def run_regions(
+        self, feeds: Mapping[str, torch.Tensor], points: list[QuantizePoint], reference: Mapping[str, torch.Tensor]
+    ) -> RegionRun:
         """One run of a cut model: matched QuantizeLinear outputs exposed, reference int8 fed in their place."""
         onnx = importlib.import_module("onnx")
         model = onnx.load(str(self.path))
@@ -172,7 +181,7 @@ class OnnxRuntimeRegions:
         session = ort_session(model.SerializeToString(), self.level)
         all_feeds = dict(feeds)
         for point, node in matched.items():
-            all_feeds[own_names[point][:-len("__own")]] = reference[point]
+            all_feeds[own_names[point][: -len("__own")]] = reference[point]
         values = _run_session(session, all_feeds)
         own = {point: values[name] for point, name in own_names.items()}
         return RegionRun(own, [values[n] for n in self.output_names], missing)

@@ -81,10 +81,13 @@ def _tiny_coco(tmp_path: Path) -> Path:
     _write_png(tmp_path / "imgs" / "a.png", 255, (50, 100))
     _write_png(tmp_path / "imgs" / "b.png", 0, (40, 40))
     coco = {
-        "images": [{"id": 3, "file_name": "a.png", "height": 50, "width": 100},
-                   {"id": 9, "file_name": "b.png", "height": 40, "width": 40}],
-        "annotations": [{"id": 1, "image_id": 3, "category_id": 1, "bbox": [10, 5, 50, 40], "area": 2000,
-                         "iscrowd": 0}],
+        "images": [
+            {"id": 3, "file_name": "a.png", "height": 50, "width": 100},
+            {"id": 9, "file_name": "b.png", "height": 40, "width": 40},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 3, "category_id": 1, "bbox": [10, 5, 50, 40], "area": 2000, "iscrowd": 0}
+        ],
         "categories": [{"id": 1, "name": "thing"}],
     }
     path = tmp_path / "ann.json"
@@ -100,8 +103,9 @@ def test_coco_dataset_letterbox_transform(tmp_path: Path) -> None:
     t = ds.transform(0)
     assert (t.scale_x, t.pad_y) == (0.64, 16.0)
     assert ds.transform(1).scale_x == 1.6
-    torch.testing.assert_close(t.boxes_to_original(torch.tensor([[6.4, 19.2, 38.4, 44.8]])),
-                               torch.tensor([[10.0, 5.0, 60.0, 45.0]]))
+    torch.testing.assert_close(
+        t.boxes_to_original(torch.tensor([[6.4, 19.2, 38.4, 44.8]])), torch.tensor([[10.0, 5.0, 60.0, 45.0]])
+    )
     assert ds.coco.getAnnIds(imgIds=[3]) == [1]
 
 

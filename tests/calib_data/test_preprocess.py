@@ -63,8 +63,15 @@ def test_mean_std_must_match_channels() -> None:
 
 
 def test_dict_round_trip_through_json() -> None:
-    spec = PreprocessSpec(size=(96, 128), mode="letterbox", mean=(0.485, 0.456, 0.406),
-                          std=(0.229, 0.224, 0.225), channels=3, channels_first=False, pad_value=0.447)
+    spec = PreprocessSpec(
+        size=(96, 128),
+        mode="letterbox",
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        channels=3,
+        channels_first=False,
+        pad_value=0.447,
+    )
     again = PreprocessSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
     assert again == spec and hash(again) == hash(spec)
 

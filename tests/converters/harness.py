@@ -31,7 +31,6 @@ from fx2trt_pipeline.validate.network_executor import NetworkExecutor
 from tests.converters.qdq_graph import lower_weights, qdq_node_counts, quantize_inputs
 
 
-
 @dataclass
 class OpCase:
     """One converter test case.
@@ -237,9 +236,7 @@ def check_kernels(network: Any) -> None:
             f"{layer.name}: kernel input is not produced by an IDequantizeLayer"
         )
         int8 = made_by.get(source.get_input(0).name)
-        assert int8 is not None and layer_type(int8) == "CONSTANT", (
-            f"{source.name}: DQ input is not a constant"
-        )
+        assert int8 is not None and layer_type(int8) == "CONSTANT", f"{source.name}: DQ input is not a constant"
         assert int8.get_output(0).dtype == trt.int8, f"{int8.name}: kernel constant is not int8"
 
 

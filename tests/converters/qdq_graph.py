@@ -37,9 +37,7 @@ def _attr(gm: GraphModule, name: str, value: torch.Tensor) -> str:
     return name
 
 
-def _insert_qdq_after(
-    gm: GraphModule, node: Node, scale: float, users: Iterable[Node] | None = None
-) -> Node:
+def _insert_qdq_after(gm: GraphModule, node: Node, scale: float, users: Iterable[Node] | None = None) -> Node:
     """``quantize -> dequantize`` pair after ``node``, used by ``users`` (all users when None)."""
     targets = list(users) if users is not None else [u for u in node.users]
     scale_name = _attr(gm, f"{node.name}_input_scale", torch.tensor(scale, dtype=torch.float32))
@@ -85,9 +83,9 @@ def quantize_weighted_inputs(gm: GraphModule, example: tuple[torch.Tensor, ...])
     amax = amax_of(gm, example)
     producers: dict[Node, list[Node]] = {}
     for node in gm.graph.nodes:
-        weighted = (
-            node.op == "call_module" and isinstance(gm.get_submodule(node.target), WEIGHTED_MODULES)
-        ) or (node.op == "call_function" and node.target in WEIGHTED_FUNCTIONS)
+        weighted = (node.op == "call_module" and isinstance(gm.get_submodule(node.target), WEIGHTED_MODULES)) or (
+            node.op == "call_function" and node.target in WEIGHTED_FUNCTIONS
+        )
         if weighted and isinstance(node.args[0], Node):
             producers.setdefault(node.args[0], []).append(node)
     for producer, users in producers.items():
@@ -173,11 +171,15 @@ def qdq_node_counts(gm: GraphModule) -> tuple[int, int]:
     """(quantize, dequantize) layer counts a graph's Q/DQ nodes should give, torch.ao and PT2E flavours
     included: a PT2E quantize of a constant weight folds into the int8 constant, and PT2E's per-consumer
     copies of one dequantize (convert_pt2e duplicates them) become one layer."""
+
     def packet(n: Node, op: Any) -> bool:  # torch.ops.fx2trt.quantize without an overload
         return n.op == "call_function" and n.target is op
 
-    q = sum(1 for n in gm.graph.nodes if (is_any_quantize(n) or packet(n, torch.ops.fx2trt.quantize))
-            and getattr(n.args[0], "op", None) != "get_attr")
+    q = sum(
+        1
+        for n in gm.graph.nodes
+        if (is_any_quantize(n) or packet(n, torch.ops.fx2trt.quantize)) and getattr(n.args[0], "op", None) != "get_attr"
+    )
     dq_keys = set()
     for n in gm.graph.nodes:
         if is_any_dequantize(n) or packet(n, torch.ops.fx2trt.dequantize):
@@ -199,9 +201,7 @@ class Fn(nn.Module):
         return self.fn(self, *inputs)
 
 
-def ao_reference(
-    model: nn.Module, example: tuple[torch.Tensor, ...], per_channel: bool = True
-) -> GraphModule:
+def ao_reference(model: nn.Module, example: tuple[torch.Tensor, ...], per_channel: bool = True) -> GraphModule:
     """torch.ao reference graph (prepare_fx + convert_to_reference_fx, TensorRT backend config),
     symmetric qint8; ConvTranspose weights per tensor (torch.ao's per-channel observer asserts on them)."""
     import warnings
@@ -213,9 +213,7 @@ def ao_reference(
     act = tq.MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
     w_tensor = tq.MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
     w_channel = tq.PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
-    mapping = tq.QConfigMapping().set_global(
-        tq.QConfig(activation=act, weight=w_channel if per_channel else w_tensor)
-    )
+    mapping = tq.QConfigMapping().set_global(tq.QConfig(activation=act, weight=w_channel if per_channel else w_tensor))
     for cls in (nn.ConvTranspose1d, nn.ConvTranspose2d):
         mapping = mapping.set_object_type(cls, tq.QConfig(activation=act, weight=w_tensor))
     backend = get_tensorrt_backend_config()

@@ -74,28 +74,64 @@ def _pt2e_qdq(m, x):
 
 def _pt2e_module() -> nn.Module:
     w = torch.randn(6, 4, 3, 3)
-    return Fn(_pt2e_qdq, s=torch.tensor(0.03), z=torch.tensor(0), w=w, ws=w.abs().amax((1, 2, 3)) / 127,
-              wz=torch.zeros(6, dtype=torch.int64))
+    return Fn(
+        _pt2e_qdq,
+        s=torch.tensor(0.03),
+        z=torch.tensor(0),
+        w=w,
+        ws=w.abs().amax((1, 2, 3)) / 127,
+        wz=torch.zeros(6, dtype=torch.int64),
+    )
 
 
 CASES = [
-    OpCase("aten_conv_relu_pools", lambda: nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(inplace=True),
-                                                         nn.MaxPool2d(2), nn.ReLU(), nn.AvgPool2d(2)),
-           inputs=(X,), trace=exported(X), layers={"CONVOLUTION": 1, "POOLING": 2}),
-    OpCase("aten_conv1d_deconv", lambda: nn.Sequential(nn.Conv1d(4, 6, 3), nn.ConvTranspose1d(6, 4, 2, stride=2)),
-           inputs=((2, 4, 10),), trace=exported((2, 4, 10)), layers={"DECONVOLUTION": 1}),
-    OpCase("aten_deconv2d_adaptive_pool", lambda: nn.Sequential(nn.ConvTranspose2d(4, 3, 2, stride=2),
-                                                                nn.AdaptiveAvgPool2d(1)),
-           inputs=(X,), trace=exported(X), layers={"DECONVOLUTION": 1}),
-    OpCase("aten_linear_hardtanh", lambda: nn.Sequential(nn.Linear(8, 5), nn.ReLU6(inplace=True), nn.Hardtanh()),
-           inputs=((3, 8),), trace=exported((3, 8))),
+    OpCase(
+        "aten_conv_relu_pools",
+        lambda: nn.Sequential(
+            nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.ReLU(), nn.AvgPool2d(2)
+        ),
+        inputs=(X,),
+        trace=exported(X),
+        layers={"CONVOLUTION": 1, "POOLING": 2},
+    ),
+    OpCase(
+        "aten_conv1d_deconv",
+        lambda: nn.Sequential(nn.Conv1d(4, 6, 3), nn.ConvTranspose1d(6, 4, 2, stride=2)),
+        inputs=((2, 4, 10),),
+        trace=exported((2, 4, 10)),
+        layers={"DECONVOLUTION": 1},
+    ),
+    OpCase(
+        "aten_deconv2d_adaptive_pool",
+        lambda: nn.Sequential(nn.ConvTranspose2d(4, 3, 2, stride=2), nn.AdaptiveAvgPool2d(1)),
+        inputs=(X,),
+        trace=exported(X),
+        layers={"DECONVOLUTION": 1},
+    ),
+    OpCase(
+        "aten_linear_hardtanh",
+        lambda: nn.Sequential(nn.Linear(8, 5), nn.ReLU6(inplace=True), nn.Hardtanh()),
+        inputs=((3, 8),),
+        trace=exported((3, 8)),
+    ),
     OpCase("aten_activations", lambda: Fn(_activations), inputs=(X,), trace=exported(X)),
     OpCase("aten_elementwise", lambda: Fn(_elementwise), inputs=(X, X), trace=exported(X, X)),
     OpCase("aten_shapes", lambda: Fn(_shapes), inputs=(X,), trace=exported(X)),
-    OpCase("aten_products", lambda: Fn(_products, p=torch.randn(3, 4), q=torch.randn(4, 5)),
-           inputs=((2, 3, 4), (2, 4, 5)), trace=exported((2, 3, 4), (2, 4, 5)), atol=1e-3),
-    OpCase("pt2e_qdq_ops", _pt2e_module, inputs=(X,), trace=exported(X),
-           layers={"QUANTIZE": 2, "DEQUANTIZE": 3, "CONVOLUTION": 2}, atol=1e-3),
+    OpCase(
+        "aten_products",
+        lambda: Fn(_products, p=torch.randn(3, 4), q=torch.randn(4, 5)),
+        inputs=((2, 3, 4), (2, 4, 5)),
+        trace=exported((2, 3, 4), (2, 4, 5)),
+        atol=1e-3,
+    ),
+    OpCase(
+        "pt2e_qdq_ops",
+        _pt2e_module,
+        inputs=(X,),
+        trace=exported(X),
+        layers={"QUANTIZE": 2, "DEQUANTIZE": 3, "CONVOLUTION": 2},
+        atol=1e-3,
+    ),
 ]
 
 
@@ -112,5 +148,6 @@ def test_asymmetric_pt2e_qdq_is_refused_with_every_reason() -> None:
     gm = exported(X)(Fn(fn).eval())
     rows = {name: reason for name, _, reason, _ in find_unsupported(gm)}
     assert set(rows) == {"quantize_per_tensor", "dequantize_per_tensor"}
-    assert all("uint8 is not int8" in r and "zero point 128 is not 0" in r and "TensorRTQuantizer" in r
-               for r in rows.values())
+    assert all(
+        "uint8 is not int8" in r and "zero point 128 is not 0" in r and "TensorRTQuantizer" in r for r in rows.values()
+    )

@@ -128,32 +128,37 @@ CASES = [
     ),
     OpCase(
         "reference_conv2d_relu_and_conv2d",
-        **_reference(
-            nn.Sequential(ConvRelu(nn.Conv2d(4, 8, 3, padding=1)), nn.Conv2d(8, 4, 1)), ((2, 4, 8, 8),)
-        ),
+        **_reference(nn.Sequential(ConvRelu(nn.Conv2d(4, 8, 3, padding=1)), nn.Conv2d(8, 4, 1)), ((2, 4, 8, 8),)),
     ),
     OpCase(
         "reference_conv1d_relu_and_conv1d",
-        **_reference(
-            nn.Sequential(ConvRelu(nn.Conv1d(4, 8, 3, padding=1)), nn.Conv1d(8, 4, 1)), ((2, 4, 10),)
-        ),
+        **_reference(nn.Sequential(ConvRelu(nn.Conv1d(4, 8, 3, padding=1)), nn.Conv1d(8, 4, 1)), ((2, 4, 10),)),
     ),
     OpCase(
         "reference_conv_transpose",
         **_reference(
-            nn.Sequential(
-                nn.ConvTranspose2d(4, 6, 2, stride=2), nn.Flatten(2), nn.ConvTranspose1d(6, 3, 4, stride=2)
-            ),
+            nn.Sequential(nn.ConvTranspose2d(4, 6, 2, stride=2), nn.Flatten(2), nn.ConvTranspose1d(6, 3, 4, stride=2)),
             ((1, 4, 8, 8),),
         ),
     ),
-    OpCase("conv2d_integer_arithmetic", lambda: nn.Conv2d(4, 8, 3, padding=1), **ftp_quantized((2, 4, 8, 8)),
-           layers={"CONVOLUTION": 1, "QUANTIZE": 1}),
+    OpCase(
+        "conv2d_integer_arithmetic",
+        lambda: nn.Conv2d(4, 8, 3, padding=1),
+        **ftp_quantized((2, 4, 8, 8)),
+        layers={"CONVOLUTION": 1, "QUANTIZE": 1},
+    ),
     OpCase("conv1d_integer_arithmetic", lambda: nn.Conv1d(4, 6, 3, padding=1), **ftp_quantized((2, 4, 12))),
-    OpCase("conv_transpose2d_integer_arithmetic", lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1),
-           **ftp_quantized((2, 4, 6, 6), deconv_weight_axis=1), layers={"DECONVOLUTION": 1}),
-    OpCase("conv_transpose1d_integer_arithmetic", lambda: nn.ConvTranspose1d(4, 6, 3, stride=2, padding=1),
-           **ftp_quantized((2, 4, 8), deconv_weight_axis=1)),
+    OpCase(
+        "conv_transpose2d_integer_arithmetic",
+        lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1),
+        **ftp_quantized((2, 4, 6, 6), deconv_weight_axis=1),
+        layers={"DECONVOLUTION": 1},
+    ),
+    OpCase(
+        "conv_transpose1d_integer_arithmetic",
+        lambda: nn.ConvTranspose1d(4, 6, 3, stride=2, padding=1),
+        **ftp_quantized((2, 4, 8), deconv_weight_axis=1),
+    ),
 ]
 
 
@@ -165,9 +170,7 @@ def test_conv_case(case: OpCase) -> None:
 def test_deconv_kernel_axis_follows_the_graph() -> None:
     """The weight DQ axis in the network is the graph's dequantize axis, for both conventions."""
     for axis in (0, 1):
-        case = OpCase(
-            "deconv", lambda: nn.ConvTranspose2d(4, 6, 3), quantize=True, deconv_axis=axis, atol=1e-3
-        )
+        case = OpCase("deconv", lambda: nn.ConvTranspose2d(4, 6, 3), quantize=True, deconv_axis=axis, atol=1e-3)
         converted = run_case(case)
         (deconv,) = converted.layers_of("DECONVOLUTION")
         dq = kernel_source(converted.network, deconv)

@@ -73,16 +73,12 @@ CASES = [
     OpCase("sub_torch_alpha", lambda: Fn(lambda m, a, b: torch.sub(a, b, alpha=0.5)), inputs=TWO),
     OpCase("sub_method", lambda: Fn(lambda m, a, b: a.sub(b)), inputs=TWO),
     OpCase("sub_method_inplace", lambda: Fn(lambda m, a, b: (a * 1.0).sub_(b)), inputs=TWO),
-    OpCase(
-        "sub_inplace_operator", lambda: Fn(lambda m, a, b: (a * 1.0) - b), inputs=TWO, trace=inplace_trace
-    ),
+    OpCase("sub_inplace_operator", lambda: Fn(lambda m, a, b: (a * 1.0) - b), inputs=TWO, trace=inplace_trace),
     OpCase("mul_operator", lambda: Fn(lambda m, a, b: a * b), inputs=TWO),
     OpCase("mul_torch_scalar", lambda: Fn(lambda m, a: torch.mul(a, 0.5)), inputs=((2, 3),)),
     OpCase("mul_method", lambda: Fn(lambda m, a, b: a.mul(b)), inputs=TWO),
     OpCase("mul_method_inplace", lambda: Fn(lambda m, a, b: (a * 1.0).mul_(b)), inputs=TWO),
-    OpCase(
-        "mul_inplace_operator", lambda: Fn(lambda m, a, b: (a + 0.0) * 3.0), inputs=TWO, trace=inplace_trace
-    ),
+    OpCase("mul_inplace_operator", lambda: Fn(lambda m, a, b: (a + 0.0) * 3.0), inputs=TWO, trace=inplace_trace),
     OpCase("div_operator", lambda: Fn(lambda m, a, b: a / (b * b + 1)), inputs=TWO),
     OpCase("div_scalar_left", lambda: Fn(lambda m, a: 2 / (a * a + 1)), inputs=((2, 3),)),
     OpCase(
@@ -105,16 +101,20 @@ CASES = [
         dynamic_batch=True,
     ),
     OpCase("floordiv_tensor", lambda: Fn(lambda m, a: operator.floordiv(a * 3, 2)), inputs=((2, 3),)),
-    OpCase("minimum_channel_bound",  # the per-channel clamp bound left by cross-layer equalization
-           lambda: Fn(lambda m, a: torch.minimum(torch.relu(a), m.bound), bound=torch.rand(1, 3, 1, 1) + 0.2),
-           inputs=((2, 3, 4, 4),), layers={"ELEMENTWISE": 1}),
-    OpCase("maximum_tensors", lambda: Fn(lambda m, a, b: torch.maximum(a, b)), inputs=TWO,
-           layers={"ELEMENTWISE": 1}),
+    OpCase(
+        "minimum_channel_bound",  # the per-channel clamp bound left by cross-layer equalization
+        lambda: Fn(lambda m, a: torch.minimum(torch.relu(a), m.bound), bound=torch.rand(1, 3, 1, 1) + 0.2),
+        inputs=((2, 3, 4, 4),),
+        layers={"ELEMENTWISE": 1},
+    ),
+    OpCase("maximum_tensors", lambda: Fn(lambda m, a, b: torch.maximum(a, b)), inputs=TWO, layers={"ELEMENTWISE": 1}),
 ]
 CASES += [
-    OpCase("eq_tensors_and_python_shape_check",
-           lambda: Fn(lambda m, x, y: (x == y).to(x.dtype) * (x.shape[1] == 3) + (x.shape[0] != 7)),
-           inputs=lambda: (torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[1.0, 0.0, 3.0]]))),
+    OpCase(
+        "eq_tensors_and_python_shape_check",
+        lambda: Fn(lambda m, x, y: (x == y).to(x.dtype) * (x.shape[1] == 3) + (x.shape[0] != 7)),
+        inputs=lambda: (torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[1.0, 0.0, 3.0]])),
+    ),
     OpCase("mod_of_static_sizes", lambda: Fn(lambda m, x: x * (x.shape[-1] % 3)), inputs=((2, 5),)),
 ]
 
@@ -125,8 +125,6 @@ def test_elementwise_case(case: OpCase) -> None:
 
 
 def test_static_size_arithmetic_stays_in_python() -> None:
-    case = OpCase(
-        "static", lambda: Fn(lambda m, a: a.view(a.size(0), a.size(1) * a.size(2))), inputs=((2, 3, 4),)
-    )
+    case = OpCase("static", lambda: Fn(lambda m, a: a.view(a.size(0), a.size(1) * a.size(2))), inputs=((2, 3, 4),))
     converted = run_case(case)
     assert dict(converted.layer_types()) == {"SHUFFLE": 1}

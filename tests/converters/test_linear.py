@@ -71,9 +71,7 @@ CASES = [
         inputs=((2, 3, 4), (4, 5)),
         layers={"MATRIX_MULTIPLY": 1},
     ),
-    OpCase(
-        "matmul_operator_vector", lambda: Fn(lambda m, a, b: operator.matmul(a, b)), inputs=((2, 3, 4), (4,))
-    ),
+    OpCase("matmul_operator_vector", lambda: Fn(lambda m, a, b: operator.matmul(a, b)), inputs=((2, 3, 4), (4,))),
     OpCase("matmul_method_batched", lambda: Fn(lambda m, a, b: a.matmul(b)), inputs=((2, 3, 4), (2, 4, 5))),
     OpCase("matmul_constant_rhs", lambda: Fn(lambda m, a: a @ m.w, w=_w(4, 6)), inputs=((2, 4),)),
     OpCase("bmm_torch", lambda: Fn(lambda m, a, b: torch.bmm(a, b)), inputs=((2, 3, 4), (2, 4, 5))),
@@ -83,11 +81,13 @@ CASES = [
         lambda: Fn(lambda m, x: torch.addmm(m.b, x, m.w, beta=0.5, alpha=2.0), w=_w(4, 6), b=_w(6)),
         inputs=((3, 4),),
     ),
+    OpCase("reference_linear_relu_and_linear", **_reference(nn.Sequential(LinearRelu(), nn.Linear(6, 3)), (4, 8))),
     OpCase(
-        "reference_linear_relu_and_linear", **_reference(nn.Sequential(LinearRelu(), nn.Linear(6, 3)), (4, 8))
+        "linear_integer_arithmetic",
+        lambda: nn.Linear(40, 7),
+        **ftp_quantized((3, 40)),
+        layers={"MATRIX_MULTIPLY": 1, "QUANTIZE": 1},
     ),
-    OpCase("linear_integer_arithmetic", lambda: nn.Linear(40, 7), **ftp_quantized((3, 40)),
-           layers={"MATRIX_MULTIPLY": 1, "QUANTIZE": 1}),
 ]
 
 

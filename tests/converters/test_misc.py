@@ -24,9 +24,7 @@ CASES = [
     OpCase("dropout1d_module", lambda: nn.Sequential(nn.Dropout1d(), nn.ReLU()), inputs=((2, 3, 4),)),
     OpCase("dropout2d_module", lambda: nn.Sequential(nn.Dropout2d(), nn.ReLU()), inputs=X),
     OpCase("dropout_functional_eval", lambda: Fn(lambda m, x: F.dropout(x, 0.5, m.training) + 1), inputs=X),
-    OpCase(
-        "cat_torch", lambda: Fn(lambda m, a, b: torch.cat([a, b], 1)), inputs=TWO, layers={"CONCATENATION": 1}
-    ),
+    OpCase("cat_torch", lambda: Fn(lambda m, a, b: torch.cat([a, b], 1)), inputs=TWO, layers={"CONCATENATION": 1}),
     OpCase(
         "cat_quantized_inputs",
         lambda: Fn(lambda m, a, b: torch.cat((a, b), dim=-2)),
@@ -48,16 +46,46 @@ CASES = [
 ]
 # Eval-mode identities and dropped assertions: no layer of their own.
 CASES += [
-    OpCase("dropout3d_alpha_feature_alpha_modules",
-           lambda: nn.Sequential(nn.Dropout3d(), nn.AlphaDropout(0.2), nn.FeatureAlphaDropout(0.2), nn.ReLU()),
-           inputs=((2, 3, 2, 4, 4),), layers={"ACTIVATION": 1}),
-    OpCase("dropout_functional_variants", lambda: Fn(lambda m, x: F.relu(F.feature_alpha_dropout(F.alpha_dropout(
-        F.dropout3d(F.dropout2d(F.dropout1d(x, 0.1, m.training).unsqueeze(-1), 0.1, m.training).unsqueeze(-1), 0.1,
-                    m.training), 0.1, m.training), 0.1, m.training))), inputs=((2, 3, 4),)),
-    OpCase("stochastic_depth_eval", lambda: nn.Sequential(StochasticDepth(0.2, "row"), nn.ReLU()),
-           inputs=X, layers={"ACTIVATION": 1}),
-    OpCase("assert_on_static_rank_dropped", lambda: Fn(lambda m, x: (torch._assert(x.dim() == 4, "4-d"), x * 2)[1]),
-           inputs=X, dynamic_batch=True, layers={"ELEMENTWISE": 1}),
+    OpCase(
+        "dropout3d_alpha_feature_alpha_modules",
+        lambda: nn.Sequential(nn.Dropout3d(), nn.AlphaDropout(0.2), nn.FeatureAlphaDropout(0.2), nn.ReLU()),
+        inputs=((2, 3, 2, 4, 4),),
+        layers={"ACTIVATION": 1},
+    ),
+    OpCase(
+        "dropout_functional_variants",
+        lambda: Fn(
+            lambda m, x: F.relu(
+                F.feature_alpha_dropout(
+                    F.alpha_dropout(
+                        F.dropout3d(
+                            F.dropout2d(F.dropout1d(x, 0.1, m.training).unsqueeze(-1), 0.1, m.training).unsqueeze(-1),
+                            0.1,
+                            m.training,
+                        ),
+                        0.1,
+                        m.training,
+                    ),
+                    0.1,
+                    m.training,
+                )
+            )
+        ),
+        inputs=((2, 3, 4),),
+    ),
+    OpCase(
+        "stochastic_depth_eval",
+        lambda: nn.Sequential(StochasticDepth(0.2, "row"), nn.ReLU()),
+        inputs=X,
+        layers={"ACTIVATION": 1},
+    ),
+    OpCase(
+        "assert_on_static_rank_dropped",
+        lambda: Fn(lambda m, x: (torch._assert(x.dim() == 4, "4-d"), x * 2)[1]),
+        inputs=X,
+        dynamic_batch=True,
+        layers={"ELEMENTWISE": 1},
+    ),
 ]
 
 

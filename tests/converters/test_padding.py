@@ -20,23 +20,41 @@ def _module_case(cls: type) -> OpCase:
     widths = (1, 2, 2, 1, 1, 0)[: 2 * rank]
     args = (widths, 1.5) if cls.__name__.startswith("ConstantPad") else (widths,)
     shape = (2, 3, 4, 5, 6)[: rank + 2]
-    return OpCase(f"module_{cls.__name__}", lambda: cls(*args), inputs=(shape,), dynamic_batch=rank == 2,
-                  layers={"SLICE": 1})
+    return OpCase(
+        f"module_{cls.__name__}", lambda: cls(*args), inputs=(shape,), dynamic_batch=rank == 2, layers={"SLICE": 1}
+    )
 
 
 CASES = [
     OpCase("pad_constant_value", lambda: Fn(lambda m, x: F.pad(x, (1, 2, 0, 3), value=-0.5)), inputs=((2, 3, 4, 5),)),
     OpCase("pad_negative_crops", lambda: Fn(lambda m, x: F.pad(x, (-1, 2, 1, -2))), inputs=((2, 3, 4, 5),)),
-    OpCase("pad_reflect_dynamic_batch", lambda: Fn(lambda m, x: F.pad(x, (2, 1, 1, 3), mode="reflect")),
-           inputs=((2, 3, 5, 6),), dynamic_batch=True),
+    OpCase(
+        "pad_reflect_dynamic_batch",
+        lambda: Fn(lambda m, x: F.pad(x, (2, 1, 1, 3), mode="reflect")),
+        inputs=((2, 3, 5, 6),),
+        dynamic_batch=True,
+    ),
     OpCase("pad_replicate", lambda: Fn(lambda m, x: F.pad(x, (2, 2), mode="replicate")), inputs=((2, 3, 5),)),
     OpCase("pad_circular", lambda: Fn(lambda m, x: F.pad(x, (1, 2, 2, 1), mode="circular")), inputs=((1, 2, 4, 5),)),
-    OpCase("pad_constant_channel_dim_dynamic", lambda: Fn(lambda m, x: F.pad(x, (0, 0, 0, 0, 1, 1))),
-           inputs=((2, 3, 4, 5),), dynamic_batch=True),
-    OpCase("pad_widths_from_static_shape", lambda: Fn(lambda m, x: F.pad(x, (0, (3 - x.shape[-1] % 3) % 3))),
-           inputs=((2, 3, 4, 5),), dynamic_batch=True),
-    OpCase("zero_pad_then_conv_quantized", lambda: nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(3, 4, 3, 2)),
-           inputs=((2, 3, 8, 8),), quantize=True, atol=1e-3),
+    OpCase(
+        "pad_constant_channel_dim_dynamic",
+        lambda: Fn(lambda m, x: F.pad(x, (0, 0, 0, 0, 1, 1))),
+        inputs=((2, 3, 4, 5),),
+        dynamic_batch=True,
+    ),
+    OpCase(
+        "pad_widths_from_static_shape",
+        lambda: Fn(lambda m, x: F.pad(x, (0, (3 - x.shape[-1] % 3) % 3))),
+        inputs=((2, 3, 4, 5),),
+        dynamic_batch=True,
+    ),
+    OpCase(
+        "zero_pad_then_conv_quantized",
+        lambda: nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(3, 4, 3, 2)),
+        inputs=((2, 3, 8, 8),),
+        quantize=True,
+        atol=1e-3,
+    ),
     *[_module_case(cls) for cls in MODULE_MODES],
 ]
 

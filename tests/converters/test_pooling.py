@@ -16,9 +16,7 @@ from tests.converters.qdq_graph import Fn
 pytestmark = pytest.mark.skipif(not trt_api.is_available(), reason="no TensorRT library installed")
 
 CASES = [
-    OpCase(
-        "maxpool_module_padding", lambda: nn.MaxPool2d(3, 2, 1), inputs=((2, 3, 9, 9),), layers={"POOLING": 1}
-    ),
+    OpCase("maxpool_module_padding", lambda: nn.MaxPool2d(3, 2, 1), inputs=((2, 3, 9, 9),), layers={"POOLING": 1}),
     OpCase("maxpool_module_ceil_mode", lambda: nn.MaxPool2d(2, 2, ceil_mode=True), inputs=((2, 3, 7, 7),)),
     OpCase(
         "maxpool_module_ceil_mode_trimmed_window",
@@ -31,9 +29,7 @@ CASES = [
         inputs=((2, 3, 8, 8),),
         dynamic_batch=True,
     ),
-    OpCase(
-        "maxpool_torch", lambda: Fn(lambda m, x: torch.max_pool2d(x, (2, 3), (2, 1))), inputs=((2, 3, 8, 8),)
-    ),
+    OpCase("maxpool_torch", lambda: Fn(lambda m, x: torch.max_pool2d(x, (2, 3), (2, 1))), inputs=((2, 3, 8, 8),)),
     OpCase(
         "avgpool_module_quantized_input",
         lambda: nn.AvgPool2d(2),

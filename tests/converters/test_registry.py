@@ -78,9 +78,7 @@ def test_supported_ops_table() -> None:
 
 
 def test_generated_doc_is_up_to_date() -> None:
-    spec = importlib.util.spec_from_file_location(
-        "gen_supported_ops", ROOT / "scripts" / "gen_supported_ops.py"
-    )
+    spec = importlib.util.spec_from_file_location("gen_supported_ops", ROOT / "scripts" / "gen_supported_ops.py")
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
     assert (ROOT / "docs" / "supported_ops.md").read_text() == gen.render(), (

@@ -38,9 +38,7 @@ CASES = [
         lambda: Fn(lambda m, x: F.interpolate(x, size=(9, 4), mode="bilinear", align_corners=True)),
         inputs=X,
     ),
-    OpCase(
-        "upsample_module_nearest", lambda: nn.Upsample(scale_factor=2), inputs=X, quantize=True, atol=1e-3
-    ),
+    OpCase("upsample_module_nearest", lambda: nn.Upsample(scale_factor=2), inputs=X, quantize=True, atol=1e-3),
     OpCase(
         "upsample_module_bilinear_dynamic",
         lambda: nn.Upsample(scale_factor=2, mode="bilinear"),
@@ -52,12 +50,18 @@ CASES = [
 ]
 # Segmentation heads resize to a size read from another tensor's shape (static or dynamic).
 CASES += [
-    OpCase("interpolate_size_from_other_shape_dynamic_batch",
-           lambda: Fn(lambda m, x, y: F.interpolate(x, size=y.shape[-2:], mode="bilinear", align_corners=False) + y),
-           inputs=((2, 3, 5, 6), (2, 3, 9, 11)), dynamic_batch=True),
-    OpCase("interpolate_size_from_ints_of_shape",
-           lambda: Fn(lambda m, x: F.interpolate(x, size=(x.shape[2] * 2, x.shape[3] + 1), mode="nearest")),
-           inputs=X, dynamic_batch=True),
+    OpCase(
+        "interpolate_size_from_other_shape_dynamic_batch",
+        lambda: Fn(lambda m, x, y: F.interpolate(x, size=y.shape[-2:], mode="bilinear", align_corners=False) + y),
+        inputs=((2, 3, 5, 6), (2, 3, 9, 11)),
+        dynamic_batch=True,
+    ),
+    OpCase(
+        "interpolate_size_from_ints_of_shape",
+        lambda: Fn(lambda m, x: F.interpolate(x, size=(x.shape[2] * 2, x.shape[3] + 1), mode="nearest")),
+        inputs=X,
+        dynamic_batch=True,
+    ),
 ]
 
 

@@ -38,12 +38,8 @@ CASES = [
     OpCase("flatten_method_all", fn(lambda x: x.flatten()), inputs=X),
     OpCase("flatten_module", lambda: nn.Flatten(), inputs=X, dynamic_batch=True),
     OpCase("reshape_torch", fn(lambda x: torch.reshape(x, (6, -1))), inputs=X),
-    OpCase(
-        "reshape_method_dynamic_size", fn(lambda x: x.reshape(x.size(0), 3, -1)), inputs=X, dynamic_batch=True
-    ),
-    OpCase(
-        "view_method_size_dynamic_batch", fn(lambda x: x.view(x.size(0), -1)), inputs=X, dynamic_batch=True
-    ),
+    OpCase("reshape_method_dynamic_size", fn(lambda x: x.reshape(x.size(0), 3, -1)), inputs=X, dynamic_batch=True),
+    OpCase("view_method_size_dynamic_batch", fn(lambda x: x.view(x.size(0), -1)), inputs=X, dynamic_batch=True),
     OpCase("view_method_tuple", fn(lambda x: x.view((2, 12, 5))), inputs=X),
     OpCase(
         "view_shape_attribute_dynamic",
@@ -67,9 +63,7 @@ CASES = [
     OpCase("unsqueeze_torch", fn(lambda x: torch.unsqueeze(x, 1)), inputs=X, dynamic_batch=True),
     OpCase("unsqueeze_method_negative", fn(lambda x: x.unsqueeze(-1)), inputs=X),
     OpCase("chunk_torch", fn(lambda x: torch.chunk(x, 2, 1)[1]), inputs=X, layers={"SLICE": 2}),
-    OpCase(
-        "chunk_method_uneven_dynamic", fn(lambda x: x.chunk(2, dim=-1)[1] * 2), inputs=X, dynamic_batch=True
-    ),
+    OpCase("chunk_method_uneven_dynamic", fn(lambda x: x.chunk(2, dim=-1)[1] * 2), inputs=X, dynamic_batch=True),
     OpCase("split_torch_size", fn(lambda x: torch.split(x, 2, dim=3)[2]), inputs=X),
     OpCase("split_method_sections", fn(lambda x: x.split([1, 2], 1)[0]), inputs=X),
     OpCase("getitem_slices_ints_none_ellipsis", fn(lambda x: x[:, 1, None, ..., 1:4:2]), inputs=X),
@@ -93,11 +87,20 @@ class ClassToken(nn.Module):
 # Shape queries and broadcasting met in transformers and detector heads.
 CASES += [
     OpCase("dim_ndimension", fn(lambda x: x.reshape(x.dim(), -1) * x.ndimension()), inputs=((2, 3, 4, 5),)),
-    OpCase("expand_class_token_dynamic_batch",
-           lambda: ClassToken(), inputs=((2, 3, 5),), dynamic_batch=True, layers={"SLICE": 1}),
+    OpCase(
+        "expand_class_token_dynamic_batch",
+        lambda: ClassToken(),
+        inputs=((2, 3, 5),),
+        dynamic_batch=True,
+        layers={"SLICE": 1},
+    ),
     OpCase("expand_new_leading_dims", fn(lambda x: x.expand(2, 3, 4, 5)), inputs=((4, 1),)),
-    OpCase("expand_as_other", lambda: Fn(lambda m, x: m.b.expand_as(x) + x, b=torch.randn(1, 3, 1, 1)),
-           inputs=X, dynamic_batch=True),
+    OpCase(
+        "expand_as_other",
+        lambda: Fn(lambda m, x: m.b.expand_as(x) + x, b=torch.randn(1, 3, 1, 1)),
+        inputs=X,
+        dynamic_batch=True,
+    ),
 ]
 
 

@@ -24,14 +24,26 @@ def _anchor_grid(m, x: torch.Tensor) -> torch.Tensor:
 
 CASES = [
     OpCase("anchor_grid_arange_to_device_dtype", lambda: Fn(_anchor_grid), inputs=X, dynamic_batch=True),
-    OpCase("to_int_and_back_float", lambda: Fn(lambda m, x: (x * 4).to(torch.int32).float() / 4), inputs=X,
-           layers={"CAST": 2}),
+    OpCase(
+        "to_int_and_back_float",
+        lambda: Fn(lambda m, x: (x * 4).to(torch.int32).float() / 4),
+        inputs=X,
+        layers={"CAST": 2},
+    ),
     OpCase("clamp_numbers", lambda: Fn(lambda m, x: torch.clamp(x, -0.5, 0.5)), inputs=X),
     OpCase("clip_max_only_method", lambda: Fn(lambda m, x: x.clip(max=0.25) + x.clamp(min=0.0)), inputs=X),
-    OpCase("clip_torch_tensor_bounds", lambda: Fn(lambda m, x: torch.clip(x, m.low, m.high), low=-torch.rand(5),
-                                                  high=torch.rand(5)), inputs=X),
-    OpCase("roll_two_dims_dynamic_batch", lambda: Fn(lambda m, x: torch.roll(x, shifts=(-1, 2), dims=(1, 2))),
-           inputs=((2, 4, 5, 3),), dynamic_batch=True, layers={"SLICE": 4}),
+    OpCase(
+        "clip_torch_tensor_bounds",
+        lambda: Fn(lambda m, x: torch.clip(x, m.low, m.high), low=-torch.rand(5), high=torch.rand(5)),
+        inputs=X,
+    ),
+    OpCase(
+        "roll_two_dims_dynamic_batch",
+        lambda: Fn(lambda m, x: torch.roll(x, shifts=(-1, 2), dims=(1, 2))),
+        inputs=((2, 4, 5, 3),),
+        dynamic_batch=True,
+        layers={"SLICE": 4},
+    ),
     OpCase("roll_method_zero_shift", lambda: Fn(lambda m, x: x.roll(4, 1)), inputs=((2, 4, 3),)),
 ]
 

@@ -30,19 +30,40 @@ def _attention_mask() -> torch.Tensor:
 QKV = ((2, 3, 5, 4), (2, 3, 5, 4), (2, 3, 5, 4))
 
 CASES = [
-    OpCase("layer_norm_module_dynamic_batch", _layer_norm_module, inputs=((2, 5, 8),), dynamic_batch=True,
-           layers={"NORMALIZATION": 1}),
-    OpCase("layer_norm_functional_two_dims",
-           lambda: Fn(lambda m, x: F.layer_norm(x, (4, 5), m.w, m.b, 1e-3), w=torch.rand(4, 5), b=torch.randn(4, 5)),
-           inputs=((2, 3, 4, 5),)),
+    OpCase(
+        "layer_norm_module_dynamic_batch",
+        _layer_norm_module,
+        inputs=((2, 5, 8),),
+        dynamic_batch=True,
+        layers={"NORMALIZATION": 1},
+    ),
+    OpCase(
+        "layer_norm_functional_two_dims",
+        lambda: Fn(lambda m, x: F.layer_norm(x, (4, 5), m.w, m.b, 1e-3), w=torch.rand(4, 5), b=torch.randn(4, 5)),
+        inputs=((2, 3, 4, 5),),
+    ),
     OpCase("layer_norm_functional_no_affine", lambda: Fn(lambda m, x: F.layer_norm(x, [5])), inputs=((2, 3, 5),)),
-    OpCase("layer_norm_channels_last_2d", lambda: Fn(lambda m, x: F.layer_norm(x.permute(0, 2, 3, 1), (3,)).permute(
-        0, 3, 1, 2)), inputs=((2, 3, 4, 4),), quantize=True, atol=1e-3),
-    OpCase("sdpa_plain", lambda: Fn(lambda m, q, k, v: F.scaled_dot_product_attention(q, k, v)), inputs=QKV,
-           layers={"MATRIX_MULTIPLY": 2, "SOFTMAX": 1}),
-    OpCase("sdpa_bool_mask_and_scale",
-           lambda: Fn(lambda m, q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=m.mask, scale=0.3),
-                      mask=_attention_mask()), inputs=QKV),
+    OpCase(
+        "layer_norm_channels_last_2d",
+        lambda: Fn(lambda m, x: F.layer_norm(x.permute(0, 2, 3, 1), (3,)).permute(0, 3, 1, 2)),
+        inputs=((2, 3, 4, 4),),
+        quantize=True,
+        atol=1e-3,
+    ),
+    OpCase(
+        "sdpa_plain",
+        lambda: Fn(lambda m, q, k, v: F.scaled_dot_product_attention(q, k, v)),
+        inputs=QKV,
+        layers={"MATRIX_MULTIPLY": 2, "SOFTMAX": 1},
+    ),
+    OpCase(
+        "sdpa_bool_mask_and_scale",
+        lambda: Fn(
+            lambda m, q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=m.mask, scale=0.3),
+            mask=_attention_mask(),
+        ),
+        inputs=QKV,
+    ),
 ]
 
 
@@ -57,8 +78,13 @@ class _Mha(nn.Module):
 
 
 CASES += [
-    OpCase("multihead_attention_leaf_batch_first_dynamic", lambda: _Mha(True), inputs=((2, 5, 8),),
-           dynamic_batch=True, layers={"MATRIX_MULTIPLY": 6, "SOFTMAX": 1}),
+    OpCase(
+        "multihead_attention_leaf_batch_first_dynamic",
+        lambda: _Mha(True),
+        inputs=((2, 5, 8),),
+        dynamic_batch=True,
+        layers={"MATRIX_MULTIPLY": 6, "SOFTMAX": 1},
+    ),
     OpCase("multihead_attention_leaf_sequence_first", lambda: _Mha(False), inputs=((5, 2, 8),)),
 ]
 

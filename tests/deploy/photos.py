@@ -32,7 +32,7 @@ def _photo(name: str) -> np.ndarray:
 
 def _crops(img: np.ndarray, count: int) -> list[np.ndarray]:
     h, w = img.shape[:2]
-    out = [img[int(t * h):int(b * h), int(left * w):int(r * w)] for t, left, b, r in CROPS]
+    out = [img[int(t * h) : int(b * h), int(left * w) : int(r * w)] for t, left, b, r in CROPS]
     out.append(img[:, ::-1])
     return out[:count]
 

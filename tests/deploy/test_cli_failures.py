@@ -119,9 +119,7 @@ def test_factory_error_names_the_step(tmp_path: Path) -> None:
     )
     assert code == 2
     assert _error_lines(stderr) == [ln for ln in _error_lines(stderr) if "weights server" in ln]
-    assert (
-        "step 1/7 'capture' failed: RuntimeError: the model factory cannot reach its weights server" in stderr
-    )
+    assert "step 1/7 'capture' failed: RuntimeError: the model factory cannot reach its weights server" in stderr
     assert not (tmp_path / "x").exists()
 
 
@@ -210,9 +208,7 @@ engine_tolerance = 1.0
     assert manifest["passed"] and manifest["model"]["calibrator"] == "percentile"
     assert manifest["engine"]["inputs"][0]["name"] == "pixels"
     pbtxt = (output / "triton" / "tiny_cls" / "config.pbtxt").read_text()
-    assert (
-        "max_batch_size: 6" in pbtxt and "dims: [ 3 ]" in pbtxt and "preferred_batch_size: [ 4, 6 ]" in pbtxt
-    )
+    assert "max_batch_size: 6" in pbtxt and "dims: [ 3 ]" in pbtxt and "preferred_batch_size: [ 4, 6 ]" in pbtxt
     assert "INT8 TensorRT network" in (output / "report.html").read_text()
 
 
@@ -234,9 +230,7 @@ def test_calibrator_auto_keeps_the_best_of_every_calibrator(tmp_path: Path) -> N
         str(output),
     ]
     cfg = tmp_path / "pre.toml"
-    cfg.write_text(
-        "[preprocess]\nsize = [16, 16]\nchannels = 3\n[gate]\nint8_budget = 1.0\nengine_tolerance = 1.0\n"
-    )
+    cfg.write_text("[preprocess]\nsize = [16, 16]\nchannels = 3\n[gate]\nint8_budget = 1.0\nengine_tolerance = 1.0\n")
     code, stdout, stderr = run_cli([*args, "--config", str(cfg)])
     assert code == 0, stderr
     manifest = json.loads((output / "fx2trt_run.json").read_text())
@@ -268,11 +262,14 @@ def test_failing_gate_exits_1_and_still_writes_the_artifacts(tmp_path: Path) -> 
     output = tmp_path / "strict"
     cfg = tmp_path / "strict.toml"
     # one class folder per output (3); no top-1 reaches 1.01
-    cfg.write_text("[preprocess]\nsize = [16, 16]\nchannels = 3\n[gate]\nmin_metric = 1.01\nint8_budget = 1.0\n"
-                   "engine_tolerance = 1.0\n")
+    cfg.write_text(
+        "[preprocess]\nsize = [16, 16]\nchannels = 3\n[gate]\nmin_metric = 1.01\nint8_budget = 1.0\n"
+        "engine_tolerance = 1.0\n"
+    )
     _image_folder(tmp_path / "val")
-    code, stdout, stderr = run_cli([*_tiny_args(tmp_path, output), "--eval-data", str(tmp_path / "val"),
-                                    "--config", str(cfg)])
+    code, stdout, stderr = run_cli(
+        [*_tiny_args(tmp_path, output), "--eval-data", str(tmp_path / "val"), "--config", str(cfg)]
+    )
     assert code == 1, stderr
     assert "accuracy gate FAILED (exit code 1): FAIL top1: network_executor" in stdout and "minimum 1.0100" in stdout
     assert "the artifacts were written anyway" in stdout
@@ -288,13 +285,27 @@ def test_sigterm_removes_the_staging_directory_and_stale_ones_go_next_run(tmp_pa
     stale.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "build_engine.py"), "--model", "tests.deploy.models:slow_classifier",
-         "--calib-data", str(_calib(tmp_path)), "--no-onnx", "--output", str(tmp_path / "slow")],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "build_engine.py"),
+            "--model",
+            "tests.deploy.models:slow_classifier",
+            "--calib-data",
+            str(_calib(tmp_path)),
+            "--no-onnx",
+            "--output",
+            str(tmp_path / "slow"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-slow-")
-                                                 and p != stale]:
+    while time.monotonic() < deadline and not [
+        p for p in tmp_path.iterdir() if p.name.startswith(".tmp-slow-") and p != stale
+    ]:
         time.sleep(0.2)
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
@@ -313,8 +324,17 @@ def test_calibrator_auto_on_unlabelled_images_chooses_by_agreement_with_fp32(tmp
         Image.fromarray(rng.integers(0, 255, size=(20, 24, 3), dtype=np.uint8)).save(flat / f"{i}.png")
     cfg = tmp_path / "pre.toml"
     cfg.write_text("[preprocess]\nsize = [16, 16]\nchannels = 3\n")
-    code, stdout, stderr = run_cli([*_tiny_args(tmp_path, tmp_path / "auto"), "--eval-data", str(flat),
-                                    "--calibrator", "auto", "--config", str(cfg)])
+    code, stdout, stderr = run_cli(
+        [
+            *_tiny_args(tmp_path, tmp_path / "auto"),
+            "--eval-data",
+            str(flat),
+            "--calibrator",
+            "auto",
+            "--config",
+            str(cfg),
+        ]
+    )
     assert code in (0, 1), stderr
     manifest = json.loads((tmp_path / "auto" / "fx2trt_run.json").read_text())
     search = manifest["calibrator_search"]

@@ -13,8 +13,18 @@ from fx2trt_pipeline.deploy.report import _algorithms_label
 
 
 def test_flags_reach_quant_config() -> None:
-    args = build_parser().parse_args(["build", "--equalization", "--bias-correction", "--adaround",
-                                      "--adaround-iterations", "7", "--calibrator", "auto_per_group"])
+    args = build_parser().parse_args(
+        [
+            "build",
+            "--equalization",
+            "--bias-correction",
+            "--adaround",
+            "--adaround-iterations",
+            "7",
+            "--calibrator",
+            "auto_per_group",
+        ]
+    )
     quant = run_config_from_sources(None, build_overrides(args)).quant
     assert (quant.equalization, quant.bias_correction, quant.adaround) == (True, True, True)
     assert quant.adaround_iterations == 7 and quant.calibrator == "auto_per_group"

@@ -64,9 +64,7 @@ def test_no_triton_batching_when_the_profile_does_not_allow_it(spec: InputSpec, 
 def test_dtypes_names_and_errors(tmp_path: Path) -> None:
     cfg = triton_model_config(
         "m",
-        _meta(
-            InputSpec.dynamic_batch("x", (4,), 1, 2, 4, dtype=__import__("torch").int32), out_dtype="float16"
-        ),
+        _meta(InputSpec.dynamic_batch("x", (4,), 1, 2, 4, dtype=__import__("torch").int32), out_dtype="float16"),
     )
     assert cfg["input"][0]["data_type"] == "TYPE_INT32" and cfg["output"][0]["data_type"] == "TYPE_FP16"
     with pytest.raises(ConfigError, match="complex64"):

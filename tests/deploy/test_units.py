@@ -156,8 +156,9 @@ def test_preprocessing_flags_over_torchvision_weights_defaults(tmp_path: Path) -
     assert spec.mean == (0.485, 0.456, 0.406) and spec.std == (0.229, 0.224, 0.225)
     spec = run_config_from_sources(None, {**base, "input_size": (96, 96)}).preprocess
     assert (spec.size, spec.resize) == ((96, 96), 99)  # the weights' resize/crop ratio kept
-    spec = run_config_from_sources(None, {**base, "input_size": (64, 80), "resize": 90, "mean": (0.5,),
-                                          "std": (0.25,), "channels": 1}).preprocess
+    spec = run_config_from_sources(
+        None, {**base, "input_size": (64, 80), "resize": 90, "mean": (0.5,), "std": (0.25,), "channels": 1}
+    ).preprocess
     assert (spec.size, spec.resize, spec.mean, spec.std, spec.channels) == ((64, 80), 90, (0.5,), (0.25,), 1)
     assert run_config_from_sources(None, {"model": "pkg.mod:factory", "calib_data": "x"}).preprocess is None
     with pytest.raises(ConfigError, match="resize"):

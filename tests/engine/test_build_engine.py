@@ -18,16 +18,13 @@ from fx2trt_pipeline.errors import EngineBuildError
 from fx2trt_pipeline.quantize import qdq_ops
 
 
-
 def make_qdq_conv_relu() -> torch.fx.GraphModule:
     """The quantizer's form of Conv2d+ReLU, written node by node (see docs/architecture.md):
     activation Q/DQ pair, int8 weight dequantized per channel, functional conv keeping the layer name."""
     g = torch.Generator().manual_seed(0)
     root = torch.nn.Module()
     root.register_buffer("x_input_scale", torch.tensor(0.05))
-    root.register_buffer(
-        "conv_weight_int8", torch.randint(-127, 128, (8, 3, 3, 3), generator=g, dtype=torch.int8)
-    )
+    root.register_buffer("conv_weight_int8", torch.randint(-127, 128, (8, 3, 3, 3), generator=g, dtype=torch.int8))
     root.register_buffer("conv_weight_scale", torch.rand(8, generator=g) * 0.02 + 0.001)
     root.register_buffer("conv_bias", torch.randn(8, generator=g))
     graph = torch.fx.Graph()
@@ -37,9 +34,7 @@ def make_qdq_conv_relu() -> torch.fx.GraphModule:
 
     x = graph.placeholder("x")
     x_scale = graph.get_attr("x_input_scale")
-    x_dq = call(
-        qdq_ops.DEQUANTIZE, (call(qdq_ops.QUANTIZE, (x, x_scale, None), "x_q"), x_scale, None), "x_dq"
-    )
+    x_dq = call(qdq_ops.DEQUANTIZE, (call(qdq_ops.QUANTIZE, (x, x_scale, None), "x_q"), x_scale, None), "x_dq")
     w = call(
         qdq_ops.DEQUANTIZE,
         (graph.get_attr("conv_weight_int8"), graph.get_attr("conv_weight_scale"), 0),

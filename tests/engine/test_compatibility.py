@@ -80,7 +80,10 @@ def test_datacenter_plans_run_on_their_build_compute_capability_unless_hardware_
     )
     portable = _meta("tensorrt", None, "AMPERE_PLUS", A10)
     assert [incompatibility_reason(portable, g) is None for g in (A100, H200, RTX_5090, T4)] == [
-        True, True, True, False
+        True,
+        True,
+        True,
+        False,
     ]
     unknown = _meta("tensorrt", None, None, None)  # built where no GPU was recorded: TensorRT decides
     assert incompatibility_reason(unknown, T4) is None

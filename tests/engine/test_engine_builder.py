@@ -61,9 +61,7 @@ def test_dynamic_batch_profile_round_trips(
     assert meta["outputs"][0]["shape"] == [-1, 8, 12, 12]
 
 
-def test_dynamic_input_without_spec_is_refused(
-    qdq_network: Callable[..., Any], static_spec: InputSpec
-) -> None:
+def test_dynamic_input_without_spec_is_refused(qdq_network: Callable[..., Any], static_spec: InputSpec) -> None:
     builder, net, _keep = qdq_network(None)
     with pytest.raises(EngineBuildError, match=r"'x'.*dynamic but the InputSpec is static"):
         engine_bytes_from_network(builder, net, [static_spec])

@@ -95,9 +95,7 @@ def test_apply_sets_real_builder_config() -> None:
 def test_hardware_compatibility_refused_by_rtx() -> None:
     config = create_builder().create_builder_config()
     with pytest.raises(ConfigError, match="compute_capabilities=.*instead"):
-        apply_build_options(
-            BuildOptions(hardware_compatibility_level="AMPERE_PLUS"), config, trt_api.get_trt()
-        )
+        apply_build_options(BuildOptions(hardware_compatibility_level="AMPERE_PLUS"), config, trt_api.get_trt())
 
 
 @pytest.mark.skipif(not RTX, reason="TensorRT-RTX behaviour")

@@ -141,9 +141,7 @@ def test_check_input_errors(dynamic_spec: InputSpec, tensor: Any, message: str) 
 
 def test_check_input_device() -> None:
     binding = TensorBinding("x", True, torch.float32, (2,))
-    with pytest.raises(
-        EngineInputError, match=r"is on cpu, the engine runs on cuda:0; move it with .to\('cuda:0'\)"
-    ):
+    with pytest.raises(EngineInputError, match=r"is on cpu, the engine runs on cuda:0; move it with .to\('cuda:0'\)"):
         check_input(binding, torch.zeros(2), torch.device("cuda", 0))
 
 

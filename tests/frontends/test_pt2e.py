@@ -36,12 +36,14 @@ def _batches(n: int = 1, batch: int = 3, size: int = SIZE, seed: int = 1) -> lis
     return [torch.randn(batch, 3, size, size, generator=gen) for _ in range(n)]
 
 
-def pt2e_quantize(model: torch.nn.Module, calib: list[torch.Tensor], config: ftp.QuantConfig = CONFIG,
-                  dynamic: bool = True) -> torch.fx.GraphModule:
+def pt2e_quantize(
+    model: torch.nn.Module, calib: list[torch.Tensor], config: ftp.QuantConfig = CONFIG, dynamic: bool = True
+) -> torch.fx.GraphModule:
     x = calib[0]
     shapes = ({0: torch.export.Dim("batch", min=1, max=16)},) if dynamic else None
-    prepared = prepare_pt2e(torch.export.export(model, (x,), dynamic_shapes=shapes).module(),
-                            pt2e.TensorRTQuantizer(config))
+    prepared = prepare_pt2e(
+        torch.export.export(model, (x,), dynamic_shapes=shapes).module(), pt2e.TensorRTQuantizer(config)
+    )
     with torch.no_grad():
         for batch in calib:
             prepared(batch)
@@ -149,8 +151,12 @@ def test_skip_overrides_and_deconv_axis() -> None:
     torch.manual_seed(0)
     model = Small().eval()
     calib = [torch.randn(2, 3, 16, 16)]
-    config = ftp.QuantConfig(show_progress=False, skip=("conv2",), deconv_weight_axis=1,
-                             name_overrides={"conv1": ftp.LayerOverride(calibrator="minmax")})
+    config = ftp.QuantConfig(
+        show_progress=False,
+        skip=("conv2",),
+        deconv_weight_axis=1,
+        name_overrides={"conv1": ftp.LayerOverride(calibrator="minmax")},
+    )
     qgm = pt2e_quantize(model, calib, config, dynamic=False)
     axes = _weight_dq_axes(qgm)
     assert sorted(axes.values()) == [0, 1, 1]  # conv1, and the ConvTranspose2d on axis 1; conv2 skipped

@@ -34,8 +34,7 @@ def _randomize_bn(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize(("factory", "shape"), [(demo_centernet, (2, 1, 96, 96)),
-                                                 (centernet_resnet18, (1, 3, 64, 64))])
+@pytest.mark.parametrize(("factory", "shape"), [(demo_centernet, (2, 1, 96, 96)), (centernet_resnet18, (1, 3, 64, 64))])
 def test_symbolic_trace_matches_eager(factory, shape) -> None:
     model = _randomize_bn(factory())
     gm = torch.fx.symbolic_trace(model)
@@ -61,9 +60,9 @@ def test_output_shapes_and_heatmap_prior() -> None:
 def test_decode_finds_peaks_boxes_and_classes() -> None:
     hm = torch.full((1, 3, 8, 8), -10.0)
     wh, reg = torch.zeros(1, 2, 8, 8), torch.zeros(1, 2, 8, 8)
-    hm[0, 2, 1, 5] = 3.0       # class 2 at cell (x=5, y=1)
-    hm[0, 2, 1, 6] = 2.0       # its neighbour: suppressed by the 3x3 max-pool peak test
-    hm[0, 0, 6, 2] = 1.0       # class 0 at cell (x=2, y=6)
+    hm[0, 2, 1, 5] = 3.0  # class 2 at cell (x=5, y=1)
+    hm[0, 2, 1, 6] = 2.0  # its neighbour: suppressed by the 3x3 max-pool peak test
+    hm[0, 0, 6, 2] = 1.0  # class 0 at cell (x=2, y=6)
     wh[0, :, 1, 5] = torch.tensor([2.0, 1.0])
     reg[0, :, 1, 5] = torch.tensor([0.5, 0.25])
     wh[0, :, 6, 2] = torch.tensor([1.0, 1.0])

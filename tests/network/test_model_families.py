@@ -47,8 +47,14 @@ class TinySegmenter(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.backbone = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU(),
-                                      nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(16, 32, 3, 2), nn.ReLU())
+        self.backbone = nn.Sequential(
+            nn.Conv2d(3, 16, 3, 2, 1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.ZeroPad2d((0, 1, 0, 1)),
+            nn.Conv2d(16, 32, 3, 2),
+            nn.ReLU(),
+        )
         self.classifier = nn.Conv2d(32, 5, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -62,9 +62,7 @@ def test_unsupported_ops_raise_before_any_tensorrt_object(monkeypatch: pytest.Mo
 
 
 def test_refusals_and_missing_converters_are_reported_together() -> None:
-    gm = trace_module(
-        Fn(lambda m, x: F.softmax(torch.abs(x)) + F.interpolate(x, scale_factor=2, mode="area"))
-    )
+    gm = trace_module(Fn(lambda m, x: F.softmax(torch.abs(x)) + F.interpolate(x, scale_factor=2, mode="area")))
     reasons = {r[0]: r[2] for r in find_unsupported(gm)}
     assert set(reasons) == {"abs_1", "softmax", "interpolate"}
     assert "explicit int dim" in reasons["softmax"] and "area" in reasons["interpolate"]

@@ -12,8 +12,15 @@ from fx2trt_pipeline.quantize.reference import quantize_weight
 
 def model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1, groups=4),
-                         nn.ReLU(), nn.Conv2d(16, 8, 1), nn.Flatten(), nn.Linear(8 * 36, 10)).eval()
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=4),
+        nn.ReLU(),
+        nn.Conv2d(16, 8, 1),
+        nn.Flatten(),
+        nn.Linear(8 * 36, 10),
+    ).eval()
 
 
 def batches(seed: int) -> list[torch.Tensor]:
@@ -23,8 +30,9 @@ def batches(seed: int) -> list[torch.Tensor]:
 
 def test_adaround_lowers_layer_reconstruction_error_on_held_out_data(tmp_path) -> None:
     m, calib, held_out = model(), batches(0), batches(1)
-    cfg = ftp.QuantConfig(calibrator="minmax", adaround=True, adaround_iterations=150, adaround_rows=512,
-                          show_progress=False)
+    cfg = ftp.QuantConfig(
+        calibrator="minmax", adaround=True, adaround_iterations=150, adaround_rows=512, show_progress=False
+    )
     prepared = ftp.prepare(m, (calib[0],), cfg)
     ftp.calibrate(prepared, calib)
     qgm = ftp.convert(prepared)

@@ -49,8 +49,9 @@ def test_simulation_matches_manual_int8_math() -> None:
     y = torch.relu(torch.nn.functional.conv2d(fake_quantize(x, s_in), wq, b, padding=1)).mean((2, 3))
     s_y = torch.tensor(state.amax[state.placement.points["mean"].group] / 127)
     fc_w = model.fc.weight
-    out = torch.nn.functional.linear(fake_quantize(y, s_y), fake_quantize(fc_w, fc_w.abs().amax(1) / 127, 0),
-                                     model.fc.bias)
+    out = torch.nn.functional.linear(
+        fake_quantize(y, s_y), fake_quantize(fc_w, fc_w.abs().amax(1) / 127, 0), model.fc.bias
+    )
     assert torch.allclose(qgm(x), out, atol=1e-5)
     assert state.amax["x"] == pytest.approx(max(d.abs().max().item() for d in data))
 
@@ -127,6 +128,7 @@ def test_user_model_is_not_modified() -> None:
 
 
 # ---- bad input: one clear error each ----
+
 
 class Untraceable(nn.Module):
     def __init__(self) -> None:
@@ -207,8 +209,11 @@ def test_public_functions_survive_submodule_imports() -> None:
     """``ftp.quantize`` stays the function although the subpackage ``fx2trt_pipeline.quantize`` shares its name."""
     import importlib
 
-    for mod in ("fx2trt_pipeline.network.network", "fx2trt_pipeline.quantize.observe",
-                "fx2trt_pipeline.network.inputs"):
+    for mod in (
+        "fx2trt_pipeline.network.network",
+        "fx2trt_pipeline.quantize.observe",
+        "fx2trt_pipeline.network.inputs",
+    ):
         importlib.import_module(mod)
     assert callable(ftp.convert) and ftp.convert.__module__ == "fx2trt_pipeline.quantize.api"
     assert callable(ftp.quantize) and ftp.quantize.__module__ == "fx2trt_pipeline.quantize.api"

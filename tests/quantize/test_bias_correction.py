@@ -14,8 +14,13 @@ from fx2trt_pipeline.quantize.bias_correction import output_shift
 def model(layers: int = 3) -> nn.Module:
     """Conv / depthwise / pointwise with one channel 30x larger: per-tensor weight scales round the others coarsely."""
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1, groups=16),
-                      nn.ReLU(), nn.Conv2d(16, 8, 1))[: 2 * layers - 1].eval()
+    m = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=16),
+        nn.ReLU(),
+        nn.Conv2d(16, 8, 1),
+    )[: 2 * layers - 1].eval()
     with torch.no_grad():
         for conv in m[::2]:
             conv.weight[0] *= 30

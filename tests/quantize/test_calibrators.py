@@ -90,9 +90,7 @@ def test_percentile_100_is_amax() -> None:
     assert amax_percentile(s, 100.0) == s.amax
 
 
-@pytest.mark.parametrize(
-    "kind, num_bins", [("halfnormal", 2048), ("relu", 512), ("outliers", 2048), ("laplace", 300)]
-)
+@pytest.mark.parametrize("kind, num_bins", [("halfnormal", 2048), ("relu", 512), ("outliers", 2048), ("laplace", 300)])
 def test_entropy_matches_slow_reference(kind: str, num_bins: int) -> None:
     x = sample(kind, 50_000, 3)
     s = stats_of(x, num_bins)

@@ -15,9 +15,16 @@ from fx2trt_pipeline.quantize.fold_bn import fold_batchnorm
 
 def block(act: type[nn.Module]) -> nn.Module:
     """expand 1x1 -> BN -> act -> depthwise 3x3 -> BN -> act -> project 1x1 -> BN (MobileNetV2's shape)."""
-    return nn.Sequential(nn.Conv2d(4, 12, 1, bias=False), nn.BatchNorm2d(12), act(),
-                         nn.Conv2d(12, 12, 3, padding=1, groups=12, bias=False), nn.BatchNorm2d(12), act(),
-                         nn.Conv2d(12, 6, 1, bias=False), nn.BatchNorm2d(6))
+    return nn.Sequential(
+        nn.Conv2d(4, 12, 1, bias=False),
+        nn.BatchNorm2d(12),
+        act(),
+        nn.Conv2d(12, 12, 3, padding=1, groups=12, bias=False),
+        nn.BatchNorm2d(12),
+        act(),
+        nn.Conv2d(12, 6, 1, bias=False),
+        nn.BatchNorm2d(6),
+    )
 
 
 def randomized(model: nn.Module) -> nn.Module:

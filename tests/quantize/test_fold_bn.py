@@ -30,8 +30,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("model,shape", CASES, ids=lambda c: type(c[0]).__name__ if isinstance(c, nn.Sequential)
-                         else None)
+@pytest.mark.parametrize(
+    "model,shape", CASES, ids=lambda c: type(c[0]).__name__ if isinstance(c, nn.Sequential) else None
+)
 def test_fold_matches_unfolded(model: nn.Module, shape: tuple[int, ...]) -> None:
     _randomise_bn(model)
     model.eval()

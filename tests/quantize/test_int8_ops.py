@@ -36,21 +36,24 @@ def test_mobilenet_v2_real_weights_is_bitwise_identical_with_1_and_2_threads() -
     pytest.importorskip("skimage")
     from fx2trt_pipeline.models.mobilenet_v2_imagenet import mobilenet_v2_imagenet, photo_samples
 
-    qgm = ftp.quantize(mobilenet_v2_imagenet(), [photo_samples(4, size=96, seed=0)],
-                       config=ftp.QuantConfig(show_progress=False))
+    qgm = ftp.quantize(
+        mobilenet_v2_imagenet(), [photo_samples(4, size=96, seed=0)], config=ftp.QuantConfig(show_progress=False)
+    )
     assert sum(int8_ops.is_integer_op(n) for n in qgm.graph.nodes) == 53  # 52 convs + the classifier
     _bitwise_across_threads(qgm, photo_samples(3, size=96, seed=1))
 
 
 def test_resnet18_small_input_is_bitwise_identical_with_1_and_2_threads() -> None:
     torch.manual_seed(0)
-    qgm = ftp.quantize(torchvision.models.resnet18().eval(), [torch.randn(4, 3, 64, 64)],
-                       config=ftp.QuantConfig(show_progress=False))
+    qgm = ftp.quantize(
+        torchvision.models.resnet18().eval(), [torch.randn(4, 3, 64, 64)], config=ftp.QuantConfig(show_progress=False)
+    )
     _bitwise_across_threads(qgm, torch.randn(3, 3, 64, 64))
 
 
-def _exact_reference(x_q: torch.Tensor, w_q: torch.Tensor, sx: torch.Tensor, sw: torch.Tensor, bias: torch.Tensor,
-                     **conv: object) -> torch.Tensor:
+def _exact_reference(
+    x_q: torch.Tensor, w_q: torch.Tensor, sx: torch.Tensor, sw: torch.Tensor, bias: torch.Tensor, **conv: object
+) -> torch.Tensor:
     """The documented epilogue on an independent exact sum (int64 via float64 on small integers)."""
     acc = F.conv2d(x_q.double(), w_q.double(), None, **conv)
     return acc.float() * (sx * sw).reshape(1, -1, 1, 1) + bias.reshape(1, -1, 1, 1)
@@ -76,8 +79,7 @@ def test_deconv_and_linear_match_their_float_op_closely() -> None:
     w_q = torch.randint(-127, 128, (4, 3, 3, 3), generator=gen, dtype=torch.int8)
     sw = torch.rand(3, generator=gen) * 0.01 + 1e-3
     w = qdq_ops.dequantize(w_q, sw, 1)
-    got = int8_ops.conv_transpose2d(x, w, None, [2, 2], [1, 1], [1, 1], 1, [1, 1], input_scale=sx,
-                                     weight_scale=sw)
+    got = int8_ops.conv_transpose2d(x, w, None, [2, 2], [1, 1], [1, 1], 1, [1, 1], input_scale=sx, weight_scale=sw)
     assert torch.allclose(got, F.conv_transpose2d(x, w, None, 2, 1, 1, 1, 1), atol=1e-5)
     xl = qdq_ops.fake_quantize(torch.randn(5, 4000, generator=gen), sx)  # 128 * sum|w| > 2**24: chunked
     wl_q = torch.randint(-127, 128, (6, 4000), generator=gen, dtype=torch.int8)
@@ -121,8 +123,9 @@ def test_deconv_scaled_on_its_summed_axis_keeps_the_float_form() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
 def test_cuda_matches_cpu_bitwise() -> None:
     torch.manual_seed(0)
-    qgm = ftp.quantize(torchvision.models.resnet18().eval(), [torch.randn(4, 3, 64, 64)],
-                       config=ftp.QuantConfig(show_progress=False))
+    qgm = ftp.quantize(
+        torchvision.models.resnet18().eval(), [torch.randn(4, 3, 64, 64)], config=ftp.QuantConfig(show_progress=False)
+    )
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         cpu = qgm(x)

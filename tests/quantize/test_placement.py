@@ -118,14 +118,23 @@ def test_concat_inputs_share_one_scale() -> None:
 
 
 def test_skip_and_overrides() -> None:
-    cfg = dict(calibrator="entropy", skip=("layer4.*",),
-               name_overrides={"fc": ftp.LayerOverride(calibrator="minmax")},
-               module_type_overrides={"Conv2d": ftp.LayerOverride(calibrator="percentile", percentile=99.9)})
+    cfg = dict(
+        calibrator="entropy",
+        skip=("layer4.*",),
+        name_overrides={"fc": ftp.LayerOverride(calibrator="minmax")},
+        module_type_overrides={"Conv2d": ftp.LayerOverride(calibrator="percentile", percentile=99.9)},
+    )
     gm = _quantize(torchvision.models.resnet18(), (2, 3, 64, 64), **cfg)
-    float_convs = [n.target for n in gm.graph.nodes
-                   if n.op == "call_module" and isinstance(gm.get_submodule(n.target), nn.Conv2d)]
-    assert sorted(float_convs) == ["layer4.0.conv1", "layer4.0.conv2", "layer4.0.downsample.0", "layer4.1.conv1",
-                                   "layer4.1.conv2"]
+    float_convs = [
+        n.target for n in gm.graph.nodes if n.op == "call_module" and isinstance(gm.get_submodule(n.target), nn.Conv2d)
+    ]
+    assert sorted(float_convs) == [
+        "layer4.0.conv1",
+        "layer4.0.conv2",
+        "layer4.0.downsample.0",
+        "layer4.1.conv1",
+        "layer4.1.conv2",
+    ]
     state = ftp.get_quant_state(gm)
     fc_group = state.placement.groups[state.placement.points["flatten"].group]
     assert fc_group.calibrator == "minmax"
@@ -135,9 +144,14 @@ def test_skip_and_overrides() -> None:
 
 
 def test_quantize_ops_selects_op_kinds() -> None:
-    gm = _quantize(torchvision.models.resnet18(), (2, 3, 64, 64), calibrator="minmax",
-                   quantize_ops=("conv", "linear"))
+    gm = _quantize(torchvision.models.resnet18(), (2, 3, 64, 64), calibrator="minmax", quantize_ops=("conv", "linear"))
     for add in adds(gm):
-        assert not any(is_dequantize(a) for a in add.args if a.op == "call_function" and a.target is not operator.add
-                       and add.args.index(a) == 1 and "downsample" in a.name)
+        assert not any(
+            is_dequantize(a)
+            for a in add.args
+            if a.op == "call_function"
+            and a.target is not operator.add
+            and add.args.index(a) == 1
+            and "downsample" in a.name
+        )
     assert not any(q.args[0].name.endswith("downsample_0") for q in act_quant_nodes(gm))

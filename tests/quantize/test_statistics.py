@@ -37,7 +37,7 @@ def stats_of(*tensors: torch.Tensor, num_bins: int = 2048) -> TensorStats:
 
 def _edge_values() -> torch.Tensor:
     """Values exactly on bin edges k*w and one ulp below them, where an inexact rule would slip."""
-    w = 2.0 ** -3  # num_bins=64, amax 7.5 -> w = 1/8
+    w = 2.0**-3  # num_bins=64, amax 7.5 -> w = 1/8
     edges = torch.arange(0, 60, dtype=torch.float32) * w
     below = torch.nextafter(edges[1:], torch.zeros(()))
     return torch.cat((edges, -edges, below, -below, torch.tensor([7.5])))
@@ -66,7 +66,7 @@ def test_counts_match_numpy_reference(kind: str, num_bins: int) -> None:
     assert s.count == values.size
     # The width rule: the smallest power of two with amax < num_bins * w.
     assert amax < num_bins * s.bin_width and not amax < num_bins * s.bin_width / 2
-    assert s.bin_width == 2.0 ** s.log2_width
+    assert s.bin_width == 2.0**s.log2_width
     np.testing.assert_array_equal(s.hist.numpy(), reference_hist(values, s.bin_width, num_bins))
     assert s.hist.dtype == torch.int64
 
@@ -134,14 +134,14 @@ def test_more_than_2_pow_24_zeros_are_counted_exactly() -> None:
     expected[0] += n_zero
     np.testing.assert_array_equal(s.hist.numpy(), expected)
     # The histc (CUDA) path chunks its float counts for the same reason.
-    counts = _counts_histc(x * 2.0 ** -s.log2_width, 2048, signed=True)
+    counts = _counts_histc(x * 2.0**-s.log2_width, 2048, signed=True)
     np.testing.assert_array_equal(counts.numpy(), expected)
 
 
 def test_width_doubles_when_a_batch_exceeds_the_range() -> None:
     s = TensorStats(16)
     s.update(torch.tensor([0.1, 0.9]), "x")
-    assert s.bin_width == 2.0 ** -4
+    assert s.bin_width == 2.0**-4
     s.update(torch.tensor([-100.0]), "x")
     assert s.bin_width == 8.0 and s.amax == 100.0
     np.testing.assert_array_equal(s.hist.numpy(), reference_hist(np.array([0.1, 0.9, 100.0]), 8.0, 16))
@@ -215,9 +215,7 @@ def test_from_dict_rejects_inconsistent_records() -> None:
         TensorStats.from_dict({k: v for k, v in good.items() if k != "format"})
 
 
-@pytest.mark.parametrize(
-    "bad, n_nan, n_inf", [(float("nan"), 3, 0), (float("inf"), 0, 3), (-float("inf"), 0, 3)]
-)
+@pytest.mark.parametrize("bad, n_nan, n_inf", [(float("nan"), 3, 0), (float("inf"), 0, 3), (-float("inf"), 0, 3)])
 def test_non_finite_values_name_the_observer(bad: float, n_nan: int, n_inf: int) -> None:
     s = stats_of(torch.tensor([1.0, 2.0]))
     before = s.clone()

@@ -116,9 +116,18 @@ def test_search_meets_a_budget_tighter_than_full_int8(setup: DemoSetup, subset: 
     if drop <= 0.002:
         pytest.skip(f"percentile 99.9 costs only {drop:.4f} mAP on this subset: nothing to recover")
     budget = 0.75 * drop  # tighter than full INT8: at least one layer must go float
-    result = mixed_precision_search(setup.model, setup.prepared, evaluate, budget, config=CLIPPING,
-                                    calib_batches=setup.calib_batches, proxy_inputs=(setup.calib_batches[0][:16],),
-                                    max_verify=2, max_evaluations=5, fp32_metric=fp32)
+    result = mixed_precision_search(
+        setup.model,
+        setup.prepared,
+        evaluate,
+        budget,
+        config=CLIPPING,
+        calib_batches=setup.calib_batches,
+        proxy_inputs=(setup.calib_batches[0][:16],),
+        max_verify=2,
+        max_evaluations=5,
+        fp32_metric=fp32,
+    )
     assert result.int8 == pytest.approx(full, abs=1e-12) and result.fp32 == fp32
     assert result.evaluations <= 5
     measured = [s for s in result.sensitivity if s.metric_if_float is not None]
@@ -140,8 +149,9 @@ def test_search_meets_a_budget_tighter_than_full_int8(setup: DemoSetup, subset: 
 
 def test_search_stops_at_once_when_full_int8_meets_the_budget(setup: DemoSetup, subset: Any) -> None:
     evaluate, fp32, _ = subset
-    result = mixed_precision_search(setup.model, setup.prepared, evaluate, 1.0, config=CLIPPING,
-                                    calib_batches=setup.calib_batches, fp32_metric=fp32)
+    result = mixed_precision_search(
+        setup.model, setup.prepared, evaluate, 1.0, config=CLIPPING, calib_batches=setup.calib_batches, fp32_metric=fp32
+    )
     assert result.met_budget and result.float_layers == [] and result.evaluations == 1
     assert result.sensitivity == []  # no proxies computed when there is nothing to recover
     assert result.config.skip == () and result.to_dict()["skip"] == []

@@ -50,8 +50,7 @@ SIM_CONFIG = QuantConfig(calibrator="mse", show_progress=False)
 def cached_setup() -> DemoSetup:
     """The demo detector calibrated once per test session (shared by the validate test modules)."""
     if not centernet.DEMO_WEIGHTS.is_file():
-        pytest.skip(f"demo detector weights not shipped ({centernet.DEMO_WEIGHTS}); "
-                    "run scripts/train_demo_detector.py")
+        pytest.skip(f"demo detector weights not shipped ({centernet.DEMO_WEIGHTS}); run scripts/train_demo_detector.py")
     return demo_setup(calib_images=CALIB_IMAGES)
 
 
@@ -59,8 +58,9 @@ def cached_setup() -> DemoSetup:
 def cached_result() -> AccuracyResult:
     """FP32 / simulated INT8 (MSE) / engine backend on the val subset, computed once per session."""
     setup = cached_setup()
-    return validate_detector(setup.model, convert(setup.prepared, SIM_CONFIG), setup.val, max_images=N_IMAGES,
-                             decode_fn=centernet_decode)
+    return validate_detector(
+        setup.model, convert(setup.prepared, SIM_CONFIG), setup.val, max_images=N_IMAGES, decode_fn=centernet_decode
+    )
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +91,7 @@ def _direct_coco_map(model: torch.nn.Module, n_images: int) -> dict[str, float]:
         for (x0, y0, x1, y1), s, c in zip(boxes[b].tolist(), scores[b].tolist(), classes[b].tolist()):
             # COCO result-file precision: 1e-3 px boxes, 1e-5 scores
             box = [round(x0, 3), round(y0, 3), round(x1 - x0, 3), round(y1 - y0, 3)]
-            detections.append({"image_id": image_id, "category_id": int(c), "bbox": box,
-                               "score": round(s, 5)})
+            detections.append({"image_id": image_id, "category_id": int(c), "bbox": box, "score": round(s, 5)})
     gt = COCO(str(MNIST_DET_DIR / "val.json"))
     ev = COCOeval(gt, gt.loadRes(detections), iouType="bbox")
     ev.params.imgIds = ids
@@ -124,9 +123,9 @@ def test_engine_backend_matches_simulated(result: AccuracyResult) -> None:
     else:
         assert result.engine_backend == "tensorrt"
         assert result.engine_delta is not None and result.engine_delta <= 0.002, str(result)
-    assert result.value(result.engine_backend, "AP50") == pytest.approx(result.value("simulated", "AP50"),
-                                                                        abs=1e-6 if result.engine_backend ==
-                                                                        "network_executor" else 0.002)
+    assert result.value(result.engine_backend, "AP50") == pytest.approx(
+        result.value("simulated", "AP50"), abs=1e-6 if result.engine_backend == "network_executor" else 0.002
+    )
 
 
 def test_result_round_trips_and_prints(result: AccuracyResult) -> None:
@@ -151,8 +150,7 @@ def test_explicit_backends_never_fall_back_silently() -> None:
 
 def test_calibrator_table_and_best(setup: DemoSetup, result: AccuracyResult) -> None:
     evaluate = detection_evaluator(setup.val, centernet_decode, max_images=N_IMAGES)
-    qgm, table = best_calibrator(setup.prepared, evaluate, metric="mAP",
-                                 fp32_metrics=result.runs["fp32"].metrics)
+    qgm, table = best_calibrator(setup.prepared, evaluate, metric="mAP", fp32_metrics=result.runs["fp32"].metrics)
     assert [r.choice for r in table.rows] == list(DEFAULT_CHOICES)
     values = [r.metrics["mAP"] for r in table.rows]
     assert all(0.0 <= v <= 1.0 for v in values)
@@ -164,16 +162,20 @@ def test_calibrator_table_and_best(setup: DemoSetup, result: AccuracyResult) -> 
     assert table.best == next(r.choice for r in table.rows if r.metrics["mAP"] >= top - table.tie_tolerance)
     assert pick_best(table.rows, "mAP", tie_tolerance=0.0) == table.rows[int(np.argmax(values))].choice
     state = get_quant_state(qgm)
-    assert (state.config.calibrator, state.config.percentile) == \
-        (table.best.calibrator, table.best.percentile or state.config.percentile)
+    assert (state.config.calibrator, state.config.percentile) == (
+        table.best.calibrator,
+        table.best.percentile or state.config.percentile,
+    )
     text = str(table)
     assert all(c.label in text for c in DEFAULT_CHOICES) and "<- best" in text
 
 
 def test_pick_best_prefers_simpler_on_ties_and_ignores_nan() -> None:
-    rows = [CalibratorRow(CalibratorChoice("minmax"), {"mAP": math.nan}, 0.0),
-            CalibratorRow(CalibratorChoice("percentile", 99.99), {"mAP": 0.40}, 0.0),
-            CalibratorRow(CalibratorChoice("mse"), {"mAP": 0.40004}, 0.0)]
+    rows = [
+        CalibratorRow(CalibratorChoice("minmax"), {"mAP": math.nan}, 0.0),
+        CalibratorRow(CalibratorChoice("percentile", 99.99), {"mAP": 0.40}, 0.0),
+        CalibratorRow(CalibratorChoice("mse"), {"mAP": 0.40004}, 0.0),
+    ]
     assert pick_best(rows, "mAP").label == "percentile 99.99"
     assert pick_best(rows, "mAP", tie_tolerance=0.0).label == "mse"
     with pytest.raises(ConfigError):
@@ -194,7 +196,7 @@ def _digits() -> tuple[torch.nn.Module, list[tuple[torch.Tensor, torch.Tensor]],
     with torch.no_grad():
         model.weight.copy_(solution[:64].T)
         model.bias.copy_(solution[64])
-    data = [(x[test][i:i + 200], y[test][i:i + 200]) for i in range(0, 597, 200)]
+    data = [(x[test][i : i + 200], y[test][i : i + 200]) for i in range(0, 597, 200)]
     return model.eval(), data, [x[train][:400]]
 
 
@@ -202,8 +204,9 @@ def test_validate_classifier_top1_on_real_digits() -> None:
     import fx2trt_pipeline as ftp
 
     model, data, calib = _digits()
-    qgm = ftp.quantize(model, calib, example_inputs=(calib[0][:1],),
-                       config=QuantConfig(calibrator="minmax", show_progress=False))
+    qgm = ftp.quantize(
+        model, calib, example_inputs=(calib[0][:1],), config=QuantConfig(calibrator="minmax", show_progress=False)
+    )
     res = validate_classifier(model, qgm, data, backends="auto")
     xs, ys = torch.cat([d[0] for d in data]), torch.cat([d[1] for d in data])
     with torch.no_grad():

@@ -70,8 +70,14 @@ def test_executor_matches_simulated_on_real_models(trt, name):
 @pytest.mark.slow
 def test_centernet_qdq_onnx_matches_simulated_and_parses(tmp_path, trt):
     qgm, spec, outputs = _quantized("centernet_resnet18")
-    path = export_qdq_onnx(qgm, (torch.randn(1, *spec.shape[1:]),), tmp_path / "centernet.onnx",
-                           input_names=["images"], output_names=outputs, dynamic_batch=True)
+    path = export_qdq_onnx(
+        qgm,
+        (torch.randn(1, *spec.shape[1:]),),
+        tmp_path / "centernet.onnx",
+        input_names=["images"],
+        output_names=outputs,
+        dynamic_batch=True,
+    )
     feeds = {"images": torch.randn(2, *spec.shape[1:])}
     simulated = TorchRunner(qgm, ["images"], outputs, name="simulated")
     # ONNX Runtime's kernels sum in another order; a 1e-7 difference flips an int8 rounding now and
@@ -97,6 +103,7 @@ def test_engine_matches_simulated(tmp_path, trt):
     build_engine(qgm, [spec], tmp_path / "resnet18.plan", output_names=outputs)
     engine = TensorRTEngineRunner(tmp_path / "resnet18.plan")
     feeds = {"images": torch.randn(2, *spec.shape[1:], device="cuda")}
-    result = compare_runners(TorchRunner(qgm.cuda(), ["images"], outputs, name="simulated"), engine, feeds,
-                             Tolerance(min_cosine=0.999))
+    result = compare_runners(
+        TorchRunner(qgm.cuda(), ["images"], outputs, name="simulated"), engine, feeds, Tolerance(min_cosine=0.999)
+    )
     assert result, str(result)

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 
-def _conv_net(net, x, weight, bias, *, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1, deconv=False,
-              kernel_input=False):
+def _conv_net(
+    net, x, weight, bias, *, stride=(1, 1), pad=(0, 0), dilation=(1, 1), groups=1, deconv=False, kernel_input=False
+):
     """A (de)convolution whose kernel is either weights or input 1 (int8 constant -> dequantize)."""
     trt = net.trt
     inp = net.input("x", tuple(x.shape))
@@ -31,14 +32,17 @@ def _conv_net(net, x, weight, bias, *, stride=(1, 1), pad=(0, 0), dilation=(1, 1
     return layer, weight
 
 
-@pytest.mark.parametrize("groups,stride,pad,dilation", [(1, (1, 1), (1, 1), (1, 1)), (2, (2, 2), (0, 1), (1, 1)),
-                                                        (4, (1, 2), (2, 2), (2, 2))])
+@pytest.mark.parametrize(
+    "groups,stride,pad,dilation",
+    [(1, (1, 1), (1, 1), (1, 1)), (2, (2, 2), (0, 1), (1, 1)), (4, (1, 2), (2, 2), (2, 2))],
+)
 @pytest.mark.parametrize("kernel_input", [False, True])
 def test_convolution_matches_conv2d(net, close, groups, stride, pad, dilation, kernel_input):
     x = torch.randn(2, 4, 9, 10)
     w, b = torch.randn(8, 4 // groups, 3, 3), torch.randn(8)
-    layer, w_used = _conv_net(net, x, w, b, stride=stride, pad=pad, dilation=dilation, groups=groups,
-                              kernel_input=kernel_input)
+    layer, w_used = _conv_net(
+        net, x, w, b, stride=stride, pad=pad, dilation=dilation, groups=groups, kernel_input=kernel_input
+    )
     out = net.run1({"x": x}, layer.get_output(0))
     close(out, F.conv2d(x, w_used, b, stride, pad, dilation, groups), atol=1e-4)
 
@@ -66,14 +70,17 @@ def test_convolution_asymmetric_pre_post_padding(net, close):
     close(net.run1({"x": x}, layer.get_output(0)), F.conv2d(F.pad(x, (2, 0, 0, 1)), w), atol=1e-4)
 
 
-@pytest.mark.parametrize("groups,stride,pad,dilation", [(1, (2, 2), (0, 0), (1, 1)), (2, (2, 2), (1, 1), (1, 1)),
-                                                        (1, (3, 2), (1, 0), (2, 1))])
+@pytest.mark.parametrize(
+    "groups,stride,pad,dilation",
+    [(1, (2, 2), (0, 0), (1, 1)), (2, (2, 2), (1, 1), (1, 1)), (1, (3, 2), (1, 0), (2, 1))],
+)
 @pytest.mark.parametrize("kernel_input", [False, True])
 def test_deconvolution_matches_conv_transpose2d(net, close, groups, stride, pad, dilation, kernel_input):
     x = torch.randn(2, 4, 5, 6)
     w, b = torch.randn(4, 6 // groups, 3, 4), torch.randn(6)
-    layer, w_used = _conv_net(net, x, w, b, stride=stride, pad=pad, dilation=dilation, groups=groups, deconv=True,
-                              kernel_input=kernel_input)
+    layer, w_used = _conv_net(
+        net, x, w, b, stride=stride, pad=pad, dilation=dilation, groups=groups, deconv=True, kernel_input=kernel_input
+    )
     expected = F.conv_transpose2d(x, w_used, b, stride, pad, 0, groups, dilation)
     close(net.run1({"x": x}, layer.get_output(0)), expected, atol=1e-4)
 
@@ -86,9 +93,10 @@ def test_deconvolution_negative_post_padding_is_output_padding(net, close):
     close(net.run1({"x": x}, layer.get_output(0)), expected, atol=1e-4)
 
 
-@pytest.mark.parametrize("kind,window,stride,pad", [("MAX", (3, 3), (2, 2), (1, 1)),
-                                                    ("AVERAGE", (2, 2), (2, 2), (0, 0)),
-                                                    ("AVERAGE", (3, 3), (1, 2), (1, 1))])
+@pytest.mark.parametrize(
+    "kind,window,stride,pad",
+    [("MAX", (3, 3), (2, 2), (1, 1)), ("AVERAGE", (2, 2), (2, 2), (0, 0)), ("AVERAGE", (3, 3), (1, 2), (1, 1))],
+)
 @pytest.mark.parametrize("exclude", [True, False])
 def test_pooling_matches_torch(net, close, kind, window, stride, pad, exclude):
     x = torch.randn(2, 3, 9, 8)
@@ -156,12 +164,19 @@ def test_resize_linear_and_cubic(net, close, coord, align, mode, torch_mode):
 
 
 _ACTIVATIONS = {
-    "RELU": (0, 0, torch.relu), "SIGMOID": (0, 0, torch.sigmoid), "TANH": (0, 0, torch.tanh),
-    "LEAKY_RELU": (0.2, 0, lambda x: F.leaky_relu(x, 0.2)), "ELU": (0.7, 0, lambda x: F.elu(x, 0.7)),
-    "SELU": (1.6732632423543772, 1.0507009873554805, F.selu), "SOFTSIGN": (0, 0, F.softsign),
-    "SOFTPLUS": (0.5, 2.0, lambda x: F.softplus(x, beta=2.0)), "CLIP": (-0.5, 0.7, lambda x: x.clamp(-0.5, 0.7)),
-    "HARD_SIGMOID": (1 / 6, 0.5, F.hardsigmoid), "SCALED_TANH": (1.5, 0.5, lambda x: 1.5 * torch.tanh(0.5 * x)),
-    "THRESHOLDED_RELU": (0.3, 0, lambda x: F.threshold(x, 0.3, 0.0)), "GELU_ERF": (0, 0, F.gelu),
+    "RELU": (0, 0, torch.relu),
+    "SIGMOID": (0, 0, torch.sigmoid),
+    "TANH": (0, 0, torch.tanh),
+    "LEAKY_RELU": (0.2, 0, lambda x: F.leaky_relu(x, 0.2)),
+    "ELU": (0.7, 0, lambda x: F.elu(x, 0.7)),
+    "SELU": (1.6732632423543772, 1.0507009873554805, F.selu),
+    "SOFTSIGN": (0, 0, F.softsign),
+    "SOFTPLUS": (0.5, 2.0, lambda x: F.softplus(x, beta=2.0)),
+    "CLIP": (-0.5, 0.7, lambda x: x.clamp(-0.5, 0.7)),
+    "HARD_SIGMOID": (1 / 6, 0.5, F.hardsigmoid),
+    "SCALED_TANH": (1.5, 0.5, lambda x: 1.5 * torch.tanh(0.5 * x)),
+    "THRESHOLDED_RELU": (0.3, 0, lambda x: F.threshold(x, 0.3, 0.0)),
+    "GELU_ERF": (0, 0, F.gelu),
     "GELU_TANH": (0, 0, lambda x: F.gelu(x, approximate="tanh")),
 }
 
@@ -206,8 +221,13 @@ def test_scale_modes(net, close, mode):
     x = torch.rand(2, 3, 4, 4) + 0.5
     shape = {"UNIFORM": (1,), "CHANNEL": (3,), "ELEMENTWISE": (3, 4, 4)}[mode]
     shift, scale, power = torch.randn(shape), torch.rand(shape) + 0.5, torch.full(shape, 2.0)
-    layer = net.network.add_scale(net.input("x", x.shape), getattr(net.trt.ScaleMode, mode), net.weights(shift),
-                                  net.weights(scale), net.weights(power))
+    layer = net.network.add_scale(
+        net.input("x", x.shape),
+        getattr(net.trt.ScaleMode, mode),
+        net.weights(shift),
+        net.weights(scale),
+        net.weights(power),
+    )
     bshape = {"UNIFORM": (), "CHANNEL": (1, 3, 1, 1), "ELEMENTWISE": (1, 3, 4, 4)}[mode]
     expected = (x * scale.reshape(bshape) + shift.reshape(bshape)) ** 2
     close(net.run1({"x": x}, layer.get_output(0)), expected, atol=1e-5)

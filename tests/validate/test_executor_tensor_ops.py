@@ -34,9 +34,17 @@ def test_per_channel_quantize_dequantize_match_qdq_ops(net, trt, close, axis):
     close(got_dq, qdq_ops.fake_quantize(x, scale, axis))
 
 
-@pytest.mark.parametrize("np_dtype,torch_dtype", [(np.float32, torch.float32), (np.int32, torch.int32),
-                                                  (np.int64, torch.int64), (np.int8, torch.int8),
-                                                  (np.float16, torch.float16), (np.bool_, torch.bool)])
+@pytest.mark.parametrize(
+    "np_dtype,torch_dtype",
+    [
+        (np.float32, torch.float32),
+        (np.int32, torch.int32),
+        (np.int64, torch.int64),
+        (np.int8, torch.int8),
+        (np.float16, torch.float16),
+        (np.bool_, torch.bool),
+    ],
+)
 def test_constant_keeps_layer_dtype(net, close, np_dtype, torch_dtype):
     value = (np.arange(6).reshape(2, 3) % 3).astype(np_dtype)
     out = net.const(value)
@@ -55,17 +63,28 @@ def test_cast_identity_and_shape(net, trt, close):
     close(got[2], torch.tensor([2, 3]))
 
 
-_BINARY = {"SUM": torch.add, "PROD": torch.mul, "MAX": torch.maximum, "MIN": torch.minimum, "SUB": torch.sub,
-           "DIV": torch.div, "POW": torch.pow, "FLOOR_DIV": lambda a, b: torch.floor(a / b),
-           "EQUAL": torch.eq, "GREATER": torch.gt, "LESS": torch.lt}
+_BINARY = {
+    "SUM": torch.add,
+    "PROD": torch.mul,
+    "MAX": torch.maximum,
+    "MIN": torch.minimum,
+    "SUB": torch.sub,
+    "DIV": torch.div,
+    "POW": torch.pow,
+    "FLOOR_DIV": lambda a, b: torch.floor(a / b),
+    "EQUAL": torch.eq,
+    "GREATER": torch.gt,
+    "LESS": torch.lt,
+}
 
 
 @pytest.mark.parametrize("op", sorted(_BINARY))
 def test_elementwise_float_with_broadcasting(net, trt, close, op):
     a, b = torch.rand(2, 3, 4) + 0.5, torch.rand(1, 3, 1) + 0.5
     b[0, 1, 0] = a[0, 1, 0]  # make EQUAL true somewhere
-    layer = net.network.add_elementwise(net.input("a", a.shape), net.input("b", b.shape),
-                                        getattr(trt.ElementWiseOperation, op))
+    layer = net.network.add_elementwise(
+        net.input("a", a.shape), net.input("b", b.shape), getattr(trt.ElementWiseOperation, op)
+    )
     close(net.run1({"a": a, "b": b}, layer.get_output(0)), _BINARY[op](a, b), atol=1e-6)
 
 
@@ -77,19 +96,44 @@ def test_elementwise_integer_division_truncates_and_logic_ops(net, trt, close):
     p, q = torch.tensor([True, True, False, False]), torch.tensor([True, False, True, False])
     ip, iq = net.input("p", (4,), trt.bool), net.input("q", (4,), trt.bool)
     logic = [net.network.add_elementwise(ip, iq, getattr(trt.ElementWiseOperation, n)) for n in ("AND", "OR", "XOR")]
-    got = net.run({"a": a, "b": b, "p": p, "q": q}, div.get_output(0), fdiv.get_output(0),
-                  *[layer.get_output(0) for layer in logic])
+    got = net.run(
+        {"a": a, "b": b, "p": p, "q": q},
+        div.get_output(0),
+        fdiv.get_output(0),
+        *[layer.get_output(0) for layer in logic],
+    )
     close(got[0], torch.tensor([3, -3, -3, 3], dtype=torch.int32))
     close(got[1], torch.tensor([3, -4, -4, 3], dtype=torch.int32))
     for g, ref in zip(got[2:], (p & q, p | q, p ^ q)):
         close(g, ref)
 
 
-_UNARY = {"EXP": torch.exp, "LOG": torch.log, "SQRT": torch.sqrt, "RECIP": torch.reciprocal, "ABS": torch.abs,
-          "NEG": torch.neg, "SIN": torch.sin, "COS": torch.cos, "TAN": torch.tan, "SINH": torch.sinh,
-          "COSH": torch.cosh, "ASIN": torch.asin, "ACOS": torch.acos, "ATAN": torch.atan, "ASINH": torch.asinh,
-          "ACOSH": lambda x: torch.acosh(x + 1), "ATANH": torch.atanh, "CEIL": torch.ceil, "FLOOR": torch.floor,
-          "ERF": torch.erf, "SIGN": torch.sign, "ROUND": torch.round, "ISINF": torch.isinf, "ISNAN": torch.isnan}
+_UNARY = {
+    "EXP": torch.exp,
+    "LOG": torch.log,
+    "SQRT": torch.sqrt,
+    "RECIP": torch.reciprocal,
+    "ABS": torch.abs,
+    "NEG": torch.neg,
+    "SIN": torch.sin,
+    "COS": torch.cos,
+    "TAN": torch.tan,
+    "SINH": torch.sinh,
+    "COSH": torch.cosh,
+    "ASIN": torch.asin,
+    "ACOS": torch.acos,
+    "ATAN": torch.atan,
+    "ASINH": torch.asinh,
+    "ACOSH": lambda x: torch.acosh(x + 1),
+    "ATANH": torch.atanh,
+    "CEIL": torch.ceil,
+    "FLOOR": torch.floor,
+    "ERF": torch.erf,
+    "SIGN": torch.sign,
+    "ROUND": torch.round,
+    "ISINF": torch.isinf,
+    "ISNAN": torch.isnan,
+}
 
 
 @pytest.mark.parametrize("op", sorted(_UNARY))
@@ -121,13 +165,26 @@ def test_unary_not_and_select(net, trt, close):
     close(net.run1({"c": cond, "a": a, "b": b}, sel.get_output(0)), torch.where(~cond, a, b))
 
 
-@pytest.mark.parametrize("op0,op1", [("NONE", "NONE"), ("TRANSPOSE", "NONE"), ("NONE", "TRANSPOSE"),
-                                     ("VECTOR", "NONE"), ("NONE", "VECTOR"), ("VECTOR", "VECTOR")])
+@pytest.mark.parametrize(
+    "op0,op1",
+    [
+        ("NONE", "NONE"),
+        ("TRANSPOSE", "NONE"),
+        ("NONE", "TRANSPOSE"),
+        ("VECTOR", "NONE"),
+        ("NONE", "VECTOR"),
+        ("VECTOR", "VECTOR"),
+    ],
+)
 def test_matrix_multiply_operations(net, trt, close, op0, op1):
     shapes = {"NONE": ((2, 3, 4), (1, 4, 5)), "TRANSPOSE": ((2, 4, 3), (1, 5, 4)), "VECTOR": ((2, 4), (1, 4))}
     a, b = torch.randn(shapes[op0][0]), torch.randn(shapes[op1][1])
-    layer = net.network.add_matrix_multiply(net.input("a", a.shape), getattr(trt.MatrixOperation, op0),
-                                            net.input("b", b.shape), getattr(trt.MatrixOperation, op1))
+    layer = net.network.add_matrix_multiply(
+        net.input("a", a.shape),
+        getattr(trt.MatrixOperation, op0),
+        net.input("b", b.shape),
+        getattr(trt.MatrixOperation, op1),
+    )
     ta = a.transpose(-1, -2) if op0 == "TRANSPOSE" else a
     tb = b.transpose(-1, -2) if op1 == "TRANSPOSE" else b
     if op0 == "VECTOR" and op1 == "VECTOR":
@@ -203,8 +260,12 @@ def test_slice_sample_modes(net, trt, close, mode):
     layer.mode = getattr(trt.SampleMode, mode)
     if mode == "FILL":
         layer.set_input(4, net.const(np.array(9.0, dtype=np.float32)))
-    expected = {"WRAP": [3, 4, 0, 1, 2, 3, 4, 0, 1], "CLAMP": [0, 0, 0, 1, 2, 3, 4, 4, 4],
-                "FILL": [9, 9, 0, 1, 2, 3, 4, 9, 9], "REFLECT": [2, 1, 0, 1, 2, 3, 4, 3, 2]}[mode]
+    expected = {
+        "WRAP": [3, 4, 0, 1, 2, 3, 4, 0, 1],
+        "CLAMP": [0, 0, 0, 1, 2, 3, 4, 4, 4],
+        "FILL": [9, 9, 0, 1, 2, 3, 4, 9, 9],
+        "REFLECT": [2, 1, 0, 1, 2, 3, 4, 3, 2],
+    }[mode]
     close(net.run1({"x": x}, layer.get_output(0)), torch.tensor([expected], dtype=torch.float32))
 
 
@@ -214,8 +275,12 @@ def test_slice_with_dynamic_inputs(net, close):
     layer = net.network.add_slice(inp, (0, 0), (1, 1), (1, 1))
     size = net.network.add_shape(inp).get_output(0)
     layer.set_input(1, net.const(np.array([1, 2], dtype=np.int64)))
-    layer.set_input(2, net.network.add_elementwise(size, net.const(np.array([2, 4], dtype=np.int64)),
-                                                   net.trt.ElementWiseOperation.SUB).get_output(0))
+    layer.set_input(
+        2,
+        net.network.add_elementwise(
+            size, net.const(np.array([2, 4], dtype=np.int64)), net.trt.ElementWiseOperation.SUB
+        ).get_output(0),
+    )
     layer.set_input(3, net.const(np.array([1, 1], dtype=np.int64)))
     close(net.run1({"x": x}, layer.get_output(0)), x[1:3, 2:4])
 
@@ -245,9 +310,13 @@ def test_gather_modes(net, trt, close):
 def test_reduce(net, trt, close, op, keep):
     x = torch.rand(2, 3, 4, 5) + 0.5
     layer = net.network.add_reduce(net.input("x", x.shape), getattr(trt.ReduceOperation, op), 1 << 1 | 1 << 3, keep)
-    ref = {"SUM": lambda t: t.sum((1, 3), keep), "AVG": lambda t: t.mean((1, 3), keep),
-           "MAX": lambda t: t.amax((1, 3), keep), "MIN": lambda t: t.amin((1, 3), keep),
-           "PROD": lambda t: t.prod(3, keep).prod(1, keep)}[op]
+    ref = {
+        "SUM": lambda t: t.sum((1, 3), keep),
+        "AVG": lambda t: t.mean((1, 3), keep),
+        "MAX": lambda t: t.amax((1, 3), keep),
+        "MIN": lambda t: t.amin((1, 3), keep),
+        "PROD": lambda t: t.prod(3, keep).prod(1, keep),
+    }[op]
     close(net.run1({"x": x}, layer.get_output(0)), ref(x), atol=1e-5)
 
 
@@ -257,8 +326,9 @@ def test_softmax_topk_cumulative(net, trt, close):
     soft = net.network.add_softmax(inp)
     soft.axes = 1 << 1
     topk = net.network.add_topk(inp, trt.TopKOperation.MIN, 2, 1 << 1)
-    cum = net.network.add_cumulative(inp, net.const(np.array(1, dtype=np.int32)), trt.CumulativeOperation.SUM,
-                                     True, True)
+    cum = net.network.add_cumulative(
+        inp, net.const(np.array(1, dtype=np.int32)), trt.CumulativeOperation.SUM, True, True
+    )
     got = net.run({"x": x}, soft.get_output(0), topk.get_output(0), topk.get_output(1), cum.get_output(0))
     close(got[0], F.softmax(x, 1))
     values, indices = torch.topk(x, 2, 1, largest=False)

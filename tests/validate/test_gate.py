@@ -83,17 +83,28 @@ def test_saved_result_gates_like_the_original(result: AccuracyResult, tmp_path: 
     path = tmp_path / "accuracy.json"
     path.write_text(json.dumps(result.to_dict()))
     again = load_result(path)
-    assert check_parity(again, int8_budget=TEST_INT8_BUDGET).reason == \
-        check_parity(result, int8_budget=TEST_INT8_BUDGET).reason
+    assert (
+        check_parity(again, int8_budget=TEST_INT8_BUDGET).reason
+        == check_parity(result, int8_budget=TEST_INT8_BUDGET).reason
+    )
     with pytest.raises(ConfigError, match="missing.json"):
         load_result(tmp_path / "missing.json")
 
 
 def _evaluation(result: AccuracyResult, cosine: float) -> Evaluation:
-    rows = [BackendRow(k, k, k, dict(r.metrics), cosine_vs_simulated=None if k in ("fp32", "simulated") else cosine)
-            for k, r in result.runs.items()]
-    return Evaluation(result.task, result.metric, rows, result.engine_backend, result.engine_reason,
-                      result.num_samples, parity_images=16)
+    rows = [
+        BackendRow(k, k, k, dict(r.metrics), cosine_vs_simulated=None if k in ("fp32", "simulated") else cosine)
+        for k, r in result.runs.items()
+    ]
+    return Evaluation(
+        result.task,
+        result.metric,
+        rows,
+        result.engine_backend,
+        result.engine_reason,
+        result.num_samples,
+        parity_images=16,
+    )
 
 
 def test_gate_evaluation_runs_every_check_in_order(result: AccuracyResult) -> None:

@@ -46,8 +46,9 @@ def test_parity_every_output_and_named_layer(trt, tiny_quantized):
 def test_parity_points_at_the_first_diverging_layer(trt, tiny_quantized):
     _, qgm = tiny_quantized
     _, network, _ctx = _convert(qgm, batch=2)
-    layer = next(network.get_layer(i) for i in range(network.num_layers)
-                 if network.get_layer(i).name == "conv2_weight_scale")
+    layer = next(
+        network.get_layer(i) for i in range(network.num_layers) if network.get_layer(i).name == "conv2_weight_scale"
+    )
     layer.__class__ = trt.IConstantLayer
     wrong = np.ascontiguousarray(layer.weights * 1.5)  # a converter bug: wrong weight scale
     layer.weights = wrong
@@ -108,8 +109,9 @@ def test_quant_error_table_accepts_the_float_graph(tiny_quantized):
     float_gm = float_reference_graph(model, qgm)
     direct = quant_error_table(float_gm, qgm, (x,))
     assert isinstance(direct, LayerErrorTable)
-    assert [(r.layer, r.weight_sqnr_db) for r in direct] == [(r.layer, r.weight_sqnr_db)
-                                                              for r in quant_error_table(model, qgm, (x,))]
+    assert [(r.layer, r.weight_sqnr_db) for r in direct] == [
+        (r.layer, r.weight_sqnr_db) for r in quant_error_table(model, qgm, (x,))
+    ]
 
 
 def test_weight_error_compares_with_bn_folded_weights_also_for_graphmodule_models() -> None:

@@ -17,9 +17,15 @@ def val():
 
 
 def _gt_predictions(val, dx: float = 0.0) -> list[dict]:
-    return [{"image_id": a["image_id"], "category_id": a["category_id"],
-             "bbox": [a["bbox"][0] + dx, a["bbox"][1], a["bbox"][2], a["bbox"][3]], "score": 1.0}
-            for a in val.dataset["annotations"]]
+    return [
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "bbox": [a["bbox"][0] + dx, a["bbox"][1], a["bbox"][2], a["bbox"][3]],
+            "score": 1.0,
+        }
+        for a in val.dataset["annotations"]
+    ]
 
 
 def test_ground_truth_as_predictions_is_perfect(val) -> None:
@@ -53,19 +59,29 @@ def test_coco_map_edge_cases(val) -> None:
 
 def test_detections_to_coco_maps_boxes_and_categories() -> None:
     t = TransformParams(orig_h=50, orig_w=100, scale_x=0.5, scale_y=0.5, pad_y=10.0)
-    out = detections_to_coco([4], (torch.tensor([[[5.0, 15.0, 25.0, 35.0], [0.0, 0.0, 1.0, 1.0]]]),
-                                   torch.tensor([[0.8, 0.01]]), torch.tensor([[1, 0]])), category_ids=[7, 9],
-                             transforms=[t], score_threshold=0.05)
+    out = detections_to_coco(
+        [4],
+        (
+            torch.tensor([[[5.0, 15.0, 25.0, 35.0], [0.0, 0.0, 1.0, 1.0]]]),
+            torch.tensor([[0.8, 0.01]]),
+            torch.tensor([[1, 0]]),
+        ),
+        category_ids=[7, 9],
+        transforms=[t],
+        score_threshold=0.05,
+    )
     assert out == [{"image_id": 4, "category_id": 9, "bbox": [10.0, 10.0, 40.0, 40.0], "score": 0.8}]
 
 
 def test_topk_accuracy_hand_computed() -> None:
-    logits = torch.tensor([
-        [0.1, 0.5, 0.2, 0.9],   # label 3: top-1 hit
-        [0.8, 0.1, 0.7, 0.0],   # label 2: second -> top-2 hit
-        [0.3, 0.2, 0.1, 0.4],   # label 2: last -> miss at k=1,2,3
-        [0.0, 0.9, 0.5, 0.6],   # label 3: second -> top-2 hit
-    ])
+    logits = torch.tensor(
+        [
+            [0.1, 0.5, 0.2, 0.9],  # label 3: top-1 hit
+            [0.8, 0.1, 0.7, 0.0],  # label 2: second -> top-2 hit
+            [0.3, 0.2, 0.1, 0.4],  # label 2: last -> miss at k=1,2,3
+            [0.0, 0.9, 0.5, 0.6],  # label 3: second -> top-2 hit
+        ]
+    )
     labels = torch.tensor([3, 2, 2, 3])
     assert topk_accuracy(logits, labels, ks=(1, 2, 3, 4)) == {"top1": 0.25, "top2": 0.75, "top3": 0.75, "top4": 1.0}
     with pytest.raises(ConfigError, match="exceeds"):

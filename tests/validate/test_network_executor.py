@@ -120,8 +120,9 @@ def test_failing_layer_is_named(net, trt):
 def test_half_precision_network(net, trt, close):
     x = torch.randn(2, 4, dtype=torch.float16)
     w = torch.randn(4, 3).half()
-    mm = net.network.add_matrix_multiply(net.input("x", x.shape, trt.float16), trt.MatrixOperation.NONE,
-                                         net.const(w), trt.MatrixOperation.NONE)
+    mm = net.network.add_matrix_multiply(
+        net.input("x", x.shape, trt.float16), trt.MatrixOperation.NONE, net.const(w), trt.MatrixOperation.NONE
+    )
     cast = net.network.add_cast(mm.get_output(0), trt.float32)
     out = net.run1({"x": x}, cast.get_output(0))
     close(out, (x @ w).float(), atol=1e-2)

@@ -27,8 +27,9 @@ def _initializer(model, name):
 
 
 def test_hand_written_qdq_conv_exports_with_int8_zero_points_and_axis(tmp_path, qdq_conv_gm):
-    path = export_qdq_onnx(qdq_conv_gm, (torch.randn(1, 3, 8, 8),), tmp_path / "conv.onnx", input_names=["images"],
-                           output_names=["scores"])
+    path = export_qdq_onnx(
+        qdq_conv_gm, (torch.randn(1, 3, 8, 8),), tmp_path / "conv.onnx", input_names=["images"], output_names=["scores"]
+    )
     model = onnx.load(path)
     onnx.checker.check_model(model, full_check=True)
     assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [18]
@@ -48,8 +49,14 @@ def test_hand_written_qdq_conv_exports_with_int8_zero_points_and_axis(tmp_path, 
 
 def test_quantized_model_in_onnxruntime_matches_simulated(tmp_path, tiny_quantized):
     _, qgm = tiny_quantized
-    path = export_qdq_onnx(qgm, (torch.randn(1, 3, 16, 16),), tmp_path / "tiny.onnx", input_names=["x"],
-                           output_names=["logits", "features"], dynamic_batch=True)
+    path = export_qdq_onnx(
+        qgm,
+        (torch.randn(1, 3, 16, 16),),
+        tmp_path / "tiny.onnx",
+        input_names=["x"],
+        output_names=["logits", "features"],
+        dynamic_batch=True,
+    )
     ort = OnnxRuntimeRunner(path)
     shape = onnx.load(path).graph.input[0].type.tensor_type.shape
     assert shape.dim[0].dim_param == "batch" and [d.dim_value for d in shape.dim[1:]] == [3, 16, 16]
@@ -63,8 +70,14 @@ def test_quantized_model_in_onnxruntime_matches_simulated(tmp_path, tiny_quantiz
 
 def test_tensorrt_onnx_parser_parses_and_builds(tmp_path, trt, tiny_quantized):
     _, qgm = tiny_quantized
-    path = export_qdq_onnx(qgm, (torch.randn(2, 3, 16, 16),), tmp_path / "tiny.onnx", input_names=["x"],
-                           output_names=["logits", "features"], dynamic_batch=True)
+    path = export_qdq_onnx(
+        qgm,
+        (torch.randn(2, 3, 16, 16),),
+        tmp_path / "tiny.onnx",
+        input_names=["x"],
+        output_names=["logits", "features"],
+        dynamic_batch=True,
+    )
     logger = trt.Logger(trt.Logger.ERROR)
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))

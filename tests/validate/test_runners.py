@@ -95,8 +95,11 @@ def test_engine_runner_loads_a_path_through_engine_load(tmp_path, monkeypatch):
     from fx2trt_pipeline.engine import runtime
 
     calls = []
-    monkeypatch.setattr(runtime.Engine, "load", classmethod(lambda cls, path, device=None: calls.append(
-        (str(path), device)) or _FakeEngine()))
+    monkeypatch.setattr(
+        runtime.Engine,
+        "load",
+        classmethod(lambda cls, path, device=None: calls.append((str(path), device)) or _FakeEngine()),
+    )
     runner = TensorRTEngineRunner(tmp_path / "model.plan", device="cuda:1", warm_up=False)
     assert calls == [(str(tmp_path / "model.plan"), "cuda:1")]
     assert runner.warm_up_seconds is None

@@ -34,10 +34,12 @@ def _classifier_data(shard: Shard) -> tuple[dict[str, TorchRunner], EvalData]:
     with torch.no_grad():
         int8.weight.copy_(fp32.weight + 1.0 * torch.randn_like(fp32.weight))
         int8.bias.copy_(fp32.bias)
-    runners = {"fp32": TorchRunner(fp32, ["x"], ["logits"], name="fp32"),
-               "simulated": TorchRunner(int8, ["x"], ["logits"], name="simulated"),
-               "network_executor": TorchRunner(int8, ["x"], ["logits"], name="network_executor")}
-    batches = [(x[i:i + 4], y[i:i + 4]) for i in range(0, 21, 4)]  # 6 batches, the last one short
+    runners = {
+        "fp32": TorchRunner(fp32, ["x"], ["logits"], name="fp32"),
+        "simulated": TorchRunner(int8, ["x"], ["logits"], name="simulated"),
+        "network_executor": TorchRunner(int8, ["x"], ["logits"], name="network_executor"),
+    }
+    batches = [(x[i : i + 4], y[i : i + 4]) for i in range(0, 21, 4)]  # 6 batches, the last one short
     return runners, EvalData("classification", batches=batches, input_name="x", shard=shard)
 
 
@@ -47,8 +49,14 @@ def _detection_metrics(shard: Shard) -> dict[str, float]:
     from fx2trt_pipeline.validate.demo_detector import centernet_decode
 
     runner = TorchRunner(load_demo_detector(), ["images"], ["hm", "wh", "reg"])
-    data = EvalData("detection", dataset=load_mnist_detection("val"), decode_fn=centernet_decode,
-                    max_images=DET_IMAGES, batch_size=7, shard=shard)
+    data = EvalData(
+        "detection",
+        dataset=load_mnist_detection("val"),
+        decode_fn=centernet_decode,
+        max_images=DET_IMAGES,
+        batch_size=7,
+        shard=shard,
+    )
     return score_runner(runner, data).metrics
 
 
@@ -63,8 +71,9 @@ def _results(shard: Shard) -> dict[str, Any]:
 def _worker(rank: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=120))
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=120)
+    )
     try:
         shard = Shard.current()
         local = len(EvalData("detection", dataset=list(range(DET_IMAGES)), decode_fn=len, shard=shard).indices())

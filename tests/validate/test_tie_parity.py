@@ -28,11 +28,13 @@ QUICK = TieTolerance(noise_flips=0)
 @pytest.fixture(scope="module")
 def resnet(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.fx.GraphModule, torch.Tensor, Path]:
     torch.manual_seed(0)
-    qgm = ftp.quantize(torchvision.models.resnet18().eval(), [torch.randn(4, 3, 32, 32)],
-                       config=ftp.QuantConfig(show_progress=False))
+    qgm = ftp.quantize(
+        torchvision.models.resnet18().eval(), [torch.randn(4, 3, 32, 32)], config=ftp.QuantConfig(show_progress=False)
+    )
     x = torch.randn(2, 3, 32, 32)
-    path = export_qdq_onnx(qgm, (x,), tmp_path_factory.mktemp("onnx") / "r18.onnx", input_names=["x"],
-                           output_names=["y"])
+    path = export_qdq_onnx(
+        qgm, (x,), tmp_path_factory.mktemp("onnx") / "r18.onnx", input_names=["x"], output_names=["y"]
+    )
     return qgm, x, path
 
 
@@ -50,8 +52,9 @@ def test_executor_is_integer_exact_on_mobilenet_v2_real_weights() -> None:
     pytest.importorskip("skimage")
     from fx2trt_pipeline.models.mobilenet_v2_imagenet import mobilenet_v2_imagenet, photo_samples
 
-    qgm = ftp.quantize(mobilenet_v2_imagenet(), [photo_samples(4, size=64, seed=0)],
-                       config=ftp.QuantConfig(show_progress=False))
+    qgm = ftp.quantize(
+        mobilenet_v2_imagenet(), [photo_samples(4, size=64, seed=0)], config=ftp.QuantConfig(show_progress=False)
+    )
     x = photo_samples(2, size=64, seed=1)
     _, network, _ctx = network_from_graph_module(qgm, [InputSpec("x", tuple(x.shape))])
     regions = ExecutorRegions(network)
