@@ -8,9 +8,16 @@ import torch
 import torch.nn.functional as F
 from torch.fx import GraphModule, Node
 
+from fx2trt_pipeline.quantize import int8_ops
 from fx2trt_pipeline.quantize.qdq_ops import is_dequantize, is_quantize
 
-CONV_FNS = (F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d, F.linear)
+# Integer-arithmetic custom ops count as the functional op they compute.
+CONV_FNS = (F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d, F.linear, *int8_ops.FUNCTIONAL_OF)
+
+
+def functional(node: Node):
+    """The torch.nn.functional op a weighted node computes (integer-arithmetic ops map to theirs)."""
+    return int8_ops.FUNCTIONAL_OF.get(node.target, node.target)
 
 
 def nodes(gm: GraphModule, pred) -> list[Node]:

@@ -14,7 +14,15 @@ import fx2trt_pipeline as ftp
 from fx2trt_pipeline.models.centernet import centernet_resnet18
 from fx2trt_pipeline.quantize.qdq_ops import is_dequantize, is_quantize
 from tests.conftest import batches
-from tests.quantize.helpers import act_quant_nodes, adds, is_on_grid, nodes, weight_dq_nodes, weighted_nodes
+from tests.quantize.helpers import (
+    act_quant_nodes,
+    adds,
+    functional,
+    is_on_grid,
+    nodes,
+    weight_dq_nodes,
+    weighted_nodes,
+)
 
 CFG = dict(show_progress=False)
 
@@ -79,7 +87,7 @@ def test_mobilenet_v2_structure() -> None:
 def test_centernet_deconv_weight_axis(axis: int) -> None:
     model = centernet_resnet18(num_classes=4)
     gm = _quantize(model, (1, 3, 64, 64), calibrator="minmax", deconv_weight_axis=axis)
-    deconvs = [n for n in weighted_nodes(gm) if n.target is F.conv_transpose2d]
+    deconvs = [n for n in weighted_nodes(gm) if functional(n) is F.conv_transpose2d]
     assert len(deconvs) == 3
     for d in deconvs:
         wdq = d.args[1]
@@ -88,7 +96,7 @@ def test_centernet_deconv_weight_axis(axis: int) -> None:
         assert wdq.args[2] == axis and scale.numel() == w_int8.shape[axis]
         assert is_on_grid(gm, d.args[0])
     assert not any(isinstance(m, nn.BatchNorm2d) for m in gm.modules())
-    heads = [n for n in weighted_nodes(gm) if n.target is F.conv2d and n.name.startswith(("hm", "wh", "reg"))]
+    heads = [n for n in weighted_nodes(gm) if functional(n) is F.conv2d and n.name.startswith(("hm", "wh", "reg"))]
     assert len(heads) == 6
 
 

@@ -63,7 +63,7 @@ def test_executor_is_integer_exact_on_mobilenet_v2_real_weights() -> None:
     assert report, str(report)
     assert sum(r.flips for r in report.regions) == report.tie_flips  # only tie flips, if any
     assert report.noise_floor_cosine is not None and report.noise_floor_cosine < 1.0
-    assert "end-to-end cosine" in report.summary() and "noise floor" in report.summary()
+    assert "vs simulated cosine" in report.summary() and "noise floor" in report.summary()
 
 
 @needs_trt
