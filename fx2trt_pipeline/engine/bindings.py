@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from fx2trt_pipeline.errors import EngineInputError, EngineRuntimeError
+from fx2trt_pipeline.errors import ConversionError, EngineInputError, EngineLoadError, EngineRuntimeError
 from fx2trt_pipeline.trt_types import torch_dtype_from_name
 
 #: Byte alignment TensorRT requires of every I/O device pointer.
@@ -55,10 +55,18 @@ class TensorBinding:
         out = []
         for d in metadata.get("inputs", []):
             lo, opt, hi = (tuple(d[k]) if d.get(k) else None for k in ("min_shape", "opt_shape", "max_shape"))
-            out.append(cls(d["name"], True, torch_dtype_from_name(d["dtype"]), tuple(d["shape"]), lo, hi, opt))
+            out.append(cls(d["name"], True, _sidecar_dtype(d), tuple(d["shape"]), lo, hi, opt))
         for d in metadata.get("outputs", []):
-            out.append(cls(d["name"], False, torch_dtype_from_name(d["dtype"]), tuple(d["shape"])))
+            out.append(cls(d["name"], False, _sidecar_dtype(d), tuple(d["shape"])))
         return out
+
+
+def _sidecar_dtype(entry: Mapping[str, Any]) -> torch.dtype:
+    # A sidecar dtype no engine can have means a corrupt or foreign sidecar: a load error, not a conversion one.
+    try:
+        return torch_dtype_from_name(entry["dtype"])
+    except ConversionError as exc:
+        raise EngineLoadError(f"Engine sidecar tensor {entry.get('name')!r}: {exc}") from None
 
 
 def check_input(binding: TensorBinding, tensor: Any, device: torch.device | None = None) -> None:

@@ -279,3 +279,12 @@ def test_gpu_unavailable_reason_is_precise(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(GpuInfo, "of", classmethod(lambda cls, device=None: GpuInfo("NVIDIA RTX A6000", 8, 6)))
     assert compatibility.gpu_unavailable_reason() is None  # a default TensorRT-RTX engine runs on 8.6
+
+
+def test_sidecar_dtype_without_torch_equivalent_is_a_load_error() -> None:
+    from fx2trt_pipeline.engine.bindings import TensorBinding
+    from fx2trt_pipeline.errors import EngineLoadError
+
+    meta = {"inputs": [{"name": "x", "dtype": "complex64", "shape": [1, 3]}], "outputs": []}
+    with pytest.raises(EngineLoadError, match="'x'.*complex64"):
+        TensorBinding.from_metadata(meta)
