@@ -3,7 +3,8 @@
 Each model runs in its own subprocess with a timeout (one failure or hang does not stop the table):
 random weights with real-ish BatchNorm statistics (a few train-mode forwards on random data), quantize
 (mse calibrator, ``--calib-batches`` batches of ``--batch``) -> convert -> build a dynamic-batch engine
-with TensorRT-RTX -> network executor vs simulated INT8 (cosine) -> QDQ ONNX in ONNX Runtime vs
+with TensorRT-RTX -> network executor vs simulated INT8 (cosine, and tie-aware parity quantize layer by
+quantize layer: ``validate.tie_parity``) -> QDQ ONNX in ONNX Runtime vs
 simulated -> simulated INT8 vs FP32 (cosine), on a held-out random batch.
 
     python benchmarks/coverage.py                       # every model, 96 px (vit/swin at their own sizes)
@@ -84,6 +85,8 @@ def run_one(name: str, batch: int, calib_batches: int) -> dict:
     from fx2trt_pipeline.validate.network_executor import NetworkExecutor
     from fx2trt_pipeline.validate.onnx_export import export_qdq_onnx
     from fx2trt_pipeline.validate.runners import OnnxRuntimeRunner
+    from fx2trt_pipeline.validate.tie_parity import TieTolerance, tie_parity
+    from fx2trt_pipeline.validate.tie_regions import ExecutorRegions
 
     torch.manual_seed(0)
     row: dict = {"model": name, "step": "model"}
@@ -103,8 +106,13 @@ def run_one(name: str, batch: int, calib_batches: int) -> dict:
     row["step"] = "executor"
     with torch.no_grad():
         sim, fp32 = flatten_outputs(qgm(x)), flatten_outputs(model(x))
-    outs, _ = NetworkExecutor(network).run({"x": x})
+    executor = NetworkExecutor(network)
+    outs, _ = executor.run({"x": x})
     row["executor_vs_sim"] = _cosine(sim, list(outs.values()))
+    row["step"] = "tie parity"
+    report = tie_parity(qgm, ExecutorRegions(executor), (x,), TieTolerance(noise_flips=0))
+    row["tie_parity"] = "pass" if report else "FAIL"
+    row["tie_flips"] = report.tie_flips
     row["step"] = "onnx"
     with tempfile.TemporaryDirectory() as tmp:
         path = export_qdq_onnx(qgm, (x,), Path(tmp) / f"{name}.onnx", input_names=["x"])
@@ -145,8 +153,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         _child(args.child, args.batch, args.calib_batches)
         return
-    print("| model | layers | engine MB | executor vs simulated | ORT vs simulated | INT8 vs FP32 | s | result |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| model | layers | engine MB | executor vs simulated | tie-aware parity (tie flips) | ORT vs simulated | "
+        "INT8 vs FP32 | s | result |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     passed = 0
     for name in args.models:
         cmd = [
@@ -167,16 +178,25 @@ def main() -> None:
             row = rows[0] if rows else {"model": name, "error": "child process died (see stderr)"}
         except subprocess.TimeoutExpired:
             row = {"model": name, "error": f"timeout after {args.timeout:.0f} s"}
-        ok = "error" not in row and row["executor_vs_sim"] >= 0.9999 and row["int8_vs_fp32"] >= 0.99
+        ok = (
+            "error" not in row
+            and row["executor_vs_sim"] >= 0.9999
+            and row["tie_parity"] == "pass"
+            and row["int8_vs_fp32"] >= 0.99
+        )
         passed += ok
         result = "pass" if ok else row.get("error", "below threshold")
         print(
             f"| {name} | {row.get('layers', '-')} | {_fmt(row.get('engine_mb'), '.1f')} | "
-            f"{_fmt(row.get('executor_vs_sim'), '.6f')} | {_fmt(row.get('ort_vs_sim'), '.6f')} | "
+            f"{_fmt(row.get('executor_vs_sim'), '.6f')} | {row.get('tie_parity', '-')} ({row.get('tie_flips', '-')}) | "
+            f"{_fmt(row.get('ort_vs_sim'), '.6f')} | "
             f"{_fmt(row.get('int8_vs_fp32'), '.4f')} | {_fmt(row.get('seconds'), '.0f')} | {result} |",
             flush=True,
         )
-    print(f"\n{passed}/{len(args.models)} models end to end (executor >= 0.9999 vs simulated, INT8 vs FP32 >= 0.99)")
+    print(
+        f"\n{passed}/{len(args.models)} models end to end (executor >= 0.9999 vs simulated, tie-aware parity, "
+        "INT8 vs FP32 >= 0.99)"
+    )
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def convert_linear_relu(ctx: ConversionContext, node: Node, args: tuple, kwargs:
     return activation(ctx, ctx.name(node), y, "RELU")
 
 
-@register(torch.matmul, operator.matmul, method("matmul"))
+@register(torch.matmul, operator.matmul, method("matmul"), int8_ops.matmul)
 def convert_matmul(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> ITensor:
     """``torch.matmul(a, b)`` / ``a @ b`` -> IMatrixMultiplyLayer (1-d operands as vectors)."""
     a = ctx.as_tensor(arg(args, kwargs, 0, "input"), ctx.name(node, "lhs"))

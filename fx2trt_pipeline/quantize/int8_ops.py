@@ -268,6 +268,28 @@ conv_transpose1d = _register("int8_conv_transpose1d", _conv_transpose1d, F.conv_
 conv_transpose2d = _register("int8_conv_transpose2d", _conv_transpose2d, F.conv_transpose2d)
 linear = _register("int8_linear", _linear, F.linear)
 
+
+def _matmul(
+    input: torch.Tensor, other: torch.Tensor, input_scale: torch.Tensor, weight_scale: torch.Tensor
+) -> torch.Tensor:
+    """``input @ other`` of two per-tensor dequantized activations (attention's Q @ K^T and P @ V)."""
+    aq, bq = _grid(input, input_scale, None), _grid(other, weight_scale, None)
+    # |partial sums| <= K * 128 * 128: exact in float32 below 2**24, i.e. up to 1023 terms (CPU only, as
+    # for convolutions: a CUDA matmul may use reduced-precision paths).
+    if aq.shape[-1] * 128 * 128 < 2**24 and aq.device.type == "cpu":
+        acc = torch.matmul(aq, bq)
+    else:
+        acc = torch.matmul(aq.double(), bq.double())
+    m = input_scale.to(acc.device, torch.float32) * weight_scale.to(acc.device, torch.float32)
+    return acc.to(torch.float32).mul_(m)
+
+
+_matmul_op = torch.library.custom_op("fx2trt::int8_matmul", mutates_args=())(_matmul)
+_matmul_op.register_fake(lambda input, other, input_scale, weight_scale: torch.matmul(input, other))
+#: Integer matmul of two quantized activations: ``torch.matmul``'s positional arguments, then the two scales
+#: (keywords ``input_scale`` for the first operand, ``weight_scale`` for the second).
+matmul = torch.ops.fx2trt.int8_matmul.default
+
 #: Integer-arithmetic op -> the torch.nn.functional op it computes (same positional arguments).
 FUNCTIONAL_OF: dict[Any, Callable[..., torch.Tensor]] = {
     conv1d: F.conv1d,
@@ -276,6 +298,7 @@ FUNCTIONAL_OF: dict[Any, Callable[..., torch.Tensor]] = {
     conv_transpose1d: F.conv_transpose1d,
     conv_transpose2d: F.conv_transpose2d,
     linear: F.linear,
+    matmul: torch.matmul,
 }
 #: torch.nn.functional op -> its integer-arithmetic form.
 INTEGER_OF = {functional: integer for integer, functional in FUNCTIONAL_OF.items()}

@@ -22,7 +22,7 @@ from torch.fx import GraphModule, Node
 
 from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.quantize import int8_ops
-from fx2trt_pipeline.quantize.op_rules import rule_for_module
+from fx2trt_pipeline.quantize.op_rules import rule_for_module, rule_for_node
 from fx2trt_pipeline.quantize.placement import Placement, set_use
 from fx2trt_pipeline.quantize.qdq_ops import DEQUANTIZE, QMAX, QUANTIZE, WEIGHT_QMAX
 
@@ -65,8 +65,11 @@ def build_reference(gm: GraphModule, placement: Placement, amax: dict[str, float
     _insert_activation_qdq(gm, placement, amax)
     weight_scales = {}
     nodes = {n.name: n for n in gm.graph.nodes}
+    modules = dict(gm.named_modules())
     for wp in placement.weights.values():
-        weight_scales[wp.layer] = _lower_weighted(gm, nodes[wp.layer], wp.axis)
+        weight_scales[wp.layer] = _lower_weighted(gm, nodes[wp.layer], wp.axis, modules)
+    for node in list(gm.graph.nodes):
+        _use_integer_matmul(node, modules)
     gm.delete_all_unused_submodules()
     gm.graph.lint()
     gm.recompile()
@@ -100,7 +103,7 @@ def _insert_activation_qdq(gm: GraphModule, placement: Placement, amax: dict[str
             set_use(nodes[consumer], path, dq)
 
 
-def _lower_weighted(gm: GraphModule, node: Node, axis: int | None) -> list[float]:
+def _lower_weighted(gm: GraphModule, node: Node, axis: int | None, modules: dict[str, nn.Module]) -> list[float]:
     """Replace ``call_module`` conv/deconv/linear by its functional form with an int8 weight."""
     module = gm.get_submodule(str(node.target))
     rule = rule_for_module(module)
@@ -135,19 +138,50 @@ def _lower_weighted(gm: GraphModule, node: Node, axis: int | None) -> list[float
             args = (x, wdq, bias, module.stride, module.padding, module.dilation, module.groups)
     # Rewrite the node in place so that it keeps its name, meta and users.
     node.op, node.target, node.args, node.kwargs = "call_function", rule.functional, args, {}
-    _use_integer_arithmetic(node, ws, axis)
+    _use_integer_arithmetic(node, ws, axis, modules)
     return [float(v) for v in scale.reshape(-1).tolist()]
 
 
-def _use_integer_arithmetic(node: Node, weight_scale: Node, axis: int | None) -> None:
+def _activation_dequantize(x: object, modules: dict[str, nn.Module]) -> Node | None:
+    """The per-tensor activation DQ whose values ``x`` holds: ``x`` itself, or the DQ behind max-pools.
+
+    A max-pool of dequantized values is the dequantized max-pool of their int8 values (the scale is
+    positive), which is how TensorRT runs DQ -> MaxPool -> Conv: an INT8 convolution.
+    """
+    while isinstance(x, Node):
+        if x.target is DEQUANTIZE:
+            return x if x.args[2] is None else None
+        rule = rule_for_node(x, modules)
+        if rule is None or rule.kind != "maxpool":
+            return None
+        x = x.args[0]
+    return None
+
+
+def _use_integer_arithmetic(node: Node, weight_scale: Node, axis: int | None, modules: dict[str, nn.Module]) -> None:
     """Point a lowered layer at its integer-arithmetic form when TensorRT would sum it in int32:
-    its input is a per-tensor activation DQ and its weight scale is per output channel."""
-    x = node.args[0]
-    if not (isinstance(x, Node) and x.target is DEQUANTIZE and x.args[2] is None):
+    its input is a per-tensor activation DQ (maybe through max-pools) and its weight scale is per
+    output channel."""
+    dq = _activation_dequantize(node.args[0], modules)
+    if dq is None:
         return
     if axis != int8_ops.OUTPUT_CHANNEL_AXIS.get(node.target, 0):
         return  # a scale on the summed axis (deconv axis 0) cannot leave the integer sum
     if any(isinstance(a, str) for a in node.args):
         return  # padding="same"/"valid": the op's schema takes int lists
     node.target = int8_ops.INTEGER_OF[node.target]
-    node.kwargs = {"input_scale": x.args[1], "weight_scale": weight_scale}
+    node.kwargs = {"input_scale": dq.args[1], "weight_scale": weight_scale}
+
+
+def _use_integer_matmul(node: Node, modules: dict[str, nn.Module]) -> None:
+    """A matmul of two per-tensor quantized activations (attention) sums int8 x int8 exactly in TensorRT:
+    point it at the integer-arithmetic matmul."""
+    rule = rule_for_node(node, modules)
+    if rule is None or rule.kind != "matmul" or len(node.args) != 2 or node.kwargs:
+        return
+    a, b = node.args
+    per_tensor_dq = [isinstance(x, Node) and x.target is DEQUANTIZE and x.args[2] is None for x in (a, b)]
+    if not all(per_tensor_dq):
+        return
+    node.op, node.target = "call_function", int8_ops.matmul
+    node.kwargs = {"input_scale": a.args[1], "weight_scale": b.args[1]}

@@ -46,6 +46,8 @@ class _Operand:
     scale: str
     zero_point: str | None
     axis: int | None
+    #: ``int8`` names a float tensor of dequantized values (a max-pool of the DQ output), not the int8 one.
+    dequantized: bool = False
 
 
 class _WithoutBias:
@@ -58,9 +60,17 @@ class _WithoutBias:
         return None if name == "bias" else getattr(self._layer, name)
 
 
-def _operand_values(layer: Any, inputs: Inputs, base: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(integer values, float32 scale)`` of the operand whose names start at ``inputs[base]``."""
+def _operand_values(
+    layer: Any, inputs: Inputs, base: int, dequantized: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(integer values, float32 scale)`` of the operand whose names start at ``inputs[base]``.
+
+    ``dequantized``: ``inputs[base]`` holds ``q * s`` values (in float32, within 2**-23 of the grid), whose
+    integers ``round(v / s)`` are exactly ``q``.
+    """
     q, scale, zero_point = inputs[base], inputs[base + 1], inputs[base + 2]
+    if dequantized:
+        q = torch.round(q.to(torch.float32) / scale.to(torch.float32))
     # TensorRT's INT8 is symmetric; ONNX models carry explicit zero points, which must then be 0.
     require(
         zero_point is None or not bool(zero_point.ne(0).any()),
@@ -77,10 +87,13 @@ def _epilogue(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
     return y if bias is None else y + bias.to(torch.float32).reshape(shape)
 
 
-def run_int8_conv(layer: Any, inputs: Inputs, transposed: bool) -> torch.Tensor:
-    """An INT8 (de)convolution: ``inputs`` = the layer's own inputs + x (int8, scale, zp) + kernel (int8, scale, zp)."""
+def run_int8_conv(layer: Any, inputs: Inputs, transposed: bool, dequantized: bool = False) -> torch.Tensor:
+    """An INT8 (de)convolution: ``inputs`` = the layer's own inputs + x (int8, scale, zp) + kernel (int8, scale, zp).
+
+    ``dequantized``: x is given by its dequantized values (a max-pool of a DQ output), not its int8 tensor.
+    """
     own = len(inputs) - 6
-    x, s_x = _operand_values(layer, inputs, own)
+    x, s_x = _operand_values(layer, inputs, own, dequantized)
     w, s_w = _operand_values(layer, inputs, own + 3)
     groups = int(layer.num_groups)
     handler = run_deconvolution if transposed else run_convolution
@@ -98,9 +111,25 @@ def run_int8_matmul(layer: Any, inputs: Inputs) -> torch.Tensor:
     return _epilogue(acc, s_a * s_b, None, acc.dim() - 1)
 
 
+def _through_max_pools(name: str | None, steps_by_output: dict[str, Any]) -> tuple[str | None, bool]:
+    """The tensor ``name`` stands for once MAX pooling layers are looked through, and whether any was.
+
+    TensorRT moves a DQ past a max-pool (max commutes with a positive scale) and runs DQ -> MaxPool ->
+    Conv as an INT8 convolution.
+    """
+    pooled = False
+    step = steps_by_output.get(name) if name is not None else None
+    while step is not None and step.type_name == "POOLING" and step.layer.type.name == "MAX":
+        name, pooled = step.inputs[0], True
+        step = steps_by_output.get(name)
+    return name, pooled
+
+
 def _operand(name: str | None, steps_by_output: dict[str, Any], scale_rank: int) -> _Operand | None:
-    """The int8 operand behind tensor ``name`` when a DQ layer makes it, with a scale of ``scale_rank``."""
-    dq = steps_by_output.get(name) if name is not None else None
+    """The int8 operand behind tensor ``name`` when a DQ layer makes it, with a scale of ``scale_rank``;
+    for data operands (``scale_rank`` 0) also a DQ behind max-pooling layers."""
+    source, pooled = _through_max_pools(name, steps_by_output) if scale_rank == 0 else (name, False)
+    dq = steps_by_output.get(source) if source is not None else None
     if dq is None or dq.type_name != "DEQUANTIZE":
         return None
     q_name, scale_name = dq.inputs[0], dq.inputs[1]
@@ -113,6 +142,8 @@ def _operand(name: str | None, steps_by_output: dict[str, Any], scale_rank: int)
         return None
     zero_point = dq.inputs[2] if len(dq.inputs) > 2 else None
     axis = int(dq.layer.axis) if len(scale_shape) == 1 and scale_shape[0] > 1 else None
+    if pooled:
+        return _Operand(str(name), scale_name, zero_point, axis, dequantized=True)
     return _Operand(q_name, scale_name, zero_point, axis)
 
 
@@ -139,9 +170,13 @@ def _integer_step(step: Any, steps_by_output: dict[str, Any]) -> Any:
     if step.type_name == "MATRIX_MULTIPLY":
         if step.layer.op0.name != "NONE" or step.layer.op1.name == "VECTOR":
             return step
+        if data.dequantized:
+            return step
         fn = run_int8_matmul
     else:
-        fn = functools.partial(run_int8_conv, transposed=step.type_name == "DECONVOLUTION")
+        fn = functools.partial(
+            run_int8_conv, transposed=step.type_name == "DECONVOLUTION", dequantized=data.dequantized
+        )
     extra = [data.int8, data.scale, data.zero_point, kernel.int8, kernel.scale, kernel.zero_point]
     handler = LayerHandler(step.handler.layer_type, step.handler.class_name, fn)
     return dataclasses.replace(step, handler=handler, inputs=list(step.inputs) + extra)

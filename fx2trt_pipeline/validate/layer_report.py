@@ -51,6 +51,7 @@ from fx2trt_pipeline.validate.compare import (
     format_table,
     sqnr_db,
 )
+from fx2trt_pipeline.validate.exact_reference import TensorRTArithmetic, is_foreign_quantized_graph
 from fx2trt_pipeline.validate.network_executor import NetworkExecutor
 from fx2trt_pipeline.capture import flatten_outputs
 
@@ -76,10 +77,18 @@ class _ValueCapture(Interpreter):
         return result
 
 
+class _ExactValueCapture(_ValueCapture, TensorRTArithmetic):
+    """:class:`_ValueCapture` of a torch.ao / PT2E graph evaluated with TensorRT's arithmetic."""
+
+
 def capture_node_values(
     gm: GraphModule, inputs: Sequence[torch.Tensor], names: set[str] | None = None
 ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
     """Run ``gm`` on ``inputs``; return ``({node name: tensor}, flattened outputs)``.
+
+    Graphs quantized by torch.ao or PT2E run with TensorRT's arithmetic (exact int8 sums, ``x / s``
+    half-to-even quantize: :mod:`.exact_reference`); their float32 arithmetic flips rounding ties that no
+    integer-exact engine flips. This project's own quantized graphs run as they are.
 
     Example:
         >>> gm = torch.fx.symbolic_trace(torch.nn.Sequential(torch.nn.ReLU()))
@@ -87,7 +96,8 @@ def capture_node_values(
         >>> values["_0"].tolist(), outs[0].tolist()
         ([0.0, 2.0], [0.0, 2.0])
     """
-    interpreter = _ValueCapture(gm, names)
+    capture = _ExactValueCapture if is_foreign_quantized_graph(gm) else _ValueCapture
+    interpreter = capture(gm, names)
     with torch.no_grad():
         result = interpreter.run(*inputs)
     return interpreter.values, flatten_outputs(result)

@@ -13,6 +13,7 @@ import torchvision
 import fx2trt_pipeline as ftp
 from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.validate.compare import compare_outputs, cosine_similarity
+from fx2trt_pipeline.validate.exact_reference import TensorRTArithmetic
 from tests.converters.harness import convert_gm
 from tests.converters.qdq_graph import ao_reference
 
@@ -47,12 +48,34 @@ def test_seed_flow_builds_and_matches_reference(name: str, tmp_path, resnet18_fl
     converted = convert_gm(ref, (x,))  # names, Q/DQ counts and int8 kernels checked inside
     outputs, _ = ftp.NetworkExecutor(converted.network).run({"x0": x})
     with torch.no_grad():
-        expected = ref(x)
-    # The executor sums int8 x int8 exactly (as TensorRT); torch.ao's reference runs float32 convolutions on
-    # dequantized values, whose rounding flips a few int8 values sitting on rounding ties downstream.
-    assert cosine_similarity(expected, outputs["output0"]) >= 0.999
-    report = ftp.layer_parity(ref, converted.network, (x,), ftp.Tolerance(min_cosine=0.999, min_sqnr_db=25.0))
+        as_torch_runs_it = ref(x)
+    # The executor sums int8 x int8 exactly (as TensorRT); torch.ao runs float32 convolutions on dequantized
+    # values and rounds x * (1/s), which flips the odd int8 value on a rounding tie. The same graph with
+    # TensorRT's arithmetic (same int8 weights and scales) is what the executor must equal.
+    assert cosine_similarity(TensorRTArithmetic(ref).run(x), outputs["output0"]) >= 0.9999
+    assert cosine_similarity(as_torch_runs_it, outputs["output0"]) >= 0.999
+    report = ftp.layer_parity(ref, converted.network, (x,))  # default tolerance: cosine 0.9999, 30 dB
     assert report.outputs and len(report.layers.outputs) > 50, str(report)  # qint8 values compared layer by layer
+
+
+def test_tensorrt_arithmetic_reference_catches_a_wrong_weight(resnet18_flow) -> None:
+    """The exact reference is not the executor agreeing with itself: a graph whose first block's conv weight
+    is 1.5x the network's (a scale bug) falls below the parity threshold, end to end and layer by layer."""
+    import copy
+
+    _, ref, x = resnet18_flow
+    converted = convert_gm(ref, (x,))
+    got = ftp.NetworkExecutor(converted.network).run({"x0": x})[0]["output0"]
+    reference = TensorRTArithmetic(ref)
+    exact = reference.run(x)
+    assert len(reference.integer_nodes) == 21  # 20 convs and the fc, each an int8 x int8 sum + epilogue
+    assert cosine_similarity(exact, got) >= 0.99999
+    changed = copy.deepcopy(ref)
+    conv = changed.get_submodule("layer1.0.conv1")[0]  # ConvReLU2d: (reference conv, relu)
+    with torch.no_grad():  # torch.ao quantizes this float weight with the module's fixed scales
+        conv.weight.mul_(1.5)
+    assert cosine_similarity(TensorRTArithmetic(changed).run(x), got) < 0.9999
+    assert not ftp.layer_parity(changed, converted.network, (x,))
 
 
 def test_weights_are_torch_ao_int8_values(resnet18_flow) -> None:

@@ -51,6 +51,43 @@ def test_resnet18_small_input_is_bitwise_identical_with_1_and_2_threads() -> Non
     _bitwise_across_threads(qgm, torch.randn(3, 3, 64, 64))
 
 
+def test_resnet18_every_conv_is_integer_including_the_one_behind_the_max_pool() -> None:
+    """DQ -> MaxPool -> Conv is an INT8 convolution in TensorRT (the DQ moves past the max-pool)."""
+    torch.manual_seed(0)
+    qgm = ftp.quantize(
+        torchvision.models.resnet18().eval(), [torch.randn(2, 3, 64, 64)], config=ftp.QuantConfig(show_progress=False)
+    )
+    nodes = {n.name: n for n in qgm.graph.nodes}
+    assert nodes["layer1_0_conv1"].target is int8_ops.conv2d  # its input is the max-pool, not a DQ
+    assert sum(int8_ops.is_integer_op(n) for n in qgm.graph.nodes) == 21  # 20 convs + fc
+
+
+def test_matmul_of_two_quantized_activations_is_an_exact_integer_sum() -> None:
+    gen = torch.Generator().manual_seed(5)
+    sa, sb = torch.tensor(0.031), torch.tensor(0.0077)
+    for k in (49, 2048):  # float32 exact below 1024 terms; float64 above
+        a_q = torch.randint(-128, 128, (2, 3, 7, k), generator=gen, dtype=torch.int8)
+        b_q = torch.randint(-128, 128, (2, 3, k, 5), generator=gen, dtype=torch.int8)
+        a, b = qdq_ops.dequantize(a_q, sa), qdq_ops.dequantize(b_q, sb)
+        want = (a_q.double() @ b_q.double()).float() * (sa * sb)
+        assert torch.equal(int8_ops.matmul(a, b, input_scale=sa, weight_scale=sb), want)
+
+
+def test_attention_matmuls_of_a_quantized_swin_are_integer_and_match_the_executor() -> None:
+    from fx2trt_pipeline.validate.compare import cosine_similarity
+
+    torch.manual_seed(0)
+    swin = torchvision.models.SwinTransformer([4, 4], 16, [2, 2], [2, 4], [4, 4]).eval()
+    x = torch.randn(2, 3, 32, 32)
+    qgm = ftp.quantize(swin, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+    assert sum(n.target is int8_ops.matmul for n in qgm.graph.nodes) == 8  # Q @ K^T and P @ V in 4 blocks
+    _, network, _ctx = ftp.network_from_graph_module(qgm, [ftp.InputSpec.from_tensor("x", x)])
+    got = ftp.NetworkExecutor(network).run({"x": x})[0]["output0"]
+    with torch.no_grad():
+        assert cosine_similarity(qgm(x), got) >= 0.99999
+    assert torch.allclose(int8_ops.float_path(qgm)(x), qgm(x), atol=1e-3)  # ONNX export's float form
+
+
 def _exact_reference(
     x_q: torch.Tensor, w_q: torch.Tensor, sx: torch.Tensor, sw: torch.Tensor, bias: torch.Tensor, **conv: object
 ) -> torch.Tensor:
