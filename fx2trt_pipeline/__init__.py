@@ -34,7 +34,9 @@ if TYPE_CHECKING:  # the same names as _LAZY, so IDEs and type checkers see them
     from fx2trt_pipeline.network.network import find_unsupported, network_from_graph_module
     from fx2trt_pipeline.quantize.distributed_calibration import calibrate_distributed, shard_for_rank
     from fx2trt_pipeline.validate.compare import ComparisonResult, Tolerance, compare_outputs
-    from fx2trt_pipeline.validate.layer_report import layer_parity, quant_error_table
+    from fx2trt_pipeline.validate.exact_reference import TensorRTArithmetic
+    from fx2trt_pipeline.validate.layer_report import layer_parity
+    from fx2trt_pipeline.validate.quant_error import quant_error_table
     from fx2trt_pipeline.validate.network_executor import NetworkExecutor
     from fx2trt_pipeline.validate.onnx_export import export_qdq_onnx
 
@@ -58,7 +60,8 @@ _LAZY = {
     "ComparisonResult": "fx2trt_pipeline.validate.compare",
     "Tolerance": "fx2trt_pipeline.validate.compare",
     "layer_parity": "fx2trt_pipeline.validate.layer_report",
-    "quant_error_table": "fx2trt_pipeline.validate.layer_report",
+    "TensorRTArithmetic": "fx2trt_pipeline.validate.exact_reference",
+    "quant_error_table": "fx2trt_pipeline.validate.quant_error",
     "export_qdq_onnx": "fx2trt_pipeline.validate.onnx_export",
 }
 
@@ -85,6 +88,7 @@ __all__ = [  # a literal list, so linters and IDEs read it; tests/test_public_ap
     "NetworkExecutor",
     "QuantConfig",
     "QuantState",
+    "TensorRTArithmetic",
     "Tolerance",
     "build_engine",
     "calibrate",

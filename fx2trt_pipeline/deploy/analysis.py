@@ -24,7 +24,7 @@ from fx2trt_pipeline.deploy.graph_svg import WEIGHTED_MODULES, node_kind, op_lab
 from fx2trt_pipeline.quantize import qdq_ops
 from fx2trt_pipeline.quantize.op_rules import rule_for_node
 from fx2trt_pipeline.quantize.state import QuantState, get_quant_state
-from fx2trt_pipeline.validate.layer_report import quant_error_table
+from fx2trt_pipeline.validate.quant_error import quant_error_table
 
 
 def _num(value: float | None) -> float | None:
@@ -46,7 +46,7 @@ def group_of_layer(state: QuantState) -> dict[str, str]:
 def layer_errors(model: nn.Module, qgm: GraphModule, inputs: Sequence[torch.Tensor]) -> list[dict[str, Any]]:
     """Per quantized layer: SQNR of the layer alone, accumulated up to it, and of its weights (graph order).
 
-    Uses :func:`fx2trt_pipeline.validate.layer_report.quant_error_table` (values captured with a
+    Uses :func:`fx2trt_pipeline.validate.quant_error.quant_error_table` (values captured with a
     ``torch.fx.Interpreter``), on one batch.
     """
     groups = group_of_layer(get_quant_state(qgm))

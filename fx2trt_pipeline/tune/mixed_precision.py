@@ -43,7 +43,7 @@ from fx2trt_pipeline.quantize.config import QuantConfig
 from fx2trt_pipeline.quantize.observe import StatsObserver
 from fx2trt_pipeline.quantize.op_rules import rule_for_node
 from fx2trt_pipeline.validate.compare import format_table, sqnr_db
-from fx2trt_pipeline.validate.layer_report import quant_error_table
+from fx2trt_pipeline.validate.quant_error import quant_error_table
 from fx2trt_pipeline.capture import flatten_outputs
 
 Evaluator = Callable[[Any], Mapping[str, float]]
@@ -117,7 +117,7 @@ def layer_sqnr_proxy(
     """Each quantized layer's own quantization SQNR (dB; lower = noisier), from one forward pass.
 
     The layer alone on float inputs through its own Q/DQ and INT8 weights vs the FP32 layer
-    (:func:`~fx2trt_pipeline.validate.layer_report.quant_error_table`); the Q/DQ in front of a
+    (:func:`~fx2trt_pipeline.validate.quant_error.quant_error_table`); the Q/DQ in front of a
     transparent op (max-pool) is charged to the quantized layer that op feeds.
 
     Example:

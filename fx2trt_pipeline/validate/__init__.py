@@ -5,7 +5,10 @@ runners.py        one interface: float model | simulated INT8 | network executor
 network_executor  runs the built INetworkDefinition layer by layer in torch (TensorRT semantics)
                   executor_common.py, executor_layers.py, executor_tensor_ops.py
 compare.py        cosine, SQNR, max/mean abs error -> ComparisonResult (truthy when it passes)
-layer_report.py   layer_parity (simulated vs executor per layer), quant_error_table (worst layers first)
+layer_report.py   layer_parity (simulated vs executor per layer)
+quant_error.py    quant_error_table (INT8 error each quantized layer adds, worst layers first)
+exact_reference   TensorRTArithmetic: torch.ao / PT2E graphs evaluated with TensorRT's integer arithmetic
+tie_parity.py     tie-aware parity of engine-side backends, quantize layer by quantize layer (tie_regions.py)
 onnx_export.py    QDQ ONNX (QuantizeLinear/DequantizeLinear, per-channel axis) for ORT and TensorRT
 metrics.py        COCO mAP via pycocotools (shardable predictions), top-k accuracy, agreement with FP32
 backends.py       the engine-side backends, one selection rule ("auto" / explicit, exit code 3 if unavailable)

@@ -20,7 +20,7 @@ from fx2trt_pipeline.quantize.config import QuantConfig
 from fx2trt_pipeline.validate.accuracy import detection_evaluator
 from fx2trt_pipeline.validate.demo_detector import DemoSetup, centernet_decode
 from fx2trt_pipeline.validate.compare import sqnr_db
-from fx2trt_pipeline.validate.layer_report import quant_error_table
+from fx2trt_pipeline.validate.quant_error import quant_error_table
 from fx2trt_pipeline.tune.mixed_precision import (
     convert_with_skip,
     layer_sqnr_proxy,

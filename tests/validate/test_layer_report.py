@@ -10,13 +10,8 @@ import pytest
 import torch
 
 from fx2trt_pipeline.validate.compare import sqnr_db
-from fx2trt_pipeline.validate.layer_report import (
-    LayerErrorTable,
-    capture_node_values,
-    float_reference_graph,
-    layer_parity,
-    quant_error_table,
-)
+from fx2trt_pipeline.validate.layer_report import capture_node_values, layer_parity
+from fx2trt_pipeline.validate.quant_error import LayerErrorTable, float_reference_graph, quant_error_table
 
 network_module = pytest.importorskip("fx2trt_pipeline.network.network")
 
