@@ -178,12 +178,9 @@ def main() -> None:
             row = rows[0] if rows else {"model": name, "error": "child process died (see stderr)"}
         except subprocess.TimeoutExpired:
             row = {"model": name, "error": f"timeout after {args.timeout:.0f} s"}
-        ok = (
-            "error" not in row
-            and row["executor_vs_sim"] >= 0.9999
-            and row["tie_parity"] == "pass"
-            and row["int8_vs_fp32"] >= 0.99
-        )
+        # The parity criterion is tie-aware (validate/tie_parity.py): end-to-end cosine is shown, not gated,
+        # since float layers (softmax, LayerNorm, GELU) may put a value on the other side of a rounding tie.
+        ok = "error" not in row and row["tie_parity"] == "pass" and row["int8_vs_fp32"] >= 0.99
         passed += ok
         result = "pass" if ok else row.get("error", "below threshold")
         print(
@@ -194,8 +191,8 @@ def main() -> None:
             flush=True,
         )
     print(
-        f"\n{passed}/{len(args.models)} models end to end (executor >= 0.9999 vs simulated, tie-aware parity, "
-        "INT8 vs FP32 >= 0.99)"
+        f"\n{passed}/{len(args.models)} models end to end (tie-aware parity of the executor with the simulated "
+        "model, INT8 vs FP32 >= 0.99)"
     )
 
 

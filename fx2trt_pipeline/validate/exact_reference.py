@@ -79,20 +79,21 @@ def _is_summing(target: Any) -> bool:
     )
 
 
-def _widen(value: Any) -> Any:
-    if isinstance(value, torch.Tensor) and value.dtype == torch.float32:
-        return value.to(torch.float64)
+def _recast(value: Any, source: torch.dtype, target: torch.dtype) -> Any:
+    """``value`` with every ``source`` tensor in it (lists and tuples too) cast to ``target``."""
+    if isinstance(value, torch.Tensor) and value.dtype == source:
+        return value.to(target)
     if isinstance(value, (list, tuple)):
-        return type(value)(_widen(v) for v in value)
+        return type(value)(_recast(v, source, target) for v in value)
     return value
+
+
+def _widen(value: Any) -> Any:
+    return _recast(value, torch.float32, torch.float64)
 
 
 def _narrow(value: Any) -> Any:
-    if isinstance(value, torch.Tensor) and value.dtype == torch.float64:
-        return value.to(torch.float32)
-    if isinstance(value, (list, tuple)):
-        return type(value)(_narrow(v) for v in value)
-    return value
+    return _recast(value, torch.float64, torch.float32)
 
 
 def _has_float32(value: Any) -> bool:
@@ -140,15 +141,9 @@ def _is_pt2e_quantize_per_tensor(target: Any) -> bool:
 def _reference_module_types() -> tuple[type, ...]:
     from torch.ao.nn.quantized import reference
 
-    return (
-        reference.Conv1d,
-        reference.Conv2d,
-        reference.Conv3d,
-        reference.ConvTranspose1d,
-        reference.ConvTranspose2d,
-        reference.ConvTranspose3d,
-        reference.Linear,
-    )
+    # ConvTranspose reference modules run as torch runs them (float32): TensorRT sums a deconvolution
+    # exactly only with its weight scaled on the output-channel axis, which torch.ao's axis 0 is not.
+    return (reference.Conv1d, reference.Conv2d, reference.Conv3d, reference.Linear)
 
 
 def _run_module(module: torch.nn.Module, args: tuple, kwargs: dict, reference_types: tuple[type, ...]) -> Any:
@@ -170,28 +165,10 @@ def _run_module(module: torch.nn.Module, args: tuple, kwargs: dict, reference_ty
 def _reference_forward(
     module: torch.nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
+    """A torch.ao reference conv / linear module's op on ``x`` with the given weight and bias."""
     if isinstance(module, torch.nn.Linear):
         return F.linear(x, weight, bias)
-    if isinstance(module, torch.nn.modules.conv._ConvTransposeNd):
-        conv = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[weight.dim() - 2]
-        return conv(
-            x,
-            weight,
-            bias,
-            module.stride,
-            module.padding,
-            module.output_padding,
-            module.groups,
-            module.dilation,
-        )
-    if module.padding_mode != "zeros":
-        pad = module._reversed_padding_repeated_twice
-        x = F.pad(x, pad, mode=module.padding_mode)
-        padding: Any = 0
-    else:
-        padding = module.padding
-    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[weight.dim() - 2]
-    return conv(x, weight, bias, module.stride, padding, module.dilation, module.groups)
+    return module._conv_forward(x, weight, bias)  # nn.ConvNd's own padding (and padding_mode) handling
 
 
 @dataclass(frozen=True)
@@ -355,10 +332,7 @@ class TensorRTArithmetic(Interpreter):
             module, rest = module[0], list(module)[1:]
         if not isinstance(module, self._reference_types) or len(n.args) != 1 or n.kwargs:
             return None
-        if isinstance(module, torch.nn.modules.conv._ConvTransposeNd) or module.weight_qscheme not in (
-            torch.per_channel_symmetric,
-            torch.per_channel_affine,
-        ):
+        if module.weight_qscheme not in (torch.per_channel_symmetric, torch.per_channel_affine):
             return None
         data = self._activation_grid(n.args[0])
         weight = module.get_quantized_weight()
