@@ -31,6 +31,11 @@ SETTINGS: dict[str, dict] = {
     "eq+bc": {"equalization": True, "bias_correction": True},
     "eq+bc+auto": {"equalization": True, "bias_correction": True, "calibrator": "auto_per_group"},
     "all": {"equalization": True, "bias_correction": True, "calibrator": "auto_per_group", "adaround": True},
+    "act_eq": {"equalization": "activations"},
+    "act_eq+bc": {"equalization": "activations", "bias_correction": True},
+    "act_eq+auto": {"equalization": "activations", "calibrator": "auto_per_group"},
+    "act_eq+bc+auto": {"equalization": "activations", "bias_correction": True, "calibrator": "auto_per_group"},
+    "act_eq+auto+adaround": {"equalization": "activations", "calibrator": "auto_per_group", "adaround": True},
 }
 
 

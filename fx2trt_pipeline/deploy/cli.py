@@ -117,9 +117,11 @@ def _add_quant_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--percentile", type=float, help="percentile of the percentile calibrator (e.g. 99.99)")
     g.add_argument(
         "--equalization",
-        action="store_const",
+        nargs="?",
         const=True,
-        help="cross-layer equalization of conv/linear pairs before calibration",
+        metavar="activations",
+        help="cross-layer equalization of conv/linear pairs before calibration; '--equalization activations' "
+        "equalizes the activation ranges into depthwise convolutions instead (measured on calibration data)",
     )
     g.add_argument(
         "--bias-correction",

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import itertools
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -96,15 +97,25 @@ def _float_graph(
 
 
 def _equalized_graph(
-    gm: GraphModule, config: QuantConfig, saved: list[EqualizedPair] | None = None
+    gm: GraphModule,
+    config: QuantConfig,
+    saved: list[EqualizedPair] | None = None,
+    example_inputs: Sequence[Any] | None = None,
 ) -> list[EqualizedPair]:
     """Cross-layer equalization when the config asks for it: fresh scales, or ``saved`` ones reapplied."""
     if not config.equalization:
         return []
-    if saved is None:
+    if saved is not None:
+        apply_scales(gm, saved)
+        return saved
+    if config.equalization != "activations":
         return equalize(gm)
-    apply_scales(gm, saved)
-    return saved
+    if example_inputs is None:
+        raise ConfigError(
+            'QuantConfig(equalization="activations") measures activation ranges on the example inputs: pass '
+            "example_inputs (a batch of real data) to prepare(), or use equalization=True."
+        )
+    return equalize(gm, inputs=flat_inputs(example_inputs))
 
 
 def prepare(
@@ -135,7 +146,7 @@ def prepare(
     """
     config = config or QuantConfig()
     gm = _float_graph(model, config, example_inputs, concrete_args)
-    equalized = _equalized_graph(gm, config)
+    equalized = _equalized_graph(gm, config, example_inputs=example_inputs)
     placement = place_qdq(gm, config)
     stats = insert_observers(gm, placement)
     means = insert_channel_mean_observers(gm, placement) if config.bias_correction else None
@@ -335,9 +346,21 @@ def quantize(
         CalibrationError: empty calibration data, or NaN/Inf seen by an observer.
         ConfigError: invalid configuration.
     """
+    if example_inputs is None and config is not None and config.equalization == "activations":
+        calib_batches, example_inputs = _first_batch_as_example(calib_batches)
     prepared = prepare(model, example_inputs, config, concrete_args)
     calibrate(prepared, calib_batches)
     return _convert(prepared, None, in_place=True)  # nobody else holds this prepared module
+
+
+def _first_batch_as_example(batches: Iterable[Any]) -> tuple[Iterable[Any], Sequence[Any] | None]:
+    """``(batches, first batch as example inputs)``, the first batch not consumed from ``batches``."""
+    iterator = iter(batches)
+    first = next(iterator, None)
+    if first is None:
+        return [], None
+    example = first if isinstance(first, (torch.Tensor, tuple, list)) else None
+    return itertools.chain([first], iterator), example
 
 
 def rebuild_quantized(

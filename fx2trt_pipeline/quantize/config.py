@@ -47,6 +47,10 @@ class LayerOverride:
     skip: bool = False
 
 
+#: ``QuantConfig.equalization`` values: off, weight-range balancing, and that plus activation ranges.
+EQUALIZATION_MODES = (False, True, "activations")
+
+
 @dataclass(frozen=True)
 class QuantConfig:
     """Everything :func:`fx2trt_pipeline.quantize` needs besides the model and data.
@@ -70,7 +74,9 @@ class QuantConfig:
             ``"error"`` refuses it.
         show_progress: tqdm progress bar during calibration.
         equalization: cross-layer equalization of conv/linear pairs before calibration (see
-            ``quantize/equalization.py``; ReLU6 links become per-channel clamps).
+            ``quantize/equalization.py``; ReLU6 links become per-channel clamps). ``True`` balances
+            weight ranges of every pair; ``"activations"`` instead equalizes the activation ranges
+            into depthwise convolutions, measured on the example inputs (real data needed).
         bias_correction: fold the expected output shift of weight rounding, measured on the calibration
             data, into each quantized conv / linear bias (``quantize/bias_correction.py``).
     """
@@ -86,7 +92,7 @@ class QuantConfig:
     leaf_modules: tuple[str, ...] = ()
     train_mode: str = "warn"
     show_progress: bool = True
-    equalization: bool = False
+    equalization: bool | str = False
     bias_correction: bool = False
     adaround: bool = False
     adaround_iterations: int = 200
@@ -103,6 +109,10 @@ class QuantConfig:
         for key in ("adaround_iterations", "adaround_rows", "adaround_batches"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise ConfigError(f"QuantConfig.{key} must be a positive integer, got {getattr(self, key)!r}")
+        if self.equalization not in EQUALIZATION_MODES:
+            raise ConfigError(
+                f"QuantConfig.equalization must be one of {EQUALIZATION_MODES}, got {self.equalization!r}"
+            )
         if self.train_mode not in ("warn", "error"):
             raise ConfigError(f"QuantConfig.train_mode must be 'warn' or 'error', got {self.train_mode!r}")
         for where, table in (

@@ -102,3 +102,52 @@ def test_convert_cannot_toggle_equalization() -> None:
     ftp.calibrate(prepared, [x])
     with pytest.raises(ConfigError, match="equalization"):
         ftp.convert(prepared, ftp.QuantConfig(equalization=True, show_progress=False))
+
+
+def test_activation_ranges_into_depthwise_are_equalized_without_changing_the_float_function() -> None:
+    model = randomized(block(nn.ReLU6))
+    x = torch.randn(8, 4, 8, 8) * 3
+    gm = folded(model)
+    pairs = equalize(gm, inputs=(x,))
+    assert [(p.first, p.second, p.link) for p in pairs] == [("0", "3", "relu6")]  # only expand -> depthwise
+    torch.testing.assert_close(gm(x), model(x), rtol=1e-4, atol=1e-4)
+    captured = {}
+    gm.get_submodule("3").register_forward_pre_hook(lambda m, inp: captured.setdefault("x", inp[0]))
+    gm(x)
+    after = captured["x"].abs().amax(dim=(0, 2, 3))
+    before = model[:3](x).abs().amax(dim=(0, 2, 3))
+    spread = lambda r: float(r.max() / r[r > 0].min())  # noqa: E731
+    after, before = after.detach(), before.detach()
+    assert spread(before) > 20 and spread(after) < spread(before) / 10  # every channel near the largest range
+    assert all(1 / 16 - 1e-9 <= s <= 1.0 for s in pairs[0].scales)  # gains within [1, 16]
+
+
+def expand_depthwise() -> nn.Module:
+    """expand 1x1 -> ReLU6 -> depthwise 3x3, the expand channels' ranges spread over two decades."""
+    torch.manual_seed(2)
+    m = nn.Sequential(nn.Conv2d(4, 12, 1), nn.ReLU6(), nn.Conv2d(12, 12, 3, padding=1, groups=12))
+    with torch.no_grad():
+        spread = 10 ** torch.linspace(-2, 0, 12)
+        m[0].weight.mul_(2 * spread.view(-1, 1, 1, 1))
+        m[0].bias.mul_(spread)
+    return m.eval()
+
+
+def test_activation_equalization_lowers_quantization_error_and_rebuilds_from_state(tmp_path) -> None:
+    model = expand_depthwise()
+    x = torch.randn(16, 4, 8, 8) * 3
+    errors = {}
+    for eq in (False, "activations"):
+        cfg = ftp.QuantConfig(calibrator="minmax", equalization=eq, show_progress=False)
+        qgm = ftp.quantize(model, [x], config=cfg)  # activations mode: the first batch serves as example
+        err, ref = (qgm(x) - model(x)).detach(), model(x).detach()
+        # per output channel, relative: the depthwise output of a small channel matters as much downstream
+        errors[eq] = float((err.pow(2).mean(dim=(0, 2, 3)) / ref.pow(2).mean(dim=(0, 2, 3))).mean())
+    assert errors["activations"] < 0.1 * errors[False], errors
+    ftp.save_quant_state(qgm, tmp_path / "q.json")
+    rebuilt = ftp.rebuild_quantized(model, ftp.load_quant_state(tmp_path / "q.json"), example_inputs=(x,))
+    assert torch.equal(rebuilt(x), qgm(x))
+    with pytest.raises(ConfigError, match="example_inputs"):
+        ftp.prepare(model, None, ftp.QuantConfig(equalization="activations", show_progress=False))
+    with pytest.raises(ConfigError, match="equalization must be one of"):
+        ftp.QuantConfig(equalization="weights-and-more")
