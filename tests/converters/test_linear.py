@@ -88,6 +88,12 @@ CASES = [
         **ftp_quantized((3, 40)),
         layers={"MATRIX_MULTIPLY": 1, "QUANTIZE": 1},
     ),
+    OpCase(  # attention's Q @ K^T: both operands quantized activations -> torch.ops.fx2trt.int8_matmul
+        "matmul_integer_arithmetic",
+        lambda: Fn(lambda m, x: torch.matmul(x, x.transpose(-1, -2))),
+        **ftp_quantized((2, 3, 5, 16)),
+        layers={"MATRIX_MULTIPLY": 1},
+    ),
 ]
 
 
