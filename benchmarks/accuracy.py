@@ -25,11 +25,8 @@ from fx2trt_pipeline.validate.accuracy import detection_evaluator, validate_dete
 from fx2trt_pipeline.validate.demo_detector import centernet_decode, demo_setup
 from fx2trt_pipeline.tune.calibrator_search import best_calibrator
 from fx2trt_pipeline.validate.gate import DEFAULT_ENGINE_TOLERANCE, DEFAULT_INT8_BUDGET, check_parity
-from fx2trt_pipeline.tune.mixed_precision import (
-    layer_sensitivity,
-    mixed_precision_search,
-    quantize_with_skip,
-)
+from fx2trt_pipeline.tune.mixed_precision import mixed_precision_search
+from fx2trt_pipeline.tune.sensitivity import layer_sensitivity, quantize_with_skip
 
 
 def spearman(a: list[float], b: list[float]) -> float:
