@@ -194,23 +194,17 @@ def compute_scales(
         )
         for c in chains
     ]
-
-    def scale(k: int, s: torch.Tensor) -> None:
-        a, _link, b = chains[k]
-        groups = _groups(gm.get_submodule(str(b.target)))
-        w1 = weights[str(a.target)]
-        weights[str(a.target)] = w1 / s.reshape((-1,) + (1,) * (w1.dim() - 1))
-        weights[str(b.target)] = _scale_in(weights[str(b.target)], groups, s)
-        scales[k] *= s
-
     for _ in range(max_sweeps):
         change = 0.0
         for k, (a, _link, b) in enumerate(chains):
             groups = _groups(gm.get_submodule(str(b.target)))
-            r1, r2 = _out_ranges(weights[str(a.target)]), _in_ranges(weights[str(b.target)], groups)
+            w1, w2 = weights[str(a.target)], weights[str(b.target)]
+            r1, r2 = _out_ranges(w1), _in_ranges(w2, groups)
             ok = (r1 > 0) & (r2 > 0)  # dead channels keep scale 1
             s = torch.where(ok, torch.sqrt(r1 * r2) / r2.clamp_min(1e-300), torch.ones_like(r1))
-            scale(k, s)
+            weights[str(a.target)] = w1 / s.reshape((-1,) + (1,) * (w1.dim() - 1))
+            weights[str(b.target)] = _scale_in(w2, groups, s)
+            scales[k] *= s
             change = max(change, float((s - 1).abs().max()))
         if change < _CONVERGED:
             break
@@ -242,17 +236,17 @@ def channel_ranges(gm: GraphModule, nodes: list[Node], inputs: tuple) -> dict[st
 
 def activation_scales(
     gm: GraphModule, chains: list[tuple[Node, Node | None, Node]], inputs: tuple
-) -> dict[int, torch.Tensor]:
-    """Activation-range scales for the chains into a depthwise convolution (see the module docstring)."""
-    into_depthwise = {k: c for k, c in enumerate(chains) if _is_depthwise(gm.get_submodule(str(c[2].target)))}
-    between = {k: (link or a) for k, (a, link, _b) in into_depthwise.items()}
-    ranges = channel_ranges(gm, list(between.values()), inputs)
-    fixed = {}
-    for k, node in between.items():
+) -> list[tuple[tuple[Node, Node | None, Node], torch.Tensor]]:
+    """The chains into a depthwise convolution with their activation-range scales (see the module docstring)."""
+    into_depthwise = [c for c in chains if _is_depthwise(gm.get_submodule(str(c[2].target)))]
+    between = [link or a for a, link, _b in into_depthwise]
+    ranges = channel_ranges(gm, between, inputs)
+    scaled = []
+    for chain, node in zip(into_depthwise, between):
         r = ranges[node.name]
         gain = torch.where(r > 0, r.max() / r.clamp_min(1e-300), torch.ones_like(r)).clamp(1.0, ACTIVATION_GAIN_CAP)
-        fixed[k] = 1.0 / gain  # the chain scale divides the first layer's output channels
-    return fixed
+        scaled.append((chain, 1.0 / gain))  # the chain scale divides the first layer's output channels
+    return scaled
 
 
 def apply_scales(gm: GraphModule, pairs: list[EqualizedPair]) -> None:
@@ -321,9 +315,8 @@ def equalize(gm: GraphModule, max_sweeps: int = MAX_SWEEPS, inputs: tuple | None
     if inputs is None:
         scales = compute_scales(gm, chains, max_sweeps)
     else:  # activation-range mode: only the pairs into a depthwise convolution, no weight balancing
-        fixed = activation_scales(gm, chains, inputs)
-        chains = [chains[k] for k in sorted(fixed)]
-        scales = [fixed[k].to(torch.float64) for k in sorted(fixed)]
+        scaled = activation_scales(gm, chains, inputs)
+        chains, scales = [c for c, _ in scaled], [s for _, s in scaled]
     pairs = []
     for (a, link, b), s in zip(chains, scales):
         kind, bound = _link_kind(gm, link) if link is not None else ("identity", None)  # type: ignore[misc]

@@ -280,8 +280,7 @@ def _matmul(
         acc = torch.matmul(aq, bq)
     else:
         acc = torch.matmul(aq.double(), bq.double())
-    m = input_scale.to(acc.device, torch.float32) * weight_scale.to(acc.device, torch.float32)
-    return acc.to(torch.float32).mul_(m)
+    return _epilogue(acc, input_scale, weight_scale, None, acc.dim() - 1)
 
 
 _matmul_op = torch.library.custom_op("fx2trt::int8_matmul", mutates_args=())(_matmul)

@@ -142,6 +142,11 @@ def _lower_weighted(gm: GraphModule, node: Node, axis: int | None, modules: dict
     return [float(v) for v in scale.reshape(-1).tolist()]
 
 
+def _is_activation_dequantize(x: object) -> bool:
+    """A per-tensor (activation) DQ node: the per-channel axis argument is ``None``."""
+    return isinstance(x, Node) and x.target is DEQUANTIZE and x.args[2] is None
+
+
 def _activation_dequantize(x: object, modules: dict[str, nn.Module]) -> Node | None:
     """The per-tensor activation DQ whose values ``x`` holds: ``x`` itself, or the DQ behind max-pools.
 
@@ -150,7 +155,7 @@ def _activation_dequantize(x: object, modules: dict[str, nn.Module]) -> Node | N
     """
     while isinstance(x, Node):
         if x.target is DEQUANTIZE:
-            return x if x.args[2] is None else None
+            return x if _is_activation_dequantize(x) else None
         rule = rule_for_node(x, modules)
         if rule is None or rule.kind != "maxpool":
             return None
@@ -180,8 +185,7 @@ def _use_integer_matmul(node: Node, modules: dict[str, nn.Module]) -> None:
     if rule is None or rule.kind != "matmul" or len(node.args) != 2 or node.kwargs:
         return
     a, b = node.args
-    per_tensor_dq = [isinstance(x, Node) and x.target is DEQUANTIZE and x.args[2] is None for x in (a, b)]
-    if not all(per_tensor_dq):
-        return
+    if not (_is_activation_dequantize(a) and _is_activation_dequantize(b)):
+        return  # only DQ outputs feed an INT8 matmul directly
     node.op, node.target = "call_function", int8_ops.matmul
     node.kwargs = {"input_scale": a.args[1], "weight_scale": b.args[1]}
