@@ -210,13 +210,11 @@ def _is_max_pool(node: Node, modules: dict[str, torch.nn.Module]) -> bool:
 def _epilogue(acc: torch.Tensor, scale: torch.Tensor, bias: Any, channel_dim: int | None) -> torch.Tensor:
     """TensorRT's float32 epilogue: ``float32(acc) * scale[c]`` then ``+ bias[c]``, one rounding per step."""
     y = acc.to(torch.float32)
-    if scale.numel() > 1:
-        shape = [1] * y.dim()
+    shape = [1] * y.dim()
+    if channel_dim is not None:  # per-channel scale and bias (a per-tensor weight still has a bias per channel)
         shape[channel_dim] = -1
-        scale = scale.reshape(shape)
-        bias = None if bias is None else bias.to(torch.float32).reshape(shape)
-    y = y * scale.to(torch.float32)
-    return y if bias is None else y + bias.to(torch.float32)
+    y = y * scale.to(torch.float32).reshape(shape if scale.numel() > 1 else ())
+    return y if bias is None else y + bias.to(torch.float32).reshape(shape)
 
 
 class TensorRTArithmetic(Interpreter):
