@@ -1,22 +1,25 @@
-"""Adaptive rounding of weights (AdaRound, Nagel et al., ICML 2020), layer by layer, CPU friendly.
+"""Adaptive rounding of weights (AdaRound, Nagel et al., ICML 2020) with quantized inputs, layer by layer.
 
 Rounding each weight to the nearest int8 level is optimal per weight but not for the layer's output:
-AdaRound chooses, for every weight, floor or ceil so as to reconstruct the float layer's output on
-calibration data. Per layer: ``min_V ||W x - W~(V) x||^2 + lambda * mean(1 - |2 h(V) - 1|^beta)`` with
-``W~ = s * clamp(floor(W / s) + h(V), -127, 127)``, ``h`` the rectified sigmoid and ``beta`` annealed
-from 20 to 2 after a warm-up so that ``h`` ends at 0 or 1. The reconstruction term is divided by
-round-to-nearest's, so one ``lambda`` fits layers of any output scale; with few iterations a strong
-``lambda`` is what makes ``h`` binary in time. The inputs ``x`` are the float model's: with the
-activation Q/DQ applied as well, the fit chased the input rounding noise of the calibration rows and
-did not carry over to other data (measured: -10 % error on the calibration rows, +-1 % elsewhere).
-The per-channel scales ``s`` are the usual ones and stay unchanged (weights that round to the extreme
-level +-127 keep it), so only the integers change and the reference graph is the same.
+AdaRound chooses, for every weight, floor or ceil. Layers are taken in graph order, and each one is fitted
+to what it gets in the quantized model, with every earlier layer already rounded and every activation
+Q/DQ applied, against the float model's output ("asymmetric reconstruction", section 4.3 of the paper):
 
-CPU cost is bounded: ``rows`` input positions are sampled per layer from the kept calibration batches
-(one float forward collects them all), and each layer runs ``iterations`` Adam steps on that
-``rows x (in_channels * kernel)`` matrix, grouped convolutions as batched matrix products. Layers with
-fewer sampled rows than weights per output channel (e.g. a classifier fed with a small batch) keep
-round-to-nearest: their reconstruction would be underdetermined.
+    min_V  sum over positions ||W~(V) x_q - W x||^2  +  lambda * mean(1 - |2 h(V) - 1|^beta)
+
+with ``W~ = s * clamp(floor(W / s) + h(V), -127, 127)``, ``h`` the rectified sigmoid and ``beta``
+annealed from 20 to 2 after a warm-up so that ``h`` ends at 0 or 1. A layer's rounding can then cancel
+part of the error its input already carries, which fitting float inputs cannot (on MobileNetV2 with real
+weights, docs/benchmarks.md: float inputs made the output worse, quantized inputs pass cosine 0.99).
+
+The sum runs over *every* output position of the kept calibration batches, through the input second
+moments of :mod:`fx2trt_pipeline.quantize.layer_inputs` (``(groups, k, k)`` matrices), so a step costs
+``out * k`` multiply-adds per input value of the kernel, not per sampled row. The reconstruction term is
+divided by round-to-nearest's, so one ``lambda`` fits layers of any output scale. A layer with fewer than
+:data:`POSITIONS_PER_WEIGHT` positions per weight of an output channel keeps round-to-nearest (the
+classifier of a small calibration batch): its fit would be underdetermined and would not carry over to
+other data. The per-channel scales ``s`` stay unchanged (weights at the extreme level +-127 keep it),
+so only the integers change and the reference graph is the same.
 
 Example:
     >>> import torch
@@ -28,17 +31,16 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.fx import GraphModule
 
-from fx2trt_pipeline.quantize.observe import iterate_batches
+from fx2trt_pipeline.quantize.layer_inputs import InputGram, kernel_shape, lockstep_inputs, output_positions
 from fx2trt_pipeline.quantize.placement import Placement
 
 ZETA, GAMMA = 1.1, -0.1  # stretch of the rectified sigmoid (the paper's values)
@@ -47,6 +49,8 @@ ZETA, GAMMA = 1.1, -0.1  # stretch of the rectified sigmoid (the paper's values)
 REG_WEIGHT = 10.0
 WARMUP = 0.2  # fraction of iterations without the rounding regulariser
 BETA_START, BETA_END = 20.0, 2.0
+#: Output positions needed per weight of an output channel before a layer is fitted.
+POSITIONS_PER_WEIGHT = 8
 SMALL_STEP = 1 << 23  # multiply-adds per optimisation step below which one thread is faster
 
 
@@ -55,9 +59,7 @@ class AdaRoundSettings:
     """Bounds of the per-layer optimisation."""
 
     iterations: int = 200
-    rows: int = 1024
     learning_rate: float = 1e-2
-    seed: int = 0
 
 
 def rectified_sigmoid(v: torch.Tensor) -> torch.Tensor:
@@ -65,49 +67,26 @@ def rectified_sigmoid(v: torch.Tensor) -> torch.Tensor:
     return torch.clamp(torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
 
 
-def _rows(layer: nn.Module, x: torch.Tensor, count: int, gen: torch.Generator) -> torch.Tensor:
-    """``count`` random rows of the layer's input as a matrix (positions, groups, in/groups * kernel)."""
+def eligible(layer: nn.Module) -> bool:
+    """Conv2d with zero padding given as numbers, or Linear: the layers whose input moments we collect."""
     if isinstance(layer, nn.Linear):
-        flat = x.reshape(-1, 1, x.shape[-1])
-    else:
-        cols = (
-            F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
-            if x.dim() == 4
-            else x.reshape(x.shape[0], -1, 1)
-        )
-        flat = cols.transpose(1, 2).reshape(-1, layer.groups, cols.shape[1] // layer.groups)
-    pick = torch.randperm(flat.shape[0], generator=gen)[:count]
-    return flat[pick]
+        return True
+    return isinstance(layer, nn.Conv2d) and layer.padding_mode == "zeros" and not isinstance(layer.padding, str)
 
 
-def _supported(layer: nn.Module) -> bool:
-    return isinstance(layer, nn.Linear) or (isinstance(layer, nn.Conv2d) and layer.padding_mode == "zeros")
+class _Loss:
+    """``sum ||W~ x_q - W x||^2 / positions`` as a function of ``W~`` (``(groups, out/groups, k)``)."""
 
+    def __init__(self, w: torch.Tensor, gram: InputGram) -> None:
+        n = max(gram.positions, 1)
+        self.w = w
+        self.qq = (gram.qq / n).to(w.dtype)
+        self.qe_w = ((gram.qe / n).to(w.dtype) @ w.transpose(1, 2)).transpose(1, 2)  # W qe^T, per group
+        self.const = float(((w.double() @ (gram.ee / n)) * w.double()).sum())
 
-def collect_rows(
-    gm: GraphModule, placement: Placement, batches: Iterable[Any], settings: AdaRoundSettings
-) -> dict[str, torch.Tensor]:
-    """Sampled input rows of every quantized conv2d / linear layer, from float forwards of ``batches``."""
-    gen = torch.Generator().manual_seed(settings.seed)
-    rows: dict[str, list[torch.Tensor]] = {}
-    hooks = []
-    for wp in placement.weights.values():
-        layer = gm.get_submodule(wp.module)
-        if wp.kind in ("conv", "linear") and _supported(layer):
-
-            def hook(module: nn.Module, args: tuple, name: str = wp.layer) -> None:
-                rows.setdefault(name, []).append(_rows(module, args[0].detach(), settings.rows, gen))
-
-            hooks.append(layer.register_forward_pre_hook(hook))
-    device = next((p.device for p in gm.parameters()), torch.device("cpu"))
-    try:
-        with torch.no_grad():
-            for args in iterate_batches(batches, device, False):
-                gm(**args[0]) if len(args) == 1 and isinstance(args[0], dict) else gm(*args)
-    finally:
-        for h in hooks:
-            h.remove()
-    return {k: torch.cat(v)[: settings.rows] for k, v in rows.items()}
+    def __call__(self, wt: torch.Tensor) -> torch.Tensor:
+        d = wt - self.w
+        return ((d @ self.qq) * d).sum() + 2 * (d * self.qe_w).sum() + self.const
 
 
 @contextmanager
@@ -123,92 +102,95 @@ def _threads_for(work: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _grouped(layer: nn.Module, t: torch.Tensor) -> torch.Tensor:
+    groups, k = kernel_shape(layer)
+    return t.reshape(groups, -1, k)
+
+
 def round_layer(
-    layer: nn.Module, q: torch.Tensor, scale: torch.Tensor, x: torch.Tensor, settings: AdaRoundSettings
+    layer: nn.Module, q: torch.Tensor, scale: torch.Tensor, gram: InputGram, settings: AdaRoundSettings
 ) -> torch.Tensor:
-    """AdaRound integers for one layer given its sampled input rows ``x`` (positions, groups, k)."""
-    groups = x.shape[1]
-    w = layer.weight.detach().float()
-    wm = w.reshape(groups, w.shape[0] // groups, -1)  # (groups, out/groups, k)
-    s = scale.reshape(groups, -1, 1)
-    ratio = wm / s
-    floor = torch.floor(ratio)
-    rest = (ratio - floor).clamp(0.01, 0.99)
+    """AdaRound int8 weights of one layer, given its input moments ``gram`` (round-to-nearest is ``q``)."""
+    w = _grouped(layer, layer.weight.detach().float())
+    s = scale.to(w).reshape(w.shape[0], -1, 1)
+    loss = _Loss(w, gram)
+    floor = torch.floor(w / s)
+    rest = (w / s - floor).clamp(0.01, 0.99)
     v = (-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1.0)).requires_grad_(True)
-    x = x.transpose(0, 1).contiguous()  # (groups, positions, k): one batched matmul per step
-    target = torch.bmm(x, wm.transpose(1, 2))
     opt = torch.optim.Adam([v], lr=settings.learning_rate)
+    nearest = _grouped(layer, q.float()) * s
+    norm = 1.0 / max(float(loss(nearest)), 1e-30)
     warm = int(settings.iterations * WARMUP)
-    with _threads_for(x.numel() * wm.shape[1]):
-        _optimise(v, opt, floor, s, x, target, warm, settings.iterations)
+    with _threads_for(w.numel() * w.shape[-1]), torch.enable_grad():
+        for it in range(settings.iterations):
+            h = rectified_sigmoid(v)
+            total = loss(torch.clamp(floor + h, -127, 127) * s) * norm
+            if it >= warm:
+                frac = (it - warm) / max(1, settings.iterations - warm)
+                beta = BETA_END + 0.5 * (BETA_START - BETA_END) * (1 + math.cos(frac * math.pi))
+                total = total + REG_WEIGHT * (1 - (2 * h - 1).abs().pow(beta)).mean()
+            opt.zero_grad()
+            total.backward()
+            opt.step()
     with torch.no_grad():
         chosen = (floor + (rectified_sigmoid(v) >= 0.5).float()).clamp(-127, 127).reshape(q.shape)
     keep = q.abs() == 127  # the extreme level defines the scale: keep it
     return torch.where(keep, q.float(), chosen).to(torch.int8)
 
 
-def _optimise(
-    v: torch.Tensor,
-    opt: torch.optim.Optimizer,
-    floor: torch.Tensor,
-    s: torch.Tensor,
-    xq: torch.Tensor,
-    target: torch.Tensor,
-    warm: int,
-    iterations: int,
-) -> None:
-    """Adam on the rounding variables: reconstruction, plus the annealed rounding regulariser after warm-up."""
-
-    def reconstruction(w: torch.Tensor) -> torch.Tensor:
-        return (torch.bmm(xq, w.transpose(1, 2)) - target).pow(2).sum(-1).mean()
-
-    with torch.no_grad():  # the loss of round-to-nearest: 1.0 on the normalised scale
-        nearest = reconstruction(torch.clamp(floor + (rectified_sigmoid(v) >= 0.5).float(), -127, 127) * s)
-    norm = 1.0 / max(float(nearest), 1e-30)
-    for it in range(iterations):
-        h = rectified_sigmoid(v)
-        loss = reconstruction(torch.clamp(floor + h, -127, 127) * s) * norm
-        if it >= warm:
-            frac = (it - warm) / max(1, iterations - warm)
-            beta = BETA_END + 0.5 * (BETA_START - BETA_END) * (1 + math.cos(frac * math.pi))
-            loss = loss + REG_WEIGHT * (1 - (2 * h - 1).abs().pow(beta)).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+def reconstruction_error(layer: nn.Module, q: torch.Tensor, scale: torch.Tensor, gram: InputGram) -> float:
+    """Mean squared output error of int8 weights ``q`` (quantized inputs) against the float layer
+    (float inputs), over the positions and output channels that ``gram`` was collected on."""
+    w = _grouped(layer, layer.weight.detach().double())
+    wq = _grouped(layer, q.double()) * scale.double().reshape(w.shape[0], -1, 1)
+    return float(_Loss(w, gram)(wq)) / layer.weight.shape[0]
 
 
-def reconstruction_error(layer: nn.Module, q: torch.Tensor, scale: torch.Tensor, x: torch.Tensor) -> float:
-    """Mean squared output error of int8 weights ``q`` against the float layer on rows ``x``."""
-    groups = x.shape[1]
-    w = layer.weight.detach().float().reshape(groups, layer.weight.shape[0] // groups, -1)
-    wq = q.float().reshape(w.shape) * scale.reshape(groups, -1, 1)
-    x = x.transpose(0, 1)
-    return float((torch.bmm(x, wq.transpose(1, 2)) - torch.bmm(x, w.transpose(1, 2))).pow(2).mean())
-
-
-def adaround_weights(
-    gm: GraphModule, placement: Placement, batches: Iterable[Any], settings: AdaRoundSettings
+def adaround_sequentially(
+    quantized: GraphModule,
+    float_gm: GraphModule,
+    placement: Placement,
+    batches: Iterable[tuple[Any, ...]],
+    settings: AdaRoundSettings,
+    on_rounded: Callable[[str, torch.Tensor], None] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """AdaRound int8 weights for every eligible quantized layer of the float graph ``gm`` (not modified)."""
-    from fx2trt_pipeline.quantize.reference import quantize_weight
+    """AdaRound every eligible per-channel conv2d / linear layer of the reference graph ``quantized``, in
+    graph order, in place: its ``<layer>_weight_int8`` buffer gets the chosen integers before the next
+    layer's inputs are collected. ``float_gm`` is the float graph it was built from (not modified).
+    ``on_rounded(layer, q)`` runs after each change (bias correction refits the bias there).
 
-    rows = collect_rows(gm, placement, batches, settings)
-    out = {}
-    for name, x in rows.items():
-        wp = placement.weights[name]
-        layer = gm.get_submodule(wp.module)
-        if wp.axis != 0 or x.shape[0] < layer.weight[0].numel():
-            continue  # per-tensor weights or too few rows for this many weights per channel: keep nearest
-        q, scale = quantize_weight(layer.weight, wp.axis)
-        torch.manual_seed(settings.seed)
-        out[name] = round_layer(layer, q, scale, x, settings)
-    return out
+    Returns:
+        The chosen int8 weights per layer that changed.
+    """
+    layers = {
+        wp.layer: wp
+        for wp in placement.weights.values()
+        if wp.kind in ("conv", "linear") and wp.axis == 0 and eligible(float_gm.get_submodule(wp.module))
+    }
+    chosen = {}
+    for name, pairs in lockstep_inputs(float_gm, quantized, list(layers), batches):
+        layer = float_gm.get_submodule(layers[name].module)
+        _, k = kernel_shape(layer)
+        if sum(output_positions(layer, x) for x, _ in pairs) < POSITIONS_PER_WEIGHT * k:
+            continue
+        gram = InputGram.of(layer)
+        for x, xq in pairs:
+            gram.add(layer, x, xq)
+        buffer = getattr(quantized, f"{name}_weight_int8")
+        q = round_layer(layer, buffer, getattr(quantized, f"{name}_weight_scale"), gram, settings)
+        if torch.equal(q, buffer):
+            continue
+        buffer.copy_(q)
+        chosen[name] = q
+        if on_rounded is not None:
+            on_rounded(name, q)
+    return chosen
 
 
 __all__ = [
     "AdaRoundSettings",
-    "adaround_weights",
-    "collect_rows",
+    "adaround_sequentially",
+    "eligible",
     "reconstruction_error",
     "rectified_sigmoid",
     "round_layer",

@@ -28,7 +28,7 @@ from torch.fx import GraphModule
 from fx2trt_pipeline.capture import capture, check_example_inputs
 from fx2trt_pipeline.capture.rewrites import rewrite_for_capture
 from fx2trt_pipeline.errors import ConfigError
-from fx2trt_pipeline.quantize.adaround import AdaRoundSettings, adaround_weights
+from fx2trt_pipeline.quantize.adaround import AdaRoundSettings, adaround_sequentially
 from fx2trt_pipeline.quantize.bias_correction import ChannelMeanObserver
 from fx2trt_pipeline.quantize.calibrator_choice import SampleObserver, choose_group
 from fx2trt_pipeline.quantize.calibrators import compute_amax
@@ -40,6 +40,7 @@ from fx2trt_pipeline.quantize.observe import (
     insert_channel_mean_observers,
     insert_observers,
     insert_sample_observers,
+    iterate_batches,
     remove_observers,
     run_calibration,
 )
@@ -47,7 +48,7 @@ from fx2trt_pipeline.quantize.placement import Placement, place_qdq
 from fx2trt_pipeline.quantize.reference import build_reference
 from fx2trt_pipeline.quantize.state import STATE_ATTR, QuantState
 from fx2trt_pipeline.quantize.statistics import TensorStats
-from fx2trt_pipeline.quantize.weight_edits import Rounder, edit_weights, reapply_edits
+from fx2trt_pipeline.quantize.weight_edits import WeightEdits, edit_weights, reapply_edits, rounding_recorder
 
 PREPARED_ATTR = "fx2trt_prepared"
 
@@ -224,12 +225,14 @@ def _convert(prepared: GraphModule, config: QuantConfig | None, in_place: bool) 
         _check_observed(placement, info.placement)
     amax, chosen = _group_amax(qgm, placement, info)
     final = config or info.config
-    edits = edit_weights(
-        qgm, placement, info.means if final.bias_correction else None, _rounder(qgm, placement, info, final)
-    )
+    float_gm = copy.deepcopy(qgm) if final.adaround else None  # the float reference adaptive rounding fits
+    means = info.means if final.bias_correction else None
+    edits = edit_weights(qgm, placement, means)
     device = next((p.device for p in qgm.parameters()), torch.device("cpu"))
     weight_scales = build_reference(qgm, placement, amax)
     qgm.to(device)
+    if float_gm is not None:
+        _adaround(qgm, float_gm, placement, info, final, edits)
     setattr(
         qgm,
         STATE_ATTR,
@@ -255,18 +258,24 @@ def _keeping(batches: Iterable[Any], kept: list[Any], count: int) -> Iterator[An
         yield batch
 
 
-def _rounder(gm: GraphModule, placement: Placement, info: PreparedInfo, config: QuantConfig) -> Rounder | None:
-    """AdaRound's integer choice per layer when the config asks for it (computed on the float graph now)."""
-    if not config.adaround:
-        return None
+def _adaround(
+    qgm: GraphModule,
+    float_gm: GraphModule,
+    placement: Placement,
+    info: PreparedInfo,
+    config: QuantConfig,
+    edits: WeightEdits,
+) -> None:
+    """Adaptive rounding of the built reference model ``qgm``, fitted on the kept calibration batches."""
     if not info.kept_batches:
         raise ConfigError(
             "adaround needs calibration batches kept during calibrate(): call prepare() and "
             "calibrate() with QuantConfig(adaround=True)."
         )
-    settings = AdaRoundSettings(config.adaround_iterations, config.adaround_rows)
-    rounded = adaround_weights(gm, placement, info.kept_batches, settings)
-    return lambda layer, wp, q, scale: rounded.get(wp.layer, q)
+    device = next((p.device for p in qgm.parameters()), torch.device("cpu"))
+    batches = list(iterate_batches(info.kept_batches, device, False))
+    record = rounding_recorder(edits, qgm, float_gm, placement, info.means if config.bias_correction else None)
+    adaround_sequentially(qgm, float_gm, placement, batches, AdaRoundSettings(config.adaround_iterations), record)
 
 
 def _group_amax(gm: GraphModule, placement: Placement, info: PreparedInfo) -> tuple[dict[str, float], dict[str, str]]:

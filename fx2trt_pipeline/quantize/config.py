@@ -79,6 +79,10 @@ class QuantConfig:
             into depthwise convolutions, measured on the example inputs (real data needed).
         bias_correction: fold the expected output shift of weight rounding, measured on the calibration
             data, into each quantized conv / linear bias (``quantize/bias_correction.py``).
+        adaround: adaptive rounding (floor or ceil per weight) of every per-channel conv2d / linear layer,
+            fitted layer by layer to the quantized model's own inputs (``quantize/adaround.py``).
+        adaround_iterations: optimisation steps per layer.
+        adaround_batches: calibration batches kept for adaptive rounding (the first ones).
     """
 
     calibrator: str = "mse"
@@ -96,7 +100,6 @@ class QuantConfig:
     bias_correction: bool = False
     adaround: bool = False
     adaround_iterations: int = 200
-    adaround_rows: int = 1024
     adaround_batches: int = 2
 
     def __post_init__(self) -> None:
@@ -106,7 +109,7 @@ class QuantConfig:
             raise ConfigError(f"QuantConfig.quantize_ops has unknown op kinds {bad}; choose from {QUANTIZABLE_OPS}")
         if self.deconv_weight_axis not in (0, 1):
             raise ConfigError(f"QuantConfig.deconv_weight_axis must be 0 or 1, got {self.deconv_weight_axis!r}")
-        for key in ("adaround_iterations", "adaround_rows", "adaround_batches"):
+        for key in ("adaround_iterations", "adaround_batches"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise ConfigError(f"QuantConfig.{key} must be a positive integer, got {getattr(self, key)!r}")
         if self.equalization not in EQUALIZATION_MODES:

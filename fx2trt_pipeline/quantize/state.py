@@ -25,7 +25,10 @@ from fx2trt_pipeline.quantize.placement import Placement
 from fx2trt_pipeline.quantize.statistics import TensorStats
 from fx2trt_pipeline.quantize.weight_edits import WeightEdits
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Format 1 had ``adaround_rows`` (rows sampled per layer by the float-input AdaRound) in its config. A
+#: saved state keeps its rounding bits, so dropping that key rebuilds exactly the same model.
+_FORMAT_1_CONFIG_KEYS = ("adaround_rows",)
 STATE_ATTR = "fx2trt_quant_state"
 
 
@@ -76,14 +79,18 @@ class QuantState:
     def from_dict(cls, data: dict[str, Any]) -> QuantState:
         """Inverse of :meth:`to_dict`; rejects unknown format versions."""
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        config = dict(data.get("config", {}))
+        if version == 1:
+            for key in _FORMAT_1_CONFIG_KEYS:
+                config.pop(key, None)
+        elif version != FORMAT_VERSION:
             raise ConfigError(
                 f"Quantization state format {version!r} is not supported (expected "
                 f"{FORMAT_VERSION}); re-run quantization with this version of fx2trt-pipeline."
             )
         stats = {k: TensorStats.from_dict(v) for k, v in data["stats"].items()} if "stats" in data else None
         return cls(
-            QuantConfig.from_dict(data["config"]),
+            QuantConfig.from_dict(config),
             Placement.from_dict(data["placement"]),
             {k: float(v) for k, v in data["amax"].items()},
             {k: [float(x) for x in v] for k, v in data["weight_scales"].items()},

@@ -1,10 +1,11 @@
-"""Weight-side algorithms run at convert time: adaptive rounding, then bias correction.
+"""Weight-side algorithms run at convert time: bias correction, then adaptive rounding.
 
-Both change only float tensors of the BN-folded graph before the reference model is built, so the
-Q/DQ graph and the converters stay as they are: AdaRound sets each weight to ``q * scale`` with its
-chosen integers ``q`` (round-to-nearest of that is ``q`` again), bias correction replaces the bias.
-What they changed is kept in :class:`WeightEdits` (saved in the quantization state), so that
-:func:`reapply_edits` reproduces the same model from the float weights without data.
+Neither changes the Q/DQ graph or the converters. Bias correction replaces float biases before the
+reference model is built; adaptive rounding then changes the int8 weights of the built reference
+model layer by layer (``quantize/adaround.py``), and :func:`rounding_recorder` refits each changed
+layer's corrected bias. What they changed is kept in :class:`WeightEdits` (saved in the quantization
+state), so that :func:`reapply_edits` reproduces the same model from the float weights without data:
+it sets each rounded weight to ``q * scale`` (round-to-nearest of that is ``q`` again).
 
 Example:
     >>> edits = WeightEdits(biases={"fc": [0.5, -0.25]})
@@ -23,11 +24,8 @@ from torch.fx import GraphModule
 
 from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.quantize.bias_correction import ChannelMeanObserver, corrected_bias, set_bias
-from fx2trt_pipeline.quantize.placement import Placement, WeightPoint
+from fx2trt_pipeline.quantize.placement import Placement
 from fx2trt_pipeline.quantize.reference import quantize_weight
-
-#: ``(layer module, weight point, round-to-nearest int8, scale) -> chosen int8`` (AdaRound plugs in here).
-Rounder = Callable[[nn.Module, WeightPoint, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -88,28 +86,46 @@ def _set_weight(layer: nn.Module, q: torch.Tensor, scale: torch.Tensor, axis: in
         layer.weight.copy_(q.to(layer.weight.dtype) * _broadcast(scale, layer.weight, axis))
 
 
-def edit_weights(
-    gm: GraphModule, placement: Placement, means: dict[str, ChannelMeanObserver] | None, rounder: Rounder | None = None
-) -> WeightEdits:
-    """Run adaptive rounding (``rounder``) and bias correction (``means``) on every quantized layer, in place."""
+def edit_weights(gm: GraphModule, placement: Placement, means: dict[str, ChannelMeanObserver] | None) -> WeightEdits:
+    """Bias correction (``means``) of every quantized conv / linear layer of the float graph, in place."""
     edits = WeightEdits()
+    if means is None:
+        return edits
     for wp in placement.weights.values():
-        if wp.kind not in ("conv", "linear"):
+        if wp.kind not in ("conv", "linear") or wp.layer not in means:
             continue
         layer = gm.get_submodule(wp.module)
         w = layer.weight.detach().float()
         q, scale = quantize_weight(w, wp.axis)
-        chosen = rounder(layer, wp, q, scale) if rounder is not None else q
-        if not torch.equal(chosen, q):
-            q = chosen
-            edits.rounding[wp.layer] = pack_offsets(q, w, scale, wp.axis)
-        if means is not None and wp.layer in means:
-            bias = corrected_bias(layer, q.float() * _broadcast(scale, w, wp.axis), means[wp.layer].mean())
-            set_bias(layer, bias)
-            edits.biases[wp.layer] = [float(v) for v in bias.tolist()]
-        if wp.layer in edits.rounding:
-            _set_weight(layer, q, scale, wp.axis)
+        bias = corrected_bias(layer, q.float() * _broadcast(scale, w, wp.axis), means[wp.layer].mean())
+        set_bias(layer, bias)
+        edits.biases[wp.layer] = [float(v) for v in bias.tolist()]
     return edits
+
+
+def rounding_recorder(
+    edits: WeightEdits,
+    quantized: GraphModule,
+    float_gm: GraphModule,
+    placement: Placement,
+    means: dict[str, ChannelMeanObserver] | None,
+) -> Callable[[str, torch.Tensor], None]:
+    """The callback adaptive rounding calls after changing a layer's int8 weights ``q``: records them in
+    ``edits`` and, with bias correction on, refits that layer's bias in ``quantized`` for the new integers
+    (from the float layer of ``float_gm``, whose bias is the uncorrected one)."""
+
+    def record(name: str, q: torch.Tensor) -> None:
+        wp = placement.weights[name]
+        layer = float_gm.get_submodule(wp.module)
+        w = layer.weight.detach().float()
+        _, scale = quantize_weight(w, wp.axis)
+        edits.rounding[name] = pack_offsets(q, w, scale, wp.axis)
+        if means is not None and name in means:
+            bias = corrected_bias(layer, q.float() * _broadcast(scale, w, wp.axis), means[name].mean())
+            getattr(quantized, f"{name}_bias").copy_(bias.to(torch.float32))
+            edits.biases[name] = [float(v) for v in bias.tolist()]
+
+    return record
 
 
 def reapply_edits(gm: GraphModule, placement: Placement, edits: WeightEdits) -> None:
@@ -132,4 +148,4 @@ def reapply_edits(gm: GraphModule, placement: Placement, edits: WeightEdits) -> 
             set_bias(layer, bias)
 
 
-__all__ = ["Rounder", "WeightEdits", "edit_weights", "pack_offsets", "reapply_edits", "unpack_offsets"]
+__all__ = ["WeightEdits", "edit_weights", "pack_offsets", "reapply_edits", "rounding_recorder", "unpack_offsets"]

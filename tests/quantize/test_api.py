@@ -120,6 +120,27 @@ def test_state_round_trip_and_rebuild(tmp_path) -> None:
         ftp.load_quant_state(path)
 
 
+def test_format_1_state_rebuilds_the_same_model(tmp_path) -> None:
+    """Format 1 configs carried ``adaround_rows``; such a state still loads and rebuilds bit for bit."""
+    import json
+
+    model = Tiny().eval()
+    data = batches((2, 3, 8, 8), 2)
+    qgm = ftp.quantize(model, data, example_inputs=(data[0],), config=ftp.QuantConfig(**QUIET))
+    path = tmp_path / "state.json"
+    ftp.save_quant_state(qgm, path)
+    saved = json.loads(path.read_text())
+    assert saved["format_version"] == 2
+    saved["format_version"], saved["config"]["adaround_rows"] = 1, 1024
+    path.write_text(json.dumps(saved))
+    rebuilt = ftp.rebuild_quantized(model, ftp.load_quant_state(path), example_inputs=(data[0],))
+    assert torch.equal(rebuilt(data[1]), qgm(data[1]))
+    saved["format_version"] = 3
+    path.write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match="format 3 is not supported"):
+        ftp.load_quant_state(path)
+
+
 def test_user_model_is_not_modified() -> None:
     model = Tiny().eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
