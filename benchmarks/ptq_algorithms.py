@@ -36,6 +36,13 @@ SETTINGS: dict[str, dict] = {
     "act_eq+auto": {"equalization": "activations", "calibrator": "auto_per_group"},
     "act_eq+bc+auto": {"equalization": "activations", "bias_correction": True, "calibrator": "auto_per_group"},
     "act_eq+auto+adaround": {"equalization": "activations", "calibrator": "auto_per_group", "adaround": True},
+    "act_eq+bc+auto+adaround": {
+        "equalization": "activations",
+        "bias_correction": True,
+        "calibrator": "auto_per_group",
+        "adaround": True,
+    },
+    "act_eq+adaround": {"equalization": "activations", "adaround": True},
     # MobileNetV2's most sensitive layer by leave-one-out (the first depthwise conv, 288 weights) kept in float.
     "act_eq+auto+float_dw1": {
         "equalization": "activations",
@@ -80,12 +87,12 @@ def detector_rows(args: argparse.Namespace) -> None:
         f"demo detector, {sum(len(b) for b in setup.calib_batches)} calibration scenes, calibrator "
         f"{args.calibrator}, FP32 mAP {100 * fp32:.2f}, {args.threads} threads"
     )
-    print(f"{'setting':16s} {'mAP':>7s} {'drop (points)':>14s}")
+    print(f"{'setting':24s} {'mAP':>7s} {'drop (points)':>14s}")
     for name in args.settings:
         cfg = ftp.QuantConfig(**{"calibrator": args.calibrator, "show_progress": False, **SETTINGS[name]})
         qgm = ftp.quantize(setup.model, setup.calib_batches, example_inputs=(setup.calib_batches[0][:1],), config=cfg)
         metric = evaluate(qgm)["mAP"]
-        print(f"{name:16s} {100 * metric:7.2f} {100 * (fp32 - metric):14.2f}", flush=True)
+        print(f"{name:24s} {100 * metric:7.2f} {100 * (fp32 - metric):14.2f}", flush=True)
 
 
 def main() -> None:
@@ -112,7 +119,7 @@ def main() -> None:
         f"{args.model}, calibration {args.calib_batches}x{args.batch_size} crops, evaluation "
         f"{len(evaluation)} crops, calibrator {args.calibrator}, {args.threads} threads"
     )
-    print(f"{'setting':16s} {'cosine':>8s} {'top-1':>7s} {'quantize() x plain':>19s}")
+    print(f"{'setting':24s} {'cosine':>8s} {'top-1':>7s} {'quantize() x plain':>19s}")
     for name in args.settings:
         kwargs = {"calibrator": args.calibrator, "show_progress": False, **SETTINGS[name]}
         start = time.perf_counter()
@@ -122,7 +129,7 @@ def main() -> None:
             out = qgm(evaluation)
         cos = torch.nn.functional.cosine_similarity(out, reference, dim=1).mean().item()
         top1 = (out.argmax(1) == reference.argmax(1)).float().mean().item()
-        print(f"{name:16s} {cos:8.4f} {top1:7.3f} {cost:19.2f}", flush=True)
+        print(f"{name:24s} {cos:8.4f} {top1:7.3f} {cost:19.2f}", flush=True)
 
 
 if __name__ == "__main__":
