@@ -7,7 +7,8 @@ form*. :func:`lockstep_inputs` walks the float graph and the reference-quantized
 walk per calibration batch, pauses both at each requested layer, and hands out the layer's input second
 moments over every output position (all positions: no sampled rows to over-fit):
 
-* ``qq = sum x_q x_q^T`` and ``qe = sum x_q e^T`` with ``e = x_q - x``, and ``ee = sum e e^T``,
+* ``qq = sum x_q x_q^T`` and ``qe = sum x_q e^T`` with ``e = x_q - x``, and ``ee = sum e e^T``
+  (float32 within a chunk of positions, summed in float64),
 
 per group of a grouped convolution, over the ``k = in/groups * kernel`` values each output reads. With
 ``D = W~ - W`` the layer's output error ``W~ x_q - W x = D x_q + W e`` has the squared norm
@@ -64,12 +65,15 @@ class InputGram:
 
     def add(self, layer: nn.Module, x: torch.Tensor, xq: torch.Tensor) -> None:
         """Accumulate the float input ``x`` and the quantized model's input ``xq`` of ``layer``."""
-        for a, b in zip(_patches(layer, x), _patches(layer, xq)):
-            q, e = b.double(), (b - a).double()  # (groups, positions, k)
-            self.qq += q.transpose(1, 2) @ q
-            self.qe += q.transpose(1, 2) @ e
-            self.ee += e.transpose(1, 2) @ e
-            self.positions += q.shape[1]
+        for a, q in zip(_columns(layer, x), _columns(layer, xq)):  # (images, groups, k, positions)
+            e = q - a
+            # float32 products within an image, float64 across images: the moments only weigh the fit
+            for qi, ei in zip(q, e):
+                qt = qi.transpose(1, 2)
+                self.qq += qi @ qt
+                self.qe += qi @ ei.transpose(1, 2)
+                self.ee += ei @ ei.transpose(1, 2)
+            self.positions += q.shape[0] * q.shape[-1]
 
 
 def kernel_shape(layer: nn.Module) -> tuple[int, int]:
@@ -89,20 +93,24 @@ def output_positions(layer: nn.Module, x: torch.Tensor) -> int:
     return count
 
 
-def _patches(layer: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
-    """The layer's input as ``(groups, positions, k)`` matrices, a chunk of images at a time."""
+def _columns(layer: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
+    """The layer's input as ``(images, groups, k, positions)`` column blocks, a few images at a time (views
+    where possible: a 1x1 convolution reads its input as it is, a linear layer its transposed rows)."""
+    groups, k = kernel_shape(layer)
     if isinstance(layer, nn.Linear):
         flat = x.reshape(-1, x.shape[-1])
         for start in range(0, flat.shape[0], POSITIONS_PER_CHUNK):
-            yield flat[start : start + POSITIONS_PER_CHUNK].unsqueeze(0)
+            yield flat[start : start + POSITIONS_PER_CHUNK].t()[None, None]
         return
-    per_image = max(1, output_positions(layer, x[:1]))
-    step = max(1, POSITIONS_PER_CHUNK // per_image)
-    groups = layer.groups
+    pointwise = all(v == 1 for v in (*layer.kernel_size, *layer.stride)) and not any(layer.padding)
+    step = max(1, POSITIONS_PER_CHUNK // max(1, output_positions(layer, x[:1])))
     for start in range(0, x.shape[0], step):
-        cols = F.unfold(x[start : start + step], layer.kernel_size, layer.dilation, layer.padding, layer.stride)
-        rows = cols.transpose(1, 2).reshape(-1, groups, cols.shape[1] // groups)
-        yield rows.transpose(0, 1)
+        chunk = x[start : start + step]
+        if pointwise:
+            cols = chunk.reshape(chunk.shape[0], chunk.shape[1], -1)
+        else:
+            cols = F.unfold(chunk, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
+        yield cols.reshape(cols.shape[0], groups, k, cols.shape[-1])
 
 
 def _placeholder_values(gm: GraphModule, args: tuple[Any, ...]) -> list[Any]:
