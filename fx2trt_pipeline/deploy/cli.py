@@ -134,7 +134,7 @@ def _add_quant_arguments(p: argparse.ArgumentParser) -> None:
         action="store_const",
         const=True,
         help="adaptive rounding of conv2d/linear weights, each layer fitted to its inputs in the quantized model "
-        "(layer by layer on two calibration batches; about 20 s for MobileNetV2 at 224 px on 2 CPU cores)",
+        "(layer by layer on two calibration batches; about 15 s for MobileNetV2 at 224 px on 2 CPU cores)",
     )
     g.add_argument("--adaround-iterations", type=int, metavar="N", help="AdaRound steps per layer (default 200)")
 
