@@ -72,19 +72,27 @@ def test_adaround_lowers_layer_reconstruction_error_on_held_out_data(real_blocks
     ratios = {}
     for name, pairs in lockstep_inputs(float_gm, ada, list(state.edits.rounding), [(b,) for b in held_out]):
         layer = float_gm.get_submodule(state.placement.weights[name].module)
-        gram = InputGram.of(layer)
-        for x, xq in pairs:
-            gram.add(layer, x, xq)
         rtn, scale = quantize_weight(layer.weight, 0)
         assert torch.equal(getattr(nearest, f"{name}_weight_int8"), rtn)
         chosen = getattr(ada, f"{name}_weight_int8")
         assert (chosen.int() - rtn.int()).abs().max() <= 1  # floor or ceil of the same weight
-        ratios[name] = reconstruction_error(layer, chosen, scale, gram) / reconstruction_error(layer, rtn, scale, gram)
+        ratios[name] = _output_error(layer, chosen, scale, pairs) / _output_error(layer, rtn, scale, pairs)
     # measured: stem 0.36, first depthwise 0.90, the others 0.95-0.99 (both with the AdaRound model's inputs)
     assert max(ratios.values()) < 1.0 and ratios["_0_0"] < 0.5, ratios
     ftp.save_quant_state(ada, tmp_path / "q.json")
     rebuilt = ftp.rebuild_quantized(blocks, ftp.load_quant_state(tmp_path / "q.json"), example_inputs=(calib[0],))
     assert torch.equal(rebuilt(held_out[0]), ada(held_out[0]))
+
+
+def _output_error(layer: nn.Module, q: torch.Tensor, scale: torch.Tensor, pairs: list) -> float:
+    """Mean squared error of the layer run by torch with int8 weights on its quantized-model input against
+    the float layer on its float input (independent of the moment matrices AdaRound fits with)."""
+    w_q = q.float() * scale.reshape(-1, 1, 1, 1)
+    total, count = 0.0, 0
+    for x, xq in pairs:
+        diff = layer._conv_forward(xq, w_q, None) - layer._conv_forward(x, layer.weight, None)
+        total, count = total + diff.double().pow(2).sum().item(), count + diff.numel()
+    return total / count
 
 
 def test_adaround_lowers_model_output_error_on_held_out_data(real_blocks) -> None:
@@ -151,3 +159,21 @@ def test_lockstep_inputs_reach_later_layers_after_a_change() -> None:
     assert name == "_2"
     assert xq.std(dim=(2, 3)).max() == 0  # constant per channel: the change reached the second layer
     assert x.std(dim=(2, 3)).max() > 0  # the float walk is unaffected
+
+
+def test_moment_matrices_give_the_directly_computed_output_error(real_blocks) -> None:
+    """The fit's loss, from the (groups, k, k) input moments, equals the error of the layer run by torch."""
+    _, _, held_out, prepared, _, ada = real_blocks
+    state = ftp.get_quant_state(ada)
+    float_gm = api._without_observers(prepared)
+    checked = 0
+    for name, pairs in lockstep_inputs(float_gm, ada, list(state.edits.rounding), [(b,) for b in held_out]):
+        layer = float_gm.get_submodule(state.placement.weights[name].module)
+        gram = InputGram.of(layer)
+        for x, xq in pairs:
+            gram.add(layer, x, xq)
+        q, (_, scale) = getattr(ada, f"{name}_weight_int8"), quantize_weight(layer.weight, 0)
+        direct = _output_error(layer, q, scale, pairs)
+        assert abs(reconstruction_error(layer, q, scale, gram) - direct) <= 1e-4 * direct, name
+        checked += 1
+    assert checked == 9  # stem (3x3, stride 2), depthwise 3x3 (stride 1 and 2), pointwise 1x1
