@@ -41,6 +41,7 @@ from torch.fx import GraphModule
 
 from fx2trt_pipeline.errors import CalibrationError, ConfigError
 from fx2trt_pipeline.quantize.api import PreparedInfo, prepared_info
+from fx2trt_pipeline.quantize.bias_correction import ChannelMeanObserver
 from fx2trt_pipeline.quantize.distributed import all_reduce_stats
 from fx2trt_pipeline.quantize.observe import StatsObserver, iterate_batches
 from fx2trt_pipeline.quantize.statistics import TensorStats
@@ -112,6 +113,8 @@ def calibrate_distributed(
     weights and config) and its own shard. A rank may get no batches at all. Afterwards every rank
     holds the statistics of all shards together, so :func:`fx2trt_pipeline.network` gives identical
     scales everywhere. Calling it again adds more data exactly, like :func:`fx2trt_pipeline.calibrate`.
+    With ``bias_correction`` the per-channel input means are summed over the ranks too (float64 sums:
+    identical on every rank, equal to one process's up to the order of the additions).
 
     Args:
         prepared: the module returned by :func:`fx2trt_pipeline.prepare` on this rank.
@@ -126,7 +129,8 @@ def calibrate_distributed(
         CalibrationError: torch.distributed is not initialised; a rank failed during its shard (every
             rank raises, naming it, so none waits forever); the shards held no batch at all; or a
             scale group saw no data on any rank. The statistics are unchanged in these cases.
-        ConfigError: ``prepared`` is not a prepared module.
+        ConfigError: ``prepared`` is not a prepared module, or its config fits on calibration data kept by
+            one process (``adaround``, ``calibrator="auto_per_group"``), which ranks cannot merge.
 
     Example (on every rank, after ``dist.init_process_group``)::
 
@@ -135,8 +139,10 @@ def calibrate_distributed(
         qgm = ftp.convert(prepared)
     """
     info = prepared_info(prepared)
+    _refuse_data_kept_on_one_rank(info)
     _require_distributed()
     observers = _observers_by_group(prepared, info)
+    means_before = _snapshot(info.means)
     # Fresh statistics for this pass: merging the ranks' *new* data only, then adding it to what the
     # model already holds, keeps repeated calls exact (old data is never counted once per rank).
     fresh = {key: TensorStats(stats.num_bins) for key, stats in info.stats.items()}
@@ -147,13 +153,74 @@ def calibrate_distributed(
         )
     finally:
         _point_observers(observers, info.stats)
-    total = _batches_on_all_ranks(outcome, group)
+    try:
+        total = _batches_on_all_ranks(outcome, group)
+    except CalibrationError:
+        _restore(info.means, means_before)
+        raise
+    device = next((p.device for p in prepared.parameters()), torch.device("cpu"))
+    _all_reduce_means(info.means, means_before, device, group)
     combined = _merged_with(info.stats, all_reduce_stats(fresh, group))
     info.stats.clear()
     info.stats.update(combined)
     _point_observers(observers, info.stats)
     info.batches_seen += total
     return prepared
+
+
+def _refuse_data_kept_on_one_rank(info: PreparedInfo) -> None:
+    settings = (("adaround=True", info.config.adaround), ('calibrator="auto_per_group"', bool(info.samples)))
+    kept = [name for name, on in settings if on]
+    if kept:
+        raise ConfigError(
+            f"QuantConfig({', '.join(kept)}) fits on calibration samples that one process keeps, which "
+            "calibrate_distributed cannot merge across ranks (each rank would derive another model). "
+            "Calibrate on one process with fx2trt_pipeline.calibrate, or drop these settings."
+        )
+
+
+_MeansState = dict[str, tuple[torch.Tensor | None, int]]
+
+
+def _snapshot(means: dict[str, ChannelMeanObserver] | None) -> _MeansState:
+    return {k: (None if o.total is None else o.total.clone(), o.count) for k, o in (means or {}).items()}
+
+
+def _restore(means: dict[str, ChannelMeanObserver] | None, before: _MeansState) -> None:
+    for key, (total, count) in before.items():
+        means[key].total, means[key].count = total, count  # type: ignore[index]
+
+
+def _all_reduce_means(
+    means: dict[str, ChannelMeanObserver] | None,
+    before: _MeansState,
+    device: torch.device,
+    group: dist.ProcessGroup | None,
+) -> None:
+    """Sum every rank's new per-channel input sums and counts (bias correction) into each rank's observers."""
+    if not means:
+        return
+    keys = sorted(means)  # the same order on every rank
+    widths = torch.tensor([0 if means[k].total is None else means[k].total.numel() for k in keys], device=device)
+    dist.all_reduce(widths, op=dist.ReduceOp.MAX, group=group)  # a rank may not have reached a layer
+    parts = []
+    for key, width in zip(keys, widths.tolist()):
+        old_total, old_count = before[key]
+        new = means[key].total
+        delta = torch.zeros(width, dtype=torch.float64, device=device)
+        if new is not None:
+            delta += new - (old_total if old_total is not None else 0.0)
+        parts.append(torch.cat((delta, torch.tensor([float(means[key].count - old_count)], device=device))))
+    packed = torch.cat(parts)
+    dist.all_reduce(packed, group=group)
+    start = 0
+    for key, width in zip(keys, widths.tolist()):
+        delta, count = packed[start : start + width], int(packed[start + width])
+        start += width + 1
+        old_total, old_count = before[key]
+        if width:
+            means[key].total = delta if old_total is None else old_total + delta
+        means[key].count = old_count + count
 
 
 def _require_distributed() -> None:

@@ -83,6 +83,11 @@ def _scales(prepared: torch.fx.GraphModule) -> dict[str, Any]:
     return result
 
 
+def _biases(prepared: torch.fx.GraphModule) -> dict[str, list[float]]:
+    """The corrected biases bias correction derives from the (merged) per-channel input means."""
+    return ftp.get_quant_state(convert(prepared)).edits.biases
+
+
 def _worker(rank: int, init_file: str, out_dir: str, mode: str) -> None:
     torch.set_num_threads(1)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # this child only: the ranks talk over loopback
@@ -95,7 +100,8 @@ def _worker(rank: int, init_file: str, out_dir: str, mode: str) -> None:
     )
     try:
         batches = _batches()
-        prepared = prepare(_model(), (batches[0],), ftp.QuantConfig(show_progress=False))
+        cfg = ftp.QuantConfig(show_progress=False, bias_correction=mode == "bias")
+        prepared = prepare(_model(), (batches[0],), cfg)
         shard = shard_for_rank(batches)
         if mode == "nan" and rank == 1:
             shard = [shard[0].clone().fill_(float("nan"))]
@@ -108,7 +114,8 @@ def _worker(rank: int, init_file: str, out_dir: str, mode: str) -> None:
             except CalibrationError as exc:
                 Path(out_dir, f"rank{rank}.json").write_text(json.dumps({"error": str(exc).splitlines()[0]}))
                 return
-        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(_scales(prepared)))
+        result = _biases(prepared) if mode == "bias" else _scales(prepared)
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
     finally:
         # Every rank reaches this point before any tears its sockets down: a rank that exits while a peer
         # still flushes the last collective makes gloo abort that peer ("terminate called ...").
@@ -158,6 +165,30 @@ def test_a_failing_rank_makes_every_rank_raise(tmp_path: Path) -> None:
     for result in ranks:
         assert "error" in result, result
         assert "rank 1" in result["error"] and "NaN" in result["error"]
+
+
+@pytest.mark.slow
+def test_bias_correction_means_merge_across_ranks(tmp_path: Path) -> None:
+    ranks = _spawn(tmp_path, "bias")
+    assert ranks[0] == ranks[1], "ranks derived different corrected biases"
+    batches = _batches()
+    whole = prepare(_model(), (batches[0],), ftp.QuantConfig(show_progress=False, bias_correction=True))
+    calibrate(whole, batches)
+    alone = prepare(_model(), (batches[0],), ftp.QuantConfig(show_progress=False, bias_correction=True))
+    calibrate(alone, shard_for_rank(batches, 0, WORLD))
+    one, shard0 = _biases(whole), _biases(alone)
+    assert set(ranks[0]) == set(one) and len(one) == 4
+    for layer, bias in one.items():  # float64 sums in another order: equal to float32 rounding
+        assert torch.allclose(torch.tensor(ranks[0][layer]), torch.tensor(bias), rtol=1e-6, atol=1e-7), layer
+    assert any(not torch.allclose(torch.tensor(shard0[k]), torch.tensor(one[k])) for k in one)  # not vacuous
+
+
+def test_refuses_settings_that_keep_samples_on_one_process() -> None:
+    x = torch.randn(2, 3, 16, 16)
+    for cfg in (ftp.QuantConfig(adaround=True), ftp.QuantConfig(calibrator="auto_per_group")):
+        prepared = prepare(_model(), (x,), cfg)
+        with pytest.raises(ConfigError, match="one process"):
+            calibrate_distributed(prepared, [x])
 
 
 def test_needs_an_initialised_process_group() -> None:
