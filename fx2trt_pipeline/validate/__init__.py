@@ -3,7 +3,8 @@
 ```
 runners.py        one interface: float model | simulated INT8 | network executor | ONNX Runtime | engine
 network_executor  runs the built INetworkDefinition layer by layer in torch (TensorRT semantics)
-                  executor_common.py, executor_layers.py, executor_tensor_ops.py
+                  executor_common.py, executor_layers.py, executor_tensor_ops.py,
+                  executor_shape_ops.py
 compare.py        cosine, SQNR, max/mean abs error -> ComparisonResult (truthy when it passes)
 layer_report.py   layer_parity (simulated vs executor per layer)
 quant_error.py    quant_error_table (INT8 error each quantized layer adds, worst layers first)

@@ -66,6 +66,11 @@ def supported_layer_types() -> list[str]:
     return sorted(_HANDLERS)
 
 
+def optional_input(inputs: Inputs, index: int) -> torch.Tensor | None:
+    """The layer's input ``index``, or None when the layer has fewer inputs."""
+    return inputs[index] if len(inputs) > index else None
+
+
 def dims(value: Any) -> tuple[int, ...]:
     """A TensorRT Dims (or ``None``) as a tuple of ints."""
     return () if value is None else tuple(int(d) for d in value)

@@ -40,7 +40,11 @@ import torch
 
 from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.errors import ConfigError, ConversionError, Fx2TrtError, InternalError
-from fx2trt_pipeline.validate import executor_layers, executor_tensor_ops  # noqa: F401  (register handlers)
+from fx2trt_pipeline.validate import (  # noqa: F401  (register handlers)
+    executor_layers,
+    executor_shape_ops,
+    executor_tensor_ops,
+)
 from fx2trt_pipeline.validate.executor_int8 import with_integer_arithmetic
 from fx2trt_pipeline.validate.executor_common import (
     LayerHandler,
