@@ -159,6 +159,7 @@ def algorithms_run(state: Any) -> dict[str, Any]:
             "on": cfg.adaround,
             "layers": len(state.edits.rounding),
             "iterations": cfg.adaround_iterations if cfg.adaround else None,
+            "batches": cfg.adaround_batches if cfg.adaround else None,
         },
         "auto_per_group": {"on": bool(state.chosen), "chosen": dict(Counter(state.chosen.values()))},
     }

@@ -137,6 +137,12 @@ def _add_quant_arguments(p: argparse.ArgumentParser) -> None:
         "(layer by layer on two calibration batches; about 15 s for MobileNetV2 at 224 px on 2 CPU cores)",
     )
     g.add_argument("--adaround-iterations", type=int, metavar="N", help="AdaRound steps per layer (default 200)")
+    g.add_argument(
+        "--adaround-batches",
+        type=int,
+        metavar="N",
+        help="calibration batches AdaRound fits on, the first ones (default 2); more data, longer fit",
+    )
 
 
 def _add_build_arguments(p: argparse.ArgumentParser) -> None:

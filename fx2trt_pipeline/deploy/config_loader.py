@@ -47,7 +47,15 @@ from fx2trt_pipeline.quantize.config import QuantConfig
 
 #: Flags that set one ``[quant]`` (QuantConfig) field each; a new quantization flag adds its name here
 #: and its argument in ``cli._add_quant_arguments``.
-QUANT_OVERRIDES = ("calibrator", "percentile", "equalization", "bias_correction", "adaround", "adaround_iterations")
+QUANT_OVERRIDES = (
+    "calibrator",
+    "percentile",
+    "equalization",
+    "bias_correction",
+    "adaround",
+    "adaround_iterations",
+    "adaround_batches",
+)
 
 
 def _checked(cls: type, data: Mapping[str, Any], where: str) -> dict[str, Any]:

@@ -21,13 +21,15 @@ def test_flags_reach_quant_config() -> None:
             "--adaround",
             "--adaround-iterations",
             "7",
+            "--adaround-batches",
+            "3",
             "--calibrator",
             "auto_per_group",
         ]
     )
     quant = run_config_from_sources(None, build_overrides(args)).quant
     assert (quant.equalization, quant.bias_correction, quant.adaround) == (True, True, True)
-    assert quant.adaround_iterations == 7 and quant.calibrator == "auto_per_group"
+    assert quant.adaround_iterations == 7 and quant.adaround_batches == 3 and quant.calibrator == "auto_per_group"
     plain = run_config_from_sources(None, build_overrides(build_parser().parse_args(["build"]))).quant
     assert not (plain.equalization or plain.bias_correction or plain.adaround)
 
