@@ -265,7 +265,25 @@ def check_task_metric(evaluation: Evaluation, spec: GateSpec) -> list[GateLine]:
         return []
     budget = math.inf if spec.int8_budget is None else spec.int8_budget
     verdict = check_parity(result, spec.engine_tolerance, budget)
-    return [GateLine(verdict.passed, verdict.reason.split(" ", 1)[1])]
+    text = verdict.reason.split(" ", 1)[1]
+    if not verdict.passed and verdict.int8_drop > budget:
+        text += _resolution_note(result, budget)
+    return [GateLine(verdict.passed, text)]
+
+
+#: Metrics that are a fraction of samples: one sample moves them by 1 / samples.
+_PER_SAMPLE_METRICS = ("top1", "top5")
+
+
+def _resolution_note(result: AccuracyResult, budget: float) -> str:
+    """Why a per-sample metric on a small set fails any budget finer than one sample (not a verdict change)."""
+    n = result.num_samples
+    if result.metric not in _PER_SAMPLE_METRICS or n <= 0 or 1.0 / n <= budget:
+        return ""
+    return (
+        f"; on {n} samples one sample moves {result.metric} by {1.0 / n:.4f}, more than the budget: evaluate "
+        f"on at least {math.ceil(1.0 / budget)} samples, or set --int8-budget for this set"
+    )
 
 
 def check_min_metric(evaluation: Evaluation, spec: GateSpec) -> list[GateLine]:

@@ -118,3 +118,20 @@ def test_gate_evaluation_runs_every_check_in_order(result: AccuracyResult) -> No
     failed = [line for line in ev.gate_lines if line.startswith("FAIL")]
     assert not ev.passed and len(failed) == 2
     assert "cosine 0.950000 < 0.999 on 16 images" in failed[0] and "< minimum 0.9990" in failed[1]
+
+
+def test_a_top1_budget_finer_than_one_sample_says_so() -> None:
+    """18 photos: one image is 0.0556 of top-1, so the 0.003 budget fails on any single changed image; the
+    FAIL line stays a FAIL and says how many samples the budget needs."""
+    runs = {k: BackendRun(k, {"top1": v}, 0.0) for k, v in [("fp32", 6 / 18), ("simulated", 5 / 18)]}
+    runs["network_executor"] = BackendRun("network_executor", {"top1": 5 / 18}, 0.0)
+    small = AccuracyResult("classification", "top1", runs, "network_executor", "no GPU", 18)
+    ev = _evaluation(small, 1.0)
+    gate_evaluation(ev, GateSpec(int8_budget=0.003))
+    failed = [line for line in ev.gate_lines if line.startswith("FAIL")]
+    assert not ev.passed and len(failed) == 1
+    assert "on 18 samples one sample moves top1 by 0.0556" in failed[0] and "at least 334 samples" in failed[0]
+    large = dataclasses.replace(small, num_samples=1000)
+    ev = _evaluation(large, 1.0)
+    gate_evaluation(ev, GateSpec(int8_budget=0.003))
+    assert not ev.passed and not any("one sample moves" in line for line in ev.gate_lines)
