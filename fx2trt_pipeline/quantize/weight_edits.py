@@ -24,7 +24,7 @@ from torch.fx import GraphModule
 
 from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.quantize.bias_correction import ChannelMeanObserver, corrected_bias, set_bias
-from fx2trt_pipeline.quantize.placement import Placement
+from fx2trt_pipeline.quantize.placement import Placement, WeightPoint
 from fx2trt_pipeline.quantize.reference import quantize_weight
 
 
@@ -95,12 +95,20 @@ def edit_weights(gm: GraphModule, placement: Placement, means: dict[str, Channel
         if wp.kind not in ("conv", "linear") or wp.layer not in means:
             continue
         layer = gm.get_submodule(wp.module)
-        w = layer.weight.detach().float()
-        q, scale = quantize_weight(w, wp.axis)
-        bias = corrected_bias(layer, q.float() * _broadcast(scale, w, wp.axis), means[wp.layer].mean())
-        set_bias(layer, bias)
-        edits.biases[wp.layer] = [float(v) for v in bias.tolist()]
+        q, _ = quantize_weight(layer.weight, wp.axis)
+        set_bias(layer, _corrected_bias(edits, layer, wp, q, means[wp.layer]))
     return edits
+
+
+def _corrected_bias(
+    edits: WeightEdits, layer: nn.Module, wp: WeightPoint, q: torch.Tensor, mean: ChannelMeanObserver
+) -> torch.Tensor:
+    """The float layer's bias corrected for int8 weights ``q`` (its own scales), recorded in ``edits``."""
+    w = layer.weight.detach().float()
+    _, scale = quantize_weight(w, wp.axis)
+    bias = corrected_bias(layer, q.float() * _broadcast(scale, w, wp.axis), mean.mean())
+    edits.biases[wp.layer] = [float(v) for v in bias.tolist()]
+    return bias
 
 
 def rounding_recorder(
@@ -121,9 +129,7 @@ def rounding_recorder(
         _, scale = quantize_weight(w, wp.axis)
         edits.rounding[name] = pack_offsets(q, w, scale, wp.axis)
         if means is not None and name in means:
-            bias = corrected_bias(layer, q.float() * _broadcast(scale, w, wp.axis), means[name].mean())
-            getattr(quantized, f"{name}_bias").copy_(bias.to(torch.float32))
-            edits.biases[name] = [float(v) for v in bias.tolist()]
+            getattr(quantized, f"{name}_bias").copy_(_corrected_bias(edits, layer, wp, q, means[name]))
 
     return record
 

@@ -130,6 +130,9 @@ def test_adaround_refits_corrected_biases_for_its_integers() -> None:
         w_q = q * scale.reshape(-1, *[1] * (q.dim() - 1))
         expected = layer.bias.double() - _shift(layer, w_q, info.means[name].mean())
         assert torch.allclose(getattr(ada, f"{name}_bias").double(), expected.float().double(), atol=1e-6), name
+    m, x = model(), batches(1)[0]
+    rebuilt = ftp.rebuild_quantized(m, ftp.QuantState.from_dict(state.to_dict()), example_inputs=(x,))
+    assert torch.equal(rebuilt(x), ada(x))  # the refitted biases and the integers come back without data
 
 
 def _shift(layer: nn.Module, w_q: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
