@@ -232,7 +232,7 @@ def _convert(prepared: GraphModule, config: QuantConfig | None, in_place: bool) 
     weight_scales = build_reference(qgm, placement, amax)
     qgm.to(device)
     if float_gm is not None:
-        _adaround(qgm, float_gm, placement, info, final, edits)
+        _adaround(qgm, float_gm, placement, info, final, edits, device)
     setattr(
         qgm,
         STATE_ATTR,
@@ -265,14 +265,15 @@ def _adaround(
     info: PreparedInfo,
     config: QuantConfig,
     edits: WeightEdits,
+    device: torch.device,
 ) -> None:
-    """Adaptive rounding of the built reference model ``qgm``, fitted on the kept calibration batches."""
+    """Adaptive rounding of the built reference model ``qgm`` (on ``device``), fitted on the kept calibration
+    batches."""
     if not info.kept_batches:
         raise ConfigError(
             "adaround needs calibration batches kept during calibrate(): call prepare() and "
             "calibrate() with QuantConfig(adaround=True)."
         )
-    device = next((p.device for p in qgm.parameters()), torch.device("cpu"))
     batches = list(iterate_batches(info.kept_batches, device, False))
     record = rounding_recorder(edits, qgm, float_gm, placement, info.means if config.bias_correction else None)
     adaround_sequentially(qgm, float_gm, placement, batches, AdaRoundSettings(config.adaround_iterations), record)

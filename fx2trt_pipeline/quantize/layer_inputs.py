@@ -69,8 +69,7 @@ class InputGram:
             e = q - a
             # float32 products within an image, float64 across images: the moments only weigh the fit
             for qi, ei in zip(q, e):
-                qt = qi.transpose(1, 2)
-                self.qq += qi @ qt
+                self.qq += qi @ qi.transpose(1, 2)
                 self.qe += qi @ ei.transpose(1, 2)
                 self.ee += ei @ ei.transpose(1, 2)
             self.positions += q.shape[0] * q.shape[-1]
@@ -114,19 +113,22 @@ def _columns(layer: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
 
 
 def _placeholder_values(gm: GraphModule, args: tuple[Any, ...]) -> list[Any]:
-    """Positional values for the graph's placeholders from a batch (tuple, or a 1-tuple holding a dict)."""
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    if len(args) == 1 and isinstance(args[0], dict):
-        values = []
-        for node in placeholders:
-            if node.target in args[0]:
-                values.append(args[0][node.target])
-            elif node.args:
-                values.append(node.args[0])
-            else:
-                raise CalibrationError(f"Calibration batch has no input '{node.target}' (keys {sorted(args[0])})")
-        return values
-    return list(args) + [n.args[0] for n in placeholders[len(args) :] if n.args]
+    """Positional values for the graph's placeholders from a batch (tuple, or a 1-tuple holding a dict).
+
+    Trailing defaults of a positional batch are the Interpreter's own business; a dict batch is put in
+    placeholder order here, defaults filled in where a key is missing.
+    """
+    if not (len(args) == 1 and isinstance(args[0], dict)):
+        return list(args)
+    values = []
+    for node in (n for n in gm.graph.nodes if n.op == "placeholder"):
+        if node.target in args[0]:
+            values.append(args[0][node.target])
+        elif node.args:
+            values.append(node.args[0])
+        else:
+            raise CalibrationError(f"Calibration batch has no input '{node.target}' (keys {sorted(args[0])})")
+    return values
 
 
 def walk_to_layers(gm: GraphModule, args: tuple[Any, ...], layers: Sequence[str]) -> Iterator[tuple[str, Any]]:

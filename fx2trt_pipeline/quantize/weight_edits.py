@@ -95,18 +95,21 @@ def edit_weights(gm: GraphModule, placement: Placement, means: dict[str, Channel
         if wp.kind not in ("conv", "linear") or wp.layer not in means:
             continue
         layer = gm.get_submodule(wp.module)
-        q, _ = quantize_weight(layer.weight, wp.axis)
-        set_bias(layer, _corrected_bias(edits, layer, wp, q, means[wp.layer]))
+        q, scale = quantize_weight(layer.weight, wp.axis)
+        set_bias(layer, _corrected_bias(edits, layer, wp, q, scale, means[wp.layer]))
     return edits
 
 
 def _corrected_bias(
-    edits: WeightEdits, layer: nn.Module, wp: WeightPoint, q: torch.Tensor, mean: ChannelMeanObserver
+    edits: WeightEdits,
+    layer: nn.Module,
+    wp: WeightPoint,
+    q: torch.Tensor,
+    scale: torch.Tensor,
+    mean: ChannelMeanObserver,
 ) -> torch.Tensor:
-    """The float layer's bias corrected for int8 weights ``q`` (its own scales), recorded in ``edits``."""
-    w = layer.weight.detach().float()
-    _, scale = quantize_weight(w, wp.axis)
-    bias = corrected_bias(layer, q.float() * _broadcast(scale, w, wp.axis), mean.mean())
+    """The float layer's bias corrected for int8 weights ``q`` with the layer's ``scale``, recorded in ``edits``."""
+    bias = corrected_bias(layer, q.float() * _broadcast(scale, layer.weight, wp.axis), mean.mean())
     edits.biases[wp.layer] = [float(v) for v in bias.tolist()]
     return bias
 
@@ -129,7 +132,7 @@ def rounding_recorder(
         _, scale = quantize_weight(w, wp.axis)
         edits.rounding[name] = pack_offsets(q, w, scale, wp.axis)
         if means is not None and name in means:
-            getattr(quantized, f"{name}_bias").copy_(_corrected_bias(edits, layer, wp, q, means[name]))
+            getattr(quantized, f"{name}_bias").copy_(_corrected_bias(edits, layer, wp, q, scale, means[name]))
 
     return record
 
