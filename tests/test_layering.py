@@ -2,7 +2,7 @@
 
 Stages, in pipeline order (docs/architecture.md)::
 
-    capture -> quantize -> network (+ converters) -> engine -> validate -> tune -> deploy
+    capture -> quantize -> network (+ converters) -> engine -> plan -> validate -> tune -> deploy
 
 The shared basics (``errors``, ``atomic_io``, ``trt_api``, ``trt_types``, ``calib_data``, ``models``) may be
 imported by every stage and import no stage. The package facade ``fx2trt_pipeline/__init__.py`` re-exports
@@ -28,7 +28,7 @@ SOURCES = {
     f"{PACKAGE}.converters": ROOT / "converters",
     f"{PACKAGE}.calib_data": ROOT / "calib_data",
 }
-STAGES = ("capture", "quantize", "network", "engine", "validate", "tune", "deploy")
+STAGES = ("capture", "quantize", "network", "engine", "plan", "validate", "tune", "deploy")
 BASICS = ("errors", "atomic_io", "trt_api", "trt_types", "calib_data", "models")
 #: Layer of each top-level part: basics 0, then the stages in order (converters with network), the facade last.
 LAYER = {

@@ -29,6 +29,7 @@ import json
 import logging
 import time
 import warnings
+from dataclasses import replace
 from importlib import metadata as _pkg_metadata
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,10 @@ from fx2trt_pipeline.engine.artifact import (
     sidecar_path,
 )
 from fx2trt_pipeline.atomic_io import atomic_open, atomic_write_bytes
+from fx2trt_pipeline.engine.engine_plan import EnginePlan, attribute_nodes, plan_path
 from fx2trt_pipeline.engine.options import BuildOptions, apply_build_options
+from fx2trt_pipeline.engine.plan_parse import layers_message, opt_batch, plan_from_build_log
+from fx2trt_pipeline.network.context import node_name_of_layer
 from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.errors import ConfigError, EngineBuildError, EngineLoadError
 from fx2trt_pipeline.trt_types import make_logger, torch_dtype, trt_dtype_name
@@ -54,8 +58,8 @@ _LOG = logging.getLogger("fx2trt_pipeline.tensorrt")
 
 
 def create_builder(logger: Any | None = None) -> Any:
-    """A ``trt.Builder`` with a capturing logger (see :func:`make_logger`)."""
-    return trt_api.get_trt().Builder(logger if logger is not None else make_logger())
+    """A ``trt.Builder`` with a capturing logger that keeps VERBOSE messages (the engine plan is one of them)."""
+    return trt_api.get_trt().Builder(logger if logger is not None else make_logger("VERBOSE"))
 
 
 def _is_strongly_typed(network: Any, trt: Any) -> bool:
@@ -140,6 +144,7 @@ def engine_bytes_from_network(
 
     Adds one optimization profile for the dynamic inputs (from the InputSpecs' min/opt/max shapes),
     applies ``options`` and, when ``options.timing_cache_path`` is set, loads and re-saves the cache.
+    :func:`engine_and_plan_from_network` also returns TensorRT's plan of the engine.
 
     Args:
         builder: the ``trt.Builder`` that created ``network`` (ideally with :func:`make_logger`).
@@ -166,12 +171,39 @@ def engine_bytes_from_network(
         >>> len(data) > 1000
         True
     """
+    return engine_and_plan_from_network(builder, network, inputs, options)[0]
+
+
+def engine_and_plan_from_network(
+    builder: Any, network: Any, inputs: Sequence[InputSpec], options: BuildOptions | None = None
+) -> tuple[bytes, EnginePlan | None]:
+    """Build like :func:`engine_bytes_from_network` and read TensorRT's plan of the engine from the build log.
+
+    Unless ``options.profiling_verbosity`` says otherwise the build uses DETAILED verbosity (the engine then
+    also carries its layer information for ``IEngineInspector`` on a GPU host). The plan is ``None`` when the
+    builder's logger does not keep VERBOSE messages or the verbosity was set to less than DETAILED.
+
+    Example:
+        >>> from fx2trt_pipeline import trt_api
+        >>> trt = trt_api.get_trt()
+        >>> builder = create_builder()
+        >>> network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+        >>> x = network.add_input("x", trt.float32, (2, 4))
+        >>> relu = network.add_activation(x, trt.ActivationType.RELU)
+        >>> relu.name = "relu"
+        >>> network.mark_output(relu.get_output(0))
+        >>> data, plan = engine_and_plan_from_network(builder, network, [InputSpec("x", (2, 4))])
+        >>> [layer.inputs[0].dtype for layer in plan.layers if layer.inputs], plan.batch
+        (['Float'], 2)
+    """
     trt = trt_api.get_trt()
     options = options if options is not None else BuildOptions()
     _check_network(network, trt)
     specs = _check_inputs(network, inputs)
     config = builder.create_builder_config()
     apply_build_options(options, config, trt)
+    if options.profiling_verbosity is None:
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the plan is logged only at DETAILED
     _add_profile(builder, network, config, specs)
     if options.timing_cache_path is not None:
         _load_timing_cache(config, options.timing_cache_path)
@@ -182,7 +214,25 @@ def engine_bytes_from_network(
         raise _build_failure(network, logger, since)
     if options.timing_cache_path is not None:
         _save_timing_cache(config, options.timing_cache_path)
-    return bytes(memoryview(serialized))
+    plan = None
+    messages = getattr(logger, "messages", [])[since:]
+    if layers_message(messages) is not None:
+        library = f"{trt_api.library_name()} {trt_api.library_version()}"
+        plan = plan_from_build_log(messages, opt_batch(inputs) if inputs else 1, library)
+        plan = replace(plan, layers=attribute_nodes(plan.layers, _network_layer_nodes(network)))
+    return bytes(memoryview(serialized)), plan
+
+
+def _network_layer_nodes(network: Any) -> dict[str, str]:
+    """Network layer (and tensor) names -> the FX node each was named after."""
+    out: dict[str, str] = {}
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        node = node_name_of_layer(layer.name)
+        out[layer.name] = node
+        for j in range(layer.num_outputs):
+            out.setdefault(layer.get_output(j).name, node)
+    return out
 
 
 def _check_network(network: Any, trt: Any) -> None:
@@ -237,8 +287,10 @@ def _producer() -> dict[str, str]:
     return {"fx2trt_pipeline": version, "torch": torch.__version__}
 
 
-def save_engine(engine_bytes: bytes, path: str | Path, metadata: Mapping[str, Any] | None = None) -> EngineArtifact:
-    """Write an engine and its ``<path>.json`` sidecar atomically and return the artifact.
+def save_engine(
+    engine_bytes: bytes, path: str | Path, metadata: Mapping[str, Any] | None = None, plan: EnginePlan | None = None
+) -> EngineArtifact:
+    """Write an engine and its ``<path>.json`` sidecar (and ``<path>.layers.json`` plan) atomically.
 
     Integrity and library fields (size, sha256, header, library version, timestamp) are computed from
     ``engine_bytes``; ``metadata`` adds the rest (see :func:`network_io_metadata`). Both files are fully
@@ -266,12 +318,19 @@ def save_engine(engine_bytes: bytes, path: str | Path, metadata: Mapping[str, An
         check_engine_header(data, "The bytes given to save_engine")
     except EngineLoadError as exc:
         raise EngineBuildError(str(exc)) from None
-    meta = engine_metadata(data, {"producer": _producer(), **dict(metadata or {})})
+    extra = dict(metadata or {})
+    if plan is not None:
+        extra["plan"] = {"file": plan_path(path).name, "source": plan.source, **plan.summary()}
+    meta = engine_metadata(data, {"producer": _producer(), **extra})
     text = json.dumps(meta, indent=2, sort_keys=True) + "\n"  # serialise first: a TypeError writes nothing
+    plan_text = json.dumps(plan.to_dict(), indent=1) + "\n" if plan is not None else ""
     try:
         with atomic_open(path) as engine_file, atomic_open(sidecar_path(path)) as meta_file:
             engine_file.write(data)
             meta_file.write(text.encode("utf-8"))
+            if plan is not None:
+                with atomic_open(plan_path(path)) as plan_file:
+                    plan_file.write(plan_text.encode("utf-8"))
     except OSError as exc:
         raise EngineBuildError(f"Could not write engine {path} and its sidecar: {exc}") from exc
     return EngineArtifact.from_metadata(path, meta)
@@ -333,16 +392,16 @@ def build_engine(
 
     inputs = as_input_specs(qgm, inputs)  # example tensors become static specs named after the placeholders
     options = options if options is not None else BuildOptions()
-    data, meta = _timed_engine(qgm, inputs, options, output_names)
+    data, meta, plan = _timed_engine(qgm, inputs, options, output_names)
     state_hash, source = _quant_state_hash(qgm, quant_state_hash)
     meta.update({"quant_state_hash": state_hash, "quant_state_hash_source": source, "build_options": options.to_dict()})
-    return save_engine(data, path, meta)
+    return save_engine(data, path, meta, plan)
 
 
 def _timed_engine(
     qgm: torch.fx.GraphModule, inputs: Sequence[InputSpec], options: BuildOptions, output_names: Sequence[str] | None
-) -> tuple[bytes, dict[str, Any]]:
-    """Convert and build ``qgm``; the engine bytes and the sidecar's network I/O and timing fields."""
+) -> tuple[bytes, dict[str, Any], EnginePlan | None]:
+    """Convert and build ``qgm``; the engine bytes, the sidecar's network I/O and timing fields, the plan."""
     from fx2trt_pipeline.network.network import network_from_graph_module  # heavy: converters register on import
 
     start = time.perf_counter()
@@ -355,7 +414,7 @@ def _timed_engine(
     )
     network_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    data = engine_bytes_from_network(builder, network, inputs, options)
+    data, plan = engine_and_plan_from_network(builder, network, inputs, options)
     build_seconds = time.perf_counter() - start
     meta = network_io_metadata(network, inputs)
     del ctx  # the converter context keeps weight arrays alive until the build has copied them
@@ -364,4 +423,4 @@ def _timed_engine(
         "build_seconds": round(build_seconds, 4),
         "engine_bytes": len(data),
     }
-    return data, meta
+    return data, meta, plan
