@@ -216,6 +216,7 @@ def _step_engine(run: _Run) -> None:
         f"{meta['library']['version']}"
     )
     run.steps.note(f"deployment target: {deployment_target(meta)}")
+    _audit_plan(run)
     name = triton_model_name(cfg.model.display_name)
     model_dir = write_triton_repository(
         run.stage / TRITON_DIR,
@@ -227,6 +228,27 @@ def _step_engine(run: _Run) -> None:
     )
     run.facts["triton_model"] = model_dir.name
     run.steps.note(f"Triton repository: {TRITON_DIR}/{model_dir.name}/config.pbtxt + 1/model.plan")
+
+
+def _audit_plan(run: _Run) -> None:
+    """Read TensorRT's plan of the engine just built and audit it against what the network quantizes."""
+    from fx2trt_pipeline.engine.engine_plan import EnginePlan, plan_path
+    from fx2trt_pipeline.plan.audit import audit_plan
+
+    path = plan_path(run.stage / ENGINE_FILE)
+    if not path.is_file():
+        run.steps.note("TensorRT plan: not logged by this build (profiling_verbosity below DETAILED)")
+        return
+    plan = EnginePlan.read(path)
+    audit = audit_plan(run.network, plan, run.qgm, float_dtype=getattr(run.config.quant, "float_dtype", "float32"))
+    run.facts["plan"] = {"file": path.name, **plan.to_dict()}
+    run.facts["plan_audit"] = audit.to_dict()
+    unit = "image" if len(run.inputs[0].shape) == 4 else "item"
+    run.steps.note(f"{audit.summary_line()}; {plan.line(unit).split('; ', 1)[1]} ({plan.source}, {path.name})")
+    for line in [] if audit.passed else audit.gate_lines():
+        run.steps.note(line)
+    for note in audit.notes():
+        run.steps.note(f"plan: {note}")
 
 
 def _step_onnx(run: _Run) -> None:
@@ -267,6 +289,10 @@ def _step_validate(run: _Run) -> None:
     )
     request = EvalRequest(cfg, run.eval_ds, fallback=run.batches[0], progress=steps.note)
     run.evaluation = evaluate_run(RunModels(run.model, run.qgm), art, request)
+    audit = run.facts.get("plan_audit")
+    if audit is not None:  # the precision audit is part of the gate: a layer run in float by mistake fails it
+        run.evaluation.gate_lines.extend(audit["gate_lines"])
+        run.evaluation.passed = run.evaluation.passed and bool(audit["passed"])
     for line in run.evaluation.gate_lines:
         steps.note(line)
     try:
@@ -316,6 +342,8 @@ def _step_report(run: _Run) -> dict[str, Any]:
         "engine": run.artifact.metadata,
         "triton_model": run.facts.get("triton_model"),
         "network": run.facts.get("network", {}),
+        "plan": run.facts.get("plan"),
+        "plan_audit": run.facts.get("plan_audit"),
         "evaluation": run.evaluation.to_dict() if run.evaluation else None,
         "layers": run.facts.get("layers", []),
         "layers_error": run.facts.get("layers_error"),

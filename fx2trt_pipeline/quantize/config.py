@@ -47,6 +47,9 @@ class LayerOverride:
     skip: bool = False
 
 
+#: ``QuantConfig.float_dtype`` values: the dtype of every tensor of the network that is not int8.
+FLOAT_DTYPES = ("float32", "float16")
+
 #: ``QuantConfig.equalization`` values: off, weight-range balancing, and that plus activation ranges.
 EQUALIZATION_MODES = (False, True, "activations")
 
@@ -83,6 +86,9 @@ class QuantConfig:
             fitted layer by layer to the quantized model's own inputs (``quantize/adaround.py``).
         adaround_iterations: optimisation steps per layer.
         adaround_batches: calibration batches kept for adaptive rounding (the first ones).
+        float_dtype: ``"float32"`` (default) or ``"float16"``: the dtype of everything that is not int8
+            (dequantize outputs, layers never quantized, layers kept in float, float weights and biases).
+            The network inputs and outputs stay float32; see docs/float16.md for where float16 rounds.
     """
 
     calibrator: str = "mse"
@@ -101,6 +107,7 @@ class QuantConfig:
     adaround: bool = False
     adaround_iterations: int = 200
     adaround_batches: int = 2
+    float_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         _check_calibrator(self.calibrator, self.percentile, "QuantConfig")
@@ -116,6 +123,8 @@ class QuantConfig:
             raise ConfigError(
                 f"QuantConfig.equalization must be one of {EQUALIZATION_MODES}, got {self.equalization!r}"
             )
+        if self.float_dtype not in FLOAT_DTYPES:
+            raise ConfigError(f"QuantConfig.float_dtype must be one of {FLOAT_DTYPES}, got {self.float_dtype!r}")
         if self.train_mode not in ("warn", "error"):
             raise ConfigError(f"QuantConfig.train_mode must be 'warn' or 'error', got {self.train_mode!r}")
         for where, table in (

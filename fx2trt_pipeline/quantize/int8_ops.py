@@ -17,7 +17,10 @@ node as before) plus the two scales, given as keywords, and compute:
 3. the float32 epilogue, in this order: ``a = float32(acc)`` (round to nearest even),
    ``m = input_scale * weight_scale[c]`` (float32 product), ``y = a * m`` (float32),
    ``y = y + bias[c]`` (float32). Each step is one IEEE operation, so the result is the same on every
-   device, thread count and batch composition. TensorRT's own epilogue may fuse the multiply-add or
+   device, thread count and batch composition;
+4. when the input is float16 (``QuantConfig(float_dtype="float16")``: the DQ outputs, the bias and the
+   layer's output are float16 tensors in the network), ``y`` is rounded once to float16 (the bias, a
+   float16 constant, enters step 3 exactly as float32). TensorRT's own epilogue may fuse the multiply-add or
    multiply by reciprocal scales: its int8 outputs can differ from ours on exact rounding ties only
    (``validate.tie_parity`` allows exactly those).
 
@@ -107,6 +110,11 @@ def _epilogue(
     return y
 
 
+def _as_input_dtype(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The float32 epilogue result rounded once to the layer's float dtype (its input's: float16 or float32)."""
+    return y if x.dtype in (torch.float32, torch.float64) else y.to(x.dtype)
+
+
 def _conv(
     op: Callable[..., torch.Tensor],
     x: torch.Tensor,
@@ -119,7 +127,7 @@ def _conv(
     groups = int(args[-1])
     xq, wq = _grid(x, input_scale, None), _grid(weight, weight_scale, 0)
     acc = _exact_sum(op, xq, wq, (1, 1, 0, groups), args)
-    return _epilogue(acc, input_scale, weight_scale, bias, 1)
+    return _as_input_dtype(_epilogue(acc, input_scale, weight_scale, bias, 1), x)
 
 
 def _deconv(
@@ -135,7 +143,7 @@ def _deconv(
     # Weight (C_in, C_out / groups, *k) with per-output-channel scales on axis 1, repeated per group.
     xq, wq = _grid(x, input_scale, None), _grid(weight, weight_scale, 1)
     acc = _exact_sum(op, xq, wq, (1, 0, 1, groups), args)
-    return _epilogue(acc, input_scale, weight_scale.repeat(groups), bias, 1)
+    return _as_input_dtype(_epilogue(acc, input_scale, weight_scale.repeat(groups), bias, 1), x)
 
 
 _EXTRA_ARGS = {F.conv_transpose1d: 5, F.conv_transpose2d: 5, F.linear: 0}
@@ -255,7 +263,7 @@ def _linear(
 ) -> torch.Tensor:
     xq, wq = _grid(input, input_scale, None), _grid(weight, weight_scale, 0)
     acc = _exact_sum(F.linear, xq, wq, (xq.dim() - 1, 1, 0, 1), ())
-    return _epilogue(acc, input_scale, weight_scale, bias, acc.dim() - 1)
+    return _as_input_dtype(_epilogue(acc, input_scale, weight_scale, bias, acc.dim() - 1), input)
 
 
 #: The custom ops (OpOverloads) the reference graph calls; same positional arguments as the functional op
@@ -280,7 +288,7 @@ def _matmul(
         acc = torch.matmul(aq, bq)
     else:
         acc = torch.matmul(aq.double(), bq.double())
-    return _epilogue(acc, input_scale, weight_scale, None, acc.dim() - 1)
+    return _as_input_dtype(_epilogue(acc, input_scale, weight_scale, None, acc.dim() - 1), input)
 
 
 _matmul_op = torch.library.custom_op("fx2trt::int8_matmul", mutates_args=())(_matmul)

@@ -2,8 +2,9 @@
 
 ``torch.ops.fx2trt.quantize(x, scale, axis)`` returns a real ``torch.int8`` tensor:
 ``saturate(round_half_to_even(x / scale))`` to [-128, 127], which is what TensorRT's
-IQuantizeLayer computes. ``torch.ops.fx2trt.dequantize(q, scale, axis)`` returns
-``q * scale`` in float32. ``axis`` is ``None`` for per-tensor scales (0-d ``scale``) and the
+IQuantizeLayer computes. ``torch.ops.fx2trt.dequantize(q, scale, axis, out_dtype)`` returns
+``q * scale`` computed in float32 and rounded once to ``out_dtype`` (float32 when ``None``; float16 in
+graphs quantized with ``QuantConfig(float_dtype="float16")``, like IDequantizeLayer's ``to_type``). ``axis`` is ``None`` for per-tensor scales (0-d ``scale``) and the
 channel axis for per-channel scales (1-d ``scale``). Symmetric only: the zero point is 0.
 
 These ops replace torch's deprecated ``qint8`` tensor types in every graph we build, so a
@@ -47,14 +48,19 @@ def _quantize_fake(x: torch.Tensor, scale: torch.Tensor, axis: int | None = None
 
 
 @torch.library.custom_op("fx2trt::dequantize", mutates_args=())
-def _dequantize(q: torch.Tensor, scale: torch.Tensor, axis: int | None = None) -> torch.Tensor:
+def _dequantize(
+    q: torch.Tensor, scale: torch.Tensor, axis: int | None = None, out_dtype: torch.dtype | None = None
+) -> torch.Tensor:
     s = _broadcast_scale(scale.to(torch.float32), q, axis)
-    return q.to(torch.float32) * s
+    y = q.to(torch.float32) * s
+    return y if out_dtype in (None, torch.float32) else y.to(out_dtype)
 
 
 @_dequantize.register_fake
-def _dequantize_fake(q: torch.Tensor, scale: torch.Tensor, axis: int | None = None) -> torch.Tensor:
-    return torch.empty_like(q, dtype=torch.float32)
+def _dequantize_fake(
+    q: torch.Tensor, scale: torch.Tensor, axis: int | None = None, out_dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    return torch.empty_like(q, dtype=out_dtype or torch.float32)
 
 
 #: The OpOverloads that appear as ``call_function`` targets in quantized graphs.
@@ -67,9 +73,11 @@ def quantize(x: torch.Tensor, scale: torch.Tensor, axis: int | None = None) -> t
     return QUANTIZE(x, scale, axis)
 
 
-def dequantize(q: torch.Tensor, scale: torch.Tensor, axis: int | None = None) -> torch.Tensor:
-    """Dequantize an int8 tensor to float32 (see module docstring)."""
-    return DEQUANTIZE(q, scale, axis)
+def dequantize(
+    q: torch.Tensor, scale: torch.Tensor, axis: int | None = None, out_dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """Dequantize an int8 tensor to float32, or to ``out_dtype`` (see module docstring)."""
+    return DEQUANTIZE(q, scale, axis, out_dtype)
 
 
 def fake_quantize(x: torch.Tensor, scale: torch.Tensor, axis: int | None = None) -> torch.Tensor:

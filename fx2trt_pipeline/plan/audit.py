@@ -1,0 +1,321 @@
+"""Precision audit: does every conv / deconv / linear / matmul that the graph quantizes run INT8 in TensorRT's plan?
+
+::
+
+    network (what the graph asked for)            EnginePlan (what TensorRT will run)
+      conv: data <- DQ ?  kernel <- DQ ?    ──>     correlation / gemm / deconv layer implementing that FX node:
+      int8 | half (one side only) | float           compute dtype of its input: Int8 | Half | Float
+                         └────────── AuditRow per network compute layer ──────────┘
+      verdict: int8 | FAIL (half-quantized, or quantized yet float in the plan) | float, no INT8 kernel in this
+               library (reported, not failed) | float (not quantized: its reason)
+
+The graph side is read from the strongly typed network, not from the FX graph, so the audit judges our graphs,
+torch.ao and PT2E graphs and networks from TensorRT's ONNX parser alike; the FX graph only adds reasons for the
+layers kept in float. The summary counts come from the plan, so no line claims more INT8 than TensorRT runs.
+
+Example:
+    >>> import torch, fx2trt_pipeline as ftp
+    >>> from fx2trt_pipeline.engine.engine_builder import create_builder, engine_and_plan_from_network
+    >>> from fx2trt_pipeline.network.network import network_from_graph_module
+    >>> from fx2trt_pipeline.network.inputs import InputSpec
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(16, 16, 3), torch.nn.ReLU()).eval()
+    >>> x = torch.randn(1, 16, 8, 8)
+    >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+    >>> builder, network, ctx = network_from_graph_module(qgm, [InputSpec("x", (1, 16, 8, 8))], builder=create_builder())
+    >>> _, plan = engine_and_plan_from_network(builder, network, [InputSpec("x", (1, 16, 8, 8))])
+    >>> audit = audit_plan(network, plan, qgm)
+    >>> audit.passed, audit.summary_line()
+    (True, 'TensorRT plan: 1/1 quantized convs and matmuls run INT8; 0 kept in float')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from fx2trt_pipeline.engine.engine_plan import EnginePlan, PlanLayer
+from fx2trt_pipeline.network.context import node_name_of_layer
+
+#: Network LayerTypes that run convolutions and matmuls (the layers INT8 is for).
+COMPUTE_LAYER_TYPES = {"CONVOLUTION": "conv", "DECONVOLUTION": "deconv", "MATRIX_MULTIPLY": "matmul"}
+#: Layers a DQ may sit behind and still feed the op int8 data: TensorRT moves DQ across them (or they only
+#: move bytes), e.g. max-pool, a linear's flatten/transpose, a pad.
+_DQ_TRANSPARENT = {"SHUFFLE", "POOLING", "PADDING", "SLICE", "IDENTITY", "CONCATENATION"}
+#: Compute kinds each library has no INT8 kernel for: TensorRT-RTX plans ConvTranspose as `deconv Float, Float`
+#: even with int8 data and weights (measured on 1.7.1); datacenter TensorRT runs INT8 deconvolution.
+NO_INT8_KERNEL = {"tensorrt_rtx": {"deconv"}}
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One network conv / deconv / matmul and what TensorRT's plan does with it.
+
+    Attributes:
+        node: the FX node (network layer names start with it).
+        layer: the network layer.
+        kind: ``conv`` | ``deconv`` | ``matmul``.
+        graph: ``int8`` (data and weight quantized), ``half`` (one of them), ``float`` (neither).
+        plan_layers: the engine layers implementing it.
+        plan_dtype: the dtype the plan computes it in (``Int8``, ``Half``, ``Float``; ``None`` if not found).
+        verdict: ``int8`` | ``fail`` | ``no_int8_kernel`` | ``float``.
+        reason: why, in one sentence (for a float or failing layer).
+    """
+
+    node: str
+    layer: str
+    kind: str
+    graph: str
+    plan_layers: tuple[str, ...]
+    plan_dtype: str | None
+    verdict: str
+    reason: str = ""
+
+
+@dataclass
+class PlanAudit:
+    """The audit of one build: a row per network compute layer and what else the plan shows."""
+
+    rows: list[AuditRow]
+    library: str = ""
+    standalone_qdq: list[str] = field(default_factory=list)
+    reformats: list[str] = field(default_factory=list)
+    float32_layers: list[str] = field(default_factory=list)
+    unattributed: list[str] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[AuditRow]:
+        return [r for r in self.rows if r.verdict == "fail"]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def counts(self) -> dict[str, int]:
+        quantized = [r for r in self.rows if r.graph != "float"]
+        return {
+            "quantized": len(quantized),
+            "int8_in_plan": sum(1 for r in quantized if r.plan_dtype == "Int8"),
+            "failed": len(self.failures),
+            "no_int8_kernel": sum(1 for r in self.rows if r.verdict == "no_int8_kernel"),
+            "kept_in_float": sum(1 for r in self.rows if r.verdict == "float"),
+        }
+
+    def summary_line(self) -> str:
+        c = self.counts()
+        line = (
+            f"TensorRT plan: {c['int8_in_plan']}/{c['quantized']} quantized convs and matmuls run INT8; "
+            f"{c['kept_in_float']} kept in float"
+        )
+        if c["no_int8_kernel"]:
+            line += f"; {c['no_int8_kernel']} run in float for want of an INT8 kernel in {self.library or 'this library'}"
+        return line
+
+    def gate_lines(self) -> list[str]:
+        """``PASS``/``FAIL`` lines in the gate's format: one FAIL per layer TensorRT runs in float by mistake."""
+        if self.passed:
+            return [f"PASS {self.summary_line()}"]
+        return [
+            f"FAIL plan audit: {r.kind} {r.node} (engine layer {', '.join(r.plan_layers) or 'not found'}) runs in "
+            f"{r.plan_dtype or 'an unknown precision'}: {r.reason}"
+            for r in self.failures
+        ]
+
+    def notes(self) -> list[str]:
+        """What the plan shows besides the verdicts (reported, never failed)."""
+        out = [f"{r.kind} {r.node}: {r.reason}" for r in self.rows if r.verdict == "no_int8_kernel"]
+        if self.standalone_qdq:
+            out.append(f"{len(self.standalone_qdq)} Q/DQ kernels of their own: {', '.join(self.standalone_qdq[:6])}")
+        if self.reformats:
+            out.append(f"{len(self.reformats)} reformat / copy layers: {', '.join(self.reformats[:6])}")
+        if self.float32_layers:
+            out.append(f"{len(self.float32_layers)} engine layers with float32 tensors where float16 was asked")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "summary": self.summary_line(),
+            "gate_lines": self.gate_lines(),
+            "counts": self.counts(),
+            "rows": [asdict(r) for r in self.rows],
+            "notes": self.notes(),
+            "standalone_qdq": self.standalone_qdq,
+            "reformats": self.reformats,
+            "float32_layers": self.float32_layers,
+            "unattributed": self.unattributed,
+        }
+
+
+class _NetworkIndex:
+    """Producer of every tensor of a network, by tensor name, and each layer's LayerType name."""
+
+    def __init__(self, network: Any) -> None:
+        self.layers = [network.get_layer(i) for i in range(network.num_layers)]
+        self.types = {layer.name: layer.type.name for layer in self.layers}  # before any class cast
+        self.producer: dict[str, Any] = {}
+        for layer in self.layers:
+            for j in range(layer.num_outputs):
+                self.producer[layer.get_output(j).name] = layer
+
+    def from_dequantize(self, tensor: Any, depth: int = 6) -> bool:
+        """Whether ``tensor`` is a DQ output, directly or through layers TensorRT moves a DQ across."""
+        layer = self.producer.get(tensor.name) if tensor is not None else None
+        if layer is None or depth == 0:
+            return False
+        kind = self.types[layer.name]
+        if kind == "DEQUANTIZE":
+            return True
+        if kind not in _DQ_TRANSPARENT:
+            return False
+        data = [layer.get_input(i) for i in range(layer.num_inputs)]
+        data = [t for t in data if t is not None][: None if kind == "CONCATENATION" else 1]
+        return bool(data) and all(self.from_dequantize(t, depth - 1) for t in data)
+
+
+def _graph_precision(index: _NetworkIndex, layer: Any) -> tuple[str, str]:
+    """``int8`` / ``half`` / ``float`` for a network compute layer, and which side is float when half."""
+    data = layer.get_input(0)
+    weight = layer.get_input(1) if layer.num_inputs > 1 else None  # None: float weights baked into the kernel
+    data_q = index.from_dequantize(data)
+    weight_q = weight is not None and index.from_dequantize(weight)
+    if data_q and weight_q:
+        return "int8", ""
+    if data_q or weight_q:
+        if data_q:
+            return "half", (
+                "its weights are not quantized (a functional conv / matmul whose weight the quantizer did not take, "
+                "e.g. an nn.Conv2d subclass that calls F.conv2d itself); quantize its weights or skip the layer"
+            )
+        return "half", "its input activation is not quantized; put a Q/DQ pair on its input or dequantize its weights"
+    return "float", ""
+
+
+def _plan_layers_of(plan: EnginePlan, node: str) -> tuple[list[PlanLayer], list[PlanLayer]]:
+    """The plan's compute layers implementing ``node`` and, failing that, any plan layer naming it."""
+    compute = [p for p in plan.layers if p.compute_kind is not None and node in p.nodes]
+    others = [p for p in plan.layers if p.compute_kind is None and node in p.nodes and p.inputs]
+    return compute, others
+
+
+def _plan_dtype(compute: Sequence[PlanLayer], others: Sequence[PlanLayer]) -> str | None:
+    if compute:
+        dtypes = {str(p.compute_dtype) for p in compute}
+        return "Int8" if dtypes == {"Int8"} else next(d for d in sorted(dtypes) if d != "Int8")
+    if others:  # fused into a generated kernel (e.g. attention): int8 if it reads int8 data
+        return "Int8" if any(t.dtype == "Int8" for p in others for t in p.inputs) else others[0].inputs[0].dtype
+    return None
+
+
+def audit_plan(
+    network: Any,
+    plan: EnginePlan,
+    qgm: Any | None = None,
+    float_reasons: Mapping[str, str] | None = None,
+    float_dtype: str = "float32",
+) -> PlanAudit:
+    """Audit ``plan`` (TensorRT's plan of ``network``) against what the network quantizes.
+
+    Args:
+        network: the strongly typed INetworkDefinition the engine was built from.
+        plan: its :class:`EnginePlan` with ``nodes`` attributed (``engine_and_plan_from_network`` does that).
+        qgm: the quantized GraphModule, for the reasons layers are kept in float (optional).
+        float_reasons: FX node -> reason it is kept in float (overrides those derived from ``qgm``).
+        float_dtype: the dtype asked for float parts; with ``"float16"`` float32 engine layers are reported.
+    """
+    library = plan.library.split(" ")[0]
+    no_kernel = NO_INT8_KERNEL.get(library, set())
+    reasons = dict(_float_reasons(qgm) if qgm is not None else {})
+    reasons.update(float_reasons or {})
+    index = _NetworkIndex(network)
+    rows, claimed = [], set()
+    for layer in index.layers:
+        kind = COMPUTE_LAYER_TYPES.get(index.types[layer.name])
+        if kind is None:
+            continue
+        node = node_name_of_layer(layer.name)
+        graph, half_why = _graph_precision(index, layer)
+        compute, others = _plan_layers_of(plan, node)
+        claimed.update(p.name for p in compute)
+        dtype = _plan_dtype(compute, others)
+        names = tuple(p.name for p in (compute or others))
+        plan_kind = compute[0].compute_kind if compute else kind
+        if graph == "half":
+            verdict, why = "fail", f"the graph quantizes it on one side only ({half_why}), so TensorRT runs it in float"
+        elif graph == "int8" and dtype == "Int8":
+            verdict, why = "int8", ""
+        elif graph == "int8" and plan_kind in no_kernel:
+            verdict, why = "no_int8_kernel", f"{library} has no INT8 {plan_kind} kernel; its Q/DQ only cost kernels"
+        elif graph == "int8":
+            verdict = "fail"
+            why = (
+                "not found in TensorRT's plan"
+                if dtype is None
+                else "the graph quantizes its input and weights, yet TensorRT's plan runs it in float"
+            )
+        else:
+            verdict = "float"
+            why = reasons.get(node, "no Q/DQ on its inputs in the graph (the quantizer did not quantize it)")
+        rows.append(AuditRow(node, layer.name, kind, graph, names, dtype, verdict, why))
+    return PlanAudit(
+        rows,
+        library,
+        standalone_qdq=_standalone_qdq(plan),
+        reformats=[p.name for p in plan.layers if any(k in p.type.lower() for k in ("reformat", "copy"))],
+        float32_layers=_float32_layers(plan) if float_dtype == "float16" else [],
+        unattributed=[p.name for p in plan.compute_layers() if p.name not in claimed],
+    )
+
+
+def _standalone_qdq(plan: EnginePlan) -> list[str]:
+    """Generated kernels that only quantize or dequantize: float in, int8 out (or back), fed by no compute layer."""
+    produced_by_compute = {t.name for p in plan.compute_layers() for t in p.outputs}
+    produced = {t.name for p in plan.layers for t in p.outputs}
+    out = []
+    for p in plan.layers:
+        if p.compute_kind is not None or not p.inputs or not p.outputs:
+            continue
+        if any(t.name not in produced for t in p.inputs):
+            continue  # quantizing a network input needs its own kernel whatever the placement
+        ins, outs = {t.dtype for t in p.inputs}, {t.dtype for t in p.outputs}
+        fed_by_compute = any(t.name in produced_by_compute for t in p.inputs)
+        if not fed_by_compute and ((ins == {"Int8"} and "Int8" not in outs) or ("Int8" not in ins and outs == {"Int8"})):
+            out.append(p.name)
+    return out
+
+
+def _float32_layers(plan: EnginePlan) -> list[str]:
+    io = {t.name for p in plan.layers[:1] for t in p.inputs} | {t.name for p in plan.layers[-1:] for t in p.outputs}
+    return [
+        p.name
+        for p in plan.layers
+        if any(t.dtype == "Float" and t.name not in io and len(t.dims) > 1 for t in (*p.inputs, *p.outputs))
+    ]
+
+
+def _float_reasons(qgm: Any) -> dict[str, str]:
+    """FX node -> why the quantizer keeps it in float (skip config, op kinds, placement), from its state."""
+    try:
+        from fx2trt_pipeline.quantize.state import get_quant_state
+
+        state = get_quant_state(qgm)
+    except Exception:  # a torch.ao / PT2E graph carries no state of ours: the generic reason stands
+        return {}
+    from fx2trt_pipeline.quantize.op_rules import rule_for_node
+
+    modules = dict(qgm.named_modules())
+    out = {}
+    for node in qgm.graph.nodes:
+        rule = rule_for_node(node, modules) if node.op in ("call_module", "call_function", "call_method") else None
+        if rule is None:
+            continue
+        mtype = type(modules[str(node.target)]).__name__ if node.op == "call_module" else None
+        target = str(node.target) if node.op == "call_module" else node.name
+        if rule.kind not in state.config.quantize_ops:
+            out[node.name] = f"op kind '{rule.kind}' is not in QuantConfig.quantize_ops"
+        elif state.config.resolve(target, mtype).skip or state.config.resolve(node.name, mtype).skip:
+            out[node.name] = "kept in float by QuantConfig.skip / an override (mixed precision writes these)"
+    return out
+
+
+__all__ = ["AuditRow", "COMPUTE_LAYER_TYPES", "NO_INT8_KERNEL", "PlanAudit", "audit_plan"]
