@@ -64,17 +64,19 @@ def convert_quantize(ctx: ConversionContext, node: Node, args: tuple, kwargs: di
 
 @register(DEQUANTIZE, torch.ops.fx2trt.dequantize, can_convert=check_fx2trt_qdq)
 def convert_dequantize(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> Any:
-    """``fx2trt.dequantize(q, scale, axis)`` -> IDequantizeLayer to float32 (int8 get_attr -> constant)."""
+    """``fx2trt.dequantize(q, scale, axis, out_dtype)`` -> IDequantizeLayer to float32 or ``out_dtype``
+    (int8 get_attr -> constant)."""
     q, scale, axis = (
         arg(args, kwargs, 0, "q"),
         arg(args, kwargs, 1, "scale"),
         arg(args, kwargs, 2, "axis", None),
     )
+    out_dtype = arg(args, kwargs, 3, "out_dtype", None) or torch.float32
     s = scale_constant(ctx, ctx.name(node, "scale"), scale, axis)
     q_t = ctx.as_tensor(q, ctx.name(node, "int8"))
     if q_t.dtype != ctx.trt.int8:
         raise ConversionError(f"dequantize expects an int8 input, got {q_t.dtype}")
-    return dequantize(ctx, ctx.name(node), q_t, s, axis)
+    return dequantize(ctx, ctx.name(node), q_t, s, axis, out_dtype)
 
 
 def _zero_point_reason(zero_point: Any) -> str | None:

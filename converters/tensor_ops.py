@@ -1,5 +1,5 @@
 """Tensor-utility converters met in detector heads (anchor grids, DFL decoding): ``Tensor.to`` /
-``type_as`` / ``float``, ``clamp`` / ``clip``, ``torch.arange`` over static bounds and ``torch.roll`` (Swin's
+``type_as`` / ``float`` / ``float_cast`` (float16 float parts), ``clamp`` / ``clip``, ``torch.arange`` over static bounds and ``torch.roll`` (Swin's
 cyclic window shift).
 
 An engine has one device, so ``.to(device)`` passes the value through; ``.to(dtype)`` is an ICastLayer.
@@ -18,6 +18,7 @@ from fx2trt_pipeline.errors import ConversionError
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
 from fx2trt_pipeline.network.layer_builders import cast, concat, elementwise, identity
 from fx2trt_pipeline.network.shape_builders import dims_of, normalize_dim, rank, sizes, slice_tensor
+from fx2trt_pipeline.quantize.float16 import float_cast
 from fx2trt_pipeline.trt_types import torch_dtype
 
 
@@ -47,6 +48,15 @@ def convert_to(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) ->
     if dtype == torch.float64:
         dtype = torch.float32  # TensorRT has no float64 tensors; the network computes in float32
     return cast(ctx, ctx.name(node), ctx.as_tensor(value, ctx.name(node, "input")), dtype)
+
+
+@register(float_cast)
+def convert_float_cast(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> Any:
+    """``float_cast(x, dtype)`` (the network boundary of float16 float parts) -> ICastLayer of a float tensor."""
+    value, dtype = arg(args, kwargs, 0, "x"), arg(args, kwargs, 1, "dtype")
+    if not is_trt_tensor(value) or not torch_dtype(value.dtype).is_floating_point:
+        return value
+    return cast(ctx, ctx.name(node), value, dtype)
 
 
 @register(method("float"))

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 
 import jinja2
 
+from fx2trt_pipeline.deploy.plan_view import plan_float_rows, plan_view
 from fx2trt_pipeline.deploy.charts import Histogram, histogram, optional_float, sqnr_bars, sqnr_color, step_bars
 from fx2trt_pipeline.deploy.report_template import TEMPLATE
 from fx2trt_pipeline.engine.compatibility import deployment_target
@@ -309,6 +310,13 @@ def _layer_view(manifest: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _kept_in_float(manifest: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The quantizer's float layers, then every conv / matmul TensorRT's plan runs in float that it did not list."""
+    rows = list(manifest.get("kept_in_float", []))
+    listed = {r["layer"] for r in rows}
+    return rows + [r for r in plan_float_rows(manifest) if r["layer"] not in listed]
+
+
 def render_report(manifest: Mapping[str, Any], graph_svg: str = "", output_hint: str = "<output dir>") -> str:
     """The report page for a run manifest (see :mod:`fx2trt_pipeline.deploy.pipeline`).
 
@@ -326,7 +334,8 @@ def render_report(manifest: Mapping[str, Any], graph_svg: str = "", output_hint:
         "tiles": _tiles(manifest),
         **_accuracy_view(manifest),
         **_layer_view(manifest),
-        "kept": manifest.get("kept_in_float", []),
+        "kept": _kept_in_float(manifest),
+        **plan_view(manifest),
         "model_rows": _model_rows(manifest),
         "build_rows": _build_rows(manifest),
         "layer_types": list(manifest.get("network", {}).get("by_type", {}).items()),

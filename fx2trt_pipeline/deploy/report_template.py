@@ -54,7 +54,7 @@ tr.chosen td { background:#ebfbee; font-weight:600; }
 @media (max-width: 820px) { .two { grid-template-columns:1fr; } }
 details summary { cursor:pointer; color:var(--accent); margin:8px 0; }
 .graph { overflow:auto; max-height:780px; border:1px solid var(--line); border-radius:8px; }
-.muted { color:var(--muted); } code { font-size:12.5px; }
+.muted { color:var(--muted); } .bad { color:var(--bad); font-weight:600; } code { font-size:12.5px; }
 .dot { display:inline-block; width:9px; height:9px; border-radius:50%; margin-right:6px; }
 footer { color:var(--muted); font-size:12px; text-align:center; margin-top:24px; }
 </style>
@@ -144,13 +144,34 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:24px;
   {% if kept %}<p class="lead">Quantizable layers that run in floating point in the engine.</p>
   <table><tr><th>layer</th><th>op</th><th>why</th></tr>
   {% for k in kept %}<tr><td>{{ k.layer }}</td><td>{{ k.op }}</td><td>{{ k.reason }}</td></tr>{% endfor %}</table>
-  {% else %}<p class="lead">None: every conv, deconv, linear, matmul and avg-pool runs in INT8.</p>{% endif %}
+  {% elif plan %}<p class="lead">None: {{ plan.audit_summary }}.</p>
+  {% else %}<p class="lead">None in the graph: every conv, deconv, linear, matmul and avg-pool is quantized
+    (no TensorRT plan was recorded to confirm what the engine runs).</p>{% endif %}
 </section>
 <section id="model">
   <h2>Model and quantization scheme</h2>
   <table>{% for k, v in model_rows %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table>
 </section>
 </div>
+
+{% if plan %}<section id="plan">
+  <h2>TensorRT plan</h2>
+  <p class="lead">What TensorRT will run, read from {{ plan.source }} ({{ plan.library }}; <a href="{{ plan.file }}">{{ plan.file }}</a>):
+    {{ plan.engine_layers }} engine layers, {{ "%.1f" | format(plan.mb_per_item) }} MB moved per item at batch {{ plan.batch }}
+    (inputs + outputs + constants of every engine layer); {{ plan.int8 }} convs and matmuls run INT8, {{ plan.float }} in float.
+    {% for k, v in plan.gmacs.items() %}{{ k }}: {{ "%.2f" | format(v) }} GMAC per item. {% endfor %}</p>
+  <p class="{{ 'muted' if plan.audit_passed else 'bad' }}">{{ plan.audit_summary }}</p>
+  {% for line in plan.audit_lines %}<p class="bad">{{ line }}</p>{% endfor %}
+  {% for n in plan.audit_notes %}<p class="muted">{{ n }}</p>{% endfor %}
+  {{ plan.strip | safe }}
+  <p class="muted">Bytes per engine layer along the network, coloured by the dtype it computes in (convs and matmuls)
+    or writes. {% for n in plan.notes %}{{ n }}. {% endfor %}</p>
+  <table><tr><th>engine layer</th><th>type</th><th>dtypes in → out</th><th class="num">MB</th>
+    <th class="num">MMAC</th><th>FX nodes</th></tr>
+  {% for r in plan.heavy %}<tr><td><code>{{ r.name }}</code></td><td>{{ r.type }}</td><td>{{ r.dtypes }}</td>
+    <td class="num">{{ "%.2f" | format(r.mb) }}</td><td class="num">{{ "%.1f" | format(r.mmacs) }}</td>
+    <td>{{ r.nodes }}</td></tr>{% endfor %}</table>
+</section>{% endif %}
 
 <section id="build">
   <h2>Build</h2>

@@ -130,8 +130,8 @@ class PlanLayer:
 
     @property
     def kernel(self) -> PlanTensor | None:
-        """The weight tensor of a conv / deconv / gemm: its largest constant, or its second input."""
-        candidates = [c for c in self.constants if len(c.dims) >= 2] or list(self.inputs[1:2])
+        """The weight tensor of a conv / deconv / gemm: the largest of its second input and its constants."""
+        candidates = [t for t in (*self.inputs[1:2], *self.constants) if len(t.dims) >= 2]
         return max(candidates, key=lambda t: t.numel(1)) if candidates else None
 
     def nbytes(self, batch: int) -> float:

@@ -152,8 +152,15 @@ class ConversionContext:
         self._weights.append(array)
         return array
 
-    def weights(self, tensor: torch.Tensor | None, dtype: torch.dtype = torch.float32) -> Any:
-        """``trt.Weights`` holding ``tensor`` (empty Weights for ``None``), kept alive by the context."""
+    def weights(self, tensor: torch.Tensor | None, dtype: torch.dtype | None = None) -> Any:
+        """``trt.Weights`` holding ``tensor`` (empty Weights for ``None``), kept alive by the context.
+
+        ``dtype`` defaults to the tensor's own float dtype (float16 weights stay float16: a strongly typed
+        layer needs weights of its input's type) and to float32 for empty Weights and float64 tensors.
+        """
+        if dtype is None:
+            floating = tensor is not None and tensor.dtype in (torch.float16, torch.float32)
+            dtype = tensor.dtype if floating else torch.float32
         if tensor is None:
             return self.trt.Weights(self.trt_dtype(dtype))
         return self.trt.Weights(self.keep(_to_numpy(tensor, dtype)))

@@ -53,9 +53,17 @@ def quantize(ctx: ConversionContext, name: str, x: ITensor, scale: ITensor, axis
     return ctx.add(layer, name, "quantize").get_output(0)
 
 
-def dequantize(ctx: ConversionContext, name: str, q: ITensor, scale: ITensor, axis: int | None) -> ITensor:
-    """IDequantizeLayer to float32; per channel on ``axis`` when given."""
-    layer = ctx.network.add_dequantize(q, scale, ctx.trt.float32)
+def dequantize(
+    ctx: ConversionContext,
+    name: str,
+    q: ITensor,
+    scale: ITensor,
+    axis: int | None,
+    dtype: torch.dtype = torch.float32,
+) -> ITensor:
+    """IDequantizeLayer to ``dtype`` (float32, or float16 for float16 float parts; the scale stays float32);
+    per channel on ``axis`` when given."""
+    layer = ctx.network.add_dequantize(q, scale, ctx.trt_dtype(dtype))
     if layer is not None and axis is not None:
         layer.axis = normalize_dim(axis, rank(q), name)
     return ctx.add(layer, name, "dequantize").get_output(0)
@@ -190,7 +198,7 @@ def prelu(ctx: ConversionContext, name: str, x: ITensor, slope: Operand) -> ITen
             if rank(x) < 2:
                 raise ConversionError(f"{name}: a {count}-channel PReLU needs an input with a channel dim")
             shape[1] = count
-        slope_t = ctx.constant(slope.reshape(shape), ctx.name(name, "slope"), torch.float32)
+        slope_t = ctx.constant(slope.reshape(shape), ctx.name(name, "slope"), _torch_dtype_of(x))
     else:
         slope_t = expand_rank(ctx, ctx.name(name, "slope_rank"), ctx.as_tensor(slope, ctx.name(name, "slope")), rank(x))
     return ctx.add(ctx.network.add_parametric_relu(x, slope_t), name, "parametric relu").get_output(0)
@@ -208,8 +216,9 @@ def channel_affine(ctx: ConversionContext, name: str, x: ITensor, scale: torch.T
     """``x * scale + shift`` per channel (dim 1) as one IScaleLayer (unfused BatchNorm)."""
     if rank(x) < 2:
         raise ConversionError(f"{name}: per-channel scale needs an input with a channel dim (dim 1)")
+    dtype = _torch_dtype_of(x)  # strongly typed: the weights have the input's float type
     layer = ctx.network.add_scale_nd(
-        x, ctx.trt.ScaleMode.CHANNEL, ctx.weights(shift), ctx.weights(scale), ctx.weights(None), 1
+        x, ctx.trt.ScaleMode.CHANNEL, ctx.weights(shift, dtype), ctx.weights(scale, dtype), ctx.weights(None, dtype), 1
     )
     return ctx.add(layer, name, "scale").get_output(0)
 

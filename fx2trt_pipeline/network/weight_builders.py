@@ -142,8 +142,10 @@ def conv_nd(
         kernel = _lift_1d(ctx, name, kernel)
         window = window.lifted()
     maps = kshape[1] * geometry.groups if geometry.transposed else kshape[0]
-    kernel_w = ctx.weights(kernel) if isinstance(kernel, torch.Tensor) else ctx.weights(None)
-    bias_w = ctx.weights(bias) if isinstance(bias, torch.Tensor) else ctx.weights(None)
+    # Strongly typed: kernel and bias weights have the input's float type (float16 for float16 float parts).
+    dtype = torch.float16 if x.dtype == ctx.trt.float16 else torch.float32
+    kernel_w = ctx.weights(kernel, dtype) if isinstance(kernel, torch.Tensor) else ctx.weights(None, dtype)
+    bias_w = ctx.weights(bias, dtype) if isinstance(bias, torch.Tensor) else ctx.weights(None, dtype)
     add = ctx.network.add_deconvolution_nd if geometry.transposed else ctx.network.add_convolution_nd
     layer = add(x, maps, window.kernel, kernel_w, bias_w)
     if layer is not None:

@@ -175,8 +175,8 @@ def compare_plans(ours: EnginePlan, theirs: EnginePlan, max_differences: int = 8
 
     Example:
         >>> from fx2trt_pipeline.engine.engine_plan import PlanLayer, PlanTensor
-        >>> def layer(kind, dtype_in, dtype_out):
-        ...     return PlanLayer(kind, kind, (PlanTensor("i", (1, 8), dtype_in),), (PlanTensor("o", (1, 8), dtype_out),))
+        >>> def layer(kind, din, dout):
+        ...     return PlanLayer(kind, kind, (PlanTensor("i", (1, 8), din),), (PlanTensor("o", (1, 8), dout),))
         >>> a = EnginePlan((layer("kgen", "Float", "Int8"), layer("correlation", "Int8", "Float")))
         >>> b = EnginePlan((layer("kgen", "Float", "Int8"), layer("correlation", "Float", "Float")))
         >>> bool(compare_plans(a, a)), bool(compare_plans(a, b))

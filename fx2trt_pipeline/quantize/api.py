@@ -34,6 +34,7 @@ from fx2trt_pipeline.quantize.calibrator_choice import SampleObserver, choose_gr
 from fx2trt_pipeline.quantize.calibrators import compute_amax
 from fx2trt_pipeline.quantize.config import AUTO_PER_GROUP, QuantConfig
 from fx2trt_pipeline.quantize.equalization import EqualizedPair, apply_scales, equalize
+from fx2trt_pipeline.quantize.float16 import use_float16
 from fx2trt_pipeline.quantize.fold_bn import fold_batchnorm
 from fx2trt_pipeline.quantize.observe import (
     flat_inputs,
@@ -233,6 +234,8 @@ def _convert(prepared: GraphModule, config: QuantConfig | None, in_place: bool) 
     qgm.to(device)
     if float_gm is not None:
         _adaround(qgm, float_gm, placement, info, final, edits, device)
+    if final.float_dtype == "float16":
+        use_float16(qgm)  # last: every step above works on the float32 reference model
     setattr(
         qgm,
         STATE_ATTR,
@@ -408,5 +411,7 @@ def rebuild_quantized(
                 f"Weights of layer '{layer}' differ from the ones the quantization state was made "
                 "for; load the same float weights or quantize again."
             )
+    if state.config.float_dtype == "float16":
+        use_float16(gm)
     setattr(gm, STATE_ATTR, state)
     return gm

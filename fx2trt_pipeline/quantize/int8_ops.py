@@ -20,7 +20,9 @@ node as before) plus the two scales, given as keywords, and compute:
    device, thread count and batch composition;
 4. when the input is float16 (``QuantConfig(float_dtype="float16")``: the DQ outputs, the bias and the
    layer's output are float16 tensors in the network), ``y`` is rounded once to float16 (the bias, a
-   float16 constant, enters step 3 exactly as float32). TensorRT's own epilogue may fuse the multiply-add or
+   float16 constant, enters step 3 exactly as float32). A linear layer is a matmul plus a separate
+   elementwise bias layer in the network, so there ``a * m`` is rounded to float16 first, then the
+   bias is added (float32 sum of float16 values) and rounded again. TensorRT's own epilogue may fuse the multiply-add or
    multiply by reciprocal scales: its int8 outputs can differ from ours on exact rounding ties only
    (``validate.tie_parity`` allows exactly those).
 
@@ -263,7 +265,10 @@ def _linear(
 ) -> torch.Tensor:
     xq, wq = _grid(input, input_scale, None), _grid(weight, weight_scale, 0)
     acc = _exact_sum(F.linear, xq, wq, (xq.dim() - 1, 1, 0, 1), ())
-    return _as_input_dtype(_epilogue(acc, input_scale, weight_scale, bias, acc.dim() - 1), input)
+    # TensorRT has no matmul bias: the network adds it in its own elementwise layer, so with float16 float
+    # parts the product is rounded to float16 before the bias is added (and rounded again).
+    y = _as_input_dtype(_epilogue(acc, input_scale, weight_scale, None, acc.dim() - 1), input)
+    return y if bias is None else y.add_(bias.to(y.device, y.dtype))
 
 
 #: The custom ops (OpOverloads) the reference graph calls; same positional arguments as the functional op

@@ -6,7 +6,10 @@ exactly what the network says, with TensorRT's documented semantics (Q/DQ round 
 saturate to [-128, 127], per-channel ``axis``, padding modes, resize coordinate transformations).
 INT8 convolutions, deconvolutions and matrix multiplies sum int8 x int8 exactly and apply a float32
 epilogue, like TensorRT (:mod:`fx2trt_pipeline.validate.executor_int8`); other layers run in float32,
-where a different summation order than TensorRT's can move a value by an ulp.
+where a different summation order than TensorRT's can move a value by an ulp. Float16 tensors (a network
+built with float16 float parts) are read as float32, each layer computes in float32, and every output is
+rounded once to the dtype the network declares for it: the rounding comes from the network's tensor
+dtypes alone, never from a build setting.
 No GPU or engine is needed, which is how parity is proven on machines where TensorRT-RTX engines
 cannot run.
 
@@ -240,7 +243,12 @@ class NetworkExecutor:
         cache_key = (step.name, str(device))
         if step.type_name == "CONSTANT" and cache_key in self._constants:
             return [self._constants[cache_key]]
-        inputs = [env[n] if n is not None else None for n in step.inputs]
+        # float16 tensors are read exactly as float32: every layer computes in float32 and its outputs are
+        # rounded once to the dtypes TensorRT declares for them (below), the rule docs/float16.md states.
+        inputs = [
+            env[n].float() if n is not None and env[n].dtype == torch.float16 else (env[n] if n is not None else None)
+            for n in step.inputs
+        ]
         try:
             result = step.handler.fn(step.layer, inputs)
         except Fx2TrtError:
