@@ -5,6 +5,7 @@
     fx2trt build                                 # the bundled demo detector -> out/demo
     fx2trt build --model resnet18 --weights r18.pth --config resnet18.toml --output out/r18
     fx2trt validate out/demo                     # CI gate: 0 pass, 1 fail, 2 bad input, 3 unavailable
+    fx2trt plan out/demo                         # TensorRT's plan of the build: layers, dtypes, bytes, audit
     torchrun --nproc-per-node 4 -m fx2trt_pipeline.deploy.cli validate out/demo   # data sharded over ranks
 
 A failure prints one line (the error's first line, the step and the code location) on stderr and exits
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 from collections.abc import Sequence
 
+from fx2trt_pipeline.deploy.plan_cmd import add_plan_arguments, run_plan_command
 from fx2trt_pipeline.errors import (
     AccuracyGateError,
     BackendUnavailableError,
@@ -191,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fx2trt", description="PyTorch -> torch.fx INT8 -> TensorRT engine, with proof of accuracy."
     )
-    sub = parser.add_subparsers(dest="command", metavar="{build,validate}")
+    sub = parser.add_subparsers(dest="command", metavar="{build,validate,plan}")
     _add_build_arguments(
         sub.add_parser(
             "build",
@@ -205,6 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
             "validate",
             help="check built artifacts against data and thresholds",
             description="Exit code 0 pass, 1 gate failed, 2 bad input, 3 the requested backend cannot run here.",
+        )
+    )
+    add_plan_arguments(
+        sub.add_parser(
+            "plan",
+            help="print TensorRT's plan of a build (engine layers, dtypes, bytes, the precision audit)",
+            description="Exit code 0, or 1 when the build's precision audit failed.",
         )
     )
     return parser
@@ -381,6 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_build_command(args)
     if args.command == "validate":
         return run_validate_command(args)
+    if args.command == "plan":
+        return run_plan_command(args)
     parser.print_help()
     return ExitCode.BAD_INPUT
 

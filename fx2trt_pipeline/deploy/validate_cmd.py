@@ -128,6 +128,18 @@ def _models_and_artifacts(check: RunDirCheck, cfg: RunConfig, artifact: Any, sta
     return RunModels(model, qgm), art, keep
 
 
+def _audit_saved_plan(evaluation: Any, network: Any, engine_path: Path, qgm: Any) -> None:
+    """Re-audit the plan written beside the engine against the network rebuilt from the quantization state."""
+    from fx2trt_pipeline.engine.engine_plan import EnginePlan, plan_path
+    from fx2trt_pipeline.plan.audit import audit_plan
+
+    if not plan_path(engine_path).is_file():
+        return
+    audit = audit_plan(network, EnginePlan.read(plan_path(engine_path)), qgm)
+    evaluation.gate_lines.extend(audit.gate_lines())
+    evaluation.passed = evaluation.passed and audit.passed
+
+
 def validate_run_dir(check: RunDirCheck, stream: TextIO | None = None) -> int:
     """Validate a build output directory; prints one line per check and returns the exit code.
 
@@ -151,6 +163,8 @@ def validate_run_dir(check: RunDirCheck, stream: TextIO | None = None) -> int:
         )
     request = EvalRequest(cfg, dataset, check.backend, fallback, progress=lambda line: say(f"  {line}"))
     evaluation = evaluate_run(models, art, request)
+    if art.network is not None:
+        _audit_saved_plan(evaluation, art.network, artifact.engine_path, models.qgm)
     del keep
     passed = evaluation.passed and state_ok
     say(*evaluation.gate_lines, f"{'PASS' if passed else 'FAIL'} {check.run_dir}")

@@ -72,8 +72,13 @@ class PlanTensor:
         return self.numel(batch) * DTYPE_BYTES.get(self.dtype, 4)
 
     def to_dict(self, batch: int) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape(batch)), "dims": list(self.dims), "dtype": self.dtype,
-                "format": self.format}
+        return {
+            "name": self.name,
+            "shape": list(self.shape(batch)),
+            "dims": list(self.dims),
+            "dtype": self.dtype,
+            "format": self.format,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PlanTensor:

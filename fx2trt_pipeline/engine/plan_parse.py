@@ -143,7 +143,9 @@ def _json_tensor(data: Mapping[str, Any] | str) -> PlanTensor:
         return PlanTensor(data, (), "Float")
     fmt = str(data.get("Format/Datatype", data.get("Format", "")))
     dtype = str(data.get("Datatype") or _format_dtype(fmt))
-    return PlanTensor(str(data.get("Name", "")), _dims(",".join(str(d) for d in data.get("Dimensions", []))), dtype, fmt)
+    return PlanTensor(
+        str(data.get("Name", "")), _dims(",".join(str(d) for d in data.get("Dimensions", []))), dtype, fmt
+    )
 
 
 def _json_constants(layer: Mapping[str, Any]) -> tuple[PlanTensor, ...]:
@@ -154,7 +156,11 @@ def _json_constants(layer: Mapping[str, Any]) -> tuple[PlanTensor, ...]:
         if isinstance(info, Mapping) and int(info.get("Count", 0)) > 0:
             dtype = _JSON_TYPES.get(str(info.get("Type", "")).upper(), str(info.get("Type", "Float")))
             count = int(info["Count"])
-            out.append(PlanTensor(f"{layer.get('Name', '')}.{key.lower()}", (count, 1) if key == "Weights" else (count,), dtype))
+            out.append(
+                PlanTensor(
+                    f"{layer.get('Name', '')}.{key.lower()}", (count, 1) if key == "Weights" else (count,), dtype
+                )
+            )
     return tuple(out)
 
 
@@ -194,4 +200,30 @@ def opt_batch(input_specs: Sequence[Any]) -> int:
     return int(input_specs[0].shape[0]) if input_specs and input_specs[0].shape else 1
 
 
-__all__ = ["parse_layer_line", "plan_from_build_log", "plan_from_inspector_json", "opt_batch", "layers_message"]
+def plan_from_engine(engine_bytes: bytes, batch: int = 1) -> EnginePlan | None:
+    """The plan of a serialized engine from ``IEngineInspector`` (JSON), where the engine deserializes.
+
+    Returns ``None`` where it cannot (no GPU the library supports: ``deserialize_cuda_engine`` returns None on a
+    CPU-only machine); the builder-log plan written beside the engine is then the description to use.
+    """
+    from fx2trt_pipeline import trt_api
+    from fx2trt_pipeline.trt_types import make_logger
+
+    trt = trt_api.get_trt()
+    runtime = trt.Runtime(make_logger("ERROR"))
+    engine = runtime.deserialize_cuda_engine(bytes(engine_bytes))
+    if engine is None:
+        return None
+    inspector = engine.create_engine_inspector()
+    text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+    return plan_from_inspector_json(text, batch, f"{trt_api.library_name()} {trt_api.library_version()}")
+
+
+__all__ = [
+    "layers_message",
+    "opt_batch",
+    "parse_layer_line",
+    "plan_from_build_log",
+    "plan_from_engine",
+    "plan_from_inspector_json",
+]

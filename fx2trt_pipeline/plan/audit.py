@@ -108,7 +108,9 @@ class PlanAudit:
             f"{c['kept_in_float']} kept in float"
         )
         if c["no_int8_kernel"]:
-            line += f"; {c['no_int8_kernel']} run in float for want of an INT8 kernel in {self.library or 'this library'}"
+            line += (
+                f"; {c['no_int8_kernel']} run in float for want of an INT8 kernel in {self.library or 'this library'}"
+            )
         return line
 
     def gate_lines(self) -> list[str]:
@@ -193,7 +195,10 @@ def _graph_precision(index: _NetworkIndex, layer: Any) -> tuple[str, str]:
 
 def _plan_layers_of(plan: EnginePlan, node: str) -> tuple[list[PlanLayer], list[PlanLayer]]:
     """The plan's compute layers implementing ``node`` and, failing that, any plan layer naming it."""
-    compute = [p for p in plan.layers if p.compute_kind is not None and node in p.nodes]
+    # A compute layer is named after its network layer, so its first node is its own; tensors it shares with
+    # siblings (three heads reading one quantized input) mention the others too.
+    compute = [p for p in plan.layers if p.compute_kind is not None and p.nodes[:1] == (node,)]
+    compute = compute or [p for p in plan.layers if p.compute_kind is not None and node in p.nodes]
     others = [p for p in plan.layers if p.compute_kind is None and node in p.nodes and p.inputs]
     return compute, others
 
@@ -279,7 +284,9 @@ def _standalone_qdq(plan: EnginePlan) -> list[str]:
             continue  # quantizing a network input needs its own kernel whatever the placement
         ins, outs = {t.dtype for t in p.inputs}, {t.dtype for t in p.outputs}
         fed_by_compute = any(t.name in produced_by_compute for t in p.inputs)
-        if not fed_by_compute and ((ins == {"Int8"} and "Int8" not in outs) or ("Int8" not in ins and outs == {"Int8"})):
+        if not fed_by_compute and (
+            (ins == {"Int8"} and "Int8" not in outs) or ("Int8" not in ins and outs == {"Int8"})
+        ):
             out.append(p.name)
     return out
 
