@@ -12,7 +12,7 @@
 
 Example:
     >>> text = ("Layers:\\nName: conv_U1_myl0_1, LayerType: correlation, Inputs: [ { Name: x, Dimensions: [-1,8,4,4], "
-    ...         "Strides: [128,1,32,8], StrideOrder: [3,0,2,1], Datatype: Int8, Format: (NHWC) Channel major format }], "
+    ...         "Strides: [128,1,32,8], StrideOrder: [3,0,2,1], Datatype: Int8, Format: (NHWC) Channel major }], "
     ...         "Constants: [], Outputs: [ { Name: y, Dimensions: [-1,8,4,4], Strides: [128,1,32,8], "
     ...         "StrideOrder: [3,0,2,1], Datatype: Float, Format: (NHWC) Channel major format }], TacticName: t, "
     ...         "StreamId: 0, Metadata: ")

@@ -21,8 +21,9 @@ Example:
     >>> model = torch.nn.Sequential(torch.nn.Conv2d(16, 16, 3), torch.nn.ReLU()).eval()
     >>> x = torch.randn(1, 16, 8, 8)
     >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
-    >>> builder, network, ctx = network_from_graph_module(qgm, [InputSpec("x", (1, 16, 8, 8))], builder=create_builder())
-    >>> _, plan = engine_and_plan_from_network(builder, network, [InputSpec("x", (1, 16, 8, 8))])
+    >>> spec = [InputSpec("x", (1, 16, 8, 8))]
+    >>> builder, network, ctx = network_from_graph_module(qgm, spec, builder=create_builder())
+    >>> _, plan = engine_and_plan_from_network(builder, network, spec)
     >>> audit = audit_plan(network, plan, qgm)
     >>> audit.passed, audit.summary_line()
     (True, 'TensorRT plan: 1/1 quantized convs and matmuls run INT8; 0 kept in float')
