@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -86,11 +87,24 @@ class PlanTensor:
         return cls(str(data["name"]), tuple(int(d) for d in dims), str(data["dtype"]), str(data.get("format", "")))
 
 
-def compute_kind(layer_type: str) -> str | None:
-    """``"conv"``, ``"deconv"``, ``"gemm"`` for the LayerTypes that run convolutions / matmuls, else None.
+#: Compute ops named inside a fused layer (``runtime_fusion`` ``__myl_CorrMulAddRelu_myl0_1``): float plans fuse
+#: conv + BN + activation into such layers, whose LayerType alone says nothing about a conv.
+_FUSED_OPS = re.compile(r"(?<![a-z])(Deconv|Corr|Conv|Fc|Gemm|MatMul|Bmm)(?![a-z])")
+_KIND_OF_OP = {"Deconv": "deconv", "Corr": "conv", "Conv": "conv", "Fc": "gemm", "Gemm": "gemm", "MatMul": "gemm"}
 
-    Covers the log's names (``correlation``, ``deconv``, ``gemm``) and the inspector's
-    (``CaskConvolution``, ``CaskDeconvolution``, ``CaskGemmMatrixMultiply``, ``MatrixMultiply``...).
+
+def compute_kind(layer_type: str, name: str = "") -> str | None:
+    """``"conv"``, ``"deconv"``, ``"gemm"`` for the engine layers that run convolutions / matmuls, else None.
+
+    Covers the log's LayerTypes (``correlation``, ``deconv``, ``gemm``), the inspector's (``CaskConvolution``,
+    ``CaskDeconvolution``, ``CaskGemmMatrixMultiply``, ``MatrixMultiply``...) and Myelin's fused layers, whose
+    name lists their ops (``runtime_fusion`` ``__myl_CorrMulAddRelu``; a ``kgen`` is pointwise glue).
+
+    Example:
+        >>> compute_kind("correlation"), compute_kind("runtime_fusion", "__myl_CorrMulAddRelu_myl0_1")
+        ('conv', 'conv')
+        >>> compute_kind("kgen", "__myl_MulAddRelu_myl0_2") is None
+        True
     """
     low = layer_type.lower()
     if "deconv" in low:
@@ -99,6 +113,9 @@ def compute_kind(layer_type: str) -> str | None:
         return "conv"
     if "gemm" in low or "matrixmultiply" in low or "matmul" in low:
         return "gemm"
+    if name.startswith("__myl_") and "kgen" not in low:
+        found = _FUSED_OPS.search(name)
+        return _KIND_OF_OP.get(found.group(1), "gemm") if found else None
     return None
 
 
@@ -123,20 +140,34 @@ class PlanLayer:
     nodes: tuple[str, ...] = ()
 
     @property
+    def fused(self) -> bool:
+        """A Myelin fusion whose name lists its ops (its inputs may include a residual beside the data)."""
+        return self.name.startswith("__myl_") and compute_kind(self.type) is None
+
+    @property
     def compute_kind(self) -> str | None:
-        return compute_kind(self.type)
+        return compute_kind(self.type, self.name) if (self.inputs or self.constants) else None
 
     @property
     def compute_dtype(self) -> str | None:
-        """For a conv / deconv / gemm layer, the dtype it computes in: its (first) data input's dtype."""
-        if self.compute_kind is None or not (self.inputs or self.constants):
+        """For a conv / deconv / gemm layer, the dtype it computes in: its data input's dtype.
+
+        In a fused layer that reads a wider residual beside its data (Int8 conv + Half add), the narrowest input.
+        """
+        if self.compute_kind is None:
             return None
+        if self.fused and self.inputs:
+            return min(self.inputs, key=lambda t: DTYPE_BYTES.get(t.dtype, 4)).dtype
         return (self.inputs or self.constants)[0].dtype
 
     @property
     def kernel(self) -> PlanTensor | None:
-        """The weight tensor of a conv / deconv / gemm: the largest of its second input and its constants."""
-        candidates = [t for t in (*self.inputs[1:2], *self.constants) if len(t.dims) >= 2]
+        """The weight of a conv / deconv / gemm: the largest of its second input and its constants.
+
+        A fused layer's second input is a residual, so there only the constants count.
+        """
+        pool = self.constants if self.fused else (*self.inputs[1:2], *self.constants)
+        candidates = [t for t in pool if len(t.dims) >= 2]
         return max(candidates, key=lambda t: t.numel(1)) if candidates else None
 
     def nbytes(self, batch: int) -> float:
@@ -149,6 +180,8 @@ class PlanLayer:
         if kind is None or not self.outputs or not self.inputs:
             return 0
         out, data = self.outputs[0].shape(batch), self.inputs[0].shape(batch)
+        if kind == "gemm" and self.fused and kernel is not None:  # the weight gives K; input order does not
+            return math.prod(out) * (kernel.numel(batch) // max(out[-1], 1))
         if kind == "gemm":
             return math.prod(out) * (data[-1] if data else 1)
         if kernel is None or len(out) < 2 or len(data) < 2:
