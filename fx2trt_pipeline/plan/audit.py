@@ -36,13 +36,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fx2trt_pipeline.engine.engine_plan import EnginePlan, PlanLayer
-from fx2trt_pipeline.network.context import node_name_of_layer
+from fx2trt_pipeline.plan.network_view import LayerInfo, NetworkView
 
 #: Network LayerTypes that run convolutions and matmuls (the layers INT8 is for).
 COMPUTE_LAYER_TYPES = {"CONVOLUTION": "conv", "DECONVOLUTION": "deconv", "MATRIX_MULTIPLY": "matmul"}
-#: Layers a DQ may sit behind and still feed the op int8 data: TensorRT moves DQ across them (or they only
-#: move bytes), e.g. max-pool, a linear's flatten/transpose, a pad.
-_DQ_TRANSPARENT = {"SHUFFLE", "POOLING", "PADDING", "SLICE", "IDENTITY", "CONCATENATION"}
 #: Compute kinds each library has no INT8 kernel for: TensorRT-RTX plans ConvTranspose as `deconv Float, Float`
 #: even with int8 data and weights (measured on 1.7.1); datacenter TensorRT runs INT8 deconvolution.
 NO_INT8_KERNEL = {"tensorrt_rtx": {"deconv"}}
@@ -150,38 +147,9 @@ class PlanAudit:
         }
 
 
-class _NetworkIndex:
-    """Producer of every tensor of a network, by tensor name, and each layer's LayerType name."""
-
-    def __init__(self, network: Any) -> None:
-        self.layers = [network.get_layer(i) for i in range(network.num_layers)]
-        self.types = {layer.name: layer.type.name for layer in self.layers}  # before any class cast
-        self.producer: dict[str, Any] = {}
-        for layer in self.layers:
-            for j in range(layer.num_outputs):
-                self.producer[layer.get_output(j).name] = layer
-
-    def from_dequantize(self, tensor: Any, depth: int = 6) -> bool:
-        """Whether ``tensor`` is a DQ output, directly or through layers TensorRT moves a DQ across."""
-        layer = self.producer.get(tensor.name) if tensor is not None else None
-        if layer is None or depth == 0:
-            return False
-        kind = self.types[layer.name]
-        if kind == "DEQUANTIZE":
-            return True
-        if kind not in _DQ_TRANSPARENT:
-            return False
-        data = [layer.get_input(i) for i in range(layer.num_inputs)]
-        data = [t for t in data if t is not None][: None if kind == "CONCATENATION" else 1]
-        return bool(data) and all(self.from_dequantize(t, depth - 1) for t in data)
-
-
-def _graph_precision(index: _NetworkIndex, layer: Any) -> tuple[str, str]:
+def _graph_precision(view: NetworkView, layer: LayerInfo) -> tuple[str, str]:
     """``int8`` / ``half`` / ``float`` for a network compute layer, and which side is float when half."""
-    data = layer.get_input(0)
-    weight = layer.get_input(1) if layer.num_inputs > 1 else None  # None: float weights baked into the kernel
-    data_q = index.from_dequantize(data)
-    weight_q = weight is not None and index.from_dequantize(weight)
+    data_q, weight_q = view.quantized_inputs(layer)  # weights baked into the kernel are float
     if data_q and weight_q:
         return "int8", ""
     if data_q or weight_q:
@@ -233,14 +201,14 @@ def audit_plan(
     no_kernel = NO_INT8_KERNEL.get(library, set())
     reasons = dict(_float_reasons(qgm) if qgm is not None else {})
     reasons.update(float_reasons or {})
-    index = _NetworkIndex(network)
+    view = NetworkView(network)
     rows, claimed = [], set()
-    for layer in index.layers:
-        kind = COMPUTE_LAYER_TYPES.get(index.types[layer.name])
+    for layer in view.layers:
+        kind = COMPUTE_LAYER_TYPES.get(layer.kind)
         if kind is None:
             continue
-        node = node_name_of_layer(layer.name)
-        graph, half_why = _graph_precision(index, layer)
+        node = layer.node
+        graph, half_why = _graph_precision(view, layer)
         compute, others = _plan_layers_of(plan, node)
         claimed.update(p.name for p in compute)
         dtype = _plan_dtype(compute, others)
