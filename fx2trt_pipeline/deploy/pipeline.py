@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import importlib
@@ -60,6 +61,7 @@ STEP_NAMES = ["capture", "quantize", "build network", "build engine", "export on
 ENGINE_FILE, STATE_FILE, ONNX_FILE = "model.plan", "model.quant.json", "model.qdq.onnx"
 GRAPH_SVG, GRAPH_DOT, REPORT_FILE, TRITON_DIR = "graph.svg", "graph.dot", "report.html", "triton"
 LAYER_BATCH = 8  # images for the per-layer error table
+LINT_LINES = 8  # lint findings printed; all are in the manifest and the report
 
 
 @dataclass
@@ -192,6 +194,21 @@ def _step_network(run: _Run) -> None:
         f"{run.network.num_layers} TensorRT layers ({run.facts['network']['quantize_layers']} quantize, "
         f"{run.facts['network']['dequantize_layers']} dequantize); graph drawn to {GRAPH_SVG}"
     )
+    _lint_placement(run)
+
+
+def _lint_placement(run: _Run) -> None:
+    """TensorRT's documented placement rules, checked on the network before the build (advice, never a failure)."""
+    from fx2trt_pipeline.plan.lint import lint_network
+
+    findings = lint_network(run.network)
+    run.facts["lint"] = [dataclasses.asdict(f) | {"line": str(f)} for f in findings]
+    if not findings:
+        run.steps.note("placement lint: no findings")
+    for finding in findings[:LINT_LINES]:
+        run.steps.note(str(finding))
+    if len(findings) > LINT_LINES:
+        run.steps.note(f"... {len(findings) - LINT_LINES} more lint findings in {MANIFEST_NAME}")
 
 
 def _record_preprocess(run: _Run) -> None:
@@ -344,6 +361,7 @@ def _step_report(run: _Run) -> dict[str, Any]:
         "network": run.facts.get("network", {}),
         "plan": run.facts.get("plan"),
         "plan_audit": run.facts.get("plan_audit"),
+        "lint": run.facts.get("lint", []),
         "evaluation": run.evaluation.to_dict() if run.evaluation else None,
         "layers": run.facts.get("layers", []),
         "layers_error": run.facts.get("layers_error"),

@@ -107,6 +107,7 @@ def plan_view(manifest: Mapping[str, Any]) -> dict[str, Any]:
             "audit_lines": [line for line in audit.get("gate_lines", []) if line.startswith("FAIL")],
             "audit_notes": audit.get("notes", []),
             "file": plan.get("file", ""),
+            "lint": [finding["line"] for finding in manifest.get("lint", [])],
         }
     }
 

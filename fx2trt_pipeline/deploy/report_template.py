@@ -163,6 +163,9 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:24px;
   <p class="{{ 'muted' if plan.audit_passed else 'bad' }}">{{ plan.audit_summary }}</p>
   {% for line in plan.audit_lines %}<p class="bad">{{ line }}</p>{% endfor %}
   {% for n in plan.audit_notes %}<p class="muted">{{ n }}</p>{% endfor %}
+  <p class="muted">Placement lint (TensorRT's documented Q/DQ rules, checked on the network before the build):
+    {% if not plan.lint %}no findings.{% endif %}</p>
+  {% if plan.lint %}<ul>{% for line in plan.lint %}<li><code>{{ line }}</code></li>{% endfor %}</ul>{% endif %}
   {{ plan.strip | safe }}
   <p class="muted">Bytes per engine layer along the network, coloured by the dtype it computes in (convs and matmuls)
     or writes. {% for n in plan.notes %}{{ n }}. {% endfor %}</p>

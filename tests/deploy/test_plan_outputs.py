@@ -71,3 +71,14 @@ def test_fx2trt_plan_inspect_needs_a_gpu_it_can_use(demo_build: BuildRun) -> Non
         assert code == 3 and "does not deserialize here" in err
     else:  # a GPU host: the engine's own layer information, or exit 3 on a GPU the library refuses
         assert code == 3 or "engine inspector" in out
+
+
+def test_placement_lint_runs_before_the_build(demo_build: BuildRun) -> None:
+    """The demo's heads end in 10 / 2 / 2-channel INT8 convs: advice, printed in the network step, never a failure."""
+    manifest = json.loads((demo_build.output / "fx2trt_run.json").read_text())
+    rules = sorted((f["rule"], f["node"]) for f in manifest["lint"])
+    assert rules == [("int8_channels_not_multiple_of_16", n) for n in ("hm_2", "reg_2", "wh_2")]
+    network_step = demo_build.stdout.split("[3/7]")[1].split("[4/7]")[0]
+    assert network_step.count("LINT int8_channels_not_multiple_of_16") == 3
+    assert demo_build.code == 0  # advice does not fail the gate
+    assert "LINT int8_channels_not_multiple_of_16 hm_2" in (demo_build.output / "report.html").read_text()
