@@ -398,6 +398,34 @@ def build_engine(
     return save_engine(data, path, meta, plan)
 
 
+def plan_at_opt_shape(
+    qgm: torch.fx.GraphModule,
+    inputs: Sequence[InputSpec],
+    options: BuildOptions | None = None,
+    output_names: Sequence[str] | None = None,
+) -> EnginePlan | None:
+    """TensorRT's plan of ``qgm`` built with every input static at its profile's opt shape.
+
+    A dynamic-shape plan logs every dynamic dim as -1, also those that fold the batch into another dim (a
+    transformer's linears over batch x tokens show ``(-1, 768)``), so no single batch resolves its bytes and MACs.
+    The same graph built at the opt shape gives exact dims; on TensorRT-RTX, whose kernels are compiled per shape
+    at run time, that is also the plan of an engine call at the opt shape.
+    """
+    from fx2trt_pipeline.network.network import network_from_graph_module
+
+    static = [InputSpec(s.name, s.example_shape(), s.dtype) for s in inputs]
+    builder, network, ctx = network_from_graph_module(
+        qgm, static, builder=create_builder(), output_names=list(output_names) if output_names is not None else None
+    )
+    _, plan = engine_and_plan_from_network(builder, network, static, options)
+    del ctx
+    if plan is None:
+        return None
+    shapes = [list(s.example_shape()) for s in inputs]
+    note = f"dims at the optimization profile's opt shape {shapes}, from a build at that shape"
+    return replace(plan, notes=(*plan.notes, note))
+
+
 def _timed_engine(
     qgm: torch.fx.GraphModule, inputs: Sequence[InputSpec], options: BuildOptions, output_names: Sequence[str] | None
 ) -> tuple[bytes, dict[str, Any], EnginePlan | None]:
@@ -423,4 +451,6 @@ def _timed_engine(
         "build_seconds": round(build_seconds, 4),
         "engine_bytes": len(data),
     }
+    if plan is not None and any(spec.is_dynamic for spec in inputs):
+        plan = plan_at_opt_shape(qgm, inputs, options, output_names)
     return data, meta, plan

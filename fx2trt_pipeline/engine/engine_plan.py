@@ -5,8 +5,10 @@ the builder's DETAILED log on a CPU build (TensorRT-RTX's ahead-of-time plan) or
 JSON wherever the engine deserializes. Each :class:`PlanLayer` keeps TensorRT's LayerType as logged
 (``correlation``, ``gemm``, ``kgen``, ``CaskConvolution``...), its inputs, constants and outputs with their
 TensorRT dtype names (``Int8``, ``Half``, ``Float``), and the network layers (named after FX nodes) it
-implements. Dynamic dimensions (-1) resolve at the plan's ``batch`` (the optimization profile's opt batch),
-so bytes and MACs are per engine call at that batch; ``bytes_per_item`` divides by it.
+implements. Bytes and MACs are per engine call at the plan's ``batch``; ``bytes_per_item`` divides by it. Our builds
+record the plan of a build at the optimization profile's opt shape (``engine_builder.plan_at_opt_shape``): a dynamic
+plan logs batch-folded dims (a transformer's ``(-1, 768)`` over batch x tokens) as -1 too, which no batch resolves;
+a -1 left in a plan (an inspector's dynamic engine) is taken as the batch.
 
 Written beside an engine as ``<engine>.layers.json`` (:meth:`EnginePlan.write`).
 
@@ -239,10 +241,6 @@ class EnginePlan:
     source: str = "builder log"
     library: str = ""
     notes: tuple[str, ...] = field(default=())
-
-    def at_batch(self, batch: int) -> EnginePlan:
-        """The same plan with dynamic dims resolved at ``batch``."""
-        return replace(self, batch=int(batch))
 
     def compute_layers(self) -> list[PlanLayer]:
         return [layer for layer in self.layers if layer.compute_kind is not None]

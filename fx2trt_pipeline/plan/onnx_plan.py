@@ -69,6 +69,9 @@ def plan_from_onnx(path: str | Path, inputs: Sequence[InputSpec], options: Build
     Raises:
         EngineBuildError: the file is missing, the parser refused it (its errors are quoted), TensorRT could not
             build the network, or ``options`` turned the plan off.
+
+    Example:
+        The module's example builds a two-conv model both ways and compares the plans.
     """
     trt = trt_api.get_trt()
     path = Path(path)
@@ -96,6 +99,7 @@ def plan_from_onnx(path: str | Path, inputs: Sequence[InputSpec], options: Build
 
 def _parser_error(error: object) -> str:
     """One parser error as ``node <name> (<op>): <description>`` where the parser names the node."""
+    # getattr: node_name/node_operator are TensorRT 10's; older parsers' errors only have desc().
     desc = str(getattr(error, "desc", lambda: error)())
     node = str(getattr(error, "node_name", lambda: "")() or "")
     op = str(getattr(error, "node_operator", lambda: "")() or "")

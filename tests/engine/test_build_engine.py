@@ -83,10 +83,10 @@ def test_build_engine_failure_leaves_no_file(
 ) -> None:
     from fx2trt_pipeline.engine import engine_builder
 
-    def refuse(*args: Any, **kwargs: Any) -> bytes:
+    def refuse(*args: Any, **kwargs: Any) -> tuple[bytes, Any]:
         raise EngineBuildError("TensorRT could not build the network")
 
-    monkeypatch.setattr(engine_builder, "engine_bytes_from_network", refuse)
+    monkeypatch.setattr(engine_builder, "engine_and_plan_from_network", refuse)
     with pytest.raises(EngineBuildError):
         build_engine(qgm, [InputSpec("images", (1, 3, 16, 16))], tmp_path / "x.plan")
     assert list(tmp_path.iterdir()) == []
