@@ -64,8 +64,7 @@ def convert_quantize(ctx: ConversionContext, node: Node, args: tuple, kwargs: di
 
 @register(DEQUANTIZE, torch.ops.fx2trt.dequantize, can_convert=check_fx2trt_qdq)
 def convert_dequantize(ctx: ConversionContext, node: Node, args: tuple, kwargs: dict) -> Any:
-    """``fx2trt.dequantize(q, scale, axis, out_dtype)`` -> IDequantizeLayer to float32 or ``out_dtype``
-    (int8 get_attr -> constant)."""
+    """``fx2trt.dequantize(q, scale, axis, out_dtype)`` -> IDequantizeLayer to ``out_dtype`` (float32 default)."""
     q, scale, axis = (
         arg(args, kwargs, 0, "q"),
         arg(args, kwargs, 1, "scale"),

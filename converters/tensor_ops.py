@@ -1,5 +1,6 @@
 """Tensor-utility converters met in detector heads (anchor grids, DFL decoding): ``Tensor.to`` /
-``type_as`` / ``float`` / ``float_cast`` (float16 float parts), ``clamp`` / ``clip``, ``torch.arange`` over static bounds and ``torch.roll`` (Swin's
+``type_as`` / ``float`` / ``float_cast`` (float16 float parts),
+``clamp`` / ``clip``, ``torch.arange`` over static bounds and ``torch.roll`` (Swin's
 cyclic window shift).
 
 An engine has one device, so ``.to(device)`` passes the value through; ``.to(dtype)`` is an ICastLayer.

@@ -145,6 +145,12 @@ def _add_quant_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="calibration batches AdaRound fits on, the first ones (default 2); more data, longer fit",
     )
+    g.add_argument(
+        "--float-dtype",
+        choices=("float32", "float16"),
+        help="dtype of everything that is not int8: dequantize outputs, layers never quantized or kept in float, "
+        "their weights (default float32); the engine's inputs and outputs stay float32 (docs/float16.md)",
+    )
 
 
 def _add_build_arguments(p: argparse.ArgumentParser) -> None:

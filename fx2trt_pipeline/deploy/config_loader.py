@@ -55,6 +55,7 @@ QUANT_OVERRIDES = (
     "adaround",
     "adaround_iterations",
     "adaround_batches",
+    "float_dtype",
 )
 
 

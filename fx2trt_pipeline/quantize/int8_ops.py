@@ -19,10 +19,10 @@ node as before) plus the two scales, given as keywords, and compute:
    ``y = y + bias[c]`` (float32). Each step is one IEEE operation, so the result is the same on every
    device, thread count and batch composition;
 4. when the input is float16 (``QuantConfig(float_dtype="float16")``: the DQ outputs, the bias and the
-   layer's output are float16 tensors in the network), ``y`` is rounded once to float16 (the bias, a
-   float16 constant, enters step 3 exactly as float32). A linear layer is a matmul plus a separate
-   elementwise bias layer in the network, so there ``a * m`` is rounded to float16 first, then the
-   bias is added (float32 sum of float16 values) and rounded again. TensorRT's own epilogue may fuse the multiply-add or
+   layer's output are float16 tensors in the network), ``a * m`` is rounded to float16, then the float16
+   bias is added (float32 sum of two float16 values, rounded to float16): TensorRT's own epilogue, whose
+   plan reads ``Mul Cast Add``. A linear layer (a matmul plus a separate elementwise bias layer in the
+   network) rounds the same way. TensorRT's own epilogue may fuse the multiply-add or
    multiply by reciprocal scales: its int8 outputs can differ from ours on exact rounding ties only
    (``validate.tie_parity`` allows exactly those).
 
@@ -100,21 +100,29 @@ def _epilogue(
     channel_scale: torch.Tensor,
     bias: torch.Tensor | None,
     channel_dim: int,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """``float32(acc) * (input_scale * channel_scale) + bias`` in float32, one rounding per step."""
+    """``float32(acc) * (input_scale * channel_scale)`` rounded to ``dtype``, then ``+ bias`` rounded to ``dtype``.
+
+    Each step is one IEEE operation computed in float32 and rounded to the layer's float dtype: for float32
+    that is the float32 epilogue; for float16 it is TensorRT's own (its plan shows ``Mul Cast Add``: the
+    scaled sum is cast to float16 before the float16 bias is added).
+    """
     shape = [1] * acc.dim()
     shape[channel_dim] = -1
     device = acc.device
     m = (input_scale.to(device, torch.float32) * channel_scale.to(device, torch.float32)).reshape(shape)
     y = acc.to(torch.float32).mul_(m) if acc.dtype == torch.float64 else acc.mul_(m)
+    if dtype != torch.float32:
+        y = y.to(dtype)
     if bias is not None:
-        y = y.add_(bias.to(device, torch.float32).reshape(shape))
+        y = y.add_(bias.to(device, dtype).reshape(shape))  # float16 + float16: float32 sum, rounded once
     return y
 
 
-def _as_input_dtype(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The float32 epilogue result rounded once to the layer's float dtype (its input's: float16 or float32)."""
-    return y if x.dtype in (torch.float32, torch.float64) else y.to(x.dtype)
+def _float_dtype(x: torch.Tensor) -> torch.dtype:
+    """The layer's float dtype: its (dequantized) input's, float16 or float32."""
+    return x.dtype if x.dtype in (torch.float16, torch.bfloat16) else torch.float32
 
 
 def _conv(
@@ -129,7 +137,7 @@ def _conv(
     groups = int(args[-1])
     xq, wq = _grid(x, input_scale, None), _grid(weight, weight_scale, 0)
     acc = _exact_sum(op, xq, wq, (1, 1, 0, groups), args)
-    return _as_input_dtype(_epilogue(acc, input_scale, weight_scale, bias, 1), x)
+    return _epilogue(acc, input_scale, weight_scale, bias, 1, _float_dtype(x))
 
 
 def _deconv(
@@ -145,7 +153,7 @@ def _deconv(
     # Weight (C_in, C_out / groups, *k) with per-output-channel scales on axis 1, repeated per group.
     xq, wq = _grid(x, input_scale, None), _grid(weight, weight_scale, 1)
     acc = _exact_sum(op, xq, wq, (1, 0, 1, groups), args)
-    return _as_input_dtype(_epilogue(acc, input_scale, weight_scale.repeat(groups), bias, 1), x)
+    return _epilogue(acc, input_scale, weight_scale.repeat(groups), bias, 1, _float_dtype(x))
 
 
 _EXTRA_ARGS = {F.conv_transpose1d: 5, F.conv_transpose2d: 5, F.linear: 0}
@@ -265,10 +273,8 @@ def _linear(
 ) -> torch.Tensor:
     xq, wq = _grid(input, input_scale, None), _grid(weight, weight_scale, 0)
     acc = _exact_sum(F.linear, xq, wq, (xq.dim() - 1, 1, 0, 1), ())
-    # TensorRT has no matmul bias: the network adds it in its own elementwise layer, so with float16 float
-    # parts the product is rounded to float16 before the bias is added (and rounded again).
-    y = _as_input_dtype(_epilogue(acc, input_scale, weight_scale, None, acc.dim() - 1), input)
-    return y if bias is None else y.add_(bias.to(y.device, y.dtype))
+    # TensorRT has no matmul bias: the network adds it in its own elementwise layer (same rounding as above).
+    return _epilogue(acc, input_scale, weight_scale, bias, acc.dim() - 1, _float_dtype(input))
 
 
 #: The custom ops (OpOverloads) the reference graph calls; same positional arguments as the functional op
@@ -293,7 +299,7 @@ def _matmul(
         acc = torch.matmul(aq, bq)
     else:
         acc = torch.matmul(aq.double(), bq.double())
-    return _as_input_dtype(_epilogue(acc, input_scale, weight_scale, None, acc.dim() - 1), input)
+    return _epilogue(acc, input_scale, weight_scale, None, acc.dim() - 1, _float_dtype(input))
 
 
 _matmul_op = torch.library.custom_op("fx2trt::int8_matmul", mutates_args=())(_matmul)

@@ -4,7 +4,8 @@
 ``saturate(round_half_to_even(x / scale))`` to [-128, 127], which is what TensorRT's
 IQuantizeLayer computes. ``torch.ops.fx2trt.dequantize(q, scale, axis, out_dtype)`` returns
 ``q * scale`` computed in float32 and rounded once to ``out_dtype`` (float32 when ``None``; float16 in
-graphs quantized with ``QuantConfig(float_dtype="float16")``, like IDequantizeLayer's ``to_type``). ``axis`` is ``None`` for per-tensor scales (0-d ``scale``) and the
+graphs quantized with ``QuantConfig(float_dtype="float16")``, like IDequantizeLayer's ``to_type``).
+``axis`` is ``None`` for per-tensor scales (0-d ``scale``) and the
 channel axis for per-channel scales (1-d ``scale``). Symmetric only: the zero point is 0.
 
 These ops replace torch's deprecated ``qint8`` tensor types in every graph we build, so a

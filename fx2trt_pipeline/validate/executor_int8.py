@@ -11,7 +11,9 @@ of an int8 tensor scaled per output channel, as an INT8 kernel: int8 x int8 prod
    for padding, stride, groups and operand transposes;
 2. ``float32(acc) * float32(s_in * s_w[c])`` then ``+ bias`` (float32; the bias when the layer holds
    one), the output TensorRT's epilogue gives to the next layers (activation, next Q) which the executor
-   runs as their own float32 layers.
+   runs as their own float32 layers. When the network declares the layer's output float16, the scaled
+   sum is rounded to float16 before the bias is added and the sum is rounded to float16 again (TensorRT's
+   plan of such a layer reads ``Mul Cast Add``).
 
 Other layers (a kernel scaled on its summed axis, float inputs) keep the float handlers. The code is
 written from the network alone and shares nothing with the simulated model's arithmetic
@@ -36,6 +38,7 @@ import torch
 from fx2trt_pipeline.validate.executor_common import Inputs, LayerHandler, require, weights_tensor
 from fx2trt_pipeline.validate.executor_layers import run_convolution, run_deconvolution
 from fx2trt_pipeline.validate.executor_tensor_ops import run_matrix_multiply
+from fx2trt_pipeline.trt_types import torch_dtype
 
 
 @dataclass(frozen=True)
@@ -80,10 +83,22 @@ def _operand_values(
     return q.to(torch.float64), scale.to(torch.float32).reshape(-1)
 
 
-def _epilogue(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, channel_dim: int) -> torch.Tensor:
+def _output_dtype(layer: Any) -> torch.dtype:
+    """The dtype the network declares for the layer's output (float32, or float16 in a float16 network)."""
+    return torch_dtype(layer.get_output(0).dtype)
+
+
+def _epilogue(
+    acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, channel_dim: int, out_dtype: torch.dtype
+) -> torch.Tensor:
+    """``float32(acc) * scale``, rounded to the output dtype, ``+ bias`` (the executor rounds the result to the
+    output dtype): with a float16 output TensorRT casts the scaled sum to float16 before adding the bias (its
+    plan reads ``Mul Cast Add``); with float32 both steps are float32 operations."""
     shape = [1] * acc.dim()
     shape[channel_dim] = -1
     y = acc.to(torch.float32) * scale.reshape(shape) if scale.numel() > 1 else acc.to(torch.float32) * scale
+    if out_dtype != torch.float32:
+        y = y.to(out_dtype).to(torch.float32)
     return y if bias is None else y + bias.to(torch.float32).reshape(shape)
 
 
@@ -100,7 +115,7 @@ def run_int8_conv(layer: Any, inputs: Inputs, transposed: bool, dequantized: boo
     acc = handler(_WithoutBias(layer), [x, w])
     bias = inputs[2] if own > 2 and inputs[2] is not None else weights_tensor(layer.bias, acc)
     channel_scale = s_w.repeat(groups) if transposed and s_w.numel() > 1 else s_w
-    return _epilogue(acc, s_x * channel_scale, bias, 1)
+    return _epilogue(acc, s_x * channel_scale, bias, 1, _output_dtype(layer))
 
 
 def run_int8_matmul(layer: Any, inputs: Inputs) -> torch.Tensor:
@@ -108,7 +123,7 @@ def run_int8_matmul(layer: Any, inputs: Inputs) -> torch.Tensor:
     a, s_a = _operand_values(layer, inputs, 2)
     b, s_b = _operand_values(layer, inputs, 5)
     acc = run_matrix_multiply(layer, [a, b])
-    return _epilogue(acc, s_a * s_b, None, acc.dim() - 1)
+    return _epilogue(acc, s_a * s_b, None, acc.dim() - 1, _output_dtype(layer))
 
 
 def _through_max_pools(name: str | None, steps_by_output: dict[str, Any]) -> tuple[str | None, bool]:

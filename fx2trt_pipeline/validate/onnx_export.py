@@ -54,9 +54,14 @@ _EXPORTABLE_NAMESPACES = ("aten", "prims", "fx2trt", "quantized_decomposed")
 MIN_OPSET = 18
 
 
-def _translation_table(opset: int) -> dict[Any, Any]:
+def _translation_table(opset: int, float16: bool = False) -> dict[Any, Any]:
     """Our Q/DQ custom ops -> QuantizeLinear / DequantizeLinear of ``opset`` (an opset-18 op would make
-    the exporter write opset 18 whatever was asked)."""
+    the exporter write opset 18 whatever was asked).
+
+    ``float16`` (a graph with float16 float parts): ONNX's Q/DQ take the scale's type for their float side,
+    and our scales stay float32, so a quantize reads ``Cast(x, float)`` (exact) and a dequantize to float16
+    is ``Cast(DequantizeLinear(q, s), float16)``: ``q * s`` in float32 rounded once, our rule exactly
+    (ModelOpt's ``high_precision_dtype="fp16"`` rounds the scales to float16 instead)."""
     import numpy as np
     from onnxscript import ir
 
@@ -67,14 +72,20 @@ def _translation_table(opset: int) -> dict[Any, Any]:
         return op.Constant(value=ir.tensor(np.zeros(tuple(scale.shape), dtype=np.int8)))
 
     def quantize_linear(x: Any, scale: Any, axis: int | None = None) -> Any:
+        if float16:
+            x = op.Cast(x, to=ir.DataType.FLOAT)
         if axis is None:
             return op.QuantizeLinear(x, scale, zero_point(scale))
         return op.QuantizeLinear(x, scale, zero_point(scale), axis=axis)
 
-    def dequantize_linear(q: Any, scale: Any, axis: int | None = None) -> Any:
+    def dequantize_linear(q: Any, scale: Any, axis: int | None = None, out_dtype: Any = None) -> Any:
         if axis is None:
-            return op.DequantizeLinear(q, scale, zero_point(scale))
-        return op.DequantizeLinear(q, scale, zero_point(scale), axis=axis)
+            y = op.DequantizeLinear(q, scale, zero_point(scale))
+        else:
+            y = op.DequantizeLinear(q, scale, zero_point(scale), axis=axis)
+        # The exporter hands torch dtypes over as ONNX DataType values (ir.DataType.FLOAT16).
+        half = out_dtype in (torch.float16, ir.DataType.FLOAT16)
+        return op.Cast(y, to=ir.DataType.FLOAT16) if half else y
 
     return {qdq_ops.QUANTIZE: quantize_linear, qdq_ops.DEQUANTIZE: dequantize_linear}
 
@@ -243,7 +254,8 @@ def _export_model(gm: torch.fx.GraphModule, example: tuple[torch.Tensor, ...], o
     """The exporter's ModelProto; its failures name the graph nodes the message mentions."""
     placeholders = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
     names_in = list(opts.input_names) if opts.input_names is not None else placeholders[: len(example)]
-    table = _translation_table(opts.opset)
+    float16 = any(qdq_ops.is_dequantize(n) and torch.float16 in n.args[3:4] for n in gm.graph.nodes)
+    table = _translation_table(opts.opset, float16)
     try:
         with _quiet_eval(gm):
             program = torch.onnx.export(

@@ -7,11 +7,13 @@ import torch
 
 from fx2trt_pipeline import trt_api
 from tests.converters.harness import OpCase, run_case
+from fx2trt_pipeline.quantize.float16 import float_cast
 from tests.converters.qdq_graph import Fn
 
 pytestmark = pytest.mark.skipif(not trt_api.is_available(), reason="no TensorRT library installed")
 
 X = ((2, 3, 4, 5),)
+torch.fx.wrap("float_cast")  # traced as one call_function node here too, as in graphs from quantize()
 
 
 def _anchor_grid(m, x: torch.Tensor) -> torch.Tensor:
@@ -27,6 +29,12 @@ CASES = [
     OpCase(
         "to_int_and_back_float",
         lambda: Fn(lambda m, x: (x * 4).to(torch.int32).float() / 4),
+        inputs=X,
+        layers={"CAST": 2},
+    ),
+    OpCase(
+        "float_cast_to_half_and_back",
+        lambda: Fn(lambda m, x: float_cast(float_cast(x, torch.float16) * 0.5, torch.float32)),
         inputs=X,
         layers={"CAST": 2},
     ),
