@@ -49,6 +49,11 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """``"RTX 4090, L4"`` -> ``("RTX 4090", "L4")`` (argparse type of --target-gpus)."""
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
 def _size(text: str) -> tuple[int, int]:
     """``"224"`` or ``"224,160"`` (H,W) -> (H, W) (argparse type of --input-size)."""
     try:
@@ -150,6 +155,18 @@ def _add_quant_arguments(p: argparse.ArgumentParser) -> None:
         choices=("float32", "float16"),
         help="dtype of everything that is not int8: dequantize outputs, layers never quantized or kept in float, "
         "their weights (default float32); the engine's inputs and outputs stay float32 (docs/float16.md)",
+    )
+    g.add_argument(
+        "--placement",
+        choices=("rules", "plan-cost"),
+        help="rules (default): Q/DQ by TensorRT's rules; plan-cost: keep in float each layer whose INT8 form "
+        "costs more in TensorRT's plan than its float form, verified on the rebuilt plan (docs/plan.md)",
+    )
+    g.add_argument(
+        "--target-gpus",
+        dest="placement_gpus",
+        type=_names,
+        help="GPUs the plan cost is estimated for, comma-separated (default: RTX 4090,L40S,L4,A10)",
     )
 
 

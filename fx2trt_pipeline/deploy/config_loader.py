@@ -56,6 +56,8 @@ QUANT_OVERRIDES = (
     "adaround_iterations",
     "adaround_batches",
     "float_dtype",
+    "placement",
+    "placement_gpus",
 )
 
 

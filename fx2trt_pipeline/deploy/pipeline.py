@@ -170,11 +170,32 @@ def _search_calibrator(run: _Run) -> Any:
 def _step_quantize(run: _Run) -> None:
     calibrate(run.prepared, run.batches, show_progress=run.steps.interactive)
     run.qgm = _search_calibrator(run) if run.config.search_calibrator else convert(run.prepared)
+    if get_quant_state(run.qgm).config.placement == "plan-cost":
+        _place_by_plan_cost(run)
     digest = ftp.save_quant_state(run.qgm, run.stage / STATE_FILE)
     quant = get_quant_state(run.qgm).config
     pct = f" {quant.percentile}" if quant.calibrator == "percentile" else ""
     how = " (best of the search)" if run.config.search_calibrator else ""
     run.steps.note(f"calibrator {quant.calibrator}{pct}{how}; state {STATE_FILE} (sha256 {digest[:12]})")
+
+
+def _plan_context(run: _Run) -> Any:
+    from fx2trt_pipeline.deploy.plan_step import BuildContext
+
+    names = list(run.config.model.output_names) if run.config.model.output_names else None
+    return BuildContext(run.inputs, run.config.build, names)
+
+
+def _place_by_plan_cost(run: _Run) -> None:
+    """Keep in float what TensorRT's plans say INT8 makes slower; the chosen model is what the run builds."""
+    from fx2trt_pipeline.deploy.plan_step import place_by_plan_cost
+
+    config = get_quant_state(run.qgm).config
+    nodes = list(get_quant_state(run.qgm).placement.weights)
+    run.qgm, lines, record, plans = place_by_plan_cost(run.prepared, run.qgm, config, _plan_context(run), nodes)
+    run.facts["placement"], run.facts["placement_plans"] = record, plans
+    for line in lines:
+        run.steps.note(line)
 
 
 def _step_network(run: _Run) -> None:
@@ -266,6 +287,22 @@ def _audit_plan(run: _Run) -> None:
         run.steps.note(line)
     for note in audit.notes():
         run.steps.note(f"plan: {note}")
+    _compare_plans(run, plan)
+
+
+def _compare_plans(run: _Run, plan: Any) -> None:
+    """TensorRT's FP16 plan of the same model beside the engine's (and the all-INT8 one when a placement ran)."""
+    from fx2trt_pipeline.deploy.plan_step import compare_plans, float_reference, gpus_of
+
+    config = get_quant_state(run.qgm).config
+    built = run.facts.get("placement_plans", {})
+    fp16 = built["float"] if config.float_dtype == "float16" and "float" in built else None
+    if fp16 is None:
+        fp16 = _plan_context(run).plan(float_reference(run.prepared, config, "float16"))
+    lines, record = compare_plans(plan, fp16, gpus_of(config), built.get("int8"))
+    run.facts["plans"] = record
+    for line in lines:
+        run.steps.note(line)
 
 
 def _step_onnx(run: _Run) -> None:
@@ -361,6 +398,8 @@ def _step_report(run: _Run) -> dict[str, Any]:
         "network": run.facts.get("network", {}),
         "plan": run.facts.get("plan"),
         "plan_audit": run.facts.get("plan_audit"),
+        "plans": run.facts.get("plans"),
+        "placement": run.facts.get("placement"),
         "lint": run.facts.get("lint", []),
         "evaluation": run.evaluation.to_dict() if run.evaluation else None,
         "layers": run.facts.get("layers", []),

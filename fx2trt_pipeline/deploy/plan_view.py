@@ -74,8 +74,10 @@ def plan_view(manifest: Mapping[str, Any]) -> dict[str, Any]:
     layers = plan.get("layers", [])
     summary = plan.get("summary", {})
     others = manifest.get("plans") or {}
-    strips = [("INT8", layers)] + [
-        (name.upper(), other["layers"]) for name, other in others.items() if other.get("layers") and name != "int8"
+    strips = [("ENGINE", layers)] + [
+        (name.upper(), other["layers"])
+        for name, other in others.items()
+        if isinstance(other, dict) and other.get("layers")
     ]
     heavy = sorted(layers, key=lambda layer: -float(layer["bytes"]))[:TOP_LAYERS]
     audit = manifest.get("plan_audit") or {}
@@ -108,7 +110,41 @@ def plan_view(manifest: Mapping[str, Any]) -> dict[str, Any]:
             "audit_notes": audit.get("notes", []),
             "file": plan.get("file", ""),
             "lint": [finding["line"] for finding in manifest.get("lint", [])],
+            **_comparison(others, manifest.get("placement")),
         }
+    }
+
+
+def _comparison(plans: Mapping[str, Any], placement: Mapping[str, Any] | None) -> dict[str, Any]:
+    """INT8 vs FP16 (vs the chosen placement): one row per plan with its estimate per GPU."""
+    gpus = list(plans.get("gpus", []))
+    rows = [
+        {
+            "name": key.upper(),
+            "layers": plan["engine_layers"],
+            "mb": float(plan["bytes_per_item"]) / 1e6,
+            "gmac": sum(plan.get("macs_per_item_by_dtype", {}).values()) / 1e9,
+            "us": [float(plan["estimates"][g]) * 1e6 for g in gpus],
+        }
+        for key, plan in plans.items()
+        if isinstance(plan, dict) and "estimates" in plan
+    ]
+    candidates = [
+        {
+            "label": c["label"],
+            "int8": len(c["keep_int8"]),
+            "us": [float(c["seconds"][g]) * 1e6 for g in gpus],
+            "score": c["score"],
+        }
+        for c in (placement or {}).get("candidates", [])
+    ]
+    return {
+        "gpus": gpus,
+        "plan_rows": rows,
+        "estimate_label": plans.get("estimate_label", ""),
+        "slower_on": list(plans.get("slower_than_fp16_on", [])),
+        "candidates": candidates,
+        "chosen": (placement or {}).get("chosen", ""),
     }
 
 

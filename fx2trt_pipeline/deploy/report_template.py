@@ -166,6 +166,22 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:24px;
   <p class="muted">Placement lint (TensorRT's documented Q/DQ rules, checked on the network before the build):
     {% if not plan.lint %}no findings.{% endif %}</p>
   {% if plan.lint %}<ul>{% for line in plan.lint %}<li><code>{{ line }}</code></li>{% endfor %}</ul>{% endif %}
+  {% if plan.plan_rows %}
+  <table><tr><th>plan</th><th class="num">engine layers</th><th class="num">MB / item</th><th class="num">GMAC / item</th>
+    {% for g in plan.gpus %}<th class="num">{{ g }} µs</th>{% endfor %}</tr>
+  {% for r in plan.plan_rows %}<tr><td>{{ r.name }}</td><td class="num">{{ r.layers }}</td>
+    <td class="num">{{ "%.1f" | format(r.mb) }}</td><td class="num">{{ "%.2f" | format(r.gmac) }}</td>
+    {% for v in r.us %}<td class="num">{{ "%.0f" | format(v) }}</td>{% endfor %}</tr>{% endfor %}</table>
+  <p class="muted">Times are an {{ plan.estimate_label }}.
+    {% if plan.slower_on %}<span class="bad">The engine is estimated slower than FP16 on {{ plan.slower_on | join(", ") }}.</span>{% endif %}</p>
+  {% endif %}
+  {% if plan.candidates %}<p class="lead">Placement by plan cost (chosen: {{ plan.chosen }}), each candidate rebuilt and
+    estimated on its own plan:</p>
+  <table><tr><th>candidate</th><th class="num">INT8 layers</th>{% for g in plan.gpus %}<th class="num">{{ g }} µs</th>{% endfor %}
+    <th class="num">x faster extreme</th></tr>
+  {% for c in plan.candidates %}<tr><td>{{ c.label }}</td><td class="num">{{ c.int8 }}</td>
+    {% for v in c.us %}<td class="num">{{ "%.0f" | format(v) }}</td>{% endfor %}<td class="num">{{ "%.2f" | format(c.score) }}</td></tr>{% endfor %}</table>
+  {% endif %}
   {{ plan.strip | safe }}
   <p class="muted">Bytes per engine layer along the network, coloured by the dtype it computes in (convs and matmuls)
     or writes. {% for n in plan.notes %}{{ n }}. {% endfor %}</p>

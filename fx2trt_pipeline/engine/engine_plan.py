@@ -164,13 +164,16 @@ class PlanLayer:
 
     @property
     def kernel(self) -> PlanTensor | None:
-        """The weight of a conv / deconv / gemm: the largest of its second input and its constants.
+        """The weight of a conv / deconv / gemm: its largest constant that is no broadcast (bias, scale, alpha).
 
-        A fused layer's second input is a residual, so there only the constants count.
+        Without one (weights computed by a dequantize), its second input, unless that is shaped like its output:
+        then it is a residual fused into the layer, as in every fused layer.
         """
-        pool = self.constants if self.fused else (*self.inputs[1:2], *self.constants)
-        candidates = [t for t in pool if len(t.dims) >= 2]
-        return max(candidates, key=lambda t: t.numel(1)) if candidates else None
+        weights = [t for t in self.constants if len(t.dims) >= 2 and t.dims[0] > 1]
+        if not weights and not self.fused and len(self.inputs) > 1:
+            second, out = self.inputs[1], self.outputs[0].dims if self.outputs else ()
+            weights = [second] if len(second.dims) >= 2 and second.dims != out else []
+        return max(weights, key=lambda t: t.numel(1)) if weights else None
 
     def nbytes(self, batch: int) -> float:
         """Bytes the layer reads and writes: inputs + outputs + constants at ``batch``."""

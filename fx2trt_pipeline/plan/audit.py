@@ -261,7 +261,10 @@ def _standalone_qdq(plan: EnginePlan) -> list[str]:
 
 
 def _float32_layers(plan: EnginePlan) -> list[str]:
-    io = {t.name for p in plan.layers[:1] for t in p.inputs} | {t.name for p in plan.layers[-1:] for t in p.outputs}
+    # the network's own inputs and outputs stay float32 by design: their boundary casts are not counted
+    produced = {t.name for p in plan.layers for t in p.outputs}
+    consumed = {t.name for p in plan.layers for t in p.inputs}
+    io = (consumed - produced) | (produced - consumed)
     return [
         p.name
         for p in plan.layers

@@ -47,6 +47,8 @@ class LayerOverride:
     skip: bool = False
 
 
+#: ``QuantConfig.placement`` values: TensorRT's placement rules alone, or kept in float where the plan says so.
+PLACEMENTS = ("rules", "plan-cost")
 #: ``QuantConfig.float_dtype`` values: the dtype of every tensor of the network that is not int8.
 FLOAT_DTYPES = ("float32", "float16")
 
@@ -89,6 +91,11 @@ class QuantConfig:
         float_dtype: ``"float32"`` (default) or ``"float16"``: the dtype of everything that is not int8
             (dequantize outputs, layers never quantized, layers kept in float, float weights and biases).
             The network inputs and outputs stay float32; see docs/float16.md for where float16 rounds.
+        placement: ``"rules"`` (default): Q/DQ on every quantizable layer by TensorRT's rules. ``"plan-cost"``:
+            ``fx2trt build`` keeps in float each layer whose INT8 form costs more in TensorRT's own plan than its
+            float form, for ``placement_gpus``, and verifies the choice on the rebuilt plan (docs/plan.md).
+        placement_gpus: GPU names the plan cost is estimated for (``fx2trt_pipeline.plan.gpus``); empty: the
+            default set (RTX 4090, L40S, L4, A10).
     """
 
     calibrator: str = "mse"
@@ -108,6 +115,8 @@ class QuantConfig:
     adaround_iterations: int = 200
     adaround_batches: int = 2
     float_dtype: str = "float32"
+    placement: str = "rules"
+    placement_gpus: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_calibrator(self.calibrator, self.percentile, "QuantConfig")
@@ -125,6 +134,8 @@ class QuantConfig:
             )
         if self.float_dtype not in FLOAT_DTYPES:
             raise ConfigError(f"QuantConfig.float_dtype must be one of {FLOAT_DTYPES}, got {self.float_dtype!r}")
+        if self.placement not in PLACEMENTS:
+            raise ConfigError(f"QuantConfig.placement must be one of {PLACEMENTS}, got {self.placement!r}")
         if self.train_mode not in ("warn", "error"):
             raise ConfigError(f"QuantConfig.train_mode must be 'warn' or 'error', got {self.train_mode!r}")
         for where, table in (
@@ -139,6 +150,8 @@ class QuantConfig:
         object.__setattr__(self, "quantize_ops", tuple(self.quantize_ops))
         object.__setattr__(self, "skip", tuple(self.skip))
         object.__setattr__(self, "leaf_modules", tuple(self.leaf_modules))
+        gpus = (self.placement_gpus,) if isinstance(self.placement_gpus, str) else self.placement_gpus
+        object.__setattr__(self, "placement_gpus", tuple(gpus))
 
     def resolve(self, name: str, module_type: str | None = None) -> LayerOverride:
         """The effective calibrator, percentile and skip flag for one layer.
@@ -161,7 +174,7 @@ class QuantConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict; :meth:`from_dict` inverts it."""
         out = dataclasses.asdict(self)
-        for key in ("quantize_ops", "skip", "leaf_modules"):
+        for key in ("quantize_ops", "skip", "leaf_modules", "placement_gpus"):
             out[key] = list(out[key])
         return out
 
