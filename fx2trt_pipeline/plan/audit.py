@@ -265,6 +265,9 @@ def _float32_layers(plan: EnginePlan) -> list[str]:
     produced = {t.name for p in plan.layers for t in p.outputs}
     consumed = {t.name for p in plan.layers for t in p.inputs}
     io = (consumed - produced) | (produced - consumed)
+    # an INT8 conv / matmul hands its accumulator to its epilogue kernel in float32 whatever the network says
+    # (TensorRT's choice, measured): that tensor is not a float part of the network
+    io |= {t.name for p in plan.compute_layers() if p.compute_dtype == "Int8" for t in p.outputs}
     return [
         p.name
         for p in plan.layers

@@ -291,7 +291,11 @@ def int8_channels_not_multiple_of_16(view: NetworkView) -> Iterator[Problem]:
 def _fed_by_network_input(view: NetworkView, layer: LayerInfo) -> bool:
     for dq in view.source_dqs(layer.inputs[0]) or []:
         q = view.producer.get(dq.inputs[0]) if dq.inputs[0] is not None else None
-        if q is not None and q.kind == "QUANTIZE" and q.inputs[0] in view.network_inputs:
+        if q is None or q.kind != "QUANTIZE":
+            continue
+        source = view.through(q.inputs[0], ("CAST",))  # a float16 network casts its float32 input first
+        fed = q.inputs[0] if source is None else (source.inputs[0] if source.kind == "CAST" else None)
+        if q.inputs[0] in view.network_inputs or fed in view.network_inputs:
             return True
     return False
 

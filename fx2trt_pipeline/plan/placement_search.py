@@ -83,7 +83,7 @@ class PlacementSearch:
             times = ", ".join(f"{g} {c.seconds[g] * 1e6:.0f}" for g in self.gpus)
             s = c.plan.summary()
             out.append(
-                f"  {c.label:<28} {len(c.keep_int8):>3} INT8 layers, {s['engine_layers']:>4} engine layers, "
+                f"  {c.label:<40} {len(c.keep_int8):>3} INT8 layers, {s['engine_layers']:>4} engine layers, "
                 f"{s['bytes_per_item'] / 1e6:7.1f} MB/item; est. µs/item: {times} "
                 f"(x{c.score:.2f} of the faster extreme)"
             )
@@ -160,7 +160,7 @@ def search_placement(
     for step in range(max_rebuilds + 1):
         if not keep or tuple(keep) == everything:
             break
-        label = "per-layer choice" if step == 0 else f"per-layer choice - {step} least profitable"
+        label = "per-layer choice" if step == 0 else f"per-layer choice, {step} least profitable dropped"
         tried.append(candidate(label, keep, plan_of(frozenset(keep))))
         if tried[-1].score <= 1.0 or not order:
             break

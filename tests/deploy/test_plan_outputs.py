@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from fx2trt_pipeline import trt_api
 from tests.deploy.conftest import BuildRun, run_cli
 
@@ -82,3 +84,53 @@ def test_placement_lint_runs_before_the_build(demo_build: BuildRun) -> None:
     assert network_step.count("LINT int8_channels_not_multiple_of_16") == 3
     assert demo_build.code == 0  # advice does not fail the gate
     assert "LINT int8_channels_not_multiple_of_16 hm_2" in (demo_build.output / "report.html").read_text()
+
+
+def test_every_build_sets_its_plan_beside_tensorrts_fp16_plan(demo_build: BuildRun) -> None:
+    manifest = json.loads((demo_build.output / "fx2trt_run.json").read_text())
+    plans = manifest["plans"]
+    assert set(plans) >= {"int8", "fp16", "estimate_label", "gpus"} and "chosen" not in plans
+    assert plans["int8"]["engine_layers"] == manifest["plan"]["summary"]["engine_layers"]
+    fp16 = plans["fp16"]
+    assert fp16["compute_layers_by_dtype"] == {"Half": 21}  # every conv and deconv, no Q/DQ: TensorRT's FP16 plan
+    assert set(fp16["estimates"]) == set(plans["gpus"]) == {"RTX 4090", "L40S", "L4", "A10"}
+    assert "not a measurement" in plans["estimate_label"]
+    slower = [g for g in plans["gpus"] if plans["int8"]["estimates"][g] > fp16["estimates"][g]]
+    assert plans["slower_than_fp16_on"] == slower
+    if slower:  # the build says so, names the layers that cost most, and points to the remedy
+        line = next(ln for ln in demo_build.stdout.splitlines() if "estimated SLOWER than FP16" in ln)
+        assert "costliest layers" in line and "--placement plan-cost" in line
+
+
+def test_plan_cost_placement_build(tmp_path) -> None:
+    """--placement plan-cost on the demo: the chosen engine is estimated no slower than the faster of all-INT8 and
+    FP16 on every GPU (or the best tried), moves no more bytes than FP16, and passes the gate like any build."""
+    out = tmp_path / "pc"
+    code, stdout, _ = run_cli(
+        [
+            "build",
+            "--output",
+            str(out),
+            "--max-eval-images",
+            "20",
+            "--placement",
+            "plan-cost",
+            "--float-dtype",
+            "float16",
+        ]
+    )
+    manifest = json.loads((out / "fx2trt_run.json").read_text())
+    placement, plans = manifest["placement"], manifest["plans"]
+    assert code == 0 and manifest["passed"]
+    assert "verified on TensorRT's rebuilt plans:" in stdout
+    chosen = next(c for c in placement["candidates"] if c["label"] == placement["chosen"])
+    assert plans["chosen"]["estimates"] == pytest.approx(chosen["seconds"])
+    for gpu in plans["gpus"]:
+        best = min(plans["int8"]["estimates"][gpu], plans["fp16"]["estimates"][gpu])
+        assert chosen["score"] > 1 or plans["chosen"]["estimates"][gpu] <= best * (1 + 1e-9)
+    assert chosen["score"] <= 1 or chosen["score"] == min(c["score"] for c in placement["candidates"])
+    assert plans["chosen"]["bytes_per_item"] <= plans["fp16"]["bytes_per_item"] * (1 + 1e-9)
+    audit = manifest["plan_audit"]["counts"]
+    assert audit["int8_in_plan"] == len(placement["keep_int8"])  # the audit sees exactly what was kept INT8
+    if not placement["is_int8_engine"]:
+        assert "this is not an INT8 engine" in stdout
