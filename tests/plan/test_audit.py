@@ -120,3 +120,16 @@ def test_deconv_without_int8_kernel_is_reported_not_failed() -> None:
         assert audit.passed and any("no INT8 deconv kernel" in n for n in audit.notes())
     else:
         assert deconv.verdict == "int8"
+
+
+def test_pt2e_graph_runs_int8_in_the_plan() -> None:
+    """A PT2E graph (torch.export + TensorRTQuantizer + convert_pt2e) is audited from its network like ours."""
+    pytest.importorskip("fx2trt_pipeline.pt2e", reason="torchao (the pt2e extra) is not installed")
+    from tests.frontends.test_pt2e import pt2e_quantize
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    gm = pt2e_quantize(torchvision.models.resnet18().eval(), [x], dynamic=False)
+    audit = _audit(gm, x)
+    assert audit.passed, audit.gate_lines()
+    assert audit.counts()["quantized"] == 21 and audit.counts()["int8_in_plan"] == 21  # 20 convs and the fc
