@@ -239,8 +239,10 @@ def export_qdq_onnx(
     rows = unexportable_nodes(qgm)
     if rows:
         _raise_unexportable(rows)
+    # Decided on the GraphModule as given: its float path may have no float16 dequantize left.
+    float16 = any(qdq_ops.is_dequantize(n) and torch.float16 in n.args[3:4] for n in qgm.graph.nodes)
     exportable = int8_ops.float_path(qgm) if any(int8_ops.is_integer_op(n) for n in qgm.graph.nodes) else qgm
-    model = _export_model(exportable, tuple(example_inputs), opts)
+    model = _export_model(exportable, tuple(example_inputs), opts, float16)
     if opts.dynamic_batch:
         _name_batch_dim(model)
     if opts.output_names is None:
@@ -250,11 +252,12 @@ def export_qdq_onnx(
     return atomic_write_bytes(Path(path), model.SerializeToString())
 
 
-def _export_model(gm: torch.fx.GraphModule, example: tuple[torch.Tensor, ...], opts: OnnxExportOptions) -> Any:
+def _export_model(
+    gm: torch.fx.GraphModule, example: tuple[torch.Tensor, ...], opts: OnnxExportOptions, float16: bool = False
+) -> Any:
     """The exporter's ModelProto; its failures name the graph nodes the message mentions."""
     placeholders = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
     names_in = list(opts.input_names) if opts.input_names is not None else placeholders[: len(example)]
-    float16 = any(qdq_ops.is_dequantize(n) and torch.float16 in n.args[3:4] for n in gm.graph.nodes)
     table = _translation_table(opts.opset, float16)
     try:
         with _quiet_eval(gm):

@@ -10,7 +10,9 @@ upstream flip carried along.
   matched to the simulated model's quantize nodes by name (converters name layers after FX nodes).
 * :class:`OnnxRuntimeRegions`: a QDQ ONNX model in ONNX Runtime; each matched QuantizeLinear output
   becomes a graph output and a graph input of the same name feeds its consumers. QuantizeLinear nodes
-  are matched to quantize nodes in graph order, checking their scale values.
+  are matched to quantize nodes in graph order, checking their scale values. A float16 model runs with
+  its float16 roundings made explicit (:func:`explicit_float16_rounding`), because ONNX Runtime's CPU
+  provider would otherwise drop them.
 
 Example:
     >>> regions = ExecutorRegions(network)                       # doctest: +SKIP
@@ -118,6 +120,59 @@ def _run_session(session: Any, feeds: Mapping[str, torch.Tensor]) -> dict[str, t
     return {n: torch.from_numpy(v) for n, v in zip(names, session.run(None, arrays))}
 
 
+def explicit_float16_rounding(model: Any) -> bool:
+    """Rewrite a float16 ModelProto in place so that ONNX Runtime's CPU provider rounds where the model says.
+
+    That provider has no float16 kernel for most ops (Add, Conv, ReduceMean...): it runs them in float32
+    between Cast nodes it inserts, then cancels an inserted cast against the model's adjacent one, so a
+    ``Cast(to=float16)`` followed by such an op, or such an op followed by ``Cast(to=float)``, loses its round
+    to float16 (measured, onnxruntime 1.32: ``Cast16 -> Add -> Cast32`` returns the unrounded float32 sum).
+    The rewrite states float16 the way TensorRT, the simulated model and the network executor compute it:
+    every float16 tensor becomes float32 holding float16 values (initializers and constants converted
+    exactly), and every node output that was float16 is followed by ``Cast(to=float16) -> Cast(to=float)``,
+    a pair of the model's own that ONNX Runtime keeps. Each op then computes in float32 from float16 inputs
+    and rounds its output once to float16.
+
+    Returns:
+        Whether the model had float16 tensors (False: left unchanged).
+    """
+    onnx = importlib.import_module("onnx")
+    numpy_helper = importlib.import_module("onnx.numpy_helper")
+    half, single = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    graph = model.graph
+    typed = onnx.shape_inference.infer_shapes(model).graph
+    values = (*typed.value_info, *typed.input, *typed.output)
+    rounded = {v.name for v in values if v.type.tensor_type.elem_type == half}
+    constants = [i for i in graph.initializer if i.data_type == half]
+    if not rounded and not constants:
+        return False
+    for init in constants:  # float16 values, exact in float32
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype("float32"), init.name))
+    nodes = []
+    for node in graph.node:
+        nodes.append(node)
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value" and attr.t.data_type == half:
+                    attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype("float32")))
+            continue  # exact float16 values: nothing to round
+        for attr in node.attribute:
+            if node.op_type == "Cast" and attr.name == "to" and attr.i == half:
+                attr.i = single
+        for i, out in enumerate(node.output):
+            if out in rounded:
+                node.output[i] = f"{out}__unrounded"
+                nodes.append(onnx.helper.make_node("Cast", [node.output[i]], [f"{out}__float16"], to=half))
+                nodes.append(onnx.helper.make_node("Cast", [f"{out}__float16"], [out], to=single))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.value_info[:]  # float16 types no longer hold; ONNX Runtime infers the rest
+    for value in (*graph.input, *graph.output):
+        if value.type.tensor_type.elem_type == half:
+            value.type.tensor_type.elem_type = single
+    return True
+
+
 def _match_quantize_nodes(model: Any, points: list[QuantizePoint]) -> tuple[dict[str, Any], list[str]]:
     """``({quantize node name: QuantizeLinear NodeProto}, missing names)``.
 
@@ -151,13 +206,24 @@ class OnnxRuntimeRegions:
         level: graph optimization level of both sessions (:data:`ORT_LEVELS`); parity uses
             "disabled" or "basic", which keep QDQ semantics.
         name: label in reports.
+        float16_rounding: run a float16 model with its roundings made explicit
+            (:func:`explicit_float16_rounding`); False runs the file as a deployment would.
     """
 
-    def __init__(self, model: str | Path, level: str = "disabled", name: str = "onnxruntime") -> None:
+    def __init__(
+        self, model: str | Path, level: str = "disabled", name: str = "onnxruntime", float16_rounding: bool = True
+    ) -> None:
         self.path, self.level, self.name = Path(model), level, name
-        self.session = ort_session(self.path, level)
+        self.float16_rounding = float16_rounding
+        self.session = ort_session(self._model().SerializeToString(), level)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _model(self) -> Any:
+        model = importlib.import_module("onnx").load(str(self.path))
+        if self.float16_rounding:
+            explicit_float16_rounding(model)
+        return model
 
     def run(self, feeds: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
         """The network outputs (graph order) of a plain run."""
@@ -169,7 +235,7 @@ class OnnxRuntimeRegions:
     ) -> RegionRun:
         """One run of a cut model: matched QuantizeLinear outputs exposed, reference int8 fed in their place."""
         onnx = importlib.import_module("onnx")
-        model = onnx.load(str(self.path))
+        model = self._model()
         matched, missing = _match_quantize_nodes(model, points)
         own_names = {}
         for point, node in matched.items():
