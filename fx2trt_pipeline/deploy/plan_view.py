@@ -118,6 +118,15 @@ def plan_view(manifest: Mapping[str, Any]) -> dict[str, Any]:
 def _comparison(plans: Mapping[str, Any], placement: Mapping[str, Any] | None) -> dict[str, Any]:
     """INT8 vs FP16 (vs the chosen placement): one row per plan with its estimate per GPU."""
     gpus = list(plans.get("gpus", []))
+    if plans.get("fp16_error"):
+        return {
+            "gpus": [],
+            "plan_rows": [],
+            "estimate_label": f"FP16 plan not built: {plans['fp16_error']}",
+            "slower_on": [],
+            "candidates": [],
+            "chosen": "",
+        }
     rows = [
         {
             "name": key.upper(),

@@ -112,8 +112,9 @@ def layer_norm(
     weight = torch.ones(shape) if weight is None else weight.detach().reshape(shape)
     bias = torch.zeros(shape) if bias is None else bias.detach().reshape(shape)
     mask = sum(1 << d for d in range(ndim - count, ndim))
-    scale_t = ctx.constant(weight, ctx.name(name, "weight"), torch.float32)
-    bias_t = ctx.constant(bias, ctx.name(name, "bias"), torch.float32)
+    dtype = torch_dtype(x.dtype)  # TensorRT wants scale and bias in the input's dtype (float16 networks)
+    scale_t = ctx.constant(weight, ctx.name(name, "weight"), dtype)
+    bias_t = ctx.constant(bias, ctx.name(name, "bias"), dtype)
     add = getattr(ctx.network, "add_normalization_v2", None) or ctx.network.add_normalization
     layer = add(x, scale_t, bias_t, mask)
     if layer is not None:

@@ -27,6 +27,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -52,6 +54,10 @@ DEPLOYMENT_ADVISORY_COSINE = 0.99
 #: after it can cancel, leaving that ulp on a smaller x: measured on MobileNetV2 (ONNX Runtime, 24 photo crops)
 #: up to 6.9 ulps of x, so 8.
 FLOAT16_TIE_ULPS = 8.0
+#: One-step flips off the window a float16 region may still show, per int8 value: a cancelling add can carry an
+#: ulp further than any fixed window (measured: 1 of 1,204,224 values on MobileNetV2, 36 photo crops at 224 px,
+#: ONNX Runtime); a wrong scale or axis flips percents of the values, by many steps.
+FLOAT16_FLIP_RATE = 1e-5
 
 
 @dataclass(frozen=True)
@@ -66,12 +72,15 @@ class TieTolerance:
             simulated exact sum moves an INT8 layer's float16 output by one float16 ulp when it rounds, and
             the bias add or a residual add after it can carry that ulp to a smaller x (cancellation), hence
             several ulps of x (:data:`FLOAT16_TIE_ULPS`).
+        float16_flip_rate: in a float16 region, one-step flips off the window are allowed up to this share of
+            its int8 values (:data:`FLOAT16_FLIP_RATE`); never in a float32 region, never more than one step.
         output_min_sqnr_db: network outputs computed from reference int8 inputs must match this well.
         noise_flips: how many of the likeliest tie values to flip for the noise floor (0: skip it).
     """
 
     tie_window: float = 1e-3
     float16_ulps: float = FLOAT16_TIE_ULPS
+    float16_flip_rate: float = FLOAT16_FLIP_RATE
     output_min_sqnr_db: float = 60.0
     noise_flips: int = 3
 
@@ -88,11 +97,12 @@ class RegionResult:
     max_steps: int = 0
     sqnr_db: float | None = None
     missing: bool = False
+    allowed: int = 0  # one-step non-tie flips a float16 region may show (TieTolerance.float16_flip_rate)
 
     @property
     def passed(self) -> bool:
-        """No flip beyond ties; outputs within the SQNR floor (checked by the caller); present."""
-        return not self.missing and self.flips == self.tie_flips and self.max_steps <= 1
+        """No flip beyond ties (and the float16 allowance); outputs within the SQNR floor (the caller); present."""
+        return not self.missing and self.flips - self.tie_flips <= self.allowed and self.max_steps <= 1
 
     def describe(self) -> str:
         """One line: what differs here and which layers feed the region."""
@@ -106,7 +116,9 @@ class RegionResult:
             return f"output {self.name}: SQNR {self.sqnr_db:.1f} dB from reference int8 inputs{feeds}"
         return (
             f"{self.name}: {self.flips - self.tie_flips} non-tie flip(s) of {self.elements} int8 values "
-            f"(max {self.max_steps} steps, {self.tie_flips} tie flips){feeds}"
+            f"(max {self.max_steps} steps, {self.tie_flips} tie flips"
+            + (f", {self.allowed} one-step flips allowed for float16" if self.allowed else "")
+            + f"){feeds}"
         )
 
 
@@ -157,8 +169,12 @@ class TieParityReport:
         return (
             f"{self.backend} vs simulated cosine {self.end_to_end_cosine:.6f} (one-step flip noise floor "
             f"{floor}); tie-aware parity over {len(self.regions)} quantize layers: {verdict}, "
-            f"{self.tie_flips} tie flip(s){deployment}"
+            f"{self.tie_flips} tie flip(s){self._float16_note()}{deployment}"
         )
+
+    def _float16_note(self) -> str:
+        extra = sum(r.flips - r.tie_flips for r in self.regions if r.allowed)
+        return f", {extra} one-step float16 flip(s) within the allowance" if extra else ""
 
     def to_dict(self) -> dict[str, Any]:
         """Everything as JSON-ready values."""
@@ -347,7 +363,10 @@ def tie_parity(
             if p.name in ref.ulp_exponent:  # float16 input: the float16 ulp of x, in steps of the scale
                 window = torch.ldexp(torch.tensor(tol.float16_ulps / p.scale), ref.ulp_exponent[p.name].float())
             own, want = run.own[p.name], ref.int8[p.name]
-            regions.append(compare_int8(p.name, layers, own, want, ref.pre_round[p.name], tol.tie_window, window))
+            result = compare_int8(p.name, layers, own, want, ref.pre_round[p.name], tol.tie_window, window)
+            if window is not None:
+                result = dataclasses.replace(result, allowed=int(result.elements * tol.float16_flip_rate))
+            regions.append(result)
     output_node = next(n for n in qgm.graph.nodes if n.op == "output")
     out_layers = tuple(a.name for a in output_node.all_input_nodes)
     outputs = [

@@ -8,6 +8,7 @@ with the simulated model, and a tampered weight scale must still fail tie-aware 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections import Counter
 
 import pytest
@@ -210,3 +211,33 @@ def test_qdq_onnx_export_writes_float16_around_qdq(tmp_path) -> None:  # noqa: A
     with torch.no_grad():
         want = qgm(x)
     assert got.dtype == torch.float32 and cosine_similarity(got, want) > 0.999
+
+
+def test_float16_transformer_layer_norm_builds_and_matches() -> None:
+    """LayerNorm's scale and shift follow the input's dtype (TensorRT refuses a Half input with Float scale);
+    a small ViT with float16 float parts builds, runs Half in the plan and the executor equals the simulated model."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    from fx2trt_pipeline.engine.engine_builder import create_builder, engine_and_plan_from_network
+
+    torch.manual_seed(0)
+    model = VisionTransformer(image_size=64, patch_size=16, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128)
+    x = torch.randn(2, 3, 64, 64)
+    cfg = ftp.QuantConfig(show_progress=False, float_dtype="float16", calibrator="minmax")
+    prepared = ftp.prepare(model.eval(), (x,), cfg)
+    ftp.calibrate(prepared, [x])
+    for config, dtypes in ((cfg, {"Int8": 10}), (dataclasses.replace(cfg, skip=("*",)), {"Half": 10})):
+        qgm = ftp.convert(prepared, config)
+        spec = [InputSpec(next(n.name for n in qgm.graph.nodes if n.op == "placeholder"), tuple(x.shape))]
+        builder, network, _ctx = network_from_graph_module(qgm, spec, builder=create_builder())
+        _, plan = engine_and_plan_from_network(builder, network, spec)
+        assert plan.summary()["compute_layers_by_dtype"] == dtypes
+        norms = [network.get_layer(i) for i in range(network.num_layers)]
+        assert all(
+            layer.get_input(1).dtype == layer.get_input(0).dtype
+            for layer in norms
+            if layer.type.name == "NORMALIZATION"
+        )
+        out = next(iter(NetworkExecutor(network).run({spec[0].name: x})[0].values()))
+        with torch.no_grad():
+            assert torch.equal(qgm(x).float(), out.float())
