@@ -74,11 +74,9 @@ def plan_view(manifest: Mapping[str, Any]) -> dict[str, Any]:
     layers = plan.get("layers", [])
     summary = plan.get("summary", {})
     others = manifest.get("plans") or {}
-    strips = [("ENGINE", layers)] + [
-        (name.upper(), other["layers"])
-        for name, other in others.items()
-        if isinstance(other, dict) and other.get("layers")
-    ]
+    # the engine's own plan is "int8" (TensorRT's rules) or "chosen" (a placement) among the compared plans
+    compared = [(k.upper(), p["layers"]) for k, p in others.items() if isinstance(p, dict) and p.get("layers")]
+    strips = compared or [("ENGINE", layers)]
     heavy = sorted(layers, key=lambda layer: -float(layer["bytes"]))[:TOP_LAYERS]
     audit = manifest.get("plan_audit") or {}
     return {

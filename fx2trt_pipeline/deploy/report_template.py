@@ -185,6 +185,7 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:24px;
   {{ plan.strip | safe }}
   <p class="muted">Bytes per engine layer along the network, coloured by the dtype it computes in (convs and matmuls)
     or writes. {% for n in plan.notes %}{{ n }}. {% endfor %}</p>
+  <p class="muted">The heaviest engine layers, per engine call at batch {{ plan.batch }}:</p>
   <table><tr><th>engine layer</th><th>type</th><th>dtypes in → out</th><th class="num">MB</th>
     <th class="num">MMAC</th><th>FX nodes</th></tr>
   {% for r in plan.heavy %}<tr><td><code>{{ r.name }}</code></td><td>{{ r.type }}</td><td>{{ r.dtypes }}</td>
