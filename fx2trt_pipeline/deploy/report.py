@@ -132,12 +132,17 @@ def _tiles(m: Mapping[str, Any]) -> list[dict[str, str]]:
             "d": f"whole run {sum(s['seconds'] for s in m.get('steps', [])):.1f} s",
         }
     )
-    kept = len(m.get("kept_in_float", []))
+    counts = (m.get("plan_audit") or {}).get("counts")
+    if counts:  # what TensorRT's plan runs, not what the quantizer meant to quantize
+        int8, where = counts["int8_in_plan"], "in TensorRT's plan"
+        floats = counts["failed"] + counts["no_int8_kernel"] + counts["kept_in_float"]
+    else:
+        int8, floats, where = model.get("int8_weight_layers", 0), len(m.get("kept_in_float", [])), "in the graph"
     tiles.append(
         {
             "k": "INT8 / float layers",
-            "v": f"{model.get('int8_weight_layers', 0)} / {kept}",
-            "d": f"{model.get('scale_groups', 0)} activation scales",
+            "v": f"{int8} / {floats}",
+            "d": f"convs and matmuls {where}; {model.get('scale_groups', 0)} activation scales",
         }
     )
     pct = f" {model['percentile']}" if model.get("percentile") else ""
