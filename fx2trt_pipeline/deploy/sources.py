@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,13 @@ def resolve_callable(spec: str, what: str) -> Callable[..., Any]:
         raise ConfigError(f"{what} {spec!r} must be written 'package.module:function'")
     try:
         obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # `python -m` and `python script.py` see modules of the current directory; a console script does not
+        root = Path.cwd() / module_name.split(".")[0]
+        if exc.name != module_name.split(".")[0] or not (root.with_suffix(".py").is_file() or root.is_dir()):
+            raise ConfigError(f"{what} {spec!r}: cannot import module {module_name!r} ({exc})") from exc
+        sys.path.insert(0, str(Path.cwd()))
+        obj = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"{what} {spec!r}: cannot import module {module_name!r} ({exc})") from exc
     for part in attr.split("."):
