@@ -173,7 +173,7 @@ class TieParityReport:
         )
 
     def _float16_note(self) -> str:
-        extra = sum(r.flips - r.tie_flips for r in self.regions if r.allowed)
+        extra = sum(r.flips - r.tie_flips for r in self.regions if r.allowed and r.passed)
         return f", {extra} one-step float16 flip(s) within the allowance" if extra else ""
 
     def to_dict(self) -> dict[str, Any]:

@@ -163,3 +163,21 @@ def test_preprocessing_flags_over_torchvision_weights_defaults(tmp_path: Path) -
     assert run_config_from_sources(None, {"model": "pkg.mod:factory", "calib_data": "x"}).preprocess is None
     with pytest.raises(ConfigError, match="resize"):
         run_config_from_sources(None, {**base, "resize": 100})  # smaller than the 224 crop
+
+
+def test_a_factory_module_in_the_current_directory_imports(tmp_path, monkeypatch) -> None:
+    """``fx2trt build --model mymodels:tiny`` from the folder holding mymodels.py, as ``python -m`` would find it;
+    a module that is nowhere still gets the one-line error naming it."""
+    import sys
+
+    import pytest
+
+    from fx2trt_pipeline.deploy.sources import resolve_callable
+    from fx2trt_pipeline.errors import ConfigError
+
+    (tmp_path / "my_local_factories.py").write_text("def tiny():\n    return 'built'\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert resolve_callable("my_local_factories:tiny", "Model factory")() == "built"
+    with pytest.raises(ConfigError, match="cannot import module 'no_such_factories'"):
+        resolve_callable("no_such_factories:tiny", "Model factory")
