@@ -216,6 +216,7 @@ def audit_plan(
         plan_kind = compute[0].compute_kind if compute else kind
         if graph == "half":
             verdict, why = "fail", f"the graph quantizes it on one side only ({half_why}), so TensorRT runs it in float"
+            why += _where(qgm, node)
         elif graph == "int8" and dtype == "Int8":
             verdict, why = "int8", ""
         elif graph == "int8" and plan_kind in no_kernel:
@@ -239,6 +240,17 @@ def audit_plan(
         float32_layers=_float32_layers(plan) if float_dtype == "float16" else [],
         unattributed=[p.name for p in plan.compute_layers() if p.name not in claimed],
     )
+
+
+def _where(qgm: Any | None, node: str) -> str:
+    """Where a failing node comes from (the module whose forward made it) and how to keep it in float on purpose."""
+    fx_node = next((n for n in qgm.graph.nodes if n.name == node), None) if qgm is not None else None
+    stack = list((fx_node.meta.get("nn_module_stack") or {}).values()) if fx_node is not None else []
+    inside = ""
+    if stack:
+        path, cls = stack[-1]
+        inside = f"; it is called inside module {path!r} ({getattr(cls, '__name__', cls)})"
+    return f"{inside}; to keep it in float on purpose: QuantConfig(skip=({node!r},)) / [quant] skip = [{node!r}]"
 
 
 def _standalone_qdq(plan: EnginePlan) -> list[str]:

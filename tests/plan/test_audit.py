@@ -104,6 +104,7 @@ def test_conv_the_quantizer_half_saw_fails_and_is_not_claimed() -> None:
     assert "1/2 quantized convs and matmuls run INT8" in audit.summary_line()
     (line,) = audit.gate_lines()
     assert line.startswith("FAIL plan audit: conv conv2d") and "weights are not quantized" in line
+    assert "inside module '2' (SamePadConv)" in line and "QuantConfig(skip=('conv2d',))" in line
 
 
 def test_deconv_without_int8_kernel_is_reported_not_failed() -> None:
