@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import hashlib
 import importlib
@@ -38,7 +37,7 @@ import fx2trt_pipeline as ftp
 from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.atomic_io import atomic_write_text
 from fx2trt_pipeline.network.inputs import InputSpec
-from fx2trt_pipeline.deploy import analysis
+from fx2trt_pipeline.deploy import analysis, plan_step
 from fx2trt_pipeline.deploy.config import RunConfig
 from fx2trt_pipeline.deploy.evaluate_run import EvalRequest, RunArtifacts, RunModels, eval_data_for, evaluate_run
 from fx2trt_pipeline.deploy.graph_svg import graph_view, render_svg, to_dot
@@ -61,7 +60,6 @@ STEP_NAMES = ["capture", "quantize", "build network", "build engine", "export on
 ENGINE_FILE, STATE_FILE, ONNX_FILE = "model.plan", "model.quant.json", "model.qdq.onnx"
 GRAPH_SVG, GRAPH_DOT, REPORT_FILE, TRITON_DIR = "graph.svg", "graph.dot", "report.html", "triton"
 LAYER_BATCH = 8  # images for the per-layer error table
-LINT_LINES = 8  # lint findings printed; all are in the manifest and the report
 
 
 @dataclass
@@ -171,31 +169,12 @@ def _step_quantize(run: _Run) -> None:
     calibrate(run.prepared, run.batches, show_progress=run.steps.interactive)
     run.qgm = _search_calibrator(run) if run.config.search_calibrator else convert(run.prepared)
     if get_quant_state(run.qgm).config.placement == "plan-cost":
-        _place_by_plan_cost(run)
+        plan_step.place_for_run(run)
     digest = ftp.save_quant_state(run.qgm, run.stage / STATE_FILE)
     quant = get_quant_state(run.qgm).config
     pct = f" {quant.percentile}" if quant.calibrator == "percentile" else ""
     how = " (best of the search)" if run.config.search_calibrator else ""
     run.steps.note(f"calibrator {quant.calibrator}{pct}{how}; state {STATE_FILE} (sha256 {digest[:12]})")
-
-
-def _plan_context(run: _Run) -> Any:
-    from fx2trt_pipeline.deploy.plan_step import BuildContext
-
-    names = list(run.config.model.output_names) if run.config.model.output_names else None
-    return BuildContext(run.inputs, run.config.build, names)
-
-
-def _place_by_plan_cost(run: _Run) -> None:
-    """Keep in float what TensorRT's plans say INT8 makes slower; the chosen model is what the run builds."""
-    from fx2trt_pipeline.deploy.plan_step import place_by_plan_cost
-
-    config = get_quant_state(run.qgm).config
-    nodes = list(get_quant_state(run.qgm).placement.weights)
-    run.qgm, lines, record, plans = place_by_plan_cost(run.prepared, run.qgm, config, _plan_context(run), nodes)
-    run.facts["placement"], run.facts["placement_plans"] = record, plans
-    for line in lines:
-        run.steps.note(line)
 
 
 def _step_network(run: _Run) -> None:
@@ -215,24 +194,7 @@ def _step_network(run: _Run) -> None:
         f"{run.network.num_layers} TensorRT layers ({run.facts['network']['quantize_layers']} quantize, "
         f"{run.facts['network']['dequantize_layers']} dequantize); graph drawn to {GRAPH_SVG}"
     )
-    _lint_placement(run)
-
-
-def _lint_placement(run: _Run) -> None:
-    """TensorRT's documented placement rules, checked on the network before the build (advice, never a failure)."""
-    from fx2trt_pipeline.plan.lint import lint_network
-
-    findings = lint_network(run.network)
-    chosen = set((run.facts.get("placement") or {}).get("keep_int8", []))
-    # a lone INT8 layer that plan-cost placement kept on purpose is its measured choice, not a placement slip
-    findings = [f for f in findings if not (f.rule == "small_int8_island" and f.node in chosen)]
-    run.facts["lint"] = [dataclasses.asdict(f) | {"line": str(f)} for f in findings]
-    if not findings:
-        run.steps.note("placement lint: no findings")
-    for finding in findings[:LINT_LINES]:
-        run.steps.note(str(finding))
-    if len(findings) > LINT_LINES:
-        run.steps.note(f"... {len(findings) - LINT_LINES} more lint findings in {MANIFEST_NAME}")
+    plan_step.lint_for_run(run)
 
 
 def _record_preprocess(run: _Run) -> None:
@@ -257,7 +219,7 @@ def _step_engine(run: _Run) -> None:
         f"{meta['library']['version']}"
     )
     run.steps.note(f"deployment target: {deployment_target(meta)}")
-    _audit_plan(run)
+    plan_step.audit_for_run(run)
     name = triton_model_name(cfg.model.display_name)
     model_dir = write_triton_repository(
         run.stage / TRITON_DIR,
@@ -269,48 +231,6 @@ def _step_engine(run: _Run) -> None:
     )
     run.facts["triton_model"] = model_dir.name
     run.steps.note(f"Triton repository: {TRITON_DIR}/{model_dir.name}/config.pbtxt + 1/model.plan")
-
-
-def _audit_plan(run: _Run) -> None:
-    """Read TensorRT's plan of the engine just built and audit it against what the network quantizes."""
-    from fx2trt_pipeline.engine.engine_plan import EnginePlan, plan_path
-    from fx2trt_pipeline.plan.audit import audit_plan
-
-    path = plan_path(run.stage / ENGINE_FILE)
-    if not path.is_file():
-        run.steps.note("TensorRT plan: not logged by this build (profiling_verbosity below DETAILED)")
-        return
-    plan = EnginePlan.read(path)
-    audit = audit_plan(run.network, plan, run.qgm, float_dtype=getattr(run.config.quant, "float_dtype", "float32"))
-    run.facts["plan"] = {"file": path.name, **plan.to_dict()}
-    run.facts["plan_audit"] = audit.to_dict()
-    unit = "image" if len(run.inputs[0].shape) == 4 else "item"
-    run.steps.note(f"{audit.summary_line()}; {plan.line(unit).split('; ', 1)[1]} ({plan.source}, {path.name})")
-    for line in [] if audit.passed else audit.gate_lines():
-        run.steps.note(line)
-    for note in audit.notes():
-        run.steps.note(f"plan: {note}")
-    _compare_plans(run, plan)
-
-
-def _compare_plans(run: _Run, plan: Any) -> None:
-    """TensorRT's FP16 plan of the same model beside the engine's (and the all-INT8 one when a placement ran)."""
-    from fx2trt_pipeline.deploy.plan_step import compare_plans, float_reference, gpus_of
-
-    config = get_quant_state(run.qgm).config
-    built = run.facts.get("placement_plans", {})
-    fp16 = built["float"] if config.float_dtype == "float16" and "float" in built else None
-    if fp16 is None:
-        try:
-            fp16 = _plan_context(run).plan(float_reference(run.prepared, config, "float16"))
-        except ftp.errors.Fx2TrtError as exc:  # the comparison is information: it never fails the build
-            run.facts["plans"] = {"fp16_error": str(exc).splitlines()[0]}
-            run.steps.note(f"FP16 plan for comparison not built: {run.facts['plans']['fp16_error']}")
-            return
-    lines, record = compare_plans(plan, fp16, gpus_of(config), built.get("int8"))
-    run.facts["plans"] = record
-    for line in lines:
-        run.steps.note(line)
 
 
 def _step_onnx(run: _Run) -> None:

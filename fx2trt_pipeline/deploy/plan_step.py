@@ -1,14 +1,16 @@
-"""The plan parts of ``fx2trt build``: placement by plan cost, the audit of the engine's plan, INT8 vs FP16.
+"""The plan parts of ``fx2trt build``: placement by plan cost, the lint, the engine plan's audit, INT8 vs FP16.
 
 ::
 
-    quantize step     place_by_plan_cost   (QuantConfig.placement = "plan-cost") all-INT8 and float plans, the
-                                            verified search (plan/placement_search.py), the chosen quantized model
-    build engine      audit_engine_plan    the engine's plan (model.plan.layers.json) audited (gate line)
-                      compare_plans        TensorRT's FP16 plan of the same model (no Q/DQ) beside the engine's,
-                                            estimated per GPU; says when INT8 is estimated slower and where
+    quantize step   place_for_run     QuantConfig.placement = "plan-cost": all-INT8 and float plans, the verified
+                                      search (plan/placement_search.py); the chosen model is what the run builds
+    build network   lint_for_run      TensorRT's placement rules on the network (advice)
+    build engine    audit_for_run     the engine's plan (model.plan.layers.json) audited (a gate line), then
+                    compare_for_run   TensorRT's FP16 plan of the same model (no Q/DQ) beside the engine's,
+                                      estimated per GPU; says when INT8 is estimated slower and where
 
-Each function takes what it needs and returns plain data plus the lines to print; ``pipeline.py`` stores them.
+The ``*_for_run`` steps read and write the build's state (``pipeline._Run``); the functions under them
+(``place_by_plan_cost``, ``compare_plans``, ``float_reference``) take what they need and return plain data.
 
 Example:
     >>> lines, facts = compare_plans(engine_plan, fp16_plan, ("L4",), all_int8=None)   # doctest: +SKIP
@@ -30,7 +32,12 @@ from fx2trt_pipeline.plan.cost import ESTIMATE_LABEL, estimate, estimates
 from fx2trt_pipeline.plan.gpus import DEFAULT_GPUS
 from fx2trt_pipeline.quantize.api import convert
 from fx2trt_pipeline.quantize.config import QuantConfig
+from fx2trt_pipeline.quantize.state import get_quant_state
+from fx2trt_pipeline.deploy.steps import MANIFEST_NAME
+from fx2trt_pipeline.errors import Fx2TrtError
 
+#: Lint findings printed; all are in the manifest and the report.
+LINT_LINES = 8
 #: Engine layers named when the INT8 plan is estimated slower than FP16.
 COSTLIEST = 3
 _LABEL = {"float16": "FP16", "float32": "FP32"}
@@ -152,4 +159,90 @@ def _nodes(plan: EnginePlan, name: str) -> str:
     return f", {', '.join(layer.nodes[:2])}" if layer is not None and layer.nodes else ""
 
 
-__all__ = ["BuildContext", "compare_plans", "float_reference", "gpus_of", "place_by_plan_cost"]
+# -- the steps of one fx2trt build (``run`` is pipeline._Run) -------------------------------------------
+
+
+def plan_context(run: Any) -> BuildContext:
+    """The engine's inputs, build options and output names, to build other plans of the same model with."""
+    names = list(run.config.model.output_names) if run.config.model.output_names else None
+    return BuildContext(run.inputs, run.config.build, names)
+
+
+def place_for_run(run: Any) -> None:
+    """Keep in float what TensorRT's plans say INT8 makes slower; the chosen model is what the run builds."""
+    config = get_quant_state(run.qgm).config
+    nodes = list(get_quant_state(run.qgm).placement.weights)
+    run.qgm, lines, record, plans = place_by_plan_cost(run.prepared, run.qgm, config, plan_context(run), nodes)
+    run.facts["placement"], run.facts["placement_plans"] = record, plans
+    for line in lines:
+        run.steps.note(line)
+
+
+def lint_for_run(run: Any) -> None:
+    """TensorRT's documented placement rules, checked on the network before the build (advice, never a failure)."""
+    from fx2trt_pipeline.plan.lint import lint_network
+
+    findings = lint_network(run.network)
+    chosen = set((run.facts.get("placement") or {}).get("keep_int8", []))
+    # a lone INT8 layer that plan-cost placement kept on purpose is its measured choice, not a placement slip
+    findings = [f for f in findings if not (f.rule == "small_int8_island" and f.node in chosen)]
+    run.facts["lint"] = [dataclasses.asdict(f) | {"line": str(f)} for f in findings]
+    if not findings:
+        run.steps.note("placement lint: no findings")
+    for finding in findings[:LINT_LINES]:
+        run.steps.note(str(finding))
+    if len(findings) > LINT_LINES:
+        run.steps.note(f"... {len(findings) - LINT_LINES} more lint findings in {MANIFEST_NAME}")
+
+
+def audit_for_run(run: Any) -> None:
+    """Read TensorRT's plan of the engine just built and audit it against what the network quantizes."""
+    from fx2trt_pipeline.engine.engine_plan import plan_path
+    from fx2trt_pipeline.plan.audit import audit_plan
+
+    path = plan_path(run.artifact.engine_path)
+    if not path.is_file():
+        run.steps.note("TensorRT plan: not logged by this build (profiling_verbosity below DETAILED)")
+        return
+    plan = EnginePlan.read(path)
+    audit = audit_plan(run.network, plan, run.qgm, float_dtype=get_quant_state(run.qgm).config.float_dtype)
+    run.facts["plan"] = {"file": path.name, **plan.to_dict()}
+    run.facts["plan_audit"] = audit.to_dict()
+    unit = "image" if len(run.inputs[0].shape) == 4 else "item"
+    run.steps.note(f"{audit.summary_line()}; {plan.line(unit).split('; ', 1)[1]} ({plan.source}, {path.name})")
+    for line in [] if audit.passed else audit.gate_lines():
+        run.steps.note(line)
+    for note in audit.notes():
+        run.steps.note(f"plan: {note}")
+    compare_for_run(run, plan)
+
+
+def compare_for_run(run: Any, plan: EnginePlan) -> None:
+    """TensorRT's FP16 plan of the same model beside the engine's (and the all-INT8 one when a placement ran)."""
+    config = get_quant_state(run.qgm).config
+    built = run.facts.get("placement_plans", {})
+    fp16 = built["float"] if config.float_dtype == "float16" and "float" in built else None
+    if fp16 is None:
+        try:
+            fp16 = plan_context(run).plan(float_reference(run.prepared, config, "float16"))
+        except Fx2TrtError as exc:  # the comparison is information: it never fails the build
+            run.facts["plans"] = {"fp16_error": str(exc).splitlines()[0]}
+            run.steps.note(f"FP16 plan for comparison not built: {run.facts['plans']['fp16_error']}")
+            return
+    lines, record = compare_plans(plan, fp16, gpus_of(config), built.get("int8"))
+    run.facts["plans"] = record
+    for line in lines:
+        run.steps.note(line)
+
+
+__all__ = [
+    "BuildContext",
+    "audit_for_run",
+    "compare_for_run",
+    "compare_plans",
+    "float_reference",
+    "gpus_of",
+    "lint_for_run",
+    "place_by_plan_cost",
+    "place_for_run",
+]
