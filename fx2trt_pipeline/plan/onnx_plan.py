@@ -44,6 +44,7 @@ from pathlib import Path
 
 from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.engine.engine_builder import create_builder, engine_and_plan_from_network
+from fx2trt_pipeline.plan.audit import PlanAudit, audit_plan
 from fx2trt_pipeline.engine.engine_plan import EnginePlan
 from fx2trt_pipeline.engine.options import BuildOptions
 from fx2trt_pipeline.errors import EngineBuildError
@@ -73,6 +74,24 @@ def plan_from_onnx(path: str | Path, inputs: Sequence[InputSpec], options: Build
     Example:
         The module's example builds a two-conv model both ways and compares the plans.
     """
+    return _parse_and_plan(path, inputs, options, audit=False)[0]
+
+
+def audit_onnx(path: str | Path, inputs: Sequence[InputSpec], options: BuildOptions | None = None) -> PlanAudit:
+    """The precision audit of a QDQ ONNX as trtexec and datacenter users build it: TensorRT's ONNX parser, its plan.
+
+    Every Conv / ConvTranspose / MatMul / Gemm whose inputs the ONNX dequantizes must read int8 in TensorRT's plan;
+    rows are named after the ONNX nodes (:func:`fx2trt_pipeline.plan.audit.audit_plan`).
+    """
+    audit = _parse_and_plan(path, inputs, options, audit=True)[1]
+    if audit is None:  # pragma: no cover - audit=True always audits
+        raise EngineBuildError(f"{path}: no audit was made")
+    return audit
+
+
+def _parse_and_plan(
+    path: str | Path, inputs: Sequence[InputSpec], options: BuildOptions | None, audit: bool
+) -> tuple[EnginePlan, PlanAudit | None]:
     trt = trt_api.get_trt()
     path = Path(path)
     if not path.is_file():
@@ -89,12 +108,13 @@ def plan_from_onnx(path: str | Path, inputs: Sequence[InputSpec], options: Build
             + "".join(f"\n  - {e}" for e in errors or ["(no error message given)"])
         )
     _, plan = engine_and_plan_from_network(builder, network, inputs, options)
-    del parser
     if plan is None:
         raise EngineBuildError(
             f"The build of {path} logged no plan: leave BuildOptions.profiling_verbosity unset or 'DETAILED'"
         )
-    return plan
+    result = audit_plan(network, plan) if audit else None
+    del parser
+    return plan, result
 
 
 def _parser_error(error: object) -> str:
@@ -220,4 +240,12 @@ def compare_plans(ours: EnginePlan, theirs: EnginePlan, max_differences: int = 8
     )
 
 
-__all__ = ["PlanComparison", "Signature", "compare_plans", "format_signature", "plan_from_onnx", "plan_signature"]
+__all__ = [
+    "PlanComparison",
+    "Signature",
+    "audit_onnx",
+    "compare_plans",
+    "format_signature",
+    "plan_from_onnx",
+    "plan_signature",
+]

@@ -32,7 +32,8 @@ from fx2trt_pipeline.engine.engine_builder import create_builder, engine_and_pla
 from fx2trt_pipeline.engine.engine_plan import EnginePlan  # noqa: E402
 from fx2trt_pipeline.errors import EngineBuildError  # noqa: E402
 from fx2trt_pipeline.network.network import network_from_graph_module  # noqa: E402
-from fx2trt_pipeline.plan.onnx_plan import compare_plans, plan_from_onnx, plan_signature  # noqa: E402
+from fx2trt_pipeline.plan.audit import PlanAudit, audit_plan  # noqa: E402
+from fx2trt_pipeline.plan.onnx_plan import audit_onnx, compare_plans, plan_from_onnx, plan_signature  # noqa: E402
 
 SIZE, BATCH = 96, 2
 
@@ -61,7 +62,23 @@ def plans(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     path = ftp.export_qdq_onnx(qgm, (x,), tmp_path_factory.mktemp("onnx") / "model.onnx", input_names=["x"])
     theirs = plan_from_onnx(path, [spec])
     assert ours is not None
+    _AUDIT_INPUTS[request.param] = (path, spec, audit_plan(network, ours, qgm))
     return ours, theirs
+
+
+#: model -> (its QDQ ONNX, input spec, the audit of our own network's plan), filled by the ``plans`` fixture.
+_AUDIT_INPUTS: dict[str, tuple[Path, ftp.InputSpec, PlanAudit]] = {}
+
+
+def test_onnx_route_audits_like_our_network(
+    plans: tuple[EnginePlan, EnginePlan], request: pytest.FixtureRequest
+) -> None:
+    """The precision audit of the QDQ ONNX through TensorRT's parser (trtexec's route) counts what ours counts."""
+    path, spec, ours = _AUDIT_INPUTS[request.node.callspec.params["plans"]]
+    theirs = audit_onnx(path, [spec])
+    assert theirs.passed and ours.passed
+    assert theirs.counts() == ours.counts() and ours.counts()["int8_in_plan"] > 10
+    assert all(row.node.startswith("node_") for row in theirs.rows)  # named after the ONNX nodes
 
 
 def test_onnx_parser_plans_the_same_engine_as_our_network(plans: tuple[EnginePlan, EnginePlan]) -> None:
