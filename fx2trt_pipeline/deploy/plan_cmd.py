@@ -112,6 +112,9 @@ def run_plan_command(args: argparse.Namespace, stdout: TextIO | None = None, std
     """``fx2trt plan`` with parsed arguments; returns the exit code."""
     try:
         return print_plan(args.path, args.show_all, args.as_json, args.inspect, stdout)
+    except BrokenPipeError:  # `fx2trt plan ... | head`: the reader has what it wanted
+        sys.stdout = None  # type: ignore[assignment]  # no flush of the closed pipe at exit
+        return ExitCode.PASS
     except BackendUnavailableError as exc:
         (stderr or sys.stderr).write(f"fx2trt plan: {str(exc).splitlines()[0]}\n")
         return ExitCode.BACKEND_UNAVAILABLE
