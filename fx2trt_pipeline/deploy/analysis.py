@@ -23,6 +23,7 @@ from fx2trt_pipeline.deploy.charts import display_bins
 from fx2trt_pipeline.deploy.graph_svg import WEIGHTED_MODULES, node_kind, op_label
 from fx2trt_pipeline.quantize import qdq_ops
 from fx2trt_pipeline.quantize.op_rules import rule_for_node
+from fx2trt_pipeline.quantize.placement import float_reason
 from fx2trt_pipeline.quantize.state import QuantState, get_quant_state
 from fx2trt_pipeline.validate.quant_error import quant_error_table
 
@@ -137,14 +138,7 @@ def kept_in_float(qgm: GraphModule) -> list[dict[str, str]]:
         weighted = node.op == "call_module" and isinstance(modules.get(str(node.target)), WEIGHTED_MODULES)
         if rule is None or (rule.kind not in ("avgpool", "matmul") and not weighted):
             continue
-        name = str(node.target) if node.op == "call_module" else node.name
-        mtype = type(modules[str(node.target)]).__name__ if node.op == "call_module" else None
-        if rule.kind not in config.quantize_ops:
-            reason = f"op kind '{rule.kind}' is not in QuantConfig.quantize_ops"
-        elif config.resolve(name, mtype).skip or config.resolve(node.name, mtype).skip:
-            reason = "matched QuantConfig.skip or an override with skip=True"
-        else:
-            reason = "no quantizable input (placement rules)"
+        reason = float_reason(node, modules, config) or "no quantizable input (placement rules)"
         out.append({"layer": node.name, "op": op_label(qgm, node), "reason": reason})
     return out
 

@@ -54,6 +54,7 @@ from fx2trt_pipeline.engine.compatibility import deployment_target
 from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.quantize.api import calibrate, convert, prepare, prepared_info
 from fx2trt_pipeline.quantize.state import get_quant_state
+from fx2trt_pipeline.validate.gate import extend_gate
 from fx2trt_pipeline.validate.results import Evaluation, json_safe
 
 STEP_NAMES = ["capture", "quantize", "build network", "build engine", "export onnx", "validate", "report"]
@@ -273,8 +274,7 @@ def _step_validate(run: _Run) -> None:
     run.evaluation = evaluate_run(RunModels(run.model, run.qgm), art, request)
     audit = run.facts.get("plan_audit")
     if audit is not None:  # the precision audit is part of the gate: a layer run in float by mistake fails it
-        run.evaluation.gate_lines.extend(audit["gate_lines"])
-        run.evaluation.passed = run.evaluation.passed and bool(audit["passed"])
+        extend_gate(run.evaluation, audit["gate_lines"], bool(audit["passed"]))
     for line in run.evaluation.gate_lines:
         steps.note(line)
     try:

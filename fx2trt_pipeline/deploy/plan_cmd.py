@@ -23,18 +23,19 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from fx2trt_pipeline.deploy.steps import MANIFEST_NAME
 from fx2trt_pipeline.engine.engine_plan import EnginePlan, plan_path
 from fx2trt_pipeline.errors import BackendUnavailableError, ConfigError, ExitCode, Fx2TrtError
 
-ENGINE_NAME = "model.plan"
-MANIFEST = "fx2trt_run.json"
 TOP = 15
 
 
 def _engine_of(path: Path) -> Path:
-    engine = path / ENGINE_NAME if path.is_dir() else path
+    from fx2trt_pipeline.deploy.pipeline import ENGINE_FILE  # on use: the build pipeline imports torch
+
+    engine = path / ENGINE_FILE if path.is_dir() else path
     if not engine.is_file():
-        raise ConfigError(f"{path}: no engine there; give a build output directory or its {ENGINE_NAME}")
+        raise ConfigError(f"{path}: no engine there; give a build output directory or its {ENGINE_FILE}")
     return engine
 
 
@@ -76,7 +77,7 @@ def print_plan(
         out.write(json.dumps(plan.to_dict(), indent=1) + "\n")
         return ExitCode.PASS
     engine = _engine_of(Path(path))
-    manifest = engine.parent / MANIFEST
+    manifest = engine.parent / MANIFEST_NAME
     audit = json.loads(manifest.read_text(encoding="utf-8")).get("plan_audit") if manifest.is_file() else None
     out.write(f"TensorRT plan of {engine} ({plan.source}, {plan.library})\n")
     out.write(f"  {plan.line()}\n")

@@ -34,13 +34,12 @@ from fx2trt_pipeline.quantize.api import convert
 from fx2trt_pipeline.quantize.config import QuantConfig
 from fx2trt_pipeline.quantize.state import get_quant_state
 from fx2trt_pipeline.deploy.steps import MANIFEST_NAME
-from fx2trt_pipeline.errors import Fx2TrtError
+from fx2trt_pipeline.errors import ConfigError, Fx2TrtError
 
 #: Lint findings printed; all are in the manifest and the report.
 LINT_LINES = 8
 #: Engine layers named when the INT8 plan is estimated slower than FP16.
 COSTLIEST = 3
-_LABEL = {"float16": "FP16", "float32": "FP32"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +53,10 @@ class BuildContext:
     def plan(self, qgm: torch.fx.GraphModule) -> EnginePlan:
         plan = plan_at_opt_shape(qgm, self.inputs, self.options, self.output_names)
         if plan is None:
-            raise RuntimeError("TensorRT logged no plan: the build options set profiling_verbosity below DETAILED")
+            raise ConfigError(
+                "TensorRT logged no plan of this build: leave BuildOptions.profiling_verbosity ([build] "
+                "profiling_verbosity) unset or 'DETAILED'; placement by plan cost and the FP16 comparison read it"
+            )
         return plan
 
 
@@ -132,7 +134,8 @@ def compare_plans(
             f"{key.upper():<6} plan: {s['engine_layers']:>4} engine layers, {s['bytes_per_item'] / 1e6:7.1f} MB/item, "
             f"{sum(s['macs_per_item_by_dtype'].values()) / 1e9:.2f} GMAC/item; est. µs/item: {times}"
         )
-    engine_est, fp16_est = estimates(engine_plan, gpus), record["fp16"]["estimates"]
+    engine_est = record["chosen" if all_int8 is not None else "int8"]["estimates"]
+    fp16_est = record["fp16"]["estimates"]
     slower = [g for g in gpus if engine_est[g] > fp16_est[g]]
     if slower:
         worst = max(slower, key=lambda g: engine_est[g] / fp16_est[g])

@@ -132,12 +132,12 @@ def _audit_saved_plan(evaluation: Any, network: Any, engine_path: Path, qgm: Any
     """Re-audit the plan written beside the engine against the network rebuilt from the quantization state."""
     from fx2trt_pipeline.engine.engine_plan import EnginePlan, plan_path
     from fx2trt_pipeline.plan.audit import audit_plan
+    from fx2trt_pipeline.validate.gate import extend_gate
 
     if not plan_path(engine_path).is_file():
         return
     audit = audit_plan(network, EnginePlan.read(plan_path(engine_path)), qgm)
-    evaluation.gate_lines.extend(audit.gate_lines())
-    evaluation.passed = evaluation.passed and audit.passed
+    extend_gate(evaluation, audit.gate_lines(), audit.passed)
 
 
 def validate_run_dir(check: RunDirCheck, stream: TextIO | None = None) -> int:

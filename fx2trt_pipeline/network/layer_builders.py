@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from fx2trt_pipeline.trt_types import torch_dtype
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
 from fx2trt_pipeline.network.shape_builders import dims_of, expand_rank, normalize_dim, rank
 from fx2trt_pipeline.errors import ConversionError
@@ -94,20 +95,6 @@ def cast(ctx: ConversionContext, name: str, x: ITensor, dtype: torch.dtype) -> I
     return ctx.add(ctx.network.add_cast(x, trt_dtype), name, "cast").get_output(0)
 
 
-def _torch_dtype_of(x: ITensor) -> torch.dtype:
-    table = {
-        "FLOAT": torch.float32,
-        "HALF": torch.float16,
-        "INT8": torch.int8,
-        "INT32": torch.int32,
-        "INT64": torch.int64,
-        "BOOL": torch.bool,
-        "BF16": torch.bfloat16,
-        "UINT8": torch.uint8,
-    }
-    return table[x.dtype.name]
-
-
 def _promote(dtypes: Sequence[torch.dtype]) -> torch.dtype:
     def order(dtype: torch.dtype) -> int:
         text = str(dtype).replace("torch.", "")
@@ -128,7 +115,7 @@ def elementwise(ctx: ConversionContext, name: str, a: Operand, b: Operand, op: s
     if not tensors:
         raise ConversionError(f"{name}: elementwise {op} needs at least one tensor operand")
     dtypes = [
-        _torch_dtype_of(t)
+        torch_dtype(t.dtype)
         if not isinstance(t, torch.Tensor)
         else (torch.float32 if t.dtype == torch.float64 else t.dtype)
         for t in tensors
@@ -198,7 +185,7 @@ def prelu(ctx: ConversionContext, name: str, x: ITensor, slope: Operand) -> ITen
             if rank(x) < 2:
                 raise ConversionError(f"{name}: a {count}-channel PReLU needs an input with a channel dim")
             shape[1] = count
-        slope_t = ctx.constant(slope.reshape(shape), ctx.name(name, "slope"), _torch_dtype_of(x))
+        slope_t = ctx.constant(slope.reshape(shape), ctx.name(name, "slope"), torch_dtype(x.dtype))
     else:
         slope_t = expand_rank(ctx, ctx.name(name, "slope_rank"), ctx.as_tensor(slope, ctx.name(name, "slope")), rank(x))
     return ctx.add(ctx.network.add_parametric_relu(x, slope_t), name, "parametric relu").get_output(0)
@@ -216,7 +203,7 @@ def channel_affine(ctx: ConversionContext, name: str, x: ITensor, scale: torch.T
     """``x * scale + shift`` per channel (dim 1) as one IScaleLayer (unfused BatchNorm)."""
     if rank(x) < 2:
         raise ConversionError(f"{name}: per-channel scale needs an input with a channel dim (dim 1)")
-    dtype = _torch_dtype_of(x)  # strongly typed: the weights have the input's float type
+    dtype = torch_dtype(x.dtype)  # strongly typed: the weights have the input's float type
     layer = ctx.network.add_scale_nd(
         x, ctx.trt.ScaleMode.CHANNEL, ctx.weights(shift, dtype), ctx.weights(scale, dtype), ctx.weights(None, dtype), 1
     )

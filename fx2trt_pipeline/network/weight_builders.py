@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
+from fx2trt_pipeline.trt_types import torch_dtype
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
 from fx2trt_pipeline.network.layer_builders import dequantize, elementwise, scale_constant
 from fx2trt_pipeline.network.shape_builders import dims_of, expand_rank, rank, squeeze, unsqueeze
@@ -143,7 +144,7 @@ def conv_nd(
         window = window.lifted()
     maps = kshape[1] * geometry.groups if geometry.transposed else kshape[0]
     # Strongly typed: kernel and bias weights have the input's float type (float16 for float16 float parts).
-    dtype = torch.float16 if x.dtype == ctx.trt.float16 else torch.float32
+    dtype = torch_dtype(x.dtype)
     kernel_w = ctx.weights(kernel, dtype) if isinstance(kernel, torch.Tensor) else ctx.weights(None, dtype)
     bias_w = ctx.weights(bias, dtype) if isinstance(bias, torch.Tensor) else ctx.weights(None, dtype)
     add = ctx.network.add_deconvolution_nd if geometry.transposed else ctx.network.add_convolution_nd

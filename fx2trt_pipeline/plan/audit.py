@@ -31,12 +31,15 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fx2trt_pipeline.engine.engine_plan import EnginePlan, PlanLayer
+from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.plan.network_view import LayerInfo, NetworkView
+from fx2trt_pipeline.quantize.placement import float_reason
+from fx2trt_pipeline.quantize.state import get_quant_state
 
 #: Network LayerTypes that run convolutions and matmuls (the layers INT8 is for).
 COMPUTE_LAYER_TYPES = {"CONVOLUTION": "conv", "DECONVOLUTION": "deconv", "MATRIX_MULTIPLY": "matmul"}
@@ -156,7 +159,7 @@ def _graph_precision(view: NetworkView, layer: LayerInfo) -> tuple[str, str]:
         if data_q:
             return "half", (
                 "its weights are not quantized (a functional conv / matmul whose weight the quantizer did not take, "
-                "e.g. an nn.Conv2d subclass that calls F.conv2d itself); quantize its weights or skip the layer"
+                "e.g. an nn.Conv2d subclass that calls F.conv2d itself)"
             )
         return "half", "its input activation is not quantized; put a Q/DQ pair on its input or dequantize its weights"
     return "float", ""
@@ -185,7 +188,6 @@ def audit_plan(
     network: Any,
     plan: EnginePlan,
     qgm: Any | None = None,
-    float_reasons: Mapping[str, str] | None = None,
     float_dtype: str = "float32",
 ) -> PlanAudit:
     """Audit ``plan`` (TensorRT's plan of ``network``) against what the network quantizes.
@@ -194,13 +196,11 @@ def audit_plan(
         network: the strongly typed INetworkDefinition the engine was built from.
         plan: its :class:`EnginePlan` with ``nodes`` attributed (``engine_and_plan_from_network`` does that).
         qgm: the quantized GraphModule, for the reasons layers are kept in float (optional).
-        float_reasons: FX node -> reason it is kept in float (overrides those derived from ``qgm``).
         float_dtype: the dtype asked for float parts; with ``"float16"`` float32 engine layers are reported.
     """
     library = plan.library.split(" ")[0]
     no_kernel = NO_INT8_KERNEL.get(library, set())
-    reasons = dict(_float_reasons(qgm) if qgm is not None else {})
-    reasons.update(float_reasons or {})
+    reasons = _float_reasons(qgm) if qgm is not None else {}
     view = NetworkView(network)
     rows, claimed = [], set()
     for layer in view.layers:
@@ -288,28 +288,14 @@ def _float32_layers(plan: EnginePlan) -> list[str]:
 
 
 def _float_reasons(qgm: Any) -> dict[str, str]:
-    """FX node -> why the quantizer keeps it in float (skip config, op kinds, placement), from its state."""
+    """FX node -> why the quantizer's configuration keeps it in float (skip, overrides, op kinds)."""
     try:
-        from fx2trt_pipeline.quantize.state import get_quant_state
-
-        state = get_quant_state(qgm)
-    except Exception:  # a torch.ao / PT2E graph carries no state of ours: the generic reason stands
+        config = get_quant_state(qgm).config
+    except ConfigError:  # a torch.ao / PT2E graph carries no state of ours: the generic reason stands
         return {}
-    from fx2trt_pipeline.quantize.op_rules import rule_for_node
-
     modules = dict(qgm.named_modules())
-    out = {}
-    for node in qgm.graph.nodes:
-        rule = rule_for_node(node, modules) if node.op in ("call_module", "call_function", "call_method") else None
-        if rule is None:
-            continue
-        mtype = type(modules[str(node.target)]).__name__ if node.op == "call_module" else None
-        target = str(node.target) if node.op == "call_module" else node.name
-        if rule.kind not in state.config.quantize_ops:
-            out[node.name] = f"op kind '{rule.kind}' is not in QuantConfig.quantize_ops"
-        elif state.config.resolve(target, mtype).skip or state.config.resolve(node.name, mtype).skip:
-            out[node.name] = "kept in float by QuantConfig.skip / an override (mixed precision writes these)"
-    return out
+    reasons = {node.name: float_reason(node, modules, config) for node in qgm.graph.nodes}
+    return {name: reason for name, reason in reasons.items() if reason is not None}
 
 
 __all__ = ["AuditRow", "COMPUTE_LAYER_TYPES", "NO_INT8_KERNEL", "PlanAudit", "audit_plan"]

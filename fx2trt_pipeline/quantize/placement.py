@@ -25,7 +25,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Union
 
@@ -118,6 +118,24 @@ class _UnionFind:
 def layer_name(node: Node) -> str:
     """The name patterns match against: the module path for modules, else the node name."""
     return str(node.target) if node.op == "call_module" else node.name
+
+
+def float_reason(node: Node, modules: Mapping[str, Any], config: QuantConfig) -> str | None:
+    """Why ``config`` keeps a quantizable op in float (its kind is not quantized, or a skip / override matches).
+
+    ``None`` for an op the configuration quantizes, and for nodes no placement rule covers.
+    """
+    if node.op not in ("call_module", "call_function", "call_method"):
+        return None
+    rule = rule_for_node(node, modules)
+    if rule is None:
+        return None
+    if rule.kind not in config.quantize_ops:
+        return f"op kind '{rule.kind}' is not in QuantConfig.quantize_ops"
+    mtype = type(modules[str(node.target)]).__name__ if node.op == "call_module" else None
+    if config.resolve(layer_name(node), mtype).skip or config.resolve(node.name, mtype).skip:
+        return "matched QuantConfig.skip or an override with skip=True"
+    return None
 
 
 #: ``naming(node) -> (layer name, module class name or None)``: what skip / override patterns match.
@@ -251,4 +269,13 @@ def set_use(node: Node, path: tuple[int, ...], value: Node | Any) -> None:
     node.args = tuple(args)
 
 
-__all__ = ["Placement", "QuantPoint", "ScaleGroup", "WeightPoint", "layer_name", "place_qdq", "set_use"]
+__all__ = [
+    "Placement",
+    "QuantPoint",
+    "ScaleGroup",
+    "WeightPoint",
+    "float_reason",
+    "layer_name",
+    "place_qdq",
+    "set_use",
+]

@@ -323,6 +323,19 @@ def gate_evaluation(
     return lines
 
 
+def extend_gate(evaluation: Evaluation, lines: Sequence[str], passed: bool) -> None:
+    """Add the verdict of a check made outside :data:`GATE_CHECKS` (the plan audit) to a gated evaluation.
+
+    Example:
+        >>> ev = Evaluation("none", None, [], None, "no GPU", 0, ["PASS a"], True)
+        >>> extend_gate(ev, ["FAIL plan audit: conv c"], False)
+        >>> ev.gate_lines, ev.passed
+        (['PASS a', 'FAIL plan audit: conv c'], False)
+    """
+    evaluation.gate_lines.extend(lines)
+    evaluation.passed = evaluation.passed and passed
+
+
 __all__ = [
     "DEFAULT_ENGINE_TOLERANCE",
     "DEFAULT_INT8_BUDGET",
@@ -337,6 +350,7 @@ __all__ = [
     "check_parity",
     "check_task_metric",
     "enforce_parity",
+    "extend_gate",
     "gate_evaluation",
     "load_result",
 ]
