@@ -270,6 +270,8 @@ def _step_validate(run: _Run) -> None:
         run.stage / ONNX_FILE,
         run.artifact.metadata,
     )
+    if not (run.facts.get("placement") or {}).get("is_int8_engine", True):
+        steps.note("plan-cost placement kept no layer INT8: the rows named INT8 below are the float16 model it chose")
     request = EvalRequest(cfg, run.eval_ds, fallback=run.batches[0], progress=steps.note)
     run.evaluation = evaluate_run(RunModels(run.model, run.qgm), art, request)
     audit = run.facts.get("plan_audit")

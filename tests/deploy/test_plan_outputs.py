@@ -134,3 +134,4 @@ def test_plan_cost_placement_build(tmp_path) -> None:
     assert audit["int8_in_plan"] == len(placement["keep_int8"])  # the audit sees exactly what was kept INT8
     if not placement["is_int8_engine"]:
         assert "this is not an INT8 engine" in stdout
+        assert "the rows named INT8 below are the float16 model it chose" in stdout
