@@ -22,7 +22,8 @@ from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.quantize.api import convert
 from fx2trt_pipeline.quantize.config import QuantConfig
 from fx2trt_pipeline.validate.accuracy import detection_evaluator, validate_detector
-from fx2trt_pipeline.validate.demo_detector import centernet_decode, demo_setup
+from fx2trt_pipeline.models.centernet import centernet_decode
+from fx2trt_pipeline.validate.demo_detector import demo_setup
 from fx2trt_pipeline.tune.calibrator_search import best_calibrator
 from fx2trt_pipeline.validate.gate import DEFAULT_ENGINE_TOLERANCE, DEFAULT_INT8_BUDGET, check_parity
 from fx2trt_pipeline.tune.mixed_precision import mixed_precision_search

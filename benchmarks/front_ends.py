@@ -10,7 +10,7 @@ largest relative scale difference). Random weights with real-ish BatchNorm stati
 models) on random inputs; ``--real-mobilenet`` adds MobileNetV2 with its real ImageNet weights on photo crops.
 
 The executor is compared with the front end's graph twice: evaluated with TensorRT's arithmetic (exact int8 sums,
-``x / s`` half-to-even quantize: ``validate.exact_reference.TensorRTArithmetic``), which an integer-exact engine
+``x / s`` half-to-even quantize: ``executor.exact_reference.TensorRTArithmetic``), which an integer-exact engine
 must equal, and as torch runs it (float32 convolutions, ``x * (1/s)``), which differs on rounding ties.
 
     python benchmarks/front_ends.py                        # all 11 torch.ao models + PT2E resnet18 / mobilenet_v2
@@ -29,7 +29,7 @@ import torch
 import fx2trt_pipeline as ftp
 from fx2trt_pipeline.engine.engine_builder import engine_bytes_from_network
 from fx2trt_pipeline.validate.compare import cosine_similarity
-from fx2trt_pipeline.validate.exact_reference import TensorRTArithmetic
+from fx2trt_pipeline.executor.exact_reference import TensorRTArithmetic
 
 AO_MODELS = (
     "resnet18",

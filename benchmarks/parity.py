@@ -24,7 +24,7 @@ from fx2trt_pipeline.network.network import network_from_graph_module
 from fx2trt_pipeline.validate.compare import cosine_similarity, max_abs_error, sqnr_db
 from fx2trt_pipeline.validate.layer_report import layer_parity
 from fx2trt_pipeline.validate.quant_error import quant_error_table
-from fx2trt_pipeline.validate.onnx_export import export_qdq_onnx
+from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
 from fx2trt_pipeline.validate.runners import OnnxRuntimeRunner
 
 
@@ -95,7 +95,7 @@ def main() -> None:
 
 
 def _executor_outputs(network, x: torch.Tensor) -> list[torch.Tensor]:
-    from fx2trt_pipeline.validate.network_executor import NetworkExecutor
+    from fx2trt_pipeline.executor.network_executor import NetworkExecutor
 
     outputs, _ = NetworkExecutor(network).run({"x": x})
     return list(outputs.values())

@@ -34,11 +34,11 @@ if TYPE_CHECKING:  # the same names as _LAZY, so IDEs and type checkers see them
     from fx2trt_pipeline.network.network import find_unsupported, network_from_graph_module
     from fx2trt_pipeline.quantize.distributed_calibration import calibrate_distributed, shard_for_rank
     from fx2trt_pipeline.validate.compare import ComparisonResult, Tolerance, compare_outputs
-    from fx2trt_pipeline.validate.exact_reference import TensorRTArithmetic
+    from fx2trt_pipeline.executor.exact_reference import TensorRTArithmetic
     from fx2trt_pipeline.validate.layer_report import layer_parity
     from fx2trt_pipeline.validate.quant_error import quant_error_table
-    from fx2trt_pipeline.validate.network_executor import NetworkExecutor
-    from fx2trt_pipeline.validate.onnx_export import export_qdq_onnx
+    from fx2trt_pipeline.executor.network_executor import NetworkExecutor
+    from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
 
 __version__ = "0.1.0"
 
@@ -55,14 +55,14 @@ _LAZY = {
     "Engine": "fx2trt_pipeline.engine.runtime",
     "calibrate_distributed": "fx2trt_pipeline.quantize.distributed_calibration",
     "shard_for_rank": "fx2trt_pipeline.quantize.distributed_calibration",
-    "NetworkExecutor": "fx2trt_pipeline.validate.network_executor",
+    "NetworkExecutor": "fx2trt_pipeline.executor.network_executor",
     "compare_outputs": "fx2trt_pipeline.validate.compare",
     "ComparisonResult": "fx2trt_pipeline.validate.compare",
     "Tolerance": "fx2trt_pipeline.validate.compare",
     "layer_parity": "fx2trt_pipeline.validate.layer_report",
-    "TensorRTArithmetic": "fx2trt_pipeline.validate.exact_reference",
+    "TensorRTArithmetic": "fx2trt_pipeline.executor.exact_reference",
     "quant_error_table": "fx2trt_pipeline.validate.quant_error",
-    "export_qdq_onnx": "fx2trt_pipeline.validate.onnx_export",
+    "export_qdq_onnx": "fx2trt_pipeline.export.onnx_export",
 }
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+#: The small TensorRT networks and quantized graphs shared by the executor, export and validate tests.
+pytest_plugins = ["tests.trt_networks"]
+
 
 @pytest.fixture(autouse=True)
 def _deterministic() -> None:

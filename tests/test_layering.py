@@ -2,7 +2,7 @@
 
 Stages, in pipeline order (docs/architecture.md)::
 
-    capture -> quantize -> network (+ converters) -> engine -> plan -> validate -> tune -> deploy
+    capture -> quantize -> export -> network (+ converters) -> executor -> engine -> plan -> validate -> tune -> deploy
 
 The shared basics (``errors``, ``atomic_io``, ``trt_api``, ``trt_types``, ``calib_data``, ``models``) may be
 imported by every stage and import no stage. The package facade ``fx2trt_pipeline/__init__.py`` re-exports
@@ -28,13 +28,13 @@ SOURCES = {
     f"{PACKAGE}.converters": ROOT / "converters",
     f"{PACKAGE}.calib_data": ROOT / "calib_data",
 }
-STAGES = ("capture", "quantize", "network", "engine", "plan", "validate", "tune", "deploy")
+STAGES = ("capture", "quantize", "export", "network", "executor", "engine", "plan", "validate", "tune", "deploy")
 BASICS = ("errors", "atomic_io", "trt_api", "trt_types", "calib_data", "models")
 #: Layer of each top-level part: basics 0, then the stages in order (converters with network), the facade last.
 LAYER = {
     **{b: 0 for b in BASICS},
     **{s: i + 1 for i, s in enumerate(STAGES)},
-    "converters": 3,
+    "converters": 1 + STAGES.index("network"),
     "": len(STAGES),
     "pt2e": 2,
 }  # the torchao PT2E quantizer: a front end of the quantize stage
@@ -99,6 +99,7 @@ def test_every_part_is_placed() -> None:
     parts = {part_of(m) for m in modules()}
     assert parts <= set(LAYER), f"place these in STAGES or BASICS (and docs/architecture.md): {parts - set(LAYER)}"
     assert {"fx2trt_pipeline.converters.registry", "fx2trt_pipeline.deploy.config_loader"} <= set(modules())
+    assert {"fx2trt_pipeline.executor.network_executor", "fx2trt_pipeline.export.onnx_export"} <= set(modules())
     assert "fx2trt_pipeline.quantize.api" in imports_of("fx2trt_pipeline")  # the parser sees real imports
 
 

@@ -99,7 +99,7 @@ def decode_fn_for(config: RunConfig, model: Any, task: str) -> Callable[[Any], A
     from fx2trt_pipeline.models.centernet import CenterNet
 
     if isinstance(model, CenterNet):
-        from fx2trt_pipeline.validate.demo_detector import centernet_decode
+        from fx2trt_pipeline.models.centernet import centernet_decode
 
         return centernet_decode
     raise ConfigError(

@@ -4,7 +4,7 @@
   (``fx2trt_pipeline.calib_data.load_mnist_detection``); real labels, so mAP means something.
 * :func:`centernet_resnet18` -- full-size CenterNet on torchvision ResNet-18, random weights
   (converter / quantizer coverage).
-* :func:`decode` -- CenterNet outputs to boxes, scores, classes.
+* :func:`decode` -- CenterNet outputs to boxes, scores, classes; :func:`centernet_decode` the demo detector's.
 """
 
 from .centernet import (
@@ -13,7 +13,9 @@ from .centernet import (
     OUTPUT_NAMES,
     DemoDetectorConfig,
     BasicBlock,
+    CENTERNET_STRIDE,
     CenterNet,
+    centernet_decode,
     centernet_resnet18,
     decode,
     demo_centernet,
@@ -27,7 +29,9 @@ __all__ = [
     "DemoDetectorConfig",
     "OUTPUT_NAMES",
     "BasicBlock",
+    "CENTERNET_STRIDE",
     "CenterNet",
+    "centernet_decode",
     "centernet_resnet18",
     "decode",
     "demo_centernet",

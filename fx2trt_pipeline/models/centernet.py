@@ -17,7 +17,7 @@ detector trained on the shipped MNIST detection set (real labels, for mAP checks
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -236,6 +236,28 @@ def decode(
     half_w, half_h = size[:, 0] * stride / 2, size[:, 1] * stride / 2
     boxes = torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=-1)
     return boxes, scores, classes
+
+
+#: The demo CenterNet's output stride (96 x 96 input, 24 x 24 heatmap).
+CENTERNET_STRIDE = 4.0
+
+
+def centernet_decode(outputs: Any, k: int = 100) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Decode the demo CenterNet's ``hm, wh, reg`` outputs (named dict or in that order) into boxes, scores, classes.
+
+    The generic detection metrics take a decoder as an argument; this is the one for the shipped detector.
+
+    Example:
+        >>> hm = torch.full((1, 10, 24, 24), -10.0); hm[0, 3, 5, 7] = 10.0
+        >>> boxes, scores, classes = centernet_decode({"hm": hm, "wh": torch.ones(1, 2, 24, 24),
+        ...                                            "reg": torch.zeros(1, 2, 24, 24)}, k=1)
+        >>> classes.tolist(), [round(v, 2) for v in scores.tolist()[0]]
+        ([[3]], [1.0])
+    """
+    if isinstance(outputs, Mapping):
+        outputs = [outputs[n] for n in OUTPUT_NAMES] if "hm" in outputs else list(outputs.values())
+    hm, wh, reg = (torch.as_tensor(o).detach().float().cpu() for o in list(outputs)[:3])
+    return decode(hm, wh, reg, k=k, stride=CENTERNET_STRIDE)
 
 
 def load_demo_detector(path: str | Path | None = None) -> CenterNet:

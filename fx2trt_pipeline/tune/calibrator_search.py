@@ -17,7 +17,8 @@ on is optimistic; use a held-out split for both the choice and the claim when on
 
 Example:
     >>> from fx2trt_pipeline.validate.accuracy import detection_evaluator
-    >>> from fx2trt_pipeline.validate.demo_detector import centernet_decode, demo_setup
+    >>> from fx2trt_pipeline.models.centernet import centernet_decode
+    >>> from fx2trt_pipeline.validate.demo_detector import demo_setup
     >>> setup = demo_setup()                                                              # doctest: +SKIP
     >>> evaluate = detection_evaluator(setup.val, centernet_decode)                       # doctest: +SKIP
     >>> qgm, table = best_calibrator(setup.prepared, evaluate)                            # doctest: +SKIP

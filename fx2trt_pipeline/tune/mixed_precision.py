@@ -15,7 +15,8 @@ re-prepares and re-calibrates.
 
 Example:
     >>> from fx2trt_pipeline.validate.accuracy import detection_evaluator
-    >>> from fx2trt_pipeline.validate.demo_detector import centernet_decode as decode, demo_setup
+    >>> from fx2trt_pipeline.models.centernet import centernet_decode as decode
+    >>> from fx2trt_pipeline.validate.demo_detector import demo_setup
     >>> setup = demo_setup()                                                              # doctest: +SKIP
     >>> result = mixed_precision_search(setup.model, setup.prepared, detection_evaluator(setup.val, decode),
     ...                                 budget=0.003, calib_batches=setup.calib_batches)  # doctest: +SKIP

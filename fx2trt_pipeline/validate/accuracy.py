@@ -76,7 +76,7 @@ class ValidationOptions:
 def _onnx_available() -> bool:
     try:
         importlib.import_module("onnxruntime")
-        importlib.import_module("fx2trt_pipeline.validate.onnx_export")
+        importlib.import_module("fx2trt_pipeline.export.onnx_export")
     except ImportError:
         return False
     return True
@@ -128,7 +128,7 @@ def _engine_runner(name: str, qgm: torch.fx.GraphModule, spec: Any, tmp: Path, e
         _, network, ctx = network_from_graph_module(qgm, [spec.input], output_names=outs)
         return NetworkExecutorRunner(network, name=name), ctx
     if name == "onnxruntime":
-        from fx2trt_pipeline.validate.onnx_export import export_qdq_onnx
+        from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
 
         path = export_qdq_onnx(
             qgm,
@@ -191,7 +191,7 @@ def detection_evaluator(
     """A function ``evaluate(model_or_runner) -> COCO metrics`` over ``dataset`` (labels it carries).
 
     Example:
-        >>> from fx2trt_pipeline.validate.demo_detector import centernet_decode
+        >>> from fx2trt_pipeline.models.centernet import centernet_decode
         >>> evaluate = detection_evaluator(load_mnist_detection("val"), centernet_decode)   # doctest: +SKIP
         >>> evaluate(load_demo_detector())["mAP"]                                          # doctest: +SKIP
     """

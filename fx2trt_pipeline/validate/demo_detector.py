@@ -1,8 +1,8 @@
 """The shipped demo detector as an accuracy fixture: calibrate once, validate with any calibrator.
 
 Used by the accuracy benchmark and the tests: the CenterNet trained on real MNIST digit scenes, its
-``calib`` split for calibration and its ``val`` split (COCO annotations) for mAP. :func:`centernet_decode`
-is the decoder of its ``hm, wh, reg`` outputs (the generic metrics take the decoder as an argument).
+``calib`` split for calibration and its ``val`` split (COCO annotations) for mAP, decoded by
+``fx2trt_pipeline.models.centernet.centernet_decode``.
 
 Example:
     >>> from fx2trt_pipeline.validate.demo_detector import validate_demo_detector
@@ -19,29 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fx2trt_pipeline.models.centernet import centernet_decode
 from fx2trt_pipeline.validate.accuracy import AccuracyResult, validate_detector
-
-#: The demo CenterNet's output stride (96 x 96 input, 24 x 24 heatmap).
-CENTERNET_STRIDE = 4.0
-
-
-def centernet_decode(outputs: Any, k: int = 100) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Decode CenterNet ``hm, wh, reg`` outputs (named dict or in that order) into boxes, scores, classes.
-
-    Example:
-        >>> hm = torch.full((1, 10, 24, 24), -10.0); hm[0, 3, 5, 7] = 10.0
-        >>> boxes, scores, classes = centernet_decode({"hm": hm, "wh": torch.ones(1, 2, 24, 24),
-        ...                                            "reg": torch.zeros(1, 2, 24, 24)}, k=1)
-        >>> classes.tolist(), [round(v, 2) for v in scores.tolist()[0]]
-        ([[3]], [1.0])
-    """
-    from fx2trt_pipeline.models.centernet import decode
-
-    if isinstance(outputs, Mapping):
-        outputs = [outputs[n] for n in ("hm", "wh", "reg")] if "hm" in outputs else list(outputs.values())
-    hm, wh, reg = (torch.as_tensor(o).detach().float().cpu() for o in list(outputs)[:3])
-    return decode(hm, wh, reg, k=k, stride=CENTERNET_STRIDE)
-
 
 @dataclass
 class DemoSetup:

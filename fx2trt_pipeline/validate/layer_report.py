@@ -36,8 +36,8 @@ from fx2trt_pipeline.validate.compare import (
     Tolerance,
     compare_outputs,
 )
-from fx2trt_pipeline.validate.exact_reference import TensorRTArithmetic, is_foreign_quantized_graph
-from fx2trt_pipeline.validate.network_executor import NetworkExecutor
+from fx2trt_pipeline.executor.exact_reference import TensorRTArithmetic, is_foreign_quantized_graph
+from fx2trt_pipeline.executor.network_executor import NetworkExecutor
 from fx2trt_pipeline.capture import flatten_outputs
 
 #: Both sides compute the same INT8 network (integer-exact conv / matmul on both): only float layers'

@@ -268,7 +268,7 @@ def evaluate_detector(
     Example:
         >>> from fx2trt_pipeline.calib_data import load_mnist_detection
         >>> from fx2trt_pipeline.models import load_demo_detector
-        >>> from fx2trt_pipeline.validate.demo_detector import centernet_decode
+        >>> from fx2trt_pipeline.models.centernet import centernet_decode
         >>> scores = evaluate_detector(load_demo_detector(), load_mnist_detection("val"), centernet_decode,
         ...                            max_images=32)
         >>> scores["num_images"], scores["AP50"] > 0.9

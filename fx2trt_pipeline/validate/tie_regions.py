@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from fx2trt_pipeline.validate.network_executor import NetworkExecutor
+from fx2trt_pipeline.executor.network_executor import NetworkExecutor
 
 #: ONNX Runtime graph optimization levels by name. "disabled" and "basic" keep QDQ semantics (basic only
 #: folds constants and drops redundant nodes); "all" lets ONNX Runtime fuse QDQ groups into QLinearConv

@@ -27,7 +27,7 @@ from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.network.context import ConversionContext, node_name_of_layer
 from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.network.network import network_from_graph_module
-from fx2trt_pipeline.validate.network_executor import NetworkExecutor
+from fx2trt_pipeline.executor.network_executor import NetworkExecutor
 from tests.converters.qdq_graph import lower_weights, qdq_node_counts, quantize_inputs
 
 

@@ -15,7 +15,7 @@ from fx2trt_pipeline.models import (
     demo_centernet,
     load_demo_detector,
 )
-from fx2trt_pipeline.validate.demo_detector import centernet_decode
+from fx2trt_pipeline.models.centernet import centernet_decode
 from fx2trt_pipeline.validate.metrics import evaluate_detector
 
 # The shipped checkpoint measured val mAP 0.692 / AP50 0.945 (scripts/train_demo_detector.py,

@@ -22,7 +22,7 @@ from fx2trt_pipeline.network.network import network_from_graph_module
 from fx2trt_pipeline.quantize.float16 import float_cast
 from fx2trt_pipeline.quantize.state import get_quant_state
 from fx2trt_pipeline.validate.compare import cosine_similarity
-from fx2trt_pipeline.validate.network_executor import NetworkExecutor
+from fx2trt_pipeline.executor.network_executor import NetworkExecutor
 from fx2trt_pipeline.validate.tie_parity import TieTolerance, tie_parity
 from fx2trt_pipeline.validate.tie_regions import ExecutorRegions
 
@@ -179,7 +179,7 @@ def test_cli_flag_sets_quant_config() -> None:
 def test_qdq_onnx_export_writes_float16_around_qdq(tmp_path) -> None:  # noqa: ANN001
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    from fx2trt_pipeline.validate.onnx_export import export_qdq_onnx
+    from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(

@@ -29,7 +29,8 @@ from fx2trt_pipeline.validate.accuracy import (
     validate_classifier,
     validate_detector,
 )
-from fx2trt_pipeline.validate.demo_detector import DemoSetup, centernet_decode, demo_setup
+from fx2trt_pipeline.models.centernet import centernet_decode
+from fx2trt_pipeline.validate.demo_detector import DemoSetup, demo_setup
 from fx2trt_pipeline.tune.calibrator_search import (
     DEFAULT_CHOICES,
     CalibratorChoice,

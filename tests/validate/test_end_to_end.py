@@ -16,7 +16,7 @@ from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.network.network import network_from_graph_module
 from fx2trt_pipeline.validate.compare import Tolerance
 from fx2trt_pipeline.validate.layer_report import layer_parity
-from fx2trt_pipeline.validate.onnx_export import export_qdq_onnx
+from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
 from fx2trt_pipeline.validate.runners import (
     NetworkExecutorRunner,
     OnnxRuntimeRunner,

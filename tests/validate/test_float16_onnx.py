@@ -20,7 +20,7 @@ from fx2trt_pipeline.validate.tie_regions import OnnxRuntimeRegions, explicit_fl
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 mobilenet = pytest.importorskip("fx2trt_pipeline.models.mobilenet_v2_imagenet")
-from fx2trt_pipeline.validate.onnx_export import export_qdq_onnx  # noqa: E402
+from fx2trt_pipeline.export.onnx_export import export_qdq_onnx  # noqa: E402
 from tests.validate import tamper  # noqa: E402
 
 SIZE, BATCH = 96, 8

@@ -46,7 +46,7 @@ def _classifier_data(shard: Shard) -> tuple[dict[str, TorchRunner], EvalData]:
 def _detection_metrics(shard: Shard) -> dict[str, float]:
     from fx2trt_pipeline.calib_data import load_mnist_detection
     from fx2trt_pipeline.models import load_demo_detector
-    from fx2trt_pipeline.validate.demo_detector import centernet_decode
+    from fx2trt_pipeline.models.centernet import centernet_decode
 
     runner = TorchRunner(load_demo_detector(), ["images"], ["hm", "wh", "reg"])
     data = EvalData(

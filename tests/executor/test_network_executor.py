@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from fx2trt_pipeline.errors import ConfigError, ConversionError
 from fx2trt_pipeline.quantize import qdq_ops
-from fx2trt_pipeline.validate.network_executor import NetworkExecutor
+from fx2trt_pipeline.executor.network_executor import NetworkExecutor
 
 
 def _qdq_conv_network(net, batch=-1):

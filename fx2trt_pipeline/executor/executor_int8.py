@@ -20,7 +20,7 @@ written from the network alone and shares nothing with the simulated model's ari
 (``quantize/int8_ops.py``), so agreement between the two is evidence, not construction.
 
 Example:
-    >>> from fx2trt_pipeline.validate.executor_int8 import integer_layers
+    >>> from fx2trt_pipeline.executor.executor_int8 import integer_layers
     >>> integer_layers(NetworkExecutor(network))   # doctest: +SKIP
     ['conv1', 'layer1_0_conv1', ...]
 """
@@ -35,9 +35,9 @@ from typing import Any
 
 import torch
 
-from fx2trt_pipeline.validate.executor_common import Inputs, LayerHandler, require, weights_tensor
-from fx2trt_pipeline.validate.executor_layers import run_convolution, run_deconvolution
-from fx2trt_pipeline.validate.executor_tensor_ops import run_matrix_multiply
+from fx2trt_pipeline.executor.executor_common import Inputs, LayerHandler, require, weights_tensor
+from fx2trt_pipeline.executor.executor_layers import run_convolution, run_deconvolution
+from fx2trt_pipeline.executor.executor_tensor_ops import run_matrix_multiply
 from fx2trt_pipeline.trt_types import torch_dtype
 
 

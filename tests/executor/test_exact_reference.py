@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fx2trt_pipeline.validate.exact_reference import TensorRTArithmetic
+from fx2trt_pipeline.executor.exact_reference import TensorRTArithmetic
 
 decomposed = pytest.importorskip("torch.ao.quantization.fx._decomposed")
 qd = torch.ops.quantized_decomposed

@@ -21,7 +21,7 @@ Example:
     >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).eval()
     >>> x = torch.randn(2, 3, 16, 16)
     >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
-    >>> from fx2trt_pipeline.validate.onnx_export import export_qdq_onnx
+    >>> from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
     >>> path = export_qdq_onnx(qgm, (x,), "conv_qdq.onnx",
     ...                        input_names=["images"], output_names=["features"], dynamic_batch=True)
     >>> import onnxruntime as ort

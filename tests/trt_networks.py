@@ -1,4 +1,4 @@
-"""Fixtures for the validate tests: small TensorRT networks built with the TensorRT API."""
+"""Fixtures shared by the executor, export and validate tests: small TensorRT networks and quantized graphs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fx2trt_pipeline import trt_api
-from fx2trt_pipeline.validate.network_executor import NetworkExecutor
+from fx2trt_pipeline.executor.network_executor import NetworkExecutor
 
 
 class NetFactory:

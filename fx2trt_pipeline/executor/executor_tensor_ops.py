@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from fx2trt_pipeline.validate.executor_common import (
+from fx2trt_pipeline.executor.executor_common import (
     optional_input,
     Inputs,
     axes_from_mask,

@@ -191,7 +191,7 @@ def test_activation_kinds(net, close, kind):
 
 
 def test_activation_enum_names_are_all_covered(trt):
-    from fx2trt_pipeline.validate.executor_layers import _ACTIVATIONS as IMPLEMENTED
+    from fx2trt_pipeline.executor.executor_layers import _ACTIVATIONS as IMPLEMENTED
 
     assert set(trt.ActivationType.__members__) <= set(IMPLEMENTED)
 

@@ -3,7 +3,7 @@
 Convolution, deconvolution, pooling, resize, activation, normalization, scale, parametric ReLU and
 padding, each computed in torch with TensorRT's documented semantics (padding modes, output-size
 rounding, coordinate transformations). Registered with :func:`layer_handler`; see
-:mod:`fx2trt_pipeline.validate.network_executor` for how they are called.
+:mod:`fx2trt_pipeline.executor.network_executor` for how they are called.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from fx2trt_pipeline.validate.executor_common import (
+from fx2trt_pipeline.executor.executor_common import (
     Inputs,
     axes_from_mask,
     dims,

@@ -6,8 +6,8 @@ optional input), and returns the output tensor(s). Handlers read TensorRT enums 
 (``layer.op.name == "SUM"``) so that they need no TensorRT import and work with either library.
 
 Example:
-    >>> import fx2trt_pipeline.validate.network_executor  # importing it registers every handler
-    >>> from fx2trt_pipeline.validate.executor_common import lookup_handler
+    >>> import fx2trt_pipeline.executor.network_executor  # importing it registers every handler
+    >>> from fx2trt_pipeline.executor.executor_common import lookup_handler
     >>> lookup_handler("CONVOLUTION").class_name
     'IConvolutionLayer'
     >>> lookup_handler("LRN") is None

@@ -5,7 +5,7 @@ it next to the simulated INT8 GraphModule is an independent check of the convert
 exactly what the network says, with TensorRT's documented semantics (Q/DQ round half to even and
 saturate to [-128, 127], per-channel ``axis``, padding modes, resize coordinate transformations).
 INT8 convolutions, deconvolutions and matrix multiplies sum int8 x int8 exactly and apply a float32
-epilogue, like TensorRT (:mod:`fx2trt_pipeline.validate.executor_int8`); other layers run in float32,
+epilogue, like TensorRT (:mod:`fx2trt_pipeline.executor.executor_int8`); other layers run in float32,
 where a different summation order than TensorRT's can move a value by an ulp. Float16 tensors (a network
 built with float16 float parts) are read as float32, each layer computes in float32, and every output is
 rounded once to the dtype the network declares for it: the rounding comes from the network's tensor
@@ -25,7 +25,7 @@ Example:
     >>> from fx2trt_pipeline.network.inputs import InputSpec
     >>> from fx2trt_pipeline.network.network import network_from_graph_module
     >>> _, network, ctx = network_from_graph_module(qgm, [InputSpec("x", (2, 3, 16, 16))])
-    >>> from fx2trt_pipeline.validate.network_executor import NetworkExecutor
+    >>> from fx2trt_pipeline.executor.network_executor import NetworkExecutor
     >>> executor = NetworkExecutor(network)
     >>> outputs, captured = executor.run({"x": x}, capture="all")
     >>> torch.equal(outputs[network.get_output(0).name], qgm(x)), len(captured) == network.num_layers
@@ -43,13 +43,13 @@ import torch
 
 from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.errors import ConfigError, ConversionError, Fx2TrtError, InternalError
-from fx2trt_pipeline.validate import (  # noqa: F401  (register handlers)
+from fx2trt_pipeline.executor import (  # noqa: F401  (register handlers)
     executor_layers,
     executor_shape_ops,
     executor_tensor_ops,
 )
-from fx2trt_pipeline.validate.executor_int8 import with_integer_arithmetic
-from fx2trt_pipeline.validate.executor_common import (
+from fx2trt_pipeline.executor.executor_int8 import with_integer_arithmetic
+from fx2trt_pipeline.executor.executor_common import (
     LayerHandler,
     lookup_handler,
     supported_layer_types,

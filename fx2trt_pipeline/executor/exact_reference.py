@@ -20,7 +20,7 @@ project's quantize ops and of the network executor, so the executor agreeing wit
 
 Example:
     >>> import torch
-    >>> from fx2trt_pipeline.validate.exact_reference import TensorRTArithmetic
+    >>> from fx2trt_pipeline.executor.exact_reference import TensorRTArithmetic
     >>> class M(torch.nn.Module):
     ...     def forward(self, x):
     ...         q = torch.quantize_per_tensor(x, 0.5, 0, torch.qint8)
