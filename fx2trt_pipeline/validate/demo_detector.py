@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from torch import nn
 
 from fx2trt_pipeline.models.centernet import centernet_decode
 from fx2trt_pipeline.validate.accuracy import AccuracyResult, validate_detector
+
 
 @dataclass
 class DemoSetup:
