@@ -35,7 +35,7 @@ def quantize(model: torch.nn.Module, batch: int, size: int, calib_batches: int) 
 
     batches = [torch.randn(batch, 3, size, size) for _ in range(calib_batches)]
     start = time.perf_counter()
-    qgm = ftp.quantize(
+    qgm = ftp.quantize_model(
         model,
         batches,
         example_inputs=(batches[0],),
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import fx2trt_pipeline as ftp
 
-        ftp.quantize  # noqa: B018  (the quantizer may not be installed in a partial checkout)
+        ftp.quantize_model  # noqa: B018  (the quantizer may not be installed in a partial checkout)
         from fx2trt_pipeline import trt_api
         from fx2trt_pipeline.network.inputs import InputSpec
 

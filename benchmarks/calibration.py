@@ -37,7 +37,7 @@ def plain_forwards(model: torch.nn.Module, batches: list[torch.Tensor]) -> None:
 def ours(model: torch.nn.Module, batches: list[torch.Tensor], calibrator: str) -> None:
     import fx2trt_pipeline as ftp
 
-    ftp.quantize(
+    ftp.quantize_model(
         model, batches, example_inputs=(batches[0],), config=ftp.QuantConfig(calibrator=calibrator, show_progress=False)
     )
 
@@ -90,7 +90,7 @@ def main() -> None:
     rows = [("plain FP32 forwards", base)]
     for calibrator in ("entropy", "mse", "minmax"):
         rows.append(
-            (f"fx2trt quantize() [{calibrator}]", best_of(lambda: ours(model, batches, calibrator), args.repeat))
+            (f"fx2trt quantize_model() [{calibrator}]", best_of(lambda: ours(model, batches, calibrator), args.repeat))
         )
     for observer in ("histogram", "minmax"):
         rows.append(
@@ -109,7 +109,7 @@ def main() -> None:
         print(f"{name:48s} {sec:8.3f} {sec / base:8.2f}")
     ours_entropy = rows[1][1]
     ao_hist = rows[4][1]
-    print(f"speed-up of fx2trt quantize() [entropy] over torch.ao [histogram]: {ao_hist / ours_entropy:.2f}x")
+    print(f"speed-up of fx2trt quantize_model() [entropy] over torch.ao [histogram]: {ao_hist / ours_entropy:.2f}x")
 
 
 if __name__ == "__main__":

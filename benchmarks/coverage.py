@@ -96,7 +96,7 @@ def run_one(name: str, batch: int, calib_batches: int) -> dict:
     x = torch.randn(batch, 3, size, size, generator=gen)
     start = time.perf_counter()
     row["step"] = "quantize"
-    qgm = ftp.quantize(model, calib, example_inputs=(calib[0],), config=ftp.QuantConfig(show_progress=False))
+    qgm = ftp.quantize_model(model, calib, example_inputs=(calib[0],), config=ftp.QuantConfig(show_progress=False))
     row["step"] = "convert"
     spec = ftp.InputSpec.dynamic_batch("x", (3, size, size), 1, batch, 2 * batch)
     builder, network, _ctx = network_from_graph_module(qgm, [spec])

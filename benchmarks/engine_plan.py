@@ -4,7 +4,7 @@ For each model (random weights with BN statistics from data, as benchmarks/cover
 its shipped weights): quantize once (mse calibrator, one random batch of 2), then per batch convert, build a
 static-shape engine with TensorRT-RTX and read its plan from the build log. Three plans per batch:
 
-* ``int8``: every quantizable layer INT8 by TensorRT's rules, float parts float32 (``ftp.quantize``'s model);
+* ``int8``: every quantizable layer INT8 by TensorRT's rules, float parts float32 (``ftp.quantize_model``'s model);
 * ``fp16``: the same model with no Q/DQ at all, in float16 (``float_reference``, as ``fx2trt build`` compares);
 * ``chosen``: placement by plan cost with float16 float parts (``place_by_plan_cost``, as ``fx2trt build
   --float-dtype float16 --placement plan-cost``): the layers whose INT8 form TensorRT's plans say cost more stay
@@ -115,7 +115,7 @@ def make_case(name: str, size: int) -> Case:
     gen = torch.Generator().manual_seed(2)
     # Random data: the plan depends on where Q/DQ sit, not on the scales calibration picks.
     x = torch.rand(2, *shape, generator=gen) if name == DETECTOR else torch.randn(2, *shape, generator=gen)
-    # ftp.quantize's three steps, keeping the calibrated module: FP16 and placements are converted from it.
+    # ftp.quantize_model's three steps, keeping the calibrated module: FP16 and placements are converted from it.
     prepared = ftp.prepare(model, (x,), ftp.QuantConfig(show_progress=False))
     ftp.calibrate(prepared, [x])
     return Case(name, prepared, ftp.convert(prepared), shape, time.perf_counter() - start)
@@ -138,7 +138,7 @@ class PlanResult:
 
 
 def int8_plan(case: Case, batch: int) -> PlanResult:
-    """The plan of our strongly typed INT8 network (Q/DQ as ``ftp.quantize`` placed them) at a static batch."""
+    """The plan of our strongly typed INT8 network (Q/DQ as ``ftp.quantize_model`` placed them) at a static batch."""
     spec = case.spec(batch)
     builder, network, _ctx = network_from_graph_module(case.qgm, [spec], builder=create_builder())
     _, plan = engine_and_plan_from_network(builder, network, [spec])

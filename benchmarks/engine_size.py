@@ -39,7 +39,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, skip) in enumerate(cases.items()):
-            qgm = ftp.quantize(
+            qgm = ftp.quantize_model(
                 model,
                 [x],
                 example_inputs=(x,),

@@ -5,7 +5,7 @@ torch.ao: ``prepare_fx`` (TensorRT QConfig: symmetric qint8 activations, per-cha
 ``get_tensorrt_backend_config()``), one calibration batch, ``convert_to_reference_fx``; the reference graph is
 converted, built with the real builder, and run in the network executor next to the reference graph itself.
 PT2E: ``torch.export`` with a dynamic batch -> ``prepare_pt2e(TensorRTQuantizer(mse))`` -> ``convert_pt2e``;
-built with a batch profile 1..8, compared at batch 1 and 4, and with ``ftp.quantize``'s network (layer counts,
+built with a batch profile 1..8, compared at batch 1 and 4, and with ``ftp.quantize_model``'s network (layer counts,
 largest relative scale difference). Random weights with real-ish BatchNorm statistics (benchmarks/coverage.py's
 models) on random inputs; ``--real-mobilenet`` adds MobileNetV2 with its real ImageNet weights on photo crops.
 
@@ -126,7 +126,7 @@ def pt2e_row(name: str, real: bool = False) -> str:
     qgm = convert_pt2e(prepared)
     spec = ftp.InputSpec.dynamic_batch("x", (3, SIZE_PT2E, SIZE_PT2E), 1, 4, 8)
     network, _ctx, size = built_network(qgm, [spec])
-    ours = ftp.quantize(model, calib, example_inputs=(calib[0],), config=config)
+    ours = ftp.quantize_model(model, calib, example_inputs=(calib[0],), config=config)
     network_ours, _ctx_ours, _ = built_network(ours, [spec])
     kinds = ("QUANTIZE", "DEQUANTIZE", "CONVOLUTION", "MATRIX_MULTIPLY")
     same = all(_layer_counts(network)[k] == _layer_counts(network_ours)[k] for k in kinds)
@@ -173,7 +173,7 @@ def main() -> None:
         print(f"\nPT2E TensorRTQuantizer (mse), {SIZE_PT2E} px, dynamic batch\n")
         print(
             "| model | engine built | executor vs converted PT2E graph, TensorRT arithmetic (min of batch 1 and 4) "
-            "| as torch runs it | INT8 vs FP32 | network vs ftp.quantize | seconds |"
+            "| as torch runs it | INT8 vs FP32 | network vs ftp.quantize_model | seconds |"
         )
         print("|---|---|---|---|---|---|---|")
         for name in args.pt2e:

@@ -1,7 +1,7 @@
 """Cost of TensorRT's integer arithmetic in the simulated model, and tie-aware parity per backend.
 
 For each model: quantize, then time the simulated forward with integer arithmetic (exact int8 x int8
-sums, float32 epilogue: what ``ftp.quantize`` returns) against the float path (a float32 conv on
+sums, float32 epilogue: what ``ftp.quantize_model`` returns) against the float path (a float32 conv on
 dequantized values: ``int8_ops.float_path``), interleaved in one run so that machine load hits both;
 check thread-count determinism of both; then tie-aware parity of the network executor and of ONNX
 Runtime without graph optimizations (parity) and with its default optimizations (deployment).
@@ -75,7 +75,7 @@ def main() -> None:
     torch.set_num_threads(2)
     for name in args.models:
         model, calib, x = model_and_data(name, args.size)
-        qgm = ftp.quantize(model, calib, config=ftp.QuantConfig(show_progress=False))
+        qgm = ftp.quantize_model(model, calib, config=ftp.QuantConfig(show_progress=False))
         fgm = int8_ops.float_path(qgm)
         t = timing(qgm, fgm, x, args.repeats)
         print(

@@ -63,7 +63,7 @@ def main() -> None:
     for name in args.models:
         model, calib, x, weights = model_and_data(name)
         start = time.perf_counter()
-        qgm = ftp.quantize(
+        qgm = ftp.quantize_model(
             model,
             calib,
             example_inputs=(calib[0],),

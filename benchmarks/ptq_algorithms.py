@@ -2,7 +2,7 @@
 
 MobileNetV2 with its real ImageNet weights on scikit-image photo crops (calibration and evaluation
 crops are disjoint, as in tests/quantize/test_accuracy_mobilenet.py): mean cosine of the logits and
-top-1 agreement of the simulated INT8 model with FP32. The cost column is the whole quantize() time
+top-1 agreement of the simulated INT8 model with FP32. The cost column is the whole quantize_model() time
 divided by the plain FP32 forwards over the same calibration batches.
 
     python benchmarks/ptq_algorithms.py --threads 2 --calib-batches 3 --eval-batches 2
@@ -91,7 +91,9 @@ def detector_rows(args: argparse.Namespace) -> None:
     print(f"{'setting':24s} {'mAP':>7s} {'drop (points)':>14s}")
     for name in args.settings:
         cfg = ftp.QuantConfig(**{"calibrator": args.calibrator, "show_progress": False, **SETTINGS[name]})
-        qgm = ftp.quantize(setup.model, setup.calib_batches, example_inputs=(setup.calib_batches[0][:1],), config=cfg)
+        qgm = ftp.quantize_model(
+            setup.model, setup.calib_batches, example_inputs=(setup.calib_batches[0][:1],), config=cfg
+        )
         metric = evaluate(qgm)["mAP"]
         print(f"{name:24s} {100 * metric:7.2f} {100 * (fp32 - metric):14.2f}", flush=True)
 
@@ -120,17 +122,17 @@ def main() -> None:
         f"{args.model}, calibration {args.calib_batches}x{args.batch_size} crops, evaluation "
         f"{len(evaluation)} crops, calibrator {args.calibrator}, {args.threads} threads"
     )
-    print(f"{'setting':24s} {'cosine':>8s} {'top-1':>7s} {'quantize() x plain':>19s}")
+    print(f"{'setting':24s} {'cosine':>8s} {'top-1':>7s} {'quantize_model() x plain':>24s}")
     for name in args.settings:
         kwargs = {"calibrator": args.calibrator, "show_progress": False, **SETTINGS[name]}
         start = time.perf_counter()
-        qgm = ftp.quantize(model, calib, example_inputs=(calib[0],), config=ftp.QuantConfig(**kwargs))
+        qgm = ftp.quantize_model(model, calib, example_inputs=(calib[0],), config=ftp.QuantConfig(**kwargs))
         cost = (time.perf_counter() - start) / base
         with torch.no_grad():
             out = qgm(evaluation)
         cos = torch.nn.functional.cosine_similarity(out, reference, dim=1).mean().item()
         top1 = (out.argmax(1) == reference.argmax(1)).float().mean().item()
-        print(f"{name:24s} {cos:8.4f} {top1:7.3f} {cost:19.2f}", flush=True)
+        print(f"{name:24s} {cos:8.4f} {top1:7.3f} {cost:24.2f}", flush=True)
 
 
 if __name__ == "__main__":

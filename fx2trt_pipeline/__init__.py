@@ -6,12 +6,15 @@ Example:
     >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
     ...                             torch.nn.Flatten(), torch.nn.Linear(8 * 14 * 14, 10)).eval()
     >>> x = torch.randn(2, 3, 16, 16)
-    >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+    >>> qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
     >>> tuple(qgm(x).shape)
     (2, 10)
 
-The stages, in pipeline order: ``capture`` -> ``quantize`` -> ``network`` (converters) -> ``engine``
--> ``validate`` -> ``tune`` -> ``deploy`` (CLI). Each public name below is importable from here.
+The stages, in pipeline order, are the subpackages ``capture`` -> ``quantize`` -> ``export`` -> ``network``
+(+ ``converters``) -> ``executor`` -> ``engine`` -> ``plan`` -> ``validate`` -> ``tune`` -> ``deploy`` (CLI). Each
+public name below is importable from here; none of them is called like a subpackage or module, so
+``fx2trt_pipeline.quantize`` is always the quantize stage's package and ``fx2trt_pipeline.quantize.api`` its
+module (tests/test_public_api.py checks every module this way).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from fx2trt_pipeline import errors
-from fx2trt_pipeline.quantize.api import calibrate, convert, prepare, quantize, rebuild_quantized
+from fx2trt_pipeline.quantize.api import calibrate, convert, prepare, quantize_model, rebuild_quantized
 from fx2trt_pipeline.quantize.config import LayerOverride, QuantConfig
 from fx2trt_pipeline.quantize.state import QuantState, get_quant_state, load_quant_state, save_quant_state
 
@@ -104,7 +107,7 @@ __all__ = [  # a literal list, so linters and IDEs read it; tests/test_public_ap
     "network_from_graph_module",
     "prepare",
     "quant_error_table",
-    "quantize",
+    "quantize_model",
     "rebuild_quantized",
     "save_quant_state",
     "shard_for_rank",

@@ -136,7 +136,7 @@ class TensorRTQuantizer(Quantizer):
             deconv_weight_axis, per_channel_weights); default ``QuantConfig()``.
 
     Skip and override patterns match module paths (``layer1.0.conv1``) for ops that implement a
-    conv / linear / pooling module and node names for the others, as with ``ftp.quantize``.
+    conv / linear / pooling module and node names for the others, as with ``ftp.quantize_model``.
 
     Example:
         >>> from fx2trt_pipeline.pt2e import TensorRTQuantizer
@@ -166,7 +166,7 @@ class TensorRTQuantizer(Quantizer):
                 observer_or_fake_quant_ctr=ctor,
             )
             for i, (_, consumer, path) in enumerate(edges):
-                # One observer per scale group, as in ftp.quantize (concat / maxpool inputs share it).
+                # One observer per scale group, as in ftp.quantize_model (concat / maxpool inputs share it).
                 _annotate(consumer, _input_at(consumer, path), spec if i == 0 else SharedQuantizationSpec(first))
         for wp in placement.weights.values():
             layer = nodes[wp.layer]

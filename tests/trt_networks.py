@@ -112,7 +112,7 @@ def tiny_quantized() -> tuple[torch.nn.Module, torch.fx.GraphModule]:
         model.bn1.running_var.uniform_(0.5, 2.0)
     batches = [torch.randn(2, 3, 16, 16) for _ in range(3)]
     config = ftp.QuantConfig(calibrator="minmax", show_progress=False)
-    return model, ftp.quantize(model, batches, example_inputs=(batches[0],), config=config)
+    return model, ftp.quantize_model(model, batches, example_inputs=(batches[0],), config=config)
 
 
 def make_qdq_conv_gm(seed: int = 0) -> torch.fx.GraphModule:

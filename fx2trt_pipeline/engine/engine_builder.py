@@ -14,7 +14,7 @@ Example:
     >>> import torch, fx2trt_pipeline as ftp
     >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).eval()
     >>> x = torch.randn(2, 3, 16, 16)
-    >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+    >>> qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
     >>> from fx2trt_pipeline.engine.engine_builder import build_engine
     >>> from fx2trt_pipeline.network.inputs import InputSpec
     >>> spec = InputSpec.dynamic_batch("x", (3, 16, 16), 1, 2, 4)
@@ -197,6 +197,7 @@ def engine_and_plan_from_network(
         (['Float'], 2)
     """
     trt = trt_api.get_trt()
+    _LOG.info("building with %s (%s)", trt_api.library_label(), trt_api.build_library_reason())
     options = options if options is not None else BuildOptions()
     _check_network(network, trt)
     specs = _check_inputs(network, inputs)
@@ -382,7 +383,7 @@ def build_engine(
         >>> import torch, fx2trt_pipeline as ftp
         >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).eval()
         >>> x = torch.randn(2, 3, 16, 16)
-        >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+        >>> qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
         >>> art = build_engine(qgm, [InputSpec("x", (2, 3, 16, 16))], "model.plan",
         ...                    options=BuildOptions(builder_optimization_level=3))
         >>> art.metadata["build_options"]["builder_optimization_level"], art.metadata["inputs"][0]["shape"]
@@ -450,6 +451,7 @@ def _timed_engine(
         "network_seconds": round(network_seconds, 4),
         "build_seconds": round(build_seconds, 4),
         "engine_bytes": len(data),
+        "library": f"{trt_api.library_label()} ({trt_api.build_library_reason()})",
     }
     if plan is not None and any(spec.is_dynamic for spec in inputs):
         plan = plan_at_opt_shape(qgm, inputs, options, output_names)

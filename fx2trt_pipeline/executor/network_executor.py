@@ -21,7 +21,7 @@ Example:
     >>> import torch, fx2trt_pipeline as ftp
     >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).eval()
     >>> x = torch.randn(2, 3, 16, 16)
-    >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+    >>> qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
     >>> from fx2trt_pipeline.network.inputs import InputSpec
     >>> from fx2trt_pipeline.network.network import network_from_graph_module
     >>> _, network, ctx = network_from_graph_module(qgm, [InputSpec("x", (2, 3, 16, 16))])
@@ -298,7 +298,7 @@ class NetworkExecutor:
             >>> import torch, fx2trt_pipeline as ftp
             >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).eval()
             >>> x = torch.randn(2, 3, 16, 16)
-            >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+            >>> qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
             >>> from fx2trt_pipeline.network.inputs import InputSpec
             >>> from fx2trt_pipeline.network.network import network_from_graph_module
             >>> _, network, ctx = network_from_graph_module(qgm, [InputSpec("x", (2, 3, 16, 16))])

@@ -20,7 +20,7 @@ Example:
     >>> import torch, fx2trt_pipeline as ftp
     >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).eval()
     >>> x = torch.randn(2, 3, 16, 16)
-    >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+    >>> qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
     >>> from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
     >>> path = export_qdq_onnx(qgm, (x,), "conv_qdq.onnx",
     ...                        input_names=["images"], output_names=["features"], dynamic_batch=True)
@@ -114,7 +114,7 @@ def unexportable_nodes(gm: torch.fx.GraphModule) -> list[tuple[str, str, str, st
         if _is_torch_ao_quant(node):
             reason = (
                 "torch.ao quantized (qint8) tensors have no ONNX translation; quantize with "
-                "ftp.quantize(), whose Q/DQ ops export"
+                "ftp.quantize_model(), whose Q/DQ ops export"
             )
             rows.append((node.name, _target_label(node), reason, node_location(node)))
             continue
@@ -207,7 +207,7 @@ def export_qdq_onnx(
     how a runtime sums them is its own business (ONNX Runtime without graph optimizations: float32).
 
     Args:
-        qgm: the reference-quantized GraphModule (``ftp.quantize()``), or any exportable module.
+        qgm: the reference-quantized GraphModule (``ftp.quantize_model()``), or any exportable module.
         example_inputs: positional example inputs (CPU tensors).
         path: destination ``.onnx`` file; written atomically.
         options: names, dynamic batch and opset (:class:`OnnxExportOptions`).
@@ -224,7 +224,7 @@ def export_qdq_onnx(
         >>> import torch, fx2trt_pipeline as ftp
         >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).eval()
         >>> x = torch.randn(2, 3, 16, 16)
-        >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+        >>> qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
         >>> export_qdq_onnx(qgm, (x,), "model.onnx", input_names=["images"], output_names=["features"]).name
         'model.onnx'
     """

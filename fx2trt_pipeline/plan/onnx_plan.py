@@ -24,7 +24,7 @@ Example:
     >>> from fx2trt_pipeline.network.network import network_from_graph_module
     >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3)).eval()
     >>> x = torch.randn(2, 3, 16, 16)
-    >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+    >>> qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
     >>> spec = ftp.InputSpec("x", (2, 3, 16, 16))
     >>> builder, network, ctx = network_from_graph_module(qgm, [spec], builder=create_builder())
     >>> ours = engine_and_plan_from_network(builder, network, [spec])[1]

@@ -16,7 +16,7 @@ _EXPORTS = {
     "prepare": "api",
     "calibrate": "api",
     "convert": "api",
-    "quantize": "api",
+    "quantize_model": "api",
     "rebuild_quantized": "api",
     "QuantConfig": "config",
     "LayerOverride": "config",

@@ -1,4 +1,4 @@
-"""The quantizer's public entry points: prepare -> calibrate -> convert, or quantize() in one call.
+"""The quantizer's public entry points: prepare -> calibrate -> convert, or quantize_model() in one call.
 
 Example:
     >>> import torch
@@ -6,7 +6,7 @@ Example:
     >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
     ...                             torch.nn.Flatten(), torch.nn.Linear(8 * 14 * 14, 10)).eval()
     >>> x = torch.randn(2, 3, 16, 16)
-    >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(calibrator="minmax",
+    >>> qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=ftp.QuantConfig(calibrator="minmax",
     ...                    show_progress=False))
     >>> qgm(x).shape
     torch.Size([2, 10])
@@ -73,7 +73,7 @@ def _float_graph(
 ) -> GraphModule:
     """Copy ``model`` (the caller's stays untouched), check eval mode, capture it and fold BN."""
     if not isinstance(model, nn.Module):
-        raise ConfigError(f"quantize() needs a torch.nn.Module, got {type(model).__name__}")
+        raise ConfigError(f"Quantizing needs a torch.nn.Module, got {type(model).__name__}")
     if model.training:
         if config.train_mode == "error":
             raise ConfigError(
@@ -334,7 +334,7 @@ def _check_observed(placement: Placement, observed: Placement) -> None:
         )
 
 
-def quantize(
+def quantize_model(
     model: nn.Module,
     calib_batches: Iterable[Any],
     example_inputs: Sequence[Any] | None = None,

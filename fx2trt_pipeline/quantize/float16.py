@@ -27,7 +27,7 @@ Example:
     >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).eval()
     >>> x = torch.randn(2, 3, 16, 16)
     >>> cfg = ftp.QuantConfig(float_dtype="float16", show_progress=False)
-    >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=cfg)
+    >>> qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=cfg)
     >>> qgm(x).dtype, [n.args[3] for n in qgm.graph.nodes if n.name.endswith("_dq")][:1]
     (torch.float32, [torch.float16])
 """

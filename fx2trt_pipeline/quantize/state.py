@@ -5,7 +5,7 @@ calibrating again, and it is what the engine metadata hashes. Saved as JSON, wri
 
 Example:
     >>> import fx2trt_pipeline as ftp
-    >>> # qgm = ftp.quantize(model, batches, example_inputs=(x,))
+    >>> # qgm = ftp.quantize_model(model, batches, example_inputs=(x,))
     >>> # ftp.save_quant_state(qgm, "model.quant.json")
     >>> # qgm2 = ftp.rebuild_quantized(model, ftp.load_quant_state("model.quant.json"), example_inputs=(x,))
 """

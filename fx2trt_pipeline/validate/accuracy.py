@@ -238,7 +238,7 @@ def validate_detector(
 
     Args:
         model: the float detector.
-        qgm: its reference-quantized GraphModule (``ftp.quantize``).
+        qgm: its reference-quantized GraphModule (``ftp.quantize_model``).
         dataset: ``ds[i] -> (image, image_id)`` with ``ds.coco`` ground truth, e.g.
             ``load_mnist_detection("val")``.
         backends: ``"auto"`` (see :func:`choose_engine_backends`) or backend names; the first one

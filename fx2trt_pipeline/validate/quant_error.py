@@ -10,7 +10,7 @@ Example:
     >>> import torch, fx2trt_pipeline as ftp
     >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).eval()
     >>> x = torch.randn(2, 3, 16, 16)
-    >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+    >>> qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
     >>> from fx2trt_pipeline.validate.quant_error import quant_error_table
     >>> table = quant_error_table(model, qgm, (x,))
     >>> print(table)                                       # worst layers first  # doctest: +ELLIPSIS
@@ -239,7 +239,7 @@ def quant_error_table(
         >>> import torch, fx2trt_pipeline as ftp
         >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).eval()
         >>> x = torch.randn(2, 3, 16, 16)
-        >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+        >>> qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
         >>> table = quant_error_table(model, qgm, (x,))
         >>> [row.layer for row in table.worst_first()], table[0].accumulated_sqnr_db > 20
         (['_0'], True)

@@ -13,7 +13,7 @@ Example:
     >>> import torch, fx2trt_pipeline as ftp
     >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).eval()
     >>> x = torch.randn(2, 3, 16, 16)
-    >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+    >>> qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
     >>> from fx2trt_pipeline.network.inputs import InputSpec
     >>> from fx2trt_pipeline.network.network import network_from_graph_module
     >>> _, network, ctx = network_from_graph_module(qgm, [InputSpec("images", (2, 3, 16, 16))])
@@ -200,6 +200,10 @@ class TensorRTEngineRunner:
         self.name = name
         self.warm_up_seconds = engine.warm_up() if warm_up else None
 
+    def warm_up(self, batch_sizes: Sequence[int]) -> None:
+        """Compile the engine for these batch sizes too (``Engine.warm_up``; shapes already run are skipped)."""
+        self.engine.warm_up(batch_sizes=list(batch_sizes))
+
     @property
     def input_names(self) -> list[str]:
         """Engine input names."""
@@ -225,7 +229,7 @@ def compare_runners(
         >>> import torch, fx2trt_pipeline as ftp
         >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).eval()
         >>> x = torch.randn(2, 3, 16, 16)
-        >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+        >>> qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
         >>> from fx2trt_pipeline.network.inputs import InputSpec
         >>> from fx2trt_pipeline.network.network import network_from_graph_module
         >>> _, network, ctx = network_from_graph_module(qgm, [InputSpec("images", (2, 3, 16, 16))])

@@ -225,9 +225,9 @@ def ao_reference(model: nn.Module, example: tuple[torch.Tensor, ...], per_channe
 
 
 def ftp_quantized(shape: tuple[int, ...], **config: Any) -> dict:
-    """OpCase fields for a module quantized by ``ftp.quantize`` (integer-arithmetic conv / linear nodes)."""
+    """OpCase fields for a module quantized by ``ftp.quantize_model`` (integer-arithmetic conv / linear nodes)."""
     import fx2trt_pipeline as ftp
 
     example = (torch.randn(shape, generator=torch.Generator().manual_seed(0)),)
     cfg = ftp.QuantConfig(show_progress=False, **config)
-    return dict(inputs=lambda: example, trace=lambda m: ftp.quantize(m, [example], config=cfg), atol=1e-3)
+    return dict(inputs=lambda: example, trace=lambda m: ftp.quantize_model(m, [example], config=cfg), atol=1e-3)

@@ -13,7 +13,7 @@ from tests.converters.qdq_graph import Fn
 pytestmark = pytest.mark.skipif(not trt_api.is_available(), reason="no TensorRT library installed")
 
 X = ((2, 3, 4, 5),)
-torch.fx.wrap("float_cast")  # traced as one call_function node here too, as in graphs from quantize()
+torch.fx.wrap("float_cast")  # traced as one call_function node here too, as in graphs from quantize_model()
 
 
 def _anchor_grid(m, x: torch.Tensor) -> torch.Tensor:

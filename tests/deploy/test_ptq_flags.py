@@ -39,7 +39,7 @@ def test_report_names_the_algorithms_that_ran() -> None:
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
     x = torch.randn(4, 3, 10, 10)
     cfg = ftp.QuantConfig(equalization=True, bias_correction=True, calibrator="auto_per_group", show_progress=False)
-    summary = algorithms_run(ftp.get_quant_state(ftp.quantize(model, [x], example_inputs=(x,), config=cfg)))
+    summary = algorithms_run(ftp.get_quant_state(ftp.quantize_model(model, [x], example_inputs=(x,), config=cfg)))
     assert summary["equalization"] == {"on": True, "pairs": 1}
     assert summary["bias_correction"] == {"on": True, "layers": 2}
     assert not summary["adaround"]["on"] and sum(summary["auto_per_group"]["chosen"].values()) == 2

@@ -113,10 +113,10 @@ def test_steps_print_times_and_wrap_errors() -> None:
 
 
 def _quantized(skip: tuple[str, ...] = ()) -> torch.fx.GraphModule:
-    from fx2trt_pipeline.quantize.api import quantize
+    from fx2trt_pipeline.quantize.api import quantize_model
 
     x = torch.randn(4, 3, 16, 16)
-    return quantize(tiny_classifier(), [x], (x,), ftp.QuantConfig(skip=skip, show_progress=False))
+    return quantize_model(tiny_classifier(), [x], (x,), ftp.QuantConfig(skip=skip, show_progress=False))
 
 
 def test_graph_svg_marks_int8_and_float_layers() -> None:

@@ -104,7 +104,7 @@ def test_build_engine_records_the_quantizers_state_digest(tmp_path: Path) -> Non
         torch.nn.Conv2d(8, 4, 1),
     ).eval()
     batches = [torch.randn(2, 3, 16, 16) for _ in range(2)]
-    qgm = ftp.quantize(
+    qgm = ftp.quantize_model(
         model,
         batches,
         example_inputs=(batches[0],),

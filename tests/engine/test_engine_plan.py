@@ -117,7 +117,7 @@ def test_dynamic_batch_build_records_exact_dims_of_a_token_linear(tmp_path: Path
             return self.fc(x.flatten(2).transpose(1, 2))  # (B, 64, 7, 7) -> (B, 49, 64) -> (B, 49, 32)
 
     x = torch.randn(4, 64, 7, 7)
-    qgm = ftp.quantize(Tokens().eval(), [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+    qgm = ftp.quantize_model(Tokens().eval(), [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
     spec = InputSpec.dynamic_batch("x", (64, 7, 7), min_batch=1, opt_batch=4, max_batch=8)
     art = ftp.build_engine(qgm, [spec], tmp_path / "m.plan")
     plan = EnginePlan.read(plan_path(art.engine_path))

@@ -38,7 +38,7 @@ def test_quantized_model_builds_a_dynamic_batch_int8_engine(name: str, tmp_path:
     model = MODELS[name]().eval()
     gen = torch.Generator().manual_seed(0)
     data = [torch.randn(2, 3, 64, 64, generator=gen) for _ in range(2)]
-    qgm = ftp.quantize(model, data, example_inputs=(data[0],), config=ftp.QuantConfig(show_progress=False))
+    qgm = ftp.quantize_model(model, data, example_inputs=(data[0],), config=ftp.QuantConfig(show_progress=False))
     spec = ftp.InputSpec.dynamic_batch("images", (3, 64, 64), min_batch=1, opt_batch=4, max_batch=8)
 
     _, network, _ = network_from_graph_module(qgm, [spec])

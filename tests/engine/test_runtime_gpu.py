@@ -163,7 +163,7 @@ def test_engine_matches_the_simulated_model(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = _SmallNet().eval()
     calib = [torch.randn(8, 3, 32, 32) for _ in range(4)]
-    qgm = ftp.quantize(model, calib, example_inputs=(calib[0],), config=ftp.QuantConfig(show_progress=False))
+    qgm = ftp.quantize_model(model, calib, example_inputs=(calib[0],), config=ftp.QuantConfig(show_progress=False))
     spec = InputSpec.dynamic_batch("images", (3, 32, 32), min_batch=1, opt_batch=8, max_batch=8)
     build_engine(qgm, [spec], tmp_path / "small.plan", output_names=["logits"])
     engine = TensorRTEngineRunner(tmp_path / "small.plan")

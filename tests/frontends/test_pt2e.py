@@ -1,5 +1,5 @@
 """PT2E front end: torch.export -> prepare_pt2e(TensorRTQuantizer) -> calibrate -> convert_pt2e, built with the
-real builder, run in the network executor, and compared with the network ftp.quantize makes of the same model."""
+real builder, run in the network executor, and compared with the network ftp.quantize_model makes of the same model."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ pytestmark = [
 
 SIZE = 64
 # minmax keeps the suite fast; both flows feed the same TensorStats / calibrator functions whatever the method.
-# BN folded by torchao and by ftp.quantize differ in the last bits, hence a float tolerance on scales.
+# BN folded by torchao and by ftp.quantize_model differ in the last bits, hence a float tolerance on scales.
 CONFIG = ftp.QuantConfig(calibrator="minmax", show_progress=False)
 
 
@@ -97,7 +97,7 @@ def flows(request):
     model, data = _model_and_data(request.param)
     calib = [data(3, 0)]
     qgm = pt2e_quantize(model, calib)
-    return model, qgm, ftp.quantize(model, calib, example_inputs=(calib[0],), config=CONFIG), data
+    return model, qgm, ftp.quantize_model(model, calib, example_inputs=(calib[0],), config=CONFIG), data
 
 
 def test_same_network_as_ftp_quantize_and_executor_parity(flows) -> None:
@@ -167,7 +167,7 @@ def test_skip_overrides_and_deconv_axis() -> None:
     qt = torch.ops.quantized_decomposed.quantize_per_tensor.default
     first_q = next(n for n in qgm.graph.nodes if n.target is qt and n.args[0].op == "placeholder")
     assert first_q.args[1] == pytest.approx(float(calib[0].abs().max()) / 127, rel=1e-6)  # minmax on conv1
-    ours = ftp.quantize(model, calib, example_inputs=(calib[0],), config=config)
+    ours = ftp.quantize_model(model, calib, example_inputs=(calib[0],), config=config)
     x = torch.randn(2, 3, 16, 16)  # the export's batch: it was static
     with torch.no_grad():
         assert cosine_similarity(ours(x), qgm(x)) > 0.9999

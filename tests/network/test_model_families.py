@@ -65,7 +65,9 @@ class TinySegmenter(nn.Module):
 def _end_to_end(model: nn.Module, shape: tuple[int, ...]) -> tuple[torch.fx.GraphModule, object]:
     torch.manual_seed(0)
     calib = [torch.randn(2, *shape) for _ in range(2)]
-    qgm = ftp.quantize(model.eval(), calib, example_inputs=(calib[0],), config=ftp.QuantConfig(show_progress=False))
+    qgm = ftp.quantize_model(
+        model.eval(), calib, example_inputs=(calib[0],), config=ftp.QuantConfig(show_progress=False)
+    )
     spec = ftp.InputSpec.dynamic_batch("x", shape, 1, 2, 4)
     builder, network, _ = network_from_graph_module(qgm, [spec])
     assert len(engine_bytes_from_network(builder, network, [spec])) > 0

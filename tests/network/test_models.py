@@ -86,13 +86,13 @@ class Mixed(torch.nn.Module):
 @pytest.mark.parametrize("deconv_axis", [0, 1])
 def test_real_quantizer_output_converts(deconv_axis: int) -> None:
     """The quantizer's reference GraphModule (the graph contract) converts, builds and matches in the executor."""
-    from fx2trt_pipeline.quantize.api import quantize
+    from fx2trt_pipeline.quantize.api import quantize_model
     from fx2trt_pipeline.quantize.config import QuantConfig
 
     torch.manual_seed(0)
     batches = [torch.randn(2, 3, 8, 8) for _ in range(2)]
     config = QuantConfig(calibrator="minmax", deconv_weight_axis=deconv_axis, show_progress=False)
-    qgm = quantize(Mixed().eval(), batches, config=config)
+    qgm = quantize_model(Mixed().eval(), batches, config=config)
     converted = convert_gm(qgm, (batches[0],), dynamic_batch=True)
     types = converted.layer_types()
     assert types["CONVOLUTION"] == 2 and types["DECONVOLUTION"] == 1 and types["MATRIX_MULTIPLY"] == 1

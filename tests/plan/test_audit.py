@@ -37,7 +37,7 @@ def mobilenet() -> tuple[torch.nn.Module, GraphModule, torch.Tensor]:
     torch.manual_seed(0)
     model = torchvision.models.mobilenet_v2().eval()
     x = torch.randn(2, 3, 96, 96)
-    qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+    qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
     return model, qgm, x
 
 
@@ -46,7 +46,7 @@ def test_every_quantized_layer_of_mobilenet_runs_int8(mobilenet) -> None:
     audit = _audit(qgm, x, qgm)
     counts = audit.counts()
     assert audit.passed, audit.gate_lines()
-    # 52 convs + the classifier, all quantized by ftp.quantize, all Int8 in TensorRT's plan
+    # 52 convs + the classifier, all quantized by ftp.quantize_model, all Int8 in TensorRT's plan
     assert counts == {"quantized": 53, "int8_in_plan": 53, "failed": 0, "no_int8_kernel": 0, "kept_in_float": 0}
     assert audit.summary_line().startswith("TensorRT plan: 53/53 quantized convs and matmuls run INT8")
     assert not audit.unattributed  # every compute layer of the plan maps back to an FX node
@@ -55,7 +55,7 @@ def test_every_quantized_layer_of_mobilenet_runs_int8(mobilenet) -> None:
 def test_skipped_layer_is_listed_in_float_with_its_reason(mobilenet) -> None:
     model, _, x = mobilenet
     cfg = ftp.QuantConfig(show_progress=False, skip=("features.1.conv.1",))
-    qgm = ftp.quantize(model, [x], example_inputs=(x,), config=cfg)
+    qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=cfg)
     audit = _audit(qgm, x, qgm)
     floats = [r for r in audit.rows if r.verdict == "float"]
     assert audit.passed
@@ -97,7 +97,7 @@ def test_conv_the_quantizer_half_saw_fails_and_is_not_claimed() -> None:
         torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), SamePadConv(32, 32, 3), torch.nn.ReLU()
     ).eval()
     x = torch.randn(2, 16, 16, 16)
-    qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+    qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
     audit = _audit(qgm, x, qgm)
     kinds = {r.node: (r.graph, r.plan_dtype, r.verdict) for r in audit.rows}
     assert kinds == {"_0": ("int8", "Int8", "int8"), "conv2d": ("half", "Float", "fail")}
@@ -112,7 +112,7 @@ def test_deconv_without_int8_kernel_is_reported_not_failed() -> None:
         torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.ConvTranspose2d(32, 16, 2, stride=2)
     ).eval()
     x = torch.randn(2, 16, 16, 16)
-    qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+    qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
     audit = _audit(qgm, x, qgm)
     deconv = next(r for r in audit.rows if r.kind == "deconv")
     assert deconv.graph == "int8"

@@ -56,7 +56,7 @@ def plans(request: pytest.FixtureRequest) -> Plans:
     torch.manual_seed(0)
     model = getattr(torchvision.models, request.param)().eval()
     x = torch.randn(SHAPE)
-    qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+    qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
     return Plans(model, _plan(qgm), _plan(torch.fx.symbolic_trace(model)))
 
 

@@ -1,5 +1,5 @@
 """Placement lint on real networks: every rule flags a graph that breaks it (naming the FX node) and passes a
-clean variant; ftp.quantize's resnet18 / mobilenet_v2 give no placement findings.
+clean variant; ftp.quantize_model's resnet18 / mobilenet_v2 give no placement findings.
 
 TensorRT's plan (TensorRT-RTX 1.7.1, ahead-of-time plan of a CPU build) is measured broken vs fixed: a float
 residual skip costs bytes; per-input concat scales and a Q between conv and ReLU cost no kernel and no bytes
@@ -39,7 +39,7 @@ from tests.converters.qdq_graph import (  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::FutureWarning")
 
-#: Rules ftp.quantize's default placement must never break (int8_channels_not_multiple_of_16 is advice,
+#: Rules ftp.quantize_model's default placement must never break (int8_channels_not_multiple_of_16 is advice,
 #: qdq_around_float_only_op does not apply to CNNs).
 PLACEMENT_RULES = {
     "half_quantized_weighted_op",
@@ -374,7 +374,7 @@ def test_int8_channels_not_multiple_of_16() -> None:
 def test_ftp_quantize_placement_is_clean(name: str) -> None:
     model = getattr(torchvision.models, name)(weights=None).eval()
     x = example(1, 3, 64, 64)
-    qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+    qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
     findings = lint(qgm, x)
     assert not [f for f in findings if f.rule in PLACEMENT_RULES], "\n".join(map(str, findings))
     if name == "mobilenet_v2":  # its 24-channel block is the one advice

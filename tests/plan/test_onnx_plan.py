@@ -55,7 +55,7 @@ def plans(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     torch.manual_seed(0)
     model = _model(request.param)
     x = torch.randn(BATCH, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
-    qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+    qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
     spec = ftp.InputSpec("x", (BATCH, 3, SIZE, SIZE))
     builder, network, _ctx = network_from_graph_module(qgm, [spec], builder=create_builder())
     _, ours = engine_and_plan_from_network(builder, network, [spec])

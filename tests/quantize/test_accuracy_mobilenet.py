@@ -72,7 +72,7 @@ def test_best_settings_reach_cosine_099_all_int8(calibrated) -> None:
         adaround=True,
         show_progress=False,
     )
-    qgm = ftp.quantize(model, calib, example_inputs=(calib[0],), config=cfg)
+    qgm = ftp.quantize_model(model, calib, example_inputs=(calib[0],), config=cfg)
     state = ftp.get_quant_state(qgm)
     assert not state.config.skip and len(state.placement.weights) == 53 and len(state.edits.rounding) >= 40
     with torch.no_grad():

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 from torch import nn
 
 import fx2trt_pipeline as ftp
+from fx2trt_pipeline.quantize import api
 from fx2trt_pipeline.quantize.adaround import reconstruction_error
 from fx2trt_pipeline.quantize.layer_inputs import InputGram, lockstep_inputs
 from fx2trt_pipeline.quantize.reference import quantize_weight
-
-api = importlib.import_module("fx2trt_pipeline.quantize.api")  # ftp.quantize (a function) hides the package
 
 
 def model() -> nn.Module:
@@ -109,7 +106,7 @@ def test_adaround_lowers_model_output_error_on_held_out_data(real_blocks) -> Non
 def test_underdetermined_layers_keep_round_to_nearest() -> None:
     m, calib = model(), batches(0)
     cfg = ftp.QuantConfig(calibrator="minmax", adaround=True, adaround_iterations=20, show_progress=False)
-    qgm = ftp.quantize(m, calib, example_inputs=(calib[0],), config=cfg)
+    qgm = ftp.quantize_model(m, calib, example_inputs=(calib[0],), config=cfg)
     # the classifier sees 32 positions for 288 weights per output: it keeps round-to-nearest
     assert set(ftp.get_quant_state(qgm).edits.rounding) == {"_0", "_2", "_4"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import pytest
@@ -35,7 +36,9 @@ class Tiny(nn.Module):
 def test_simulation_matches_manual_int8_math() -> None:
     model = Tiny().eval()
     data = batches((4, 3, 8, 8), 3)
-    qgm = ftp.quantize(model, data, example_inputs=(data[0],), config=ftp.QuantConfig(calibrator="minmax", **QUIET))
+    qgm = ftp.quantize_model(
+        model, data, example_inputs=(data[0],), config=ftp.QuantConfig(calibrator="minmax", **QUIET)
+    )
     state = ftp.get_quant_state(qgm)
     x = data[0]
     # independent reference: fold BN by hand, fake-quantize input and weights, run eager ops
@@ -60,7 +63,7 @@ def test_prepare_calibrate_convert_equals_quantize_and_runs_on_any_device() -> N
     model = torchvision.models.resnet18().eval()
     data = batches((2, 3, 32, 32), 2)
     cfg = ftp.QuantConfig(calibrator="mse", **QUIET)
-    q1 = ftp.quantize(model, data, example_inputs=(data[0],), config=cfg)
+    q1 = ftp.quantize_model(model, data, example_inputs=(data[0],), config=cfg)
     prepared = ftp.prepare(model, (data[0],), cfg)
     ftp.calibrate(prepared, data[:1])
     ftp.calibrate(prepared, data[1:])  # statistics accumulate across calls
@@ -80,7 +83,7 @@ def test_convert_with_other_calibrator_reuses_statistics() -> None:
         assert state.amax == {k: compute_amax(info.stats[k], method, 99.99) for k in info.stats}
     # keeping layers in float reuses the statistics when the remaining Q/DQ points were observed
     skipped = ftp.convert(prepared, ftp.QuantConfig(skip=("fc",), **QUIET))
-    fresh = ftp.quantize(model, data, config=ftp.QuantConfig(skip=("fc",), **QUIET))
+    fresh = ftp.quantize_model(model, data, config=ftp.QuantConfig(skip=("fc",), **QUIET))
     assert torch.equal(skipped(data[0]), fresh(data[0]))
     assert "flatten" not in ftp.get_quant_state(skipped).placement.points
     narrow = ftp.calibrate(ftp.prepare(model, (data[0],), ftp.QuantConfig(quantize_ops=("conv",), **QUIET)), data)
@@ -105,7 +108,7 @@ def test_merging_halves_equals_calibrating_on_the_whole() -> None:
 def test_state_round_trip_and_rebuild(tmp_path) -> None:
     model = torchvision.models.mobilenet_v2().eval()
     data = batches((2, 3, 32, 32), 2)
-    qgm = ftp.quantize(model, data, example_inputs=(data[0],), config=ftp.QuantConfig(**QUIET))
+    qgm = ftp.quantize_model(model, data, example_inputs=(data[0],), config=ftp.QuantConfig(**QUIET))
     path = tmp_path / "state.json"
     digest = ftp.save_quant_state(qgm, path)
     state = ftp.load_quant_state(path)
@@ -126,7 +129,7 @@ def test_format_1_state_rebuilds_the_same_model(tmp_path) -> None:
 
     model = Tiny().eval()
     data = batches((2, 3, 8, 8), 2)
-    qgm = ftp.quantize(model, data, example_inputs=(data[0],), config=ftp.QuantConfig(**QUIET))
+    qgm = ftp.quantize_model(model, data, example_inputs=(data[0],), config=ftp.QuantConfig(**QUIET))
     path = tmp_path / "state.json"
     ftp.save_quant_state(qgm, path)
     saved = json.loads(path.read_text())
@@ -144,7 +147,7 @@ def test_format_1_state_rebuilds_the_same_model(tmp_path) -> None:
 def test_user_model_is_not_modified() -> None:
     model = Tiny().eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    ftp.quantize(model, batches((2, 3, 8, 8), 1), config=ftp.QuantConfig(**QUIET))
+    ftp.quantize_model(model, batches((2, 3, 8, 8), 1), config=ftp.QuantConfig(**QUIET))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
@@ -169,37 +172,39 @@ class Gate(nn.Module):
 
 def test_untraceable_model_names_module_and_suggests_leaf() -> None:
     with pytest.raises(CaptureError, match=r"(?s)'gate' \(Gate\).*test_api.py.*leaf"):
-        ftp.quantize(Untraceable().eval(), batches((1, 3), 1), config=ftp.QuantConfig(**QUIET))
+        ftp.quantize_model(Untraceable().eval(), batches((1, 3), 1), config=ftp.QuantConfig(**QUIET))
     # marking it as a leaf makes it work
-    ftp.quantize(Untraceable().eval(), batches((1, 3), 1), config=ftp.QuantConfig(leaf_modules=("Gate",), **QUIET))
+    ftp.quantize_model(
+        Untraceable().eval(), batches((1, 3), 1), config=ftp.QuantConfig(leaf_modules=("Gate",), **QUIET)
+    )
 
 
 def test_empty_calibration_data() -> None:
     with pytest.raises(CalibrationError, match="empty"):
-        ftp.quantize(Tiny().eval(), [], config=ftp.QuantConfig(**QUIET))
+        ftp.quantize_model(Tiny().eval(), [], config=ftp.QuantConfig(**QUIET))
 
 
 def test_nan_names_first_observer() -> None:
     data = batches((2, 3, 8, 8), 2)
     data[1][0, 0, 0, 0] = float("nan")
     with pytest.raises(CalibrationError, match="'x'"):
-        ftp.quantize(Tiny().eval(), data, config=ftp.QuantConfig(**QUIET))
+        ftp.quantize_model(Tiny().eval(), data, config=ftp.QuantConfig(**QUIET))
 
     class Overflow(Tiny):
         def forward(self, x):
             return super().forward(x * 1e38 * 1e38)
 
     with pytest.raises(CalibrationError, match="'mul_1'"):
-        ftp.quantize(Overflow().eval(), batches((2, 3, 8, 8), 1), config=ftp.QuantConfig(**QUIET))
+        ftp.quantize_model(Overflow().eval(), batches((2, 3, 8, 8), 1), config=ftp.QuantConfig(**QUIET))
 
 
 def test_train_mode_warns_or_refuses() -> None:
     model = Tiny().train()
     with pytest.warns(UserWarning, match="train mode"):
-        ftp.quantize(model, batches((2, 3, 8, 8), 1), config=ftp.QuantConfig(**QUIET))
+        ftp.quantize_model(model, batches((2, 3, 8, 8), 1), config=ftp.QuantConfig(**QUIET))
     assert model.training  # the caller's module is left as it was
     with pytest.raises(ConfigError, match="eval"):
-        ftp.quantize(model, batches((2, 3, 8, 8), 1), config=ftp.QuantConfig(train_mode="error", **QUIET))
+        ftp.quantize_model(model, batches((2, 3, 8, 8), 1), config=ftp.QuantConfig(train_mode="error", **QUIET))
 
 
 def test_unknown_config_keys_and_calibrators() -> None:
@@ -223,18 +228,21 @@ def test_example_inputs_of_wrong_shape() -> None:
 def test_quantize_has_no_warnings_on_eval_model() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ftp.quantize(Tiny().eval(), batches((2, 3, 8, 8), 1), config=ftp.QuantConfig(**QUIET))
+        ftp.quantize_model(Tiny().eval(), batches((2, 3, 8, 8), 1), config=ftp.QuantConfig(**QUIET))
 
 
-def test_public_functions_survive_submodule_imports() -> None:
-    """``ftp.quantize`` stays the function although the subpackage ``fx2trt_pipeline.quantize`` shares its name."""
-    import importlib
+def test_the_quantize_stage_is_a_package_and_its_one_call_function_has_its_own_name() -> None:
+    """``fx2trt_pipeline.quantize`` is the stage's package whatever was imported before; the function is
+    ``quantize_model``."""
+    import fx2trt_pipeline.network.inputs
+    import fx2trt_pipeline.network.network
+    import fx2trt_pipeline.quantize.api
+    import fx2trt_pipeline.quantize.observe
 
-    for mod in (
-        "fx2trt_pipeline.network.network",
-        "fx2trt_pipeline.quantize.observe",
-        "fx2trt_pipeline.network.inputs",
-    ):
-        importlib.import_module(mod)
-    assert callable(ftp.convert) and ftp.convert.__module__ == "fx2trt_pipeline.quantize.api"
-    assert callable(ftp.quantize) and ftp.quantize.__module__ == "fx2trt_pipeline.quantize.api"
+    assert ftp.quantize is sys.modules["fx2trt_pipeline.quantize"]
+    assert ftp.quantize.api is sys.modules["fx2trt_pipeline.quantize.api"] is fx2trt_pipeline.quantize.api
+    assert ftp.quantize.observe.__name__ == "fx2trt_pipeline.quantize.observe"
+    assert fx2trt_pipeline.network.network.__name__ == "fx2trt_pipeline.network.network"
+    assert ftp.convert is ftp.quantize.api.convert and ftp.quantize_model is ftp.quantize.api.quantize_model
+    assert ftp.quantize.quantize_model is ftp.quantize_model  # the stage's own short list of names
+    assert not hasattr(ftp.quantize.api, "quantize")

@@ -52,7 +52,7 @@ def test_bias_correction_reduces_mean_output_error(tmp_path, layers: int, factor
     mean_error = {}
     for bc in (False, True):
         cfg = ftp.QuantConfig(calibrator="minmax", per_channel_weights=False, bias_correction=bc, show_progress=False)
-        qgm = ftp.quantize(m, calib, example_inputs=(calib[0],), config=cfg)
+        qgm = ftp.quantize_model(m, calib, example_inputs=(calib[0],), config=cfg)
         mean_error[bc] = (qgm(evaluation) - reference).mean((0, 2, 3)).abs().mean().item()
     assert mean_error[True] < factor * mean_error[False], mean_error
     assert ftp.get_quant_state(qgm).edits.biases  # the corrected biases are in the state

@@ -42,7 +42,7 @@ def test_auto_per_group_judges_thresholds_by_the_consumer(tmp_path) -> None:
     errors, states = {}, {}
     for calibrator in ("minmax", "mse", "entropy", "auto_per_group"):
         cfg = ftp.QuantConfig(calibrator=calibrator, show_progress=False)
-        qgm = ftp.quantize(m, calib, example_inputs=calib[0], config=cfg)
+        qgm = ftp.quantize_model(m, calib, example_inputs=calib[0], config=cfg)
         errors[calibrator] = (qgm(*evaluation) - reference).pow(2).mean().item()
         states[calibrator] = ftp.get_quant_state(qgm)
     chosen, amax = states["auto_per_group"].chosen, states["auto_per_group"].amax

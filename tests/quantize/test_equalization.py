@@ -88,7 +88,7 @@ def test_equalization_lowers_quantization_error_and_rebuilds_from_state(tmp_path
     errors = {}
     for eq in (False, True):
         cfg = ftp.QuantConfig(calibrator="minmax", equalization=eq, show_progress=False)
-        qgm = ftp.quantize(model, [x], example_inputs=(x,), config=cfg)
+        qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=cfg)
         errors[eq] = (qgm(x) - model(x)).pow(2).mean().item()
     assert errors[True] < 0.25 * errors[False], errors
     ftp.save_quant_state(qgm, tmp_path / "q.json")
@@ -139,7 +139,7 @@ def test_activation_equalization_lowers_quantization_error_and_rebuilds_from_sta
     errors = {}
     for eq in (False, "activations"):
         cfg = ftp.QuantConfig(calibrator="minmax", equalization=eq, show_progress=False)
-        qgm = ftp.quantize(model, [x], config=cfg)  # activations mode: the first batch serves as example
+        qgm = ftp.quantize_model(model, [x], config=cfg)  # activations mode: the first batch serves as example
         err, ref = (qgm(x) - model(x)).detach(), model(x).detach()
         # per output channel, relative: the depthwise output of a small channel matters as much downstream
         errors[eq] = float((err.pow(2).mean(dim=(0, 2, 3)) / ref.pow(2).mean(dim=(0, 2, 3))).mean())

@@ -191,7 +191,7 @@ def test_qdq_onnx_export_writes_float16_around_qdq(tmp_path) -> None:  # noqa: A
     ).eval()
     x = torch.randn(4, 3, 16, 16)
     cfg = ftp.QuantConfig(float_dtype="float16", show_progress=False)
-    qgm = ftp.quantize(model, [x], example_inputs=(x,), config=cfg)
+    qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=cfg)
     path = export_qdq_onnx(qgm, (x,), tmp_path / "f16.onnx")
     graph = onnx.load(str(path)).graph
     producers = {out: n for n in graph.node for out in n.output}

@@ -36,7 +36,7 @@ def test_mobilenet_v2_real_weights_is_bitwise_identical_with_1_and_2_threads() -
     pytest.importorskip("skimage")
     from fx2trt_pipeline.models.mobilenet_v2_imagenet import mobilenet_v2_imagenet, photo_samples
 
-    qgm = ftp.quantize(
+    qgm = ftp.quantize_model(
         mobilenet_v2_imagenet(), [photo_samples(4, size=96, seed=0)], config=ftp.QuantConfig(show_progress=False)
     )
     assert sum(int8_ops.is_integer_op(n) for n in qgm.graph.nodes) == 53  # 52 convs + the classifier
@@ -45,7 +45,7 @@ def test_mobilenet_v2_real_weights_is_bitwise_identical_with_1_and_2_threads() -
 
 def test_resnet18_small_input_is_bitwise_identical_with_1_and_2_threads() -> None:
     torch.manual_seed(0)
-    qgm = ftp.quantize(
+    qgm = ftp.quantize_model(
         torchvision.models.resnet18().eval(), [torch.randn(4, 3, 64, 64)], config=ftp.QuantConfig(show_progress=False)
     )
     _bitwise_across_threads(qgm, torch.randn(3, 3, 64, 64))
@@ -54,7 +54,7 @@ def test_resnet18_small_input_is_bitwise_identical_with_1_and_2_threads() -> Non
 def test_resnet18_every_conv_is_integer_including_the_one_behind_the_max_pool() -> None:
     """DQ -> MaxPool -> Conv is an INT8 convolution in TensorRT (the DQ moves past the max-pool)."""
     torch.manual_seed(0)
-    qgm = ftp.quantize(
+    qgm = ftp.quantize_model(
         torchvision.models.resnet18().eval(), [torch.randn(2, 3, 64, 64)], config=ftp.QuantConfig(show_progress=False)
     )
     nodes = {n.name: n for n in qgm.graph.nodes}
@@ -79,7 +79,7 @@ def test_attention_matmuls_of_a_quantized_swin_are_integer_and_match_the_executo
     torch.manual_seed(0)
     swin = torchvision.models.SwinTransformer([4, 4], 16, [2, 2], [2, 4], [4, 4]).eval()
     x = torch.randn(2, 3, 32, 32)
-    qgm = ftp.quantize(swin, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+    qgm = ftp.quantize_model(swin, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
     assert sum(n.target is int8_ops.matmul for n in qgm.graph.nodes) == 8  # Q @ K^T and P @ V in 4 blocks
     _, network, _ctx = ftp.network_from_graph_module(qgm, [ftp.InputSpec.from_tensor("x", x)])
     got = ftp.NetworkExecutor(network).run({"x": x})[0]["output0"]
@@ -128,7 +128,7 @@ def test_deconv_and_linear_match_their_float_op_closely() -> None:
 
 def test_reference_graph_keeps_its_contract_and_survives_copy_pickle_export() -> None:
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 5)).eval()
-    qgm = ftp.quantize(model, [torch.randn(4, 3, 6, 6)], config=ftp.QuantConfig(show_progress=False))
+    qgm = ftp.quantize_model(model, [torch.randn(4, 3, 6, 6)], config=ftp.QuantConfig(show_progress=False))
     nodes = {n.name: n for n in qgm.graph.nodes}
     conv = nodes["_0"]
     assert conv.target is int8_ops.conv2d and int8_ops.FUNCTIONAL_OF[conv.target] is F.conv2d
@@ -151,8 +151,8 @@ def test_reference_graph_keeps_its_contract_and_survives_copy_pickle_export() ->
 def test_deconv_scaled_on_its_summed_axis_keeps_the_float_form() -> None:
     model = nn.Sequential(nn.ConvTranspose2d(4, 6, 3)).eval()
     calib = [torch.randn(2, 4, 5, 5)]
-    on_inputs = ftp.quantize(model, calib, config=ftp.QuantConfig(show_progress=False, deconv_weight_axis=0))
-    on_outputs = ftp.quantize(model, calib, config=ftp.QuantConfig(show_progress=False, deconv_weight_axis=1))
+    on_inputs = ftp.quantize_model(model, calib, config=ftp.QuantConfig(show_progress=False, deconv_weight_axis=0))
+    on_outputs = ftp.quantize_model(model, calib, config=ftp.QuantConfig(show_progress=False, deconv_weight_axis=1))
     assert [n.target for n in on_inputs.graph.nodes if n.name == "_0"] == [F.conv_transpose2d]
     assert [n.target for n in on_outputs.graph.nodes if n.name == "_0"] == [int8_ops.conv_transpose2d]
 
@@ -160,7 +160,7 @@ def test_deconv_scaled_on_its_summed_axis_keeps_the_float_form() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
 def test_cuda_matches_cpu_bitwise() -> None:
     torch.manual_seed(0)
-    qgm = ftp.quantize(
+    qgm = ftp.quantize_model(
         torchvision.models.resnet18().eval(), [torch.randn(4, 3, 64, 64)], config=ftp.QuantConfig(show_progress=False)
     )
     x = torch.randn(2, 3, 64, 64)

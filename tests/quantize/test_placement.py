@@ -29,7 +29,7 @@ CFG = dict(show_progress=False)
 
 def _quantize(model: nn.Module, shape: tuple[int, ...], **cfg) -> torch.fx.GraphModule:
     data = batches(shape, 2)
-    return ftp.quantize(model.eval(), data, example_inputs=(data[0],), config=ftp.QuantConfig(**{**CFG, **cfg}))
+    return ftp.quantize_model(model.eval(), data, example_inputs=(data[0],), config=ftp.QuantConfig(**{**CFG, **cfg}))
 
 
 @pytest.fixture(scope="module")

@@ -205,7 +205,7 @@ def test_validate_classifier_top1_on_real_digits() -> None:
     import fx2trt_pipeline as ftp
 
     model, data, calib = _digits()
-    qgm = ftp.quantize(
+    qgm = ftp.quantize_model(
         model, calib, example_inputs=(calib[0][:1],), config=QuantConfig(calibrator="minmax", show_progress=False)
     )
     res = validate_classifier(model, qgm, data, backends="auto")

@@ -47,7 +47,7 @@ def _quantized(name: str):
     model = factory().eval()
     batches = [torch.randn(2, *sample) for _ in range(2)]
     config = ftp.QuantConfig(calibrator="minmax", show_progress=False)
-    qgm = ftp.quantize(model, batches, example_inputs=(batches[0],), config=config)
+    qgm = ftp.quantize_model(model, batches, example_inputs=(batches[0],), config=config)
     spec = InputSpec.dynamic_batch("images", sample, min_batch=1, opt_batch=2, max_batch=4)
     return qgm, spec, outputs
 

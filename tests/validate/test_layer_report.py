@@ -119,7 +119,7 @@ def test_weight_error_compares_with_bn_folded_weights_also_for_graphmodule_model
     model[1].running_var.uniform_(0.001, 0.01)  # BN scales far from 1: unfolded weights are far off
     model[1].running_mean.uniform_(-1, 1)
     x = torch.randn(4, 3, 8, 8)
-    qgm = ftp.quantize(model, [x], config=ftp.QuantConfig(show_progress=False))
+    qgm = ftp.quantize_model(model, [x], config=ftp.QuantConfig(show_progress=False))
     folded = fold_pair(model[0], model[1], copy_layer=True).weight.detach()
     w_q = qgm.get_buffer("_0_weight_int8").float() * qgm.get_buffer("_0_weight_scale").reshape(-1, 1, 1, 1)
     want = float(10 * torch.log10(folded.pow(2).sum() / (folded - w_q).pow(2).sum()))

@@ -28,7 +28,7 @@ QUICK = TieTolerance(noise_flips=0)
 @pytest.fixture(scope="module")
 def resnet(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.fx.GraphModule, torch.Tensor, Path]:
     torch.manual_seed(0)
-    qgm = ftp.quantize(
+    qgm = ftp.quantize_model(
         torchvision.models.resnet18().eval(), [torch.randn(4, 3, 32, 32)], config=ftp.QuantConfig(show_progress=False)
     )
     x = torch.randn(2, 3, 32, 32)
@@ -52,7 +52,7 @@ def test_executor_is_integer_exact_on_mobilenet_v2_real_weights() -> None:
     pytest.importorskip("skimage")
     from fx2trt_pipeline.models.mobilenet_v2_imagenet import mobilenet_v2_imagenet, photo_samples
 
-    qgm = ftp.quantize(
+    qgm = ftp.quantize_model(
         mobilenet_v2_imagenet(), [photo_samples(4, size=64, seed=0)], config=ftp.QuantConfig(show_progress=False)
     )
     x = photo_samples(2, size=64, seed=1)
