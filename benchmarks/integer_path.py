@@ -2,7 +2,7 @@
 
 For each model: quantize, then time the simulated forward with integer arithmetic (exact int8 x int8
 sums, float32 epilogue: what ``ftp.quantize_model`` returns) against the float path (a float32 conv on
-dequantized values: ``int8_ops.float_path``), interleaved in one run so that machine load hits both;
+dequantized values: ``float_form.float_path``), interleaved in one run so that machine load hits both;
 check thread-count determinism of both; then tie-aware parity of the network executor and of ONNX
 Runtime without graph optimizations (parity) and with its default optimizations (deployment).
 
@@ -21,7 +21,7 @@ import torchvision
 
 import fx2trt_pipeline as ftp
 from fx2trt_pipeline.network.network import network_from_graph_module
-from fx2trt_pipeline.quantize import int8_ops
+from fx2trt_pipeline.quantize import float_form
 from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
 from fx2trt_pipeline.validate.tie_parity import tie_parity
 from fx2trt_pipeline.validate.tie_regions import ExecutorRegions, OnnxRuntimeRegions
@@ -76,7 +76,7 @@ def main() -> None:
     for name in args.models:
         model, calib, x = model_and_data(name, args.size)
         qgm = ftp.quantize_model(model, calib, config=ftp.QuantConfig(show_progress=False))
-        fgm = int8_ops.float_path(qgm)
+        fgm = float_form.float_path(qgm)
         t = timing(qgm, fgm, x, args.repeats)
         print(
             f"{name}, input {tuple(x.shape)}: simulated forward integer {t['integer'] * 1e3:.0f} ms, float "

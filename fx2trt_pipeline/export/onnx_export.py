@@ -47,6 +47,7 @@ import torch
 from fx2trt_pipeline.atomic_io import atomic_write_bytes
 from fx2trt_pipeline.errors import ExportError, node_location
 from fx2trt_pipeline.quantize import int8_ops, qdq_ops
+from fx2trt_pipeline.quantize.float_form import float_path
 
 #: Namespaces whose ops the ONNX exporter translates (``fx2trt`` through our translation table).
 _EXPORTABLE_NAMESPACES = ("aten", "prims", "fx2trt", "quantized_decomposed")
@@ -241,7 +242,7 @@ def export_qdq_onnx(
         _raise_unexportable(rows)
     # Decided on the GraphModule as given: its float path may have no float16 dequantize left.
     float16 = any(qdq_ops.is_dequantize(n) and torch.float16 in n.args[3:4] for n in qgm.graph.nodes)
-    exportable = int8_ops.float_path(qgm) if any(int8_ops.is_integer_op(n) for n in qgm.graph.nodes) else qgm
+    exportable = float_path(qgm) if any(int8_ops.is_integer_op(n) for n in qgm.graph.nodes) else qgm
     model = _export_model(exportable, tuple(example_inputs), opts, float16)
     if opts.dynamic_batch:
         _name_batch_dim(model)

@@ -14,7 +14,7 @@ import torchvision
 from torch import nn
 
 import fx2trt_pipeline as ftp
-from fx2trt_pipeline.quantize import int8_ops, qdq_ops
+from fx2trt_pipeline.quantize import float_form, int8_ops, qdq_ops
 
 
 def _bitwise_across_threads(qgm: torch.nn.Module, x: torch.Tensor) -> None:
@@ -85,7 +85,7 @@ def test_attention_matmuls_of_a_quantized_swin_are_integer_and_match_the_executo
     got = ftp.NetworkExecutor(network).run({"x": x})[0]["output0"]
     with torch.no_grad():
         assert cosine_similarity(qgm(x), got) >= 0.99999
-    assert torch.allclose(int8_ops.float_path(qgm)(x), qgm(x), atol=1e-3)  # ONNX export's float form
+    assert torch.allclose(float_form.float_path(qgm)(x), qgm(x), atol=1e-3)  # ONNX export's float form
 
 
 def _exact_reference(
@@ -144,8 +144,8 @@ def test_reference_graph_keeps_its_contract_and_survives_copy_pickle_export() ->
         assert torch.equal(pickle.loads(pickle.dumps(qgm))(x), want)
         exported = torch.export.export(qgm, (x,)).module()
         assert torch.equal(exported(x), want)
-        assert not any(int8_ops.is_integer_op(n) for n in int8_ops.float_path(qgm).graph.nodes)
-        assert torch.allclose(int8_ops.float_path(qgm)(x), want, atol=1e-4)
+        assert not any(int8_ops.is_integer_op(n) for n in float_form.float_path(qgm).graph.nodes)
+        assert torch.allclose(float_form.float_path(qgm)(x), want, atol=1e-4)
 
 
 def test_deconv_scaled_on_its_summed_axis_keeps_the_float_form() -> None:
