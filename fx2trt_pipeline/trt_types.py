@@ -99,9 +99,10 @@ def _is_noise(msg: str, no_gpu: bool) -> bool:
 
 
 @functools.cache
-def _logger_class() -> type:
-    # Defined on first use: subclassing trt.ILogger needs the library, and importing this module must not.
-    trt = trt_api.get_trt()
+def _logger_class(library: str) -> type:
+    # Defined on first use, once per library: subclassing trt.ILogger needs the library (a logger of one
+    # library cannot be handed to the other), and importing this module must not.
+    trt = trt_api.get_trt(library)
 
     class CapturingLogger(trt.ILogger):  # type: ignore[misc, name-defined]
         """A TensorRT logger that keeps every message (for error reports) and forwards it to ``logging``."""
@@ -134,11 +135,12 @@ def _logger_class() -> type:
     return CapturingLogger
 
 
-def make_logger(min_severity: str = "INFO", error_sink: list[str] | None = None) -> Any:
+def make_logger(min_severity: str = "INFO", error_sink: list[str] | None = None, library: str | None = None) -> Any:
     """A ``trt.ILogger`` that records messages (``.messages``, ``.errors()``) and forwards them to logging.
 
     Pass it to ``trt.Builder(logger)`` so that build and conversion errors can quote TensorRT's own
-    messages; ``error_sink`` also receives every error message as it arrives.
+    messages; ``error_sink`` also receives every error message as it arrives. ``library`` is the
+    library whose objects get the logger (default: the build library, :func:`trt_api.library_name`).
 
     Example:
         >>> from fx2trt_pipeline import trt_api
@@ -147,7 +149,7 @@ def make_logger(min_severity: str = "INFO", error_sink: list[str] | None = None)
         >>> logger.errors()
         []
     """
-    return _logger_class()(min_severity, error_sink)
+    return _logger_class(trt_api.library_name(library))(min_severity, error_sink)
 
 
 __all__ = [

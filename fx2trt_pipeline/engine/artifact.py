@@ -47,7 +47,7 @@ import torch
 from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.engine.compatibility import GpuInfo, compatibility_fields
 from fx2trt_pipeline.network.inputs import InputSpec
-from fx2trt_pipeline.errors import EngineLoadError
+from fx2trt_pipeline.errors import EngineIncompatibleError, EngineLoadError
 
 #: Bump when a field changes meaning; readers refuse sidecars with a newer version.
 METADATA_FORMAT_VERSION = 1
@@ -229,6 +229,7 @@ def engine_metadata(engine_bytes: bytes, extra: Mapping[str, Any] | None = None)
         {
             "format_version": METADATA_FORMAT_VERSION,
             "library": {"name": library, "version": version},
+            "library_choice": trt_api.build_library_reason(),
             "engine": {
                 "size_bytes": len(data),
                 "sha256": hashlib.sha256(data).hexdigest(),
@@ -329,8 +330,8 @@ def load_engine_bytes(path: PathLike) -> tuple[bytes, dict[str, Any]]:
     """Read an engine and its sidecar, checking everything that can be checked without a GPU.
 
     Checks, in order: the engine file exists; the sidecar exists, parses and has a known format; the
-    file size and sha256 equal the recorded ones; the recorded library name and version equal the
-    library in use; and (TensorRT-RTX) the engine header's magic, size and version fields agree.
+    file size and sha256 equal the recorded ones; the recorded library is installed here in the recorded
+    version (:func:`engine_library`); and (TensorRT-RTX) the engine header's magic, size and version agree.
 
     Args:
         path: the engine file (its sidecar is ``<path>.json``).
@@ -367,14 +368,40 @@ def load_engine_bytes(path: PathLike) -> tuple[bytes, dict[str, Any]]:
             f"Engine file {engine} is corrupt: its sha256 is {digest}, the sidecar records "
             f"{recorded.get('sha256')}. Rebuild the engine (or copy both files again)."
         )
-    library = meta["library"] if isinstance(meta["library"], dict) else {}
-    name, version = trt_api.library_name(), trt_api.library_version()
-    if library.get("name") != name or library.get("version") != version:
-        raise EngineLoadError(
-            f"Engine file {engine} was built with {library.get('name')} {library.get('version')}"
-            f" but {name} {version} is in use; TensorRT engines only load in the exact library "
-            "version that built them. Rebuild the engine with this version, or install "
-            f"{library.get('name')}=={library.get('version')}."
-        )
+    name, version = engine_library(meta, f"Engine file {engine}")
     check_engine_header(data, f"Engine file {engine}", name, version)
     return data, meta
+
+
+def engine_library(metadata: Mapping[str, Any], where: str) -> tuple[str, str]:
+    """``(library, version)`` that built the engine, checked to be installed here in that exact version.
+
+    The engine's library decides, not the build default: a TensorRT-RTX plan loads with TensorRT-RTX
+    on a host that also has datacenter TensorRT.
+
+    Raises:
+        EngineLoadError: the sidecar names no known library, or the installed one has another version.
+        EngineIncompatibleError: that library is not installed here (the engine is intact; exit code 3).
+    """
+    recorded = metadata.get("library") if isinstance(metadata.get("library"), Mapping) else {}
+    name, version = str(recorded.get("name")), str(recorded.get("version"))
+    if name not in trt_api.LIBRARIES:
+        raise EngineLoadError(
+            f"{where}: its sidecar names the library {name!r}, not one of {list(trt_api.LIBRARIES)}; "
+            "the sidecar is foreign or edited. Rebuild the engine."
+        )
+    if not trt_api.is_available(name):
+        raise EngineIncompatibleError(
+            f"{where} was built with {name} {version}, which is not installed here (installed: "
+            f"{trt_api.installed_libraries() or 'none'}); an engine only loads in the library that built it. "
+            f"Install {name}=={version}, or rebuild the engine with an installed library "
+            f"({trt_api.ENV_VAR} chooses the build library)."
+        )
+    installed = trt_api.library_version(name)
+    if installed != version:
+        raise EngineLoadError(
+            f"{where} was built with {name} {version} but {name} {installed} is installed; TensorRT "
+            "engines only load in the exact library version that built them. Rebuild the engine with "
+            f"this version, or install {name}=={version}."
+        )
+    return name, version

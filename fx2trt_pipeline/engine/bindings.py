@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -165,6 +165,61 @@ def bind_address(context: Any, name: str, tensor: torch.Tensor) -> None:
         )
 
 
+def _said(errors: Sequence[str]) -> str:
+    return (". TensorRT said: " + " | ".join(errors)) if errors else ""
+
+
+def output_shapes(
+    context: Any, bindings: Sequence[TensorBinding], inputs: Mapping[str, Any], errors: Callable[[], list[str]]
+) -> dict[str, tuple[int, ...]]:
+    """The output shapes TensorRT infers from the bound input shapes, by output name.
+
+    A failed shape inference (TensorRT refused the input shapes, or an output's shape could not be
+    computed) and an output whose shape depends on the data (``-1`` after a successful inference) are
+    different problems with different remedies; each gets its own error.
+
+    Args:
+        context: the execution context, input shapes and addresses already set.
+        bindings: the engine's bindings (outputs are read).
+        inputs: the shapes given, by input name (for the message).
+        errors: TensorRT's error messages logged since the inputs were bound.
+
+    Raises:
+        EngineRuntimeError: naming the tensor and quoting TensorRT.
+    """
+    given = ", ".join(f"{k} {tuple(v)}" for k, v in inputs.items())
+    try:
+        missing = list(context.infer_shapes())
+    except Exception as exc:  # RuntimeError: inference failed for a reason other than a missing input shape
+        raise EngineRuntimeError(f"TensorRT's shape inference failed for inputs {given}: {exc}{_said(errors())}")
+    if missing:
+        raise EngineRuntimeError(
+            f"TensorRT's shape inference failed for inputs {given}: {missing} not fully specified{_said(errors())}"
+        )
+    shapes: dict[str, tuple[int, ...]] = {}
+    for b in bindings:
+        if b.is_input:
+            continue
+        try:
+            shape = tuple(int(d) for d in context.get_tensor_shape(b.name))
+        except Exception as exc:  # Dims with nbDims = -1 (inference failed for this tensor)
+            shape, why = (), f" ({exc})"
+        else:
+            why = ""
+        if len(shape) != len(b.shape):
+            raise EngineRuntimeError(
+                f"TensorRT's shape inference failed for output {b.name!r} with inputs {given}: got {shape}{why}, "
+                f"expected {len(b.shape)} dims{_said(errors())}"
+            )
+        if any(d < 0 for d in shape):
+            raise EngineRuntimeError(
+                f"Output {b.name!r} has a data-dependent shape {shape} (inputs {given}); Engine does not "
+                "support outputs that need an IOutputAllocator"
+            )
+        shapes[b.name] = shape
+    return shapes
+
+
 def warm_up_feeds(
     bindings: Sequence[TensorBinding], batch_sizes: Sequence[int], device: torch.device
 ) -> list[dict[str, torch.Tensor]]:
@@ -199,5 +254,6 @@ __all__ = [
     "bind_address",
     "check_input",
     "is_aligned",
+    "output_shapes",
     "warm_up_feeds",
 ]

@@ -35,8 +35,15 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from fx2trt_pipeline.errors import ConfigError
+
 #: Library names as users know them.
 LIBRARY_LABELS = {"tensorrt": "TensorRT", "tensorrt_rtx": "TensorRT-RTX"}
+#: Why an engine of each library cannot run where that library is missing.
+LIBRARIES_TO_INSTALL = {
+    "tensorrt_rtx": "TensorRT-RTX is not installed (pip install 'fx2trt-pipeline[rtx]')",
+    "tensorrt": "datacenter TensorRT is not installed (NVIDIA's tensorrt wheel)",
+}
 #: Architecture family by compute capability (major, minor); the major number alone as fallback.
 _ARCHITECTURES = {
     (7, 5): "Turing",
@@ -214,8 +221,13 @@ def gpu_unavailable_reason(metadata: Mapping[str, Any] | None = None) -> str | N
     """
     from fx2trt_pipeline import trt_api
 
-    if not trt_api.is_available():
-        return "no TensorRT library is installed (pip install 'fx2trt-pipeline[rtx]')"
+    try:  # the engine's own library (its sidecar), else the build library
+        library = str(_fields(metadata).get("library")) if metadata is not None else trt_api.build_library()
+    except ConfigError as exc:
+        return str(exc)
+    if library is None or not trt_api.is_available(library):
+        which = LIBRARIES_TO_INSTALL.get(str(library), "no TensorRT library is installed")
+        return f"{which} (installed: {trt_api.installed_libraries() or 'none'})"
     if not torch.cuda.is_available():
         return "no CUDA device is visible to torch (torch.cuda.is_available() is False)"
     gpu = GpuInfo.of()

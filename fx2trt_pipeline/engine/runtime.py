@@ -1,17 +1,19 @@
 """Run a serialized engine on torch CUDA tensors.
 
 ``Engine.load(path)`` verifies the file with :func:`~fx2trt_pipeline.engine.artifact.load_engine_bytes`
-(size, sha256, library version, header), checks that this GPU is one the engine runs on (the sidecar's
-``compatibility`` section; an unsupported GPU raises :class:`EngineIncompatibleError` with the
-engine's deployment target), then deserializes it and creates an execution context with a runtime
-config (TensorRT-RTX: kernel specialization strategy, optional runtime cache; see
-:mod:`~fx2trt_pipeline.engine.runtime_config`).
+(size, sha256, the library that built it and its version, header), then deserializes it with that
+library (:mod:`~fx2trt_pipeline.engine.loading`: TensorRT-RTX's runtime is asked whether this GPU and
+driver can run the plan; an unsupported GPU raises :class:`EngineIncompatibleError` with the engine's
+deployment target) and creates an execution context with a runtime config (TensorRT-RTX: kernel
+specialization strategy, optional runtime cache; see :mod:`~fx2trt_pipeline.engine.runtime_config`).
 
 ``engine(x)`` or ``engine(images=x)`` checks each input against the engine (device, dtype, rank, static
 dims, profile range) with one clear error, binds it by address (256-byte aligned: an unaligned view is
 copied, nothing is cast), sets the shapes of dynamic inputs, allocates the outputs at the shapes
 TensorRT infers and enqueues the engine without any host synchronisation: on the caller's stream, or
 on a private stream ordered with the caller's default stream (:mod:`~fx2trt_pipeline.engine.streams`).
+One execution context serves one call at a time: calls from several threads are serialized, and a
+call on another stream than the previous one waits for it (the context's activation memory is shared).
 TensorRT-RTX compiles kernels on first use: call :meth:`Engine.warm_up` before timing anything.
 
 Example:
@@ -26,126 +28,43 @@ Example:
 
 from __future__ import annotations
 
+import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
 from fx2trt_pipeline import trt_api
-from fx2trt_pipeline.engine.artifact import load_engine_bytes, parse_rtx_header
+from fx2trt_pipeline.engine.artifact import load_engine_bytes
 from fx2trt_pipeline.engine.bindings import (
     TensorBinding,
     aligned_empty,
     aligned_tensor,
     bind_address,
     check_input,
+    output_shapes,
     warm_up_feeds,
 )
-from fx2trt_pipeline.engine.compatibility import (
-    GpuInfo,
-    deployment_target,
-    gpu_unavailable_reason,
-    incompatibility_reason,
-)
+from fx2trt_pipeline.engine.compatibility import gpu_unavailable_reason
+from fx2trt_pipeline.engine.loading import DeviceLike, Owner, check_runs_here, deserialize, resolve_device
 from fx2trt_pipeline.engine.runtime_config import RuntimeOptions, create_context, save_cache
 from fx2trt_pipeline.engine.streams import engine_stream, enqueue_ordered
 from fx2trt_pipeline.errors import (
-    ConfigError,
     EngineIncompatibleError,
     EngineInputError,
     EngineLoadError,
     EngineRuntimeError,
 )
-from fx2trt_pipeline.trt_types import make_logger, torch_dtype
-
-DeviceLike = int | str | torch.device | None
-
-
-def resolve_device(device: DeviceLike) -> torch.device:
-    """The CUDA device an engine runs on, always with an index (``"cuda"`` -> the current device).
-
-    Raises:
-        ConfigError: a non-CUDA device such as ``"cpu"``: engines only run on CUDA devices.
-
-    Example:
-        >>> resolve_device("cuda:1")
-        device(type='cuda', index=1)
-        >>> resolve_device("cpu")   # doctest: +IGNORE_EXCEPTION_DETAIL
-        Traceback (most recent call last):
-        ConfigError: ...
-    """
-    dev = torch.device("cuda", device) if isinstance(device, int) else torch.device(device or "cuda")
-    if dev.type != "cuda":
-        raise ConfigError(
-            f"TensorRT engines run on CUDA devices only, got device={str(dev)!r}. Give a CUDA device "
-            "('cuda', 'cuda:1') or leave it unset; to run the engine's network on the CPU use "
-            "NetworkExecutorRunner or the QDQ ONNX model in ONNX Runtime."
-        )
-    return dev if dev.index is not None else torch.device("cuda", torch.cuda.current_device())
-
-
-def _validity_diagnostics(runtime: Any, data: bytes, trt: Any) -> str:
-    # TensorRT-RTX can say why a plan is invalid for this GPU without deserializing it.
-    if not hasattr(runtime, "get_engine_validity") or not hasattr(trt, "EngineInvalidityDiagnostics"):
-        return ""
-    try:
-        validity, flags = runtime.get_engine_validity(data)
-    except Exception:  # a diagnostic must never hide the real error
-        return ""
-    names = [n for n, v in trt.EngineInvalidityDiagnostics.__members__.items() if int(flags) & int(v)]
-    return f" TensorRT's engine validity check: {str(validity).split('.')[-1]}" + (f" {names}." if names else ".")
-
-
-def _default_metadata(data: bytes | None = None) -> dict[str, Any]:
-    # Engine bytes without a sidecar: the library in use, and (TensorRT-RTX) the targets in the plan header.
-    meta: dict[str, Any] = {"library": {"name": trt_api.library_name(), "version": trt_api.library_version()}}
-    header = parse_rtx_header(bytes(data)) if data is not None and trt_api.library_name() == "tensorrt_rtx" else None
-    if header is not None:
-        meta["target_compute_capabilities"] = header.compute_capabilities
-    return meta
-
-
-def check_runs_here(metadata: Mapping[str, Any] | None, device: DeviceLike, where: str) -> torch.device:
-    """The resolved device, after checking that the engine can run on it at all.
-
-    Raises:
-        ConfigError: ``device`` is not a CUDA device.
-        EngineIncompatibleError: no CUDA device, or a GPU the engine does not target; the message ends
-            with the engine's deployment target (:func:`deployment_target`).
-    """
-    if device is not None and not isinstance(device, int) and torch.device(device).type != "cuda":
-        resolve_device(device)  # raises the "CUDA devices only" error, with or without a GPU here
-    meta = metadata or _default_metadata()
-    if not torch.cuda.is_available():
-        reason: str | None = str(gpu_unavailable_reason(meta))
-        dev = None
-    else:
-        dev = resolve_device(device)
-        gpu = GpuInfo.of(dev)
-        reason = incompatibility_reason(meta, gpu) if gpu is not None else None
-    if reason is not None or dev is None:
-        raise EngineIncompatibleError(
-            f"{where} cannot run here: {reason}. It is a {deployment_target(meta)} Run it on a GPU it "
-            "targets, or rebuild it there (BuildOptions(compute_capabilities=...) for TensorRT-RTX)."
-        )
-    return dev
-
-
-@dataclass
-class _Owner:
-    """TensorRT objects the engine must not outlive: the runtime that made it, and its logger."""
-
-    runtime: Any = None
-    logger: Any = None
+from fx2trt_pipeline.trt_types import torch_dtype
 
 
 class Engine:
     """A deserialized engine with one execution context, callable on torch CUDA tensors.
 
-    Not thread-safe: one call at a time per Engine (create one Engine per thread or stream).
+    Calls are serialized (one execution context runs one enqueue at a time, see the module docstring);
+    for concurrent inference create one Engine per thread or stream.
     """
 
     def __init__(
@@ -155,23 +74,34 @@ class Engine:
         path: Path | None = None,
         device: DeviceLike = None,
         options: RuntimeOptions | None = None,
-        owner: _Owner | None = None,
+        owner: Owner | None = None,
     ) -> None:
         self._engine = cuda_engine
-        self._owner = owner or _Owner()
         self.metadata = dict(metadata or {})
+        library = self.metadata.get("library")
+        name = library.get("name") if isinstance(library, Mapping) else None
+        self._owner = owner or Owner(library=str(name or trt_api.library_name()))
+        #: The library that runs this engine (the one that built it), e.g. ``"tensorrt_rtx"``.
+        self.library = self._owner.library
         self.path = path
         self.device = resolve_device(device)
         self.options = options or RuntimeOptions()
-        trt = trt_api.get_trt()
-        self.bindings = [self._binding(i, trt) for i in range(cuda_engine.num_io_tensors)]
+        self._trt = trt_api.get_trt(self.library)
+        self.bindings = [self._binding(i, self._trt) for i in range(cuda_engine.num_io_tensors)]
         self._cache_path = self.options.cache_path(path)
-        library = f"{trt_api.library_name()} {trt_api.library_version()}"
         with torch.cuda.device(self.device):
             self._context, self._runtime_config, self._runtime_cache = create_context(
-                cuda_engine, trt, self.options, self._cache_path, library
+                cuda_engine,
+                self._trt,
+                self.options,
+                self._cache_path,
+                trt_api.library_label(self.library),
+                self._owner.logger,
             )
         self._stream: torch.cuda.Stream | None = None  # private stream, made on the first default-stream call
+        self._lock = threading.Lock()  # the context's shapes, addresses and activations serve one call
+        self._last_stream: Any = None  # the stream of the previous enqueue, which the next one follows
+        self._warmed: list[dict[str, tuple[int, ...]]] = []
 
     def _binding(self, index: int, trt: Any) -> TensorBinding:
         engine, name = self._engine, self._engine.get_tensor_name(index)
@@ -180,7 +110,7 @@ class Engine:
         lo = opt = hi = None
         if is_input and -1 in shape:
             lo, opt, hi = (tuple(int(d) for d in s) for s in engine.get_tensor_profile_shape(name, 0))
-        if hasattr(engine, "get_tensor_location") and engine.get_tensor_location(name) == trt.TensorLocation.HOST:
+        if engine.get_tensor_location(name) == trt.TensorLocation.HOST:
             raise EngineLoadError(
                 f"Engine tensor {name!r} is a host (shape) tensor; Engine supports device tensors only"
             )
@@ -190,6 +120,9 @@ class Engine:
     def load(cls, path: str | Path, *, device: DeviceLike = None, options: RuntimeOptions | None = None) -> Engine:
         """Verify and deserialize an engine file written by ``build_engine``/``save_engine``.
 
+        The engine loads with the library its sidecar names (TensorRT or TensorRT-RTX), whichever
+        library builds use here.
+
         Args:
             path: the engine file (its sidecar ``<path>.json`` must be next to it).
             device: the CUDA device to run on (default: the current one); ``"cpu"`` is an error.
@@ -198,8 +131,8 @@ class Engine:
         Raises:
             EngineLoadError: the file or sidecar fails a check (see ``load_engine_bytes``), or TensorRT
                 cannot deserialize it (a version mismatch, a corrupt plan).
-            EngineIncompatibleError: no GPU here, or one the engine does not target (the message states
-                the engine's deployment target).
+            EngineIncompatibleError: no GPU here, the engine's library is not installed, or a GPU or driver
+                the engine cannot run on (the message states the engine's deployment target).
 
         Example:
             >>> engine = Engine.load("model.plan", device="cuda:0")   # doctest: +SKIP
@@ -221,23 +154,8 @@ class Engine:
         options: RuntimeOptions | None = None,
     ) -> Engine:
         """Deserialize engine bytes (prefer :meth:`load`, which checks them first)."""
-        dev = check_runs_here(metadata or _default_metadata(data), device, where)
-        trt = trt_api.get_trt()
-        owner = _Owner(None, make_logger("WARNING"))
-        owner.runtime = trt.Runtime(owner.logger)
-        torch.cuda.init()  # TensorRT then shares torch's primary CUDA context on this device
-        with torch.cuda.device(dev):
-            cuda_engine = owner.runtime.deserialize_cuda_engine(data)
-        if cuda_engine is None:
-            errors = owner.logger.errors()
-            raise EngineLoadError(
-                f"TensorRT ({trt_api.library_name()} {trt_api.library_version()}) could not deserialize {where} on "
-                f"{GpuInfo.of(dev)}, a GPU the engine targets: the plan is corrupt or was built by another "
-                "library version. Rebuild it with this version."
-                + _validity_diagnostics(owner.runtime, data, trt)
-                + (" TensorRT said: " + " | ".join(errors) if errors else "")
-            )
-        return cls(cuda_engine, metadata, path, dev, options, owner)
+        cuda_engine, meta, dev, owner = deserialize(data, metadata, where, device)
+        return cls(cuda_engine, meta, path, dev, options, owner)
 
     @property
     def input_names(self) -> list[str]:
@@ -282,19 +200,17 @@ class Engine:
             bind_address(self._context, b.name, tensor)
         return kept
 
-    def _bind_outputs(self) -> dict[str, torch.Tensor]:
+    def _errors_since(self, since: int) -> Callable[[], list[str]]:
+        logger = self._owner.logger
+        return lambda: logger.errors(since) if logger is not None else []
+
+    def _bind_outputs(self, inputs: Mapping[str, torch.Tensor], since: int) -> dict[str, torch.Tensor]:
+        shapes = {n: tuple(t.shape) for n, t in inputs.items()}
         outputs: dict[str, torch.Tensor] = {}
-        for b in self.bindings:
-            if b.is_input:
-                continue
-            shape = tuple(int(d) for d in self._context.get_tensor_shape(b.name))
-            if any(d < 0 for d in shape):
-                raise EngineRuntimeError(
-                    f"Output {b.name!r} has a data-dependent shape {shape}; Engine does not support outputs "
-                    "that need an IOutputAllocator"
-                )
-            outputs[b.name] = aligned_empty(shape, b.dtype, self.device)
-            bind_address(self._context, b.name, outputs[b.name])
+        for name, shape in output_shapes(self._context, self.bindings, shapes, self._errors_since(since)).items():
+            dtype = next(b.dtype for b in self.bindings if b.name == name)
+            outputs[name] = aligned_empty(shape, dtype, self.device)
+            bind_address(self._context, name, outputs[name])
         return outputs
 
     def _private_stream(self) -> torch.cuda.Stream:
@@ -302,13 +218,12 @@ class Engine:
             self._stream = torch.cuda.Stream(self.device)
         return self._stream
 
-    def _enqueue(self) -> None:
+    def _enqueue(self, since: int) -> None:
         caller = torch.cuda.current_stream(self.device)
         stream = engine_stream(caller, torch.cuda.default_stream(self.device), self._private_stream)
-        logger = self._owner.logger
-        since = len(logger.messages) if logger is not None else 0
-        if not enqueue_ordered(self._context.execute_async_v3, caller, stream):
-            errors = logger.errors(since) if logger is not None else []
+        previous, self._last_stream = self._last_stream, stream
+        if not enqueue_ordered(self._context.execute_async_v3, caller, stream, previous):
+            errors = self._errors_since(since)()
             raise EngineRuntimeError(
                 "TensorRT failed to enqueue the engine" + (": " + " | ".join(errors) if errors else "")
             )
@@ -318,20 +233,25 @@ class Engine:
 
         Inputs go by position (binding order) or by name; they must be CUDA tensors on the engine's
         device with the engine's dtypes and shapes within its profile. Outputs are new CUDA tensors,
-        ready for any later work on the caller's current stream (as with any torch op).
+        ready for any later work on the caller's current stream (as with any torch op). Calls from
+        several threads run one after another.
 
         Raises:
             EngineInputError: a wrong, missing or extra input.
-            EngineRuntimeError: TensorRT refused a shape, an address or the enqueue.
+            EngineRuntimeError: TensorRT refused a shape or an address, shape inference failed, an
+                output's shape depends on the data, or the enqueue failed (quoting TensorRT).
 
         Example:
             >>> out = engine(images=batch.cuda())["logits"]   # doctest: +SKIP
         """
         feeds = self._feeds(args, kwargs)
-        with torch.cuda.device(self.device):
+        # One context: binding shapes and addresses and enqueueing must not interleave with another call.
+        with self._lock, torch.cuda.device(self.device):
+            logger = self._owner.logger
+            since = len(logger.messages) if logger is not None else 0
             kept = self._bind_inputs(feeds)
-            outputs = self._bind_outputs()
-            self._enqueue()
+            outputs = self._bind_outputs(dict(zip(self.input_names, kept)), since)
+            self._enqueue(since)
         del kept
         return outputs
 
@@ -339,8 +259,8 @@ class Engine:
         """Run every input shape that timed work will use once, so that JIT compilation is not timed.
 
         Runs the profile's opt and max shapes (static engines: their one shape) plus, for inputs with a
-        dynamic batch dimension, each of ``batch_sizes`` (e.g. a last partial batch). Then saves the
-        runtime cache when one is configured.
+        dynamic batch dimension, each of ``batch_sizes`` (e.g. a last partial batch); shapes warmed up
+        before are not run again. Then saves the runtime cache when one is configured.
 
         Returns:
             Seconds the warm-up took (mostly TensorRT-RTX kernel compilation on a first run).
@@ -350,11 +270,19 @@ class Engine:
         """
         start = time.perf_counter()
         for feeds in warm_up_feeds(self.bindings, batch_sizes, self.device):
-            self(**feeds)
+            shapes = {k: tuple(v.shape) for k, v in feeds.items()}
+            if shapes not in self._warmed:
+                self(**feeds)
+                self._warmed.append(shapes)
         torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
         self.save_runtime_cache()
         return seconds
+
+    @property
+    def warmed_shapes(self) -> list[dict[str, tuple[int, ...]]]:
+        """Input shapes run by :meth:`warm_up` so far (each compiled before any timed call)."""
+        return list(self._warmed)
 
     def save_runtime_cache(self) -> int:
         """Write the TensorRT-RTX runtime cache file (when configured); returns the bytes written."""

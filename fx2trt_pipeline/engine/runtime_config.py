@@ -105,16 +105,20 @@ def _load_cache(config: Any, path: Path) -> Any:
 
 
 def create_context(
-    cuda_engine: Any, trt: Any, options: RuntimeOptions, cache: Path | None, library: str
+    cuda_engine: Any, trt: Any, options: RuntimeOptions, cache: Path | None, library: str, logger: Any = None
 ) -> tuple[Any, Any, Any]:
     """An execution context created with a runtime config when the library has one.
 
     Returns ``(context, runtime_config, runtime_cache)``; keep all three alive together (the context
     reads the config's cache).
 
+    Args:
+        library: the library's name and version, for messages (``"TensorRT-RTX 1.7.1.116"``).
+        logger: the engine's recording logger: a failure quotes what TensorRT logged.
+
     Raises:
         ConfigError: a TensorRT-RTX setting was asked of a library without it.
-        EngineLoadError: TensorRT returned no context (usually: not enough GPU memory).
+        EngineLoadError: TensorRT returned no context; the message quotes TensorRT's errors.
     """
     runtime_config = runtime_cache = None
     if hasattr(cuda_engine, "create_runtime_config"):
@@ -123,18 +127,32 @@ def create_context(
     if strategy is not None:
         runtime_config.dynamic_shapes_kernel_specialization_strategy = strategy
     if cache is not None:
-        if runtime_config is None or not hasattr(runtime_config, "create_runtime_cache"):
+        if runtime_config is None or not hasattr(runtime_config, "create_runtime_cache"):  # tensorrt_rtx only
             raise ConfigError(f"runtime_cache needs TensorRT-RTX; {library} has no runtime kernel cache")
         runtime_cache = _load_cache(runtime_config, cache)
-    if runtime_config is not None:
-        context = cuda_engine.create_execution_context(runtime_config)
-    else:
-        context = cuda_engine.create_execution_context()
+    since = len(getattr(logger, "messages", []))
+    try:
+        if runtime_config is not None:
+            context = cuda_engine.create_execution_context(runtime_config)
+        else:
+            context = cuda_engine.create_execution_context()
+    except Exception as exc:  # a binding may raise instead of returning None
+        raise _context_error(library, logger, since, f" ({exc.__class__.__name__}: {exc})") from exc
     if context is None:
-        raise EngineLoadError(
-            "TensorRT could not create an execution context (usually: not enough free GPU memory for its activations)"
-        )
+        raise _context_error(library, logger, since, "")
     return context, runtime_config, runtime_cache
+
+
+def _context_error(library: str, logger: Any, since: int, raised: str) -> EngineLoadError:
+    errors = logger.errors(since) if hasattr(logger, "errors") else []
+    # TensorRT-RTX compiles the engine's kernels for this GPU when the context is created: a compile
+    # failure, an unsupported driver or too little memory all end here, so no cause is guessed.
+    jit = " (TensorRT-RTX compiles the engine's kernels for this GPU at this step)" if "RTX" in library else ""
+    said = ("; TensorRT said: " + " | ".join(errors)) if errors else "; TensorRT logged no error"
+    return EngineLoadError(
+        f"{library} could not create an execution context{jit}{raised}{said}. Check the messages above; "
+        "free GPU memory if they name an allocation, update the driver if they name it."
+    )
 
 
 def save_cache(runtime_cache: Any, path: Path) -> int:

@@ -8,7 +8,9 @@ stream of its own, ordered both ways with ``wait_stream`` (no host synchronisati
     caller stream:  ... writes inputs ─┐                        ┌─> reads outputs, frees inputs ...
     engine stream:                     └─> wait ─> enqueue ─────┘ (caller.wait_stream(engine))
 
-A caller already on its own stream gets the engine enqueued right there. Tensors are allocated on the
+A caller already on its own stream gets the engine enqueued right there. Successive calls of one
+execution context on different streams are ordered too (the later stream waits for the earlier one):
+the context's activation memory serves one enqueue at a time. Tensors are allocated on the
 caller's stream, and the caller waits for the engine before anything after the call runs, so torch's
 caching allocator cannot hand the engine's memory to other work too early.
 
@@ -44,12 +46,19 @@ def engine_stream(caller: Any, default: Any, new_stream: Callable[[], Any]) -> A
     return new_stream() if caller == default else caller
 
 
-def enqueue_ordered(execute: Callable[[int], bool], caller: Any, stream: Any) -> bool:
+def enqueue_ordered(execute: Callable[[int], bool], caller: Any, stream: Any, previous: Any = None) -> bool:
     """Run ``execute(stream.cuda_stream)`` ordered after the caller's work and before its next work.
 
     Returns what ``execute`` returns (``execute_async_v3``'s success flag). The caller's stream waits
     for the engine's even when ``execute`` raises, so no later work can overtake a partial enqueue.
+
+    Args:
+        previous: the stream of the same execution context's previous enqueue. When it is another
+            stream, ``stream`` waits for it first: the context's activation memory serves one
+            enqueue at a time, and two streams would otherwise run it concurrently.
     """
+    if previous is not None and previous is not stream and previous != stream:
+        stream.wait_stream(previous)
     if stream is caller or stream == caller:
         return bool(execute(stream.cuda_stream))
     stream.wait_stream(caller)  # inputs written on the caller's stream are complete

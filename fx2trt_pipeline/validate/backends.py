@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -56,29 +57,89 @@ def backend_label(key: str) -> tuple[str, str]:
 class ChunkedRunner:
     """Runs a runner on batches of at most ``max_batch`` (an engine profile's limit) and concatenates.
 
+    With ``static_batch`` (an engine, network or ONNX model built for exactly ``max_batch`` items) a
+    shorter last chunk is padded to ``max_batch`` by repeating its last item, and the padded rows are
+    dropped from the outputs; items never see each other, so the kept rows are what a full batch gives.
+
     Example:
         >>> from fx2trt_pipeline.validate.runners import TorchRunner
         >>> r = ChunkedRunner(TorchRunner(torch.nn.Identity(), ["x"], ["y"]), 2)
         >>> r.run({"x": torch.arange(5.0)[:, None]})["y"].shape
         torch.Size([5, 1])
+        >>> ChunkedRunner(TorchRunner(torch.nn.Identity(), ["x"], ["y"]), 4, static_batch=True).chunk_sizes([10])
+        [4]
     """
 
-    def __init__(self, runner: Runner, max_batch: int) -> None:
+    def __init__(self, runner: Runner, max_batch: int, static_batch: bool = False) -> None:
         self.runner, self.max_batch, self.name = runner, max(1, int(max_batch)), runner.name
+        self.static_batch = bool(static_batch)
+
+    @classmethod
+    def for_inputs(cls, runner: Runner, inputs: Sequence[Any]) -> ChunkedRunner:
+        """Chunks that every input accepts: a profile's max batch, or a static batch (then padded).
+
+        Args:
+            inputs: the model's :class:`~fx2trt_pipeline.network.inputs.InputSpec` list.
+        """
+        static = [int(s.shape[0]) for s in inputs if int(s.shape[0]) != -1]
+        dynamic = [int(s.max_shape[0]) for s in inputs if int(s.shape[0]) == -1 and s.max_shape]
+        return cls(runner, min(static + dynamic or [1]), static_batch=bool(static))
 
     @property
     def input_names(self) -> list[str]:
         """Input names of the wrapped runner."""
         return list(getattr(self.runner, "input_names", []))
 
+    def chunk_sizes(self, batch_sizes: Sequence[int]) -> list[int]:
+        """The batch sizes the wrapped runner sees when :meth:`run` gets batches of ``batch_sizes``."""
+        sizes = set()
+        for n in batch_sizes:
+            if n >= self.max_batch:
+                sizes.add(self.max_batch)
+            if n % self.max_batch:
+                sizes.add(self.max_batch if self.static_batch else n % self.max_batch)
+        return sorted(sizes)
+
+    def warm_up(self, batch_sizes: Sequence[int]) -> None:
+        """Let the wrapped runner compile every chunk shape of ``batch_sizes`` now (e.g. before timing).
+
+        A TensorRT-RTX engine compiles a kernel per new shape on its first call; a remainder chunk
+        (50 items in chunks of 32: 32 and 18) must not compile inside a timed evaluation.
+        """
+        warm_up = getattr(self.runner, "warm_up", None)
+        if callable(warm_up):
+            warm_up(self.chunk_sizes(batch_sizes))
+
     def run(self, feeds: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Outputs by name for the whole batch (CPU tensors)."""
+        """Outputs by name for the whole batch (CPU tensors).
+
+        Raises:
+            ConfigError: a padded chunk's output has no batch dimension to drop the padding from.
+        """
         n = next(iter(feeds.values())).shape[0]
         parts: list[dict[str, torch.Tensor]] = []
         for start in range(0, n, self.max_batch):
             chunk = {k: v[start : start + self.max_batch] for k, v in feeds.items()}
-            parts.append({k: v.detach().float().cpu() for k, v in self.runner.run(chunk).items()})
+            size = min(self.max_batch, n - start)
+            if self.static_batch and size < self.max_batch:
+                chunk = {
+                    k: torch.cat([v, v[-1:].expand(self.max_batch - size, *v.shape[1:])]) for k, v in chunk.items()
+                }
+            out = {k: v.detach().float().cpu() for k, v in self.runner.run(chunk).items()}
+            if self.static_batch and size < self.max_batch:
+                out = {k: _unpad(k, v, size, self.max_batch, self.name) for k, v in out.items()}
+            parts.append(out)
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def _unpad(name: str, value: torch.Tensor, size: int, batch: int, runner: str) -> torch.Tensor:
+    if value.dim() == 0 or value.shape[0] != batch:
+        raise ConfigError(
+            f"{runner}: output {name!r} has shape {tuple(value.shape)}, not a leading batch of {batch}, so the "
+            f"padding of a last partial batch ({size} items) cannot be dropped; rebuild with a dynamic batch "
+            "(InputSpec.dynamic_batch) or evaluate a multiple of the batch size"
+        )
+    return value[:size]
 
 
 @dataclass(frozen=True)

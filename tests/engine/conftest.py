@@ -13,11 +13,16 @@ import torch
 from fx2trt_pipeline import trt_api
 
 if not trt_api.is_available():
-    pytest.skip("no TensorRT library installed (pip install 'fx2trt-pipeline[rtx]')", allow_module_level=True)
+    from tests.gpu_policy import REQUIRE_GPU, gpu_required
+
+    why = "no TensorRT library installed (pip install 'fx2trt-pipeline[rtx]')"
+    if gpu_required():  # the GPU tests below would vanish with the skip
+        raise pytest.UsageError(f"{REQUIRE_GPU}=1 but the engine tests cannot run: {why}")
+    pytest.skip(why, allow_module_level=True)
 
 from fx2trt_pipeline.engine.engine_builder import create_builder  # noqa: E402
 from fx2trt_pipeline.network.inputs import InputSpec  # noqa: E402
-from tests.engine.fakes import fake_cuda  # noqa: E402,F401  (fixture: torch.cuda patched for fake engines)
+from tests.engine.fakes import fake_cuda, fake_gpu  # noqa: E402,F401  (fixtures: torch.cuda and a GPU faked)
 
 X_SCALE = 0.05
 CIN, COUT, HW = 3, 8, 12

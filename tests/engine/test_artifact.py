@@ -93,7 +93,7 @@ def test_other_library_version_in_sidecar(built_engine: Path) -> None:
     with pytest.raises(
         EngineLoadError,
         match=rf"{built_engine} was built with {name} 1\.6\.0\.40 but {name} "
-        rf"{version} is in use",
+        rf"{version} is installed",
     ):
         load_engine_bytes(built_engine)
 
@@ -101,6 +101,9 @@ def test_other_library_version_in_sidecar(built_engine: Path) -> None:
 def test_other_library_name_in_sidecar(built_engine: Path) -> None:
     _rewrite_sidecar(built_engine, library__name="tensorrt")
     with pytest.raises(EngineLoadError, match="was built with tensorrt "):
+        load_engine_bytes(built_engine)
+    _rewrite_sidecar(built_engine, library__name="TensorRT")
+    with pytest.raises(EngineLoadError, match="its sidecar names the library 'TensorRT', not one of"):
         load_engine_bytes(built_engine)
 
 

@@ -38,7 +38,7 @@ from fx2trt_pipeline.errors import (
 )
 from fx2trt_pipeline.network.inputs import InputSpec
 from tests.engine import gpu
-from tests.engine.fakes import FakeCache, FakeContext, FakeCudaEngine, FakeDatacenterEngine, FakeStream
+from tests.engine.fakes import FakeCache, FakeContext, FakeCudaEngine, FakeDatacenterEngine, FakeGpu, FakeStream
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error path")
@@ -52,40 +52,39 @@ def test_load_without_gpu_is_backend_unavailable(built_engine: Path) -> None:
     assert deployment_target(meta) in text and "not Hopper H100/H200" in text
 
 
-def test_load_on_an_unsupported_gpu_states_the_deployment_target(
-    built_engine: Path, monkeypatch: pytest.MonkeyPatch, fake_cuda: dict[str, Any]
-) -> None:
-    h200 = GpuInfo("NVIDIA H200", 9, 0)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(GpuInfo, "of", classmethod(lambda cls, device=None: h200))
+def test_load_on_an_unsupported_gpu_states_the_deployment_target(built_engine: Path, fake_gpu: FakeGpu) -> None:
+    fake_gpu.set("NVIDIA H200", 9, 0)
+    fake_gpu.runtime.validity, fake_gpu.runtime.flags = "INVALID", ("UNSUPPORTED_CC",)
     meta = json.loads(sidecar_path(built_engine).read_text())
     with pytest.raises(EngineIncompatibleError) as info:
         Engine.load(built_engine)
     text = str(info.value)
-    assert "NVIDIA H200 (compute capability 9.0, Hopper) is not a target of this TensorRT-RTX engine" in text
+    assert "engine validity check on NVIDIA H200 (compute capability 9.0, Hopper): INVALID ['UNSUPPORTED_CC']" in text
     assert text.endswith(
         f"It is a {deployment_target(meta)} Run it on a GPU it targets, or rebuild it there "
         "(BuildOptions(compute_capabilities=...) for TensorRT-RTX)."
     )
+    assert fake_gpu.runtime.deserialized == []  # refused before deserializing
     reason = gpu_unavailable_reason(meta)  # what the validator checks first (exit 3)
     assert reason is not None and reason.startswith("NVIDIA H200 (compute capability 9.0, Hopper) is not a target")
 
 
-def test_bytes_without_sidecar_are_checked_against_their_header_targets(
-    built_engine: Path, monkeypatch: pytest.MonkeyPatch, fake_cuda: dict[str, Any]
-) -> None:
+def test_bytes_without_sidecar_are_checked_against_their_header_targets(built_engine: Path, fake_gpu: FakeGpu) -> None:
     if trt_api.library_name() != "tensorrt_rtx":
         pytest.skip("only TensorRT-RTX plan headers name their target GPUs")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(GpuInfo, "of", classmethod(lambda cls, device=None: GpuInfo("NVIDIA H200", 9, 0)))
+    fake_gpu.set("NVIDIA H200", 9, 0)
+    fake_gpu.runtime.validity, fake_gpu.runtime.flags = "INVALID", ("UNSUPPORTED_CC",)
     data = built_engine.read_bytes()
-    with pytest.raises(EngineIncompatibleError, match=r"it runs on 8\.0, 8\.6, 8\.9, 12\.0, 12\.1 and later"):
+    with pytest.raises(EngineIncompatibleError, match=r"compute capability 8\.0, 8\.6, 8\.9, 12\.0, 12\.1 and later"):
         Engine.from_bytes(data)
-    # On a GPU the engine targets, a failed deserialization is a load error, never "incompatible" (or a skip).
-    monkeypatch.setattr(GpuInfo, "of", classmethod(lambda cls, device=None: GpuInfo("NVIDIA RTX A6000", 8, 6)))
+    # On a GPU the engine runs on, a failed deserialization is a load error, never "incompatible" (or a skip).
+    # The runtime is a fake: a real one deserializes this plan on such a GPU.
+    fake_gpu.set("NVIDIA RTX A6000", 8, 6)
+    fake_gpu.runtime.validity, fake_gpu.runtime.flags = "VALID", ()
     with pytest.raises(EngineLoadError, match="could not deserialize the engine on NVIDIA RTX A6000") as info:
         Engine.from_bytes(data)
     assert not isinstance(info.value, EngineIncompatibleError)
+    assert fake_gpu.runtime.deserialized == [len(data)]
 
 
 def test_load_checks_file_before_deserializing(built_engine: Path) -> None:
