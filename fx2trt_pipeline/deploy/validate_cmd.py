@@ -10,8 +10,9 @@ Two modes::
     fx2trt validate --engine model.plan  --data DIR [--annotations JSON] --min-metric 0.5
         no reference model: the task metric alone is checked against --min-metric
 
-Under ``torchrun`` every rank scores its shard of the data; the predictions are merged before scoring and
-rank 0 prints the verdict and writes ``--json``. Exit codes: :class:`~fx2trt_pipeline.errors.ExitCode`
+Under ``torchrun`` every rank joins the process group, runs on its own GPU (``cuda:LOCAL_RANK``) and scores
+its shard of the data (:mod:`~fx2trt_pipeline.deploy.torchrun`); the predictions are merged before scoring
+and rank 0 prints the verdict and writes ``--json``. Exit codes: :class:`~fx2trt_pipeline.errors.ExitCode`
 (0 pass, 1 gate failed, 2 bad usage / input, 3 the requested backend cannot run here).
 
 Example:
@@ -38,6 +39,7 @@ from fx2trt_pipeline.deploy.evaluate_run import EvalRequest, RunArtifacts, RunMo
 from fx2trt_pipeline.deploy.pipeline import ENGINE_FILE, ONNX_FILE, STATE_FILE
 from fx2trt_pipeline.deploy.sources import attach_labels, load_dataset, load_model, resolve_callable, task_of
 from fx2trt_pipeline.deploy.steps import MANIFEST_NAME
+from fx2trt_pipeline.deploy.torchrun import under_torchrun
 from fx2trt_pipeline.errors import BackendUnavailableError, ConfigError, ExitCode
 from fx2trt_pipeline.validate.backends import ChunkedRunner
 from fx2trt_pipeline.validate.evaluation import PARITY_BATCH, EvalData, Shard, score_runner
@@ -140,6 +142,7 @@ def _audit_saved_plan(evaluation: Any, network: Any, engine_path: Path, qgm: Any
     extend_gate(evaluation, audit.gate_lines(), audit.passed)
 
 
+@under_torchrun
 def validate_run_dir(check: RunDirCheck, stream: TextIO | None = None) -> int:
     """Validate a build output directory; prints one line per check and returns the exit code.
 
@@ -210,6 +213,7 @@ class ArtifactCheck:
     preprocess: Any = None
 
 
+@under_torchrun
 def validate_artifact(check: ArtifactCheck, stream: TextIO | None = None) -> int:
     """Score a lone ONNX model or engine on labelled data and check ``min_metric``; returns the exit code."""
     say = _Printer(stream)
