@@ -30,7 +30,9 @@ from fx2trt_pipeline.converters import (  # noqa: F401
     resize,
     shape,
     tensor_ops,
+    torchvision_ops,
     transformer,
+    unary,
 )
 from fx2trt_pipeline.converters.registry import REGISTRY, Converter, describe_key, register
 
@@ -41,11 +43,13 @@ FAMILIES = (
     "activation",
     "pooling",
     "elementwise",
+    "unary",
     "shape",
     "resize",
     "reduce",
     "normalization",
     "transformer",
+    "torchvision_ops",
     "padding",
     "tensor_ops",
     "misc",

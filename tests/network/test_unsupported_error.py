@@ -6,12 +6,24 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from torchvision.models.swin_transformer import PatchMerging
 
 from fx2trt_pipeline.capture import capture
 from fx2trt_pipeline.errors import UnsupportedOpsError
 from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.network.network import find_unsupported, network_from_graph_module
+
+
+def channel_shuffle_helper(x: torch.Tensor) -> torch.Tensor:
+    """A library helper that torch.fx keeps as one call (``torch.fx.wrap``), like torchvision's."""
+    return x.flip(-1)
+
+
+torch.fx.wrap("channel_shuffle_helper")
+
+
+class Wrapped(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return channel_shuffle_helper(x) + 1
 
 
 class Repeated(nn.Module):
@@ -33,5 +45,5 @@ def test_repeated_targets_are_grouped_with_a_working_remedy() -> None:
 
 
 def test_wrapped_helper_is_named_with_its_module() -> None:
-    rows = find_unsupported(capture(PatchMerging(8).eval()))
-    assert [row[1] for row in rows] == ["torchvision.models.swin_transformer._patch_merging_pad"]
+    rows = find_unsupported(capture(Wrapped()))
+    assert [row[1] for row in rows] == [f"{__name__}.channel_shuffle_helper"]
