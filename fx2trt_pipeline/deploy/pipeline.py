@@ -2,11 +2,11 @@
 
 ::
 
-    capture        load model + data, torch.fx capture, fold BN, place Q/DQ      (ftp.prepare)
-    quantize       one calibration pass, scales, quantization state JSON        (ftp.calibrate/convert)
-    build network  strongly typed INetworkDefinition + graph.svg / graph.dot     (network_from_graph_module)
-    build engine   engine + sidecar, Triton model repository                     (ftp.build_engine)
-    export onnx    QDQ ONNX                                                      (ftp.export_qdq_onnx)
+    capture        load model + data, torch.fx capture, fold BN, place Q/DQ      (quantize.api.prepare)
+    quantize       one calibration pass, scales, quantization state JSON        (quantize.api.calibrate/convert)
+    build network  strongly typed INetworkDefinition + graph.svg / graph.dot     (network.network_from_graph_module)
+    build engine   that network built once; engine + sidecar, Triton repository  (engine_from_network, save_engine)
+    export onnx    QDQ ONNX                                                      (export.onnx_export.export_qdq_onnx)
     validate       FP32 / simulated / engine-side accuracy, parity gate, per-layer error
     report         fx2trt_run.json manifest + report.html
 
@@ -33,8 +33,7 @@ from typing import Any, TextIO
 
 import torch
 
-import fx2trt_pipeline as ftp
-from fx2trt_pipeline import trt_api
+from fx2trt_pipeline import __version__, trt_api
 from fx2trt_pipeline.atomic_io import atomic_write_text
 from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.deploy import analysis, plan_step
@@ -51,9 +50,12 @@ from fx2trt_pipeline.deploy.sources import (
 from fx2trt_pipeline.deploy.steps import MANIFEST_NAME, Steps, staged_output
 from fx2trt_pipeline.deploy.triton import triton_model_name, write_triton_repository
 from fx2trt_pipeline.engine.compatibility import deployment_target
-from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.engine.engine_builder import create_builder, engine_from_network
+from fx2trt_pipeline.engine.engine_files import model_metadata, save_engine
+from fx2trt_pipeline.errors import ConfigError, Fx2TrtError
+from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
 from fx2trt_pipeline.quantize.api import calibrate, convert, prepare, prepared_info
-from fx2trt_pipeline.quantize.state import get_quant_state
+from fx2trt_pipeline.quantize.state import get_quant_state, save_quant_state
 from fx2trt_pipeline.validate.gate import extend_gate
 from fx2trt_pipeline.validate.results import Evaluation, json_safe
 
@@ -94,9 +96,12 @@ class _Run:
     inputs: list[InputSpec] = field(default_factory=list)
     prepared: Any = None
     qgm: Any = None
+    builder: Any = None  # the builder that made ``network``; the build step builds that network with it
     network: Any = None
+    network_seconds: float = 0.0
     keep_alive: list[Any] = field(default_factory=list)  # conversion context: weights the network points at
     artifact: Any = None
+    engine_plan: Any = None  # TensorRT's plan of the engine (also written beside it), None when not logged
     evaluation: Evaluation | None = None
 
 
@@ -171,7 +176,7 @@ def _step_quantize(run: _Run) -> None:
     run.qgm = _search_calibrator(run) if run.config.search_calibrator else convert(run.prepared)
     if get_quant_state(run.qgm).config.placement == "plan-cost":
         plan_step.place_for_run(run)
-    digest = ftp.save_quant_state(run.qgm, run.stage / STATE_FILE)
+    digest = save_quant_state(run.qgm, run.stage / STATE_FILE)
     quant = get_quant_state(run.qgm).config
     pct = f" {quant.percentile}" if quant.calibrator == "percentile" else ""
     how = " (best of the search)" if run.config.search_calibrator else ""
@@ -179,14 +184,15 @@ def _step_quantize(run: _Run) -> None:
 
 
 def _step_network(run: _Run) -> None:
-    from fx2trt_pipeline.engine.engine_builder import create_builder
-    from fx2trt_pipeline.network.network import network_from_graph_module
+    from fx2trt_pipeline.network.network import network_from_graph_module  # heavy: converters register on import
 
     names = list(run.config.model.output_names) if run.config.model.output_names else None
-    builder, run.network, ctx = network_from_graph_module(
+    start = time.perf_counter()
+    run.builder, run.network, ctx = network_from_graph_module(
         run.qgm, run.inputs, builder=create_builder(), output_names=names
     )
-    run.keep_alive += [builder, ctx]
+    run.network_seconds = time.perf_counter() - start
+    run.keep_alive.append(ctx)
     view = graph_view(run.qgm)
     atomic_write_text(run.stage / GRAPH_SVG, render_svg(view, f"{run.config.model.display_name}: quantized graph"))
     atomic_write_text(run.stage / GRAPH_DOT, to_dot(view))
@@ -198,21 +204,15 @@ def _step_network(run: _Run) -> None:
     plan_step.lint_for_run(run)
 
 
-def _record_preprocess(run: _Run) -> None:
-    """Add the preprocessing to the engine sidecar: a server must prepare inputs exactly as calibration did."""
-    from fx2trt_pipeline.engine.artifact import EngineArtifact, sidecar_path
-
-    meta = {**run.artifact.metadata, "preprocess": run.config.preprocess.to_dict()}
-    atomic_write_text(sidecar_path(run.stage / ENGINE_FILE), json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    run.artifact = EngineArtifact.open(run.stage / ENGINE_FILE)
-
-
 def _step_engine(run: _Run) -> None:
+    """Build the network of the network step (no second conversion); write engine and sidecar once."""
     cfg = run.config
-    names = list(cfg.model.output_names) if cfg.model.output_names else None
-    run.artifact = ftp.build_engine(run.qgm, run.inputs, run.stage / ENGINE_FILE, options=cfg.build, output_names=names)
-    if cfg.preprocess is not None:
-        _record_preprocess(run)
+    built = engine_from_network(run.builder, run.network, run.inputs, cfg.build, network_seconds=run.network_seconds)
+    extra = model_metadata(run.qgm, cfg.build)
+    if cfg.preprocess is not None:  # a server must prepare inputs exactly as calibration did
+        extra["preprocess"] = cfg.preprocess.to_dict()
+    run.artifact = save_engine(built.data, run.stage / ENGINE_FILE, {**built.metadata, **extra}, built.plan)
+    run.engine_plan = built.plan
     meta = run.artifact.metadata
     run.steps.note(
         f"{ENGINE_FILE}: {run.artifact.size_bytes / 1e6:.2f} MB, built in "
@@ -221,11 +221,10 @@ def _step_engine(run: _Run) -> None:
     )
     run.steps.note(f"deployment target: {deployment_target(meta)}")
     plan_step.audit_for_run(run)
-    name = triton_model_name(cfg.model.display_name)
     model_dir = write_triton_repository(
         run.stage / TRITON_DIR,
-        name,
-        (run.stage / ENGINE_FILE).read_bytes(),
+        triton_model_name(cfg.model.display_name),
+        built.data,
         meta,
         cfg.triton.max_queue_delay_microseconds,
         cfg.triton.instance_count,
@@ -245,7 +244,7 @@ def _step_onnx(run: _Run) -> None:
         run.steps.note("skipped: onnx is not installed (pip install 'fx2trt-pipeline[onnx]')")
         return
     example = run.batches[0][:2]  # batch 2: a batch of 1 would let torch.export specialise the dimension
-    ftp.export_qdq_onnx(
+    export_qdq_onnx(
         run.qgm,
         (example,),
         run.stage / ONNX_FILE,
@@ -281,7 +280,7 @@ def _step_validate(run: _Run) -> None:
         steps.note(line)
     try:
         run.facts["layers"] = analysis.layer_errors(run.model, run.qgm, (run.batches[0][:LAYER_BATCH],))
-    except ftp.errors.Fx2TrtError as exc:  # the report says so; accuracy above is unaffected
+    except Fx2TrtError as exc:  # the report says so; accuracy above is unaffected
         run.facts["layers"], run.facts["layers_error"] = [], str(exc).splitlines()[0]
         steps.note(f"per-layer error table unavailable: {run.facts['layers_error']}")
     run.facts["histograms"] = analysis.worst_layer_histograms(run.qgm, run.facts["layers"])
@@ -304,7 +303,7 @@ def _file_entries(stage: Path) -> list[dict[str, Any]]:
 
 def _versions() -> dict[str, str]:
     return {
-        "fx2trt_pipeline": ftp.__version__,
+        "fx2trt_pipeline": __version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "tensorrt_library": f"{trt_api.library_name()} {trt_api.library_version()}",

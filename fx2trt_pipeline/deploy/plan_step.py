@@ -199,15 +199,14 @@ def lint_for_run(run: Any) -> None:
 
 
 def audit_for_run(run: Any) -> None:
-    """Read TensorRT's plan of the engine just built and audit it against what the network quantizes."""
+    """Audit TensorRT's plan of the engine just built (``run.engine_plan``) against what the network quantizes."""
     from fx2trt_pipeline.engine.engine_plan import plan_path
     from fx2trt_pipeline.plan.audit import audit_plan
 
-    path = plan_path(run.artifact.engine_path)
-    if not path.is_file():
+    plan, path = run.engine_plan, plan_path(run.artifact.engine_path)
+    if plan is None:
         run.steps.note("TensorRT plan: not logged by this build (profiling_verbosity below DETAILED)")
         return
-    plan = EnginePlan.read(path)
     audit = audit_plan(run.network, plan, run.qgm, float_dtype=get_quant_state(run.qgm).config.float_dtype)
     run.facts["plan"] = {"file": path.name, **plan.to_dict()}
     run.facts["plan_audit"] = audit.to_dict()

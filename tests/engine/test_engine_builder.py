@@ -13,14 +13,10 @@ import pytest
 
 from fx2trt_pipeline import trt_api
 from fx2trt_pipeline import atomic_io as atomic
-from fx2trt_pipeline.engine import engine_builder
+from fx2trt_pipeline.engine import engine_builder, engine_files
 from fx2trt_pipeline.engine.artifact import load_engine_bytes, parse_rtx_header, sidecar_path
-from fx2trt_pipeline.engine.engine_builder import (
-    create_builder,
-    engine_bytes_from_network,
-    network_io_metadata,
-    save_engine,
-)
+from fx2trt_pipeline.engine.engine_builder import create_builder, engine_bytes_from_network
+from fx2trt_pipeline.engine.engine_files import network_io_metadata, save_engine
 from fx2trt_pipeline.engine.options import BuildOptions
 from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.errors import EngineBuildError
@@ -132,13 +128,13 @@ def test_timing_cache_created_and_reused(
     first = cache.read_bytes()
     assert first[:4] == b"ptrt"  # TensorRT's serialized timing cache
     loaded: list[bytes] = []
-    real = engine_builder._load_timing_cache
+    real = engine_builder.load_timing_cache
 
     def spy(config: Any, path: Path) -> None:
         loaded.append(path.read_bytes())
         real(config, path)
 
-    monkeypatch.setattr(engine_builder, "_load_timing_cache", spy)
+    monkeypatch.setattr(engine_builder, "load_timing_cache", spy)
     builder, net, _keep = qdq_network(1)
     engine_bytes_from_network(builder, net, [static_spec], opts)
     assert loaded == [first] and cache.read_bytes()[:4] == b"ptrt"
@@ -222,7 +218,7 @@ def test_failure_mid_save_leaves_previous_artifact_intact(
         with real_open(path, mode) as handle:
             yield Dying(handle) if calls["n"] == 2 else handle  # the sidecar write dies
 
-    monkeypatch.setattr(engine_builder, "atomic_open", dying_open)
+    monkeypatch.setattr(engine_files, "atomic_open", dying_open)
     with pytest.raises(EngineBuildError, match=f"Could not write engine {built_engine}.*No space left"):
         save_engine(new, built_engine, network_io_metadata(net, [static_spec]))
     assert built_engine.read_bytes() == old_engine  # the engine was fully written, yet not installed
