@@ -32,7 +32,6 @@ from typing import Any, TextIO
 
 import torch
 
-import fx2trt_pipeline as ftp
 from fx2trt_pipeline.deploy.config import DataSpec, RunConfig
 from fx2trt_pipeline.deploy.config_loader import run_config_from_dict
 from fx2trt_pipeline.deploy.evaluate_run import EvalRequest, RunArtifacts, RunModels, evaluate_run
@@ -41,6 +40,8 @@ from fx2trt_pipeline.deploy.sources import attach_labels, load_dataset, load_mod
 from fx2trt_pipeline.deploy.steps import MANIFEST_NAME
 from fx2trt_pipeline.deploy.torchrun import under_torchrun
 from fx2trt_pipeline.errors import BackendUnavailableError, ConfigError, ExitCode
+from fx2trt_pipeline.quantize.api import rebuild_quantized
+from fx2trt_pipeline.quantize.state import load_quant_state
 from fx2trt_pipeline.validate.backends import ChunkedRunner
 from fx2trt_pipeline.validate.evaluation import PARITY_BATCH, EvalData, Shard, score_runner
 from fx2trt_pipeline.validate.results import json_safe
@@ -104,7 +105,7 @@ def _open_artifacts(check: RunDirCheck, say: _Printer) -> tuple[Any, Any, bool]:
 
     engine_path = Path(check.engine) if check.engine is not None else check.run_dir / ENGINE_FILE
     artifact = EngineArtifact.open(engine_path)  # size, sha256, library and header checks
-    state = ftp.load_quant_state(check.run_dir / STATE_FILE)
+    state = load_quant_state(check.run_dir / STATE_FILE)
     built_from = artifact.metadata.get("quant_state_hash")
     state_ok = built_from == "sha256:" + state.digest()
     say(
@@ -119,7 +120,7 @@ def _models_and_artifacts(check: RunDirCheck, cfg: RunConfig, artifact: Any, sta
     model = load_model(cfg.model)
     inputs = artifact.input_specs
     example = torch.zeros(inputs[0].example_shape(), dtype=inputs[0].dtype)
-    qgm = ftp.rebuild_quantized(model, state, example_inputs=(example,))
+    qgm = rebuild_quantized(model, state, example_inputs=(example,))
     network, keep = None, None
     if check.backend in ("auto", "network_executor"):
         from fx2trt_pipeline.network.network import network_from_graph_module
