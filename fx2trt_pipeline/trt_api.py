@@ -52,8 +52,8 @@ ONLY_IN: dict[str, frozenset[str]] = {
             "IRuntimeConfig.create_runtime_cache",
             "IRuntimeConfig.set_runtime_cache",
             "Runtime.get_engine_validity",  # asks whether this GPU and driver can run a plan
-            "EngineValidity",
             "EngineInvalidityDiagnostics",
+            "INetworkDefinition.add_normalization_v2",  # datacenter: add_normalization, same arguments
         }
     ),
     "tensorrt": frozenset(),

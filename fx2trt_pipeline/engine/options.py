@@ -180,6 +180,7 @@ def _library() -> str:
 
 
 def _set_compute_capabilities(names: tuple[str, ...], config: Any, trt: Any) -> None:
+    # tensorrt_rtx only: a plan names its target GPUs (datacenter TensorRT builds for the GPU it runs on)
     enum = getattr(trt, "ComputeCapability", None)
     if enum is None or not hasattr(config, "set_compute_capability"):
         raise ConfigError(

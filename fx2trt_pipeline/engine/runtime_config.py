@@ -80,9 +80,14 @@ class RuntimeOptions:
         return Path(self.runtime_cache)
 
 
-def _strategy_enum(trt: Any, config: Any, options: RuntimeOptions, library: str) -> Any:
+def _strategy_enum(trt: Any, runtime_config: Any, options: RuntimeOptions, library: str) -> Any:
     enum = getattr(trt, "DynamicShapesKernelSpecializationStrategy", None)
-    if enum is None or config is None or not hasattr(config, "dynamic_shapes_kernel_specialization_strategy"):
+    # tensorrt_rtx only: kernels compiled at run time, per shape
+    if (
+        enum is None
+        or runtime_config is None
+        or not hasattr(runtime_config, "dynamic_shapes_kernel_specialization_strategy")
+    ):
         if options.dynamic_shapes is not None:
             raise ConfigError(
                 f"dynamic_shapes={options.dynamic_shapes!r} needs TensorRT-RTX; {library} compiles no kernels at "
@@ -92,14 +97,14 @@ def _strategy_enum(trt: Any, config: Any, options: RuntimeOptions, library: str)
     return getattr(enum, (options.dynamic_shapes or "eager").upper())
 
 
-def _load_cache(config: Any, path: Path) -> Any:
-    cache = config.create_runtime_cache()
+def _load_cache(runtime_config: Any, path: Path) -> Any:
+    cache = runtime_config.create_runtime_cache()
     if cache is None:
         raise EngineLoadError(f"TensorRT could not create a runtime cache for {path}")
     if path.is_file() and not cache.deserialize(path.read_bytes()):
         # A cache of another GPU, driver or version is useless, not wrong: compile afresh and overwrite it.
         _LOG.warning("Runtime cache %s was written for another GPU/driver/version; starting a new one", path)
-    if not config.set_runtime_cache(cache):
+    if not runtime_config.set_runtime_cache(cache):
         raise EngineLoadError(f"TensorRT refused the runtime cache {path} (IRuntimeConfig.set_runtime_cache)")
     return cache
 

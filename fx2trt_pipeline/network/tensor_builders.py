@@ -115,6 +115,7 @@ def layer_norm(
     dtype = torch_dtype(x.dtype)  # TensorRT wants scale and bias in the input's dtype (float16 networks)
     scale_t = ctx.constant(weight, ctx.name(name, "weight"), dtype)
     bias_t = ctx.constant(bias, ctx.name(name, "bias"), dtype)
+    # tensorrt_rtx only: add_normalization_v2; datacenter TensorRT has add_normalization with the same arguments
     add = getattr(ctx.network, "add_normalization_v2", None) or ctx.network.add_normalization
     layer = add(x, scale_t, bias_t, mask)
     if layer is not None:
