@@ -16,22 +16,14 @@ from typing import Any
 
 import pytest
 
-from fx2trt_pipeline import trt_api
+from fx2trt_pipeline import trt_api, trt_types
+from fx2trt_pipeline.engine import options, runtime_config
 from tests.engine.api_surface import accepts, datacenter_surface, exists, live_surface, merged, trt11_surface
 from tests.engine.api_usage import ROOT, Collector, Use
 
 pytestmark = pytest.mark.skipif(
     not trt_api.is_available("tensorrt_rtx"), reason="needs TensorRT-RTX (pip install 'fx2trt-pipeline[rtx]')"
 )
-
-
-def _names(module: str, attr: str) -> Callable[[], list[str]]:
-    def read() -> list[str]:
-        import importlib
-
-        return [str(v) for v in getattr(importlib.import_module(module), attr)]
-
-    return read
 
 
 def _handler_classes() -> list[str]:
@@ -44,21 +36,15 @@ def _handler_classes() -> list[str]:
 #: getattr(<trt class>, <name>) sites whose names no constant in the source gives: (file, class) -> (where the
 #: names come from, or None when they are the user's and checked against the enum at run time).
 KNOWN_DYNAMIC: dict[tuple[str, str], Callable[[], list[str]] | None] = {
-    ("fx2trt_pipeline/engine/options.py", "ProfilingVerbosity"): _names(
-        "fx2trt_pipeline.engine.options", "_PROFILING_VERBOSITY"
-    ),
+    ("fx2trt_pipeline/engine/options.py", "ProfilingVerbosity"): lambda: list(options._PROFILING_VERBOSITY),
     ("fx2trt_pipeline/engine/options.py", "ComputeCapability"): None,  # checked against __members__ first
     ("fx2trt_pipeline/engine/options.py", "HardwareCompatibilityLevel"): None,  # looked up with a default
     ("fx2trt_pipeline/engine/runtime_config.py", "DynamicShapesKernelSpecializationStrategy"): lambda: [
-        s.upper() for s in _names("fx2trt_pipeline.engine.runtime_config", "_STRATEGIES")()
+        s.upper() for s in runtime_config._STRATEGIES
     ],
     ("fx2trt_pipeline/executor/network_executor.py", ""): _handler_classes,
-    ("fx2trt_pipeline/trt_types.py", "DataType"): lambda: sorted(
-        __import__("fx2trt_pipeline.trt_types", fromlist=["x"]).TORCH_TO_TRT.values()
-    ),
-    ("fx2trt_pipeline/trt_types.py", "ILogger.Severity"): lambda: sorted(
-        __import__("fx2trt_pipeline.trt_types", fromlist=["x"])._PY_LEVELS
-    ),
+    ("fx2trt_pipeline/trt_types.py", "DataType"): lambda: sorted(trt_types.TORCH_TO_TRT.values()),
+    ("fx2trt_pipeline/trt_types.py", "ILogger.Severity"): lambda: sorted(trt_types._PY_LEVELS),
 }
 #: Probed names that are the package's own, not TensorRT's.
 OURS = {"ILogger.messages": "CapturingLogger (trt_types.make_logger) keeps messages; probed on any logger"}
