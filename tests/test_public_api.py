@@ -160,3 +160,20 @@ def test_no_test_reaches_a_package_module_through_importlib() -> None:
         if (found := importlib_reaching_package_modules(path.read_text()))
     }
     assert not offenders, f"import these with the import statement instead: {offenders}"
+
+
+def test_package_modules_import_the_stage_they_use_not_the_facade() -> None:
+    """Inside the package every import names the module it uses (a structure walk sees which stage calls which);
+    ``import fx2trt_pipeline`` / ``from fx2trt_pipeline import <public function>`` is for users."""
+    facade = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                facade += [f"{name}: import {a.name}" for a in node.names if a.name == "fx2trt_pipeline"]
+            elif isinstance(node, ast.ImportFrom) and node.module == "fx2trt_pipeline" and not node.level:
+                facade += [
+                    f"{name}: from fx2trt_pipeline import {a.name}"
+                    for a in node.names
+                    if f"fx2trt_pipeline.{a.name}" not in modules() and a.name != "__version__"
+                ]
+    assert not facade, "import these names from their own modules:\n" + "\n".join(facade)
