@@ -6,7 +6,8 @@ Stages, in pipeline order (docs/architecture.md)::
 
 The shared basics (``errors``, ``atomic_io``, ``trt_api``, ``trt_types``, ``calib_data``, ``models``) may be
 imported by every stage and import no stage. The package facade ``fx2trt_pipeline/__init__.py`` re-exports
-the stages; it shares the last layer with ``deploy``, whose CLI uses the public API as a user would.
+the stages; it shares the last layer with ``deploy``, though no package module calls through it (each imports
+the stage module it uses: tests/test_public_api.py).
 Every import statement counts, also those inside functions and under ``TYPE_CHECKING``: a deferred
 import is still a dependency.
 """
