@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torchvision.models import swin_transformer as swin
 
+from fx2trt_pipeline.capture.input_size_padding import fix_input_size_padding
 from fx2trt_pipeline.errors import CaptureError
 
 
@@ -192,7 +193,8 @@ def rewrite_for_capture(
     Classes (or class names) in ``leaf_modules`` are left alone.
 
     Raises:
-        CaptureError: a Swin model without example inputs, or an MHA variant that cannot be decomposed.
+        CaptureError: a Swin model or a conv whose padding depends on the input size without example inputs,
+            or an MHA variant that cannot be decomposed.
     """
     kept = {m if isinstance(m, str) else m.__name__ for m in leaf_modules}
     sizes = _recorded_sizes(model, example_inputs) if not {"ShiftedWindowAttention", "PatchMerging"} & kept else {}
@@ -209,4 +211,5 @@ def rewrite_for_capture(
             continue
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, new)
+    fix_input_size_padding(model, example_inputs, kept)  # timm's Conv2dSame & co. (capture/input_size_padding.py)
     return model

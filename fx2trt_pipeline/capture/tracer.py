@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.fx import GraphModule, Tracer
 
+from fx2trt_pipeline.capture.functional_layers import layers_from_functional
+from fx2trt_pipeline.capture.no_op_modules import drop_no_op_modules
 from fx2trt_pipeline.errors import CaptureError
 
 
@@ -48,7 +50,9 @@ def capture(
         concrete_args: arguments to fix while tracing (e.g. flags that drive Python control flow).
 
     Returns:
-        The traced GraphModule (shares parameters with ``model``).
+        The traced GraphModule (shares parameters with ``model``). Functional convs and linears on parameters
+        (an ``nn.Conv2d`` subclass whose forward calls ``F.conv2d`` itself) are layer modules in it; see
+        :mod:`fx2trt_pipeline.capture.functional_layers`.
 
     Raises:
         CaptureError: the model does not trace; the message names the innermost module being traced,
@@ -88,8 +92,10 @@ def capture(
             f"'{module_type}',)) or leaf_modules=['{module}']) so it is kept as one call and left in float, "
             "or pass concrete_args for arguments that drive Python control flow."
         ) from exc
-    name = type(model).__name__
-    return GraphModule(tracer.root, graph, name)
+    gm = GraphModule(tracer.root, graph, type(model).__name__)
+    drop_no_op_modules(gm)  # nn.Identity / eval dropout: one tensor, one Q/DQ pair
+    layers_from_functional(gm)  # convs / linears written as F.conv2d(x, self.weight, ...) become layers
+    return gm
 
 
 def check_example_inputs(gm: GraphModule, example_inputs: Sequence[torch.Tensor]) -> None:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.fx import GraphModule
 
+from fx2trt_pipeline.capture.functional_layers import is_functional_layer
 from fx2trt_pipeline.deploy.charts import display_bins
 from fx2trt_pipeline.deploy.graph_svg import WEIGHTED_MODULES, node_kind, op_label
 from fx2trt_pipeline.quantize import qdq_ops
@@ -124,21 +125,26 @@ def worst_layer_histograms(qgm: GraphModule, rows: Sequence[dict[str, Any]], cou
 def kept_in_float(qgm: GraphModule) -> list[dict[str, str]]:
     """Layers TensorRT could run in INT8 but this model keeps in float, with the reason.
 
-    Weighted layers (conv / deconv / linear) left as modules, and avg-pool / matmul without Q/DQ on
-    their inputs. Adds are not listed: an add without Q/DQ is the intended conv + add fusion.
+    Weighted layers (conv / deconv / linear) left as modules, functional convs / linears whose weight stays
+    float, and avg-pool / matmul without Q/DQ on their inputs. Adds are not listed: an add without Q/DQ is
+    the intended conv + add fusion.
     """
     state = get_quant_state(qgm)
     config = state.config
     modules = dict(qgm.named_modules())
     out = []
     for node in qgm.graph.nodes:
-        if node.op not in ("call_module", "call_function", "call_method") or node_kind(qgm, node) == "int8":
+        if node.op not in ("call_module", "call_function", "call_method"):
+            continue
+        # a functional conv whose weight stays float reads a quantized input: float_reason says it is float
+        reason = float_reason(node, modules, config)
+        if node_kind(qgm, node) == "int8" and not (reason and is_functional_layer(node)):
             continue
         rule = rule_for_node(node, modules)
         weighted = node.op == "call_module" and isinstance(modules.get(str(node.target)), WEIGHTED_MODULES)
-        if rule is None or (rule.kind not in ("avgpool", "matmul") and not weighted):
+        if rule is None or (rule.kind not in ("avgpool", "matmul") and not weighted and not is_functional_layer(node)):
             continue
-        reason = float_reason(node, modules, config) or "no quantizable input (placement rules)"
+        reason = reason or "no quantizable input (placement rules)"
         out.append({"layer": node.name, "op": op_label(qgm, node), "reason": reason})
     return out
 

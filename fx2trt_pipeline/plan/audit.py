@@ -158,8 +158,8 @@ def _graph_precision(view: NetworkView, layer: LayerInfo) -> tuple[str, str]:
     if data_q or weight_q:
         if data_q:
             return "half", (
-                "its weights are not quantized (a functional conv / matmul whose weight the quantizer did not take, "
-                "e.g. an nn.Conv2d subclass that calls F.conv2d itself)"
+                "its weights are not quantized (a functional conv / matmul whose weight is not a parameter, "
+                "e.g. one computed in forward)"
             )
         return "half", "its input activation is not quantized; put a Q/DQ pair on its input or dequantize its weights"
     return "float", ""
@@ -215,6 +215,7 @@ def audit_plan(
         names = tuple(p.name for p in (compute or others))
         plan_kind = compute[0].compute_kind if compute else kind
         if graph == "half":
+            half_why = reasons.get(node, half_why)  # the quantizer's own account, when it has one
             verdict, why = "fail", f"the graph quantizes it on one side only ({half_why}), so TensorRT runs it in float"
             why += _where(qgm, node)
         elif graph == "int8" and dtype == "Int8":

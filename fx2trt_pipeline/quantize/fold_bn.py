@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.fx import GraphModule
 
+from fx2trt_pipeline.quantize.op_rules import overrides_forward
+
 WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -45,6 +47,8 @@ def fold_batchnorm(gm: GraphModule, copy_layers: bool = True) -> int:
         layer, bn = modules[src.target], modules[bn_node.target]
         if not isinstance(layer, WEIGHTED) or bn.running_mean is None or bn.running_var is None:
             continue
+        if any(isinstance(layer, cls) and overrides_forward(layer, cls) for cls in WEIGHTED):
+            continue  # a leaf subclass with a forward of its own may not be affine in its weight and bias
         _set_submodule(gm, src.target, fold_pair(layer, bn, copy_layer=copy_layers))
         bn_node.replace_all_uses_with(src)
         gm.graph.erase_node(bn_node)

@@ -132,14 +132,23 @@ METHOD_RULES: dict[str, OpRule] = {"add": _ADD, "add_": _ADD, "matmul": _MATMUL}
 FUSABLE_KINDS = ("conv", "conv_transpose", "linear")
 
 
+def overrides_forward(module: nn.Module, base: type[nn.Module]) -> bool:
+    """Whether ``module`` (an instance of ``base``) runs a forward of its own instead of ``base``'s."""
+    return getattr(type(module), "forward", None) is not getattr(base, "forward", None)
+
+
 def rule_for_module(module: nn.Module) -> OpRule | None:
-    """The rule for a module instance (exact type match first, then subclasses)."""
+    """The rule for a module instance (exact type match first, then subclasses that keep the base's forward).
+
+    A subclass with its own forward (kept whole as a leaf) computes something else than its base: lowering it to
+    the base's functional op would drop that forward, so it has no rule and stays in float.
+    """
     rule = MODULE_RULES.get(type(module))
     if rule is not None:
         return rule
     for cls, candidate in MODULE_RULES.items():
         if isinstance(module, cls):
-            return candidate
+            return None if overrides_forward(module, cls) else candidate
     return None
 
 

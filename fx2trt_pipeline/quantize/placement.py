@@ -31,8 +31,10 @@ from typing import Any, Union
 
 from torch.fx import GraphModule, Node
 
+from fx2trt_pipeline.capture.functional_layers import is_functional_layer, layer_refusal
 from fx2trt_pipeline.quantize.config import QuantConfig
 from fx2trt_pipeline.quantize.op_rules import DECONV_AXIS, FUSABLE_KINDS, OpRule, rule_for_node
+from fx2trt_pipeline.quantize.qdq_ops import is_any_dequantize
 
 #: A use of a tensor: (consumer node name, argument path). The path indexes ``node.args`` and, for
 #: list arguments such as ``torch.cat``'s, the position inside the list.
@@ -121,7 +123,8 @@ def layer_name(node: Node) -> str:
 
 
 def float_reason(node: Node, modules: Mapping[str, Any], config: QuantConfig) -> str | None:
-    """Why ``config`` keeps a quantizable op in float (its kind is not quantized, or a skip / override matches).
+    """Why a quantizable op is in float: its kind is not quantized, a skip / override matches, or it is a
+    functional conv / linear whose weight is not a parameter (see :mod:`fx2trt_pipeline.capture.functional_layers`).
 
     ``None`` for an op the configuration quantizes, and for nodes no placement rule covers.
     """
@@ -135,7 +138,16 @@ def float_reason(node: Node, modules: Mapping[str, Any], config: QuantConfig) ->
     mtype = type(modules[str(node.target)]).__name__ if node.op == "call_module" else None
     if config.resolve(layer_name(node), mtype).skip or config.resolve(node.name, mtype).skip:
         return "matched QuantConfig.skip or an override with skip=True"
+    if is_functional_layer(node) and not _weight_is_dequantized(node):
+        why = layer_refusal(node, node.graph.owning_module) or "the quantizer did not take it as a layer"
+        return f"its weight stays float: {why}"
     return None
+
+
+def _weight_is_dequantized(node: Node) -> bool:
+    """The weight argument of a functional conv / linear is a dequantize node (an int8 weight)."""
+    weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
+    return isinstance(weight, Node) and is_any_dequantize(weight)
 
 
 #: ``naming(node) -> (layer name, module class name or None)``: what skip / override patterns match.

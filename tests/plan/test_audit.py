@@ -85,9 +85,8 @@ def test_torch_ao_graph_with_one_input_qdq_removed_fails_naming_the_conv() -> No
     assert "input activation is not quantized" in line
 
 
-def test_conv_the_quantizer_half_saw_fails_and_is_not_claimed() -> None:
-    """An nn.Conv2d subclass whose forward calls F.conv2d: placement quantizes its input but its weight stays
-    float, so TensorRT runs it in float. The audit fails naming it and the summary does not count it as INT8."""
+def test_conv_subclass_calling_f_conv2d_runs_int8() -> None:
+    """An nn.Conv2d subclass whose forward pads and calls F.conv2d on its own parameters is a layer like any other."""
 
     class SamePadConv(torch.nn.Conv2d):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,12 +98,37 @@ def test_conv_the_quantizer_half_saw_fails_and_is_not_claimed() -> None:
     x = torch.randn(2, 16, 16, 16)
     qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
     audit = _audit(qgm, x, qgm)
+    assert {r.node: (r.graph, r.plan_dtype, r.verdict) for r in audit.rows} == {
+        "_0": ("int8", "Int8", "int8"),
+        "_2": ("int8", "Int8", "int8"),
+    }
+    assert audit.passed and "2/2 quantized convs and matmuls run INT8" in audit.summary_line()
+
+
+def test_convs_sharing_one_weight_fail_and_are_not_claimed() -> None:
+    """One parameter used by two functional convs (a TridentNet-style branch pair, dilations 1 and 2) is no single
+    layer's weight, so the quantizer leaves it float while placement quantizes the inputs: TensorRT runs both in
+    float. The audit fails naming each, why, and the remedy, and the summary does not count them as INT8."""
+
+    class TridentConv(torch.nn.Conv2d):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            near = torch.nn.functional.conv2d(x, self.weight, self.bias, padding=1)
+            return near + torch.nn.functional.conv2d(x, self.weight, self.bias, padding=2, dilation=2)
+
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), TridentConv(32, 32, 3), torch.nn.ReLU()
+    ).eval()
+    x = torch.randn(2, 16, 16, 16)
+    qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+    audit = _audit(qgm, x, qgm)
     kinds = {r.node: (r.graph, r.plan_dtype, r.verdict) for r in audit.rows}
-    assert kinds == {"_0": ("int8", "Int8", "int8"), "conv2d": ("half", "Float", "fail")}
-    assert "1/2 quantized convs and matmuls run INT8" in audit.summary_line()
-    (line,) = audit.gate_lines()
-    assert line.startswith("FAIL plan audit: conv conv2d") and "weights are not quantized" in line
-    assert "inside module '2' (SamePadConv)" in line and "QuantConfig(skip=('conv2d',))" in line
+    fail = ("half", "Float", "fail")
+    assert kinds == {"_0": ("int8", "Int8", "int8"), "conv2d": fail, "conv2d_1": fail}
+    assert "1/3 quantized convs and matmuls run INT8" in audit.summary_line()
+    first, second = audit.gate_lines()
+    assert first.startswith("FAIL plan audit: conv conv2d ") and second.startswith("FAIL plan audit: conv conv2d_1")
+    assert "weight stays float: its parameter '2.weight' is also used by other ops" in first
+    assert "inside module '2' (TridentConv)" in first and "QuantConfig(skip=('conv2d',))" in first
 
 
 def test_deconv_without_int8_kernel_is_reported_not_failed() -> None:
