@@ -6,8 +6,9 @@
   trace: the padding is fixed from the example inputs);
 * ``F.conv2d`` on a module's own parameter under any name, and ``F.linear(x, self.weight, self.bias)``.
 
-Each must get per-channel int8 weights, its BatchNorm folded, and run INT8 in TensorRT's plan; a conv whose weight
-is computed in forward stays float and the reports say so. References: the float model in eager mode and BN
+Each must get per-channel int8 weights, its BatchNorm folded, and run INT8 in TensorRT's plan; so must a conv whose
+weight is computed from parameters (``weight * mask``); one whose weight depends on the input stays float and the
+reports say so. References: the float model in eager mode and BN
 folding computed here by hand.
 """
 
@@ -190,6 +191,13 @@ def test_leaf_conv_subclass_stays_a_float_call() -> None:
         assert F.cosine_similarity(qgm(x).flatten(), model(x).flatten(), dim=0) > 0.99
 
 
+class MaskedConv(nn.Conv2d):
+    """A conv whose weight is computed in forward from its parameters: a constant once the model is frozen."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.mask, self.bias, 1, 1)
+
+
 class DynamicConv(nn.Conv2d):
     """A conv whose weight depends on the input (dynamic convolution): no constant weight exists to quantize."""
 
@@ -216,6 +224,76 @@ def test_kept_in_float_lists_every_float_conv_with_its_reason() -> None:
     assert "QuantConfig.skip" in rows["_2"]
     with torch.no_grad():
         assert F.cosine_similarity(qgm(x).flatten(), model(x).flatten(), dim=0) > 0.99
+
+
+def test_weight_made_from_parameters_is_quantized_under_its_module_name() -> None:
+    """``weight * mask`` depends on parameters only: with example inputs it is a constant, quantized as a layer
+    named after the module that computes it."""
+    torch.manual_seed(0)
+    masked = MaskedConv(16, 16, 3)
+    masked.register_buffer("mask", (torch.rand_like(masked.weight) > 0.3).float())
+    model = nn.Sequential(StaticSamePadConv(8, 16, 3, image_size=16), nn.ReLU(), masked, nn.ReLU()).eval()
+    x = torch.randn(2, 8, 16, 16)
+    qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=CONFIG)
+    assert [w.module for w in get_quant_state(qgm).placement.weights.values()] == ["0", "2"]
+    q, scale = qgm.get_buffer("_2_weight_int8"), qgm.get_buffer("_2_weight_scale")
+    masked_weight = masked.weight * masked.mask
+    assert torch.equal(q == 0, masked_weight.abs() < scale.reshape(-1, 1, 1, 1) / 2)  # the mask's zeros stay zero
+    with torch.no_grad():
+        assert F.cosine_similarity(qgm(x).flatten(), model(x).flatten(), dim=0) > 0.99
+
+
+class Functional(nn.Module):
+    """Calls ``fn(self, x)``: one functional op on the module's parameters."""
+
+    def __init__(self, fn, **params: torch.Tensor) -> None:
+        super().__init__()
+        self.fn = fn
+        for name, value in params.items():
+            self.register_parameter(name, nn.Parameter(value))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(self, x)
+
+
+FUNCTIONAL_CASES = {
+    "conv1d_kwargs": (
+        lambda m, x: F.conv1d(x, weight=m.weight, bias=m.bias, stride=2, padding=1),
+        {"weight": torch.randn(6, 4, 3), "bias": torch.randn(6)},
+        (2, 4, 9),
+        nn.Conv1d,
+    ),
+    "conv_transpose2d_groups": (
+        lambda m, x: F.conv_transpose2d(x, m.weight, None, 2, 1, 1, 2),
+        {"weight": torch.randn(4, 3, 3, 3)},
+        (2, 4, 5, 5),
+        nn.ConvTranspose2d,
+    ),
+    "linear_without_bias": (lambda m, x: F.linear(x, m.weight), {"weight": torch.randn(5, 7)}, (3, 7), nn.Linear),
+}
+
+
+@pytest.mark.parametrize("case", list(FUNCTIONAL_CASES))
+def test_functional_calls_become_equivalent_layers(case: str) -> None:
+    fn, params, shape, layer_type = FUNCTIONAL_CASES[case]
+    model = nn.Sequential(Functional(fn, **params)).eval()
+    x = torch.randn(shape)
+    gm = capture(model)
+    (call,) = [n for n in gm.graph.nodes if n.op == "call_module"]
+    assert call.target == "0" and type(gm.get_submodule("0")) is layer_type
+    with torch.no_grad():
+        assert torch.equal(gm(x), model(x))
+
+
+def test_shared_weight_is_refused_with_its_reason() -> None:
+    from fx2trt_pipeline.capture.functional_layers import layer_refusal
+
+    twice = Functional(lambda m, x: F.linear(x, m.weight) + F.linear(x, m.weight, m.bias), weight=torch.randn(4, 4))
+    twice.bias = nn.Parameter(torch.randn(4))
+    gm = capture(nn.Sequential(twice).eval())
+    linears = [n for n in gm.graph.nodes if n.target is F.linear]
+    assert len(linears) == 2 and not [n for n in gm.graph.nodes if n.op == "call_module"]
+    assert "parameter '0.weight' is also used by other ops" in layer_refusal(linears[0], gm)
 
 
 @needs_trt
