@@ -177,3 +177,22 @@ def test_package_modules_import_the_stage_they_use_not_the_facade() -> None:
                     if f"fx2trt_pipeline.{a.name}" not in modules() and a.name != "__version__"
                 ]
     assert not facade, "import these names from their own modules:\n" + "\n".join(facade)
+
+
+def test_public_entry_points_spell_out_their_arguments() -> None:
+    """No ``**options``: every argument of a public entry point has a name and a type the user can read."""
+    import inspect
+
+    from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
+    from fx2trt_pipeline.tune.mixed_precision import mixed_precision_search
+
+    functions = [getattr(ftp, name) for name in ftp.__all__ if inspect.isfunction(getattr(ftp, name))]
+    loose = [
+        f"{fn.__module__}.{fn.__name__}({p})"
+        for fn in [*functions, export_qdq_onnx, mixed_precision_search]
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind is p.VAR_KEYWORD or p.annotation is p.empty
+    ]
+    assert not loose, f"arguments without a name or type: {loose}"
+    assert "opset" in inspect.signature(export_qdq_onnx).parameters
+    assert "calib_batches" in inspect.signature(mixed_precision_search).parameters

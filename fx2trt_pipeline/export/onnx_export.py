@@ -33,7 +33,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib
 import logging
 import warnings
@@ -178,28 +177,24 @@ def _count_qdq(model: Any) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
-class OnnxExportOptions:
-    """How :func:`export_qdq_onnx` names and shapes the model.
+class _Naming:
+    """How the exporter names and shapes the model (the keyword arguments of :func:`export_qdq_onnx`)."""
 
-    Attributes:
-        input_names: ONNX input names (default: the GraphModule's placeholder names).
-        output_names: ONNX output names (default: ``output_0, output_1, ...``).
-        dynamic_batch: make dim 0 of every input (and so the outputs) dynamic.
-        opset: ONNX opset of the written model, exactly (18 or later, see :data:`MIN_OPSET`).
-    """
-
-    input_names: Sequence[str] | None = None
-    output_names: Sequence[str] | None = None
-    dynamic_batch: bool = False
-    opset: int = 18
+    input_names: Sequence[str] | None
+    output_names: Sequence[str] | None
+    dynamic_batch: bool
+    opset: int
 
 
 def export_qdq_onnx(
     qgm: torch.fx.GraphModule,
     example_inputs: Sequence[torch.Tensor],
     path: str | Path,
-    options: OnnxExportOptions | None = None,
-    **fields: Any,
+    *,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    dynamic_batch: bool = False,
+    opset: int = MIN_OPSET,
 ) -> Path:
     """Export a quantized GraphModule to a QDQ ONNX file that ONNX Runtime and TensorRT accept.
 
@@ -211,8 +206,10 @@ def export_qdq_onnx(
         qgm: the reference-quantized GraphModule (``ftp.quantize_model()``), or any exportable module.
         example_inputs: positional example inputs (CPU tensors).
         path: destination ``.onnx`` file; written atomically.
-        options: names, dynamic batch and opset (:class:`OnnxExportOptions`).
-        **fields: :class:`OnnxExportOptions` fields given directly (``opset=17``), over ``options``.
+        input_names: ONNX input names (default: the GraphModule's placeholder names).
+        output_names: ONNX output names (default: ``output_0, output_1, ...``).
+        dynamic_batch: make dim 0 of every input (and so of the outputs) dynamic, one shared batch dim.
+        opset: ONNX opset of the written model, exactly (:data:`MIN_OPSET` or later).
 
     Returns:
         The written path.
@@ -229,7 +226,7 @@ def export_qdq_onnx(
         >>> export_qdq_onnx(qgm, (x,), "model.onnx", input_names=["images"], output_names=["features"]).name
         'model.onnx'
     """
-    opts = dataclasses.replace(options or OnnxExportOptions(), **fields)
+    opts = _Naming(input_names, output_names, dynamic_batch, opset)
     if opts.opset < MIN_OPSET:
         raise ExportError(
             f"opset {opts.opset} cannot be written: the torch.export-based ONNX exporter writes opset "
@@ -254,7 +251,7 @@ def export_qdq_onnx(
 
 
 def _export_model(
-    gm: torch.fx.GraphModule, example: tuple[torch.Tensor, ...], opts: OnnxExportOptions, float16: bool = False
+    gm: torch.fx.GraphModule, example: tuple[torch.Tensor, ...], opts: _Naming, float16: bool = False
 ) -> Any:
     """The exporter's ModelProto; its failures name the graph nodes the message mentions."""
     placeholders = [n.name for n in gm.graph.nodes if n.op == "placeholder"]

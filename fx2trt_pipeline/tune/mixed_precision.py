@@ -299,7 +299,21 @@ class _Search:
 
 
 def mixed_precision_search(
-    model: nn.Module, prepared: GraphModule, evaluate: Evaluator, budget: float, **options: Any
+    model: nn.Module,
+    prepared: GraphModule,
+    evaluate: Evaluator,
+    budget: float,
+    *,
+    metric: str = "mAP",
+    config: QuantConfig | None = None,
+    calib_batches: Sequence[Any] | None = None,
+    proxy_inputs: Sequence[torch.Tensor] | None = None,
+    proxy: str = "output",
+    max_verify: int = 4,
+    max_float_layers: int | None = None,
+    max_evaluations: int | None = None,
+    prune: bool = True,
+    fp32_metric: float | None = None,
 ) -> MixedPrecisionResult:
     """Keep the fewest layers in float so that ``metric(FP32) - metric(INT8) <= budget``.
 
@@ -309,14 +323,15 @@ def mixed_precision_search(
         evaluate: ``evaluate(model) -> metrics`` (e.g. ``detection_evaluator(val, centernet_decode)`` or a
             :class:`~fx2trt_pipeline.validate.evaluation.CandidateScorer`); higher is better.
         budget: the allowed drop in metric units (0.003 = 0.3 mAP points).
-        options: :class:`SearchOptions` fields (``metric``, ``config``, ``calib_batches``, limits...).
+        metric, config, calib_batches, proxy_inputs, proxy, max_verify, max_float_layers, max_evaluations,
+            prune, fp32_metric: the search's settings, described with :class:`SearchOptions`.
 
     Returns:
         A :class:`MixedPrecisionResult`; ``met_budget`` is False (and ``note`` says why) when the
         budget could not be met within the limits.
 
     Raises:
-        ConfigError: ``prepared`` is not calibrated, no proxy inputs, ``metric`` is missing, or an unknown option.
+        ConfigError: ``prepared`` is not calibrated, no proxy inputs, or ``metric`` is missing.
 
     Example:
         >>> result = mixed_precision_search(model, prepared, detection_evaluator(val, centernet_decode),
@@ -324,11 +339,18 @@ def mixed_precision_search(
         >>> result.met_budget, result.float_layers                                 # doctest: +SKIP
         (True, ['wh_2'])
     """
-    try:
-        opts = SearchOptions(**options)
-    except TypeError as exc:
-        fields = list(SearchOptions.__dataclass_fields__)
-        raise ConfigError(f"mixed_precision_search: {exc}; options are {fields}") from exc
+    opts = SearchOptions(
+        metric=metric,
+        config=config,
+        calib_batches=calib_batches,
+        proxy_inputs=proxy_inputs,
+        proxy=proxy,
+        max_verify=max_verify,
+        max_float_layers=max_float_layers,
+        max_evaluations=max_evaluations,
+        prune=prune,
+        fp32_metric=fp32_metric,
+    )
     search = _Search(model, prepared, evaluate, budget, opts)
     convert(prepared, search.config)  # fail early when the config needs statistics that were not collected
     search.fp32 = float(opts.fp32_metric) if opts.fp32_metric is not None else search.score(model)
