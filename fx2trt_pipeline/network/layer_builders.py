@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Union
 from collections.abc import Sequence
@@ -39,8 +40,6 @@ ELEMENTWISE_OPS = {
     "pow": "POW",
     "eq": "EQUAL",
 }
-#: Promotion order for mixed-dtype operands (torch's type promotion for the cases we meet).
-_PROMOTION = ["bool", "int8", "int32", "int64", "float16", "float32"]
 
 
 # ---- quantize / dequantize ------------------------------------------------------------------------
@@ -95,14 +94,6 @@ def cast(ctx: ConversionContext, name: str, x: ITensor, dtype: torch.dtype) -> I
     return ctx.add(ctx.network.add_cast(x, trt_dtype), name, "cast").get_output(0)
 
 
-def _promote(dtypes: Sequence[torch.dtype]) -> torch.dtype:
-    def order(dtype: torch.dtype) -> int:
-        text = str(dtype).replace("torch.", "")
-        return _PROMOTION.index(text) if text in _PROMOTION else len(_PROMOTION)
-
-    return max(dtypes, key=order)
-
-
 def elementwise(ctx: ConversionContext, name: str, a: Operand, b: Operand, op: str) -> ITensor:
     """``a <op> b`` with numpy broadcasting; Python scalars become constants of the tensor's dtype.
 
@@ -124,7 +115,7 @@ def elementwise(ctx: ConversionContext, name: str, a: Operand, b: Operand, op: s
         dtypes.append(torch.float32)  # int tensor * 0.5 is a float tensor in torch
     if op == "div" and not any(d.is_floating_point for d in dtypes):
         dtypes.append(torch.float32)  # true division of ints is float in torch
-    dtype = _promote(dtypes)
+    dtype = functools.reduce(torch.promote_types, dtypes)  # torch's promotion; ctx.trt_dtype refuses what TRT lacks
     ranks = [rank(t) if not isinstance(t, torch.Tensor) else t.dim() for t in tensors]
     out_rank = max(ranks)
     operands = []
