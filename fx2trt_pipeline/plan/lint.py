@@ -17,9 +17,9 @@
 
 A new rule is one function ``(NetworkView) -> list[LintFinding]`` appended to :data:`LINT_RULES`
 (:func:`lint_rule` makes one from a generator of ``(layer, message, remedy)``, the rule id being its name).
-Layer attributes are read with a temporary cast to the concrete class, ``layer.type`` first (DESIGN.md:
-on IActivationLayer ``type`` then means the activation kind), and the class is restored so that wrappers
-the caller holds keep behaving as ``ILayer``.
+Layer attributes are read with a temporary cast to the concrete class, ``layer.type`` first (after the cast,
+``type`` on IActivationLayer / IPoolingLayer means the activation / pooling kind), and the class is restored so
+that wrappers the caller holds keep behaving as ``ILayer``.
 
 Example:
     >>> import numpy as np

@@ -2,9 +2,9 @@
 
 The placement lint and the precision audit both ask "does this conv read int8 data and int8 weights?": TensorRT
 moves a DQ across data moves, max-pools and concats, so the answer looks through them (:meth:`source_dqs`).
-Layer attributes are read with a temporary cast to the concrete class, ``layer.type`` first (DESIGN.md: on
-IActivationLayer ``type`` then means the activation kind), and the class is restored so that wrappers the caller
-holds keep behaving as ``ILayer``.
+Layer attributes are read with a temporary cast to the concrete class, ``layer.type`` first (after the cast,
+``type`` on IActivationLayer / IPoolingLayer means the activation / pooling kind), and the class is restored so
+that wrappers the caller holds keep behaving as ``ILayer``.
 
 Example:
     >>> from fx2trt_pipeline import trt_api

@@ -1,4 +1,5 @@
-"""Decide where Q/DQ pairs go, following TensorRT's placement rules (DESIGN.md).
+"""Decide where Q/DQ pairs go, following TensorRT's placement rules (NVIDIA's TensorRT developer guide,
+"Explicit Quantization: Q/DQ Layer-Placement Recommendations"), as this project applies them:
 
 1. Inputs of conv / deconv / linear / matmul / avgpool are quantized (activations per tensor).
 2. Outputs of weighted ops are not quantized (TensorRT fuses the next layer's Q into them).

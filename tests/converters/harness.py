@@ -84,7 +84,8 @@ class Converted:
 
 
 def layer_type(layer: Any) -> str:
-    """``layer.type`` name, read before any concrete-class cast (see DESIGN.md)."""
+    """``layer.type`` name, read before any concrete-class cast (after one, ``type`` on IActivationLayer /
+    IPoolingLayer is the activation / pooling kind)."""
     return layer.type.name
 
 
