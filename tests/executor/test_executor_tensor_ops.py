@@ -3,6 +3,9 @@ multiply, shuffle, concatenation, slice, gather, shape, select, reductions, soft
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -108,50 +111,70 @@ def test_elementwise_integer_division_truncates_and_logic_ops(net, trt, close):
         close(g, ref)
 
 
-_UNARY = {
-    "EXP": torch.exp,
-    "LOG": torch.log,
-    "SQRT": torch.sqrt,
-    "RECIP": torch.reciprocal,
-    "ABS": torch.abs,
-    "NEG": torch.neg,
-    "SIN": torch.sin,
-    "COS": torch.cos,
-    "TAN": torch.tan,
-    "SINH": torch.sinh,
-    "COSH": torch.cosh,
-    "ASIN": torch.asin,
-    "ACOS": torch.acos,
-    "ATAN": torch.atan,
-    "ASINH": torch.asinh,
-    "ACOSH": lambda x: torch.acosh(x + 1),
-    "ATANH": torch.atanh,
-    "CEIL": torch.ceil,
-    "FLOOR": torch.floor,
-    "ERF": torch.erf,
-    "SIGN": torch.sign,
-    "ROUND": torch.round,
-    "ISINF": torch.isinf,
-    "ISNAN": torch.isnan,
+#: Each TensorRT ``UnaryOperation`` as a function of one Python float, written from the IUnaryLayer documentation
+#: with the ``math`` module: an oracle apart from the executor's own torch table.
+_SCALAR: dict[str, Callable[[float], float | bool]] = {
+    "EXP": math.exp,
+    "LOG": math.log,  # natural logarithm
+    "SQRT": math.sqrt,
+    "RECIP": lambda v: 1.0 / v,
+    "ABS": abs,
+    "NEG": lambda v: -v,
+    "SIN": math.sin,
+    "COS": math.cos,
+    "TAN": math.tan,
+    "SINH": math.sinh,
+    "COSH": math.cosh,
+    "ASIN": math.asin,
+    "ACOS": math.acos,
+    "ATAN": math.atan,
+    "ASINH": math.asinh,
+    "ACOSH": math.acosh,
+    "ATANH": math.atanh,
+    "CEIL": math.ceil,
+    "FLOOR": math.floor,
+    "ERF": math.erf,
+    "NOT": lambda v: not v,
+    "SIGN": lambda v: 0.0 if v == 0 else math.copysign(1.0, v),
+    "ROUND": round,  # Python's round() goes half to even, as TensorRT's ROUND does: 2.5 -> 2, 3.5 -> 4
+    "ISINF": math.isinf,
+    "ISNAN": math.isnan,
+}
+_HALVES = [0.1, 0.5, 0.9, 2.5, 3.5, -0.5, -1.5, 0.25, 0.0]
+#: Inputs inside each operation's domain (every other operation takes ``_HALVES``).
+_DOMAIN = {
+    "ASIN": [-0.9, -0.5, 0.0, 0.25, 0.9],
+    "ACOS": [-0.9, -0.5, 0.0, 0.25, 0.9],
+    "ATANH": [-0.9, -0.5, 0.0, 0.25, 0.9],
+    "LOG": [0.1, 0.5, 1.0, 2.5, 30.0],
+    "SQRT": [0.0, 0.1, 0.5, 2.25, 30.0],
+    "ACOSH": [1.0, 1.5, 2.5, 10.0],
+    "RECIP": [0.1, 0.5, -2.5, 3.5, -0.25],
+    "ISINF": [1.0, math.inf, -math.inf, math.nan, 0.0, -2.0],
+    "ISNAN": [1.0, math.inf, -math.inf, math.nan, 0.0, -2.0],
+    "NOT": [True, False, False, True],
 }
 
 
-@pytest.mark.parametrize("op", sorted(_UNARY))
-def test_unary_ops(net, trt, close, op):
-    x = torch.tensor([0.1, 0.5, 0.9, 2.5, 3.5, -0.5, -1.5, 0.25])
-    if op in ("ASIN", "ACOS", "ATANH"):
-        x = x.clamp(-0.9, 0.9)
-    elif op in ("LOG", "SQRT"):
-        x = x.abs() + 0.1
-    elif op == "ACOSH":
-        x = x.abs()
-        inp = net.input("x", x.shape)
-        one = net.network.add_elementwise(inp, net.const(torch.ones(1)), trt.ElementWiseOperation.SUM)
-        layer = net.network.add_unary(one.get_output(0), trt.UnaryOperation.ACOSH)
-        close(net.run1({"x": x}, layer.get_output(0)), _UNARY[op](x), atol=1e-6)
+def test_the_oracle_covers_every_unary_operation(trt):
+    assert set(_SCALAR) == set(trt.UnaryOperation.__members__)
+
+
+@pytest.mark.parametrize("op", sorted(_SCALAR))
+def test_unary_ops(net, trt, op):
+    values = _DOMAIN.get(op, _HALVES)
+    if op == "NOT":
+        x, kind = torch.tensor(values), trt.bool
+    else:
+        x, kind = torch.tensor(values, dtype=torch.float32), trt.float32
+    layer = net.network.add_unary(net.input("x", x.shape, kind), getattr(trt.UnaryOperation, op))
+    got = net.run1({"x": x}, layer.get_output(0))
+    results = [_SCALAR[op](v) for v in x.tolist()]
+    if isinstance(results[0], bool):
+        assert got.dtype == torch.bool and got.tolist() == results
         return
-    layer = net.network.add_unary(net.input("x", x.shape), getattr(trt.UnaryOperation, op))
-    close(net.run1({"x": x}, layer.get_output(0)), _UNARY[op](x), atol=1e-6)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, torch.tensor(results, dtype=torch.float64).float(), rtol=2e-6, atol=1e-6)
 
 
 def test_unary_not_and_select(net, trt, close):
