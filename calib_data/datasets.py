@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from fx2trt_pipeline.errors import CalibrationError
 
 from .labels import LabelMap
-from .preprocess import IMAGE_EXTENSIONS, PreprocessSpec, TransformParams, read_image
+from .preprocess import IMAGE_EXTENSIONS, PreprocessSpec, TransformParams, image_modes, read_image
 
 
 class ImageFolderDataset(Dataset):
@@ -61,6 +61,11 @@ class ImageFolderDataset(Dataset):
             )
         self.label_of = {c: i for i, c in enumerate(self.classes)}
         self.label_source = "position among the sorted class folders"
+
+    @cached_property
+    def modes(self) -> dict[str, list[Path]]:
+        """PIL mode of each image (``"L"`` greyscale, ``"RGB"``, ``"RGBA"``...) -> its files (headers only)."""
+        return image_modes(self.files)
 
     def use_label_map(self, label_map: LabelMap) -> None:
         """Label each image with ``label_map.index[folder]`` (a model output index) from now on."""

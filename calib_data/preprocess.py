@@ -14,11 +14,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fx2trt_pipeline.errors import CalibrationError, ConfigError
 
 ResizeMode = Literal["resize", "letterbox"]
+Interpolation = Literal["bilinear", "bicubic", "nearest"]
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
 
 
@@ -54,11 +55,14 @@ class TransformParams:
 class PreprocessSpec:
     """How raw ``uint8`` images become network inputs.
 
-    Pixels are scaled to ``[0, 1]``, optionally converted between grayscale and RGB, resized
-    (stretch) or letterboxed (aspect kept, padded with ``pad_value``) to ``size``, then
+    Images are optionally converted between grayscale and RGB (an alpha channel is dropped, as
+    ``torchvision.io.decode_image(mode=RGB)`` and PIL's ``convert("RGB")`` do), resized (stretch) or
+    letterboxed (aspect kept, padded with ``pad_value``) to ``size``, scaled to ``[0, 1]`` and
     normalized with ``(x - mean) / std`` per channel. With ``resize`` the shorter side is first
     resized to ``resize`` (aspect kept) and the centre ``size`` cropped: torchvision's
-    ``Resize(resize)`` + ``CenterCrop(size)`` classification transform.
+    ``Resize(resize)`` + ``CenterCrop(size)`` classification transform (``weights.transforms()``).
+    A ``uint8`` image is resized as ``uint8`` by ``torchvision.transforms.v2.functional.resize``, as
+    torchvision's transforms resize a decoded image; float images are resized in float.
 
     Attributes:
         size: ``(H, W)`` of the network input, or ``None`` to keep each image's size.
@@ -71,6 +75,10 @@ class PreprocessSpec:
         channels_first: ``True`` gives ``CHW`` tensors, ``False`` ``HWC``.
         pad_value: Letterbox fill in ``[0, 1]`` units, before normalization.
         resize: Shorter side before the centre crop to ``size`` (``None``: no crop; ``mode`` applies).
+        interpolation: ``"bilinear"``, ``"bicubic"`` or ``"nearest"`` (torchvision's InterpolationMode).
+        antialias: Antialias when downscaling (bilinear/bicubic), as torchvision's transforms do.
+        weights: The torchvision weights entry these transforms come from (e.g.
+            ``"MobileNet_V2_Weights.IMAGENET1K_V1"``), for the record; ``None`` when none.
 
     Example:
         >>> spec = PreprocessSpec(size=(224, 224), mean=(0.485, 0.456, 0.406),
@@ -87,6 +95,9 @@ class PreprocessSpec:
     channels_first: bool = True
     pad_value: float = field(default=0.0)
     resize: int | None = None
+    interpolation: Interpolation = "bilinear"
+    antialias: bool = True
+    weights: str | None = None
 
     def __post_init__(self) -> None:
         # Lists from JSON / user code become tuples so the spec stays hashable and comparable.
@@ -102,6 +113,10 @@ class PreprocessSpec:
             raise ConfigError(
                 f"PreprocessSpec.resize ({self.resize}) needs a size to crop and must be at least "
                 f"its larger side, got size {self.size}."
+            )
+        if self.interpolation not in INTERPOLATIONS:
+            raise ConfigError(
+                f"PreprocessSpec.interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}."
             )
         if self.channels not in (None, 1, 3):
             raise ConfigError(f"PreprocessSpec.channels must be None, 1 or 3, got {self.channels!r}.")
@@ -133,6 +148,26 @@ class PreprocessSpec:
             d["size"] = tuple(d["size"])
         return cls(**d)
 
+    def describe(self) -> str:
+        """One line for people: ``"resize 256, centre crop 224x224, bilinear antialiased, mean [...], std [...]"``.
+
+        Example:
+            >>> PreprocessSpec(size=(96, 96), resize=110, channels=3).describe()
+            'resize 110, centre crop 96x96, bilinear antialiased, mean [0.0], std [1.0], 3 channels'
+        """
+        size = "x".join(str(v) for v in self.size) if self.size else ""
+        if self.resize is not None:
+            shape = f"resize {self.resize}, centre crop {size}"
+        elif self.size is None:
+            shape = "each image's own size"
+        elif self.mode == "letterbox":
+            shape = f"letterbox {size} (padded with {self.pad_value})"
+        else:
+            shape = f"resize to {size}"
+        how = f", {self.interpolation}" + (" antialiased" if self.antialias and self.interpolation != "nearest" else "")
+        channels = f", {self.channels} channels" if self.channels else ""
+        return f"{shape}{how if self.size else ''}, mean {list(self.mean)}, std {list(self.std)}{channels}"
+
     def __call__(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Preprocess one ``HW`` or ``HWC`` ``uint8`` image; see :meth:`apply`."""
         return self.apply(image)[0]
@@ -153,25 +188,25 @@ class PreprocessSpec:
             (torch.Size([1, 32, 32]), 1.0, 8.0)
         """
         x = torch.as_tensor(np.asarray(image))
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        if x.dtype != torch.uint8:
+            x = x.float()
         if x.ndim == 2:
             x = x[:, :, None]
         if x.ndim != 3:
             raise CalibrationError(f"Expected an HW or HWC image, got shape {tuple(x.shape)}.")
-        x = x.permute(2, 0, 1)  # work in CHW
-        x = self._convert_channels(x)
+        x = self._convert_channels(x.permute(2, 0, 1))  # work in CHW
         orig_h, orig_w = int(x.shape[1]), int(x.shape[2])
         params = TransformParams(orig_h=orig_h, orig_w=orig_w)
         if self.resize is not None:
             x, params = self._resize_crop(x, orig_h, orig_w)
         elif self.size is not None and (orig_h, orig_w) != self.size:
             x, params = self._resize(x, orig_h, orig_w)
-        x = self._normalize(x)
+        x = self._normalize(_unit(x))
         return (x if self.channels_first else x.permute(1, 2, 0)).contiguous(), params
 
     def _convert_channels(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[0]
-        if c == 4:  # RGBA: alpha is not an input channel of any model we serve
+        if c == 4:  # RGBA: alpha is dropped, not composited (torchvision's decode_image(mode=RGB) does the same)
             x, c = x[:3], 3
         if self.channels is None or self.channels == c:
             return x
@@ -179,18 +214,25 @@ class PreprocessSpec:
             return x.expand(3, -1, -1)
         if self.channels == 1 and c == 3:
             luma = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
-            return (x * luma).sum(0, keepdim=True)
+            return (_unit(x) * luma).sum(0, keepdim=True)
         raise CalibrationError(f"Cannot convert a {c}-channel image to {self.channels} channels.")
+
+    def _scaled(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """``x`` resized to ``(h, w)`` by torchvision (uint8 stays uint8, as torchvision resizes decoded images)."""
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
+
+        mode = InterpolationMode(self.interpolation)
+        return TF.resize(x, [h, w], interpolation=mode, antialias=self.antialias)
 
     def _resize(self, x: torch.Tensor, orig_h: int, orig_w: int) -> tuple[torch.Tensor, TransformParams]:
         h, w = self.size  # type: ignore[misc]
         if self.mode == "resize":
-            # antialias so that downscaling matches PIL/cv2 INTER_AREA-like quality
-            x = F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
+            x = self._scaled(x, h, w)
             return x, TransformParams(orig_h, orig_w, scale_x=w / orig_w, scale_y=h / orig_h)
         scale = min(h / orig_h, w / orig_w)
         new_h, new_w = max(1, round(orig_h * scale)), max(1, round(orig_w * scale))
-        x = F.interpolate(x[None], size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)[0]
+        x = _unit(self._scaled(x, new_h, new_w))
         pad_y, pad_x = (h - new_h) // 2, (w - new_w) // 2
         out = torch.full((x.shape[0], h, w), float(self.pad_value))
         out[:, pad_y : pad_y + new_h, pad_x : pad_x + new_w] = x
@@ -203,8 +245,10 @@ class PreprocessSpec:
         short, side = min(orig_h, orig_w), int(self.resize or 0)
         new_h = side if orig_h == short else int(side * orig_h / short)
         new_w = side if orig_w == short else int(side * orig_w / short)
-        x = F.interpolate(x[None], size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)[0]
+        if (new_h, new_w) != (orig_h, orig_w):
+            x = self._scaled(x, new_h, new_w)
         h, w = self.size or (new_h, new_w)
+        # torchvision CenterCrop: the offset rounds half to even, like Python's round()
         top, left = int(round((new_h - h) / 2.0)), int(round((new_w - w) / 2.0))
         x = x[:, top : top + h, left : left + w]
         return x, TransformParams(
@@ -224,6 +268,11 @@ class PreprocessSpec:
                 f"{c} channels; set channels= or give one value per channel."
             )
         return (x - torch.tensor(mean).view(c, 1, 1)) / torch.tensor(std).view(c, 1, 1)
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """``uint8`` pixels as float32 in ``[0, 1]`` (``x / 255``, like ``convert_image_dtype``); float passes through."""
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -247,3 +296,22 @@ def read_image(path: str | Path) -> np.ndarray:
             return np.array(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise CalibrationError(f"Cannot read image {path}: {exc}. Remove or replace the file.") from exc
+
+
+def image_modes(paths: list[Path]) -> dict[str, list[Path]]:
+    """PIL mode (``"L"``, ``"RGB"``, ``"RGBA"``, ...) -> the files in it, read from the headers only.
+
+    Unreadable files are left out (reading them later names them). Example:
+        >>> image_modes([])
+        {}
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    modes: dict[str, list[Path]] = {}
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                modes.setdefault(im.mode, []).append(Path(path))
+        except (UnidentifiedImageError, OSError, ValueError):
+            continue
+    return modes

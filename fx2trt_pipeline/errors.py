@@ -8,7 +8,31 @@ Catch :class:`Fx2TrtError` to handle anything the pipeline raises on purpose;
 from __future__ import annotations
 
 import enum
+import re
 from typing import Any
+
+#: ANSI terminal escape sequences (colours, bold): torch.load's refusal carries some; a log line must not.
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
+
+
+def plain_text(text: str) -> str:
+    r"""``text`` without ANSI escape sequences (terminal colours and bold).
+
+    Example:
+        >>> plain_text("\x1b[1mdo this\x1b[0m now")
+        'do this now'
+    """
+    return _ANSI.sub("", text)
+
+
+def one_line(text: str) -> str:
+    r"""The first non-empty line of ``text``, stripped of ANSI codes and surrounding space (or ``"(no message)"``).
+
+    Example:
+        >>> one_line("\n  \x1b[31mbad\x1b[0m value\nmore")
+        'bad value'
+    """
+    return next((ln.strip() for ln in plain_text(text).splitlines() if ln.strip()), "") or "(no message)"
 
 
 class ExitCode(enum.IntEnum):

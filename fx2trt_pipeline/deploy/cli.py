@@ -74,9 +74,16 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--model",
-        help="torchvision model name (resnet18) or package.module:factory (default: the bundled demo detector)",
+        help="torchvision model name (resnet18) or package.module:factory (default: the bundled demo detector); "
+        "the module is imported from the current directory first, as with python -m, then from PYTHONPATH",
     )
     p.add_argument("--weights", type=Path, help="state dict loaded with torch.load(weights_only=True)")
+    p.add_argument(
+        "--weights-tag",
+        metavar="TAG",
+        help="the torchvision weights entry of --weights (e.g. IMAGENET1K_V1), whose transforms prepare the images; "
+        "default: found from the file's name, sha256 or tensors, else the DEFAULT entry (the build says which)",
+    )
     p.add_argument("--name", help="model name for the Triton repository and the report")
 
 
@@ -101,10 +108,15 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
 def _add_preprocess_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "preprocessing",
-        "how image files become inputs; defaults: the torchvision weights' transforms "
-        "when --model names a torchvision model, else a [preprocess] section",
+        "how image files become inputs; defaults: the transforms of the torchvision weights entry of --weights "
+        "(see --weights-tag) when --model names a torchvision model, else a [preprocess] section",
     )
-    g.add_argument("--input-size", type=_size, metavar="SIZE|H,W", help="network input size (the crop)")
+    g.add_argument(
+        "--input-size",
+        type=_size,
+        metavar="SIZE|H,W",
+        help="network input size (the crop); without --resize the weights' resize/crop ratio is kept",
+    )
     g.add_argument("--resize", type=int, metavar="N", help="resize the shorter side to N, then centre-crop")
     g.add_argument("--mean", type=_floats, metavar="M[,M,M]", help="per-channel mean in [0, 1] units")
     g.add_argument("--std", type=_floats, metavar="S[,S,S]", help="per-channel std in [0, 1] units")
@@ -275,6 +287,7 @@ def exit_code_of(exc: BaseException) -> ExitCode:
 BUILD_OVERRIDES = (
     "model",
     "weights",
+    "weights_tag",
     "name",
     "calib_data",
     "calib_annotations",

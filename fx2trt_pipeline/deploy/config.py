@@ -11,6 +11,7 @@ Unknown sections or keys are errors (a typo must not silently fall back to a def
     [model]
     source = "resnet18"                  # torchvision name, or "package.module:factory"
     weights = "resnet18.pth"             # torch.load(weights_only=True): a state dict
+    weights_tag = "IMAGENET1K_V1"        # its torchvision weights entry (found from the file when left out)
     output_names = ["logits"]
 
     [[inputs]]
@@ -93,6 +94,8 @@ class ModelSpec:
     Attributes:
         source: a torchvision model name (``"resnet18"``) or ``"package.module:factory"``.
         weights: state-dict file loaded with ``torch.load(weights_only=True)`` after construction.
+        weights_tag: the torchvision weights entry of ``weights`` (``"IMAGENET1K_V1"``), whose transforms prepare
+            the images; found from the file (name, sha256, tensors) when ``None``.
         kwargs: keyword arguments of the factory.
         name: model name in the Triton repository and the report (default: from ``source``).
         output_names: engine output names in graph-output order.
@@ -102,6 +105,7 @@ class ModelSpec:
 
     source: str = DEMO_MODEL
     weights: Path | None = None
+    weights_tag: str | None = None
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     name: str | None = None
     output_names: tuple[str, ...] | None = None
@@ -184,6 +188,9 @@ class RunConfig:
     export: ExportSpec = field(default_factory=ExportSpec)
     #: ``[quant] calibrator = "auto"``: score every calibrator on the evaluation data, keep the best.
     search_calibrator: bool = False
+    #: Where ``preprocess`` came from (the weights entry and how it was found, values replaced by flags): printed
+    #: by the build, not part of the configuration.
+    preprocess_origin: str | None = field(default=None, compare=False)
 
     @property
     def is_demo(self) -> bool:

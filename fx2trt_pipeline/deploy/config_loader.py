@@ -141,7 +141,7 @@ def run_config_from_sources(path: Path | None, overrides: Mapping[str, Any] | No
 
     ``overrides`` keys: ``model``, ``weights``, ``calib_data``, ``calib_annotations``, ``eval_data``,
     ``eval_annotations``, ``labels``, ``task``, ``num_calib_samples``, ``calib_batch_size``,
-    ``max_eval_images``, ``name``, ``onnx``, the :data:`QUANT_OVERRIDES` and the preprocessing flags
+    ``max_eval_images``, ``name``, ``onnx``, ``weights_tag``, the :data:`QUANT_OVERRIDES` and the preprocessing flags
     ``input_size``, ``resize``, ``mean``, ``std``, ``channels`` (``None`` values are ignored).
 
     Example:
@@ -176,6 +176,8 @@ def _model_spec(src: _Sources) -> ModelSpec:
         model["source"] = str(src.cli["model"])
     if "weights" in src.cli:
         model["weights"] = _path(src.cli["weights"], Path.cwd())
+    if "weights_tag" in src.cli:
+        model["weights_tag"] = str(src.cli["weights_tag"])
     if "name" in src.cli:
         model["name"] = str(src.cli["name"])
     if model.get("output_names") is not None:
@@ -277,10 +279,11 @@ def build_run_config(data: Mapping[str, Any], base: Path, cli: Mapping[str, Any]
     export = _checked(ExportSpec, _section(data, "export", where), f"{where} [export]")
     if "onnx" in cli:
         export["onnx"] = bool(cli["onnx"])
+    preprocess = preprocess_for(model_spec, _section(data, "preprocess", where), cli)
     return RunConfig(
         model=model_spec,
         inputs=_inputs(src, demo),
-        preprocess=preprocess_for(model_spec.source, _section(data, "preprocess", where), cli),
+        preprocess=preprocess.spec,
         calibration=calib_spec,
         evaluation=eval_spec,
         quant=quant,
@@ -289,6 +292,7 @@ def build_run_config(data: Mapping[str, Any], base: Path, cli: Mapping[str, Any]
         triton=TritonSpec(**_checked(TritonSpec, _section(data, "triton", where), f"{where} [triton]")),
         export=ExportSpec(**export),
         search_calibrator=search,
+        preprocess_origin=preprocess.origin,
     )
 
 

@@ -40,6 +40,7 @@ from fx2trt_pipeline.deploy import analysis, plan_step
 from fx2trt_pipeline.deploy.config import RunConfig
 from fx2trt_pipeline.deploy.evaluate_run import EvalRequest, RunArtifacts, RunModels, eval_data_for, evaluate_run
 from fx2trt_pipeline.deploy.graph_svg import graph_view, render_svg, to_dot
+from fx2trt_pipeline.deploy.input_checks import capture_notes, check_input_fits, image_notes
 from fx2trt_pipeline.deploy.sources import (
     attach_labels,
     calib_batches,
@@ -48,6 +49,7 @@ from fx2trt_pipeline.deploy.sources import (
     load_model,
 )
 from fx2trt_pipeline.deploy.steps import MANIFEST_NAME, Steps, staged_output
+from fx2trt_pipeline.deploy.trt_log import TENSORRT_LOG, tensorrt_log
 from fx2trt_pipeline.deploy.triton import triton_model_name, write_triton_repository
 from fx2trt_pipeline.engine.compatibility import deployment_target
 from fx2trt_pipeline.engine.engine_builder import create_builder, engine_from_network
@@ -55,6 +57,7 @@ from fx2trt_pipeline.engine.engine_files import model_metadata, save_engine
 from fx2trt_pipeline.errors import ConfigError, Fx2TrtError
 from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
 from fx2trt_pipeline.quantize.api import calibrate, convert, prepare, prepared_info
+from fx2trt_pipeline.quantize.equalization import summary_line
 from fx2trt_pipeline.quantize.state import get_quant_state, save_quant_state
 from fx2trt_pipeline.validate.gate import extend_gate
 from fx2trt_pipeline.validate.results import Evaluation, json_safe
@@ -103,6 +106,7 @@ class _Run:
     artifact: Any = None
     engine_plan: Any = None  # TensorRT's plan of the engine (also written beside it), None when not logged
     evaluation: Evaluation | None = None
+    trt_log: Any = None  # TensorRT's messages of the run, written to tensorrt.log by the report step
 
 
 def _derive_inputs(run: _Run) -> list[InputSpec]:
@@ -127,12 +131,17 @@ def _step_capture(run: _Run) -> None:
     params = sum(p.numel() for p in run.model.parameters())
     steps.note(f"model {cfg.model.display_name} ({type(run.model).__name__}, {params / 1e6:.2f} M parameters)")
     calib_ds = load_dataset(cfg.calibration, cfg.preprocess, "calibration")
+    for line in capture_notes(cfg, calib_ds, run.model):  # preprocessing, image channels, evaluation data
+        steps.note(line)
     run.batches = calib_batches(cfg.calibration, calib_ds)
+    check_input_fits(run.model, run.batches[0], cfg.preprocess, cfg.calibration.source)
     items = sum(int(b.shape[0]) for b in run.batches)
     steps.note(f"calibration data: {items} items in {len(run.batches)} batches from {cfg.calibration.source}")
     if cfg.evaluation is not None:
         _load_evaluation(run)
     run.prepared = prepare(run.model, (run.batches[0],), cfg.quant)
+    if summary_line(run.prepared) is not None:
+        steps.note(summary_line(run.prepared))
     run.inputs = _derive_inputs(run)
     placement = prepared_info(run.prepared).placement
     steps.note(
@@ -145,6 +154,8 @@ def _load_evaluation(run: _Run) -> None:
     """The evaluation set, its class folders mapped to the model's outputs; an impossible search refused now."""
     cfg = run.config
     run.eval_ds = load_dataset(cfg.evaluation, cfg.preprocess, "evaluation")
+    for line in image_notes(run.eval_ds, run.model, "evaluation"):
+        run.steps.note(line)
     labels = attach_labels(run.eval_ds, run.model, cfg.evaluation)
     if labels is not None:
         run.facts["labels"] = labels
@@ -337,6 +348,7 @@ def _step_report(run: _Run) -> dict[str, Any]:
         "kept_in_float": run.facts.get("kept_in_float", []),
         "calibrator_search": run.facts.get("calibrator_search"),
         "labels": run.facts.get("labels"),
+        "eval_on_calibration": run.config.evaluation is None,  # the report says the agreement is optimistic
         "images": {
             "calibration": sum(int(b.shape[0]) for b in run.batches),
             "layers": int(run.batches[0][:LAYER_BATCH].shape[0]),
@@ -345,6 +357,9 @@ def _step_report(run: _Run) -> dict[str, Any]:
         "steps": run.steps.to_list(),
         "passed": bool(run.evaluation and run.evaluation.passed),
     }
+    if run.trt_log is not None:  # every TensorRT message of the build, listed with the other artifacts
+        run.trt_log.write(run.stage / TENSORRT_LOG)
+        run.steps.note(run.trt_log.summary())
     manifest["artifacts"] = _file_entries(run.stage)  # the report lists them; itself and the manifest follow
     html = render_report(manifest, (run.stage / GRAPH_SVG).read_text(encoding="utf-8"), str(run.output))
     atomic_write_text(run.stage / REPORT_FILE, html)
@@ -378,8 +393,8 @@ def run_build(
     """
     steps = Steps(STEP_NAMES, stream=stream, quiet=quiet)
     output = Path(output)
-    with staged_output(output, force) as stage:
-        run = _Run(config, stage, steps, output)
+    with staged_output(output, force) as stage, tensorrt_log() as trt_log:
+        run = _Run(config, stage, steps, output, trt_log=trt_log)
         with steps.step("capture", "load the model and data, trace, fold BatchNorm, place Q/DQ"):
             _step_capture(run)
         with steps.step("quantize", "calibrate (one pass) and derive scales"):

@@ -1,87 +1,148 @@
-"""The preprocessing of a run: ``[preprocess]`` from the file, the torchvision weights' own transforms,
-and the command-line flags, in that order of precedence (flags win).
+"""The preprocessing of a run: the torchvision weights' own transforms, ``[preprocess]`` from the file, and the
+command-line flags, in that order of precedence (flags win).
 
 ::
 
-    --model mobilenet_v2 (a torchvision name)  ->  get_model_weights("mobilenet_v2").DEFAULT.transforms()
-                                                   resize 232, crop 224, ImageNet mean/std, 3 channels
-    [preprocess] size/mean/std/channels/resize ->  replaces those defaults key by key
-    --input-size --resize --mean --std --channels  replace both
+    --model mobilenet_v2 --weights w.pth  ->  the weights entry w.pth is (torchvision_weights.py), e.g.
+                                              IMAGENET1K_V1: resize 256, crop 224, bilinear antialiased, ImageNet
+                                              mean/std, 3 channels; --weights-tag names the entry instead
+    [preprocess] size/mean/std/...        ->  replaces those values key by key
+    --input-size --resize --mean --std --channels  replace both; a new size without a new resize keeps the
+                                              weights' resize/crop ratio (crop 96 of IMAGENET1K_V1: resize 110)
 
-Reading a torchvision weights enum downloads nothing: the transforms are metadata of the enum.
+The result carries one line saying where each value came from; the build prints it.
 
 Example:
-    >>> spec = preprocess_for("mobilenet_v2", {}, {"input_size": (160, 160), "resize": 176})
-    >>> spec.size, spec.resize, spec.mean
-    ((160, 160), 176, (0.485, 0.456, 0.406))
-    >>> preprocess_for("pkg.module:factory", {}, {}) is None
+    >>> from fx2trt_pipeline.deploy.config import ModelSpec
+    >>> choice = preprocess_for(ModelSpec("mobilenet_v2", weights_tag="IMAGENET1K_V1"), {}, {"input_size": (96, 96)})
+    >>> choice.spec.size, choice.spec.resize, choice.spec.weights
+    ((96, 96), 110, 'MobileNet_V2_Weights.IMAGENET1K_V1')
+    >>> preprocess_for(ModelSpec("pkg.module:factory"), {}, {}).spec is None
     True
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any
 
 from fx2trt_pipeline.calib_data import PreprocessSpec
+from fx2trt_pipeline.deploy.config import ModelSpec
+from fx2trt_pipeline.deploy.torchvision_weights import WeightsChoice, torchvision_weights, weights_enum
 from fx2trt_pipeline.errors import ConfigError
 
 #: Flag -> PreprocessSpec field.
 PREPROCESS_FLAGS = {"input_size": "size", "resize": "resize", "mean": "mean", "std": "std", "channels": "channels"}
+#: Flag spelling on the command line, for the line saying where values came from.
+_FLAG_NAMES = {k: "--" + k.replace("_", "-") for k in PREPROCESS_FLAGS}
+#: With every one of these given (a run manifest's config), the weights file is not examined.
+_COMPLETE = ("size", "resize", "mean", "std", "channels")
 
 
-def torchvision_defaults(source: str) -> dict[str, Any]:
-    """PreprocessSpec fields from a torchvision model's default weights' transforms (``{}`` if none).
+@dataclass(frozen=True)
+class PreprocessChoice:
+    """The run's preprocessing and where it came from.
+
+    Attributes:
+        spec: the :class:`PreprocessSpec` (``None``: nothing describes one, e.g. ``.npz`` network inputs).
+        origin: one line naming the weights entry, how it was found and which values flags or the file replaced.
+        weights: the torchvision weights entry and why it was chosen (``None``: not a torchvision model).
+    """
+
+    spec: PreprocessSpec | None
+    origin: str | None = None
+    weights: WeightsChoice | None = None
+
+
+def transforms_fields(entry: Any) -> dict[str, Any]:
+    """PreprocessSpec fields of a torchvision weights entry's ``transforms()`` (``{}``: not a resize + crop).
 
     Example:
-        >>> torchvision_defaults("resnet18")["resize"], torchvision_defaults("not_a_model")
-        (256, {})
+        >>> import torchvision
+        >>> transforms_fields(torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1)["resize"]
+        256
     """
-    if ":" in source:
-        return {}
     try:
-        import torchvision
-
-        transforms = torchvision.models.get_model_weights(source).DEFAULT.transforms()
-    except (ImportError, ValueError, KeyError, AttributeError, TypeError):
+        transforms = entry.transforms()
+    except (TypeError, AttributeError):
         return {}
     crop, resize = getattr(transforms, "crop_size", None), getattr(transforms, "resize_size", None)
     if not crop or not resize:
         return {}
+    interpolation = getattr(getattr(transforms, "interpolation", None), "value", "bilinear")
     return {
         "size": (int(crop[0]), int(crop[-1])),
         "resize": int(resize[0]),
         "mean": tuple(transforms.mean),
         "std": tuple(transforms.std),
         "channels": 3,
+        "interpolation": interpolation,
+        "antialias": bool(getattr(transforms, "antialias", True)),
+        "weights": str(entry),
     }
 
 
-def preprocess_for(source: str, section: Mapping[str, Any], flags: Mapping[str, Any]) -> PreprocessSpec | None:
-    """The run's :class:`PreprocessSpec`, or ``None`` when nothing describes one (e.g. ``.npz`` inputs).
+def torchvision_defaults(source: str) -> dict[str, Any]:
+    """PreprocessSpec fields from a torchvision model's DEFAULT weights' transforms (``{}`` if none).
+
+    Example:
+        >>> torchvision_defaults("resnet18")["resize"], torchvision_defaults("not_a_model")
+        (256, {})
+    """
+    enum = weights_enum(source)
+    return transforms_fields(enum.DEFAULT) if enum is not None else {}
+
+
+def _rescaled_resize(base: Mapping[str, Any], size: tuple[int, int]) -> int:
+    """The weights' resize for another crop size, keeping their ratio (256/224 at crop 96: 110)."""
+    return int(round(max(size) * base["resize"] / max(base["size"])))
+
+
+def preprocess_for(model: ModelSpec, section: Mapping[str, Any], flags: Mapping[str, Any]) -> PreprocessChoice:
+    """The run's preprocessing: the weights entry's transforms <- ``[preprocess]`` ``section`` <- ``flags``.
 
     Raises:
-        ConfigError: a field is invalid (e.g. ``--resize`` smaller than ``--input-size``).
+        ConfigError: a field is invalid (e.g. ``--resize`` smaller than ``--input-size``), or ``--weights-tag``
+            names no entry of the model's torchvision weights.
     """
-    fields = {**torchvision_defaults(source), **dict(section)}
-    fields.update({PREPROCESS_FLAGS[k]: v for k, v in flags.items() if k in PREPROCESS_FLAGS})
+    flagged = {PREPROCESS_FLAGS[k]: v for k, v in flags.items() if k in PREPROCESS_FLAGS}
+    complete = all(k in section or k in flagged for k in _COMPLETE)
+    choice = None if complete else torchvision_weights(model.source, model.weights, model.weights_tag)
+    base = transforms_fields(choice.entry) if choice is not None else {}
+    fields = {**base, **dict(section), **flagged}
     if not fields:
-        return None
-    if (
-        "size" in fields
-        and "resize" in fields
-        and "size" in {PREPROCESS_FLAGS[k] for k in flags if k in PREPROCESS_FLAGS}
-        and "resize" not in flags
-    ):
-        # a new --input-size with the weights' resize: keep torchvision's crop ratio (224/256, 224/232)
-        default = torchvision_defaults(source)
-        if default and fields["resize"] == default.get("resize"):
-            ratio = default["resize"] / max(default["size"])
-            fields["resize"] = int(round(max(fields["size"]) * ratio))
+        return PreprocessChoice(None)
+    sources = [f"[preprocess] {k}" for k in section] + [
+        f"{_FLAG_NAMES[k]} {_flag_text(k, v)}" for k, v in flags.items() if k in PREPROCESS_FLAGS
+    ]
+    new_size = "size" in section or "size" in flagged
+    if base and new_size and "resize" not in section and "resize" not in flagged and fields.get("size"):
+        # a new crop size with the weights' resize: keep their crop ratio (224/256, 224/232)
+        fields["resize"] = _rescaled_resize(base, tuple(fields["size"]))
+        sources.append(f"resize {base['resize']} scaled to {fields['resize']} for crop {max(fields['size'])}")
     try:
-        return PreprocessSpec.from_dict(fields)
+        spec = PreprocessSpec.from_dict(fields)
     except TypeError as exc:
         raise ConfigError(f"Invalid preprocessing {fields}: {exc}") from exc
+    return PreprocessChoice(spec, _origin(choice, sources), choice)
 
 
-__all__ = ["PREPROCESS_FLAGS", "preprocess_for", "torchvision_defaults"]
+def _flag_text(flag: str, value: Any) -> str:
+    if flag == "input_size" and len(set(value)) == 1:
+        return str(value[0])
+    if isinstance(value, (tuple, list)):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return str(value)
+
+
+def _origin(choice: WeightsChoice | None, sources: list[str]) -> str:
+    parts = []
+    if choice is not None:
+        parts.append(f"torchvision {choice.entry} transforms ({choice.how})")
+    if sources:
+        parts.append("changed by " + "; ".join(sources))
+    return "; ".join(parts) if parts else "the run's configuration"
+
+
+__all__ = ["PREPROCESS_FLAGS", "PreprocessChoice", "preprocess_for", "torchvision_defaults", "transforms_fields"]

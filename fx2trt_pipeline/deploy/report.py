@@ -255,7 +255,9 @@ def _preprocess_text(spec: Mapping[str, Any] | None) -> str:
     size = "x".join(str(v) for v in spec["size"]) if spec.get("size") else "image size"
     shape = f"resize {spec['resize']}, centre crop {size}" if spec.get("resize") else f"{spec.get('mode')} {size}"
     channels = f", {spec['channels']} channels" if spec.get("channels") else ""
-    return f"{shape}, mean {spec.get('mean')}, std {spec.get('std')}{channels}"
+    how = f", {spec.get('interpolation', 'bilinear')}" + (" antialiased" if spec.get("antialias", True) else "")
+    weights = f" (torchvision {spec['weights']} transforms)" if spec.get("weights") else ""
+    return f"{shape}{how}, mean {spec.get('mean')}, std {spec.get('std')}{channels}{weights}"
 
 
 def _accuracy_view(manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -271,6 +273,11 @@ def _accuracy_view(manifest: Mapping[str, Any]) -> dict[str, Any]:
         lead = (
             f"No task metric (no labels); agreement with FP32 on {ev.get('num_samples', 0)} images. "
             f"Engine side: {engine} ({reason})."
+        )
+    if manifest.get("eval_on_calibration"):
+        lead += (
+            " These are calibration images (no --eval-data): the scales were fitted to them, so the agreement is "
+            "optimistic."
         )
     return {
         "accuracy_lead": lead,

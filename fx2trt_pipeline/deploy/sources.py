@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +38,7 @@ from fx2trt_pipeline.calib_data import (
     map_classes,
 )
 from fx2trt_pipeline.deploy.config import DataSpec, ModelSpec
-from fx2trt_pipeline.errors import CalibrationError, ConfigError, Fx2TrtError
+from fx2trt_pipeline.errors import CalibrationError, ConfigError, Fx2TrtError, one_line, plain_text
 
 
 def resolve_callable(spec: str, what: str) -> Callable[..., Any]:
@@ -50,17 +51,14 @@ def resolve_callable(spec: str, what: str) -> Callable[..., Any]:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"{what} {spec!r} must be written 'package.module:function'")
+    _current_directory_first(module_name)
     try:
         obj: Any = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        # `python -m` and `python script.py` see modules of the current directory; a console script does not
-        root = Path.cwd() / module_name.split(".")[0]
-        if exc.name != module_name.split(".")[0] or not (root.with_suffix(".py").is_file() or root.is_dir()):
-            raise ConfigError(f"{what} {spec!r}: cannot import module {module_name!r} ({exc})") from exc
-        sys.path.insert(0, str(Path.cwd()))
-        obj = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"{what} {spec!r}: cannot import module {module_name!r} ({exc})") from exc
+        raise ConfigError(
+            f"{what} {spec!r}: cannot import module {module_name!r} ({one_line(str(exc))}); modules are found in "
+            f"the current directory ({Path.cwd()}) and on PYTHONPATH"
+        ) from exc
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ConfigError(f"{what} {spec!r}: module {module_name!r} has no attribute {attr!r}")
@@ -68,6 +66,21 @@ def resolve_callable(spec: str, what: str) -> Callable[..., Any]:
     if not callable(obj):
         raise ConfigError(f"{what} {spec!r} is not callable")
     return obj
+
+
+def _current_directory_first(module_name: str) -> None:
+    """Put the working directory first on ``sys.path`` when it holds the module, as ``python -m`` does.
+
+    A console script (``fx2trt``) starts with its own bin directory as ``sys.path[0]``, so ``--model
+    mymod:factory`` would not find ``./mymod.py``, and an installed module of the same name would win.
+    """
+    top = module_name.split(".")[0]
+    cwd = Path.cwd()
+    if not ((cwd / f"{top}.py").is_file() or (cwd / top).is_dir()):
+        return
+    if sys.path and Path(sys.path[0] or ".").resolve() == cwd.resolve():
+        return
+    sys.path.insert(0, str(cwd))
 
 
 def _factory(source: str) -> Callable[..., Any]:
@@ -84,16 +97,20 @@ def _factory(source: str) -> Callable[..., Any]:
         ) from exc
 
 
-def _state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in a weights file (``torch.load(weights_only=True)``; ``{"state_dict": ...}`` unwrapped).
+
+    Raises:
+        ConfigError: the file is missing, holds a pickled object (e.g. a whole model) or no tensors; the
+            message names the file and how to save a state dict.
+    """
+    path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"Weights file not found: {path}")
+        raise ConfigError(f"Weights file not found: {path} (--weights)")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling refuses objects other than tensors and containers
-        raise ConfigError(
-            f"Cannot load weights {path} with torch.load(weights_only=True): "
-            f"{str(exc).splitlines()[0]}. Save a plain state dict (torch.save(model.state_dict()))."
-        ) from exc
+        raise ConfigError(_unloadable(path, exc)) from exc
     for key in ("state_dict", "model_state_dict", "model"):  # common checkpoint layouts
         if isinstance(blob, dict) and isinstance(blob.get(key), dict):
             blob = blob[key]
@@ -101,6 +118,54 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
         raise ConfigError(f"Weights file {path} does not hold a state dict of tensors")
     return blob
+
+
+def _unloadable(path: Path, exc: BaseException) -> str:
+    """One line for a weights file torch.load(weights_only=True) refuses: a pickled class is named."""
+    text = plain_text(str(exc))
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return (
+            f"Weights file {path} holds a pickled {found.group(1)} object (a whole model?), not a state dict, and "
+            "torch.load(weights_only=True) does not run pickled code; save the state dict "
+            "(torch.save(model.state_dict(), 'weights.pth')) and pass that file with --weights"
+        )
+    return (
+        f"Cannot load weights {path} with torch.load(weights_only=True): {one_line(text)}; "
+        "save a plain state dict (torch.save(model.state_dict(), 'weights.pth'))"
+    )
+
+
+def _check_fits(model: nn.Module, state: dict[str, torch.Tensor], spec: ModelSpec) -> None:
+    """Refuse weights that do not fit the model, in one line: the missing / unexpected keys and the first shape."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        (k, tuple(v.shape), tuple(expected[k].shape))
+        for k, v in state.items()
+        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
+    ]
+    if not (missing or unexpected or shapes):
+        return
+    parts = []
+    if shapes:
+        key, file_shape, model_shape = shapes[0]
+        parts.append(
+            f"{len(shapes)} tensor(s) differ in shape, the first {key}: {file_shape} in the file, {model_shape} in "
+            "the model"
+        )
+    if missing:
+        parts.append(f"{len(missing)} missing key(s) {missing[:3]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s) {unexpected[:3]}")
+    if unexpected and all(k.startswith("module.") for k in unexpected):
+        remedy = "the keys carry DataParallel's 'module.' prefix: save model.module.state_dict() instead"
+    elif shapes and not (missing or unexpected):
+        remedy = "build the model the weights were trained as (e.g. [model] kwargs = { num_classes = N } in --config)"
+    else:
+        remedy = "give the --model (and [model] kwargs) the weights were saved from"
+    raise ConfigError(f"Weights {spec.weights} do not fit {spec.source}: {'; '.join(parts)}; {remedy}")
 
 
 def load_model(spec: ModelSpec) -> nn.Module:
@@ -120,21 +185,18 @@ def load_model(spec: ModelSpec) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ConfigError(f"Model factory {spec.source!r} returned {type(model).__name__}, not a torch.nn.Module")
     if spec.weights is not None:
-        state = _state_dict(Path(spec.weights))
-        result = model.load_state_dict(state, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise ConfigError(
-                f"Weights {spec.weights} do not fit {spec.source}: missing {result.missing_keys[:5]}, "
-                f"unexpected {result.unexpected_keys[:5]}"
-            )
+        state = read_state_dict(Path(spec.weights))
+        _check_fits(model, state, spec)
+        model.load_state_dict(state)
     return model.eval()
 
 
 def _spec_or_error(preprocess: PreprocessSpec | None, source: str) -> PreprocessSpec:
     if preprocess is None:
         raise ConfigError(
-            f"Data {source!r} holds raw images: give a [preprocess] section (size, mean, std, "
-            "channels) so they are prepared exactly like inference inputs"
+            f"Data {source!r} holds raw images and nothing says how to prepare them: give --input-size, --mean "
+            "and --std (and --resize, --channels) as the model was trained, or the same keys in a [preprocess] "
+            "section of --config"
         )
     return preprocess
 
@@ -248,6 +310,7 @@ __all__ = [
     "check_agreement_possible",
     "load_dataset",
     "load_model",
+    "read_state_dict",
     "resolve_callable",
     "task_of",
 ]

@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from fx2trt_pipeline.atomic_io import TEMP_PREFIX, fsync_directory
-from fx2trt_pipeline.errors import ConfigError, StepFailedError
+from fx2trt_pipeline.errors import ConfigError, StepFailedError, one_line
 
 #: The run manifest; its presence marks a directory as an fx2trt output that a new run may replace.
 MANIFEST_NAME = "fx2trt_run.json"
@@ -76,7 +76,7 @@ def error_line(exc: BaseException) -> str:
         >>> error_line(ValueError("bad\\nmore"))
         'ValueError: bad'
     """
-    first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "") or "(no message)"
+    first = one_line(str(exc))  # the first line, without terminal escape codes (torch.load's messages carry some)
     where = _where(exc)
     return f"{type(exc).__name__}: {first}" + (f" [at {where}]" if where else "")
 

@@ -26,6 +26,10 @@ inputs: channel ``i`` (range ``a_i``) is multiplied by ``min(max_j a_j / a_i, AC
 every channel spans about the same range. The other pairs are left alone: balancing their weight ranges
 unbalances the activations again (MobileNetV2, entropy calibrator: cosine 0.8972 with it, 0.9765 without).
 
+Zero padding. A pad with zeros between the two layers (``nn.ZeroPad2d``, ``F.pad(x, p)``: TF-style "same" padding
+in front of a depthwise convolution) commutes with per-channel scaling (``0 * s = 0``), so the chain is seen
+through it; a pad with another value is not (``v / s != v``), and such a pair is left alone.
+
 Deterministic: the scales are accumulated in float64 and applied once to the original weights, so the
 same scales (saved in the quantization state) reproduce the same float32 weights.
 
@@ -62,6 +66,8 @@ _CONVERGED = 1e-4
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _RELU = (nn.ReLU,)
 _CLAMP_FUNCTIONS = (F.relu6, F.hardtanh)
+#: ``GraphModule.meta`` key of what :func:`equalize` did (mode, pairs, reasons for none), for the build's console.
+SUMMARY_KEY = "fx2trt_equalization"
 
 
 @dataclass
@@ -130,6 +136,30 @@ def _link_kind(gm: GraphModule, node: Node) -> tuple[str, float | None] | None:
     return None
 
 
+def _is_zero_pad(gm: GraphModule, node: Node) -> bool:
+    """A constant pad with zeros (``nn.ZeroPad2d``, ``nn.ConstantPad2d(p, 0)``, ``F.pad(x, p)``): it commutes with
+    per-channel scaling. Padding that adds channels changes the channel count and fails the pair's channel match."""
+    if node.op == "call_module":
+        module = gm.get_submodule(str(node.target))
+        return isinstance(module, nn.modules.padding._ConstantPadNd) and float(module.value) == 0.0
+    if node.op == "call_function" and node.target in (F.pad, torch.constant_pad_nd):
+        args = list(node.args) + [None] * 4
+        mode = node.kwargs.get("mode", args[2] if node.target is F.pad else "constant") or "constant"
+        value = node.kwargs.get("value", args[3] if node.target is F.pad else args[2])
+        return mode == "constant" and (value is None or float(value) == 0.0)
+    return False
+
+
+def _describe(gm: GraphModule, node: Node) -> str:
+    """How a node between two layers reads in a reason (``"nn.Hardswish 'features_1_2'"``, ``"pad with 1.0"``)."""
+    if node.op == "call_module":
+        return f"{type(gm.get_submodule(str(node.target))).__name__} {node.name!r}"
+    name = getattr(node.target, "__name__", str(node.target))
+    if node.target in (F.pad, torch.constant_pad_nd):
+        return f"{name} {node.name!r} with a non-zero value or a non-constant mode"
+    return f"{name} {node.name!r}"
+
+
 def _channels_match(first: nn.Module, second: nn.Module) -> bool:
     out = first.out_features if isinstance(first, nn.Linear) else first.out_channels
     inp = second.in_features if isinstance(second, nn.Linear) else second.in_channels
@@ -137,23 +167,77 @@ def _channels_match(first: nn.Module, second: nn.Module) -> bool:
     return out == inp and same_kind
 
 
+#: Nodes looked through after a layer when explaining why it pairs with no next layer.
+_REASON_DEPTH = 4
+
+
+def _chain(gm: GraphModule, node: Node) -> tuple[Node | None, Node | None, Node | None]:
+    """From layer ``node``: ``(link, second, blocker)`` along single-use nodes (zero pads seen through).
+
+    ``second`` is the next layer when only one link (ReLU, ReLU6, identity) and zero pads lie between; otherwise
+    ``blocker`` is the first node in the way (``None`` too when the path forks or ends).
+    """
+    link, current = None, node
+    for _ in range(_REASON_DEPTH):
+        if len(current.users) != 1:
+            return link, None, None
+        user = next(iter(current.users))
+        if not user.args or user.args[0] is not current:
+            return link, None, None
+        if _layer(gm, user) is not None:
+            return link, user, None
+        if link is None and _link_kind(gm, user) is not None:
+            link = user
+        elif not _is_zero_pad(gm, user):
+            return link, None, user
+        current = user
+    return link, None, None
+
+
 def find_pairs(gm: GraphModule) -> list[tuple[Node, Node | None, Node]]:
-    """``(first, link or None, second)`` chains where each tensor between them has a single user."""
+    """``(first, link or None, second)`` chains where each tensor between them has a single user.
+
+    Zero pads may sit anywhere between the two layers (they commute with the channel scales).
+    """
     pairs = []
     for node in gm.graph.nodes:
         first = _layer(gm, node)
-        if first is None or len(node.users) != 1:
+        if first is None:
             continue
-        user = next(iter(node.users))
-        link = None
-        if _layer(gm, user) is None:
-            if _link_kind(gm, user) is None or len(user.users) != 1:
-                continue
-            link, user = user, next(iter(user.users))
-        second = _layer(gm, user)
-        if second is not None and user.args[0] is (link or node) and _channels_match(first, second):
+        link, user, _ = _chain(gm, node)
+        if user is not None and _channels_match(first, gm.get_submodule(str(user.target))):
             pairs.append((node, link, user))
     return pairs
+
+
+def unpaired_reasons(gm: GraphModule, depthwise_only: bool = False) -> list[str]:
+    """Why layers that lead to a next layer were not paired: the node in the way, one line each.
+
+    Example:
+        >>> from fx2trt_pipeline.capture import capture
+        >>> m = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Hardswish(), nn.Conv2d(8, 8, 3, groups=8)).eval()
+        >>> unpaired_reasons(capture(m))
+        ["0 -> 2: Hardswish '_1' between them is neither ReLU, ReLU6, identity nor a zero pad"]
+    """
+    reasons = []
+    for node in gm.graph.nodes:
+        if _layer(gm, node) is None:
+            continue
+        _link, _second, blocker = _chain(gm, node)
+        if blocker is None or len(blocker.users) != 1:
+            continue
+        after = next(iter(blocker.users))
+        target = after if _layer(gm, after) is not None else None
+        if target is None and len(after.users) == 1 and _is_zero_pad(gm, after):
+            after = next(iter(after.users))
+            target = after if _layer(gm, after) is not None else None
+        if target is None or (depthwise_only and not _is_depthwise(gm.get_submodule(str(target.target)))):
+            continue
+        reasons.append(
+            f"{node.target} -> {target.target}: {_describe(gm, blocker)} between them is neither ReLU, ReLU6, "
+            "identity nor a zero pad"
+        )
+    return reasons
 
 
 def _out_ranges(w: torch.Tensor) -> torch.Tensor:
@@ -331,7 +415,39 @@ def equalize(gm: GraphModule, max_sweeps: int = MAX_SWEEPS, inputs: tuple | None
             )
         )
     apply_scales(gm, pairs)
+    mode = "weights" if inputs is None else "activations"
+    reasons = [] if pairs else unpaired_reasons(gm, depthwise_only=inputs is not None)
+    gm.meta[SUMMARY_KEY] = {"mode": mode, "pairs": len(pairs), "unpaired": reasons}
     return pairs
+
+
+def summary_line(gm: GraphModule) -> str | None:
+    """One line saying how many pairs :func:`equalize` equalized in ``gm`` and, for none, why and what to do.
+
+    ``None`` when ``gm`` was not equalized. Example:
+        >>> from fx2trt_pipeline.capture import capture
+        >>> gm = capture(nn.Sequential(nn.Conv2d(3, 8, 1), nn.Hardswish(), nn.Conv2d(8, 4, 1)).eval())
+        >>> _ = equalize(gm)
+        >>> print(summary_line(gm))  # doctest: +ELLIPSIS
+        equalization (weights) equalized 0 pairs: 0 -> 2: Hardswish '_1' between them is ...; the model is quantized
+        as if without --equalization
+    """
+    summary = gm.meta.get(SUMMARY_KEY)
+    if summary is None:
+        return None
+    mode, count = summary["mode"], summary["pairs"]
+    if count:
+        what = "conv -> depthwise conv pairs by activation range" if mode == "activations" else "layer pairs"
+        return f"equalization ({mode}) equalized {count} {what}"
+    if summary["unpaired"]:
+        why = summary["unpaired"][0] + (
+            f" (and {len(summary['unpaired']) - 1} more)" if len(summary["unpaired"]) > 1 else ""
+        )
+    elif mode == "activations":
+        why = "no conv/linear -> ReLU, ReLU6 or identity -> depthwise conv chain with single-use tensors"
+    else:
+        why = "no conv/linear -> ReLU, ReLU6 or identity -> conv/linear chain with single-use tensors"
+    return f"equalization ({mode}) equalized 0 pairs: {why}; the model is quantized as if without --equalization"
 
 
 __all__ = [
@@ -342,4 +458,6 @@ __all__ = [
     "compute_scales",
     "equalize",
     "find_pairs",
+    "summary_line",
+    "unpaired_reasons",
 ]

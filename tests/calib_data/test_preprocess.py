@@ -85,3 +85,55 @@ def test_invalid_specs_are_rejected(kwargs: dict) -> None:
 def test_from_dict_rejects_unknown_keys() -> None:
     with pytest.raises(ConfigError, match="sizes"):
         PreprocessSpec.from_dict({"sizes": [1, 2]})
+
+
+# -- as torchvision's transforms prepare a decoded image -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("photo", ["chelsea", "coffee", "astronaut"])
+@pytest.mark.parametrize(("crop", "resize"), [(224, 256), (96, 110)])
+def test_resize_and_crop_match_the_weights_transforms_on_photos(photo: str, crop: int, resize: int) -> None:
+    """Against torchvision's ImageClassification on the PIL image (what ``weights.transforms()`` does)."""
+    data = pytest.importorskip("skimage.data")
+    from PIL import Image
+    from torchvision.transforms._presets import ImageClassification
+
+    image = getattr(data, photo)()
+    reference = ImageClassification(crop_size=crop, resize_size=resize)(Image.fromarray(image))
+    spec = PreprocessSpec(size=(crop, crop), resize=resize, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    ours = spec(image)
+    levels = ((ours - reference) * torch.tensor(spec.std).view(3, 1, 1) * 255).abs()  # in uint8 steps
+    assert ours.shape == reference.shape == (3, crop, crop)
+    assert float(levels.max()) <= 1.0 + 1e-3 and float((levels > 0.5).float().mean()) < 0.01
+
+
+def test_uint8_images_are_resized_as_uint8() -> None:
+    """A uint8 image resized in uint8 then scaled: every value is a multiple of 1/255 before normalization."""
+    image = np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)
+    x = PreprocessSpec(size=(16, 16), resize=20)(image) * 255
+    torch.testing.assert_close(x, x.round(), atol=1e-4, rtol=0)
+    y = PreprocessSpec(size=(16, 16), resize=20)(image.astype(np.float32) / 255) * 255  # float images stay float
+    assert float((y - y.round()).abs().max()) > 0.01
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torchvision.io decoding (0.29)
+def test_rgba_drops_alpha_as_torchvision_decode_image_does(tmp_path) -> None:
+    from PIL import Image
+    from torchvision.io import ImageReadMode, decode_image
+
+    from fx2trt_pipeline.calib_data import read_image
+
+    rgba = np.random.default_rng(1).integers(0, 255, (12, 10, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    ours = PreprocessSpec(channels=3)(read_image(tmp_path / "a.png"))
+    torchvision_rgb = decode_image(str(tmp_path / "a.png"), mode=ImageReadMode.RGB).float() / 255
+    torch.testing.assert_close(ours, torchvision_rgb, atol=0, rtol=0)
+
+
+def test_interpolation_is_checked_recorded_and_described() -> None:
+    with pytest.raises(ConfigError, match="interpolation must be one of"):
+        PreprocessSpec(interpolation="lanczos")
+    spec = PreprocessSpec(size=(8, 8), resize=9, interpolation="bicubic", weights="ResNet50_Weights.IMAGENET1K_V2")
+    assert PreprocessSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert spec.describe() == "resize 9, centre crop 8x8, bicubic antialiased, mean [0.0], std [1.0]"
+    assert PreprocessSpec(size=(4, 6), mode="letterbox").describe().startswith("letterbox 4x6 (padded with 0.0)")

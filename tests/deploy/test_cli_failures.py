@@ -344,3 +344,119 @@ def test_calibrator_auto_on_unlabelled_images_chooses_by_agreement_with_fp32(tmp
     assert (best["metrics"]["agree_top1"], best["metrics"]["cosine_fp32"]) == max(scores)
     assert manifest["evaluation"]["metric"] is None
     assert "agree_top1" in stdout and "(best of the search)" in stdout
+
+
+# -- each failure names the flag that fixes it, in one line ---------------------------------------------------------
+
+
+def _one_line_error(stderr: str) -> str:
+    lines = _error_lines(stderr)
+    assert len(lines) == 1 and "\x1b" not in stderr, stderr
+    return lines[0]
+
+
+def _build(tmp_path: Path, *extra: str, model: str = TINY) -> tuple[int, str, str]:
+    return run_cli(["build", "--model", model, "--no-onnx", "--output", str(tmp_path / "out"), *extra])
+
+
+def _write_images(root: Path, mode: str, count: int = 4, size: tuple[int, int] = (20, 24)) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        pixels = rng.integers(0, 255, size=(*size, channels), dtype=np.uint8)
+        Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode).save(root / f"{mode}_{i}.png")
+    return root
+
+
+def test_images_without_preprocessing_name_the_flags(tmp_path: Path) -> None:
+    code, _, stderr = _build(tmp_path, "--calib-data", str(_write_images(tmp_path / "calib", "RGB")))
+    line = _one_line_error(stderr)
+    assert code == 2 and "--input-size, --mean and --std" in line and "[preprocess]" in line, line
+    assert not (tmp_path / "out").exists()
+
+
+def test_greyscale_images_for_a_colour_model_name_channels_3(tmp_path: Path) -> None:
+    grey = _write_images(tmp_path / "grey", "L")
+    preprocess = ["--input-size", "16", "--mean", "0.5", "--std", "0.25"]
+    code, _, stderr = _build(tmp_path, "--calib-data", str(grey), *preprocess)
+    line = _one_line_error(stderr)
+    assert code == 2 and "4 image(s), e.g. " in line and "are greyscale" in line, line
+    assert "but the model's first convolution takes 3 channels; give --channels 3" in line, line
+
+
+def test_a_wrong_input_size_names_input_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model made for 16x16 inputs (a Linear after flatten) on 20x20 crops; its module sits in the cwd."""
+    (tmp_path / "fixed_size_net.py").write_text(
+        "import torch\n\n"
+        "def model():\n"
+        "    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Flatten(),\n"
+        "                               torch.nn.Linear(4 * 16 * 16, 3)).eval()\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    calib = str(_write_images(tmp_path / "calib", "RGB"))
+    preprocess = ["--mean", "0.5", "--std", "0.25", "--channels", "3"]
+    code, _, stderr = _build(
+        tmp_path, "--calib-data", calib, "--input-size", "20", *preprocess, model="fixed_size_net:model"
+    )
+    line = _one_line_error(stderr)
+    assert code == 2 and "shaped (1, 3, 20, 20) (input size 20x20; torch: mat1 and mat2 shapes" in line, line
+    assert line.endswith("give the input size the model was made for with --input-size") or "--input-size" in line
+    code, _, stderr = _build(
+        tmp_path, "--calib-data", calib, "--input-size", "16", *preprocess, model="fixed_size_net:model"
+    )
+    assert code == 0, stderr
+
+
+def test_a_factory_module_in_the_current_directory_wins_as_with_python_m(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A console script starts with its bin directory first on sys.path; ``python -m`` with the cwd first."""
+    from fx2trt_pipeline.deploy.sources import resolve_callable
+
+    for folder, answer in (("elsewhere", "installed"), ("project", "current directory")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "cwd_first_factory.py").write_text(f"def which():\n    return {answer!r}\n")
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "bin"), str(tmp_path / "elsewhere"), *sys.path])
+    monkeypatch.delitem(sys.modules, "cwd_first_factory", raising=False)
+    monkeypatch.chdir(tmp_path / "project")
+    try:
+        assert resolve_callable("cwd_first_factory:which", "Model factory")() == "current directory"
+    finally:
+        sys.modules.pop("cwd_first_factory", None)
+    from fx2trt_pipeline.deploy.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["build", "--help"])
+    helptext = capsys.readouterr().out
+    assert "current directory first, as with python -m" in " ".join(helptext.split())
+
+
+def test_weights_of_another_shape_print_one_whole_line(tmp_path: Path) -> None:
+    import torch
+
+    from tests.deploy.models import tiny_classifier
+
+    weights = tmp_path / "five_classes.pth"
+    torch.save(tiny_classifier(num_classes=5).state_dict(), weights)
+    code, _, stderr = _build(tmp_path, "--weights", str(weights), "--calib-data", str(_calib(tmp_path)))
+    line = _one_line_error(stderr)
+    assert code == 2 and f"Weights {weights} do not fit {TINY}: 2 tensor(s) differ in shape" in line, line
+    assert "the first fc.weight: (5, 8) in the file, (3, 8) in the model" in line
+    assert "kwargs = { num_classes = N }" in line
+
+
+def test_a_pickled_whole_model_names_the_class_without_terminal_codes(tmp_path: Path) -> None:
+    import torch
+
+    from tests.deploy.models import tiny_classifier
+
+    weights = tmp_path / "whole.pth"
+    torch.save(tiny_classifier(), weights)
+    code, _, stderr = _build(tmp_path, "--weights", str(weights), "--calib-data", str(_calib(tmp_path)))
+    line = _one_line_error(stderr)
+    assert code == 2 and "holds a pickled tests.deploy.models.TinyClassifier object" in line, line
+    assert "torch.save(model.state_dict(), 'weights.pth')" in line and "--weights" in line
