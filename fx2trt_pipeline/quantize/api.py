@@ -15,9 +15,8 @@ Example:
 from __future__ import annotations
 
 import copy
-import itertools
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,11 +36,13 @@ from fx2trt_pipeline.quantize.equalization import EqualizedPair, apply_scales, e
 from fx2trt_pipeline.quantize.float16 import use_float16
 from fx2trt_pipeline.quantize.fold_bn import fold_batchnorm
 from fx2trt_pipeline.quantize.observe import (
+    first_batch_as_example,
     flat_inputs,
     insert_channel_mean_observers,
     insert_observers,
     insert_sample_observers,
     iterate_batches,
+    keeping_first,
     remove_observers,
     run_calibration,
 )
@@ -184,7 +185,7 @@ def calibrate(prepared: GraphModule, batches: Iterable[Any], show_progress: bool
     info = prepared_info(prepared)
     progress = info.config.show_progress if show_progress is None else show_progress
     if info.config.adaround:
-        batches = _keeping(batches, info.kept_batches, info.config.adaround_batches)
+        batches = keeping_first(batches, info.kept_batches, info.config.adaround_batches)
     info.batches_seen += run_calibration(prepared, batches, info.stats, progress)
     return prepared
 
@@ -251,14 +252,6 @@ def _convert(prepared: GraphModule, config: QuantConfig | None, in_place: bool) 
         ),
     )
     return qgm
-
-
-def _keeping(batches: Iterable[Any], kept: list[Any], count: int) -> Iterator[Any]:
-    """Yield ``batches``, keeping the first ones in ``kept`` until it holds ``count``."""
-    for batch in batches:
-        if len(kept) < count:
-            kept.append(batch)
-        yield batch
 
 
 def _adaround(
@@ -360,20 +353,10 @@ def quantize_model(
         ConfigError: invalid configuration.
     """
     if example_inputs is None and config is not None and config.equalization == "activations":
-        calib_batches, example_inputs = _first_batch_as_example(calib_batches)
+        calib_batches, example_inputs = first_batch_as_example(calib_batches)
     prepared = prepare(model, example_inputs, config, concrete_args)
     calibrate(prepared, calib_batches)
     return _convert(prepared, None, in_place=True)  # nobody else holds this prepared module
-
-
-def _first_batch_as_example(batches: Iterable[Any]) -> tuple[Iterable[Any], Sequence[Any] | None]:
-    """``(batches, first batch as example inputs)``, the first batch not consumed from ``batches``."""
-    iterator = iter(batches)
-    first = next(iterator, None)
-    if first is None:
-        return [], None
-    example = first if isinstance(first, (torch.Tensor, tuple, list)) else None
-    return itertools.chain([first], iterator), example
 
 
 def rebuild_quantized(

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -178,3 +179,21 @@ def flat_inputs(example_inputs: Sequence[Any]) -> tuple[Any, ...]:
     if isinstance(example_inputs, torch.Tensor):
         return (example_inputs,)
     return tuple(example_inputs)
+
+
+def keeping_first(batches: Iterable[Any], kept: list[Any], count: int) -> Iterator[Any]:
+    """Yield ``batches``, keeping the first ones in ``kept`` until it holds ``count`` (for AdaRound's fit)."""
+    for batch in batches:
+        if len(kept) < count:
+            kept.append(batch)
+        yield batch
+
+
+def first_batch_as_example(batches: Iterable[Any]) -> tuple[Iterable[Any], Sequence[Any] | None]:
+    """``(batches, first batch as example inputs)``, the first batch not consumed from ``batches``."""
+    iterator = iter(batches)
+    first = next(iterator, None)
+    if first is None:
+        return [], None
+    example = first if isinstance(first, (torch.Tensor, tuple, list)) else None
+    return itertools.chain([first], iterator), example
