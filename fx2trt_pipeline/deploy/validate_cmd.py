@@ -197,9 +197,8 @@ def _standalone_runner(onnx: Path | None, engine: Path | None) -> ChunkedRunner:
     why = gpu_unavailable_reason(artifact.metadata)
     if why is not None:
         raise BackendUnavailableError(f"the engine cannot run here: {why}")
-    specs = artifact.input_specs
-    limit = min((s.max_shape[0] if s.is_dynamic and s.max_shape else s.shape[0]) for s in specs)
-    return ChunkedRunner(TensorRTEngineRunner(Path(engine)), limit)
+    # A static-batch engine takes exactly its batch: a last partial chunk is padded to it.
+    return ChunkedRunner.for_inputs(TensorRTEngineRunner(Path(engine)), artifact.input_specs)
 
 
 @dataclass
