@@ -87,7 +87,7 @@ def _engine_side_runner(name: str, art: RunArtifacts) -> ChunkedRunner:
         runner = NetworkExecutorRunner(art.network, name=name)
     else:
         runner = OnnxRuntimeRunner(art.onnx_path, name=name)
-    return ChunkedRunner(runner, art.max_batch)
+    return ChunkedRunner.for_inputs(runner, art.inputs)  # a static batch: the last chunk is padded
 
 
 def decode_fn_for(config: RunConfig, model: Any, task: str) -> Callable[[Any], Any] | None:
