@@ -2,14 +2,15 @@
 
 ```
 network_from_graph_module(qgm, inputs)                      (fx2trt_pipeline.network)
-  -> engine_bytes_from_network(builder, network, inputs, options)     engine_builder.py
-  -> save_engine(bytes, path, metadata)  model.plan + model.plan.json, atomic (fx2trt_pipeline/atomic_io.py)
+  -> engine_from_network(builder, network, inputs, options)   bytes + sidecar fields + plan   engine_builder.py
+       checks, profile, timing cache                                                          build_setup.py
+  -> save_engine(bytes, path, metadata, plan)  model.plan + .json (+ .layers.json), atomic    engine_files.py
   -> load_engine_bytes(path)   size, sha256, library version, engine header       artifact.py
   -> Engine.load(path)   GPU targeted? (sidecar "compatibility")              compatibility.py
        runtime config: kernel specialization, runtime cache                   runtime_config.py
   -> engine(x_cuda) -> {"output": tensor}   checked, 256-byte aligned I/O      bindings.py
        enqueued on the caller's stream or a private one ordered with it        streams.py, runtime.py
-build_engine(qgm, inputs, path, options=BuildOptions(...)) chains the first three.
+build_engine(qgm, inputs, path, options=BuildOptions(...)) chains the first three, converting once.
 ```
 
 Modules are imported on use (``from fx2trt_pipeline.engine.engine_builder import build_engine``);
