@@ -78,11 +78,14 @@ def convert_inline(ctx: ConversionContext, node: Node, module: nn.Module, inputs
 def check_window_attention(node: Node) -> str | None:
     """Accept Swin V1 window attention in eval mode with constant weights."""
     arguments = helper_arguments(node.target, node.args, dict(node.kwargs))
+    reason = refusal(node.target, arguments)
+    if reason:
+        return reason
     for name in ("qkv_weight", "proj_weight", "qkv_bias", "proj_bias", "relative_position_bias"):
         value = arguments[name]
         if isinstance(value, Node) and value.op != "get_attr" and key_of(value) is not swin._get_relative_position_bias:
             return f"{name} is computed in the graph; only constant weights are supported"
-    return refusal(node.target, arguments)
+    return None
 
 
 def _feature_map(ctx: ConversionContext, node: Node, x: ITensor) -> tuple[int, int]:

@@ -18,9 +18,19 @@ import torch
 from torch import nn
 from torch.fx import GraphModule, Tracer
 
+from fx2trt_pipeline.capture.foreign import lower_foreign_graph
 from fx2trt_pipeline.capture.functional_layers import layers_from_functional
 from fx2trt_pipeline.capture.no_op_modules import drop_no_op_modules
 from fx2trt_pipeline.errors import CaptureError
+
+
+def _called_modules(model: nn.Module) -> list[str]:
+    """The modules a GraphModule's graph calls (to keep as leaves), except those our capture rewrites put in,
+    which must be traced through (:mod:`fx2trt_pipeline.capture.rewrites`)."""
+    if not isinstance(model, GraphModule):
+        return []
+    called = {str(n.target) for n in model.graph.nodes if n.op == "call_module"}
+    return sorted(t for t in called if not type(model.get_submodule(t)).__module__.startswith("fx2trt_pipeline."))
 
 
 class LeafTracer(Tracer):
@@ -40,14 +50,24 @@ class LeafTracer(Tracer):
 
 
 def capture(
-    model: nn.Module, leaf_modules: Sequence[str | type] = (), concrete_args: dict[str, Any] | None = None
+    model: nn.Module,
+    leaf_modules: Sequence[str | type] = (),
+    concrete_args: dict[str, Any] | None = None,
+    example_inputs: Sequence[Any] | None = None,
 ) -> GraphModule:
     """Trace ``model`` with torch.fx into a GraphModule whose node names follow module paths.
+
+    A ``GraphModule`` built elsewhere (onnx2torch, ``torch.fx.symbolic_trace``) is traced again with every
+    module its graph calls kept as a leaf, so its graph stays as it was (onnx2torch modules whose forward
+    cannot be traced with proxies included). With ``example_inputs``, what such graphs hold beyond plain
+    ops is then lowered (:mod:`fx2trt_pipeline.capture.foreign`): onnx2torch modules, torchvision's wrapped
+    Swin helpers, and static tensors built in forward (``torch.arange`` anchor grids) as constants.
 
     Args:
         model: the float model (eval mode).
         leaf_modules: module classes, class names or qualified names the tracer must not enter.
         concrete_args: arguments to fix while tracing (e.g. flags that drive Python control flow).
+        example_inputs: flat example inputs (tensors shaped like real data); needed to lower onnx2torch graphs.
 
     Returns:
         The traced GraphModule (shares parameters with ``model``). Functional convs and linears on parameters
@@ -58,7 +78,7 @@ def capture(
         CaptureError: the model does not trace; the message names the innermost module being traced,
             the source line, and suggests what to mark as a leaf or make concrete.
     """
-    tracer = LeafTracer(leaf_modules)
+    tracer = LeafTracer([*leaf_modules, *_called_modules(model)])
     scope: list[str] = []
     failed_in: list[str] = []  # innermost module on the stack when tracing failed
     original_call_module = tracer.call_module
@@ -93,6 +113,7 @@ def capture(
             "or pass concrete_args for arguments that drive Python control flow."
         ) from exc
     gm = GraphModule(tracer.root, graph, type(model).__name__)
+    lower_foreign_graph(gm, example_inputs)
     drop_no_op_modules(gm)  # nn.Identity / eval dropout: one tensor, one Q/DQ pair
     layers_from_functional(gm)  # convs / linears written as F.conv2d(x, self.weight, ...) become layers
     return gm

@@ -88,10 +88,9 @@ def _float_graph(
         )
     model = copy.deepcopy(model).eval()
     # Attention / Swin blocks become plain ops so that placement sees their matmuls and Linear layers.
-    model = rewrite_for_capture(
-        model, flat_inputs(example_inputs) if example_inputs is not None else None, config.leaf_modules
-    )
-    gm = capture(model, leaf_modules=config.leaf_modules, concrete_args=concrete_args)
+    flat = flat_inputs(example_inputs) if example_inputs is not None else None
+    model = rewrite_for_capture(model, flat, config.leaf_modules)
+    gm = capture(model, leaf_modules=config.leaf_modules, concrete_args=concrete_args, example_inputs=flat)
     fold_batchnorm(gm, copy_layers=False)  # the modules belong to our copy
     if example_inputs is not None:
         with torch.no_grad():

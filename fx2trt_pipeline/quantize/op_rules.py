@@ -128,6 +128,16 @@ FUNCTION_RULES.update(
 
 METHOD_RULES: dict[str, OpRule] = {"add": _ADD, "add_": _ADD, "matmul": _MATMUL}
 
+#: A nearest-neighbour resize copies values: Q/DQ commute with it as with max-pool, so it shares its input's
+#: scale (FPN upsampling, onnx2torch Resize). Linear resizes average values and are not transparent.
+NEAREST_RESIZE = OpRule("resize", transparent=True)
+
+
+def _nearest_resize(node: torch.fx.Node) -> OpRule | None:
+    mode = node.kwargs.get("mode", node.args[3] if len(node.args) > 3 else "nearest")
+    return NEAREST_RESIZE if mode == "nearest" else None
+
+
 #: Layers whose output can fuse into a following add (TensorRT's conv + residual add fusion).
 FUSABLE_KINDS = ("conv", "conv_transpose", "linear")
 
@@ -146,6 +156,8 @@ def rule_for_module(module: nn.Module) -> OpRule | None:
     rule = MODULE_RULES.get(type(module))
     if rule is not None:
         return rule
+    if isinstance(module, nn.Upsample):
+        return NEAREST_RESIZE if module.mode == "nearest" else None
     for cls, candidate in MODULE_RULES.items():
         if isinstance(module, cls):
             return None if overrides_forward(module, cls) else candidate
@@ -157,7 +169,7 @@ def rule_for_node(node: torch.fx.Node, modules: dict[str, nn.Module]) -> OpRule 
     if node.op == "call_module":
         return rule_for_module(modules[node.target])
     if node.op == "call_function":
-        return FUNCTION_RULES.get(node.target)
+        return _nearest_resize(node) if node.target is F.interpolate else FUNCTION_RULES.get(node.target)
     if node.op == "call_method":
         return METHOD_RULES.get(node.target)
     return None

@@ -5,9 +5,10 @@
 2. Outputs of weighted ops are not quantized (TensorRT fuses the next layer's Q into them).
 3. BatchNorm is folded before placement (see ``fold_bn``).
 4. Residual add: the input produced by a single-use conv/deconv/linear is left in float so that
-   conv + add fuse; the other (residual) input is quantized. An add with no such input stays float.
-5. MaxPool and Concat are *transparent*: a request to quantize their output quantizes their inputs
-   instead, all with one shared scale (a scale group), so the op runs on int8 data.
+   conv + add fuse; the other (residual) input is quantized. An add with no such input, or with a
+   constant operand (a detection head's anchor arithmetic), stays float.
+5. MaxPool, Concat and nearest-neighbour resize are *transparent*: a request to quantize their output
+   quantizes their inputs instead, all with one shared scale (a scale group), so the op runs on int8 data.
 6. A tensor gets at most one Q/DQ pair, shared by every quantized consumer.
 
 Placement is a pure function of the folded graph and the config, so it can be recomputed from the
@@ -215,8 +216,8 @@ class _Placer:
                 continue
             if rule.kind == "add":
                 a, b = node.args[0], node.args[1] if len(node.args) > 1 else None
-                if not (isinstance(a, Node) and isinstance(b, Node)):
-                    continue
+                if not (isinstance(a, Node) and isinstance(b, Node)) or "get_attr" in (a.op, b.op):
+                    continue  # a constant operand (anchor grids, offsets) is never quantized
                 if self.fusable(a):
                     self.request(b, node, (1,), node)
                 elif self.fusable(b):

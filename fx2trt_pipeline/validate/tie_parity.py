@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import json
 import math
@@ -223,25 +224,37 @@ class _Reference(Interpreter):
         self.ulp_exponent: dict[str, torch.Tensor] = {}
 
     def run_node(self, n: Node) -> Any:
-        if qdq_ops.is_quantize(n) and n.args[2] is None and not self.substitutes:
+        if _is_activation_quantize(n) and not self.substitutes:
             x, scale = self.env[n.args[0]], self.env[n.args[1]]
             self.pre_round[n.name] = x.to(torch.float32) / scale.to(torch.float32)
             if x.dtype == torch.float16:
                 self.ulp_exponent[n.name] = float16_ulp_exponent(x)
         result = super().run_node(n)
         if n.name in self.substitutes:
-            return self.substitutes[n.name]
-        if qdq_ops.is_quantize(n):
-            self.int8[n.name] = result
+            value = self.substitutes[n.name]
+            if isinstance(result, torch.Tensor) and result.is_quantized:  # torch.ao: a qint8 tensor, same scale
+                return torch._make_per_tensor_quantized_tensor(value, result.q_scale(), result.q_zero_point())
+            return value
+        if qdq_ops.is_quantize(n) or _is_activation_quantize(n):
+            self.int8[n.name] = result.int_repr() if result.is_quantized else result
         return result
+
+
+def _is_activation_quantize(n: Node) -> bool:
+    """A per-tensor activation quantize: ours (no axis), or torch.ao's ``torch.quantize_per_tensor`` with a scale
+    read from the graph (torch.ao reference graphs, whose qint8 values the region check reads as int8)."""
+    if qdq_ops.is_quantize(n):
+        return n.args[2] is None
+    return n.op == "call_function" and n.target is torch.quantize_per_tensor and isinstance(n.args[1], Node)
 
 
 def quantize_points(qgm: GraphModule) -> list[QuantizePoint]:
     """The activation (per-tensor) quantize nodes of ``qgm`` in graph order, with their scales."""
     points = []
     for n in qgm.graph.nodes:
-        if qdq_ops.is_quantize(n) and n.args[2] is None and isinstance(n.args[1], Node) and n.args[1].op == "get_attr":
-            points.append(QuantizePoint(n.name, float(qgm.get_buffer(str(n.args[1].target)).reshape(()))))
+        if _is_activation_quantize(n) and isinstance(n.args[1], Node) and n.args[1].op == "get_attr":
+            scale = functools.reduce(getattr, str(n.args[1].target).split("."), qgm)
+            points.append(QuantizePoint(n.name, float(scale.reshape(()))))
     return points
 
 
@@ -254,7 +267,7 @@ def region_layers(qgm: GraphModule, point: str) -> tuple[str, ...]:
         if not isinstance(node, Node) or node in seen or node.op in ("placeholder", "get_attr"):
             continue
         seen.add(node)
-        if qdq_ops.is_dequantize(node) or qdq_ops.is_quantize(node):
+        if qdq_ops.is_any_dequantize(node) or qdq_ops.is_any_quantize(node):
             continue
         found.append(node.name)
         stack.extend(node.all_input_nodes)
