@@ -125,12 +125,13 @@ def test_a_failed_shape_inference_is_not_called_data_dependent(
 
 
 def test_calls_from_two_threads_do_not_interleave(fake_cuda: dict[str, Any]) -> None:
-    second_in = threading.Event()
+    first_in, second_in = threading.Event(), threading.Event()
 
     def hold_first_call() -> None:
         # The first call waits inside its enqueue for the second thread to reach the context; a lock makes
         # the second wait instead (and the first goes on after the timeout).
         if threading.current_thread().name == "first":
+            first_in.set()
             second_in.wait(timeout=0.5)
         else:
             second_in.set()
@@ -145,8 +146,7 @@ def test_calls_from_two_threads_do_not_interleave(fake_cuda: dict[str, Any]) -> 
 
     first = threading.Thread(target=call, args=("first",), name="first")
     first.start()
-    while not context.executed and first.is_alive():  # the first call is inside its enqueue
-        threading.Event().wait(0.001)
+    first_in.wait(timeout=5)  # the first call is inside its enqueue
     second = threading.Thread(target=call, args=("second",), name="second")
     second.start()
     first.join(), second.join()

@@ -55,13 +55,7 @@ def _image_folder(root: Path, counts: tuple[int, ...]) -> Path:
 def test_a_static_batch_engine_validates_a_set_that_is_not_a_multiple_of_its_batch(
     tmp_path: Path, qdq_network: Any, fake_gpu: FakeGpu
 ) -> None:
-    spec = InputSpec("x", (4, 3, 12, 12))
-    builder, net, _keep = qdq_network(4)
-    data = engine_bytes_from_network(builder, net, [spec])
-    path = save_engine(data, tmp_path / "static4.plan", network_io_metadata(net, [spec])).engine_path
-    context = FakeContext((4, 3), [], compute=_classify)
-    fake_gpu.runtime.engine = FakeCudaEngine(context, input_shape=(4, 3, 12, 12), output_shape=(4, 3))
-    fake_gpu.run_on_cpu()
+    path, context = _static_engine(tmp_path, qdq_network, fake_gpu)
     folder = _image_folder(tmp_path / "images", (4, 3, 3))  # 10 items: chunks of 4, 4 and a padded 2
     lines: list[str] = []
     stream = type("Lines", (), {"write": lambda self, s: lines.append(s), "flush": lambda self: None})()
@@ -115,56 +109,63 @@ def test_every_batch_shape_is_compiled_before_the_timed_evaluation(fake_cuda: di
 # -- torchrun ----------------------------------------------------------------------------------------------
 
 
-def _rank(rank: int, world: int, port: int, out: str) -> None:
-    """One torchrun rank: joins the group, takes its GPU, scores its shard."""
+def _static_engine(tmp_path: Path, qdq_network: Any, fake_gpu: FakeGpu) -> tuple[Path, FakeContext]:
+    """A real static batch-4 engine file, run by a fake context that classifies by grey level."""
+    spec = InputSpec("x", (4, 3, 12, 12))
+    builder, net, _keep = qdq_network(4)
+    data = engine_bytes_from_network(builder, net, [spec])
+    path = save_engine(data, tmp_path / "static4.plan", network_io_metadata(net, [spec])).engine_path
+    context = FakeContext((4, 3), [], compute=_classify)
+    fake_gpu.runtime.engine = FakeCudaEngine(context, input_shape=(4, 3, 12, 12), output_shape=(4, 3))
+    fake_gpu.run_on_cpu()
+    return path, context
+
+
+def _rank(rank: int, world: int, port: int, check: ArtifactCheck, context: FakeContext, out: str) -> None:
+    """One torchrun rank (forked: the test's fakes come along) running ``fx2trt validate --engine``."""
     os.environ.update(
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
     devices: list[int] = []
-    torch.cuda.is_available = lambda: True  # a node with `world` GPUs, as far as the device choice goes
-    torch.cuda.device_count = lambda: world
+    torch.cuda.device_count = lambda: world  # a node with `world` GPUs, as far as the device choice goes
     torch.cuda.set_device = devices.append
-    seen: list[int] = []
+    seen: list[int] = []  # rows of data the engine classified (the warm-up's rows are zeros)
 
-    class Counting(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            seen.append(int(x.shape[0]))
-            return x
+    def counting(x: torch.Tensor) -> torch.Tensor:
+        seen.append(int((x.flatten(1).abs().sum(1) > 0).sum()))
+        return _classify(x)
 
-    x = torch.eye(4).repeat(5, 1)  # 20 one-hot rows: class i % 4
-    labels = torch.arange(20) % 4
-    labels[:3] = 3  # three wrong labels: top-1 of the whole set is 17/20
-    from fx2trt_pipeline.validate.eval_data import Shard
-
-    with torchrun_group():
-        data = EvalData(
-            "classification",
-            batches=[(x[i : i + 4], labels[i : i + 4]) for i in range(0, 20, 4)],
-            shard=Shard.current(),
-        )
-        scored = score_runner(TorchRunner(Counting(), ["images"], ["logits"]), data)
-    result = {
-        "devices": devices,
-        "seen": sum(seen),
-        "metrics": scored.metrics,
-        "shard": [data.shard.rank, data.shard.world],
-    }
+    context.compute = counting
+    lines: list[str] = []
+    stream = type("Lines", (), {"write": lambda self, s: lines.append(s), "flush": lambda self: None})()
+    code = validate_artifact(check, stream)
+    result = {"code": code, "devices": devices, "rows": sum(seen), "lines": "".join(lines)}
     Path(out, f"rank{rank}.json").write_text(json.dumps(result))
 
 
-def test_torchrun_ranks_join_a_group_take_their_gpu_and_score_their_shard(tmp_path: Path) -> None:
+def test_torchrun_ranks_take_their_gpu_and_score_their_shard(
+    tmp_path: Path, qdq_network: Any, fake_gpu: FakeGpu
+) -> None:
     import torch.multiprocessing as mp
 
+    path, context = _static_engine(tmp_path, qdq_network, fake_gpu)
+    folder = _image_folder(tmp_path / "images", (4, 3, 3))
+    check = ArtifactCheck(
+        DataSpec(str(folder), batch_size=4),
+        engine=path,
+        min_metric=0.99,
+        preprocess=PreprocessSpec((12, 12), channels=3),
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    # fork: the ranks start with this process's imports (spawn would import torch twice more)
-    mp.start_processes(_rank, args=(2, port, str(tmp_path)), nprocs=2, start_method="fork")
+    # fork: the ranks start with this process's imports and fakes (spawn would import torch twice more)
+    mp.start_processes(_rank, args=(2, port, check, context, str(tmp_path)), nprocs=2, start_method="fork")
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-    assert [r["devices"] for r in ranks] == [[0], [1]]  # cuda:LOCAL_RANK
-    assert [r["shard"] for r in ranks] == [[0, 2], [1, 2]] and [r["seen"] for r in ranks] == [12, 8]
-    for r in ranks:  # gathered: both ranks score the whole set
-        assert r["metrics"]["num_samples"] == 20.0 and r["metrics"]["top1"] == pytest.approx(17 / 20)
+    assert [r["code"] for r in ranks] == [0, 0] and [r["devices"] for r in ranks] == [[0], [1]]  # cuda:LOCAL_RANK
+    # 5 items each, in chunks of 4 and 1 padded to 4: each engine saw only its rank's shard (all 10: 4 + 4 + 2 + 2)
+    assert [r["rows"] for r in ranks] == [8, 8], ranks
+    assert "PASS top1: tensorrt 1.0000" in ranks[0]["lines"] and ranks[1]["lines"] == ""  # rank 0 speaks
 
 
 def test_torchrun_without_enough_gpus_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
