@@ -20,7 +20,7 @@ Example:
     >>> from fx2trt_pipeline.network.inputs import InputSpec
     >>> model = torch.nn.Sequential(torch.nn.Conv2d(16, 16, 3), torch.nn.ReLU()).eval()
     >>> x = torch.randn(1, 16, 8, 8)
-    >>> qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+    >>> qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
     >>> spec = [InputSpec("x", (1, 16, 8, 8))]
     >>> builder, network, ctx = network_from_graph_module(qgm, spec, builder=create_builder())
     >>> _, plan = engine_and_plan_from_network(builder, network, spec)
