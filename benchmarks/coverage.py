@@ -9,6 +9,7 @@ simulated -> simulated INT8 vs FP32 (cosine), on a held-out random batch.
 
     python benchmarks/coverage.py                       # every model, 96 px (vit/swin at their own sizes)
     python benchmarks/coverage.py --models vit_b_16 fcn_resnet50 --timeout 600
+    python benchmarks/coverage.py --models onnx2torch_yolo onnx2torch_dbnet torch_ao_swin_t   # foreign graphs
 """
 
 from __future__ import annotations
@@ -36,9 +37,15 @@ CLASSIFICATION = [
     "swin_t",
 ]
 SEGMENTATION = ["fcn_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"]
+#: Models that reach torch.fx by other roads: exported to ONNX and converted back by onnx2torch
+#: (``fx2trt_pipeline.models.onnx_heads``: a YOLOv8-style detector, a DBNet-style text detector; dynamic batch),
+#: and swin_t as torch.ao's reference graph (front_ends.py's seed flow; its wrapped Swin helpers converted as
+#: they are, their insides float as torch.ao left them; no ONNX column: qint8 tensors have no ONNX translation).
+FOREIGN = ["onnx2torch_yolo", "onnx2torch_dbnet", "torch_ao_swin_t"]
 #: Input sizes the architectures need (vit: image_size is a constructor argument; swin's windows need 224
 #: down to 7x7 at the last stage; inception's stem needs 75+).
-SIZES = {"vit_b_16": 64, "swin_t": 224, "inception_v3": 96}
+SIZES = {"vit_b_16": 64, "swin_t": 224, "inception_v3": 96, "onnx2torch_yolo": 64, "onnx2torch_dbnet": 64}
+SIZES["torch_ao_swin_t"] = SIZES["swin_t"]
 
 
 def make_model(name: str):
@@ -50,6 +57,12 @@ def make_model(name: str):
         model = getattr(torchvision.models.segmentation, name)(
             weights=None, weights_backbone=None, num_classes=21, aux_loss=False
         )
+    elif name.startswith("onnx2torch_"):
+        from fx2trt_pipeline.models import onnx_heads
+
+        model = {"yolo": onnx_heads.TinyYolo, "dbnet": onnx_heads.TinyDBNet}[name.split("_", 1)[1]]()
+    elif name.startswith("torch_ao_"):
+        return make_model(name.split("_", 2)[2])
     elif name == "vit_b_16":
         model = torchvision.models.vit_b_16(weights=None, image_size=SIZES[name])
     elif name in ("googlenet", "inception_v3"):
@@ -69,6 +82,21 @@ def _cosine(a, b) -> float:
     from fx2trt_pipeline.validate.compare import cosine_similarity
 
     return min(cosine_similarity(x, y) for x, y in zip(a, b))
+
+
+def quantized(name: str, model, calib: list):
+    """The simulated INT8 graph: ours of the model or of its onnx2torch round trip, or torch.ao's reference graph."""
+    import fx2trt_pipeline as ftp
+
+    if name.startswith("torch_ao_"):
+        from front_ends import torch_ao_reference
+
+        return torch_ao_reference(model, calib[0])
+    if name.startswith("onnx2torch_"):
+        from fx2trt_pipeline.models.onnx_heads import onnx2torch_roundtrip
+
+        model = onnx2torch_roundtrip(model, calib[0][:1])
+    return ftp.quantize_model(model, calib, example_inputs=(calib[0],), config=ftp.QuantConfig(show_progress=False))
 
 
 def run_one(name: str, batch: int, calib_batches: int) -> dict:
@@ -96,7 +124,7 @@ def run_one(name: str, batch: int, calib_batches: int) -> dict:
     x = torch.randn(batch, 3, size, size, generator=gen)
     start = time.perf_counter()
     row["step"] = "quantize"
-    qgm = ftp.quantize_model(model, calib, example_inputs=(calib[0],), config=ftp.QuantConfig(show_progress=False))
+    qgm = quantized(name, model, calib)
     row["step"] = "convert"
     spec = ftp.InputSpec.dynamic_batch("x", (3, size, size), 1, batch, 2 * batch)
     builder, network, _ctx = network_from_graph_module(qgm, [spec])
@@ -114,9 +142,10 @@ def run_one(name: str, batch: int, calib_batches: int) -> dict:
     row["tie_parity"] = "pass" if report else "FAIL"
     row["tie_flips"] = report.tie_flips
     row["step"] = "onnx"
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_qdq_onnx(qgm, (x,), Path(tmp) / f"{name}.onnx", input_names=["x"])
-        row["ort_vs_sim"] = _cosine(sim, list(OnnxRuntimeRunner(path).run({"x": x}).values()))
+    if not name.startswith("torch_ao_"):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export_qdq_onnx(qgm, (x,), Path(tmp) / f"{name}.onnx", input_names=["x"])
+            row["ort_vs_sim"] = _cosine(sim, list(OnnxRuntimeRunner(path).run({"x": x}).values()))
     row["int8_vs_fp32"] = _cosine(fp32, sim)
     row["seconds"] = round(time.perf_counter() - start, 1)
     row["step"] = "done"
@@ -140,7 +169,7 @@ def _fmt(value, spec: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=CLASSIFICATION + SEGMENTATION)
+    parser.add_argument("--models", nargs="+", default=CLASSIFICATION + SEGMENTATION + FOREIGN)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--calib-batches", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=900)
