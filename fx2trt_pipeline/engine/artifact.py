@@ -45,9 +45,9 @@ import numpy as np
 import torch
 
 from fx2trt_pipeline import trt_api
-from fx2trt_pipeline.engine.compatibility import GpuInfo, compatibility_fields
+from fx2trt_pipeline.engine.compatibility import GpuInfo, compatibility_fields, engine_library
 from fx2trt_pipeline.network.inputs import InputSpec
-from fx2trt_pipeline.errors import EngineIncompatibleError, EngineLoadError
+from fx2trt_pipeline.errors import EngineLoadError
 
 #: Bump when a field changes meaning; readers refuse sidecars with a newer version.
 METADATA_FORMAT_VERSION = 1
@@ -371,37 +371,3 @@ def load_engine_bytes(path: PathLike) -> tuple[bytes, dict[str, Any]]:
     name, version = engine_library(meta, f"Engine file {engine}")
     check_engine_header(data, f"Engine file {engine}", name, version)
     return data, meta
-
-
-def engine_library(metadata: Mapping[str, Any], where: str) -> tuple[str, str]:
-    """``(library, version)`` that built the engine, checked to be installed here in that exact version.
-
-    The engine's library decides, not the build default: a TensorRT-RTX plan loads with TensorRT-RTX
-    on a host that also has datacenter TensorRT.
-
-    Raises:
-        EngineLoadError: the sidecar names no known library, or the installed one has another version.
-        EngineIncompatibleError: that library is not installed here (the engine is intact; exit code 3).
-    """
-    recorded = metadata.get("library") if isinstance(metadata.get("library"), Mapping) else {}
-    name, version = str(recorded.get("name")), str(recorded.get("version"))
-    if name not in trt_api.LIBRARIES:
-        raise EngineLoadError(
-            f"{where}: its sidecar names the library {name!r}, not one of {list(trt_api.LIBRARIES)}; "
-            "the sidecar is foreign or edited. Rebuild the engine."
-        )
-    if not trt_api.is_available(name):
-        raise EngineIncompatibleError(
-            f"{where} was built with {name} {version}, which is not installed here (installed: "
-            f"{trt_api.installed_libraries() or 'none'}); an engine only loads in the library that built it. "
-            f"Install {name}=={version}, or rebuild the engine with an installed library "
-            f"({trt_api.ENV_VAR} chooses the build library)."
-        )
-    installed = trt_api.library_version(name)
-    if installed != version:
-        raise EngineLoadError(
-            f"{where} was built with {name} {version} but {name} {installed} is installed; TensorRT "
-            "engines only load in the exact library version that built them. Rebuild the engine with "
-            f"this version, or install {name}=={version}."
-        )
-    return name, version

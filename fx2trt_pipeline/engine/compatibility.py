@@ -35,7 +35,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline import trt_api
+from fx2trt_pipeline.errors import ConfigError, EngineIncompatibleError, EngineLoadError
 
 #: Library names as users know them.
 LIBRARY_LABELS = {"tensorrt": "TensorRT", "tensorrt_rtx": "TensorRT-RTX"}
@@ -219,8 +220,6 @@ def gpu_unavailable_reason(metadata: Mapping[str, Any] | None = None) -> str | N
         >>> reason is None or isinstance(reason, str)
         True
     """
-    from fx2trt_pipeline import trt_api
-
     try:  # the engine's own library (its sidecar), else the build library
         library = str(_fields(metadata).get("library")) if metadata is not None else trt_api.build_library()
     except ConfigError as exc:
@@ -239,6 +238,40 @@ def gpu_unavailable_reason(metadata: Mapping[str, Any] | None = None) -> str | N
     if reason is None:
         return None
     return f"{reason}. Run on a GPU it targets, or rebuild it on this one ({deployment_target(metadata)})"
+
+
+def engine_library(metadata: Mapping[str, Any], where: str) -> tuple[str, str]:
+    """``(library, version)`` that built the engine, checked to be installed here in that exact version.
+
+    The engine's library decides, not the build default: a TensorRT-RTX plan loads with TensorRT-RTX
+    on a host that also has datacenter TensorRT.
+
+    Raises:
+        EngineLoadError: the sidecar names no known library, or the installed one has another version.
+        EngineIncompatibleError: that library is not installed here (the engine is intact; exit code 3).
+    """
+    recorded = metadata.get("library") if isinstance(metadata.get("library"), Mapping) else {}
+    name, version = str(recorded.get("name")), str(recorded.get("version"))
+    if name not in trt_api.LIBRARIES:
+        raise EngineLoadError(
+            f"{where}: its sidecar names the library {name!r}, not one of {list(trt_api.LIBRARIES)}; "
+            "the sidecar is foreign or edited. Rebuild the engine."
+        )
+    if not trt_api.is_available(name):
+        raise EngineIncompatibleError(
+            f"{where} was built with {name} {version}, which is not installed here (installed: "
+            f"{trt_api.installed_libraries() or 'none'}); an engine only loads in the library that built it. "
+            f"Install {name}=={version}, or rebuild the engine with an installed library "
+            f"({trt_api.ENV_VAR} chooses the build library)."
+        )
+    installed = trt_api.library_version(name)
+    if installed != version:
+        raise EngineLoadError(
+            f"{where} was built with {name} {version} but {name} {installed} is installed; TensorRT "
+            "engines only load in the exact library version that built them. Rebuild the engine with "
+            f"this version, or install {name}=={version}."
+        )
+    return name, version
 
 
 def deployment_target(metadata: Mapping[str, Any]) -> str:
@@ -284,6 +317,7 @@ __all__ = [
     "architecture",
     "compatibility_fields",
     "deployment_target",
+    "engine_library",
     "gpu_unavailable_reason",
     "incompatibility_reason",
 ]

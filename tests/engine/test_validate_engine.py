@@ -19,6 +19,7 @@ import torch
 
 from fx2trt_pipeline.calib_data.preprocess import PreprocessSpec
 from fx2trt_pipeline.deploy.config import DataSpec
+from fx2trt_pipeline.deploy import validate_cmd
 from fx2trt_pipeline.deploy.torchrun import torchrun_group
 from fx2trt_pipeline.deploy.validate_cmd import ArtifactCheck, validate_artifact
 from fx2trt_pipeline.engine.engine_builder import engine_bytes_from_network, network_io_metadata, save_engine
@@ -129,12 +130,23 @@ def _rank(rank: int, world: int, port: int, check: ArtifactCheck, context: FakeC
     devices: list[int] = []
     torch.cuda.device_count = lambda: world  # a node with `world` GPUs, as far as the device choice goes
     torch.cuda.set_device = devices.append
-    seen: list[int] = []  # rows of data the engine classified (the warm-up's rows are zeros)
+    seen: list[int] = []  # rows of data the engine classified while scoring (the warm-up's rows are zeros)
+    scoring: list[bool] = []
+    score_runner = validate_cmd.score_runner
+
+    def scored(runner: Any, data: EvalData) -> Any:
+        scoring.append(True)
+        try:
+            return score_runner(runner, data)
+        finally:
+            scoring.pop()
 
     def counting(x: torch.Tensor) -> torch.Tensor:
-        seen.append(int((x.flatten(1).abs().sum(1) > 0).sum()))
+        if scoring:
+            seen.append(int((x.flatten(1).abs().sum(1) > 0).sum()))
         return _classify(x)
 
+    validate_cmd.score_runner = scored  # this forked process only
     context.compute = counting
     lines: list[str] = []
     stream = type("Lines", (), {"write": lambda self, s: lines.append(s), "flush": lambda self: None})()
