@@ -41,7 +41,7 @@ from fx2trt_pipeline.deploy.config import (
     RunConfig,
     TritonSpec,
 )
-from fx2trt_pipeline.deploy.preprocess_defaults import preprocess_for
+from fx2trt_pipeline.deploy.preprocess_defaults import preprocess_choice
 from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.quantize.config import QuantConfig
 
@@ -58,6 +58,7 @@ QUANT_OVERRIDES = (
     "float_dtype",
     "placement",
     "placement_gpus",
+    "mixed_precision",
 )
 
 
@@ -191,6 +192,7 @@ _DATA_FLAGS = {
     "calib_batch_size": ("calib", "batch_size", int),
     "max_eval_images": ("eval", "max_images", int),
     "task": ("eval", "task", str),
+    "output_index": ("eval", "output_index", str),
 }
 
 
@@ -238,7 +240,7 @@ def _inputs(src: _Sources, demo: bool) -> tuple[InputSpec, ...] | None:
     return tuple(InputSpec.from_dict(_checked_input(d, f"{src.where} [[inputs]]")) for d in inputs_data)
 
 
-def _quant(src: _Sources, demo: bool) -> tuple[QuantConfig, bool]:
+def _quant(src: _Sources, demo: bool) -> tuple[QuantConfig, bool, float | None]:
     quant = {"show_progress": False, **_section(src.data, "quant", src.where)}
     if demo:  # the calibrator the demo's accuracy gate is tuned for (entropy clips its stem activations hard)
         quant.setdefault("calibrator", DEMO_CALIBRATOR)
@@ -248,11 +250,14 @@ def _quant(src: _Sources, demo: bool) -> tuple[QuantConfig, bool]:
     search = quant.get("calibrator") == "auto"
     if search:  # the prepared model needs some calibrator; the search replaces it from the same statistics
         quant["calibrator"] = QuantConfig().calibrator
-    return QuantConfig.from_dict(quant), search
+    budget = quant.pop("mixed_precision", None)
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0):
+        raise ConfigError(f"{src.where}: mixed_precision must be a budget >= 0 (0.01 = 1 point), got {budget!r}")
+    return QuantConfig.from_dict(quant), search, None if budget is None else float(budget)
 
 
 def _checked_search(search: bool, evaluation: DataSpec | None, where: str) -> None:
-    if search and evaluation is None:
+    if search and evaluation is None:  # the calibrator search and mixed precision both score on it
         raise ConfigError(
             f"{where}: calibrator 'auto' scores every calibrator on evaluation data: give --eval-data (class "
             "folders or a COCO set score top-1 / mAP; any image folder scores agreement with the FP32 model)"
@@ -271,15 +276,15 @@ def build_run_config(data: Mapping[str, Any], base: Path, cli: Mapping[str, Any]
     if demo and model_spec.output_names is None:
         model_spec = dataclasses.replace(model_spec, output_names=("hm", "wh", "reg"))
     calib_spec, eval_spec = _data_sections(src, demo)
-    quant, search = _quant(src, demo)
-    _checked_search(search, eval_spec, where)
+    quant, search, mixed = _quant(src, demo)
+    _checked_search(search or mixed is not None, eval_spec, where)
     build = _section(data, "build", where)
     if build.get("timing_cache_path") is not None:
         build["timing_cache_path"] = _path(build["timing_cache_path"], base)
     export = _checked(ExportSpec, _section(data, "export", where), f"{where} [export]")
     if "onnx" in cli:
         export["onnx"] = bool(cli["onnx"])
-    preprocess = preprocess_for(model_spec, _section(data, "preprocess", where), cli)
+    preprocess = preprocess_choice(model_spec, _section(data, "preprocess", where), cli)
     return RunConfig(
         model=model_spec,
         inputs=_inputs(src, demo),
@@ -292,6 +297,7 @@ def build_run_config(data: Mapping[str, Any], base: Path, cli: Mapping[str, Any]
         triton=TritonSpec(**_checked(TritonSpec, _section(data, "triton", where), f"{where} [triton]")),
         export=ExportSpec(**export),
         search_calibrator=search,
+        mixed_precision=mixed,
         preprocess_origin=preprocess.origin,
     )
 

@@ -14,10 +14,10 @@ The result carries one line saying where each value came from; the build prints 
 
 Example:
     >>> from fx2trt_pipeline.deploy.config import ModelSpec
-    >>> choice = preprocess_for(ModelSpec("mobilenet_v2", weights_tag="IMAGENET1K_V1"), {}, {"input_size": (96, 96)})
+    >>> choice = preprocess_choice(ModelSpec("mobilenet_v2", weights_tag="IMAGENET1K_V1"), {}, {"input_size": (96, 96)})
     >>> choice.spec.size, choice.spec.resize, choice.spec.weights
     ((96, 96), 110, 'MobileNet_V2_Weights.IMAGENET1K_V1')
-    >>> preprocess_for(ModelSpec("pkg.module:factory"), {}, {}).spec is None
+    >>> preprocess_for("pkg.module:factory", {}, {}) is None
     True
 """
 
@@ -99,7 +99,19 @@ def _rescaled_resize(base: Mapping[str, Any], size: tuple[int, int]) -> int:
     return int(round(max(size) * base["resize"] / max(base["size"])))
 
 
-def preprocess_for(model: ModelSpec, section: Mapping[str, Any], flags: Mapping[str, Any]) -> PreprocessChoice:
+def preprocess_for(
+    model: str | ModelSpec, section: Mapping[str, Any], flags: Mapping[str, Any]
+) -> PreprocessSpec | None:
+    """The :class:`PreprocessSpec` of :func:`preprocess_choice` (``model``: a ModelSpec, or just its source).
+
+    Example:
+        >>> preprocess_for("resnet18", {}, {"input_size": (112, 112)}).resize
+        128
+    """
+    return preprocess_choice(model if isinstance(model, ModelSpec) else ModelSpec(model), section, flags).spec
+
+
+def preprocess_choice(model: ModelSpec, section: Mapping[str, Any], flags: Mapping[str, Any]) -> PreprocessChoice:
     """The run's preprocessing: the weights entry's transforms <- ``[preprocess]`` ``section`` <- ``flags``.
 
     Raises:
@@ -145,4 +157,11 @@ def _origin(choice: WeightsChoice | None, sources: list[str]) -> str:
     return "; ".join(parts) if parts else "the run's configuration"
 
 
-__all__ = ["PREPROCESS_FLAGS", "PreprocessChoice", "preprocess_for", "torchvision_defaults", "transforms_fields"]
+__all__ = [
+    "PREPROCESS_FLAGS",
+    "PreprocessChoice",
+    "preprocess_choice",
+    "preprocess_for",
+    "torchvision_defaults",
+    "transforms_fields",
+]
