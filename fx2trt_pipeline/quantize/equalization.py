@@ -28,7 +28,8 @@ unbalances the activations again (MobileNetV2, entropy calibrator: cosine 0.8972
 
 Zero padding. A pad with zeros between the two layers (``nn.ZeroPad2d``, ``F.pad(x, p)``: TF-style "same" padding
 in front of a depthwise convolution) commutes with per-channel scaling (``0 * s = 0``), so the chain is seen
-through it; a pad with another value is not (``v / s != v``), and such a pair is left alone.
+through it; a pad with another value is not (``v / s != v``), and such a pair is left alone. Which pairs qualify,
+and why one did not, is ``quantize/equalization_pairs.py``.
 
 Deterministic: the scales are accumulated in float64 and applied once to the original weights, so the
 same scales (saved in the quantization state) reproduce the same float32 weights.
@@ -56,6 +57,13 @@ from torch import nn
 from torch.fx import GraphModule, Interpreter, Node
 
 from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.quantize.equalization_pairs import (
+    find_pairs,
+    groups_of,
+    is_depthwise,
+    link_kind,
+    unpaired_reasons,
+)
 
 #: Largest gain an activation channel gets from activation-range equalization: a channel that is
 #: all but dead would otherwise be blown up to the largest one's range, noise included.
@@ -63,9 +71,6 @@ ACTIVATION_GAIN_CAP = 16.0
 #: Sweeps over all pairs; the scales of MobileNetV2 settle (max change < 1e-4) within about 10.
 MAX_SWEEPS = 32
 _CONVERGED = 1e-4
-_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-_RELU = (nn.ReLU,)
-_CLAMP_FUNCTIONS = (F.relu6, F.hardtanh)
 #: ``GraphModule.meta`` key of what :func:`equalize` did (mode, pairs, reasons for none), for the build's console.
 SUMMARY_KEY = "fx2trt_equalization"
 
@@ -108,138 +113,6 @@ class EqualizedPair:
         )
 
 
-def _layer(gm: GraphModule, node: object) -> nn.Module | None:
-    if isinstance(node, Node) and node.op == "call_module":
-        module = gm.get_submodule(str(node.target))
-        if type(module) in _LAYERS and getattr(module, "padding_mode", "zeros") == "zeros":
-            return module
-    return None
-
-
-def _link_kind(gm: GraphModule, node: Node) -> tuple[str, float | None] | None:
-    """``("relu", None)`` / ``("relu6", upper bound)`` for a link equalization can pass, else None."""
-    if node.op == "call_module":
-        module = gm.get_submodule(str(node.target))
-        if isinstance(module, _RELU):
-            return "relu", None
-        if isinstance(module, nn.Identity):
-            return "identity", None
-        if isinstance(module, nn.Hardtanh) and module.min_val == 0.0:  # nn.ReLU6 is a Hardtanh(0, 6)
-            return "relu6", float(module.max_val)
-    if node.op == "call_function":
-        if node.target in (F.relu, torch.relu) and not node.kwargs.get("inplace", False):
-            return "relu", None
-        if node.target is F.relu6:
-            return "relu6", 6.0
-        if node.target is F.hardtanh and len(node.args) == 3 and node.args[1] == 0.0:
-            return "relu6", float(node.args[2])
-    return None
-
-
-def _is_zero_pad(gm: GraphModule, node: Node) -> bool:
-    """A constant pad with zeros (``nn.ZeroPad2d``, ``nn.ConstantPad2d(p, 0)``, ``F.pad(x, p)``): it commutes with
-    per-channel scaling. Padding that adds channels changes the channel count and fails the pair's channel match."""
-    if node.op == "call_module":
-        module = gm.get_submodule(str(node.target))
-        return isinstance(module, nn.modules.padding._ConstantPadNd) and float(module.value) == 0.0
-    if node.op == "call_function" and node.target in (F.pad, torch.constant_pad_nd):
-        args = list(node.args) + [None] * 4
-        mode = node.kwargs.get("mode", args[2] if node.target is F.pad else "constant") or "constant"
-        value = node.kwargs.get("value", args[3] if node.target is F.pad else args[2])
-        return mode == "constant" and (value is None or float(value) == 0.0)
-    return False
-
-
-def _describe(gm: GraphModule, node: Node) -> str:
-    """How a node between two layers reads in a reason (``"nn.Hardswish 'features_1_2'"``, ``"pad with 1.0"``)."""
-    if node.op == "call_module":
-        return f"{type(gm.get_submodule(str(node.target))).__name__} {node.name!r}"
-    name = getattr(node.target, "__name__", str(node.target))
-    if node.target in (F.pad, torch.constant_pad_nd):
-        return f"{name} {node.name!r} with a non-zero value or a non-constant mode"
-    return f"{name} {node.name!r}"
-
-
-def _channels_match(first: nn.Module, second: nn.Module) -> bool:
-    out = first.out_features if isinstance(first, nn.Linear) else first.out_channels
-    inp = second.in_features if isinstance(second, nn.Linear) else second.in_channels
-    same_kind = isinstance(first, nn.Linear) == isinstance(second, nn.Linear)
-    return out == inp and same_kind
-
-
-#: Nodes looked through after a layer when explaining why it pairs with no next layer.
-_REASON_DEPTH = 4
-
-
-def _chain(gm: GraphModule, node: Node) -> tuple[Node | None, Node | None, Node | None]:
-    """From layer ``node``: ``(link, second, blocker)`` along single-use nodes (zero pads seen through).
-
-    ``second`` is the next layer when only one link (ReLU, ReLU6, identity) and zero pads lie between; otherwise
-    ``blocker`` is the first node in the way (``None`` too when the path forks or ends).
-    """
-    link, current = None, node
-    for _ in range(_REASON_DEPTH):
-        if len(current.users) != 1:
-            return link, None, None
-        user = next(iter(current.users))
-        if not user.args or user.args[0] is not current:
-            return link, None, None
-        if _layer(gm, user) is not None:
-            return link, user, None
-        if link is None and _link_kind(gm, user) is not None:
-            link = user
-        elif not _is_zero_pad(gm, user):
-            return link, None, user
-        current = user
-    return link, None, None
-
-
-def find_pairs(gm: GraphModule) -> list[tuple[Node, Node | None, Node]]:
-    """``(first, link or None, second)`` chains where each tensor between them has a single user.
-
-    Zero pads may sit anywhere between the two layers (they commute with the channel scales).
-    """
-    pairs = []
-    for node in gm.graph.nodes:
-        first = _layer(gm, node)
-        if first is None:
-            continue
-        link, user, _ = _chain(gm, node)
-        if user is not None and _channels_match(first, gm.get_submodule(str(user.target))):
-            pairs.append((node, link, user))
-    return pairs
-
-
-def unpaired_reasons(gm: GraphModule, depthwise_only: bool = False) -> list[str]:
-    """Why layers that lead to a next layer were not paired: the node in the way, one line each.
-
-    Example:
-        >>> from fx2trt_pipeline.capture import capture
-        >>> m = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Hardswish(), nn.Conv2d(8, 8, 3, groups=8)).eval()
-        >>> unpaired_reasons(capture(m))
-        ["0 -> 2: Hardswish '_1' between them is neither ReLU, ReLU6, identity nor a zero pad"]
-    """
-    reasons = []
-    for node in gm.graph.nodes:
-        if _layer(gm, node) is None:
-            continue
-        _link, _second, blocker = _chain(gm, node)
-        if blocker is None or len(blocker.users) != 1:
-            continue
-        after = next(iter(blocker.users))
-        target = after if _layer(gm, after) is not None else None
-        if target is None and len(after.users) == 1 and _is_zero_pad(gm, after):
-            after = next(iter(after.users))
-            target = after if _layer(gm, after) is not None else None
-        if target is None or (depthwise_only and not _is_depthwise(gm.get_submodule(str(target.target)))):
-            continue
-        reasons.append(
-            f"{node.target} -> {target.target}: {_describe(gm, blocker)} between them is neither ReLU, ReLU6, "
-            "identity nor a zero pad"
-        )
-    return reasons
-
-
 def _out_ranges(w: torch.Tensor) -> torch.Tensor:
     return w.abs().reshape(w.shape[0], -1).amax(1)
 
@@ -258,10 +131,6 @@ def _scale_in(w: torch.Tensor, groups: int, s: torch.Tensor) -> torch.Tensor:
     return (g * s.reshape(groups, 1, -1, 1)).reshape(w.shape)
 
 
-def _groups(module: nn.Module) -> int:
-    return getattr(module, "groups", 1)
-
-
 def compute_scales(
     gm: GraphModule, chains: list[tuple[Node, Node | None, Node]], max_sweeps: int = MAX_SWEEPS
 ) -> list[torch.Tensor]:
@@ -273,7 +142,7 @@ def compute_scales(
     }
     scales = [
         torch.ones(
-            gm.get_submodule(str(c[2].target)).weight.shape[1] * _groups(gm.get_submodule(str(c[2].target))),
+            gm.get_submodule(str(c[2].target)).weight.shape[1] * groups_of(gm.get_submodule(str(c[2].target))),
             dtype=torch.float64,
         )
         for c in chains
@@ -281,7 +150,7 @@ def compute_scales(
     for _ in range(max_sweeps):
         change = 0.0
         for k, (a, _link, b) in enumerate(chains):
-            groups = _groups(gm.get_submodule(str(b.target)))
+            groups = groups_of(gm.get_submodule(str(b.target)))
             w1, w2 = weights[str(a.target)], weights[str(b.target)]
             r1, r2 = _out_ranges(w1), _in_ranges(w2, groups)
             ok = (r1 > 0) & (r2 > 0)  # dead channels keep scale 1
@@ -293,11 +162,6 @@ def compute_scales(
         if change < _CONVERGED:
             break
     return scales
-
-
-def _is_depthwise(module: nn.Module) -> bool:
-    groups = _groups(module)
-    return isinstance(module, nn.Conv2d | nn.Conv1d | nn.Conv3d) and groups > 1 and groups == module.in_channels
 
 
 def channel_ranges(gm: GraphModule, nodes: list[Node], inputs: tuple) -> dict[str, torch.Tensor]:
@@ -322,7 +186,7 @@ def activation_scales(
     gm: GraphModule, chains: list[tuple[Node, Node | None, Node]], inputs: tuple
 ) -> list[tuple[tuple[Node, Node | None, Node], torch.Tensor]]:
     """The chains into a depthwise convolution with their activation-range scales (see the module docstring)."""
-    into_depthwise = [c for c in chains if _is_depthwise(gm.get_submodule(str(c[2].target)))]
+    into_depthwise = [c for c in chains if is_depthwise(gm.get_submodule(str(c[2].target)))]
     between = [link or a for a, link, _b in into_depthwise]
     ranges = channel_ranges(gm, between, inputs)
     scaled = []
@@ -357,7 +221,7 @@ def apply_scales(gm: GraphModule, pairs: list[EqualizedPair]) -> None:
                 if layer.bias is not None:
                     layer.bias.copy_((layer.bias.detach().double() / s).to(layer.bias.dtype))
             if name in second_scale:
-                w = _scale_in(w, _groups(layer), second_scale[name])
+                w = _scale_in(w, groups_of(layer), second_scale[name])
             layer.weight.copy_(w.to(layer.weight.dtype))
     for pair in pairs:
         if pair.link == "relu6":
@@ -403,7 +267,7 @@ def equalize(gm: GraphModule, max_sweeps: int = MAX_SWEEPS, inputs: tuple | None
         chains, scales = [c for c, _ in scaled], [s for _, s in scaled]
     pairs = []
     for (a, link, b), s in zip(chains, scales):
-        kind, bound = _link_kind(gm, link) if link is not None else ("identity", None)  # type: ignore[misc]
+        kind, bound = link_kind(gm, link) if link is not None else ("identity", None)  # type: ignore[misc]
         pairs.append(
             EqualizedPair(
                 str(a.target),
