@@ -170,11 +170,12 @@ def test_the_engine_waits_for_inputs_the_caller_is_still_writing(
 
     def late_input() -> tuple[torch.Tensor, torch.Tensor]:
         src = torch.randn(4, 3, 12, 12, device=engine.device) * 2
+        ref = qdq_reference(src)  # first: it copies to the host, which would wait for the sleep below
         x = torch.zeros_like(src)
         torch.cuda.synchronize()
         torch.cuda._sleep(_CYCLES)  # the caller's stream is busy, then writes the input
         x.copy_(src)
-        return x, qdq_reference(src)
+        return x, ref
 
     x, ref = late_input()
     assert _close(engine(x)["y"], ref)  # the private stream waited for the caller's copy
