@@ -25,7 +25,7 @@ from fx2trt_pipeline.validate.accuracy import detection_evaluator, validate_dete
 from fx2trt_pipeline.models.centernet import centernet_decode
 from fx2trt_pipeline.validate.demo_detector import demo_setup
 from fx2trt_pipeline.tune.calibrator_search import best_calibrator
-from fx2trt_pipeline.validate.gate import DEFAULT_ENGINE_TOLERANCE, DEFAULT_INT8_BUDGET, check_parity
+from fx2trt_pipeline.validate.gate import DEFAULT_ENGINE_TOLERANCE, DEFAULT_INT8_BUDGET, GateSpec
 from fx2trt_pipeline.tune.mixed_precision import mixed_precision_search
 from fx2trt_pipeline.tune.sensitivity import layer_sensitivity, quantize_with_skip
 
@@ -87,11 +87,17 @@ def main() -> int:
     )
 
     backends = ["network_executor", "onnxruntime"] if args.onnx else "auto"
+    gate = GateSpec(engine_tolerance=DEFAULT_ENGINE_TOLERANCE, int8_budget=args.budget)
     result = validate_detector(
-        setup.model, qgm, setup.val, max_images=args.max_images, backends=backends, decode_fn=centernet_decode
+        setup.model,
+        qgm,
+        setup.val,
+        max_images=args.max_images,
+        backends=backends,
+        decode_fn=centernet_decode,
+        gate=gate,
     )
     print(f"\nparity with {table.best.label}:\n{result}")
-    print(check_parity(result, DEFAULT_ENGINE_TOLERANCE, args.budget).reason)
 
     mp = mixed_precision_search(
         setup.model,

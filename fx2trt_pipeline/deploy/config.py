@@ -43,6 +43,8 @@ Unknown sections or keys are errors (a typo must not silently fall back to a def
 
     [gate]
     min_cosine = 0.999                   # outputs of every INT8 backend vs the simulated model
+    min_agreement = 0.95                 # share of FP32's top-1 predictions the engine side keeps
+    min_fp32_cosine = 0.99               # engine-side outputs vs the FP32 model's
     engine_tolerance = 0.002             # |mAP(engine) - mAP(simulated)|
     int8_budget = 0.01                   # mAP(FP32) - mAP(simulated)
 
@@ -137,6 +139,8 @@ class DataSpec:
         labels: class list file (one class per line, in model-output order) mapping class folders to
             outputs; without it folders named by class index (``285``) or WordNet id (``n02123045``) map
             directly.
+        output_index: the model output holding the class scores, by index in output order or by name
+            (``--output-index``; MTCNN's RNet: 1, its face probabilities after the box regression).
     """
 
     source: str
@@ -148,6 +152,7 @@ class DataSpec:
     task: str = "auto"
     key: str | None = None
     labels: Path | None = None
+    output_index: int | str = 0
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -188,6 +193,9 @@ class RunConfig:
     export: ExportSpec = field(default_factory=ExportSpec)
     #: ``[quant] calibrator = "auto"``: score every calibrator on the evaluation data, keep the best.
     search_calibrator: bool = False
+    #: ``[quant] mixed_precision = 0.01`` / ``--mixed-precision``: keep the fewest layers in float so that the
+    #: agreement with FP32 (output cosine for non-classifiers) drops at most this much.
+    mixed_precision: float | None = None
     #: Where ``preprocess`` came from (the weights entry and how it was found, values replaced by flags): printed
     #: by the build, not part of the configuration.
     preprocess_origin: str | None = field(default=None, compare=False)
@@ -217,6 +225,8 @@ class RunConfig:
         out["quant"] = self.quant.to_dict()
         if self.search_calibrator:
             out["quant"]["calibrator"] = "auto"
+        if self.mixed_precision is not None:
+            out["quant"]["mixed_precision"] = self.mixed_precision
         out["build"] = self.build.to_dict()
         return out
 

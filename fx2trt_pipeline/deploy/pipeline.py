@@ -36,15 +36,14 @@ import torch
 from fx2trt_pipeline import __version__, trt_api
 from fx2trt_pipeline.atomic_io import atomic_write_text
 from fx2trt_pipeline.network.inputs import InputSpec
-from fx2trt_pipeline.deploy import analysis, plan_step
+from fx2trt_pipeline.deploy import analysis, plan_step, tune_step
 from fx2trt_pipeline.deploy.config import RunConfig
-from fx2trt_pipeline.deploy.evaluate_run import EvalRequest, RunArtifacts, RunModels, eval_data_for, evaluate_run
+from fx2trt_pipeline.deploy.evaluate_run import EngineSide, EvalRequest, RunModels, evaluate_run
 from fx2trt_pipeline.deploy.graph_svg import graph_view, render_svg, to_dot
 from fx2trt_pipeline.deploy.input_checks import capture_notes, check_input_fits, image_notes
 from fx2trt_pipeline.deploy.sources import (
     attach_labels,
     calib_batches,
-    check_agreement_possible,
     load_dataset,
     load_model,
 )
@@ -56,7 +55,7 @@ from fx2trt_pipeline.engine.engine_builder import create_builder, engine_from_ne
 from fx2trt_pipeline.engine.engine_files import model_metadata, save_engine
 from fx2trt_pipeline.errors import ConfigError, Fx2TrtError
 from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
-from fx2trt_pipeline.quantize.api import calibrate, convert, prepare, prepared_info
+from fx2trt_pipeline.quantize.api import calibrate, prepare, prepared_info
 from fx2trt_pipeline.quantize.equalization import summary_line
 from fx2trt_pipeline.quantize.state import get_quant_state, save_quant_state
 from fx2trt_pipeline.validate.gate import extend_gate
@@ -160,31 +159,11 @@ def _load_evaluation(run: _Run) -> None:
     if labels is not None:
         run.facts["labels"] = labels
         run.steps.note(f"evaluation labels: {labels}")
-    if cfg.search_calibrator:
-        check_agreement_possible(run.eval_ds, run.model, cfg.evaluation.source)
-
-
-def _search_calibrator(run: _Run) -> Any:
-    """Convert with every calibrator from the one set of statistics, score each, keep the best."""
-    from fx2trt_pipeline.tune.calibrator_search import compare_calibrators, search_metric
-    from fx2trt_pipeline.validate.evaluation import CandidateScorer
-
-    request = EvalRequest(run.config, run.eval_ds, fallback=run.batches[0])
-    data = eval_data_for(request, run.model, run.inputs[0].name)
-    scorer = CandidateScorer(run.model, data)
-    metric = search_metric(data)
-    table = compare_calibrators(
-        run.prepared, scorer, metric=metric, base_config=run.config.quant, fp32_metrics=scorer.fp32_metrics
-    )
-    for row in table.rows:
-        run.steps.note(f"{row.choice.label:<16} {row.summary(metric)} ({row.seconds:.1f} s)")
-    run.facts["calibrator_search"] = table.to_dict()
-    return convert(run.prepared, table.best.config(run.config.quant))
 
 
 def _step_quantize(run: _Run) -> None:
     calibrate(run.prepared, run.batches, show_progress=run.steps.interactive)
-    run.qgm = _search_calibrator(run) if run.config.search_calibrator else convert(run.prepared)
+    run.qgm = tune_step.quantize_for_run(run)  # the configured calibrator, or the automatic choices
     if get_quant_state(run.qgm).config.placement == "plan-cost":
         plan_step.place_for_run(run)
     digest = save_quant_state(run.qgm, run.stage / STATE_FILE)
@@ -272,7 +251,7 @@ def _step_onnx(run: _Run) -> None:
 
 def _step_validate(run: _Run) -> None:
     cfg, steps = run.config, run.steps
-    art = RunArtifacts(
+    side = EngineSide(
         run.inputs,
         run.artifact.output_names,
         run.network,
@@ -282,8 +261,9 @@ def _step_validate(run: _Run) -> None:
     )
     if not (run.facts.get("placement") or {}).get("is_int8_engine", True):
         steps.note("plan-cost placement kept no layer INT8: the rows named INT8 below are the float16 model it chose")
-    request = EvalRequest(cfg, run.eval_ds, fallback=run.batches[0], progress=steps.note)
-    run.evaluation = evaluate_run(RunModels(run.model, run.qgm), art, request)
+    held_out = cfg.search_calibrator or cfg.mixed_precision is not None  # report on the images not chosen on
+    request = EvalRequest(cfg, run.eval_ds, fallback=run.batches[0], progress=steps.note, held_out=held_out)
+    run.evaluation = evaluate_run(RunModels(run.model, run.qgm), side, request)
     audit = run.facts.get("plan_audit")
     if audit is not None:  # the precision audit is part of the gate: a layer run in float by mistake fails it
         extend_gate(run.evaluation, audit["gate_lines"], bool(audit["passed"]))
@@ -347,6 +327,7 @@ def _step_report(run: _Run) -> dict[str, Any]:
         "histograms": run.facts.get("histograms", []),
         "kept_in_float": run.facts.get("kept_in_float", []),
         "calibrator_search": run.facts.get("calibrator_search"),
+        "mixed_precision": run.facts.get("mixed_precision"),
         "labels": run.facts.get("labels"),
         "eval_on_calibration": run.config.evaluation is None,  # the report says the agreement is optimistic
         "images": {

@@ -253,13 +253,18 @@ def calib_batches(spec: DataSpec, dataset: Any) -> list[torch.Tensor]:
     return list(calibration_batches(dataset, spec.num_samples, int(spec.batch_size), spec.seed, show_progress=False))
 
 
-def _first_output(model: nn.Module, dataset: Any) -> torch.Tensor:
+def _class_output(model: nn.Module, dataset: Any, output: int | str = 0) -> torch.Tensor:
+    """The model's class output (index or name, :func:`~fx2trt_pipeline.validate.scoring.class_output`) on item 0."""
     from fx2trt_pipeline.capture.tracer import flatten_outputs
+    from fx2trt_pipeline.validate.scoring import class_output
 
     item = dataset[0]
     x = torch.as_tensor(item[0] if isinstance(item, (tuple, list)) else item)[None].float()
     with torch.no_grad():
-        return flatten_outputs(model(x))[0]
+        result = model(x)
+    tensors = flatten_outputs(result)
+    names = list(result) if isinstance(result, dict) and len(result) == len(tensors) else None
+    return class_output(dict(zip(names or [f"output_{i}" for i in range(len(tensors))], tensors)), output)
 
 
 def attach_labels(dataset: Any, model: nn.Module, spec: DataSpec) -> str | None:
@@ -276,38 +281,21 @@ def attach_labels(dataset: Any, model: nn.Module, spec: DataSpec) -> str | None:
                 "class subfolders (root/<class>/image)"
             )
         return None
-    logits = _first_output(model, dataset)
+    logits = _class_output(model, dataset, spec.output_index)
     if logits.ndim != 2:
         raise ConfigError(
-            f"Top-1 on the class folders of {spec.source} needs (N, classes) logits, but the model's "
-            f"first output has shape {tuple(logits.shape)}; use --task none"
+            f"Top-1 on the class folders of {spec.source} needs (N, classes) scores, but the model's output "
+            f"{spec.output_index} has shape {tuple(logits.shape)}; choose the class output with --output-index, "
+            "or use --task none"
         )
     label_map = map_classes(dataset.classes, int(logits.shape[1]), spec.labels)
     dataset.use_label_map(label_map)
     return f"{len(dataset.classes)} class folders -> {int(logits.shape[1])} outputs: {label_map.how}"
 
 
-def check_agreement_possible(dataset: Any, model: nn.Module, source: str) -> None:
-    """Refuse, before calibrating, a calibrator search that has neither labels nor classifier logits to score.
-
-    Raises:
-        ConfigError: the data is unlabelled and the model's first output is not ``(N, classes)`` logits.
-    """
-    if isinstance(dataset, CocoDetectionDataset) or (isinstance(dataset, ImageFolderDataset) and dataset.with_labels):
-        return
-    logits = _first_output(model, dataset)
-    if logits.ndim != 2 or logits.shape[1] < 2:
-        raise ConfigError(
-            f"calibrator 'auto' on unlabelled data ({source}) scores agreement with the FP32 model's classes, "
-            f"but the model's first output has shape {tuple(logits.shape)}: give labelled --eval-data (class "
-            "folders or a COCO set) or choose a calibrator"
-        )
-
-
 __all__ = [
     "attach_labels",
     "calib_batches",
-    "check_agreement_possible",
     "load_dataset",
     "load_model",
     "read_state_dict",

@@ -22,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import sys
 from collections.abc import Mapping
@@ -34,17 +33,18 @@ import torch
 
 from fx2trt_pipeline.deploy.config import DataSpec, RunConfig
 from fx2trt_pipeline.deploy.config_loader import run_config_from_dict
-from fx2trt_pipeline.deploy.evaluate_run import EvalRequest, RunArtifacts, RunModels, evaluate_run
+from fx2trt_pipeline.deploy.evaluate_run import EvalRequest, evaluate_run
 from fx2trt_pipeline.deploy.pipeline import ENGINE_FILE, ONNX_FILE, STATE_FILE
 from fx2trt_pipeline.deploy.sources import attach_labels, load_dataset, load_model, resolve_callable, task_of
 from fx2trt_pipeline.deploy.steps import MANIFEST_NAME
 from fx2trt_pipeline.deploy.torchrun import under_torchrun
-from fx2trt_pipeline.errors import BackendUnavailableError, ConfigError, ExitCode
+from fx2trt_pipeline.errors import ConfigError, ExitCode
 from fx2trt_pipeline.quantize.api import rebuild_quantized
 from fx2trt_pipeline.quantize.state import load_quant_state
-from fx2trt_pipeline.validate.backends import ChunkedRunner
+from fx2trt_pipeline.validate.backends import ChunkedRunner, select_backends
 from fx2trt_pipeline.validate.evaluation import PARITY_BATCH, EvalData, Shard, score_runner
 from fx2trt_pipeline.validate.results import json_safe
+from fx2trt_pipeline.validate.runner_set import EngineSide, RunModels, availability, engine_side_runner
 
 
 @dataclass
@@ -116,19 +116,23 @@ def _open_artifacts(check: RunDirCheck, say: _Printer) -> tuple[Any, Any, bool]:
     return artifact, state, state_ok
 
 
-def _models_and_artifacts(check: RunDirCheck, cfg: RunConfig, artifact: Any, state: Any) -> tuple[Any, ...]:
+def _models_and_artifacts(
+    check: RunDirCheck, cfg: RunConfig, artifact: Any, state: Any
+) -> tuple[RunModels, EngineSide]:
     model = load_model(cfg.model)
     inputs = artifact.input_specs
     example = torch.zeros(inputs[0].example_shape(), dtype=inputs[0].dtype)
     qgm = rebuild_quantized(model, state, example_inputs=(example,))
-    network, keep = None, None
+    onnx = Path(check.onnx) if check.onnx is not None else check.run_dir / ONNX_FILE
+    side = EngineSide(inputs, artifact.output_names, None, artifact.engine_path, onnx, artifact.metadata)
     if check.backend in ("auto", "network_executor"):
         from fx2trt_pipeline.network.network import network_from_graph_module
 
-        _, network, keep = network_from_graph_module(qgm, inputs, output_names=artifact.output_names)
-    onnx = Path(check.onnx) if check.onnx is not None else check.run_dir / ONNX_FILE
-    art = RunArtifacts(inputs, artifact.output_names, network, artifact.engine_path, onnx, artifact.metadata)
-    return RunModels(model, qgm), art, keep
+        _, side.network, keep = network_from_graph_module(qgm, inputs, output_names=artifact.output_names)
+        side.keep_alive.append(keep)
+    else:
+        side.not_made["network_executor"] = "not requested"
+    return RunModels(model, qgm), side
 
 
 def _audit_saved_plan(evaluation: Any, network: Any, engine_path: Path, qgm: Any) -> None:
@@ -154,7 +158,7 @@ def validate_run_dir(check: RunDirCheck, stream: TextIO | None = None) -> int:
     check = dataclasses.replace(check, run_dir=Path(check.run_dir))
     cfg = _run_config(check)
     artifact, state, state_ok = _open_artifacts(check, say)
-    models, art, keep = _models_and_artifacts(check, cfg, artifact, state)
+    models, side = _models_and_artifacts(check, cfg, artifact, state)
     dataset = load_dataset(cfg.evaluation, cfg.preprocess, "evaluation") if cfg.evaluation else None
     labels = attach_labels(dataset, models.model, cfg.evaluation) if dataset is not None else None
     if labels is not None:
@@ -163,13 +167,12 @@ def validate_run_dir(check: RunDirCheck, stream: TextIO | None = None) -> int:
     if dataset is None:
         say("note: no evaluation data in the run; outputs compared on seeded random inputs")
         fallback = torch.randn(
-            (PARITY_BATCH, *art.inputs[0].example_shape()[1:]), generator=torch.Generator().manual_seed(0)
+            (PARITY_BATCH, *side.inputs[0].example_shape()[1:]), generator=torch.Generator().manual_seed(0)
         )
     request = EvalRequest(cfg, dataset, check.backend, fallback, progress=lambda line: say(f"  {line}"))
-    evaluation = evaluate_run(models, art, request)
-    if art.network is not None:
-        _audit_saved_plan(evaluation, art.network, artifact.engine_path, models.qgm)
-    del keep
+    evaluation = evaluate_run(models, side, request)
+    if side.network is not None:
+        _audit_saved_plan(evaluation, side.network, artifact.engine_path, models.qgm)
     passed = evaluation.passed and state_ok
     say(*evaluation.gate_lines, f"{'PASS' if passed else 'FAIL'} {check.run_dir}")
     if check.json_out is not None and say.speaks:
@@ -181,29 +184,36 @@ def validate_run_dir(check: RunDirCheck, stream: TextIO | None = None) -> int:
 
 
 def _standalone_runner(onnx: Path | None, engine: Path | None) -> ChunkedRunner:
+    """The runner of a lone ONNX file or engine, through the one availability rule (exit code 3 if it cannot run)."""
     if (onnx is None) == (engine is None):
         raise ConfigError("give exactly one of --onnx and --engine (or a build output directory)")
     if onnx is not None:
-        if importlib.util.find_spec("onnxruntime") is None:
-            raise BackendUnavailableError("onnxruntime is not installed (pip install 'fx2trt-pipeline[onnx]')")
-        from fx2trt_pipeline.validate.runners import OnnxRuntimeRunner
+        if not Path(onnx).is_file():
+            raise ConfigError(f"ONNX file not found: {onnx}")
+        side, name = EngineSide([], onnx_path=Path(onnx)), "onnxruntime"
+    else:
+        from fx2trt_pipeline.engine.artifact import EngineArtifact
 
-        return ChunkedRunner(OnnxRuntimeRunner(Path(onnx)), 64)
-    from fx2trt_pipeline.engine.artifact import EngineArtifact
-    from fx2trt_pipeline.engine.runtime import gpu_unavailable_reason
-    from fx2trt_pipeline.validate.runners import TensorRTEngineRunner
-
-    artifact = EngineArtifact.open(Path(engine))
-    why = gpu_unavailable_reason(artifact.metadata)
-    if why is not None:
-        raise BackendUnavailableError(f"the engine cannot run here: {why}")
-    # A static-batch engine takes exactly its batch: a last partial chunk is padded to it.
-    return ChunkedRunner.for_inputs(TensorRTEngineRunner(Path(engine)), artifact.input_specs)
+        artifact = EngineArtifact.open(Path(engine))  # size, sha256, library and header checks
+        side = EngineSide(artifact.input_specs, artifact.output_names, engine=Path(engine), metadata=artifact.metadata)
+        name = "tensorrt"
+    select_backends(availability(side), name)  # BackendUnavailableError with the reason
+    return engine_side_runner(name, side)
 
 
 @dataclass
 class ArtifactCheck:
-    """``fx2trt validate --onnx/--engine --data``: a lone model scored against ``min_metric``."""
+    """``fx2trt validate --onnx/--engine --data``: a lone model scored against ``min_metric``.
+
+    Attributes:
+        data: the evaluation data (``--data``, ``--npz-key``, ``--labels``, ``--output-index``...).
+        onnx, engine: the lone model (exactly one).
+        min_metric: the smallest acceptable task metric.
+        decode: ``package.module:function`` decoding detector outputs.
+        preprocess: a :class:`~fx2trt_pipeline.calib_data.PreprocessSpec` (default: from ``config`` and ``flags``).
+        config: a config file whose ``[preprocess]``, ``[evaluation]`` and ``[model] decode`` describe the data.
+        flags: preprocessing flags (``input_size``, ``resize``, ``mean``, ``std``, ``channels``); they win.
+    """
 
     data: DataSpec
     onnx: Path | None = None
@@ -211,6 +221,43 @@ class ArtifactCheck:
     min_metric: float | None = None
     decode: str | None = None
     preprocess: Any = None
+    config: Path | None = None
+    flags: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: ``[evaluation]`` keys of a standalone ``--config`` that apply where the flags left the default.
+_EVALUATION_KEYS = ("key", "labels", "output_index", "task", "max_images", "annotations", "batch_size")
+
+
+def _standalone_inputs(check: ArtifactCheck) -> tuple[DataSpec, Any, str | None]:
+    """The data, preprocessing and decoder of a lone model: ``--config`` sections, then the flags."""
+    from fx2trt_pipeline.deploy.config_loader import load_config_file
+    from fx2trt_pipeline.deploy.preprocess_defaults import preprocess_for
+
+    sections = load_config_file(check.config) if check.config is not None else {}
+    base = Path(check.config).resolve().parent if check.config is not None else Path.cwd()
+    model, evaluation = dict(sections.get("model", {})), dict(sections.get("evaluation", {}))
+    data, defaults = check.data, DataSpec(check.data.source)
+    for key in _EVALUATION_KEYS:
+        if key in evaluation and getattr(data, key) == getattr(defaults, key):
+            value = evaluation[key]
+            value = base / str(value) if key in ("labels", "annotations") else value
+            data = dataclasses.replace(data, **{key: value})
+    source, section = str(model.get("source", "")), dict(sections.get("preprocess", {}))
+    preprocess = check.preprocess
+    if preprocess is None and (source or section or check.flags):  # nothing given: data must be network inputs
+        preprocess = preprocess_for(source, section, check.flags)
+    return data, preprocess, check.decode or model.get("decode")
+
+
+class _RunnerAsModel:
+    """A runner called like a module (``model(x) -> outputs``), to map class folders to its outputs."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.runner.run({self.runner.input_names[0]: x})
 
 
 @under_torchrun
@@ -220,9 +267,13 @@ def validate_artifact(check: ArtifactCheck, stream: TextIO | None = None) -> int
     if check.min_metric is None:
         raise ConfigError("without a build output directory there is no reference model: give --min-metric")
     runner = _standalone_runner(check.onnx, check.engine)
-    dataset = load_dataset(check.data, check.preprocess, "evaluation")
-    task = task_of(check.data, dataset)
-    decode = resolve_callable(check.decode, "Detector decode function") if check.decode else None
+    spec, preprocess, decode_name = _standalone_inputs(check)
+    dataset = load_dataset(spec, preprocess, "evaluation")
+    labels = attach_labels(dataset, _RunnerAsModel(runner), spec)
+    if labels is not None:
+        say(f"evaluation labels: {labels}")
+    task = task_of(spec, dataset)
+    decode = resolve_callable(decode_name, "Detector decode function") if decode_name else None
     if task == "detection" and decode is None:
         raise ConfigError(
             "Detection mAP of a lone model needs --decode package.module:function (outputs -> "
@@ -233,20 +284,21 @@ def validate_artifact(check: ArtifactCheck, stream: TextIO | None = None) -> int
         dataset=dataset,
         input_name=runner.input_names[0],
         decode_fn=decode,
-        max_images=check.data.max_images,
-        batch_size=check.data.batch_size,
+        max_images=spec.max_images,
+        batch_size=spec.batch_size,
         shard=Shard.current(),
+        output=spec.output_index,
     )
     if data.metric is None:
         raise ConfigError(
-            f"{check.data.source}: a metric needs labels (a COCO set or class subfolders); "
+            f"{spec.source}: a metric needs labels (a COCO set or class subfolders); "
             "use a build output directory to compare outputs instead"
         )
     value = float(score_runner(runner, data).metrics[data.metric])
     ok = value >= float(check.min_metric)
     say(
         f"{'PASS' if ok else 'FAIL'} {data.metric}: {runner.name} {value:.4f} {'>=' if ok else '<'} minimum "
-        f"{float(check.min_metric):.4f}"
+        f"{float(check.min_metric):.4f} on {data.count()} images"
     )
     return ExitCode.PASS if ok else ExitCode.GATE_FAILED
 

@@ -9,11 +9,13 @@ candidate and nothing more::
                                 ├─ ...                                   │
                                 └─ convert(entropy)         ─ evaluate ─┘
 
-The score is the task metric on labelled data (mAP, top-1) and the agreement with the FP32 model's
-predictions (``agree_top1``) on unlabelled data; candidates within ``tie_tolerance`` of the best are told
-apart by agreement and then by output cosine with FP32 (:class:`~fx2trt_pipeline.validate.evaluation.
-CandidateScorer` returns all three), and only then by simplicity. Scoring on the data you later report
-on is optimistic; use a held-out split for both the choice and the claim when one exists.
+What ranks the candidates is a list of metrics (:func:`fidelity_order`, what ``fx2trt build --calibrator auto``
+uses): agreement with the FP32 model's predictions (``agree_top1``), then output cosine with FP32, and the task
+metric (top-1 / mAP) only after those, so that a few noisy labels cannot pick a calibrator that changes more
+predictions (:class:`~fx2trt_pipeline.validate.scoring.CandidateScorer` returns all of them). Candidates within
+``tie_tolerance`` of the best on the first metric are told apart by the next ones, then by simplicity. Scoring on
+the images you later report on is optimistic: the build chooses on half of its evaluation images
+(``validate.eval_data.split_alternate``) and reports on the other half.
 
 Example:
     >>> from fx2trt_pipeline.validate.accuracy import detection_evaluator
@@ -79,15 +81,16 @@ DEFAULT_TIE_TOLERANCE = 1e-4
 TIE_BREAKERS = ("agree_top1", "cosine_fp32")
 
 
-def search_metric(data: Any) -> str:
-    """The metric the search maximises on ``data`` (an ``EvalData``): its task metric, else agreement.
+def fidelity_order(classifies: bool, task_metric: str | None = None) -> tuple[str, ...]:
+    """The metrics an automatic choice ranks by, in order: agreement with FP32 (when the outputs are class
+    scores), output cosine with FP32, then the task metric (labels only break ties).
 
     Example:
-        >>> from fx2trt_pipeline.validate.evaluation import EvalData
-        >>> search_metric(EvalData("none", batches=[(torch.zeros(1, 3), None)]))
-        'agree_top1'
+        >>> fidelity_order(True, "top1"), fidelity_order(False, "mAP")
+        (('agree_top1', 'cosine_fp32', 'top1'), ('cosine_fp32', 'mAP'))
     """
-    return data.metric or "agree_top1"
+    order = ("agree_top1", "cosine_fp32") if classifies else ("cosine_fp32",)
+    return order + ((task_metric,) if task_metric else ())
 
 
 @dataclass
@@ -100,7 +103,7 @@ class CalibratorRow:
 
     def summary(self, metric: str) -> str:
         """``"top1 0.7500, agree_top1 0.9000, cosine_fp32 0.9981"`` (the metrics the choice looks at)."""
-        names = [metric, *(n for n in TIE_BREAKERS if n != metric and n in self.metrics)]
+        names = [metric, *(n for n in (*TIE_BREAKERS, "top1", "mAP") if n != metric and n in self.metrics)]
         return ", ".join(f"{n} {self.metrics.get(n, math.nan):.4f}" for n in names)
 
 
@@ -114,6 +117,8 @@ class CalibratorTable:
         best: the chosen candidate: highest ``metric``; within ``tie_tolerance`` of it, the simplest.
         fp32: metrics of the float model when given (the table then shows the INT8 drop).
         tie_tolerance: the tie threshold used.
+        tie_breakers: what told tied candidates apart, in order.
+        note: which images the candidates were scored on (e.g. the half held apart from the report).
     """
 
     metric: str
@@ -121,6 +126,8 @@ class CalibratorTable:
     best: CalibratorChoice
     fp32: dict[str, float] | None = None
     tie_tolerance: float = DEFAULT_TIE_TOLERANCE
+    tie_breakers: tuple[str, ...] = TIE_BREAKERS
+    note: str = ""
 
     def __getitem__(self, label: str) -> CalibratorRow:
         for row in self.rows:
@@ -150,6 +157,8 @@ class CalibratorTable:
             "best": self.best.label,
             "fp32": self.fp32,
             "tie_tolerance": self.tie_tolerance,
+            "order": [self.metric, *(n for n in self.tie_breakers if n != self.metric)],
+            "note": self.note,
             "rows": rows,
         }
 
@@ -187,7 +196,10 @@ class CalibratorTable:
 
 
 def pick_best(
-    rows: Sequence[CalibratorRow], metric: str, tie_tolerance: float = DEFAULT_TIE_TOLERANCE
+    rows: Sequence[CalibratorRow],
+    metric: str,
+    tie_tolerance: float = DEFAULT_TIE_TOLERANCE,
+    tie_breakers: Sequence[str] = TIE_BREAKERS,
 ) -> CalibratorChoice:
     """The highest-``metric`` row's choice; ties are broken by :data:`TIE_BREAKERS`, then by simplicity.
 
@@ -212,7 +224,7 @@ def pick_best(
     tied = [r for v, r in scored if not math.isnan(v) and v >= top - tie_tolerance]
 
     def tie_key(row: CalibratorRow) -> tuple[float, ...]:
-        values = [row.metrics.get(n, -math.inf) for n in TIE_BREAKERS if n != metric]
+        values = [row.metrics.get(n, -math.inf) for n in tie_breakers if n != metric]
         return tuple(-math.inf if math.isnan(v) else v for v in values)
 
     best = max(tie_key(r) for r in tied)
@@ -228,6 +240,7 @@ def compare_calibrators(
     base_config: QuantConfig | None = None,
     fp32_metrics: Mapping[str, float] | None = None,
     tie_tolerance: float = DEFAULT_TIE_TOLERANCE,
+    tie_breakers: Sequence[str] = TIE_BREAKERS,
 ) -> CalibratorTable:
     """Convert a calibrated prepared model with every candidate calibrator and score each.
 
@@ -240,7 +253,8 @@ def compare_calibrators(
         choices: candidates, simplest first.
         base_config: config the candidates vary (default: the prepared one).
         fp32_metrics: metrics of the float model, to show the drop.
-        tie_tolerance: see :func:`pick_best`.
+        tie_tolerance, tie_breakers: see :func:`pick_best` (:func:`fidelity_order` gives a metric and its
+            tie breakers that rank by fidelity to FP32 first).
 
     Returns:
         A :class:`CalibratorTable`.
@@ -260,7 +274,8 @@ def compare_calibrators(
     base = base_config or info.config
     rows = [_score_choice(prepared, evaluate, choice.config(base), choice, metric) for choice in choices]
     fp32 = {k: float(v) for k, v in fp32_metrics.items()} if fp32_metrics is not None else None
-    return CalibratorTable(metric, rows, pick_best(rows, metric, tie_tolerance), fp32, tie_tolerance)
+    best = pick_best(rows, metric, tie_tolerance, tie_breakers)
+    return CalibratorTable(metric, rows, best, fp32, tie_tolerance, tuple(tie_breakers))
 
 
 def _score_choice(

@@ -3,29 +3,29 @@
 ::
 
     float model ───────────────┐
-    simulated INT8 GraphModule ├─ evaluation.evaluate_backends ─> Evaluation ─> AccuracyResult
+    simulated INT8 GraphModule ├─ evaluation.evaluate_backends ─> Evaluation (gated)
     engine side (built here) ──┘   (the same code path as ``fx2trt build`` / ``fx2trt validate``)
 
-The engine side is built from the quantized GraphModule into a temporary directory: the TensorRT engine
-where a GPU the library supports is present, else the converted network definition executed layer by
-layer (:class:`NetworkExecutor`); ONNX Runtime on the exported QDQ ONNX when asked for (or when no
-TensorRT library is installed). Which backend ran, and why, is part of the result: a fallback is never
-silent. :func:`fx2trt_pipeline.validate.gate.check_parity` turns a result into a pass/fail.
+The engine side is built from the quantized GraphModule into a temporary directory (:func:`library_side`):
+the TensorRT engine where a GPU the library supports is present, the converted network definition executed
+layer by layer (:class:`NetworkExecutor`) wherever a TensorRT library is installed, ONNX Runtime on the
+exported QDQ ONNX when asked for (or when no TensorRT library is). Which backend ran, and why, is part of the
+result (:mod:`.runner_set` decides, as for the CLI): a fallback is never silent. The returned
+:class:`~fx2trt_pipeline.validate.results.Evaluation` is gated with ``gate``; ``evaluation.raise_for_failure()``
+(or :func:`~fx2trt_pipeline.validate.gate.enforce_gate` with other thresholds) makes it an exception.
 
 Example:
     >>> from fx2trt_pipeline.validate.demo_detector import validate_demo_detector
-    >>> result = validate_demo_detector(calibrator="mse", max_images=100)     # doctest: +SKIP
-    >>> print(result)                                                          # doctest: +SKIP
-    >>> result.int8_drop, result.engine_delta                                  # doctest: +SKIP
+    >>> evaluation = validate_demo_detector(calibrator="mse", max_images=100)     # doctest: +SKIP
+    >>> print(evaluation)                                                          # doctest: +SKIP
+    >>> evaluation.int8_drop, evaluation.engine_delta, evaluation.passed           # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
+import importlib.util
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +34,14 @@ from torch import nn
 
 from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.errors import ConfigError
-from fx2trt_pipeline.validate.backends import Availability, BackendPlan, ChunkedRunner, select_backends
-from fx2trt_pipeline.validate.evaluation import EvalData, evaluate_backends
+from fx2trt_pipeline.network.inputs import InputSpec
+from fx2trt_pipeline.validate.backends import select_backends
+from fx2trt_pipeline.validate.eval_data import EvalData
+from fx2trt_pipeline.validate.evaluation import evaluate_backends
 from fx2trt_pipeline.validate.gate import GateSpec
 from fx2trt_pipeline.validate.metrics import evaluate_detector
-from fx2trt_pipeline.validate.results import AccuracyResult, BackendRun
-from fx2trt_pipeline.validate.runners import (
-    NetworkExecutorRunner,
-    OnnxRuntimeRunner,
-    Runner,
-    TensorRTEngineRunner,
-    TorchRunner,
-)
+from fx2trt_pipeline.validate.results import Evaluation
+from fx2trt_pipeline.validate.runner_set import EngineSide, RunModels, availability, check_backend_names, runner_set
 
 #: Detector output names of the CenterNet models.
 DETECTOR_OUTPUTS = ("hm", "wh", "reg")
@@ -53,142 +49,197 @@ DETECTOR_OUTPUTS = ("hm", "wh", "reg")
 Evaluator = Callable[[Any], dict[str, float]]
 
 
-@dataclass(frozen=True)
-class ValidationOptions:
-    """Tensor names and limits of a library validation.
-
-    Attributes:
-        input_name, output_names: network / ONNX tensor names (outputs in graph-output order).
-        max_images: score only the first N items; batch_size: items per call (and the engine profile's
-            largest batch).
-        decode_fn: detector outputs -> (boxes, scores, classes).
-        gate: thresholds applied to the evaluation (the library reports; :func:`check_parity` judges).
-    """
-
-    input_name: str = "images"
-    output_names: tuple[str, ...] | None = None
-    max_images: int | None = None
-    batch_size: int = 50
-    decode_fn: Callable[[Any], Any] | None = None
-    gate: GateSpec = GateSpec(min_cosine=None)
+def _wanted(name: str, requested: str | Sequence[str]) -> bool:
+    return requested == "auto" or name == requested or (not isinstance(requested, str) and name in requested)
 
 
-def _onnx_available() -> bool:
-    try:
-        importlib.import_module("onnxruntime")
-        importlib.import_module("fx2trt_pipeline.export.onnx_export")
-    except ImportError:
-        return False
-    return True
+def library_side(
+    qgm: torch.fx.GraphModule,
+    inputs: InputSpec,
+    example: torch.Tensor,
+    output_names: Sequence[str] | None,
+    requested: str | Sequence[str],
+    tmp: Path,
+    engine: Any = None,
+) -> EngineSide:
+    """The artifacts ``requested`` needs, made from ``qgm`` into ``tmp`` (and why the others were not made).
 
+    ``"auto"``: the network (wherever a TensorRT library is installed), the engine (on a GPU the library
+    supports), the QDQ ONNX only without a TensorRT library; an explicit list makes what it names.
 
-def library_availability(requested: str | Sequence[str] = "auto") -> Availability:
-    """What the library can build and run here; ``"auto"`` builds ONNX only without a TensorRT library.
-
-    Example:
-        >>> library_availability().reason("tensorrt") is None or True
-        True
+    Raises:
+        ConfigError: an unknown backend name (before anything is built).
     """
     from fx2trt_pipeline.engine.runtime import gpu_unavailable_reason
 
-    trt_reason = None if trt_api.is_available() else "no TensorRT library (pip install 'fx2trt-pipeline[rtx]')"
-    onnx_reason = None if _onnx_available() else "onnxruntime, onnx or the QDQ exporter is missing"
-    if requested == "auto" and trt_reason is None and onnx_reason is None:
-        onnx_reason = "not requested (pass backends=['network_executor', 'onnxruntime'] to run it too)"
-    return Availability(
-        {"tensorrt": gpu_unavailable_reason(), "network_executor": trt_reason, "onnxruntime": onnx_reason}
-    )
-
-
-def choose_engine_backends(requested: str | Sequence[str] = "auto") -> BackendPlan:
-    """Resolve which backends stand for the engine here, and say why.
-
-    ``"auto"``: the TensorRT engine when a supported GPU is present, and the network executor (the very
-    network definition the engine is built from) wherever a TensorRT library is installed; ONNX Runtime
-    when no TensorRT library is. An explicit list is honoured exactly.
-
-    Raises:
-        ConfigError: an unknown backend name.
-        BackendUnavailableError: a requested backend cannot run here.
-
-    Example:
-        >>> plan = choose_engine_backends("auto")
-        >>> plan.engine in ("tensorrt", "network_executor", "onnxruntime") and isinstance(plan.reason, str)
-        True
-    """
-    return select_backends(library_availability(requested), requested)
-
-
-def _engine_runner(name: str, qgm: torch.fx.GraphModule, spec: Any, tmp: Path, engine: Any) -> tuple[Runner, Any]:
-    """One engine-side runner built from ``qgm`` (and what must stay alive while it runs)."""
-    outs = list(spec.output_names) if spec.output_names is not None else None
-    if name == "network_executor":
+    check_backend_names(requested)
+    outs = list(output_names) if output_names is not None else None
+    side = EngineSide([inputs], outs, engine=engine)
+    if not trt_api.is_available():
+        side.not_made["network_executor"] = side.not_made["tensorrt"] = (
+            "no TensorRT library (pip install 'fx2trt-pipeline[rtx]')"
+        )
+    elif _wanted("network_executor", requested):
         from fx2trt_pipeline.network.network import network_from_graph_module
 
-        _, network, ctx = network_from_graph_module(qgm, [spec.input], output_names=outs)
-        return NetworkExecutorRunner(network, name=name), ctx
-    if name == "onnxruntime":
-        from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
+        _, side.network, context = network_from_graph_module(qgm, [inputs], output_names=outs)
+        side.keep_alive.append(context)  # the network points at weights the context owns
+    else:
+        side.not_made["network_executor"] = "not requested"
+    gpu = gpu_unavailable_reason()
+    if side.engine is None and trt_api.is_available():
+        if gpu is not None or not _wanted("tensorrt", requested):
+            side.not_made["tensorrt"] = gpu or "not requested"
+        else:
+            from fx2trt_pipeline.engine.engine_builder import build_engine
 
-        path = export_qdq_onnx(
-            qgm,
-            (spec.example[:1].cpu(),),
-            tmp / "model_qdq.onnx",
-            input_names=[spec.input.name],
-            output_names=outs,
-            dynamic_batch=True,
-        )
-        return OnnxRuntimeRunner(path, name=name), None
-    if engine is None:
-        from fx2trt_pipeline.engine.engine_builder import build_engine
+            side.engine = build_engine(qgm, [inputs], tmp / "model.engine", output_names=outs).engine_path
+    explicit_onnx = requested != "auto" and _wanted("onnxruntime", requested)
+    if explicit_onnx or (requested == "auto" and not trt_api.is_available()):
+        if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
+            side.not_made["onnxruntime"] = "onnxruntime or onnx is not installed (pip install 'fx2trt-pipeline[onnx]')"
+        else:
+            from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
 
-        engine = build_engine(qgm, [spec.input], tmp / "model.engine", output_names=outs).engine_path
-    return TensorRTEngineRunner(engine, name=name), None
-
-
-@dataclass(frozen=True)
-class _BuildSpec:
-    input: Any
-    example: torch.Tensor
-    output_names: tuple[str, ...] | None
+            side.onnx_path = export_qdq_onnx(
+                qgm,
+                (example[:2].cpu(),),
+                tmp / "model_qdq.onnx",
+                input_names=[inputs.name],
+                output_names=outs,
+                dynamic_batch=True,
+            )
+    else:
+        side.not_made["onnxruntime"] = "not requested (pass backends=['network_executor', 'onnxruntime'] to run it too)"
+    return side
 
 
-@contextlib.contextmanager
-def engine_runners(
+def _evaluate(
+    models: RunModels,
+    data: EvalData,
+    backends: str | Sequence[str],
+    engine: Any,
+    output_names: Sequence[str] | None,
+    gate: GateSpec | None,
+) -> Evaluation:
+    example = next(iter(data.parity_feeds().values()))
+    # opt = max: the evaluation batches are full except the last one
+    spec = InputSpec.dynamic_batch(data.input_name, tuple(example.shape[1:]), 1, data.batch_size, data.batch_size)
+    with tempfile.TemporaryDirectory(prefix="fx2trt_accuracy_") as tmp:
+        side = library_side(models.qgm, spec, example, output_names, backends, Path(tmp), engine)
+        plan = select_backends(availability(side), backends)
+        return evaluate_backends(runner_set(models, side, plan), data, plan, gate or GateSpec())
+
+
+def validate_detector(
+    model: nn.Module,
     qgm: torch.fx.GraphModule,
-    example: torch.Tensor,
-    backends: Sequence[str],
-    options: ValidationOptions = ValidationOptions(),
+    dataset: Any,
+    *,
+    decode_fn: Callable[[Any], Any],
+    backends: str | Sequence[str] = "auto",
     engine: Any = None,
-) -> Iterator[list[Runner]]:
-    """Runners for the named engine backends of ``qgm``; temporary files and weights live until exit.
+    input_name: str = "images",
+    output_names: Sequence[str] | None = DETECTOR_OUTPUTS,
+    max_images: int | None = None,
+    batch_size: int = 50,
+    gate: GateSpec | None = None,
+) -> Evaluation:
+    """COCO mAP / AP50 of the FP32 model, the simulated INT8 model and the engine backend(s), gated.
 
     Args:
-        qgm: the reference-quantized GraphModule.
-        example: one input batch (its shape after dim 0 fixes the network input shape).
-        backends: names from :data:`~fx2trt_pipeline.validate.backends.ENGINE_BACKENDS`.
-        options: tensor names and the largest batch (``batch_size``) every backend must accept.
-        engine: for ``"tensorrt"``: an :class:`~fx2trt_pipeline.engine.runtime.Engine` or engine path;
-            ``None`` builds one from ``qgm`` into a temporary directory.
-    """
-    from fx2trt_pipeline.network.inputs import InputSpec
+        model: the float detector.
+        qgm: its reference-quantized GraphModule (``ftp.quantize_model``).
+        dataset: ``ds[i] -> (image, image_id)`` with ``ds.coco`` ground truth, e.g.
+            ``load_mnist_detection("val")``.
+        decode_fn: detector outputs -> (boxes, scores, classes), e.g.
+            :func:`~fx2trt_pipeline.models.centernet.centernet_decode`.
+        backends: ``"auto"`` (see :func:`library_side`) or backend names; the first one that runs stands
+            for the engine, the others are reported beside it.
+        engine: a built engine (or its path) for the ``"tensorrt"`` backend; built from ``qgm`` if ``None``.
+        input_name, output_names: network tensor names (outputs in graph-output order; CenterNet's by default).
+        max_images: score only the first N images; batch_size: images per call (and the engine profile's
+            largest batch).
+        gate: thresholds the evaluation is gated with (default :class:`GateSpec`).
 
-    limit = options.batch_size
-    # opt = max: the evaluation batches are full except the last one
-    spec = _BuildSpec(
-        InputSpec.dynamic_batch(options.input_name, tuple(example.shape[1:]), 1, limit, limit),
-        example,
-        options.output_names,
+    Returns:
+        The gated :class:`~fx2trt_pipeline.validate.results.Evaluation`.
+
+    Raises:
+        ConfigError: an unknown backend; BackendUnavailableError: a requested one cannot run here.
+
+    Example:
+        >>> val = load_mnist_detection("val")                                       # doctest: +SKIP
+        >>> ev = validate_detector(model, qgm, val, decode_fn=centernet_decode)     # doctest: +SKIP
+        >>> ev.engine_backend, round(ev.int8_drop, 4), ev.passed                   # doctest: +SKIP
+        ('network_executor', 0.0012, True)
+    """
+    data = EvalData(
+        "detection",
+        dataset=dataset,
+        input_name=input_name,
+        decode_fn=decode_fn,
+        max_images=max_images,
+        batch_size=batch_size,
     )
-    with tempfile.TemporaryDirectory(prefix="fx2trt_accuracy_") as tmp:
-        built = [_engine_runner(name, qgm, spec, Path(tmp), engine) for name in backends]
-        yield [ChunkedRunner(runner, limit) for runner, _keep in built]
+    return _evaluate(RunModels(model, qgm), data, backends, engine, output_names, gate)
+
+
+def validate_classifier(
+    model: nn.Module,
+    qgm: torch.fx.GraphModule,
+    data: Iterable[tuple[torch.Tensor, torch.Tensor | None]],
+    *,
+    backends: str | Sequence[str] = "auto",
+    engine: Any = None,
+    input_name: str = "images",
+    output_names: Sequence[str] | None = ("logits",),
+    max_images: int | None = None,
+    batch_size: int | None = None,
+    gate: GateSpec | None = None,
+) -> Evaluation:
+    """Top-1 / top-5 accuracy and agreement with FP32 of the FP32, simulated INT8 and engine backend(s), gated.
+
+    Args:
+        model, qgm: the float classifier and its reference-quantized GraphModule.
+        data: re-iterable ``(images, labels)`` batches (a list or a DataLoader); ``labels`` may be ``None``
+            (agreement with FP32 only).
+        backends, engine, input_name, max_images, gate: as in :func:`validate_detector`.
+        output_names: output names in graph-output order (one logits output by default).
+        batch_size: items per backend call and the engine profile's largest batch (default: the first
+            batch's size).
+
+    Raises:
+        ConfigError: ``data`` is a one-shot iterator or empty, or an unknown backend;
+            BackendUnavailableError: a requested backend cannot run here.
+
+    Example:
+        >>> print(validate_classifier(model, qgm, [(x, y)]))                 # doctest: +SKIP
+    """
+    if iter(data) is data:
+        raise ConfigError(
+            "validate_classifier needs re-iterable data (a list or a DataLoader), not an "
+            "iterator: every backend reads it once."
+        )
+    batches = [(torch.as_tensor(x).float(), None if y is None else torch.as_tensor(y).reshape(-1)) for x, y in data]
+    if not batches:
+        raise ConfigError("validate_classifier got no batches.")
+    labelled = all(y is not None for _, y in batches)
+    eval_data = EvalData(
+        "classification" if labelled else "none",
+        batches=batches,
+        input_name=input_name,
+        max_images=max_images,
+        batch_size=int(batch_size or batches[0][0].shape[0]),
+    )
+    return _evaluate(RunModels(model, qgm), eval_data, backends, engine, output_names, gate)
 
 
 def detection_evaluator(
     dataset: Any, decode_fn: Callable[[Any], Any], *, max_images: int | None = None, batch_size: int = 50
 ) -> Evaluator:
-    """A function ``evaluate(model_or_runner) -> COCO metrics`` over ``dataset`` (labels it carries).
+    """A function ``evaluate(model_or_runner) -> COCO metrics`` over ``dataset`` (labels it carries), for the
+    calibrator search and mixed precision (:func:`~fx2trt_pipeline.validate.metrics.evaluate_detector`).
 
     Example:
         >>> from fx2trt_pipeline.models.centernet import centernet_decode
@@ -202,125 +253,10 @@ def detection_evaluator(
     return evaluate
 
 
-def _validate(
-    models: tuple[nn.Module, torch.fx.GraphModule],
-    data: EvalData,
-    backends: str | Sequence[str],
-    engine: Any,
-    options: ValidationOptions,
-) -> AccuracyResult:
-    plan = choose_engine_backends(backends)
-    names = list(options.output_names) if options.output_names is not None else None
-    example = next(iter(data.parity_feeds().values()))
-    with engine_runners(models[1], example, plan.names, options, engine) as engines:
-        runners = {
-            "fp32": TorchRunner(models[0], [options.input_name], names, name="fp32"),
-            "simulated": TorchRunner(models[1], [options.input_name], names, name="simulated"),
-            **{r.name: r for r in engines},
-        }
-        evaluation = evaluate_backends(runners, data, plan, options.gate)
-    result = evaluation.accuracy()
-    if result is None:
-        raise ConfigError("The data carries no labels: no task metric to report (see evaluation agreement).")
-    return result
-
-
-def validate_detector(
-    model: nn.Module,
-    qgm: torch.fx.GraphModule,
-    dataset: Any,
-    *,
-    backends: str | Sequence[str] = "auto",
-    engine: Any = None,
-    **options: Any,
-) -> AccuracyResult:
-    """COCO mAP / AP50 of the FP32 model, the simulated INT8 model and the engine backend(s).
-
-    Args:
-        model: the float detector.
-        qgm: its reference-quantized GraphModule (``ftp.quantize_model``).
-        dataset: ``ds[i] -> (image, image_id)`` with ``ds.coco`` ground truth, e.g.
-            ``load_mnist_detection("val")``.
-        backends: ``"auto"`` (see :func:`choose_engine_backends`) or backend names; the first one
-            stands for the engine, the others are reported beside it.
-        engine: a built engine (or its path) for the ``"tensorrt"`` backend; built from ``qgm`` if ``None``.
-        options: :class:`ValidationOptions` fields; ``decode_fn`` is required (e.g.
-            :func:`~fx2trt_pipeline.validate.demo_detector.centernet_decode`), ``output_names`` defaults
-            to CenterNet's ``hm, wh, reg``.
-
-    Raises:
-        ConfigError: no decode_fn, or an unknown backend; BackendUnavailableError: a requested one cannot run.
-
-    Example:
-        >>> result = validate_detector(model, qgm, load_mnist_detection("val"),
-        ...                            decode_fn=centernet_decode)                   # doctest: +SKIP
-        >>> result.engine_backend, round(result.int8_drop, 4)                    # doctest: +SKIP
-        ('network_executor', 0.0012)
-    """
-    opts = ValidationOptions(**{"output_names": DETECTOR_OUTPUTS, **options})
-    data = EvalData(
-        "detection",
-        dataset=dataset,
-        input_name=opts.input_name,
-        decode_fn=opts.decode_fn,
-        max_images=opts.max_images,
-        batch_size=opts.batch_size,
-    )
-    return _validate((model, qgm), data, backends, engine, opts)
-
-
-def validate_classifier(
-    model: nn.Module,
-    qgm: torch.fx.GraphModule,
-    data: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    *,
-    backends: str | Sequence[str] = "auto",
-    engine: Any = None,
-    **options: Any,
-) -> AccuracyResult:
-    """Top-1 / top-5 accuracy (and agreement with FP32) of the FP32, simulated INT8 and engine backend(s).
-
-    Args:
-        model, qgm: the float classifier and its reference-quantized GraphModule (one logits output).
-        data: re-iterable ``(images, labels)`` batches (a list or a DataLoader).
-        backends, engine: as in :func:`validate_detector`.
-        options: :class:`ValidationOptions` fields (``output_names`` defaults to ``("logits",)``,
-            ``batch_size`` to the first batch's size).
-
-    Raises:
-        ConfigError: ``data`` is a one-shot iterator or empty; no engine backend can run.
-
-    Example:
-        >>> print(validate_classifier(model, qgm, [(x, y)]))                 # doctest: +SKIP
-    """
-    if iter(data) is data:
-        raise ConfigError(
-            "validate_classifier needs re-iterable data (a list or a DataLoader), not an "
-            "iterator: every backend reads it once."
-        )
-    batches = [(torch.as_tensor(x).float(), torch.as_tensor(y).reshape(-1)) for x, y in data]
-    if not batches:
-        raise ConfigError("validate_classifier got no batches.")
-    opts = ValidationOptions(**{"output_names": ("logits",), "batch_size": int(batches[0][0].shape[0]), **options})
-    eval_data = EvalData(
-        "classification",
-        batches=batches,
-        input_name=opts.input_name,
-        max_images=opts.max_images,
-        batch_size=opts.batch_size,
-    )
-    return _validate((model, qgm), eval_data, backends, engine, opts)
-
-
 __all__ = [
-    "AccuracyResult",
-    "BackendRun",
     "DETECTOR_OUTPUTS",
-    "ValidationOptions",
-    "choose_engine_backends",
     "detection_evaluator",
-    "engine_runners",
-    "library_availability",
+    "library_side",
     "validate_classifier",
     "validate_detector",
 ]

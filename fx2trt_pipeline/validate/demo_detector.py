@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from fx2trt_pipeline.models.centernet import centernet_decode
-from fx2trt_pipeline.validate.accuracy import AccuracyResult, validate_detector
+from fx2trt_pipeline.validate.accuracy import validate_detector
+from fx2trt_pipeline.validate.results import Evaluation
 
 
 @dataclass
@@ -65,8 +66,9 @@ def validate_demo_detector(
     max_images: int | None = None,
     backends: str | Sequence[str] = "auto",
     setup: DemoSetup | None = None,
-) -> AccuracyResult:
-    """Quantize the shipped demo detector with one calibrator and validate it on the ``val`` split.
+) -> Evaluation:
+    """Quantize the shipped demo detector with one calibrator and validate it on the ``val`` split (gated with
+    the default :class:`~fx2trt_pipeline.validate.gate.GateSpec`).
 
     Example:
         >>> print(validate_demo_detector("mse", max_images=100))   # doctest: +SKIP

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +65,8 @@ class EvalData:
         decode_fn: detector outputs -> (boxes, scores, classes) (detection only).
         max_images, batch_size: the first N items only; items per runner call.
         shard: this process's part (:meth:`Shard.current` under torchrun).
+        output: which model output holds the class scores (classification / agreement): its index in output
+            order or its name (MTCNN's RNet: 1, the face probabilities after the box regression).
     """
 
     task: str
@@ -74,6 +77,7 @@ class EvalData:
     max_images: int | None = None
     batch_size: int = 50
     shard: Shard = field(default_factory=Shard)
+    output: int | str = 0
     _local: list[tuple[torch.Tensor, torch.Tensor | None]] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -143,6 +147,63 @@ class EvalData:
         return {self.input_name: first[:PARITY_BATCH]}
 
 
+class ItemSubset:
+    """Items ``indices`` of a dataset, as a dataset (COCO ground truth, image ids and box transforms follow)."""
+
+    def __init__(self, dataset: Any, indices: Sequence[int]) -> None:
+        self.dataset, self.indices = dataset, list(indices)
+        if hasattr(dataset, "transform"):
+            self.transform = lambda i: dataset.transform(self.indices[i])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.dataset[self.indices[i]]
+
+    @property
+    def coco(self) -> Any:
+        """The ground truth of the whole dataset (scored on this subset's image ids)."""
+        return self.dataset.coco
+
+    @property
+    def image_ids(self) -> list[int] | None:
+        """COCO image ids of the items, when the dataset lists them."""
+        ids = getattr(self.dataset, "image_ids", None)
+        return None if ids is None else [ids[i] for i in self.indices]
+
+
+def split_alternate(data: EvalData) -> tuple[EvalData, EvalData]:
+    """``(choose, report)``: the even-numbered and the odd-numbered items of ``data`` (its first ``count()``).
+
+    An automatic choice (calibrator search, mixed precision) is made on ``choose`` and the result is reported
+    on ``report``, so the reported numbers are not those the choice was fitted to. Alternate items keep the
+    class balance of folders listed class by class.
+
+    Example:
+        >>> data = EvalData("classification", batches=[(torch.arange(5.0)[:, None], torch.arange(5))])
+        >>> choose, report = split_alternate(data)
+        >>> choose.local_batches()[0][1].tolist(), report.local_batches()[0][1].tolist()
+        ([0, 2, 4], [1, 3])
+    """
+    n = data.count()
+    halves = (list(range(0, n, 2)), list(range(1, n, 2)))
+    if data.dataset is not None:
+        return tuple(  # type: ignore[return-value]
+            dataclasses.replace(data, dataset=ItemSubset(data.dataset, idx), max_images=None) for idx in halves
+        )
+    items = _limit(data.batches or [], data.max_images)
+    x = torch.cat([b[0] for b in items])
+    y = None if any(b[1] is None for b in items) else torch.cat([b[1] for b in items])
+    out = []
+    for idx in halves:
+        xs, ys = x[idx], None if y is None else y[idx]
+        step = max(1, data.batch_size)
+        batches = [(xs[s : s + step], None if ys is None else ys[s : s + step]) for s in range(0, len(idx), step)]
+        out.append(dataclasses.replace(data, batches=batches, max_images=None))
+    return out[0], out[1]
+
+
 def _collate(items: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
     if isinstance(items[0], (tuple, list)):
         return (
@@ -164,4 +225,4 @@ def _limit(batches: Sequence[Any], max_images: int | None) -> list[Any]:
     return out
 
 
-__all__ = ["EvalData", "PARITY_BATCH", "Shard", "TASKS", "TASK_METRIC"]
+__all__ = ["EvalData", "ItemSubset", "PARITY_BATCH", "Shard", "TASKS", "TASK_METRIC", "split_alternate"]

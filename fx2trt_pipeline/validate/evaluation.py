@@ -4,9 +4,10 @@
 
     EvalData (task, dataset or batches, decode_fn, limits, shard)
         │
-    fp32 ──────────┐  score_runner: COCO mAP (detection) | top-1/top-5 (labelled classification)
+    fp32 ──────────┐  score_runner (scoring.py): COCO mAP (detection) | top-1/top-5 of the class output;
     simulated ─────┤                agreement with FP32: agree_top1/agree_top5 + output cosine (classifiers)
-    engine side ───┘  parity batch: output cosine vs simulated, SQNR vs FP32
+    engine side ───┘  parity batch (the first images, kept while scoring): every output's cosine and max
+                      error vs FP32 and vs simulated, SQNR vs FP32; tie-aware parity (one simulated run shared)
         │
     Evaluation (rows) ── gate.gate_evaluation(GateSpec) ──> gate lines, passed
 
@@ -37,100 +38,16 @@ import torch
 
 from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.validate.backends import Availability, BackendPlan, backend_label, select_backends
-from fx2trt_pipeline.validate.compare import Tolerance, compare_outputs
-from fx2trt_pipeline.validate.eval_data import PARITY_BATCH, TASK_METRIC, EvalData, Shard
+from fx2trt_pipeline.validate.compare import Tolerance, compare_outputs, format_table
+from fx2trt_pipeline.validate.eval_data import PARITY_BATCH, TASK_METRIC, EvalData, Shard, split_alternate
 from fx2trt_pipeline.validate.gate import GateSpec, gate_evaluation
-from fx2trt_pipeline.validate.metrics import (
-    agreement,
-    coco_map,
-    detector_predictions,
-    image_ids_of,
-    output_cosine,
-    topk_accuracy,
-)
 from fx2trt_pipeline.validate.results import BackendRow, Evaluation, finite_or_none, json_safe
-from fx2trt_pipeline.validate.runners import Runner, TorchRunner
-from fx2trt_pipeline.validate.tie_parity import runner_tie_parity
+from fx2trt_pipeline.validate.runners import Runner
+from fx2trt_pipeline.validate.scoring import CandidateScorer, Scored, agreement_metrics, class_output, score_runner
+from fx2trt_pipeline.validate.tie_parity import TieReference, region_backend, runner_tie_parity
 
 #: FP32 top-1 below this is taken as labels that do not match the outputs, not as the model's accuracy.
 IMPLAUSIBLE_TOP1 = 0.1
-
-
-@dataclass
-class Scored:
-    """One runner's metrics and, for classifiers, its outputs on every item (for agreement with FP32)."""
-
-    metrics: dict[str, float]
-    logits: torch.Tensor | None = None
-    seconds: float = 0.0
-
-
-def _score_detection(runner: Runner, data: EvalData) -> Scored:
-    def model_fn(x: torch.Tensor) -> Any:
-        return runner.run({data.input_name: x})
-
-    local = detector_predictions(model_fn, data.dataset, data.decode_fn, data.indices(), data.batch_size)
-    predictions = [p for part in data.shard.gather(local) for p in part]
-    ids = image_ids_of(data.dataset, range(data.count()))
-    return Scored({**coco_map(predictions, data.dataset.coco, img_ids=ids), "num_images": float(len(ids))})
-
-
-def _first_output(outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    return torch.as_tensor(next(iter(outputs.values()))).detach().float().cpu()
-
-
-def _score_outputs(runner: Runner, data: EvalData) -> Scored:
-    parts = [(_first_output(runner.run({data.input_name: x})), y) for x, y in data.local_batches()]
-    gathered = [p for part in data.shard.gather(parts) for p in part]
-    logits = torch.cat([p[0] for p in gathered]).flatten(1)
-    metrics = {"num_samples": float(logits.shape[0])}
-    labels = [p[1] for p in gathered]
-    if data.task == "classification" and labels and all(y is not None for y in labels):
-        ks = tuple(k for k in (1, 5) if k <= logits.shape[1]) or (1,)
-        metrics.update(topk_accuracy(logits, torch.cat(labels), ks))
-    return Scored(metrics, logits)
-
-
-def _batch_sizes(data: EvalData) -> list[int]:
-    """The batch sizes ``runner.run`` gets while scoring ``data`` on this rank."""
-    if data.task == "detection":
-        n, size = len(data.indices()), int(data.batch_size)
-        return sorted({min(n, size), n % size} - {0})
-    return sorted({int(x.shape[0]) for x, _ in data.local_batches()})
-
-
-def score_runner(runner: Runner, data: EvalData) -> Scored:
-    """Score one runner on ``data`` (collective under torchrun: every rank calls it).
-
-    A runner with ``warm_up(batch_sizes)`` (an engine) first runs every batch size it will see, so the
-    seconds recorded exclude just-in-time compilation.
-
-    Example:
-        >>> from fx2trt_pipeline.validate.runners import TorchRunner
-        >>> x, y = torch.eye(3), torch.tensor([0, 1, 1])
-        >>> runner = TorchRunner(torch.nn.Identity(), ["x"], ["y"])
-        >>> score_runner(runner, EvalData("classification", batches=[(x, y)], input_name="x")).metrics
-        {'num_samples': 3.0, 'top1': 0.6666666865348816}
-    """
-    warm_up = getattr(runner, "warm_up", None)
-    if callable(warm_up):  # every batch shape compiles (TensorRT-RTX JIT) before the clock starts
-        warm_up(_batch_sizes(data))
-    start = time.perf_counter()
-    scored = _score_detection(runner, data) if data.task == "detection" else _score_outputs(runner, data)
-    scored.seconds = round(time.perf_counter() - start, 3)
-    return scored
-
-
-def agreement_metrics(reference: Scored, test: Scored) -> dict[str, float]:
-    """Agreement of ``test`` with the FP32 ``reference`` (classifier outputs), plus their output cosine.
-
-    Empty for outputs that are not ``(N, classes)`` logits (e.g. detector heads).
-    """
-    if reference.logits is None or test.logits is None or reference.logits.shape != test.logits.shape:
-        return {}
-    if reference.logits.ndim != 2 or reference.logits.shape[1] < 2:
-        return {}
-    return {**agreement(reference.logits, test.logits), "cosine_fp32": output_cosine(reference.logits, test.logits)}
 
 
 @dataclass
@@ -140,8 +57,9 @@ class _References:
     fp32: Scored
     feeds: dict[str, torch.Tensor]
     fp32_out: dict[str, torch.Tensor]
-    simulated_out: dict[str, torch.Tensor]
-    qgm: torch.nn.Module | None = None  # the simulated model, for tie-aware parity
+    simulated_out: dict[str, torch.Tensor] | None = None
+    qgm: torch.fx.GraphModule | None = None  # the simulated model, for tie-aware parity
+    tie: TieReference | None = None  # its run on the parity batch, made once for every backend
 
 
 def _min_stat(result: Any, attr: str) -> float | None:
@@ -149,33 +67,86 @@ def _min_stat(result: Any, attr: str) -> float | None:
     return finite_or_none(min(values)) if values else None
 
 
-def _row(key: str, runner: Runner, data: EvalData, refs: _References, engine_side: bool) -> BackendRow:
+def _output_rows(vs_fp32: Any, vs_sim: Any | None) -> list[dict[str, Any]]:
+    """Every output's cosine and max abs error vs FP32 (and vs the simulated model for engine-side rows)."""
+    sim = {s.name: s for s in vs_sim.outputs} if vs_sim is not None else {}
+    rows = []
+    for s in vs_fp32.outputs:
+        o = sim.get(s.name)
+        rows.append(
+            {
+                "name": s.name,
+                "shape": list(s.shape),
+                "cosine_vs_fp32": finite_or_none(s.cosine),
+                "max_abs_vs_fp32": finite_or_none(s.max_abs_error),
+                "cosine_vs_simulated": None if o is None else finite_or_none(o.cosine),
+                "max_abs_vs_simulated": None if o is None else finite_or_none(o.max_abs_error),
+            }
+        )
+    return rows
+
+
+def _row(
+    key: str, runner: Runner, data: EvalData, refs: _References, engine_side: bool, say: Callable[[str], None]
+) -> BackendRow:
     label, runs_on = backend_label(key)
-    scored = refs.fp32 if key == "fp32" else score_runner(runner, data)
+    items = int(next(iter(refs.feeds.values())).shape[0])
+    scored = refs.fp32 if key == "fp32" else score_runner(runner, data, parity_items=items)
     row = BackendRow(key, label, runs_on, dict(scored.metrics), scored.seconds, images=data.count())
     if key == "fp32":
         return row
+    start = time.perf_counter()
     agree = agreement_metrics(refs.fp32, scored)
     row.cosine_vs_fp32 = agree.pop("cosine_fp32", None)
     row.metrics.update(agree)
-    out = runner.run(refs.feeds)
+    out = scored.first if scored.first is not None else runner.run(refs.feeds)
     vs_fp32 = compare_outputs(refs.fp32_out, out, Tolerance(min_cosine=None))
     row.sqnr_vs_fp32 = _min_stat(vs_fp32, "sqnr_db")
     if row.cosine_vs_fp32 is None:
         row.cosine_vs_fp32 = _min_stat(vs_fp32, "cosine")
-    if engine_side:
+    vs_sim = None
+    if key == "simulated":
+        refs.simulated_out = out
+    elif engine_side and refs.simulated_out is not None:
         vs_sim = compare_outputs(
             refs.simulated_out, out, Tolerance(min_cosine=None), ref_name="simulated", test_name=key
         )
         row.cosine_vs_simulated = _min_stat(vs_sim, "cosine")
-        report = runner_tie_parity(refs.qgm, runner, refs.feeds) if refs.qgm is not None else None
-        row.tie_parity = None if report is None else json_safe(report.to_dict())
+        if refs.qgm is not None and region_backend(runner) is not None:
+            say(f"{label}: tie-aware parity on {items} images, quantize layer by quantize layer")
+            if refs.tie is None:
+                names = getattr(runner, "input_names", None) or list(refs.feeds)
+                refs.tie = TieReference(refs.qgm, [refs.feeds[n] for n in names])
+            report = runner_tie_parity(refs.qgm, runner, refs.feeds, reference=refs.tie, free_outputs=out)
+            row.tie_parity = None if report is None else json_safe(report.to_dict())
+    row.outputs = _output_rows(vs_fp32, vs_sim)
+    row.parity_seconds = round(time.perf_counter() - start, 3)
     return row
 
 
 def _progress_line(row: BackendRow) -> str:
     shown = ", ".join(f"{k} {v:.4f}" for k, v in row.metrics.items() if k in ("mAP", "AP50", "top1", "agree_top1"))
-    return f"{row.label}: {shown or 'outputs compared'} ({row.seconds:.1f} s)"
+    timing = f"scored in {row.seconds:.1f} s" + (
+        f", compared in {row.parity_seconds:.1f} s" if row.parity_seconds else ""
+    )
+    return f"{row.label}: {shown or 'outputs compared'} ({timing})"
+
+
+def output_table(evaluation: Evaluation) -> str:
+    """Every output of every INT8 row vs FP32 (cosine, max abs error) and vs the simulated model, as text."""
+    lines = []
+    for row in evaluation.rows:
+        for o in row.outputs if row.ran else []:
+            sim = "-" if o["cosine_vs_simulated"] is None else f"{o['cosine_vs_simulated']:.6f}"
+            sim_abs = "-" if o["max_abs_vs_simulated"] is None else f"{o['max_abs_vs_simulated']:.3g}"
+            cos = "-" if o["cosine_vs_fp32"] is None else f"{o['cosine_vs_fp32']:.6f}"
+            err = "-" if o["max_abs_vs_fp32"] is None else f"{o['max_abs_vs_fp32']:.3g}"
+            shape = "x".join(str(d) for d in o["shape"])
+            lines.append((row.key, o["name"], shape, cos, err, sim, sim_abs))
+    if not lines:
+        return ""
+    head = ("backend", "output", "shape", "cosine vs FP32", "max abs vs FP32", "cosine vs simulated", "max abs vs sim")
+    return f"outputs vs FP32 and vs simulated on {evaluation.parity_images} images:\n" + format_table(head, lines)
 
 
 def evaluate_backends(
@@ -188,50 +159,39 @@ def evaluate_backends(
     """Score every runner on ``data``, compare every INT8 runner with FP32 and the simulated model, gate.
 
     Args:
-        runners: ``fp32`` and ``simulated`` (both required) plus the engine-side runners of ``plan``.
+        runners: ``fp32`` and ``simulated`` (both required, in that order first) plus the engine-side runners
+            of ``plan``.
         data: what to score on (:class:`EvalData`).
         plan: the engine-side selection (:func:`~fx2trt_pipeline.validate.backends.select_backends`):
             which backend stands for the engine, why, and the skipped ones (shown in the table).
         gate: thresholds (:class:`~fx2trt_pipeline.validate.gate.GateSpec`).
-        progress: called with one line per backend.
+        progress: called with a line before each phase and one line per backend (``None``: quiet).
 
     Raises:
         ConfigError: ``fp32`` or ``simulated`` is missing.
     """
     if "fp32" not in runners or "simulated" not in runners:
         raise ConfigError("evaluate_backends needs the 'fp32' and 'simulated' runners")
+    say = progress or (lambda line: None)
     feeds = data.parity_feeds()
-    refs = _References(
-        score_runner(runners["fp32"], data),
-        feeds,
-        runners["fp32"].run(feeds),
-        runners["simulated"].run(feeds),
-        getattr(runners["simulated"], "module", None),
-    )
+    items = int(next(iter(feeds.values())).shape[0])
+    say(f"scoring FP32 on {data.count()} images")
+    fp32 = score_runner(runners["fp32"], data, parity_items=items)
+    refs = _References(fp32, feeds, fp32.first if fp32.first is not None else runners["fp32"].run(feeds))
+    qgm = getattr(runners["simulated"], "module", None)
+    refs.qgm = qgm if isinstance(qgm, torch.fx.GraphModule) else None
+    ordered = ["fp32", "simulated", *(k for k in runners if k not in ("fp32", "simulated"))]
     rows = []
-    for key, runner in runners.items():
-        rows.append(_row(key, runner, data, refs, key in plan.names))
-        if progress is not None:
-            progress(_progress_line(rows[-1]))
+    for key in ordered:
+        if key != "fp32":
+            say(f"scoring {backend_label(key)[0]} on {data.count()} images")
+        rows.append(_row(key, runners[key], data, refs, key in plan.names, say))
+        say(_progress_line(rows[-1]))
     rows += [BackendRow(k, *backend_label(k), status="skipped", note=why) for k, why in plan.skipped.items()]
     engine = next((k for k in plan.names if k in runners), None)
-    evaluation = Evaluation(
-        data.task,
-        data.metric,
-        rows,
-        engine,
-        plan.reason,
-        data.count(),
-        parity_images=int(next(iter(feeds.values())).shape[0]),
-    )
+    evaluation = Evaluation(data.task, data.metric, rows, engine, plan.reason, data.count(), parity_images=items)
     evaluation.warnings = plausibility_warnings(evaluation)
     gate_evaluation(evaluation, gate)
-    for row in evaluation.engine_side:
-        if row.tie_parity is not None:
-            if not row.tie_parity["passed"]:
-                row.status, row.note = "failed", f"tie-aware parity: {row.tie_parity['first_failure_detail']}"
-        elif gate.min_cosine is not None and (row.cosine_vs_simulated or 0.0) < gate.min_cosine:
-            row.status, row.note = "failed", f"output cosine vs simulated below {gate.min_cosine}"
     return evaluation
 
 
@@ -254,53 +214,20 @@ def plausibility_warnings(evaluation: Evaluation) -> list[str]:
     ]
 
 
-class CandidateScorer:
-    """``scorer(candidate) -> metrics``: task metrics, agreement with the FP32 model and output cosine.
-
-    The calibrator search and mixed precision score candidates with it; ``cosine_fp32`` (over every
-    output for classifiers, over the parity batch otherwise) breaks ties. ``fp32_metrics`` are the FP32
-    model's own scores.
-
-    Example:
-        >>> x = torch.randn(8, 4)
-        >>> fp32 = torch.nn.Linear(4, 3).eval()
-        >>> scorer = CandidateScorer(fp32, EvalData("none", batches=[(x, None)], input_name="x"))
-        >>> scorer(fp32)["agree_top1"], round(scorer(fp32)["cosine_fp32"], 6)
-        (1.0, 1.0)
-    """
-
-    def __init__(self, model: torch.nn.Module, data: EvalData) -> None:
-        self.data = data
-        self.reference = score_runner(TorchRunner(model, [data.input_name], None, name="fp32"), data)
-        self.feeds = data.parity_feeds()
-        self.reference_out = TorchRunner(model, [data.input_name], None).run(self.feeds)
-
-    @property
-    def fp32_metrics(self) -> dict[str, float]:
-        """The FP32 model's own metrics."""
-        return dict(self.reference.metrics)
-
-    def __call__(self, candidate: torch.nn.Module) -> dict[str, float]:
-        runner = TorchRunner(candidate, [self.data.input_name], None, name="candidate")
-        scored = score_runner(runner, self.data)
-        metrics = {**scored.metrics, **agreement_metrics(self.reference, scored)}
-        if "cosine_fp32" not in metrics:
-            stats = compare_outputs(self.reference_out, runner.run(self.feeds), Tolerance(min_cosine=None))
-            metrics["cosine_fp32"] = _min_stat(stats, "cosine") or 0.0
-        return metrics
-
-
 __all__ = [
     "Availability",
+    "CandidateScorer",
     "EvalData",
     "PARITY_BATCH",
     "Scored",
     "Shard",
     "TASK_METRIC",
     "agreement_metrics",
-    "plausibility_warnings",
-    "CandidateScorer",
+    "class_output",
     "evaluate_backends",
+    "output_table",
+    "plausibility_warnings",
     "score_runner",
     "select_backends",
+    "split_alternate",
 ]

@@ -8,40 +8,42 @@
         check_output_parity   tie-aware parity of every engine-side backend vs the simulated model, quantize
                               layer by layer (a TensorRT engine: output cosine >= min_cosine)
         check_task_metric     |metric(engine) - metric(simulated)| <= engine_tolerance and
-                              metric(FP32) - metric(simulated) <= int8_budget      (check_parity)
+                              metric(FP32) - metric(simulated) <= int8_budget
         check_min_metric      metric(engine) >= min_metric
+        check_fidelity        the engine backend vs FP32: agree_top1 >= min_agreement, output cosine >= min_fp32_cosine
 
-A new check is one function ``(Evaluation, GateSpec) -> list[GateLine]`` added to :data:`GATE_CHECKS`
-(or passed to :func:`gate_evaluation`). Metric values are in [0, 1], so 0.003 is 0.3 points.
-``fx2trt build`` and ``fx2trt validate`` exit with :class:`~fx2trt_pipeline.errors.ExitCode`:
-0 pass, 1 gate failed, 2 bad input, 3 backend unavailable.
+The gate is the only place that judges: :func:`gate_evaluation` sets the evaluation's lines and verdict and
+the status of every row (a row named by a failing line is ``failed``, with the reason as its note). A new
+check is one function ``(Evaluation, GateSpec) -> list[GateLine]`` added to :data:`GATE_CHECKS` (or passed
+to :func:`gate_evaluation`). Metric values are in [0, 1], so 0.003 is 0.3 points. ``fx2trt build`` and
+``fx2trt validate`` exit with :class:`~fx2trt_pipeline.errors.ExitCode`: 0 pass, 1 gate failed, 2 bad
+input, 3 backend unavailable.
 
 Example:
-    >>> from fx2trt_pipeline.validate.results import AccuracyResult, BackendRun
-    >>> runs = {k: BackendRun(k, {"top1": v}, 0.0) for k, v in
-    ...         [("fp32", 0.80), ("simulated", 0.79), ("network_executor", 0.79)]}
-    >>> result = AccuracyResult("classification", "top1", runs, "network_executor", "no GPU", 100)
-    >>> gate = check_parity(result, engine_tolerance=0.0, int8_budget=0.02)
-    >>> bool(gate), round(gate.int8_drop, 4)
+    >>> from fx2trt_pipeline.validate.results import BackendRow, Evaluation
+    >>> rows = [BackendRow(k, k, k, {"top1": v}) for k, v in
+    ...         [("fp32", 0.80), ("simulated", 0.79), ("network_executor", 0.79)]]
+    >>> ev = Evaluation("classification", "top1", rows, "network_executor", "no GPU", 100)
+    >>> lines = gate_evaluation(ev, GateSpec(min_cosine=None, engine_tolerance=0.0, int8_budget=0.02))
+    >>> ev.passed, round(ev.int8_drop, 4)
     (True, 0.01)
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 
-from fx2trt_pipeline.errors import AccuracyGateError, ConfigError
-from fx2trt_pipeline.validate.results import AccuracyResult, Evaluation
+from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.validate.results import Evaluation
 
 #: A real engine may reorder float accumulations; 0.2 mAP points covers that, not a wrong layer.
 DEFAULT_ENGINE_TOLERANCE = 0.002
 #: The project's INT8 target: at most 0.3 mAP points below FP32.
 DEFAULT_INT8_BUDGET = 0.003
+#: Thresholds that may be negative (a negative INT8 budget asks INT8 to beat FP32 by that much).
+_SIGNED = ("int8_budget",)
 
 
 @dataclass(frozen=True)
@@ -49,179 +51,56 @@ class GateSpec:
     """Accuracy thresholds (metric values in [0, 1]: 0.003 is 0.3 mAP points); ``None`` disables a check.
 
     Attributes:
-        min_cosine: smallest output cosine of each INT8 backend vs the simulated model (output parity).
+        min_cosine: smallest output cosine of each INT8 backend vs the simulated model (output parity of a
+            backend that cannot run region by region, i.e. a TensorRT engine).
         engine_tolerance: largest ``|metric(engine) - metric(simulated)|``.
         int8_budget: largest ``metric(FP32) - metric(simulated INT8)``.
         min_metric: smallest acceptable task metric of the engine backend.
+        min_agreement: smallest share of the FP32 model's top-1 predictions the engine backend keeps
+            (``agree_top1``; no labels needed).
+        min_fp32_cosine: smallest cosine of the engine backend's outputs vs the FP32 model's (class output
+            over every item for classifiers, every output of the parity batch otherwise).
+
+    Raises:
+        ConfigError: a threshold is not a number (or negative where it cannot be).
     """
 
     min_cosine: float | None = 0.999
     engine_tolerance: float = DEFAULT_ENGINE_TOLERANCE
     int8_budget: float | None = DEFAULT_INT8_BUDGET
     min_metric: float | None = None
+    min_agreement: float | None = None
+    min_fp32_cosine: float | None = None
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.name != "engine_tolerance":
+                continue
+            bad = isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)
+            if bad or (value < 0 and f.name not in _SIGNED):
+                kind = "a number" if f.name in _SIGNED else "a non-negative number"
+                raise ConfigError(f"gate {f.name} must be {kind} in metric units (0.003 = 0.3 points), got {value!r}")
+            object.__setattr__(self, f.name, float(value))
 
 
 @dataclass(frozen=True)
 class GateLine:
-    """One check's verdict; prints as ``PASS ...`` / ``FAIL ...``."""
+    """One check's verdict; prints as ``PASS ...`` / ``FAIL ...``.
+
+    Attributes:
+        passed, text: the verdict and what was checked, with its numbers.
+        backend: the row this line judges (a failing line marks that row ``failed``); ``None`` for the whole.
+        note: the row's note when this line fails it (default: ``text``).
+    """
 
     passed: bool
     text: str
+    backend: str | None = None
+    note: str = ""
 
     def __str__(self) -> str:
         return f"{'PASS' if self.passed else 'FAIL'} {self.text}"
-
-
-@dataclass(frozen=True)
-class GateResult:
-    """Verdict of :func:`check_parity`; truthy when both checks pass.
-
-    Attributes:
-        passed: both checks passed.
-        reason: one line naming every failed check with its numbers (or the passing numbers).
-        metric: the compared metric.
-        fp32, simulated, engine: its values (``engine`` is ``None`` when no engine backend ran).
-        engine_backend: which backend stood for the engine.
-        engine_delta, int8_drop: ``|engine - simulated|`` and ``fp32 - simulated``.
-        engine_tolerance, int8_budget: the thresholds used.
-    """
-
-    passed: bool
-    reason: str
-    metric: str
-    fp32: float
-    simulated: float
-    engine: float | None
-    engine_backend: str | None
-    engine_delta: float | None
-    int8_drop: float
-    engine_tolerance: float
-    int8_budget: float
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def __str__(self) -> str:
-        return self.reason
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly form."""
-        return asdict(self)
-
-    def raise_for_failure(self) -> GateResult:
-        """Raise :class:`AccuracyGateError` with :attr:`reason` unless passed; returns ``self``."""
-        if not self.passed:
-            raise AccuracyGateError(self.reason)
-        return self
-
-
-def _check_threshold(name: str, value: float, allow_negative: bool = False) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or math.isnan(value)
-        or (value < 0 and not allow_negative)
-    ):
-        kind = "a number" if allow_negative else "a non-negative number"
-        raise ConfigError(f"{name} must be {kind} in metric units (0.003 = 0.3 points), got {value!r}")
-    return float(value)
-
-
-def _parity_failures(result: AccuracyResult, name: str, tol: float, require_engine: bool) -> list[str]:
-    backend, sim = result.engine_backend, result.value("simulated", name)
-    engine = result.value(backend, name) if backend is not None else None
-    if engine is None:
-        return [f"no engine backend ran ({result.engine_reason})"] if require_engine else []
-    delta = abs(engine - sim)
-    if not delta <= tol + 1e-12:  # "not <=" also fails NaN
-        return [
-            f"engine ({backend}) {name} {engine:.4f} vs simulated {sim:.4f}: |delta| {delta:.4f} > tolerance {tol:.4f}"
-        ]
-    return []
-
-
-def check_parity(
-    result: AccuracyResult,
-    engine_tolerance: float = DEFAULT_ENGINE_TOLERANCE,
-    int8_budget: float = DEFAULT_INT8_BUDGET,
-    *,
-    metric: str | None = None,
-    require_engine: bool = True,
-) -> GateResult:
-    """Gate a task-metric result: engine parity with the simulated model and the INT8 budget.
-
-    Args:
-        result: e.g. from :func:`~fx2trt_pipeline.validate.accuracy.validate_detector`.
-        engine_tolerance: largest allowed ``|engine - simulated|`` (metric units: 0.002 = 0.2 points).
-        int8_budget: largest allowed ``fp32 - simulated`` (negative: INT8 must beat FP32 by that much).
-        metric: metric to compare (default: the result's primary metric, ``mAP`` / ``top1``).
-        require_engine: fail when no engine backend ran (a gate that cannot check parity must not pass).
-
-    Returns:
-        A :class:`GateResult`, truthy when both checks pass; ``reason`` is one line.
-
-    Raises:
-        ConfigError: a negative/NaN threshold, or ``metric`` missing from the result.
-    """
-    tol = _check_threshold("engine_tolerance", engine_tolerance)
-    budget = _check_threshold("int8_budget", int8_budget, allow_negative=True)
-    name = metric or result.metric
-    fp32, sim = result.value("fp32", name), result.value("simulated", name)
-    if fp32 is None or sim is None:
-        raise ConfigError(
-            f"The result has no {name!r} metric for fp32/simulated; it has {sorted(result.runs['simulated'].metrics)}."
-        )
-    backend = result.engine_backend
-    engine = result.value(backend, name) if backend is not None else None
-    delta = None if engine is None else abs(engine - sim)
-    drop = fp32 - sim
-    failures = _parity_failures(result, name, tol, require_engine)
-    if not drop <= budget + 1e-12:
-        failures.append(f"INT8 {name} drop fp32 {fp32:.4f} - simulated {sim:.4f} = {drop:.4f} > budget {budget:.4f}")
-    if failures:
-        reason = f"FAIL {name}: " + "; ".join(failures)
-    else:
-        parity = (
-            "engine not checked"
-            if engine is None
-            else f"engine ({backend}) {engine:.4f} vs simulated {sim:.4f} (|delta| {delta:.4f} <= {tol:.4f})"
-        )
-        reason = f"PASS {name}: {parity}; fp32 {fp32:.4f} - simulated {sim:.4f} = {drop:.4f} <= budget {budget:.4f}"
-    return GateResult(not failures, reason, name, fp32, sim, engine, backend, delta, drop, tol, budget)
-
-
-def enforce_parity(
-    result: AccuracyResult,
-    engine_tolerance: float = DEFAULT_ENGINE_TOLERANCE,
-    int8_budget: float = DEFAULT_INT8_BUDGET,
-    **kwargs: Any,
-) -> GateResult:
-    """:func:`check_parity`, raising :class:`AccuracyGateError` (message: the one-line reason) on failure.
-
-    Example:
-        >>> enforce_parity(result, int8_budget=0.003)   # doctest: +SKIP
-    """
-    return check_parity(result, engine_tolerance, int8_budget, **kwargs).raise_for_failure()
-
-
-def load_result(source: AccuracyResult | Mapping[str, Any] | str | Path) -> AccuracyResult:
-    """An :class:`AccuracyResult` from itself, its ``to_dict()`` or a JSON file holding that dict.
-
-    Raises:
-        ConfigError: the file is missing, not JSON, or not a saved result.
-    """
-    if isinstance(source, AccuracyResult):
-        return source
-    if isinstance(source, Mapping):
-        return AccuracyResult.from_dict(source)
-    path = Path(source)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(
-            f"Cannot read the accuracy result {path}: {exc}. Write it with AccuracyResult.to_dict()."
-        ) from exc
-    return AccuracyResult.from_dict(data)
 
 
 GateCheck = Callable[[Evaluation, GateSpec], list[GateLine]]
@@ -241,76 +120,155 @@ def check_output_parity(evaluation: Evaluation, spec: GateSpec) -> list[GateLine
     lines = []
     for row in evaluation.engine_side:
         if row.tie_parity is not None:
-            lines.append(GateLine(bool(row.tie_parity["passed"]), f"outputs: {row.tie_parity['summary']}"))
+            detail = f"tie-aware parity: {row.tie_parity['first_failure_detail']}"
+            lines.append(
+                GateLine(bool(row.tie_parity["passed"]), f"outputs: {row.tie_parity['summary']}", row.key, detail)
+            )
             continue
         if spec.min_cosine is None:
             continue
         cosine = row.cosine_vs_simulated
         ok = cosine is not None and cosine >= spec.min_cosine
         shown = float("nan") if cosine is None else cosine
-        lines.append(
-            GateLine(
-                ok,
-                f"outputs: {row.key} vs simulated cosine {shown:.6f} "
-                f"{'>=' if ok else '<'} {spec.min_cosine} on {evaluation.parity_images} images",
-            )
+        text = (
+            f"outputs: {row.key} vs simulated cosine {shown:.6f} "
+            f"{'>=' if ok else '<'} {spec.min_cosine} on {evaluation.parity_images} images"
         )
+        lines.append(GateLine(ok, text, row.key, f"output cosine vs simulated below {spec.min_cosine}"))
     return lines
-
-
-def check_task_metric(evaluation: Evaluation, spec: GateSpec) -> list[GateLine]:
-    """Engine vs simulated parity and the INT8 budget on the task metric (:func:`check_parity`)."""
-    result = evaluation.accuracy()
-    if result is None or evaluation.engine_backend is None:
-        return []
-    budget = math.inf if spec.int8_budget is None else spec.int8_budget
-    verdict = check_parity(result, spec.engine_tolerance, budget)
-    text = verdict.reason.split(" ", 1)[1]
-    if not verdict.passed and verdict.int8_drop > budget:
-        text += _resolution_note(result, budget)
-    return [GateLine(verdict.passed, text)]
 
 
 #: Metrics that are a fraction of samples: one sample moves them by 1 / samples.
 _PER_SAMPLE_METRICS = ("top1", "top5")
 
 
-def _resolution_note(result: AccuracyResult, budget: float) -> str:
+def _resolution_note(evaluation: Evaluation, budget: float) -> str:
     """Why a per-sample metric on a small set fails any budget finer than one sample (not a verdict change)."""
-    n = result.num_samples
-    if result.metric not in _PER_SAMPLE_METRICS or n <= 0 or 1.0 / n <= budget:
+    n = evaluation.num_samples
+    if evaluation.metric not in _PER_SAMPLE_METRICS or n <= 0 or 1.0 / n <= budget:
         return ""
     return (
-        f"; on {n} samples one sample moves {result.metric} by {1.0 / n:.4f}, more than the budget: evaluate "
+        f"; on {n} samples one sample moves {evaluation.metric} by {1.0 / n:.4f}, more than the budget: evaluate "
         f"on at least {math.ceil(1.0 / budget)} samples, or set --int8-budget for this set"
     )
 
 
+def changed_predictions(evaluation: Evaluation) -> str:
+    """``"; 5 of 24 predictions changed vs FP32"`` for the engine backend of a classifier (else ``""``).
+
+    Example:
+        >>> from fx2trt_pipeline.validate.results import BackendRow
+        >>> rows = [BackendRow("network_executor", "", "", {"agree_top1": 19 / 24})]
+        >>> changed_predictions(Evaluation("classification", "top1", rows, "network_executor", "", 24))
+        '; 5 of 24 predictions changed vs FP32'
+    """
+    agree = evaluation.value(evaluation.engine_backend or "", "agree_top1")
+    n = evaluation.num_samples
+    if agree is None or n <= 0:
+        return ""
+    return f"; {round((1.0 - agree) * n)} of {n} predictions changed vs FP32"
+
+
+def _finer_than_one_sample(evaluation: Evaluation, budget: float) -> str:
+    """Said at PASS too: a budget finer than one sample is met only while no net prediction is lost."""
+    n = evaluation.num_samples
+    if evaluation.metric not in _PER_SAMPLE_METRICS or n <= 0 or 1.0 / n <= budget or math.isinf(budget):
+        return ""
+    return (
+        f"; the budget {100 * budget:.2f} pt is finer than 1 image of {n} ({100 / n:.2f} pt): one more wrong image "
+        "fails it (--min-agreement budgets changed predictions instead)"
+    )
+
+
+def check_task_metric(evaluation: Evaluation, spec: GateSpec) -> list[GateLine]:
+    """Engine vs simulated parity and the INT8 budget on the task metric (one line, with the predictions that
+    changed vs FP32 and, at PASS too, a budget finer than one sample)."""
+    name, backend = evaluation.metric, evaluation.engine_backend
+    if name is None or backend is None:
+        return []
+    fp32, sim, engine = evaluation.value("fp32"), evaluation.value("simulated"), evaluation.value(backend)
+    if fp32 is None or sim is None or engine is None:
+        return [GateLine(False, f"{name}: missing for fp32, simulated or {backend}; nothing to compare")]
+    tol = spec.engine_tolerance
+    budget = math.inf if spec.int8_budget is None else spec.int8_budget
+    delta, drop = abs(engine - sim), fp32 - sim
+    parity = f"engine ({backend}) {engine:.4f} vs simulated {sim:.4f}"
+    failures = []
+    if not delta <= tol + 1e-12:  # "not <=" also fails NaN
+        failures.append(f"{parity}: |delta| {delta:.4f} > tolerance {tol:.4f}")
+    if not drop <= budget + 1e-12:
+        failures.append(f"INT8 {name} drop fp32 {fp32:.4f} - simulated {sim:.4f} = {drop:.4f} > budget {budget:.4f}")
+        failures[-1] += _resolution_note(evaluation, budget)
+    changed = changed_predictions(evaluation)
+    if failures:
+        return [GateLine(False, f"{name}: " + "; ".join(failures) + changed, backend if delta > tol else None)]
+    text = (
+        f"{name}: {parity} (|delta| {delta:.4f} <= {tol:.4f}); fp32 {fp32:.4f} - simulated {sim:.4f} = "
+        f"{drop:.4f} <= budget {budget:.4f}"
+    )
+    return [GateLine(True, text + changed + _finer_than_one_sample(evaluation, budget))]
+
+
 def check_min_metric(evaluation: Evaluation, spec: GateSpec) -> list[GateLine]:
     """The engine backend's task metric is at least ``spec.min_metric``."""
-    result = evaluation.accuracy()
-    if spec.min_metric is None or result is None or evaluation.engine_backend is None:
+    backend = evaluation.engine_backend
+    if spec.min_metric is None or evaluation.metric is None or backend is None:
         return []
-    value = result.value(evaluation.engine_backend)
+    value = evaluation.value(backend)
     value = math.nan if value is None else value
     ok = value >= spec.min_metric
-    return [
-        GateLine(
-            ok,
-            f"{result.metric}: {evaluation.engine_backend} {value:.4f} "
-            f"{'>=' if ok else '<'} minimum {spec.min_metric:.4f}",
-        )
-    ]
+    text = f"{evaluation.metric}: {backend} {value:.4f} {'>=' if ok else '<'} minimum {spec.min_metric:.4f}"
+    return [GateLine(ok, text)]
+
+
+def check_fidelity(evaluation: Evaluation, spec: GateSpec) -> list[GateLine]:
+    """The engine backend keeps the FP32 model's predictions (``min_agreement``) and outputs (``min_fp32_cosine``)."""
+    backend = evaluation.engine_backend
+    row = evaluation.row(backend) if backend is not None else None
+    if row is None:
+        return []
+    lines = []
+    if spec.min_agreement is not None:
+        agree = row.metrics.get("agree_top1")
+        if agree is None:
+            text = (
+                f"agreement: {backend} has no agree_top1 (the class output is not (N, classes) scores; choose it "
+                "with --output-index)"
+            )
+            lines.append(GateLine(False, text, backend))
+        else:
+            ok = agree >= spec.min_agreement - 1e-12
+            kept = round(agree * evaluation.num_samples)
+            text = (
+                f"agreement: {backend} agree_top1 {agree:.4f} ({kept} of {evaluation.num_samples} predictions as "
+                f"FP32) {'>=' if ok else '<'} minimum {spec.min_agreement:.4f}"
+            )
+            lines.append(GateLine(ok, text, backend))
+    if spec.min_fp32_cosine is not None:
+        cosine = row.cosine_vs_fp32
+        ok = cosine is not None and cosine >= spec.min_fp32_cosine
+        shown = math.nan if cosine is None else cosine
+        relation = ">=" if ok else "<"
+        text = f"fidelity: {backend} output cosine vs FP32 {shown:.6f} {relation} minimum {spec.min_fp32_cosine}"
+        lines.append(GateLine(ok, text, backend))
+    return lines
 
 
 #: The checks :func:`gate_evaluation` runs, in order.
-GATE_CHECKS: list[GateCheck] = [check_engine_ran, check_output_parity, check_task_metric, check_min_metric]
+GATE_CHECKS: list[GateCheck] = [
+    check_engine_ran,
+    check_output_parity,
+    check_task_metric,
+    check_min_metric,
+    check_fidelity,
+]
 
 
 def gate_evaluation(
     evaluation: Evaluation, spec: GateSpec, checks: Sequence[GateCheck] | None = None
 ) -> list[GateLine]:
-    """Run every check on ``evaluation``; sets ``evaluation.gate_lines`` / ``passed`` and returns the lines.
+    """Run every check on ``evaluation``: sets its ``gate_lines``, ``passed`` and each row's status; returns
+    the lines. Gating again (other thresholds) judges afresh.
 
     Example:
         >>> ev = Evaluation("none", None, [], None, "no GPU", 0)
@@ -318,9 +276,28 @@ def gate_evaluation(
         (['FAIL no INT8 backend besides the simulated model ran (no GPU)'], False)
     """
     lines = [line for check in (GATE_CHECKS if checks is None else checks) for line in check(evaluation, spec)]
+    for row in evaluation.rows:
+        if row.ran:
+            row.status, row.note = "ok", ""
+    for line in lines:
+        row = evaluation.row(line.backend) if line.backend is not None else None
+        if not line.passed and row is not None and row.status != "failed":
+            row.status, row.note = "failed", line.note or line.text
     evaluation.gate_lines = [str(line) for line in lines]
     evaluation.passed = all(line.passed for line in lines)
     return lines
+
+
+def enforce_gate(evaluation: Evaluation, spec: GateSpec | None = None) -> Evaluation:
+    """Gate ``evaluation`` (again, with ``spec`` when given) and raise
+    :class:`~fx2trt_pipeline.errors.AccuracyGateError` naming every failed line unless it passes.
+
+    Example:
+        >>> enforce_gate(validate_classifier(model, qgm, data), GateSpec(int8_budget=0.01))  # doctest: +SKIP
+    """
+    if spec is not None:
+        gate_evaluation(evaluation, spec)
+    return evaluation.raise_for_failure()
 
 
 def extend_gate(evaluation: Evaluation, lines: Sequence[str], passed: bool) -> None:
@@ -342,15 +319,14 @@ __all__ = [
     "GATE_CHECKS",
     "GateCheck",
     "GateLine",
-    "GateResult",
     "GateSpec",
+    "changed_predictions",
     "check_engine_ran",
+    "check_fidelity",
     "check_min_metric",
     "check_output_parity",
-    "check_parity",
     "check_task_metric",
-    "enforce_parity",
+    "enforce_gate",
     "extend_gate",
     "gate_evaluation",
-    "load_result",
 ]

@@ -19,6 +19,7 @@ import torch
 
 from fx2trt_pipeline.calib_data.datasets import coco_from_dict
 from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.validate.eval_data import Shard
 
 # COCOeval.stats order; -1.0 means "no ground truth in that area range" (pycocotools' convention).
 COCO_STAT_NAMES = (
@@ -244,8 +245,11 @@ def evaluate_detector(
     decode_fn: DecodeFn | None,
     batch_size: int = 50,
     max_images: int | None = None,
+    *,
+    shard: Shard | None = None,
 ) -> dict[str, float]:
-    """Run a detector callable over a COCO-style dataset and return its COCO metrics.
+    """Run a detector callable over a COCO-style dataset and return its COCO metrics: THE detection scorer
+    (the evaluation, the calibrator search and mixed precision all score detectors here).
 
     Args:
         model_fn: Maps a float32 ``(B, C, H, W)`` batch to raw outputs (whatever ``decode_fn`` takes):
@@ -254,10 +258,13 @@ def evaluate_detector(
             and optionally ``ds.transform(i)`` (boxes back to original pixels), e.g.
             :func:`~fx2trt_pipeline.calib_data.load_mnist_detection`.
         decode_fn: Maps outputs to ``(boxes_xyxy (B, K, 4), scores (B, K), classes (B, K))`` in
-            network-input pixels, e.g. :func:`~fx2trt_pipeline.validate.demo_detector.centernet_decode`.
+            network-input pixels, e.g. :func:`~fx2trt_pipeline.models.centernet.centernet_decode`.
             Required: no generic default can know a detector's output layout.
         batch_size: Images per call of ``model_fn``.
         max_images: Evaluate only the first N images (the metric then covers only those).
+        shard: this process's part under ``torchrun`` (:class:`~fx2trt_pipeline.validate.eval_data.Shard`):
+            it runs items ``rank::world``, every rank's predictions are gathered and scored once on the union
+            (collective: every rank calls it). ``None``: one process, all items.
 
     Returns:
         :func:`coco_map`'s dict (``mAP``, ``AP50``, ...) plus ``num_images``.
@@ -277,10 +284,11 @@ def evaluate_detector(
     if decode_fn is None:
         raise ConfigError(
             "evaluate_detector needs decode_fn (outputs -> boxes, scores, classes); for the "
-            "demo CenterNet use fx2trt_pipeline.validate.demo_detector.centernet_decode."
+            "demo CenterNet use fx2trt_pipeline.models.centernet.centernet_decode."
         )
+    shard = shard or Shard()
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
-    indices = list(range(n))
-    predictions = detector_predictions(model_fn, dataset, decode_fn, indices, batch_size)
-    ids = image_ids_of(dataset, indices)
+    local = detector_predictions(model_fn, dataset, decode_fn, list(range(n))[shard.rank :: shard.world], batch_size)
+    predictions = [p for part in shard.gather(local) for p in part]
+    ids = image_ids_of(dataset, range(n))
     return {**coco_map(predictions, dataset.coco, img_ids=ids), "num_images": float(len(ids))}

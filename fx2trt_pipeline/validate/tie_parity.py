@@ -16,7 +16,8 @@ a real error (a weight scale off by 1.5x) can hide above 0.99 in a deep network.
 4. report the end-to-end cosine of a free run beside the *noise floor*: the lowest output cosine the
    simulated model itself shows when one of its likeliest tie values is flipped by one step.
 
-The report names the first failing region (graph order) with the layers that feed it.
+The report (:mod:`.tie_report`: :class:`TieTolerance`, :class:`RegionResult`, :class:`TieParityReport`) names
+the first failing region (graph order) with the layers that feed it.
 
 Example:
     >>> from fx2trt_pipeline.validate.tie_parity import tie_parity
@@ -29,12 +30,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -43,171 +41,16 @@ from torch.fx import GraphModule, Interpreter, Node
 from fx2trt_pipeline.capture import flatten_outputs
 from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.quantize import qdq_ops
-from fx2trt_pipeline.validate.compare import cosine_similarity, format_table, sqnr_db
+from fx2trt_pipeline.validate.compare import cosine_similarity, sqnr_db
 from fx2trt_pipeline.validate.tie_regions import ExecutorRegions, OnnxRuntimeRegions, QuantizePoint
-
-#: ONNX Runtime with its default graph optimizations rewrites QDQ groups into its own integer kernels
-#: (QLinearConv...) whose requantization rounds differently; measured on MobileNetV2 0.53 before integer
-#: arithmetic, so its cosine is reported against this advisory threshold and never gated.
-DEPLOYMENT_ADVISORY_COSINE = 0.99
-#: Float16 ulps (of the quantize's input x) within which a float16 value counts as on a tie (see TieTolerance).
-#: One ulp is what a float32 summation order moves an INT8 layer's float16 output by; the bias or residual add
-#: after it can cancel, leaving that ulp on a smaller x: measured on MobileNetV2 (ONNX Runtime, 24 photo crops)
-#: up to 6.9 ulps of x, so 8.
-FLOAT16_TIE_ULPS = 8.0
-#: One-step flips off the window a float16 region may still show, per int8 value: a cancelling add can carry an
-#: ulp further than any fixed window (measured: 1 of 1,204,224 values on MobileNetV2, 36 photo crops at 224 px,
-#: ONNX Runtime); a wrong scale or axis flips percents of the values, by many steps.
-FLOAT16_FLIP_RATE = 1e-5
-
-
-@dataclass(frozen=True)
-class TieTolerance:
-    """What tie-aware parity allows.
-
-    Attributes:
-        tie_window: a flip is a tie flip when the reference ``x / s`` is within this many quantization
-            steps of ``k + 0.5`` (float32 summation-order differences stay below 1e-4 steps).
-        float16_ulps: where the quantize's input ``x`` is float16 (the reference's tensor dtype), the window
-            is ``max(tie_window, float16_ulps * ulp16(x) / s)``: a float32 summation order other than the
-            simulated exact sum moves an INT8 layer's float16 output by one float16 ulp when it rounds, and
-            the bias add or a residual add after it can carry that ulp to a smaller x (cancellation), hence
-            several ulps of x (:data:`FLOAT16_TIE_ULPS`).
-        float16_flip_rate: in a float16 region, one-step flips off the window are allowed up to this share of
-            its int8 values (:data:`FLOAT16_FLIP_RATE`); never in a float32 region, never more than one step.
-        output_min_sqnr_db: network outputs computed from reference int8 inputs must match this well.
-        noise_flips: how many of the likeliest tie values to flip for the noise floor (0: skip it).
-    """
-
-    tie_window: float = 1e-3
-    float16_ulps: float = FLOAT16_TIE_ULPS
-    float16_flip_rate: float = FLOAT16_FLIP_RATE
-    output_min_sqnr_db: float = 60.0
-    noise_flips: int = 3
-
-
-@dataclass(frozen=True)
-class RegionResult:
-    """One quantize layer (the end of a region) or network output, compared with the reference."""
-
-    name: str
-    layers: tuple[str, ...]
-    elements: int
-    flips: int = 0
-    tie_flips: int = 0
-    max_steps: int = 0
-    sqnr_db: float | None = None
-    missing: bool = False
-    allowed: int = 0  # one-step non-tie flips a float16 region may show (TieTolerance.float16_flip_rate)
-
-    @property
-    def passed(self) -> bool:
-        """No flip beyond ties (and the float16 allowance); outputs within the SQNR floor (the caller); present."""
-        return not self.missing and self.flips - self.tie_flips <= self.allowed and self.max_steps <= 1
-
-    def describe(self) -> str:
-        """One line: what differs here and which layers feed the region."""
-        feeds = f" (region layers: {', '.join(self.layers)})" if self.layers else ""
-        if self.missing:
-            return (
-                f"{self.name}: the backend has no quantize layer with this scale here (a missing Q/DQ pair, "
-                f"or a different activation scale){feeds}"
-            )
-        if self.sqnr_db is not None:
-            return f"output {self.name}: SQNR {self.sqnr_db:.1f} dB from reference int8 inputs{feeds}"
-        return (
-            f"{self.name}: {self.flips - self.tie_flips} non-tie flip(s) of {self.elements} int8 values "
-            f"(max {self.max_steps} steps, {self.tie_flips} tie flips"
-            + (f", {self.allowed} one-step flips allowed for float16" if self.allowed else "")
-            + f"){feeds}"
-        )
-
-
-@dataclass
-class TieParityReport:
-    """Tie-aware parity of one backend; truthy when every region and output passes."""
-
-    backend: str
-    regions: list[RegionResult]
-    outputs: list[RegionResult]
-    end_to_end_cosine: float
-    noise_floor_cosine: float | None
-    tolerance: TieTolerance = field(default_factory=TieTolerance)
-    deployment_cosine: float | None = None
-
-    def _output_ok(self, r: RegionResult) -> bool:
-        return r.sqnr_db is not None and r.sqnr_db >= self.tolerance.output_min_sqnr_db
-
-    def failures(self) -> list[RegionResult]:
-        """Failing regions (graph order), then failing outputs."""
-        return [r for r in self.regions if not r.passed] + [r for r in self.outputs if not self._output_ok(r)]
-
-    def __bool__(self) -> bool:
-        return not self.failures()
-
-    def first_failure(self) -> RegionResult | None:
-        """The first region (graph order) that differs beyond ties, else a failing output, else None."""
-        failures = self.failures()
-        return failures[0] if failures else None
-
-    @property
-    def tie_flips(self) -> int:
-        """Allowed one-step flips on ties, over all regions."""
-        return sum(r.tie_flips for r in self.regions)
-
-    def summary(self) -> str:
-        """One line: verdict, flips, end-to-end cosine beside the noise floor."""
-        floor = "n/a" if self.noise_floor_cosine is None else f"{self.noise_floor_cosine:.6f}"
-        first = self.first_failure()
-        verdict = "PASS" if first is None else f"FAIL at {first.describe()}"
-        deployment = ""
-        if self.deployment_cosine is not None:
-            relation = ">=" if self.deployment_cosine >= DEPLOYMENT_ADVISORY_COSINE else "<"
-            deployment = (
-                f"; ONNX Runtime deployment (default graph optimizations) cosine {self.deployment_cosine:.6f}, "
-                f"advisory {relation} {DEPLOYMENT_ADVISORY_COSINE}"
-            )
-        return (
-            f"{self.backend} vs simulated cosine {self.end_to_end_cosine:.6f} (one-step flip noise floor "
-            f"{floor}); tie-aware parity over {len(self.regions)} quantize layers: {verdict}, "
-            f"{self.tie_flips} tie flip(s){self._float16_note()}{deployment}"
-        )
-
-    def _float16_note(self) -> str:
-        extra = sum(r.flips - r.tie_flips for r in self.regions if r.allowed and r.passed)
-        return f", {extra} one-step float16 flip(s) within the allowance" if extra else ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """Everything as JSON-ready values."""
-        first = self.first_failure()
-        return {
-            "backend": self.backend,
-            "passed": bool(self),
-            "first_failure": first.name if first else None,
-            "first_failure_detail": first.describe() if first else None,
-            "tie_flips": self.tie_flips,
-            "summary": self.summary(),
-            "deployment_cosine": self.deployment_cosine,
-            "end_to_end_cosine": self.end_to_end_cosine,
-            "noise_floor_cosine": self.noise_floor_cosine,
-            "tolerance": asdict(self.tolerance),
-            "regions": [asdict(r) for r in self.regions],
-            "outputs": [asdict(r) for r in self.outputs],
-        }
-
-    def to_json(self, indent: int | None = 2) -> str:
-        """:meth:`to_dict` as JSON."""
-        return json.dumps(self.to_dict(), indent=indent, default=str)
-
-    def __str__(self) -> str:
-        rows = [
-            (r.name, r.elements, r.flips, r.tie_flips, r.max_steps, "ok" if r.passed else "FAIL")
-            for r in self.regions
-            if r.flips or r.missing
-        ]
-        table = format_table(("quantize layer", "values", "flips", "tie flips", "max steps", ""), rows) if rows else ""
-        return self.summary() + ("\n" + table if table else "")
-
+from fx2trt_pipeline.validate.tie_report import (
+    DEPLOYMENT_ADVISORY_COSINE,
+    FLOAT16_FLIP_RATE,
+    FLOAT16_TIE_ULPS,
+    RegionResult,
+    TieParityReport,
+    TieTolerance,
+)
 
 # ----------------------------------------------------------------------------------- the reference
 
@@ -338,8 +181,38 @@ def _noise_floor(
     return worst
 
 
+class TieReference:
+    """The simulated model's run on the parity batch (int8 values, pre-rounding values, outputs), made once and
+    shared by every backend's tie-aware parity, with its noise floor computed once per flip count.
+
+    Example:
+        >>> reference = TieReference(qgm, [x])                                   # doctest: +SKIP
+        >>> tie_parity(qgm, ExecutorRegions(network), [x], reference=reference)  # doctest: +SKIP
+    """
+
+    def __init__(self, qgm: GraphModule, inputs: Sequence[torch.Tensor]) -> None:
+        self.qgm, self.inputs = qgm, list(inputs)
+        self.run = _Reference(qgm)
+        with torch.no_grad():
+            self.outputs = flatten_outputs(self.run.run(*self.inputs))
+        self.points = quantize_points(qgm)
+        self._floors: dict[int, float | None] = {}
+
+    def noise_floor(self, count: int) -> float | None:
+        """Lowest output cosine when one of the ``count`` likeliest tie values flips (``None`` for 0)."""
+        if count not in self._floors:
+            self._floors[count] = _noise_floor(self.qgm, self.inputs, self.run, self.outputs, count) if count else None
+        return self._floors[count]
+
+
 def tie_parity(
-    qgm: GraphModule, backend: Any, inputs: Sequence[torch.Tensor], tolerance: TieTolerance | None = None
+    qgm: GraphModule,
+    backend: Any,
+    inputs: Sequence[torch.Tensor],
+    tolerance: TieTolerance | None = None,
+    *,
+    reference: TieReference | None = None,
+    free_outputs: Sequence[torch.Tensor] | None = None,
 ) -> TieParityReport:
     """Tie-aware parity of ``backend`` (:class:`~.tie_regions.ExecutorRegions` or
     :class:`~.tie_regions.OnnxRuntimeRegions`) against the simulated model ``qgm``.
@@ -349,6 +222,8 @@ def tie_parity(
         backend: has ``name``, ``input_names``, ``run(feeds)`` and ``run_regions(feeds, points, reference)``.
         inputs: positional inputs, in the backend's input order.
         tolerance: tie window, output SQNR floor, noise-floor flips (:class:`TieTolerance`).
+        reference: the simulated run on ``inputs`` when several backends are checked (made here if ``None``).
+        free_outputs: the backend's own outputs on ``inputs`` in graph order, when already run (else run here).
 
     Returns:
         A :class:`TieParityReport`, truthy when every region passes.
@@ -361,13 +236,11 @@ def tie_parity(
     if len(inputs) != len(backend.input_names):
         raise ConfigError(f"{len(inputs)} inputs given; {backend.name} expects {backend.input_names}")
     feeds = dict(zip(backend.input_names, inputs))
-    ref = _Reference(qgm)
-    with torch.no_grad():
-        sim_outputs = flatten_outputs(ref.run(*inputs))
-    points = quantize_points(qgm)
-    run = backend.run_regions(feeds, points, ref.int8)
+    reference = reference or TieReference(qgm, inputs)
+    ref, sim_outputs = reference.run, reference.outputs
+    run = backend.run_regions(feeds, reference.points, ref.int8)
     regions = []
-    for p in points:
+    for p in reference.points:
         layers = region_layers(qgm, p.name)
         if p.name in run.missing:
             regions.append(RegionResult(p.name, layers, ref.int8[p.name].numel(), missing=True))
@@ -386,40 +259,70 @@ def tie_parity(
         RegionResult(f"output_{i}", out_layers, r.numel(), sqnr_db=sqnr_db(r, o.to(r.device).to(r.dtype)))
         for i, (r, o) in enumerate(zip(sim_outputs, run.outputs))
     ]
-    free = backend.run(feeds)
+    free = list(free_outputs) if free_outputs is not None else backend.run(feeds)
     cos = min((cosine_similarity(r, o.to(r.device).to(r.dtype)) for r, o in zip(sim_outputs, free)), default=math.nan)
-    floor = _noise_floor(qgm, inputs, ref, sim_outputs, tol.noise_flips) if tol.noise_flips else None
-    return TieParityReport(backend.name, regions, outputs, cos, floor, tol)
+    return TieParityReport(backend.name, regions, outputs, cos, reference.noise_floor(tol.noise_flips), tol)
 
 
-def runner_tie_parity(
-    qgm: GraphModule, runner: Any, feeds: Mapping[str, torch.Tensor], tolerance: TieTolerance | None = None
-) -> TieParityReport | None:
-    """Tie-aware parity of an engine-side runner (network executor or ONNX Runtime, possibly chunked);
-    ``None`` for runners that cannot run region by region (a TensorRT engine).
-
-    For ONNX Runtime the report also carries the cosine of the default-optimized session
-    ("ONNX Runtime deployment", advisory only).
-
-    Example:
-        >>> report = runner_tie_parity(qgm, NetworkExecutorRunner(network), {"x": x})   # doctest: +SKIP
-    """
+def region_backend(runner: Any) -> Any:
+    """The region-by-region form of an engine-side runner (possibly chunked): the network executor's or ONNX
+    Runtime's; ``None`` for runners that cannot run region by region (a TensorRT engine)."""
     base = getattr(runner, "runner", runner)  # a ChunkedRunner's runner
     name = getattr(runner, "name", "backend")
     model = getattr(base, "model", None)
     if getattr(base, "executor", None) is not None:
-        backend: Any = ExecutorRegions(base.executor, name=name)
-    elif isinstance(model, (str, Path)):
-        backend = OnnxRuntimeRegions(model, "disabled", name=name)
-    else:
+        return ExecutorRegions(base.executor, name=name)
+    if isinstance(model, (str, Path)):
+        return OnnxRuntimeRegions(model, "disabled", name=name)
+    return None
+
+
+def runner_tie_parity(
+    qgm: GraphModule,
+    runner: Any,
+    feeds: Mapping[str, torch.Tensor],
+    tolerance: TieTolerance | None = None,
+    *,
+    reference: TieReference | None = None,
+    free_outputs: Mapping[str, torch.Tensor] | None = None,
+) -> TieParityReport | None:
+    """Tie-aware parity of an engine-side runner (network executor or ONNX Runtime, possibly chunked);
+    ``None`` for runners that cannot run region by region (a TensorRT engine).
+
+    ``reference`` / ``free_outputs`` (by output name) skip runs already made (see :func:`tie_parity`). For ONNX
+    Runtime the report also carries the cosine of the default-optimized session ("ONNX Runtime deployment",
+    advisory only).
+
+    Example:
+        >>> report = runner_tie_parity(qgm, NetworkExecutorRunner(network), {"x": x})   # doctest: +SKIP
+    """
+    backend = region_backend(runner)
+    if backend is None:
         return None
     inputs = [feeds[n] for n in backend.input_names]
-    report = tie_parity(qgm, backend, inputs, tolerance)
+    free = None if free_outputs is None else [free_outputs[n] for n in backend.output_names]
+    reference = reference or TieReference(qgm, inputs)
+    report = tie_parity(qgm, backend, inputs, tolerance, reference=reference, free_outputs=free)
     if isinstance(backend, OnnxRuntimeRegions):
-        with torch.no_grad():
-            sim = flatten_outputs(qgm(*inputs))
-        deployed = OnnxRuntimeRegions(model, "all", name="ONNX Runtime deployment", float16_rounding=False).run(
-            dict(zip(backend.input_names, inputs))
-        )
-        report.deployment_cosine = min(cosine_similarity(r, o.to(r.dtype)) for r, o in zip(sim, deployed))
+        deployed = OnnxRuntimeRegions(backend.path, "all", name="ONNX Runtime deployment", float16_rounding=False)
+        outs = deployed.run(dict(zip(backend.input_names, inputs)))
+        report.deployment_cosine = min(cosine_similarity(r, o.to(r.dtype)) for r, o in zip(reference.outputs, outs))
     return report
+
+
+__all__ = [
+    "DEPLOYMENT_ADVISORY_COSINE",
+    "FLOAT16_FLIP_RATE",
+    "FLOAT16_TIE_ULPS",
+    "RegionResult",
+    "TieParityReport",
+    "TieReference",
+    "TieTolerance",
+    "compare_int8",
+    "float16_ulp_exponent",
+    "quantize_points",
+    "region_backend",
+    "region_layers",
+    "runner_tie_parity",
+    "tie_parity",
+]

@@ -78,6 +78,7 @@ class ExecutorRegions:
         self.executor = network if isinstance(network, NetworkExecutor) else NetworkExecutor(network)
         self.name = name
         self.input_names = self.executor.input_names
+        self.output_names = self.executor.output_names
 
     def run(self, feeds: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
         """The network outputs (graph order) of a plain run."""
@@ -215,14 +216,25 @@ class OnnxRuntimeRegions:
     ) -> None:
         self.path, self.level, self.name = Path(model), level, name
         self.float16_rounding = float16_rounding
-        self.session = ort_session(self._model().SerializeToString(), level)
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._proto = importlib.import_module("onnx").load(str(self.path))
+        if float16_rounding:
+            explicit_float16_rounding(self._proto)
+        graph = self._proto.graph
+        constants = {i.name for i in graph.initializer}
+        self.input_names = [i.name for i in graph.input if i.name not in constants]
+        self.output_names = [o.name for o in graph.output]
+        self._session: Any = None  # made on the first plain run: region runs use a session of their own
+
+    @property
+    def session(self) -> Any:
+        """The ONNX Runtime session of the (rounding-explicit) model, made on first use."""
+        if self._session is None:
+            self._session = ort_session(self._proto.SerializeToString(), self.level)
+        return self._session
 
     def _model(self) -> Any:
-        model = importlib.import_module("onnx").load(str(self.path))
-        if self.float16_rounding:
-            explicit_float16_rounding(model)
+        model = type(self._proto)()
+        model.CopyFrom(self._proto)  # the cut below must not change the model itself
         return model
 
     def run(self, feeds: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:

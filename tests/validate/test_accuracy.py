@@ -22,13 +22,8 @@ from fx2trt_pipeline.models import centernet
 from fx2trt_pipeline.quantize.api import convert
 from fx2trt_pipeline.quantize.config import QuantConfig
 from fx2trt_pipeline.quantize.state import get_quant_state
-from fx2trt_pipeline.validate.accuracy import (
-    AccuracyResult,
-    choose_engine_backends,
-    detection_evaluator,
-    validate_classifier,
-    validate_detector,
-)
+from fx2trt_pipeline.validate.accuracy import detection_evaluator, validate_classifier, validate_detector
+from fx2trt_pipeline.validate.results import Evaluation
 from fx2trt_pipeline.models.centernet import centernet_decode
 from fx2trt_pipeline.validate.demo_detector import DemoSetup, demo_setup
 from fx2trt_pipeline.tune.calibrator_search import (
@@ -56,7 +51,7 @@ def cached_setup() -> DemoSetup:
 
 
 @functools.lru_cache(maxsize=1)
-def cached_result() -> AccuracyResult:
+def cached_result() -> Evaluation:
     """FP32 / simulated INT8 (MSE) / engine backend on the val subset, computed once per session."""
     setup = cached_setup()
     return validate_detector(
@@ -70,7 +65,7 @@ def setup() -> DemoSetup:
 
 
 @pytest.fixture(scope="module")
-def result() -> AccuracyResult:
+def result() -> Evaluation:
     return cached_result()
 
 
@@ -102,7 +97,7 @@ def _direct_coco_map(model: torch.nn.Module, n_images: int) -> dict[str, float]:
     return {"mAP": float(ev.stats[0]), "AP50": float(ev.stats[1])}
 
 
-def test_fp32_map_matches_direct_pycocotools(setup: DemoSetup, result: AccuracyResult) -> None:
+def test_fp32_map_matches_direct_pycocotools(setup: DemoSetup, result: Evaluation) -> None:
     reference = _direct_coco_map(setup.model, N_IMAGES)
     assert result.fp32 == pytest.approx(reference["mAP"], abs=1e-9)
     assert result.value("fp32", "AP50") == pytest.approx(reference["AP50"], abs=1e-9)
@@ -110,12 +105,12 @@ def test_fp32_map_matches_direct_pycocotools(setup: DemoSetup, result: AccuracyR
     assert 0.3 < result.fp32 <= 1.0  # a trained detector, not noise
 
 
-def test_simulated_int8_within_budget(result: AccuracyResult) -> None:
+def test_simulated_int8_within_budget(result: Evaluation) -> None:
     assert result.int8_drop <= TEST_INT8_BUDGET, str(result)
     assert result.simulated > 0.3
 
 
-def test_engine_backend_matches_simulated(result: AccuracyResult) -> None:
+def test_engine_backend_matches_simulated(result: Evaluation) -> None:
     if gpu_unavailable_reason() is not None:
         assert result.engine_backend == "network_executor"
         assert "cannot run here" in result.engine_reason
@@ -129,29 +124,31 @@ def test_engine_backend_matches_simulated(result: AccuracyResult) -> None:
     )
 
 
-def test_result_round_trips_and_prints(result: AccuracyResult) -> None:
-    again = AccuracyResult.from_dict(json.loads(json.dumps(result.to_dict())))
+def test_result_round_trips_prints_and_is_gated(result: Evaluation) -> None:
+    again = Evaluation.from_dict(json.loads(json.dumps(result.to_dict())))
     assert again.to_dict() == result.to_dict()
     text = str(result)
     assert "fp32" in text and "simulated" in text and f"{result.engine_backend} (engine)" in text
     assert f"{100 * result.fp32:.2f}" in text
-    with pytest.raises(ConfigError, match="lacks"):
-        AccuracyResult.from_dict({**result.to_dict(), "runs": {"fp32": result.to_dict()["runs"]["fp32"]}})
+    # the default gate: the engine side ran and matched, and MSE calibration is within the project's 0.3 points
+    assert result.gate_lines and result.gate_lines[0].startswith("PASS outputs")
+    assert result.passed == (result.int8_drop <= 0.003 + 1e-12)
 
 
 def test_explicit_backends_never_fall_back_silently() -> None:
+    model, data, calib = _digits()
     with pytest.raises(ConfigError, match="Unknown engine backend"):
-        choose_engine_backends(["tensorrt_llm"])
+        validate_classifier(model, model, data, backends=["tensorrt_llm"])
     reason = gpu_unavailable_reason()
     if reason is None:
         pytest.skip("a supported GPU is present: 'tensorrt' is valid here")
     with pytest.raises(BackendUnavailableError, match="cannot run here"):
-        choose_engine_backends("tensorrt")
+        validate_classifier(model, model, data, backends="tensorrt")
 
 
-def test_calibrator_table_and_best(setup: DemoSetup, result: AccuracyResult) -> None:
+def test_calibrator_table_and_best(setup: DemoSetup, result: Evaluation) -> None:
     evaluate = detection_evaluator(setup.val, centernet_decode, max_images=N_IMAGES)
-    qgm, table = best_calibrator(setup.prepared, evaluate, metric="mAP", fp32_metrics=result.runs["fp32"].metrics)
+    qgm, table = best_calibrator(setup.prepared, evaluate, metric="mAP", fp32_metrics=result.row("fp32").metrics)
     assert [r.choice for r in table.rows] == list(DEFAULT_CHOICES)
     values = [r.metrics["mAP"] for r in table.rows]
     assert all(0.0 <= v <= 1.0 for v in values)
