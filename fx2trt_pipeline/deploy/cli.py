@@ -103,6 +103,11 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-calib-samples", type=int, help="calibration items drawn (seeded; default all)")
     p.add_argument("--calib-batch-size", type=int, help="calibration batch size")
     p.add_argument("--max-eval-images", type=int, help="evaluate only the first N images")
+    p.add_argument(
+        "--output-index",
+        metavar="N|NAME",
+        help="the model output holding the class scores (index in output order, or name; default 0)",
+    )
 
 
 def _add_preprocess_arguments(p: argparse.ArgumentParser) -> None:
@@ -180,6 +185,14 @@ def _add_quant_arguments(p: argparse.ArgumentParser) -> None:
         type=_names,
         help="GPUs the plan cost is estimated for, comma-separated (default: RTX 4090,L40S,L4,A10)",
     )
+    g.add_argument(
+        "--mixed-precision",
+        type=float,
+        metavar="BUDGET",
+        help="keep the fewest layers in float so that INT8 keeps the FP32 model's predictions within BUDGET "
+        "(drop in agreement with FP32, 0.02 = 2%% of images; in output cosine for models without class scores), "
+        "chosen on half of --eval-data and reported on the other half",
+    )
 
 
 def _add_build_arguments(p: argparse.ArgumentParser) -> None:
@@ -195,7 +208,9 @@ def _add_build_arguments(p: argparse.ArgumentParser) -> None:
 
 
 #: ``fx2trt validate`` threshold flags (GateSpec fields).
-GATE_FLAGS = ("min_cosine", "engine_tolerance", "int8_budget", "min_metric")
+GATE_FLAGS = ("min_cosine", "engine_tolerance", "int8_budget", "min_metric", "min_agreement", "min_fp32_cosine")
+#: ``fx2trt validate`` flags that describe how a lone ONNX file or engine reads its data.
+STANDALONE_FLAGS = ("config", "input_size", "resize", "mean", "std", "channels")
 
 
 def _add_validate_arguments(p: argparse.ArgumentParser) -> None:
@@ -215,10 +230,25 @@ def _add_validate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-images", type=int, help="evaluate only the first N images")
     p.add_argument("--batch-size", type=int, default=50, help="evaluation batch size")
     p.add_argument("--decode", help="package.module:function decoding detector outputs (standalone mode)")
+    p.add_argument("--npz-key", help="array name inside an .npz of --data")
+    p.add_argument(
+        "--output-index", metavar="N|NAME", help="the output holding the class scores (index or name; default 0)"
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="with --onnx/--engine: a TOML/YAML file whose [preprocess], [evaluation] and [model] decode "
+        "describe the data (a build output directory carries its own)",
+    )
+    _add_preprocess_arguments(p)
     p.add_argument("--min-cosine", type=float, help="min output cosine of each INT8 backend vs the simulated model")
     p.add_argument("--engine-tolerance", type=float, help="max |metric(engine) - metric(simulated)|, e.g. 0.002")
     p.add_argument("--int8-budget", type=float, help="max metric(FP32) - metric(simulated), e.g. 0.003")
     p.add_argument("--min-metric", type=float, help="min task metric (mAP / top-1, in [0, 1]) of the engine side")
+    p.add_argument(
+        "--min-agreement", type=float, help="min share of FP32's top-1 predictions the engine side keeps, e.g. 0.98"
+    )
+    p.add_argument("--min-fp32-cosine", type=float, help="min output cosine of the engine side vs FP32, e.g. 0.99")
     p.add_argument("--json", type=Path, help="also write the verdict and all numbers as JSON")
     p.add_argument("--verbose", "-v", action="store_true", help="print the traceback of a failure")
 
@@ -297,6 +327,7 @@ BUILD_OVERRIDES = (
     "num_calib_samples",
     "calib_batch_size",
     "max_eval_images",
+    "output_index",
     "onnx",
     "labels",
     "input_size",
@@ -365,6 +396,8 @@ def _data_spec(args: argparse.Namespace) -> DataSpec | None:
         batch_size=args.batch_size,
         task=args.task,
         labels=args.labels,
+        key=args.npz_key,
+        output_index=args.output_index if args.output_index is not None else 0,
     )
 
 
@@ -372,6 +405,12 @@ def _validate_run_dir(args: argparse.Namespace, data: DataSpec | None, out: Text
     from fx2trt_pipeline.deploy.validate_cmd import RunDirCheck, validate_run_dir
 
     gate = {k: getattr(args, k) for k in GATE_FLAGS if getattr(args, k) is not None}
+    given = [k for k in STANDALONE_FLAGS if getattr(args, k) is not None]
+    if given:
+        raise ConfigError(
+            f"--{given[0].replace('_', '-')} describes the data of a lone --onnx/--engine; a build output directory "
+            "prepares its data as recorded in its manifest"
+        )
     if data is None and args.max_images is not None:
         data = _run_eval_with_limit(args.run_dir, args.max_images)
     check = RunDirCheck(args.run_dir, args.backend, args.engine, args.onnx, data, gate, args.json)
@@ -388,7 +427,8 @@ def _validate_artifact(args: argparse.Namespace, data: DataSpec | None, out: Tex
         raise ConfigError(
             f"--{refs[0].replace('_', '-')} compares with the simulated model: give the build output directory"
         )
-    check = ArtifactCheck(data, args.onnx, args.engine, args.min_metric, args.decode)
+    flags = {k: getattr(args, k) for k in STANDALONE_FLAGS[1:] if getattr(args, k) is not None}
+    check = ArtifactCheck(data, args.onnx, args.engine, args.min_metric, args.decode, config=args.config, flags=flags)
     return validate_artifact(check, stream=out)
 
 

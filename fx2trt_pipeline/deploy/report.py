@@ -84,6 +84,28 @@ def _accuracy_rows(evaluation: Mapping[str, Any]) -> tuple[list[str], list[dict[
     return cols, out
 
 
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _output_rows(evaluation: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Every output of every INT8 row vs FP32 and vs the simulated model (the parity batch)."""
+    return [
+        {
+            "backend": r["key"],
+            "name": o["name"],
+            "shape": "x".join(str(d) for d in o["shape"]),
+            "cos_fp32": _num(o.get("cosine_vs_fp32"), ".6f"),
+            "abs_fp32": _num(o.get("max_abs_vs_fp32"), ".3g"),
+            "cos_sim": _num(o.get("cosine_vs_simulated"), ".6f"),
+            "abs_sim": _num(o.get("max_abs_vs_simulated"), ".3g"),
+        }
+        for r in evaluation.get("rows", [])
+        if r.get("status") != "skipped"
+        for o in r.get("outputs", [])
+    ]
+
+
 def _parity_tiles(ev: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any]]) -> list[dict[str, str]]:
     """One tile: the lowest output cosine vs the simulated model, naming the engine-side backend it is from."""
     cos = [(r["cosine_vs_simulated"], key) for key, r in rows.items() if r.get("cosine_vs_simulated") is not None]
@@ -109,11 +131,14 @@ def _tiles(m: Mapping[str, Any]) -> list[dict[str, str]]:
     if primary and "fp32" in rows and ev.get("engine_backend") in rows:
         eng = rows[ev["engine_backend"]]["metrics"].get(primary)
         fp = rows["fp32"]["metrics"].get(primary)
+        agree = rows[ev["engine_backend"]]["metrics"].get("agree_top1")
+        n = ev.get("num_samples", 0)
+        changed = "" if agree is None else f", {round((1 - agree) * n)} of {n} predictions changed vs FP32"
         tiles.append(
             {
                 "k": f"{primary} FP32 → INT8",
                 "v": f"{_pts(fp)} → {_pts(eng)}",
-                "d": f"{ev.get('num_samples', 0)} images, engine side: {ev.get('engine_backend')}",
+                "d": f"{n} images, engine side: {ev.get('engine_backend')}{changed}",
             }
         )
     tiles += _parity_tiles(ev, rows)
@@ -205,7 +230,9 @@ def _search_view(search: Mapping[str, Any] | None) -> dict[str, Any] | None:
                 "chosen": r["label"] == search["best"],
             }
         )
-    return {"metric": metric, "fp32": None if fp32 is None else _pts(fp32), "rows": rows}
+    order = ", then ".join(search.get("order") or [metric])
+    fp32_text = None if fp32 is None else _pts(fp32)
+    return {"metric": metric, "fp32": fp32_text, "rows": rows, "note": search.get("note", ""), "order": order}
 
 
 def _model_rows(m: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -279,7 +306,10 @@ def _accuracy_view(manifest: Mapping[str, Any]) -> dict[str, Any]:
             " These are calibration images (no --eval-data): the scales were fitted to them, so the agreement is "
             "optimistic."
         )
+    if ev.get("data_note"):
+        lead += f" {ev['data_note'][0].upper()}{ev['data_note'][1:]}."
     return {
+        "output_rows": _output_rows(ev),
         "accuracy_lead": lead,
         "metric_cols": cols,
         "rows": rows,

@@ -92,12 +92,22 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:24px;
   <p class="muted">agree_top1 / agree_top5: share of images whose FP32 top-1 class is the backend's top-1 / among
     its top 5 (no labels needed); cosine vs FP32 over every evaluated output{% if labels %}; labels: {{ labels }}{% endif %}{% if preprocess %}; preprocessing: {{ preprocess }}{% endif %}.
     Output parity (cosine vs simulated, SQNR) on {{ parity_images }} images.</p>
+  {% if output_rows %}<h3>Output parity</h3>
+  <p class="muted">Every output of every INT8 backend on {{ parity_images }} images: cosine and largest absolute
+    error vs the FP32 model and vs the simulated INT8 model.</p>
+  <table><tr><th>backend</th><th>output</th><th>shape</th><th class="num">cosine vs FP32</th>
+    <th class="num">max abs vs FP32</th><th class="num">cosine vs simulated</th><th class="num">max abs vs simulated</th></tr>
+  {% for o in output_rows %}<tr><td>{{ o.backend }}</td><td>{{ o.name }}</td><td>{{ o.shape }}</td>
+    <td class="num">{{ o.cos_fp32 }}</td><td class="num">{{ o.abs_fp32 }}</td><td class="num">{{ o.cos_sim }}</td>
+    <td class="num">{{ o.abs_sim }}</td></tr>
+  {% endfor %}</table>{% endif %}
   {% for w in warnings %}<p class="fail">WARNING {{ w }}</p>{% endfor %}
   <ul class="gate">{% for g in gate %}<li class="{{ g.cls }}">{{ g.text }}</li>{% endfor %}</ul>
 </section>
 
 {% if search %}<section id="calibrators">
   <h2>Calibrator search</h2>
+  {% if search.note %}<p class="lead">Ranked by {{ search.order }}; {{ search.note }}.</p>{% endif %}
   <p class="lead">Every calibrator derived from the one calibration pass (no extra forward passes) and scored on the
     evaluation images with the simulated INT8 model (by {{ search.metric }}; agreement with FP32 when the images carry
     no labels); the best is kept, ties broken by agreement with FP32, then output cosine with FP32, then the simpler

@@ -106,3 +106,55 @@ def test_standalone_onnx_against_a_minimum_metric(demo_build: BuildRun) -> None:
         ["validate", "--onnx", onnx, "--data", "mnist_det:val", "--min-metric", "0.999", *DECODE, *FAST]
     )
     assert code == 1 and out.startswith("FAIL mAP")
+
+
+def _tiny_onnx(tmp_path: Path) -> Path:
+    """The tiny 3-class classifier of the deploy tests, quantized and exported as QDQ ONNX."""
+    import torch
+
+    import fx2trt_pipeline as ftp
+    from tests.deploy.models import tiny_classifier
+
+    model = tiny_classifier()
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+    path = tmp_path / "tiny.qdq.onnx"
+    ftp.export_qdq_onnx(qgm, (x[:2],), path, input_names=["pixels"], output_names=["logits"], dynamic_batch=True)
+    return path
+
+
+def test_standalone_classifier_takes_preprocessing_flags_config_and_npz_key(tmp_path: Path) -> None:
+    """Class folders of raw images: --input-size/--mean/--std (or --config's [preprocess]) prepare them; the
+    same check on both gives the same top-1, which a direct ONNX Runtime run reproduces."""
+    import numpy as np
+    import onnxruntime as ort
+    from PIL import Image
+
+    onnx = _tiny_onnx(tmp_path)
+    rng = np.random.default_rng(1)
+    for c in range(3):
+        (tmp_path / "val" / f"class{c}").mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, size=(16, 16, 3), dtype=np.uint8)).save(
+                tmp_path / "val" / f"class{c}" / f"{i}.png"
+            )
+    base = ["validate", "--onnx", str(onnx), "--data", str(tmp_path / "val"), "--min-metric", "0.0"]
+    code, out, err = run_cli([*base, "--input-size", "16", "--mean", "0.5", "--std", "0.25"])
+    assert code == 0, err
+    files = sorted((tmp_path / "val").rglob("*.png"))
+    x = np.stack([(np.asarray(Image.open(f), np.float32) / 255.0 - 0.5) / 0.25 for f in files]).transpose(0, 3, 1, 2)
+    logits = ort.InferenceSession(str(onnx)).run(None, {"pixels": x})[0]
+    top1 = float((logits.argmax(1) == np.repeat(np.arange(3), 4)).mean())
+    assert f"PASS top1: onnxruntime {top1:.4f} >= minimum 0.0000 on 12 images" in out
+    config = tmp_path / "data.toml"
+    config.write_text("[preprocess]\nsize = [16, 16]\nmean = [0.5]\nstd = [0.25]\nchannels = 3\n")
+    code, out2, err = run_cli([*base, "--config", str(config)])
+    assert code == 0 and out2.splitlines()[-1] == out.splitlines()[-1], err
+    np.savez(tmp_path / "inputs.npz", pixels=x, other=x[:1])
+    code, _, err = run_cli(
+        ["validate", "--onnx", str(onnx), "--data", str(tmp_path / "inputs.npz"), "--npz-key", "nope"]
+        + ["--min-metric", "0.5"]
+    )
+    assert code == 2 and "nope" in err
+    code, _, err = run_cli(["validate", str(tmp_path), "--input-size", "16"])
+    assert code == 2 and "--input-size" in err
