@@ -13,8 +13,9 @@
     dead code removed, unused submodules deleted, recompiled
 
 Only graphs that need it pay for the example runs: one with onnx2torch modules, wrapped Swin helpers, or a
-static tensor that feeds the data path. A node that cannot be lowered stays as it was (the converters'
-unsupported-op table names it and says why in ``node.meta["fx2trt_not_lowered"]``).
+static tensor that feeds the data path. A node that cannot be lowered stays as it was: the quantized model
+still runs it, conversion lists it among the unsupported ops, and ``node.meta["fx2trt_not_lowered"]`` says why it
+was not lowered.
 
 Example:
     >>> import torch
@@ -47,9 +48,25 @@ NOT_LOWERED = "fx2trt_not_lowered"
 _CALLS = ("call_function", "call_method", "call_module")
 
 
-def _frontier(gm: GraphModule, static: set[Node]) -> list[Node]:
-    """Static computed nodes read by a node that is not static: the candidates for constants."""
-    return [n for n in gm.graph.nodes if n in static and n.op in _CALLS and any(u not in static for u in n.users)]
+#: Calls that make a tensor from Python values: with static arguments, their results are constants.
+_FACTORIES = frozenset(
+    {torch.tensor, torch.as_tensor, torch.arange, torch.full, torch.zeros, torch.ones, torch.linspace, torch.eye}
+)
+
+
+def _frontier(gm: GraphModule, static: set[Node], onnx: set[Node]) -> list[Node]:
+    """Static computed tensors read by a node that is not static: the candidates for constants.
+
+    Only nodes computed from a tensor (a constant, a factory call, an onnx2torch module) count, so a graph whose
+    only static values are sizes (``x.shape[-2:]`` for a resize) does not pay for the example runs.
+    """
+    tensors: set[Node] = set()
+    for n in gm.graph.nodes:
+        if n in static and (
+            n.op == "get_attr" or n in onnx or n.target in _FACTORIES or any(i in tensors for i in n.all_input_nodes)
+        ):
+            tensors.add(n)
+    return [n for n in tensors if n.op in _CALLS and any(u not in static for u in n.users)]
 
 
 def _foldable(rec: Recording, node: Node) -> bool:
@@ -70,7 +87,7 @@ def lower_foreign_graph(gm: GraphModule, example_inputs: Sequence[Any] | None) -
     onnx = {n for n in gm.graph.nodes if n.op == "call_module" and is_onnx2torch_module(modules[str(n.target)])}
     helpers = {n for n in gm.graph.nodes if n.op == "call_function" and n.target in WRAPPED}
     static = static_nodes(gm)
-    frontier = set(_frontier(gm, static))
+    frontier = set(_frontier(gm, static, onnx))
     if not (onnx or helpers or frontier):
         return gm
     if example_inputs is None:

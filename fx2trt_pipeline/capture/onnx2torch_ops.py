@@ -31,6 +31,7 @@ from torch import nn
 from torch.fx import Node
 
 from fx2trt_pipeline.capture.graph_rebuild import NotLowered, Rebuild
+from fx2trt_pipeline.errors import InternalError
 
 #: ``lower(rb, node, module, args) -> new value``; ``args`` are the module's forward arguments by name.
 Lowering = Callable[[Rebuild, Node, nn.Module, dict[str, Any]], Any]
@@ -39,10 +40,18 @@ LOWERINGS: dict[str, Lowering] = {}
 
 
 def lowers(*class_names: str) -> Callable[[Lowering], Lowering]:
-    """Register a lowering for onnx2torch module classes (by class name: onnx2torch stays optional)."""
+    """Register a lowering for onnx2torch module classes (by class name: onnx2torch stays optional).
+
+    Raises:
+        InternalError: a class already has a lowering (two would race for it).
+    """
 
     def decorate(fn: Lowering) -> Lowering:
         for name in class_names:
+            if name in LOWERINGS and LOWERINGS[name].__qualname__ != fn.__qualname__:
+                raise InternalError(
+                    f"onnx2torch's {name} lowered twice: {LOWERINGS[name].__qualname__}, {fn.__qualname__}"
+                )
             LOWERINGS[name] = fn
         return fn
 
