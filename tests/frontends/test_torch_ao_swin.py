@@ -99,3 +99,16 @@ def test_traced_float_graph_is_quantized_with_int8_attention() -> None:
     assert report, str(report)
     with torch.no_grad():
         assert cosine_similarity(qgm(x), model(x)) > 0.99
+
+
+def test_swin_t_torch_ao_reference_graph_has_tie_aware_parity() -> None:
+    """torchvision's swin_t itself (224 px: 7x7 windows down to the last stage), batch 1, static shape."""
+    torch.manual_seed(0)
+    model = torchvision.models.swin_t().eval()
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    ref = ao_reference(model, (x,))
+    assert sum(n.target in WRAPPED for n in ref.graph.nodes) == 27
+    builder, network, _ctx = network_from_graph_module(ref, [ftp.InputSpec("x", tuple(x.shape))])
+    assert len(engine_bytes_from_network(builder, network, [ftp.InputSpec("x", tuple(x.shape))])) > 0
+    report = tie_parity(ref, ExecutorRegions(network), (x,), QUICK)
+    assert report and len(report.regions) >= 100, str(report)
