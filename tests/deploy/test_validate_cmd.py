@@ -117,7 +117,7 @@ def _tiny_onnx(tmp_path: Path) -> Path:
 
     model = tiny_classifier()
     x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    qgm = ftp.quantize(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
+    qgm = ftp.quantize_model(model, [x], example_inputs=(x,), config=ftp.QuantConfig(show_progress=False))
     path = tmp_path / "tiny.qdq.onnx"
     ftp.export_qdq_onnx(qgm, (x[:2],), path, input_names=["pixels"], output_names=["logits"], dynamic_batch=True)
     return path
@@ -151,10 +151,10 @@ def test_standalone_classifier_takes_preprocessing_flags_config_and_npz_key(tmp_
     code, out2, err = run_cli([*base, "--config", str(config)])
     assert code == 0 and out2.splitlines()[-1] == out.splitlines()[-1], err
     np.savez(tmp_path / "inputs.npz", pixels=x, other=x[:1])
-    code, _, err = run_cli(
-        ["validate", "--onnx", str(onnx), "--data", str(tmp_path / "inputs.npz"), "--npz-key", "nope"]
-        + ["--min-metric", "0.5"]
-    )
-    assert code == 2 and "nope" in err
+    npz = ["validate", "--onnx", str(onnx), "--data", str(tmp_path / "inputs.npz"), "--min-metric", "0.5"]
+    code, _, err = run_cli(npz)
+    assert code == 2 and "holds arrays ['pixels', 'other']" in err
+    code, _, err = run_cli([*npz, "--npz-key", "pixels"])  # loads: network inputs without labels have no metric
+    assert code == 2 and "a metric needs labels" in err
     code, _, err = run_cli(["validate", str(tmp_path), "--input-size", "16"])
     assert code == 2 and "--input-size" in err
