@@ -75,3 +75,43 @@ def test_auto_picks_within_one_image_of_the_best_agreement_despite_noisy_labels(
     assert agree_held_out[table.best.label] >= max(agree_held_out.values()) - 1, (table.best.label, agree_held_out)
     assert agree[table.best.label] >= max(agree.values()) - 1
     assert table.to_dict()["order"] == ["agree_top1", "cosine_fp32", "top1"]
+
+
+def test_mixed_precision_flag_keeps_float_layers_within_an_agreement_budget(tmp_path) -> None:
+    """``fx2trt build --mixed-precision 0``: every prediction of the chosen half must stay FP32's; the search runs
+    on the even-numbered images and the report on the others, and the manifest records both."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from fx2trt_pipeline import trt_api
+
+    if not trt_api.is_available():
+        pytest.skip("no TensorRT library installed (pip install 'fx2trt-pipeline[rtx]')")
+    from tests.deploy.conftest import run_cli
+
+    rng = np.random.default_rng(1)
+    for c in range(3):
+        (tmp_path / "val" / f"class{c}").mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, size=(16, 16, 3), dtype=np.uint8)).save(
+                tmp_path / "val" / f"class{c}" / f"{i}.png"
+            )
+    np.save(tmp_path / "calib.npy", rng.normal(size=(16, 3, 16, 16)).astype(np.float32))
+    config = tmp_path / "run.toml"
+    config.write_text(
+        "[preprocess]\nsize = [16, 16]\nchannels = 3\n[gate]\nint8_budget = 1.0\nengine_tolerance = 1.0\n"
+    )
+    code, out, err = run_cli(
+        ["build", "--model", "tests.deploy.models:tiny_classifier", "--calib-data", str(tmp_path / "calib.npy")]
+        + ["--eval-data", str(tmp_path / "val"), "--mixed-precision", "0", "--config", str(config), "--no-onnx"]
+        + ["--output", str(tmp_path / "out")]
+    )
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "out" / "fx2trt_run.json").read_text())
+    mp = manifest["mixed_precision"]
+    assert mp["metric"] == "agree_top1" and mp["budget"] == 0.0 and mp["fp32"] == 1.0
+    assert mp["met_budget"] == (mp["final"] >= 1.0 - 1e-12) and "chosen on 6 of 12" in mp["held_out"]
+    assert manifest["config"]["quant"]["mixed_precision"] == 0.0
+    assert manifest["evaluation"]["num_samples"] == 6 and "mixed precision:" in out
