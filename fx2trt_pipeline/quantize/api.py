@@ -338,7 +338,7 @@ def quantize_model(
     Args:
         model: float ``nn.Module`` (eval mode; see ``QuantConfig.train_mode``).
         calib_batches: iterable of input batches (tensors, tuples of tensors, or dicts of tensors).
-        example_inputs: inputs shaped like real data (checked against the model).
+        example_inputs: inputs shaped like real data (checked against the model); default: the first batch.
         config: :class:`QuantConfig`; defaults to MSE calibration with TensorRT placement rules.
         concrete_args: forwarded to torch.fx tracing.
 
@@ -351,7 +351,7 @@ def quantize_model(
         CalibrationError: empty calibration data, or NaN/Inf seen by an observer.
         ConfigError: invalid configuration.
     """
-    if example_inputs is None and config is not None and config.equalization == "activations":
+    if example_inputs is None:  # what shape-dependent captures (Swin, onnx2torch graphs) need
         calib_batches, example_inputs = first_batch_as_example(calib_batches)
     prepared = prepare(model, example_inputs, config, concrete_args)
     calibrate(prepared, calib_batches)
