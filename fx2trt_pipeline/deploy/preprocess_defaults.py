@@ -133,6 +133,8 @@ def preprocess_choice(model: ModelSpec, section: Mapping[str, Any], flags: Mappi
         # a new crop size with the weights' resize: keep their crop ratio (224/256, 224/232)
         fields["resize"] = _rescaled_resize(base, tuple(fields["size"]))
         sources.append(f"resize {base['resize']} scaled to {fields['resize']} for crop {max(fields['size'])}")
+    if not base and not {"mean", "std"} & set(fields):
+        sources.append("no mean/std given: 0 and 1, images in [0, 1] (--mean/--std set them)")
     try:
         spec = PreprocessSpec.from_dict(fields)
     except TypeError as exc:
@@ -153,7 +155,7 @@ def _origin(choice: WeightsChoice | None, sources: list[str]) -> str:
     if choice is not None:
         parts.append(f"torchvision {choice.entry} transforms ({choice.how})")
     if sources:
-        parts.append("changed by " + "; ".join(sources))
+        parts.append(("changed by " if choice is not None else "") + "; ".join(sources))
     return "; ".join(parts) if parts else "the run's configuration"
 
 
