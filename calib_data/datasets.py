@@ -139,7 +139,10 @@ def _load_numpy(path: Path, key: str | None) -> np.ndarray:
         if key is None:
             key = names[0] if len(names) == 1 else "images" if "images" in names else None
         if key not in names:
-            raise CalibrationError(f"{path} holds arrays {names}; pass key= to pick one.")
+            raise CalibrationError(
+                f"{path} holds arrays {names}; name the one to use: fx2trt validate --npz-key NAME, "
+                "a [calibration] / [evaluation] key = NAME in the config file, or key= in Python"
+            )
         return loaded[key]
 
 

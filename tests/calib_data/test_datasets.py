@@ -68,7 +68,7 @@ def test_numpy_dataset_errors(tmp_path: Path) -> None:
     with pytest.raises(CalibrationError, match="not found: .*nope.npz"):
         NumpyDataset(tmp_path / "nope.npz")
     np.savez(tmp_path / "two.npz", a=np.zeros(3), b=np.zeros(3))
-    with pytest.raises(CalibrationError, match=r"\['a', 'b'\]; pass key="):
+    with pytest.raises(CalibrationError, match=r"\['a', 'b'\]; name the one to use: fx2trt validate --npz-key NAME"):
         NumpyDataset(tmp_path / "two.npz")
     with pytest.raises(CalibrationError, match="empty"):
         NumpyDataset(np.zeros((0, 3)))
