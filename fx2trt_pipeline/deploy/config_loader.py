@@ -225,6 +225,12 @@ def _data_sections(src: _Sources, demo: bool) -> tuple[DataSpec | None, DataSpec
             f"{src.where}: no calibration data; give --calib-data (an image folder, .npy/.npz file or "
             "COCO set) or a [calibration] section with 'source'"
         )
+    if evaluation and "source" not in evaluation:
+        flags = [f"--{f.replace('_', '-')}" for f, spec in _DATA_FLAGS.items() if spec[0] == "eval" and f in cli]
+        raise ConfigError(
+            f"{src.where}: {', '.join(flags) or 'the [evaluation] section'} applies to evaluation data, and none "
+            "was given: add --eval-data (an image folder, .npy/.npz file or COCO set) or [evaluation] source"
+        )
     eval_spec = _data(evaluation, src.base, f"{src.where} [evaluation]") if evaluation else None
     return _data(calib, src.base, f"{src.where} [calibration]"), eval_spec
 

@@ -131,6 +131,8 @@ def test_config_errors_exit_2_before_any_step(tmp_path: Path) -> None:
     assert len(_error_lines(stderr)) == 1 and "calibrater" in stderr and "ConfigError" in stderr
     code, _, stderr = run_cli(["build", "--model", TINY, "--output", str(tmp_path / "o")])
     assert code == 2 and "no calibration data" in stderr
+    code, _, stderr = run_cli(_tiny_args(tmp_path, tmp_path / "o", "--output-index", "0"))
+    assert code == 2 and "--output-index applies to evaluation data" in stderr and "--eval-data" in stderr
 
 
 def test_refuses_to_replace_a_foreign_directory(tmp_path: Path) -> None:
