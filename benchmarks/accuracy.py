@@ -19,15 +19,15 @@ import time
 import torch
 
 from fx2trt_pipeline import trt_api
+from fx2trt_pipeline.models.centernet import centernet_decode
 from fx2trt_pipeline.quantize.api import convert
 from fx2trt_pipeline.quantize.config import QuantConfig
-from fx2trt_pipeline.validate.accuracy import detection_evaluator, validate_detector
-from fx2trt_pipeline.models.centernet import centernet_decode
-from fx2trt_pipeline.validate.demo_detector import demo_setup
 from fx2trt_pipeline.tune.calibrator_search import best_calibrator
-from fx2trt_pipeline.validate.gate import DEFAULT_ENGINE_TOLERANCE, DEFAULT_INT8_BUDGET, GateSpec
 from fx2trt_pipeline.tune.mixed_precision import mixed_precision_search
 from fx2trt_pipeline.tune.sensitivity import layer_sensitivity, quantize_with_skip
+from fx2trt_pipeline.validate.accuracy import detection_evaluator, validate_detector
+from fx2trt_pipeline.validate.demo_detector import demo_setup
+from fx2trt_pipeline.validate.gate import DEFAULT_ENGINE_TOLERANCE, DEFAULT_INT8_BUDGET, GateSpec
 
 
 def spearman(a: list[float], b: list[float]) -> float:

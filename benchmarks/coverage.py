@@ -109,9 +109,9 @@ def run_one(name: str, batch: int, calib_batches: int) -> dict:
     import fx2trt_pipeline as ftp
     from fx2trt_pipeline.capture import flatten_outputs
     from fx2trt_pipeline.engine.engine_builder import engine_bytes_from_network
-    from fx2trt_pipeline.network.network import network_from_graph_module
     from fx2trt_pipeline.executor.network_executor import NetworkExecutor
     from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
+    from fx2trt_pipeline.network.network import network_from_graph_module
     from fx2trt_pipeline.validate.runners import OnnxRuntimeRunner
     from fx2trt_pipeline.validate.tie_parity import TieTolerance, tie_parity
     from fx2trt_pipeline.validate.tie_regions import ExecutorRegions

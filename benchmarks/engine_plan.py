@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from coverage import CLASSIFICATION, SEGMENTATION  # benchmarks/coverage.py: the zoo it covers
 
 import fx2trt_pipeline as ftp
 from fx2trt_pipeline.deploy.plan_step import BuildContext, float_reference, place_by_plan_cost
@@ -55,8 +56,6 @@ from fx2trt_pipeline.network.network import network_from_graph_module
 from fx2trt_pipeline.plan.cost import ESTIMATE_LABEL, estimates
 from fx2trt_pipeline.plan.gpus import DEFAULT_GPUS
 from fx2trt_pipeline.quantize.api import prepared_info
-
-from coverage import CLASSIFICATION, SEGMENTATION  # benchmarks/coverage.py: the zoo it covers
 
 DETECTOR = "demo_detector"
 ZOO = [*CLASSIFICATION, *SEGMENTATION, DETECTOR]

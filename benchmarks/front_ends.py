@@ -28,8 +28,8 @@ import torch
 
 import fx2trt_pipeline as ftp
 from fx2trt_pipeline.engine.engine_builder import engine_bytes_from_network
-from fx2trt_pipeline.validate.compare import cosine_similarity
 from fx2trt_pipeline.executor.exact_reference import TensorRTArithmetic
+from fx2trt_pipeline.validate.compare import cosine_similarity
 
 AO_MODELS = (
     "resnet18",

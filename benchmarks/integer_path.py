@@ -20,9 +20,9 @@ import torch
 import torchvision
 
 import fx2trt_pipeline as ftp
+from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
 from fx2trt_pipeline.network.network import network_from_graph_module
 from fx2trt_pipeline.quantize import float_form
-from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
 from fx2trt_pipeline.validate.tie_parity import tie_parity
 from fx2trt_pipeline.validate.tie_regions import ExecutorRegions, OnnxRuntimeRegions
 

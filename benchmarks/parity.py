@@ -20,11 +20,11 @@ import torchvision
 
 import fx2trt_pipeline as ftp
 from fx2trt_pipeline.capture import flatten_outputs
+from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
 from fx2trt_pipeline.network.network import network_from_graph_module
 from fx2trt_pipeline.validate.compare import cosine_similarity, max_abs_error, sqnr_db
 from fx2trt_pipeline.validate.layer_report import layer_parity
 from fx2trt_pipeline.validate.quant_error import quant_error_table
-from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
 from fx2trt_pipeline.validate.runners import OnnxRuntimeRunner
 
 

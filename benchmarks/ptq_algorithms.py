@@ -77,8 +77,8 @@ def plain_forwards(model: torch.nn.Module, batches: list[torch.Tensor]) -> float
 
 def detector_rows(args: argparse.Namespace) -> None:
     """mAP of the demo detector per setting (drop vs FP32 in points)."""
-    from fx2trt_pipeline.validate.accuracy import detection_evaluator
     from fx2trt_pipeline.models.centernet import centernet_decode
+    from fx2trt_pipeline.validate.accuracy import detection_evaluator
     from fx2trt_pipeline.validate.demo_detector import demo_setup
 
     setup = demo_setup(calib_images=args.calib_images)

@@ -21,9 +21,8 @@ import copy
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from ptq_algorithms import load
+from torch import nn
 
 #: Values sampled per tensor (or per channel) for percentiles: torch.quantile refuses more than 2**24.
 _SAMPLE = 1_000_000

@@ -10,10 +10,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
-from collections.abc import Mapping
 
 import numpy as np
 import torch

@@ -19,6 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.export._unlift import GuardsFn  # the class of the guard submodule ExportedProgram.module() adds
+from torch.fx import Node
+
 from fx2trt_pipeline.converters.activation import (
     convert_hardsigmoid,
     convert_hardswish,
@@ -36,9 +39,6 @@ from fx2trt_pipeline.converters.pooling import check_pool, convert_adaptive_avg_
 from fx2trt_pipeline.converters.reduce import check_reduce, convert_mean
 from fx2trt_pipeline.converters.registry import register
 from fx2trt_pipeline.converters.shape import convert_flatten, convert_reshape
-from torch.export._unlift import GuardsFn  # the class of the guard submodule ExportedProgram.module() adds
-from torch.fx import Node
-
 from fx2trt_pipeline.network.context import ConversionContext
 
 aten = torch.ops.aten

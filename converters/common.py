@@ -11,8 +11,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch.fx import Node

@@ -13,17 +13,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from fx2trt_pipeline.converters.common import arg, module_of, node_arg
-from fx2trt_pipeline.converters.registry import register
 from torch import nn
 from torch.ao.nn import intrinsic as nni
 from torch.ao.nn.quantized import reference as nnqr
 from torch.fx import Node
 
+from fx2trt_pipeline.converters.common import arg, module_of, node_arg
+from fx2trt_pipeline.converters.registry import register
+from fx2trt_pipeline.errors import ConversionError
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
 from fx2trt_pipeline.network.layer_builders import activation, ints
 from fx2trt_pipeline.network.weight_builders import ConvGeometry, conv_nd, dequantized_weight
-from fx2trt_pipeline.errors import ConversionError
 from fx2trt_pipeline.quantize import int8_ops
 from fx2trt_pipeline.quantize.qdq_ops import is_any_dequantize, is_any_quantize
 

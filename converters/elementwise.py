@@ -8,17 +8,17 @@ reach TensorRT.
 from __future__ import annotations
 
 import operator
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 import torch
-from fx2trt_pipeline.converters.common import arg, is_trt_tensor, node_arg
-from fx2trt_pipeline.converters.registry import method, register
 from torch.fx import Node
 
+from fx2trt_pipeline.converters.common import arg, is_trt_tensor, node_arg
+from fx2trt_pipeline.converters.registry import method, register
+from fx2trt_pipeline.errors import ConversionError
 from fx2trt_pipeline.network.context import ConversionContext
 from fx2trt_pipeline.network.layer_builders import elementwise
-from fx2trt_pipeline.errors import ConversionError
 
 _PYTHON_OPS: dict[str, Callable[[Any, Any], Any]] = {
     "add": operator.add,

@@ -14,8 +14,8 @@ Example:
 from __future__ import annotations
 
 import importlib
-from typing import Any
 from collections.abc import Hashable
+from typing import Any
 
 import torch
 from torch.fx import Node

@@ -7,19 +7,19 @@ import operator
 
 import torch
 import torch.nn.functional as F
-from fx2trt_pipeline.converters.common import arg, module_of, node_arg
-from fx2trt_pipeline.converters.conv import constant_weight_reason, module_weight, reference_weight_reason
-from fx2trt_pipeline.converters.registry import method, register
 from torch import nn
 from torch.ao.nn import intrinsic as nni
 from torch.ao.nn.quantized import reference as nnqr
 from torch.fx import Node
 
+from fx2trt_pipeline.converters.common import arg, module_of, node_arg
+from fx2trt_pipeline.converters.conv import constant_weight_reason, module_weight, reference_weight_reason
+from fx2trt_pipeline.converters.registry import method, register
+from fx2trt_pipeline.errors import ConversionError
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
 from fx2trt_pipeline.network.layer_builders import activation, elementwise
 from fx2trt_pipeline.network.shape_builders import rank
 from fx2trt_pipeline.network.weight_builders import linear, matmul
-from fx2trt_pipeline.errors import ConversionError
 from fx2trt_pipeline.quantize import int8_ops
 
 

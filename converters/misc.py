@@ -7,15 +7,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import stochastic_depth
-from fx2trt_pipeline.converters.common import arg, module_of, node_arg
-from fx2trt_pipeline.converters.registry import register
 from torch import nn
 from torch.fx import Node
+from torchvision.ops import stochastic_depth
 
+from fx2trt_pipeline.converters.common import arg, module_of, node_arg
+from fx2trt_pipeline.converters.registry import register
+from fx2trt_pipeline.errors import ConversionError
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
 from fx2trt_pipeline.network.layer_builders import concat
-from fx2trt_pipeline.errors import ConversionError
 
 
 @register(nn.Identity)

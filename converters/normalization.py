@@ -6,11 +6,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from fx2trt_pipeline.converters.common import arg, attr_value, is_constant, module_of, node_arg
-from fx2trt_pipeline.converters.registry import register
 from torch import nn
 from torch.fx import Node
 
+from fx2trt_pipeline.converters.common import arg, attr_value, is_constant, module_of, node_arg
+from fx2trt_pipeline.converters.registry import register
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
 from fx2trt_pipeline.network.layer_builders import channel_affine
 

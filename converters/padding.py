@@ -4,11 +4,11 @@ modules -> one ISliceLayer with a sample mode (TF-style "same" padding, segmenta
 from __future__ import annotations
 
 import torch.nn.functional as F
-from fx2trt_pipeline.converters.common import arg, is_trt_tensor, module_of, node_arg
-from fx2trt_pipeline.converters.registry import register
 from torch import nn
 from torch.fx import Node
 
+from fx2trt_pipeline.converters.common import arg, is_trt_tensor, module_of, node_arg
+from fx2trt_pipeline.converters.registry import register
 from fx2trt_pipeline.errors import ConversionError
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
 from fx2trt_pipeline.network.tensor_builders import PAD_MODES, pad

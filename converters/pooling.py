@@ -8,19 +8,19 @@ matches it exactly (or refuses).
 from __future__ import annotations
 
 import math
-from typing import Any
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from fx2trt_pipeline.converters.common import arg, module_of
-from fx2trt_pipeline.converters.registry import register
 from torch import nn
 from torch.fx import Node
 
+from fx2trt_pipeline.converters.common import arg, module_of
+from fx2trt_pipeline.converters.registry import register
+from fx2trt_pipeline.errors import ConversionError
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
 from fx2trt_pipeline.network.layer_builders import PoolWindow, ints, pooling, reduce, static_spatial
-from fx2trt_pipeline.errors import ConversionError
 
 
 def _is_max_function(node: Node) -> bool:

@@ -11,14 +11,14 @@ from typing import Any
 
 import torch
 import torch.ao.quantization.fx._decomposed  # noqa: F401  (defines torch.ops.quantized_decomposed, as torchao does)
-from fx2trt_pipeline.converters.common import arg, attr_value, is_constant, node_arg
-from fx2trt_pipeline.converters.registry import method, register
 from torch.fx import Node
 
+from fx2trt_pipeline.converters.common import arg, attr_value, is_constant, node_arg
+from fx2trt_pipeline.converters.registry import method, register
+from fx2trt_pipeline.errors import ConversionError
 from fx2trt_pipeline.network.context import ConversionContext, QuantizedTensor
 from fx2trt_pipeline.network.layer_builders import dequantize, quantize, scale_constant
 from fx2trt_pipeline.network.weight_builders import dequantized_weight
-from fx2trt_pipeline.errors import ConversionError
 from fx2trt_pipeline.quantize.qdq_ops import DEQUANTIZE, QUANTIZE
 
 _AO_QUANTIZE = (torch.quantize_per_tensor, torch.quantize_per_channel)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
 import torch
-from fx2trt_pipeline.converters.common import arg, dims_arg, node_arg
-from fx2trt_pipeline.converters.registry import method, register
 from torch.fx import Node
 
+from fx2trt_pipeline.converters.common import arg, dims_arg, node_arg
+from fx2trt_pipeline.converters.registry import method, register
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
 from fx2trt_pipeline.network.layer_builders import reduce
 from fx2trt_pipeline.network.shape_builders import rank

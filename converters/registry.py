@@ -15,9 +15,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Callable, Hashable, Iterator
 
 from torch.fx import Node
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch.nn.functional as F
-from fx2trt_pipeline.converters.common import arg, is_trt_tensor, module_of
-from fx2trt_pipeline.converters.registry import register
 from torch import nn
 from torch.fx import Node
 
+from fx2trt_pipeline.converters.common import arg, is_trt_tensor, module_of
+from fx2trt_pipeline.converters.registry import register
+from fx2trt_pipeline.errors import ConversionError
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
 from fx2trt_pipeline.network.layer_builders import Interpolation, resize
 from fx2trt_pipeline.network.shape_builders import dim_size, dims_of, rank, shape_vector
-from fx2trt_pipeline.errors import ConversionError
 
 _MODES = ("nearest", "bilinear")
 

@@ -13,11 +13,12 @@ import operator
 from typing import Any
 
 import torch
-from fx2trt_pipeline.converters.common import arg, is_trt_tensor, node_arg
-from fx2trt_pipeline.converters.registry import method, register
 from torch import nn
 from torch.fx import Node
 
+from fx2trt_pipeline.converters.common import arg, is_trt_tensor, node_arg
+from fx2trt_pipeline.converters.registry import method, register
+from fx2trt_pipeline.errors import ConversionError
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
 from fx2trt_pipeline.network.shape_builders import (
     dim_size,
@@ -33,7 +34,6 @@ from fx2trt_pipeline.network.shape_builders import (
     squeeze,
     unsqueeze,
 )
-from fx2trt_pipeline.errors import ConversionError
 from fx2trt_pipeline.network.tensor_builders import broadcast_to
 from fx2trt_pipeline.trt_types import torch_dtype
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from fx2trt_pipeline.converters.common import arg, is_trt_tensor
-from fx2trt_pipeline.converters.registry import method, register
 from torch.fx import Node
 
+from fx2trt_pipeline.converters.common import arg, is_trt_tensor
+from fx2trt_pipeline.converters.registry import method, register
 from fx2trt_pipeline.errors import ConversionError
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
 from fx2trt_pipeline.network.layer_builders import cast, concat, elementwise, identity

@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from fx2trt_pipeline.converters.registry import REGISTRY, key_of, register
 from torch import nn
 from torch.fx import GraphModule, Node
 from torchvision.models import swin_transformer as swin
 
 from fx2trt_pipeline.capture.swin_helpers import helper_arguments, helper_module, refusal
+from fx2trt_pipeline.converters.registry import REGISTRY, key_of, register
 from fx2trt_pipeline.errors import ConversionError
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
 from fx2trt_pipeline.network.shape_builders import dims_of

@@ -12,10 +12,10 @@ import operator
 from typing import Any
 
 import torch
-from fx2trt_pipeline.converters.common import arg
-from fx2trt_pipeline.converters.registry import key_of, method, register
 from torch.fx import Node
 
+from fx2trt_pipeline.converters.common import arg
+from fx2trt_pipeline.converters.registry import key_of, method, register
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
 from fx2trt_pipeline.network.layer_builders import cast, elementwise
 from fx2trt_pipeline.trt_types import torch_dtype

@@ -33,15 +33,15 @@ if TYPE_CHECKING:  # the same names as _LAZY, so IDEs and type checkers see them
     from fx2trt_pipeline.engine.engine_builder import build_engine
     from fx2trt_pipeline.engine.options import BuildOptions
     from fx2trt_pipeline.engine.runtime import Engine
+    from fx2trt_pipeline.executor.exact_reference import TensorRTArithmetic
+    from fx2trt_pipeline.executor.network_executor import NetworkExecutor
+    from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
     from fx2trt_pipeline.network.inputs import InputSpec
     from fx2trt_pipeline.network.network import find_unsupported, network_from_graph_module
     from fx2trt_pipeline.quantize.distributed_calibration import calibrate_distributed, shard_for_rank
     from fx2trt_pipeline.validate.compare import ComparisonResult, Tolerance, compare_outputs
-    from fx2trt_pipeline.executor.exact_reference import TensorRTArithmetic
     from fx2trt_pipeline.validate.layer_report import layer_parity
     from fx2trt_pipeline.validate.quant_error import quant_error_table
-    from fx2trt_pipeline.executor.network_executor import NetworkExecutor
-    from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
 
 __version__ = "0.1.0"
 

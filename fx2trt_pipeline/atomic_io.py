@@ -20,9 +20,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Union
-from collections.abc import Iterator
 
 PathLike = Union[str, "os.PathLike[str]"]
 

@@ -22,10 +22,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fx2trt_pipeline.calib_data import MNIST_DET_SPEC, load_mnist_detection
 
-from fx2trt_pipeline.models.centernet import DEMO_CONFIG, DEMO_WEIGHTS, CenterNet, DemoDetectorConfig, demo_centernet
-from fx2trt_pipeline.models.centernet import centernet_decode
+from fx2trt_pipeline.calib_data import MNIST_DET_SPEC, load_mnist_detection
+from fx2trt_pipeline.models.centernet import (
+    DEMO_CONFIG,
+    DEMO_WEIGHTS,
+    CenterNet,
+    DemoDetectorConfig,
+    centernet_decode,
+    demo_centernet,
+)
 from fx2trt_pipeline.validate.metrics import evaluate_detector
 
 MAX_OBJECTS = 8  # scenes hold at most 5 digits

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn

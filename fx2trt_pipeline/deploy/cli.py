@@ -21,9 +21,9 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
-from collections.abc import Sequence
 
 from fx2trt_pipeline.deploy.cli_args import (
     GATE_FLAGS,

@@ -60,15 +60,15 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Mapping
 
-from fx2trt_pipeline.engine.options import BuildOptions
 from fx2trt_pipeline.calib_data import PreprocessSpec
-from fx2trt_pipeline.network.inputs import InputSpec
+from fx2trt_pipeline.engine.options import BuildOptions
 from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.quantize.config import QuantConfig
 from fx2trt_pipeline.validate.gate import GateSpec
 

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-import tomllib
 from pathlib import Path
 from typing import Any
-from collections.abc import Mapping
 
-from fx2trt_pipeline.engine.options import BuildOptions
-from fx2trt_pipeline.network.inputs import InputSpec
+import tomllib
+
 from fx2trt_pipeline.deploy.config import (
     _SECTIONS,
     DEMO_CALIBRATOR,
@@ -42,7 +41,9 @@ from fx2trt_pipeline.deploy.config import (
     TritonSpec,
 )
 from fx2trt_pipeline.deploy.preprocess_defaults import preprocess_choice
+from fx2trt_pipeline.engine.options import BuildOptions
 from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.quantize.config import QuantConfig
 
 #: Flags that set one ``[quant]`` (QuantConfig) field each; a new quantization flag adds its name here

@@ -35,7 +35,6 @@ import torch
 
 from fx2trt_pipeline import __version__, trt_api
 from fx2trt_pipeline.atomic_io import atomic_write_text
-from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.deploy import analysis, plan_step, tune_step
 from fx2trt_pipeline.deploy.config import RunConfig
 from fx2trt_pipeline.deploy.evaluate_run import EngineSide, EvalRequest, RunModels, evaluate_run
@@ -48,13 +47,14 @@ from fx2trt_pipeline.deploy.sources import (
     load_model,
 )
 from fx2trt_pipeline.deploy.steps import MANIFEST_NAME, Steps, staged_output
-from fx2trt_pipeline.deploy.trt_log import TENSORRT_LOG, tensorrt_log
 from fx2trt_pipeline.deploy.triton import triton_model_name, write_triton_repository
+from fx2trt_pipeline.deploy.trt_log import TENSORRT_LOG, tensorrt_log
 from fx2trt_pipeline.engine.compatibility import deployment_target
 from fx2trt_pipeline.engine.engine_builder import create_builder, engine_from_network
 from fx2trt_pipeline.engine.engine_files import model_metadata, save_engine
 from fx2trt_pipeline.errors import ConfigError, Fx2TrtError
 from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
+from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.quantize.api import calibrate, prepare, prepared_info
 from fx2trt_pipeline.quantize.equalization import summary_line
 from fx2trt_pipeline.quantize.state import get_quant_state, save_quant_state

@@ -24,17 +24,17 @@ from typing import Any
 
 import torch
 
+from fx2trt_pipeline.deploy.steps import MANIFEST_NAME
 from fx2trt_pipeline.engine.engine_builder import plan_at_opt_shape
 from fx2trt_pipeline.engine.engine_plan import EnginePlan
 from fx2trt_pipeline.engine.options import BuildOptions
+from fx2trt_pipeline.errors import ConfigError, Fx2TrtError
 from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.plan.cost import ESTIMATE_LABEL, estimate, estimates
 from fx2trt_pipeline.plan.gpus import DEFAULT_GPUS
 from fx2trt_pipeline.quantize.api import convert
 from fx2trt_pipeline.quantize.config import QuantConfig
 from fx2trt_pipeline.quantize.state import get_quant_state
-from fx2trt_pipeline.deploy.steps import MANIFEST_NAME
-from fx2trt_pipeline.errors import ConfigError, Fx2TrtError
 
 #: Lint findings printed; all are in the manifest and the report.
 LINT_LINES = 8

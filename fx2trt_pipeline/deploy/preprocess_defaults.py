@@ -23,8 +23,8 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fx2trt_pipeline.calib_data import PreprocessSpec

@@ -17,13 +17,13 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any
 from collections.abc import Mapping
+from typing import Any
 
 import jinja2
 
-from fx2trt_pipeline.deploy.plan_view import plan_float_rows, plan_view
 from fx2trt_pipeline.deploy.charts import Histogram, histogram, optional_float, sqnr_bars, sqnr_color, step_bars
+from fx2trt_pipeline.deploy.plan_view import plan_float_rows, plan_view
 from fx2trt_pipeline.deploy.report_template import TEMPLATE
 from fx2trt_pipeline.engine.compatibility import deployment_target
 

@@ -33,11 +33,10 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
-from collections.abc import Iterator
-from typing import Any
+from typing import Any, TextIO
 
 from fx2trt_pipeline.atomic_io import TEMP_PREFIX, fsync_directory
 from fx2trt_pipeline.errors import ConfigError, StepFailedError, one_line

@@ -24,10 +24,10 @@ Example:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from collections.abc import Mapping
 from urllib.parse import urlparse
 
 import torch

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import re
 import textwrap
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from collections.abc import Mapping
 
 from fx2trt_pipeline.atomic_io import atomic_write_bytes, atomic_write_text
 from fx2trt_pipeline.engine.compatibility import deployment_target

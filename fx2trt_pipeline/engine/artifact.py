@@ -36,18 +36,18 @@ import datetime as _dt
 import hashlib
 import json
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
-from collections.abc import Mapping
 
 import numpy as np
 import torch
 
 from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.engine.compatibility import GpuInfo, compatibility_fields, engine_library
-from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.errors import EngineLoadError
+from fx2trt_pipeline.network.inputs import InputSpec
 
 #: Bump when a field changes meaning; readers refuse sidecars with a newer version.
 METADATA_FORMAT_VERSION = 1

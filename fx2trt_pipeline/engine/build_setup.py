@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from collections.abc import Mapping, Sequence
 
 from fx2trt_pipeline.atomic_io import atomic_write_bytes
 from fx2trt_pipeline.errors import EngineBuildError

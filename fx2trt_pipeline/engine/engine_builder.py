@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from collections.abc import Sequence
 
 import torch
 
@@ -49,9 +49,9 @@ from fx2trt_pipeline.engine.engine_files import model_metadata, network_io_metad
 from fx2trt_pipeline.engine.engine_plan import EnginePlan, attribute_nodes
 from fx2trt_pipeline.engine.options import BuildOptions, apply_build_options
 from fx2trt_pipeline.engine.plan_parse import layers_message, opt_batch, plan_from_build_log
+from fx2trt_pipeline.errors import EngineBuildError
 from fx2trt_pipeline.network.context import node_name_of_layer
 from fx2trt_pipeline.network.inputs import InputSpec
-from fx2trt_pipeline.errors import EngineBuildError
 from fx2trt_pipeline.trt_types import make_logger
 
 _LOG = logging.getLogger("fx2trt_pipeline.tensorrt")
@@ -218,7 +218,6 @@ def build_engine(
         (3, [2, 3, 16, 16])
     """
     from fx2trt_pipeline.network.inputs import as_input_specs
-
     from fx2trt_pipeline.network.network import network_from_graph_module  # heavy: converters register on import
 
     inputs = as_input_specs(qgm, inputs)  # example tensors become static specs named after the placeholders

@@ -17,10 +17,10 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from importlib import metadata as _pkg_metadata
 from pathlib import Path
 from typing import Any
-from collections.abc import Mapping, Sequence
 
 import torch
 

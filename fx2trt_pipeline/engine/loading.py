@@ -19,16 +19,21 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Callable, Mapping
 
 import torch
 
 from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.engine.artifact import parse_rtx_header
-from fx2trt_pipeline.engine.compatibility import GpuInfo, deployment_target, engine_library, gpu_unavailable_reason
-from fx2trt_pipeline.engine.compatibility import incompatibility_reason
+from fx2trt_pipeline.engine.compatibility import (
+    GpuInfo,
+    deployment_target,
+    engine_library,
+    gpu_unavailable_reason,
+    incompatibility_reason,
+)
 from fx2trt_pipeline.errors import ConfigError, EngineIncompatibleError, EngineLoadError
 from fx2trt_pipeline.trt_types import make_logger
 

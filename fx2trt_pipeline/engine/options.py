@@ -26,10 +26,10 @@ Example:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from collections.abc import Mapping, Sequence
 
 from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.errors import ConfigError

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable, Mapping, Sequence
 
 import torch
 

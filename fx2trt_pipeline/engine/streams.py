@@ -31,8 +31,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 
 def engine_stream(caller: Any, default: Any, new_stream: Callable[[], Any]) -> Any:

@@ -14,11 +14,11 @@ from typing import Any
 import torch
 
 from fx2trt_pipeline.executor.executor_common import (
-    optional_input,
     Inputs,
     axes_from_mask,
     dims,
     layer_handler,
+    optional_input,
     require,
     shape_values,
 )

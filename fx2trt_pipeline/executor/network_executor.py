@@ -48,12 +48,12 @@ from fx2trt_pipeline.executor import (  # noqa: F401  (register handlers)
     executor_shape_ops,
     executor_tensor_ops,
 )
-from fx2trt_pipeline.executor.executor_int8 import with_integer_arithmetic
 from fx2trt_pipeline.executor.executor_common import (
     LayerHandler,
     lookup_handler,
     supported_layer_types,
 )
+from fx2trt_pipeline.executor.executor_int8 import with_integer_arithmetic
 from fx2trt_pipeline.trt_types import torch_dtype
 
 Capture = Iterable[str] | str

@@ -8,13 +8,13 @@
 """
 
 from .centernet import (
+    CENTERNET_STRIDE,
     DEMO_CONFIG,
     DEMO_WEIGHTS,
     OUTPUT_NAMES,
-    DemoDetectorConfig,
     BasicBlock,
-    CENTERNET_STRIDE,
     CenterNet,
+    DemoDetectorConfig,
     centernet_decode,
     centernet_resnet18,
     decode,

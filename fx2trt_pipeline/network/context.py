@@ -16,10 +16,10 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
-from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -14,17 +14,17 @@ Example:
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Union
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from fx2trt_pipeline.trt_types import torch_dtype
+from fx2trt_pipeline.errors import ConversionError
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
 from fx2trt_pipeline.network.shape_builders import dims_of, expand_rank, normalize_dim, rank
-from fx2trt_pipeline.errors import ConversionError
+from fx2trt_pipeline.trt_types import torch_dtype
 
 Operand = Union[ITensor, torch.Tensor, float, int, bool]
 

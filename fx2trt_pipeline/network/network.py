@@ -19,18 +19,18 @@ Example:
 from __future__ import annotations
 
 import operator
-from typing import Any
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch.fx import GraphModule, Node
 from torch.fx.node import map_aggregate
 
 from fx2trt_pipeline import trt_api
+from fx2trt_pipeline.errors import ConfigError, ConversionError, UnsupportedOpsError, node_location
 from fx2trt_pipeline.network.context import ConversionContext, ConversionOptions
 from fx2trt_pipeline.network.inputs import InputSpec, as_input_specs
 from fx2trt_pipeline.network.layer_builders import identity
-from fx2trt_pipeline.errors import ConfigError, ConversionError, UnsupportedOpsError, node_location
 from fx2trt_pipeline.trt_types import make_logger
 
 #: One row of :func:`find_unsupported`: (node name, target, reason, source line).

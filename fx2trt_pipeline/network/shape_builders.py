@@ -13,13 +13,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Union
 from collections.abc import Sequence
+from typing import Any, Union
 
 import numpy as np
 
-from fx2trt_pipeline.network.context import ConversionContext, ITensor
 from fx2trt_pipeline.errors import ConversionError
+from fx2trt_pipeline.network.context import ConversionContext, ITensor
 
 Dim = Union[int, ITensor]
 

@@ -16,17 +16,17 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
-from collections.abc import Sequence
 
 import torch
 
-from fx2trt_pipeline.trt_types import torch_dtype
+from fx2trt_pipeline.errors import ConversionError
 from fx2trt_pipeline.network.context import ConversionContext, ITensor
 from fx2trt_pipeline.network.layer_builders import dequantize, elementwise, scale_constant
 from fx2trt_pipeline.network.shape_builders import dims_of, expand_rank, rank, squeeze, unsqueeze
-from fx2trt_pipeline.errors import ConversionError
+from fx2trt_pipeline.trt_types import torch_dtype
 
 Kernel = Union[ITensor, torch.Tensor]
 

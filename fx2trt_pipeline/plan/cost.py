@@ -45,7 +45,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fx2trt_pipeline.engine.engine_plan import EnginePlan, PlanLayer
-from fx2trt_pipeline.plan.gpus import DEFAULT_GPUS, GPU, gpu as gpu_named
+from fx2trt_pipeline.plan.gpus import DEFAULT_GPUS, GPU
+from fx2trt_pipeline.plan.gpus import gpu as gpu_named
 
 #: Fixed cost added to every kernel: launch plus the tail of a small grid. An assumption (a few microseconds
 #: is typical of CUDA kernel launches back to back), not a figure from the datasheets or the plan.

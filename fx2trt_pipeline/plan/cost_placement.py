@@ -37,7 +37,8 @@ from typing import Any
 
 from fx2trt_pipeline.engine.engine_plan import EnginePlan
 from fx2trt_pipeline.plan.cost import ESTIMATE_LABEL, match_compute_layers, node_costs
-from fx2trt_pipeline.plan.gpus import DEFAULT_GPUS, gpu as gpu_named
+from fx2trt_pipeline.plan.gpus import DEFAULT_GPUS
+from fx2trt_pipeline.plan.gpus import gpu as gpu_named
 
 _DTYPE_LABEL = {"Half": "FP16", "Float": "FP32", "BFloat16": "BF16", "BF16": "BF16"}
 _INT_DTYPES = ("Int8", "FP8", "Int4", "FP4")

@@ -44,11 +44,11 @@ from pathlib import Path
 
 from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.engine.engine_builder import create_builder, engine_and_plan_from_network
-from fx2trt_pipeline.plan.audit import PlanAudit, audit_plan
 from fx2trt_pipeline.engine.engine_plan import EnginePlan
 from fx2trt_pipeline.engine.options import BuildOptions
 from fx2trt_pipeline.errors import EngineBuildError
 from fx2trt_pipeline.network.inputs import InputSpec
+from fx2trt_pipeline.plan.audit import PlanAudit, audit_plan
 from fx2trt_pipeline.trt_types import make_logger
 
 #: One engine layer as compared: (LayerType, input dtypes, output dtypes).

@@ -31,8 +31,8 @@ Under ``torchrun`` (one process per GPU, or several CPU processes with gloo)::
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch

@@ -38,12 +38,12 @@ from torch.fx import GraphModule
 from fx2trt_pipeline.errors import ConfigError, InternalError
 from fx2trt_pipeline.quantize.api import convert, prepared_info
 from fx2trt_pipeline.quantize.config import QuantConfig
-from fx2trt_pipeline.validate.compare import format_table
 from fx2trt_pipeline.tune.sensitivity import (
     LayerSensitivity,
     layer_sensitivity,
     quantize_with_skip,
 )
+from fx2trt_pipeline.validate.compare import format_table
 
 Evaluator = Callable[[Any], Mapping[str, float]]
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.fx import GraphModule
 
+from fx2trt_pipeline.capture import flatten_outputs
 from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.quantize.api import calibrate, convert, prepare, prepared_info
 from fx2trt_pipeline.quantize.config import QuantConfig
@@ -32,7 +33,6 @@ from fx2trt_pipeline.quantize.observe import StatsObserver
 from fx2trt_pipeline.quantize.op_rules import rule_for_node
 from fx2trt_pipeline.validate.compare import sqnr_db
 from fx2trt_pipeline.validate.quant_error import quant_error_table
-from fx2trt_pipeline.capture import flatten_outputs
 
 
 def quantized_layers(prepared: GraphModule) -> list[str]:

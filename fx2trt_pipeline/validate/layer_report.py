@@ -30,15 +30,15 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Interpreter, Node
 
+from fx2trt_pipeline.capture import flatten_outputs
 from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.executor.exact_reference import TensorRTArithmetic, is_foreign_quantized_graph
+from fx2trt_pipeline.executor.network_executor import NetworkExecutor
 from fx2trt_pipeline.validate.compare import (
     ComparisonResult,
     Tolerance,
     compare_outputs,
 )
-from fx2trt_pipeline.executor.exact_reference import TensorRTArithmetic, is_foreign_quantized_graph
-from fx2trt_pipeline.executor.network_executor import NetworkExecutor
-from fx2trt_pipeline.capture import flatten_outputs
 
 #: Both sides compute the same INT8 network (integer-exact conv / matmul on both): only float layers'
 #: summation order and the rare Q rounding flip on a tie may differ, which stays far above 30 dB.

@@ -37,7 +37,6 @@ from fx2trt_pipeline.validate.compare import (
     format_table,
     sqnr_db,
 )
-
 from fx2trt_pipeline.validate.layer_report import capture_node_values
 
 

@@ -36,8 +36,8 @@ import torch
 
 from fx2trt_pipeline.capture.tracer import flatten_outputs
 from fx2trt_pipeline.errors import ConfigError
-from fx2trt_pipeline.validate.compare import ComparisonResult, Tolerance, compare_outputs
 from fx2trt_pipeline.executor.network_executor import NetworkExecutor
+from fx2trt_pipeline.validate.compare import ComparisonResult, Tolerance, compare_outputs
 from fx2trt_pipeline.validate.tie_regions import ORT_LEVELS
 
 Feeds = Mapping[str, torch.Tensor]

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from fx2trt_pipeline.calib_data import (
     CocoDetectionDataset,
     ImageFolderDataset,
@@ -15,8 +17,6 @@ from fx2trt_pipeline.calib_data import (
     PreprocessSpec,
     calibration_batches,
 )
-from PIL import Image
-
 from fx2trt_pipeline.errors import CalibrationError
 
 SPEC = PreprocessSpec(size=(16, 16), channels=3)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fx2trt_pipeline.calib_data import MNIST_DET_DIR, MNIST_DET_SPLITS, load_mnist_detection
 
+from fx2trt_pipeline.calib_data import MNIST_DET_DIR, MNIST_DET_SPLITS, load_mnist_detection
 from fx2trt_pipeline.errors import CalibrationError
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make_mnist_detection.py"

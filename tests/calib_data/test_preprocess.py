@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from fx2trt_pipeline.calib_data import PreprocessSpec, TransformParams
 
+from fx2trt_pipeline.calib_data import PreprocessSpec, TransformParams
 from fx2trt_pipeline.errors import CalibrationError, ConfigError
 
 

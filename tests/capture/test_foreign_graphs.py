@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 import torchvision
 from torch import nn
+from torchvision.models import swin_transformer as swin
 
 from fx2trt_pipeline.capture import capture
 from fx2trt_pipeline.capture.static_values import record, static_nodes
-from torchvision.models import swin_transformer as swin
 
 
 class AnchorHead(nn.Module):

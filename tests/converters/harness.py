@@ -13,21 +13,21 @@ Checks on every case:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Callable, Sequence
 
 import torch
-from fx2trt_pipeline.capture import flatten_outputs
-from fx2trt_pipeline.converters.registry import key_of
 from torch import nn
 from torch.fx import GraphModule
 
 from fx2trt_pipeline import trt_api
+from fx2trt_pipeline.capture import flatten_outputs
+from fx2trt_pipeline.converters.registry import key_of
+from fx2trt_pipeline.executor.network_executor import NetworkExecutor
 from fx2trt_pipeline.network.context import ConversionContext, node_name_of_layer
 from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.network.network import network_from_graph_module
-from fx2trt_pipeline.executor.network_executor import NetworkExecutor
 from tests.converters.qdq_graph import lower_weights, qdq_node_counts, quantize_inputs
 
 

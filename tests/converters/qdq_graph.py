@@ -6,8 +6,8 @@ conv / deconv / linear weights as int8 get_attr constants dequantized per channe
 
 from __future__ import annotations
 
-from typing import Any
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -7,10 +7,10 @@ import pkgutil
 import warnings
 
 import pytest
-from fx2trt_pipeline.converters import REGISTRY
-from fx2trt_pipeline.converters.registry import describe_key
 
 import tests.converters as package
+from fx2trt_pipeline.converters import REGISTRY
+from fx2trt_pipeline.converters.registry import describe_key
 from tests.converters.harness import OpCase, graph_of, registry_keys_in
 
 

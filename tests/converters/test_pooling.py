@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from fx2trt_pipeline.converters.pooling import torch_pool_size
 from torch import nn
 
 from fx2trt_pipeline import trt_api
+from fx2trt_pipeline.converters.pooling import torch_pool_size
 from fx2trt_pipeline.errors import ConversionError
 from tests.converters.harness import OpCase, run_case
 from tests.converters.qdq_graph import Fn

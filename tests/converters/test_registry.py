@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from fx2trt_pipeline.converters import FAMILIES, REGISTRY, supported_ops
-from fx2trt_pipeline.converters.registry import Registry, describe_key, key_of, method
 from torch import nn
 from torch.ao.nn.quantized import reference as nnqr
 
+from fx2trt_pipeline.converters import FAMILIES, REGISTRY, supported_ops
+from fx2trt_pipeline.converters.registry import Registry, describe_key, key_of, method
 from fx2trt_pipeline.errors import InternalError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from fx2trt_pipeline import trt_api
-from tests.converters.harness import OpCase, run_case
 from fx2trt_pipeline.quantize.float16 import float_cast
+from tests.converters.harness import OpCase, run_case
 from tests.converters.qdq_graph import Fn
 
 pytestmark = pytest.mark.skipif(not trt_api.is_available(), reason="no TensorRT library installed")

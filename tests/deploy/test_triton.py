@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.deploy.triton import (
     render_pbtxt,
     triton_model_config,
@@ -14,6 +13,7 @@ from fx2trt_pipeline.deploy.triton import (
     write_triton_repository,
 )
 from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.network.inputs import InputSpec
 
 from .pbtxt import parse_pbtxt
 

@@ -16,8 +16,7 @@ from fx2trt_pipeline.deploy.config import DEMO_MODEL
 from fx2trt_pipeline.deploy.config_loader import load_config_file, run_config_from_dict, run_config_from_sources
 from fx2trt_pipeline.deploy.graph_svg import graph_view, render_svg, to_dot
 from fx2trt_pipeline.deploy.steps import MANIFEST_NAME, Steps, staged_output
-from fx2trt_pipeline.errors import StepFailedError
-from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.errors import ConfigError, StepFailedError
 
 from .models import tiny_classifier
 

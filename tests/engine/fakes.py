@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import math
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch

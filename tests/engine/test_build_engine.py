@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from fx2trt_pipeline.engine.artifact import hash_quant_state, load_engine_bytes
 from fx2trt_pipeline.engine.engine_builder import build_engine
 from fx2trt_pipeline.engine.options import BuildOptions
-from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.errors import EngineBuildError
+from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.quantize import qdq_ops
 
 

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from collections.abc import Callable
 
 import numpy as np
 import pytest
 
-from fx2trt_pipeline import trt_api
 from fx2trt_pipeline import atomic_io as atomic
+from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.engine import engine_builder, engine_files
 from fx2trt_pipeline.engine.artifact import load_engine_bytes, parse_rtx_header, sidecar_path
 from fx2trt_pipeline.engine.engine_builder import create_builder, engine_bytes_from_network
 from fx2trt_pipeline.engine.engine_files import network_io_metadata, save_engine
 from fx2trt_pipeline.engine.options import BuildOptions
-from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.errors import EngineBuildError
+from fx2trt_pipeline.network.inputs import InputSpec
 
 RTX = trt_api.library_name() == "tensorrt_rtx"
 needs_rtx = pytest.mark.skipif(not RTX, reason="engine header layout measured for TensorRT-RTX only")

@@ -18,8 +18,8 @@ import torchvision
 import fx2trt_pipeline as ftp
 from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.engine.artifact import load_engine_bytes
-from fx2trt_pipeline.network.network import network_from_graph_module
 from fx2trt_pipeline.models.centernet import centernet_resnet18
+from fx2trt_pipeline.network.network import network_from_graph_module
 from fx2trt_pipeline.quantize.qdq_ops import is_dequantize, is_quantize
 from tests.converters.harness import check_kernels, check_names, check_qdq_counts, layer_type, producers
 

@@ -17,9 +17,9 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 import pytest
 import torch
@@ -27,14 +27,14 @@ from torch import nn
 
 import fx2trt_pipeline as ftp
 from fx2trt_pipeline import trt_api
+from fx2trt_pipeline.engine.artifact import sidecar_path
+from fx2trt_pipeline.engine.compatibility import deployment_target, gpu_unavailable_reason
 from fx2trt_pipeline.engine.engine_builder import (
     build_engine,
     engine_bytes_from_network,
     network_io_metadata,
     save_engine,
 )
-from fx2trt_pipeline.engine.artifact import sidecar_path
-from fx2trt_pipeline.engine.compatibility import deployment_target, gpu_unavailable_reason
 from fx2trt_pipeline.engine.runtime import Engine, EngineInputError, RuntimeOptions
 from fx2trt_pipeline.errors import ConfigError, EngineIncompatibleError
 from fx2trt_pipeline.network.inputs import InputSpec

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from fx2trt_pipeline.calib_data.preprocess import PreprocessSpec
-from fx2trt_pipeline.deploy.config import DataSpec
 from fx2trt_pipeline.deploy import validate_cmd
+from fx2trt_pipeline.deploy.config import DataSpec
 from fx2trt_pipeline.deploy.torchrun import torchrun_group
 from fx2trt_pipeline.deploy.validate_cmd import ArtifactCheck, validate_artifact
 from fx2trt_pipeline.engine.engine_builder import engine_bytes_from_network, network_io_metadata, save_engine

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from fx2trt_pipeline.errors import ConfigError, ConversionError
-from fx2trt_pipeline.quantize import qdq_ops
 from fx2trt_pipeline.executor.network_executor import NetworkExecutor
+from fx2trt_pipeline.quantize import qdq_ops
 
 
 def _qdq_conv_network(net, batch=-1):

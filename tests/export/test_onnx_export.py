@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from fx2trt_pipeline.errors import ExportError
+from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
 from fx2trt_pipeline.quantize import qdq_ops
 from fx2trt_pipeline.validate.compare import Tolerance, compare_outputs
-from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
 from fx2trt_pipeline.validate.runners import NetworkExecutorRunner, OnnxRuntimeRunner, TorchRunner
 
 onnx = pytest.importorskip("onnx")

@@ -14,8 +14,8 @@ import torchvision
 import fx2trt_pipeline as ftp
 from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.errors import ConfigError, UnsupportedOpsError
-from fx2trt_pipeline.validate.compare import cosine_similarity
 from fx2trt_pipeline.executor.exact_reference import TensorRTArithmetic
+from fx2trt_pipeline.validate.compare import cosine_similarity
 from tests.converters.harness import build_engine_bytes, layer_type, producers
 
 pt2e = pytest.importorskip("fx2trt_pipeline.pt2e", reason="torchao (the pt2e extra) is not installed")

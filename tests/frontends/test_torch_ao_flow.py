@@ -12,8 +12,8 @@ import torchvision
 
 import fx2trt_pipeline as ftp
 from fx2trt_pipeline import trt_api
-from fx2trt_pipeline.validate.compare import compare_outputs, cosine_similarity
 from fx2trt_pipeline.executor.exact_reference import TensorRTArithmetic
+from fx2trt_pipeline.validate.compare import compare_outputs, cosine_similarity
 from tests.converters.harness import convert_gm
 from tests.converters.qdq_graph import ao_reference
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fx2trt_pipeline.calib_data import load_mnist_detection
 from torch import nn
 
+from fx2trt_pipeline.calib_data import load_mnist_detection
 from fx2trt_pipeline.errors import Fx2TrtError
 from fx2trt_pipeline.models import (
     DEMO_WEIGHTS,

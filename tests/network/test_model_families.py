@@ -13,10 +13,10 @@ from torch import nn
 import fx2trt_pipeline as ftp
 from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.engine.engine_builder import engine_bytes_from_network
+from fx2trt_pipeline.executor.network_executor import NetworkExecutor
 from fx2trt_pipeline.network.network import network_from_graph_module
 from fx2trt_pipeline.validate.compare import cosine_similarity
 from fx2trt_pipeline.validate.quant_error import quant_error_table
-from fx2trt_pipeline.executor.network_executor import NetworkExecutor
 
 pytestmark = pytest.mark.skipif(not trt_api.is_available(), reason="no TensorRT library installed")
 

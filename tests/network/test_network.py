@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fx2trt_pipeline import trt_api
+from fx2trt_pipeline.errors import ConfigError, ConversionError, InternalError, UnsupportedOpsError
 from fx2trt_pipeline.network.context import ConversionContext
 from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.network.network import find_unsupported, network_from_graph_module
-from fx2trt_pipeline.errors import ConfigError, ConversionError, InternalError, UnsupportedOpsError
 from tests.converters.harness import check_names, convert_gm, trace_module
 from tests.converters.qdq_graph import Fn
 

@@ -17,12 +17,12 @@ import torch
 import fx2trt_pipeline as ftp
 from fx2trt_pipeline import trt_api
 from fx2trt_pipeline.errors import ConfigError
+from fx2trt_pipeline.executor.network_executor import NetworkExecutor
 from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.network.network import network_from_graph_module
 from fx2trt_pipeline.quantize.float16 import float_cast
 from fx2trt_pipeline.quantize.state import get_quant_state
 from fx2trt_pipeline.validate.compare import cosine_similarity
-from fx2trt_pipeline.executor.network_executor import NetworkExecutor
 from fx2trt_pipeline.validate.tie_parity import TieTolerance, tie_parity
 from fx2trt_pipeline.validate.tie_regions import ExecutorRegions
 

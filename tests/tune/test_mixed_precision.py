@@ -14,16 +14,16 @@ from typing import Any
 import pytest
 import torch
 
+from fx2trt_pipeline.models.centernet import centernet_decode
 from fx2trt_pipeline.quantize import qdq_ops
 from fx2trt_pipeline.quantize.api import calibrate, convert, prepare
 from fx2trt_pipeline.quantize.config import QuantConfig
-from fx2trt_pipeline.validate.accuracy import detection_evaluator
-from fx2trt_pipeline.models.centernet import centernet_decode
-from fx2trt_pipeline.validate.demo_detector import DemoSetup
-from fx2trt_pipeline.validate.compare import sqnr_db
-from fx2trt_pipeline.validate.quant_error import quant_error_table
 from fx2trt_pipeline.tune.mixed_precision import mixed_precision_search
 from fx2trt_pipeline.tune.sensitivity import convert_with_skip, layer_sqnr_proxy, output_gain_proxy, quantized_layers
+from fx2trt_pipeline.validate.accuracy import detection_evaluator
+from fx2trt_pipeline.validate.compare import sqnr_db
+from fx2trt_pipeline.validate.demo_detector import DemoSetup
+from fx2trt_pipeline.validate.quant_error import quant_error_table
 from tests.validate.test_accuracy import cached_setup
 
 CLIPPING = QuantConfig(calibrator="percentile", percentile=99.9, show_progress=False)

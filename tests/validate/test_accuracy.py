@@ -14,18 +14,15 @@ import math
 import numpy as np
 import pytest
 import torch
-from fx2trt_pipeline.calib_data import MNIST_DET_DIR
 
+from fx2trt_pipeline.calib_data import MNIST_DET_DIR
 from fx2trt_pipeline.engine.runtime import gpu_unavailable_reason
 from fx2trt_pipeline.errors import BackendUnavailableError, ConfigError
 from fx2trt_pipeline.models import centernet
+from fx2trt_pipeline.models.centernet import centernet_decode
 from fx2trt_pipeline.quantize.api import convert
 from fx2trt_pipeline.quantize.config import QuantConfig
 from fx2trt_pipeline.quantize.state import get_quant_state
-from fx2trt_pipeline.validate.accuracy import detection_evaluator, validate_classifier, validate_detector
-from fx2trt_pipeline.validate.results import Evaluation
-from fx2trt_pipeline.models.centernet import centernet_decode
-from fx2trt_pipeline.validate.demo_detector import DemoSetup, demo_setup
 from fx2trt_pipeline.tune.calibrator_search import (
     DEFAULT_CHOICES,
     CalibratorChoice,
@@ -33,6 +30,9 @@ from fx2trt_pipeline.tune.calibrator_search import (
     best_calibrator,
     pick_best,
 )
+from fx2trt_pipeline.validate.accuracy import detection_evaluator, validate_classifier, validate_detector
+from fx2trt_pipeline.validate.demo_detector import DemoSetup, demo_setup
+from fx2trt_pipeline.validate.results import Evaluation
 
 N_IMAGES = 100
 CALIB_IMAGES = 100

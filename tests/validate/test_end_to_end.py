@@ -12,11 +12,11 @@ import torch
 import torchvision
 
 import fx2trt_pipeline as ftp
+from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
 from fx2trt_pipeline.network.inputs import InputSpec
 from fx2trt_pipeline.network.network import network_from_graph_module
 from fx2trt_pipeline.validate.compare import Tolerance
 from fx2trt_pipeline.validate.layer_report import layer_parity
-from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
 from fx2trt_pipeline.validate.runners import (
     NetworkExecutorRunner,
     OnnxRuntimeRunner,

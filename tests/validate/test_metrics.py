@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from fx2trt_pipeline.calib_data import PreprocessSpec, load_mnist_detection
 from fx2trt_pipeline.calib_data.preprocess import TransformParams
-
 from fx2trt_pipeline.errors import ConfigError
 from fx2trt_pipeline.validate.metrics import coco_map, detections_to_coco, evaluate_detector, topk_accuracy
 

@@ -11,10 +11,10 @@ import torchvision
 
 import fx2trt_pipeline as ftp
 from fx2trt_pipeline import trt_api
-from fx2trt_pipeline.network.inputs import InputSpec
-from fx2trt_pipeline.network.network import network_from_graph_module
 from fx2trt_pipeline.executor.executor_int8 import integer_layers
 from fx2trt_pipeline.export.onnx_export import export_qdq_onnx
+from fx2trt_pipeline.network.inputs import InputSpec
+from fx2trt_pipeline.network.network import network_from_graph_module
 from fx2trt_pipeline.validate.tie_parity import TieTolerance, compare_int8, tie_parity
 from fx2trt_pipeline.validate.tie_regions import ExecutorRegions, OnnxRuntimeRegions
 
