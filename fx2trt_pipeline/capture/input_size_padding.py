@@ -83,14 +83,18 @@ def _traces(module: nn.Module) -> bool:
     return True
 
 
-def _recorded_inputs(model: nn.Module, modules: dict[nn.Module, str], example_inputs: Sequence[Any]) -> dict:
-    """The input (shape and dtype) of each module in ``modules`` from one eval forward pass; a module called with
-    several shapes is left out (its padding is not one fixed amount)."""
-    seen: dict[nn.Module, set[tuple[tuple[int, ...], torch.dtype]]] = {}
+def inputs_seen(
+    model: nn.Module, modules: Collection[nn.Module], example_inputs: Sequence[Any]
+) -> dict[nn.Module, list[tuple[tuple[int, ...], torch.dtype]]]:
+    """The distinct first-argument inputs (shape, dtype), in call order, of each of ``modules`` during one eval
+    forward pass of ``model`` on ``example_inputs``."""
+    seen: dict[nn.Module, list[tuple[tuple[int, ...], torch.dtype]]] = {}
 
     def record(module: nn.Module, args: tuple) -> None:  # a pre-hook returning None keeps the args
         if args and isinstance(args[0], torch.Tensor):
-            seen.setdefault(module, set()).add((tuple(args[0].shape), args[0].dtype))
+            calls = seen.setdefault(module, [])
+            if (tuple(args[0].shape), args[0].dtype) not in calls:
+                calls.append((tuple(args[0].shape), args[0].dtype))
 
     hooks = [m.register_forward_pre_hook(record) for m in modules]
     try:
@@ -99,7 +103,13 @@ def _recorded_inputs(model: nn.Module, modules: dict[nn.Module, str], example_in
     finally:
         for hook in hooks:
             hook.remove()
-    return {m: next(iter(s)) for m, s in seen.items() if len(s) == 1}
+    return seen
+
+
+def _recorded_inputs(model: nn.Module, modules: dict[nn.Module, str], example_inputs: Sequence[Any]) -> dict:
+    """The input (shape and dtype) of each module in ``modules`` from one eval forward pass; a module called with
+    several shapes is left out (its padding is not one fixed amount)."""
+    return {m: calls[0] for m, calls in inputs_seen(model, modules, example_inputs).items() if len(calls) == 1}
 
 
 def _pad_and_conv(module: nn.Module, shape: tuple[int, ...], dtype: torch.dtype) -> dict[str, Any] | None:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torchvision.models import swin_transformer as swin
 
-from fx2trt_pipeline.capture.input_size_padding import fix_input_size_padding
+from fx2trt_pipeline.capture.input_size_padding import fix_input_size_padding, inputs_seen
 from fx2trt_pipeline.errors import CaptureError
 
 
@@ -170,19 +170,8 @@ def _recorded_sizes(model: nn.Module, example_inputs: Sequence[Any] | None) -> d
             f"{type(model).__name__} has Swin window attention ({next(iter(names.values()))}...), "
             "whose padding and masks depend on the feature-map size: pass example_inputs"
         )
-    sizes: dict[str, tuple[int, int]] = {}
-
-    def record(module: nn.Module, args: tuple) -> None:  # a pre-hook that returns a value replaces the args
-        sizes.setdefault(names[module], tuple(args[0].shape[-3:-1]))
-
-    hooks = [m.register_forward_pre_hook(record) for m in names]
-    try:
-        with torch.no_grad():
-            model(*example_inputs)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return sizes
+    seen = inputs_seen(model, names, example_inputs)
+    return {names[m]: tuple(calls[0][0][-3:-1]) for m, calls in seen.items()}
 
 
 def rewrite_for_capture(
