@@ -277,7 +277,7 @@ def validate_artifact(check: ArtifactCheck, stream: TextIO | None = None) -> int
     if task == "detection" and decode is None:
         raise ConfigError(
             "Detection mAP of a lone model needs --decode package.module:function (outputs -> "
-            "boxes, scores, classes), e.g. fx2trt_pipeline.validate.demo_detector:centernet_decode"
+            "boxes, scores, classes), e.g. fx2trt_pipeline.models.centernet:centernet_decode"
         )
     data = EvalData(
         task,

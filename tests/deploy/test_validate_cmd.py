@@ -92,7 +92,7 @@ def test_bad_usage_is_exit_2(tmp_path: Path, demo_build: BuildRun) -> None:
     assert code == 2 and "build output directory" in err
 
 
-DECODE = ["--decode", "fx2trt_pipeline.validate.demo_detector:centernet_decode"]
+DECODE = ["--decode", "fx2trt_pipeline.models.centernet:centernet_decode"]
 
 
 def test_standalone_onnx_against_a_minimum_metric(demo_build: BuildRun) -> None:
