@@ -50,14 +50,13 @@ _FORMAT_DTYPES = (
     ("FP16", "Half"),
     ("HALF", "Half"),
     ("BF16", "BFloat16"),
+    ("UINT8", "UInt8"),  # before INT8, which it contains
     ("INT8", "Int8"),
     ("FP8", "FP8"),
     ("INT32", "Int32"),
     ("INT64", "Int64"),
     ("BOOL", "Bool"),
-    ("UINT8", "UInt8"),
 )
-_JSON_TYPES = {"FLOAT": "Float", "HALF": "Half", "INT8": "Int8", "INT32": "Int32", "INT64": "Int64"}
 
 
 def _dims(text: str) -> tuple[int, ...]:
@@ -154,7 +153,7 @@ def _json_constants(layer: Mapping[str, Any]) -> tuple[PlanTensor, ...]:
     for key in ("Weights", "Bias"):
         info = layer.get(key)
         if isinstance(info, Mapping) and int(info.get("Count", 0)) > 0:
-            dtype = _JSON_TYPES.get(str(info.get("Type", "")).upper(), str(info.get("Type", "Float")))
+            dtype = dict(_FORMAT_DTYPES).get(str(info.get("Type", "")).upper(), str(info.get("Type", "Float")))
             count = int(info["Count"])
             out.append(
                 PlanTensor(
