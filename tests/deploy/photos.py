@@ -57,3 +57,17 @@ def calib_folder(root: Path, count: int = 4) -> Path:
     for name in CALIB_PHOTOS[:count]:
         _save(_photo(name), root / f"{name}.jpg")
     return root
+
+
+def random_class_folders(
+    root: Path, rng: np.random.Generator, classes: int = 3, per_class: int = 4, size: tuple[int, int] = (20, 24)
+) -> Path:
+    """``root/class<c>/<i>.png`` of random RGB pixels (no photo content: for flows, not accuracy), drawn from
+    ``rng`` so that a caller keeps its random stream."""
+    from PIL import Image
+
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, size=(*size, 3), dtype=np.uint8)).save(root / f"class{c}" / f"{i}.png")
+    return root

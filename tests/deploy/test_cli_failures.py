@@ -15,6 +15,7 @@ from fx2trt_pipeline.deploy import pipeline
 from fx2trt_pipeline.errors import ConversionError
 
 from .conftest import run_cli
+from .photos import random_class_folders
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = "tests.deploy.models:tiny_classifier"
@@ -147,17 +148,8 @@ def test_refuses_to_replace_a_foreign_directory(tmp_path: Path) -> None:
     assert not (output / "notes.txt").exists() and (output / "fx2trt_run.json").is_file()
 
 
-def _image_folder(root: Path, classes: int = 3, per_class: int = 4) -> Path:
-    from PIL import Image
-
-    rng = np.random.default_rng(1)
-    for c in range(classes):
-        (root / f"class{c}").mkdir(parents=True)
-        for i in range(per_class):
-            Image.fromarray(rng.integers(0, 255, size=(20, 24, 3), dtype=np.uint8)).save(
-                root / f"class{c}" / f"{i}.png"
-            )
-    return root
+def _image_folder(root: Path) -> Path:
+    return random_class_folders(root, np.random.default_rng(1))
 
 
 def test_user_model_from_a_config_file(tmp_path: Path) -> None:

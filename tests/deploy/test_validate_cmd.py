@@ -11,6 +11,7 @@ import pytest
 from fx2trt_pipeline.engine.runtime import gpu_unavailable_reason
 
 from .conftest import BuildRun, run_cli
+from .photos import random_class_folders
 
 FAST = ["--max-images", "20"]
 
@@ -132,12 +133,7 @@ def test_standalone_classifier_takes_preprocessing_flags_config_and_npz_key(tmp_
 
     onnx = _tiny_onnx(tmp_path)
     rng = np.random.default_rng(1)
-    for c in range(3):
-        (tmp_path / "val" / f"class{c}").mkdir(parents=True)
-        for i in range(4):
-            Image.fromarray(rng.integers(0, 255, size=(16, 16, 3), dtype=np.uint8)).save(
-                tmp_path / "val" / f"class{c}" / f"{i}.png"
-            )
+    random_class_folders(tmp_path / "val", rng, size=(16, 16))
     base = ["validate", "--onnx", str(onnx), "--data", str(tmp_path / "val"), "--min-metric", "0.0"]
     code, out, err = run_cli([*base, "--input-size", "16", "--mean", "0.5", "--std", "0.25"])
     assert code == 0, err

@@ -83,21 +83,16 @@ def test_mixed_precision_flag_keeps_float_layers_within_an_agreement_budget(tmp_
     import json
 
     import numpy as np
-    from PIL import Image
 
     from fx2trt_pipeline import trt_api
 
     if not trt_api.is_available():
         pytest.skip("no TensorRT library installed (pip install 'fx2trt-pipeline[rtx]')")
     from tests.deploy.conftest import run_cli
+    from tests.deploy.photos import random_class_folders
 
     rng = np.random.default_rng(1)
-    for c in range(3):
-        (tmp_path / "val" / f"class{c}").mkdir(parents=True)
-        for i in range(4):
-            Image.fromarray(rng.integers(0, 255, size=(16, 16, 3), dtype=np.uint8)).save(
-                tmp_path / "val" / f"class{c}" / f"{i}.png"
-            )
+    random_class_folders(tmp_path / "val", rng, size=(16, 16))
     np.save(tmp_path / "calib.npy", rng.normal(size=(16, 3, 16, 16)).astype(np.float32))
     config = tmp_path / "run.toml"
     config.write_text(
