@@ -18,7 +18,7 @@ from fx2trt_pipeline import trt_api
 
 mtcnn = pytest.importorskip(
     "facenet_pytorch.models.mtcnn",
-    reason="pip install --no-deps facenet-pytorch==2.6.0 requests (MTCNN's RNet / ONet with their weights)",
+    reason="pip install --no-deps facenet-pytorch==2.6.0 (MTCNN's RNet / ONet with their weights; requests: [dev])",
 )
 pytest.importorskip("skimage", reason="scikit-image ships the sample photos")
 if not trt_api.is_available():
